@@ -1,0 +1,108 @@
+"""dspex: DSPy's programming model on an execution layer that scales out on Kafka.
+
+    import dspex
+    lm = dspex.LM("openai/gpt-4o-mini", api_key_env="OPENAI_API_KEY")
+    dspex.configure(lm=lm)
+    qa = dspex.ChainOfThought("question -> answer")
+    print(qa(question="What is 2 + 3?").answer)
+
+Public names are imported lazily, on first use, so that ``import dspex`` stays cheap and never
+imports the Kafka clients: the programming model runs with no broker installed or reachable.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from dspex import errors as _errors
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # programming model
+    "Signature": "dspex.signatures",
+    "InputField": "dspex.signatures",
+    "OutputField": "dspex.signatures",
+    "make_signature": "dspex.signatures",
+    "Example": "dspex.primitives",
+    "Prediction": "dspex.primitives",
+    "Module": "dspex.primitives",
+    "Predict": "dspex.modules",
+    "ChainOfThought": "dspex.modules",
+    "ChatAdapter": "dspex.adapters",
+    "JSONAdapter": "dspex.adapters",
+    "LM": "dspex.lm",
+    "Usage": "dspex.lm",
+    "track_usage": "dspex.lm",
+    "register_prices": "dspex.lm",
+    "configure": "dspex.settings",
+    "context": "dspex.settings",
+    "Evaluate": "dspex.evaluate",
+    "EvaluationResult": "dspex.evaluate",
+    "load": "dspex.serialization",
+    "candidate_id": "dspex.serialization",
+    # the Kafka client: imports confluent-kafka only when first used
+    "Client": "dspex.client",
+}
+
+# the whole exception tree, so that `except dspex.LMRateLimitError` works (errors.py is cheap)
+_EXPORTS.update(dict.fromkeys(_errors.__all__, "dspex.errors"))
+
+# submodules reachable as attributes, e.g. dspex.metrics.exact_match("answer")
+_SUBMODULES = frozenset({"metrics", "testing", "schemas", "streams"})
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"dspex.{name}")
+    elif name in _EXPORTS:
+        module = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        raise AttributeError(f"module 'dspex' has no attribute {name!r}")
+    globals()[name] = module  # cache: the next lookup does not come here
+    return module
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from dspex import metrics, schemas, streams, testing
+    from dspex.adapters import ChatAdapter, JSONAdapter
+    from dspex.client import Client
+    from dspex.errors import (
+        AdapterParseError,
+        BrokerUnavailableError,
+        ConfigurationError,
+        DevBrokerError,
+        DspexError,
+        InputError,
+        KafkaError,
+        LMAuthenticationError,
+        LMConnectionError,
+        LMError,
+        LMNotFoundError,
+        LMRateLimitError,
+        LMRequestError,
+        LMServerError,
+        LMTimeoutError,
+        MetricError,
+        PoisonMessageError,
+        ProgramLoadError,
+        SchemaError,
+        SecurityPolicyError,
+        SignatureError,
+        TopicError,
+    )
+    from dspex.evaluate import Evaluate, EvaluationResult
+    from dspex.lm import LM, Usage, register_prices, track_usage
+    from dspex.modules import ChainOfThought, Predict
+    from dspex.primitives import Example, Module, Prediction
+    from dspex.serialization import candidate_id, load
+    from dspex.settings import configure, context
+    from dspex.signatures import InputField, OutputField, Signature, make_signature

@@ -1,0 +1,484 @@
+"""``dspex.Client``: evaluate programs on the cluster, with the result local ``Evaluate`` gives.
+
+    with dspex.Client("127.0.0.1:9092") as client, dspex.context(lm=lm):
+        result = client.evaluate(program, devset, "exact_match:answer")
+        result.score, result.results, result.usage
+
+A submission publishes the programs (candidates topic), the job (jobs topic) and one task per
+candidate and example (tasks topic); the client then follows the job's status, showing a progress
+bar, and reads the job's per-example scores from the one scores partition its id hashes to.
+Everything that can be refused (metric, examples, programs, LM settings, allow-lists) is checked
+before anything is produced.
+
+Outcomes: a ``completed`` job gives its results; a job the aggregator stopped at ``max_errors``
+or ``max_cost_usd`` gives the partial results with ``stopped_early=True`` (as local Evaluate
+does at ``max_errors``); any other failure, a cancellation, or ``timeout`` passing raises
+:class:`~dspex.errors.JobError`. Sync methods are thin wrappers of the async ones (``a``-prefixed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from dspex._sync import run_sync
+from dspex.client import _cluster
+from dspex.client._cluster import Follow
+from dspex.client._publish import Positions, positions, publish
+from dspex.client._results import evaluation_result
+from dspex.client._submit import Limits, Policy, Submission, build_submission
+from dspex.dev.probe import probe_metadata
+from dspex.errors import ConfigurationError, JobError
+from dspex.evaluate import EvaluationResult
+from dspex.primitives import Example, Module
+from dspex.schemas import Cancel, JobStatus, ScoreRecord, WorkerHeartbeat
+from dspex.streams.admin import GroupLag, KafkaAdmin
+from dspex.streams.config import DEFAULT_BOOTSTRAP, KafkaSettings
+from dspex.streams.producer import AsyncProducer
+from dspex.streams.serde import to_record
+from dspex.streams.topics import TopicRegistry
+
+__all__ = ["Client"]
+
+logger = logging.getLogger(__name__)
+
+Program = Module | Mapping[str, Any]
+
+# Below the 10 s in which an unreachable broker must be reported.
+CONNECT_TIMEOUT_S = 8.0
+
+
+@dataclass(frozen=True)
+class _Submitted:
+    """A job this client submitted: what it needs to turn the job's scores into results."""
+
+    submission: Submission
+    where: Positions
+    submitted_at: float
+
+
+class Client:
+    """A connection to a dspex cluster (a Kafka broker and the workers consuming from it)."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str | None = None,
+        *,
+        prefix: str = "dspex.",
+        kafka: KafkaSettings | None = None,
+        allow_modules: Collection[str] | None = None,
+        allow_api_bases: Collection[str] | None = None,
+        allow_key_envs: Collection[str] | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+    ) -> None:
+        """``kafka`` carries security settings (SASL/SSL); ``bootstrap_servers`` alone is enough
+        for a plain broker. The ``allow_*`` lists refuse at submit time what workers started with
+        the same lists would refuse (None: no check)."""
+        self.settings = _settings(bootstrap_servers, kafka)
+        self.registry = TopicRegistry(prefix)
+        self.policy = Policy(allow_modules, allow_api_bases, allow_key_envs)
+        self.connect_timeout = connect_timeout
+        self._admin = KafkaAdmin(self.settings, timeout=connect_timeout)
+        self._producer: AsyncProducer | None = None
+        self._connected = False
+        self._topics_ready = False
+        self._submitted: dict[str, _Submitted] = {}
+
+    def __repr__(self) -> str:
+        return f"Client({self.settings.bootstrap_servers!r}, prefix={self.registry.prefix!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def close(self) -> None:
+        """Flush what is still queued and release the connections."""
+        run_sync(self.aclose())
+
+    async def aclose(self) -> None:
+        """Async form of :meth:`close`."""
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.aclose()
+
+    # -- evaluation --------------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        program: Program,
+        devset: Sequence[Example],
+        metric: Any,
+        *,
+        wait: bool = True,
+        name: str | None = None,
+        failure_score: float = 0.0,
+        max_errors: int | None = None,
+        max_cost_usd: float | None = None,
+        display_progress: bool = True,
+        timeout: float | None = None,
+    ) -> EvaluationResult | str:
+        """Evaluate ``program`` on ``devset`` with ``metric`` through the cluster.
+
+        ``metric``: a metric object (``dspex.metrics.exact_match("answer")``), its name
+        (``"exact_match:answer"``) or an import path (``"mypkg.metrics:judge"``). The job stops at
+        more than ``max_errors`` failed examples or at ``max_cost_usd``; ``timeout`` (seconds, None
+        for no limit) bounds the wait. Returns an EvaluationResult, or the job id with ``wait=False``.
+
+            >>> with dspex.Client("127.0.0.1:9092") as client, dspex.context(lm=lm):  # doctest: +SKIP
+            ...     result = client.evaluate(qa, devset, "exact_match:answer")
+        """
+        limits = Limits(name, failure_score, max_errors, max_cost_usd)
+        return run_sync(self._aevaluate_one(program, devset, metric, limits, wait, display_progress, timeout))
+
+    async def aevaluate(
+        self,
+        program: Program,
+        devset: Sequence[Example],
+        metric: Any,
+        *,
+        wait: bool = True,
+        name: str | None = None,
+        failure_score: float = 0.0,
+        max_errors: int | None = None,
+        max_cost_usd: float | None = None,
+        display_progress: bool = True,
+        timeout: float | None = None,
+    ) -> EvaluationResult | str:
+        """Async form of :meth:`evaluate`."""
+        limits = Limits(name, failure_score, max_errors, max_cost_usd)
+        return await self._aevaluate_one(program, devset, metric, limits, wait, display_progress, timeout)
+
+    def evaluate_many(
+        self,
+        programs: Sequence[Program],
+        devset: Sequence[Example],
+        metric: Any,
+        *,
+        wait: bool = True,
+        name: str | None = None,
+        failure_score: float = 0.0,
+        max_errors: int | None = None,
+        max_cost_usd: float | None = None,
+        display_progress: bool = True,
+        timeout: float | None = None,
+    ) -> list[EvaluationResult] | str:
+        """Evaluate several programs as ONE job, all their tasks at once: one result per program, in
+        the order given (or the job id with ``wait=False``). Options as :meth:`evaluate`."""
+        limits = Limits(name, failure_score, max_errors, max_cost_usd)
+        return run_sync(self._aevaluate(programs, devset, metric, limits, wait, display_progress, timeout))
+
+    async def aevaluate_many(
+        self,
+        programs: Sequence[Program],
+        devset: Sequence[Example],
+        metric: Any,
+        *,
+        wait: bool = True,
+        name: str | None = None,
+        failure_score: float = 0.0,
+        max_errors: int | None = None,
+        max_cost_usd: float | None = None,
+        display_progress: bool = True,
+        timeout: float | None = None,
+    ) -> list[EvaluationResult] | str:
+        """Async form of :meth:`evaluate_many`."""
+        limits = Limits(name, failure_score, max_errors, max_cost_usd)
+        return await self._aevaluate(programs, devset, metric, limits, wait, display_progress, timeout)
+
+    async def arun(
+        self,
+        candidates: Sequence[Program],
+        examples: Sequence[Example],
+        metric: Any,
+        *,
+        name: str | None = None,
+        failure_score: float = 0.0,
+        max_errors: int | None = None,
+        max_cost_usd: float | None = None,
+        display_progress: bool = False,
+        timeout: float | None = None,
+    ) -> list[EvaluationResult]:
+        """Run candidates x examples as one job; one result per candidate, in the order given.
+
+        The operation optimizers call on an executor: no progress bar unless asked for.
+        """
+        limits = Limits(name, failure_score, max_errors, max_cost_usd)
+        submitted = await self._asubmit(candidates, examples, metric, limits)
+        return await self._aoutcome(submitted, display_progress=display_progress, timeout=timeout)
+
+    async def _aevaluate_one(
+        self, program: Program, devset: Sequence[Example], metric: Any, limits: Limits, *flags: Any
+    ) -> EvaluationResult | str:
+        outcome = await self._aevaluate([program], devset, metric, limits, *flags)
+        return outcome if isinstance(outcome, str) else outcome[0]
+
+    async def _aevaluate(
+        self,
+        programs: Sequence[Program],
+        devset: Sequence[Example],
+        metric: Any,
+        limits: Limits,
+        wait: bool,
+        display_progress: bool,
+        timeout: float | None,
+    ) -> list[EvaluationResult] | str:
+        submitted = await self._asubmit(programs, devset, metric, limits)
+        if not wait:
+            return submitted.submission.job.job_id
+        return await self._aoutcome(submitted, display_progress=display_progress, timeout=timeout)
+
+    # -- jobs --------------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str, reason: str = "") -> None:
+        """Ask the cluster to stop ``job_id``: workers skip its remaining tasks."""
+        run_sync(self.acancel(job_id, reason))
+
+    async def acancel(self, job_id: str, reason: str = "") -> None:
+        """Async form of :meth:`cancel`."""
+        await self._aready(create_topics=True)
+        record = to_record(Cancel(job_id=job_id, reason=reason or "cancelled by a client"), role="jobs")
+        producer = self._get_producer()
+        await producer.produce_record(self.registry.name("jobs"), record)
+
+    def status(self, job_id: str) -> Any:
+        """The latest JobStatus (or OptimizeStatus) of ``job_id``; None when it has none."""
+        return run_sync(self.astatus(job_id))
+
+    async def astatus(self, job_id: str) -> Any:
+        """Async form of :meth:`status`."""
+        await self._aready(create_topics=False)
+        return await _cluster.read_status(self.settings, self.registry, job_id)
+
+    def wait(self, job_id: str, *, timeout: float | None = None, display_progress: bool = False) -> Any:
+        """Block until ``job_id`` is completed, failed or cancelled; returns that final status.
+
+        JobError when ``timeout`` seconds pass first (the job keeps running).
+        """
+        return run_sync(self.await_job(job_id, timeout=timeout, display_progress=display_progress))
+
+    async def await_job(
+        self, job_id: str, *, timeout: float | None = None, display_progress: bool = False
+    ) -> Any:
+        """Async form of :meth:`wait`."""
+        await self._aready(create_topics=False)
+        known = self._submitted.get(job_id)
+        follow = Follow(
+            job_id,
+            partition=known.where.status_partition if known else None,
+            start=known.where.status_start if known else None,
+            total=known.submission.job.total_tasks if known else 0,
+            display_progress=display_progress,
+            timeout=timeout,
+        )
+        return await _cluster.follow_status(self.settings, self.registry, follow)
+
+    def results(self, job_id: str) -> list[ScoreRecord]:
+        """The job's per-example score records, de-duplicated (the first per candidate and example
+        index wins), ordered by candidate then example index."""
+        return run_sync(self.aresults(job_id))
+
+    async def aresults(self, job_id: str) -> list[ScoreRecord]:
+        """Async form of :meth:`results`."""
+        await self._aready(create_topics=False)
+        status = await _cluster.read_status(self.settings, self.registry, job_id)
+        known = self._submitted.get(job_id)
+        records = await _cluster.read_scores(
+            self.settings,
+            self.registry,
+            job_id,
+            partition=known.where.scores_partition if known else None,
+            start=known.where.scores_start if known else None,
+            status=status,
+        )
+        order = _candidate_order(status, records)
+        return sorted(records, key=lambda r: (order[r.candidate_id], r.example_index))
+
+    def collect(self, job_id: str) -> list[EvaluationResult]:
+        """The results of a finished job, one per candidate (for a job submitted with ``wait=False``)."""
+        return run_sync(self.acollect(job_id))
+
+    async def acollect(self, job_id: str) -> list[EvaluationResult]:
+        """Async form of :meth:`collect`."""
+        known = self._submitted.get(job_id)
+        if known is not None:
+            return await self._aoutcome(known, display_progress=False, timeout=None)
+        status = await self.astatus(job_id)
+        if not isinstance(status, JobStatus):
+            raise JobError(f"no evaluation job {job_id} on {self.registry.name('status')}", job_id=job_id)
+        records = await self.aresults(job_id)
+        totals = {c.candidate_id: c.total for c in status.candidates}
+        return [
+            evaluation_result(
+                cid, records, None, total=total, metric="score", stopped_early=not status.finished
+            )
+            for cid, total in totals.items()
+        ]
+
+    # -- the cluster -------------------------------------------------------------------------------
+
+    def jobs(self) -> dict[str, Any]:
+        """Every job on the status topic: ``job_id -> latest JobStatus / OptimizeStatus``."""
+        return run_sync(self.ajobs())
+
+    async def ajobs(self) -> dict[str, Any]:
+        """Async form of :meth:`jobs`."""
+        await self._aready(create_topics=False)
+        return await _cluster.read_all_latest(
+            self.settings, self.registry.name("status"), _cluster.decode_status
+        )
+
+    def workers(self) -> list[WorkerHeartbeat]:
+        """The latest heartbeat of every worker on the workers topic (alive or not: see ``sent_at``)."""
+        return run_sync(self.aworkers())
+
+    async def aworkers(self) -> list[WorkerHeartbeat]:
+        """Async form of :meth:`workers`."""
+        await self._aready(create_topics=False)
+        beats = await _cluster.read_all_latest(
+            self.settings, self.registry.name("workers"), _cluster.decode_heartbeat
+        )
+        return sorted(beats.values(), key=lambda beat: (beat.kind, beat.worker_id))
+
+    def lag(self) -> dict[str, GroupLag]:
+        """Lag of each worker group (``predict``, ``score``, ``aggregate``) from the admin API."""
+        return run_sync(self.alag())
+
+    async def alag(self) -> dict[str, GroupLag]:
+        """Async form of :meth:`lag`."""
+        await self._aready(create_topics=False)
+        return await asyncio.to_thread(_cluster.read_lag, self._admin, self.registry)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    async def _aready(self, *, create_topics: bool) -> None:
+        if not self._connected:
+            # A TCP connect first: an address where nothing listens fails at once, not after the timeout.
+            await asyncio.to_thread(
+                probe_metadata,
+                self.settings.bootstrap_servers,
+                config=self.settings.confluent(),
+                timeout=self.connect_timeout,
+            )
+            self._connected = True
+        if create_topics and not self._topics_ready:
+            await asyncio.to_thread(self._admin.ensure_topics, self.registry)
+            self._topics_ready = True
+
+    def _get_producer(self) -> AsyncProducer:
+        if self._producer is None:
+            self._producer = AsyncProducer(self.settings)
+        return self._producer
+
+    async def _asubmit(
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, limits: Limits
+    ) -> _Submitted:
+        submission = build_submission(list(programs), devset, metric, policy=self.policy, limits=limits)
+        await self._aready(create_topics=True)
+        where = await asyncio.to_thread(positions, self._admin, self.registry, submission.job.job_id)
+        await publish(self._get_producer(), self.registry, submission)
+        submitted = _Submitted(submission, where, time.perf_counter())
+        self._submitted[submission.job.job_id] = submitted
+        logger.info(
+            "submitted job %s: %d candidate(s) x %d example(s)",
+            submission.job.job_id,
+            len(submission.job.candidate_ids),
+            submission.job.num_examples,
+        )
+        return submitted
+
+    async def _aoutcome(
+        self, submitted: _Submitted, *, display_progress: bool, timeout: float | None
+    ) -> list[EvaluationResult]:
+        job = submitted.submission.job
+        follow = Follow(
+            job.job_id,
+            partition=submitted.where.status_partition,
+            start=submitted.where.status_start,
+            total=job.total_tasks,
+            display_progress=display_progress,
+            timeout=timeout,
+            label=job.name,
+        )
+        status = await _cluster.follow_status(self.settings, self.registry, follow)
+        records = await _cluster.read_scores(
+            self.settings,
+            self.registry,
+            job.job_id,
+            partition=submitted.where.scores_partition,
+            start=submitted.where.scores_start,
+            status=status,
+        )
+        stopped = _stopped_by_limit(status, job.max_errors, job.max_cost_usd)
+        if status.state != "completed" and not stopped:
+            raise _job_error(status)
+        elapsed = time.perf_counter() - submitted.submitted_at
+        sub = submitted.submission
+        return [
+            evaluation_result(
+                cid,
+                records,
+                sub.examples,
+                total=job.num_examples,
+                metric=sub.metric,
+                stopped_early=stopped,
+                elapsed_s=elapsed,
+            )
+            for cid in sub.program_ids
+        ]
+
+
+def _settings(bootstrap_servers: str | None, kafka: KafkaSettings | None) -> KafkaSettings:
+    if kafka is None:
+        return KafkaSettings(bootstrap_servers=bootstrap_servers or DEFAULT_BOOTSTRAP)
+    if bootstrap_servers is not None and bootstrap_servers != kafka.bootstrap_servers:
+        raise ConfigurationError(
+            f"bootstrap_servers={bootstrap_servers!r} disagrees with kafka.bootstrap_servers="
+            f"{kafka.bootstrap_servers!r}; pass one of them"
+        )
+    return kafka
+
+
+def _stopped_by_limit(status: Any, max_errors: int | None, max_cost_usd: float | None) -> bool:
+    """Whether a failed job was stopped by one of its own limits (partial results, not an error)."""
+    if not isinstance(status, JobStatus) or status.state != "failed":
+        return False
+    errors = max([status.errors, *(c.errors for c in status.candidates)])
+    over_errors = max_errors is not None and errors > max_errors
+    over_budget = max_cost_usd is not None and status.usage.cost_usd >= max_cost_usd
+    return over_errors or over_budget
+
+
+def _job_error(status: Any) -> JobError:
+    reason = getattr(status, "reason", None)
+    return JobError(
+        f"job {status.job_id} {status.state}" + (f": {reason}" if reason else ""),
+        job_id=status.job_id,
+        state=status.state,
+        reason=reason,
+    )
+
+
+def _candidate_order(status: Any, records: Sequence[ScoreRecord]) -> dict[str, int]:
+    order: dict[str, int] = {}
+    if isinstance(status, JobStatus):
+        order.update({c.candidate_id: i for i, c in enumerate(status.candidates)})
+    for record in records:
+        order.setdefault(record.candidate_id, len(order))
+    return order

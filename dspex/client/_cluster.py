@@ -1,0 +1,237 @@
+"""Reading what the cluster says about jobs: status, score records, heartbeats and group lag.
+
+Each function opens its own short-lived reader; a job's records are read from the one partition
+its key hashes to, with a full scan only as a fallback when that partition does not hold as
+many records as the job's status counted (a writer that partitioned differently).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from confluent_kafka import Message
+
+from dspex.client._progress import JobProgress
+from dspex.client._reader import AsyncPartitionReader, PartitionReader, keyed
+from dspex.client._results import dedupe
+from dspex.errors import JobError, SchemaError, TopicError
+from dspex.schemas import JobStatus, ScoreRecord, StatusMessage, WorkerHeartbeat, decode
+from dspex.streams.admin import GroupLag, KafkaAdmin
+from dspex.streams.config import KafkaSettings
+from dspex.streams.topics import TopicRegistry
+
+__all__ = [
+    "WORKER_GROUPS",
+    "Follow",
+    "decode_heartbeat",
+    "decode_status",
+    "follow_status",
+    "read_all_latest",
+    "read_lag",
+    "read_scores",
+    "read_status",
+]
+
+logger = logging.getLogger(__name__)
+
+WORKER_GROUPS: dict[str, tuple[str, str]] = {
+    "predict": ("predict", "tasks"),
+    "score": ("score", "predictions"),
+    "aggregate": ("aggregate", "scores"),
+}
+"""Worker kind -> (consumer group suffix after the prefix, topic role it consumes)."""
+
+# Scores of a job are written after it was submitted; this covers clocks that disagree.
+_CLOCK_SLACK = timedelta(minutes=10)
+_POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class Follow:
+    """Where to follow one job's status from, and how to show it."""
+
+    job_id: str
+    partition: int | None = None
+    start: int | None = None
+    total: int = 0
+    display_progress: bool = False
+    timeout: float | None = None
+    label: str | None = None
+
+
+def _decode_status(value: bytes | None) -> Any:
+    try:
+        return decode(value, StatusMessage)
+    except SchemaError as exc:
+        logger.warning("skipping an unreadable status: %s", exc)
+        return None
+
+
+async def read_status(settings: KafkaSettings, registry: TopicRegistry, job_id: str) -> Any:
+    """The latest status of ``job_id`` (JobStatus or OptimizeStatus), or None if it has none."""
+    async with _reader(settings, registry.name("status")) as (reader, run):
+        try:
+            partition = await run(reader.partition_of, job_id)
+        except TopicError:
+            return None
+        await run(reader.assign, {partition: None})
+        values = keyed(await run(reader.read_to_end), job_id)
+    latest = None
+    for value in values:
+        latest = None if value is None else (_decode_status(value) or latest)
+    return latest
+
+
+async def follow_status(settings: KafkaSettings, registry: TopicRegistry, follow: Follow) -> Any:
+    """Wait until ``follow.job_id`` reaches a terminal state; returns that status.
+
+    JobError when ``follow.timeout`` seconds pass first (the job keeps running).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if follow.timeout is None else loop.time() + follow.timeout
+    latest: Any = None
+    async with _reader(settings, registry.name("status")) as (reader, run):
+        partition = follow.partition
+        if partition is None:
+            partition = await run(reader.partition_of, follow.job_id)
+        await run(reader.assign, {partition: follow.start})
+        with JobProgress(
+            follow.job_id, follow.total, enabled=follow.display_progress, label=follow.label
+        ) as bar:
+            while latest is None or not latest.finished:
+                if deadline is not None and loop.time() > deadline:
+                    raise _timed_out(follow, latest)
+                for value in keyed(await run(reader.poll, _POLL_S), follow.job_id):
+                    latest = _decode_status(value) or latest
+                    if isinstance(latest, JobStatus):
+                        bar.update(latest)
+    return latest
+
+
+def _timed_out(follow: Follow, latest: Any) -> JobError:
+    state = None if latest is None else latest.state
+    return JobError(
+        f"job {follow.job_id} did not finish within {follow.timeout} s "
+        f"(last state: {state or 'no status yet'}); "
+        f"it keeps running: `dspex status {follow.job_id}`, `dspex cancel {follow.job_id}`",
+        job_id=follow.job_id,
+        state=state,
+    )
+
+
+async def read_scores(
+    settings: KafkaSettings,
+    registry: TopicRegistry,
+    job_id: str,
+    *,
+    partition: int | None = None,
+    start: int | None = None,
+    status: Any = None,
+) -> list[ScoreRecord]:
+    """The job's score records, de-duplicated (first per candidate and example index)."""
+    async with _reader(settings, registry.name("scores")) as (reader, run):
+        if partition is None:
+            partition = await run(reader.partition_of, job_id)
+        if start is None:
+            start = await run(_start_offset, reader, partition, status)
+        await run(reader.assign, {partition: start})
+        records = dedupe(_scores(keyed(await run(reader.read_to_end), job_id)))
+        expected = status.done if isinstance(status, JobStatus) else 0
+        if len(records) < expected:
+            logger.warning(
+                "partition %s of %s holds %s of the %s results of job %s; scanning every partition",
+                partition,
+                reader.topic,
+                len(records),
+                expected,
+                job_id,
+            )
+            count = await run(reader.partition_count)
+            await run(reader.assign, dict.fromkeys(range(count)))
+            records = dedupe(_scores(keyed(await run(reader.read_to_end), job_id)))
+    return records
+
+
+def _start_offset(reader: PartitionReader, partition: int, status: Any) -> int | None:
+    started = getattr(status, "started_at", None) or getattr(status, "updated_at", None)
+    if started is None:
+        return None
+    return reader.offset_for_time(partition, int((started - _CLOCK_SLACK).timestamp() * 1000))
+
+
+def _scores(values: Iterable[bytes | None]) -> list[ScoreRecord]:
+    records = []
+    for value in values:
+        try:
+            records.append(decode(value, ScoreRecord))
+        except SchemaError as exc:
+            logger.warning("skipping an unreadable score record: %s", exc)
+    return records
+
+
+async def read_all_latest(
+    settings: KafkaSettings, topic: str, decoder: Callable[[bytes], Any]
+) -> dict[str, Any]:
+    """``key -> latest decodable value`` of a whole compacted topic ({} when it does not exist)."""
+    async with _reader(settings, topic) as (reader, run):
+        try:
+            count = await run(reader.partition_count)
+        except TopicError:
+            return {}
+        await run(reader.assign, dict.fromkeys(range(count)))
+        messages = await run(reader.read_to_end)
+    return _latest(messages, decoder)
+
+
+def _latest(messages: Iterable[Message], decoder: Callable[[bytes], Any]) -> dict[str, Any]:
+    latest: dict[str, Any] = {}
+    for message in messages:
+        key, value = message.key(), message.value()
+        if key is None:
+            continue
+        name = key.decode("utf-8", "replace")
+        if value is None:
+            latest.pop(name, None)
+            continue
+        try:
+            latest[name] = decoder(value)
+        except SchemaError as exc:
+            logger.warning("skipping %s of %s: %s", name, message.topic(), exc)
+    return latest
+
+
+def decode_status(value: bytes) -> Any:
+    """A status topic value (raises SchemaError)."""
+    return decode(value, StatusMessage)
+
+
+def decode_heartbeat(value: bytes) -> WorkerHeartbeat:
+    """A workers topic value (raises SchemaError)."""
+    return decode(value, WorkerHeartbeat)
+
+
+def read_lag(admin: KafkaAdmin, registry: TopicRegistry) -> dict[str, GroupLag]:
+    """Lag of each worker group (by worker kind) on the topic it consumes, from the admin API."""
+    return {
+        kind: admin.group_lag(registry.prefix + suffix, [registry.name(role)])  # type: ignore[arg-type]
+        for kind, (suffix, role) in WORKER_GROUPS.items()
+    }
+
+
+class _reader:
+    """``async with _reader(settings, topic) as (reader, run)``: a reader and its thread runner."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        self._async = AsyncPartitionReader(settings, topic)
+
+    async def __aenter__(self) -> tuple[PartitionReader, Callable[..., Any]]:
+        reader = await self._async.__aenter__()
+        return reader, self._async.run
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._async.__aexit__(*exc_info)

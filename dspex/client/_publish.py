@@ -1,0 +1,64 @@
+"""Putting a submission on the topics, fast, in the order workers need it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from dspex.client._submit import Submission
+from dspex.streams.admin import KafkaAdmin
+from dspex.streams.partitioner import partition_for
+from dspex.streams.producer import AsyncProducer
+from dspex.streams.serde import to_record
+from dspex.streams.topics import TopicRegistry, TopicRole
+
+__all__ = ["Positions", "positions", "publish"]
+
+# Acknowledgements are awaited in chunks, so a million-task job does not hold a million futures.
+_ACK_CHUNK = 20_000
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Where a job's status and scores land, and the end offsets of those partitions before it was
+    submitted: nothing of the job can come earlier, so following and reading start there."""
+
+    status_partition: int
+    status_start: int
+    scores_partition: int
+    scores_start: int
+
+
+def positions(admin: KafkaAdmin, registry: TopicRegistry, job_id: str) -> Positions:
+    """The job's partitions (Kafka's murmur2 rule) and their current ends (blocking)."""
+    status, scores = registry.name("status"), registry.name("scores")
+    counts = admin.partition_counts([status, scores])
+    status_p, scores_p = partition_for(job_id, counts[status]), partition_for(job_id, counts[scores])
+    ends = admin.end_offsets([(status, status_p), (scores, scores_p)])
+    return Positions(status_p, ends[(status, status_p)], scores_p, ends[(scores, scores_p)])
+
+
+async def publish(producer: AsyncProducer, registry: TopicRegistry, submission: Submission) -> None:
+    """Candidates, then the job, then its tasks, each acknowledged before the next starts, so a
+    worker that sees a task finds its program and its job."""
+    await _send_all(producer, registry, "candidates", submission.specs)
+    await _send_all(producer, registry, "jobs", [submission.job])
+    await _send_all(producer, registry, "tasks", submission.tasks())
+
+
+async def _send_all(
+    producer: AsyncProducer, registry: TopicRegistry, role: TopicRole, models: Iterable[BaseModel]
+) -> None:
+    topic = registry.name(role)
+    pending: list[asyncio.Future[Any]] = []
+    for model in models:
+        record = to_record(model, role=role)
+        pending.append(await producer.send(topic, record.value, key=record.key, headers=record.headers))
+        if len(pending) >= _ACK_CHUNK:
+            await asyncio.gather(*pending)
+            pending = []
+    await asyncio.gather(*pending)

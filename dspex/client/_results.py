@@ -1,0 +1,106 @@
+"""From a job's score records to results: de-duplication and EvaluationResult per candidate.
+
+Delivery is at-least-once, so a task may be scored twice; the first score per (candidate, example
+index) wins, the rule the aggregator and ``dspex results`` apply too. The score keeps local
+``Evaluate``'s meaning: 100 x the exact mean (``math.fsum``) with failures in the denominator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from dspex.evaluate import EvaluationResult, ExampleResult
+from dspex.lm.usage import Usage
+from dspex.primitives import Example, Prediction
+from dspex.schemas import ScoreRecord, UsageRecord
+
+__all__ = ["dedupe", "evaluation_result", "records_table", "usage_of"]
+
+
+def dedupe(records: Iterable[ScoreRecord]) -> list[ScoreRecord]:
+    """The first record per (candidate, example index), in the order they were read."""
+    seen: dict[tuple[str, int], ScoreRecord] = {}
+    for record in records:
+        seen.setdefault((record.candidate_id, record.example_index), record)
+    return list(seen.values())
+
+
+def usage_of(record: UsageRecord) -> Usage:
+    """The wire usage as the programming model's Usage."""
+    return Usage(**record.model_dump())
+
+
+def evaluation_result(
+    candidate_id: str,
+    records: Sequence[ScoreRecord],
+    examples: Sequence[Example] | None,
+    *,
+    total: int,
+    metric: str,
+    stopped_early: bool = False,
+    elapsed_s: float = 0.0,
+) -> EvaluationResult:
+    """The result of one candidate, from its de-duplicated records.
+
+    ``examples`` are the devset as submitted (None: rebuilt from the records, when they carry it).
+    """
+    mine = sorted((r for r in records if r.candidate_id == candidate_id), key=lambda r: r.example_index)
+    rows = [_example_result(r, _example(r, examples)) for r in mine]
+    score = 100.0 * math.fsum(r.score for r in rows) / len(rows) if rows else 0.0
+    usage = sum((usage_of(r.usage) for r in mine), Usage())
+    return EvaluationResult(
+        score=score,
+        records=rows,
+        usage=usage,
+        errors=sum(r.error is not None for r in rows),
+        total=total,
+        metric=metric,
+        stopped_early=stopped_early or len(rows) < total,
+        elapsed_s=elapsed_s,
+    )
+
+
+def _example(record: ScoreRecord, examples: Sequence[Example] | None) -> Example:
+    if examples is not None and record.example_index < len(examples):
+        return examples[record.example_index]
+    return Example(record.example or {})
+
+
+def _example_result(record: ScoreRecord, example: Example) -> ExampleResult:
+    return ExampleResult(
+        index=record.example_index,
+        example=example,
+        prediction=_prediction(record),
+        score=record.score,
+        feedback=record.feedback,
+        error=None if record.error is None else f"{record.error.type}: {record.error.message}",
+        latency_s=record.latency_s or 0.0,
+    )
+
+
+def _prediction(record: ScoreRecord) -> Prediction | None:
+    if record.outputs is None:
+        return None
+    prediction = Prediction(record.outputs)
+    prediction._usage = usage_of(record.usage)
+    return prediction
+
+
+def records_table(records: Sequence[ScoreRecord]) -> list[dict[str, Any]]:
+    """One flat row per record, for tables and CSV: ids, score, error, outputs, usage."""
+    return [_row(record) for record in records]
+
+
+def _row(record: ScoreRecord) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "candidate_id": record.candidate_id,
+        "example_index": record.example_index,
+        "score": record.score,
+        "error": "" if record.error is None else f"{record.error.type}: {record.error.message}",
+        "feedback": record.feedback or "",
+    }
+    row.update({f"pred_{key}": value for key, value in (record.outputs or {}).items()})
+    row.update({"tokens": record.usage.total_tokens, "cost_usd": record.usage.cost_usd})
+    return row

@@ -1,0 +1,228 @@
+"""The one exception tree of dspex.
+
+Everything dspex raises on purpose derives from :class:`DspexError`; foreign exceptions
+(httpx, confluent-kafka, pydantic, sqlite3) are translated at the boundary where they occur,
+with the original kept as ``__cause__``.
+
+    DspexError
+    ├── ConfigurationError            a setting or argument that cannot work; says what to change
+    │   └── SecurityPolicyError       a job names code, an API base or key variable the worker does not allow
+    ├── SignatureError                a malformed signature string or field definition
+    ├── InputError                    a module called with a missing or unknown input field
+    ├── AdapterParseError             LM output that cannot be parsed; carries the raw text
+    ├── ProgramLoadError              a saved program that is corrupt or from a newer schema version
+    ├── MetricError                   a metric that cannot be found or built
+    ├── LMError                       an LM call that failed; carries ``status`` and ``retry_after``
+    │   ├── LMRateLimitError          429: flow control, retried without using up retries
+    │   ├── LMServerError             5xx: transient, retried with backoff
+    │   ├── LMTimeoutError            no answer in time: transient
+    │   ├── LMConnectionError         the endpoint could not be reached: transient
+    │   └── LMRequestError            other 4xx: never retried, the provider's message kept
+    │       ├── LMAuthenticationError 401 / 403: a systemic error, fails a whole job
+    │       └── LMNotFoundError       404: unknown model or path, systemic too
+    ├── SchemaError                   a message that does not decode into its model
+    ├── PoisonMessageError            a message no handler can ever process: dead-lettered, not retried
+    ├── KafkaError                    a Kafka operation that failed; carries topic, partition, offset
+    │   ├── BrokerUnavailableError    no broker answered a metadata request at the address tried
+    │   └── TopicError                a topic that could not be created or has the wrong shape
+    ├── JobError                      a cluster job that failed, was cancelled or did not finish in time
+    └── DevBrokerError                the project's dev broker could not be fetched, started or stopped
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdapterParseError",
+    "BrokerUnavailableError",
+    "ConfigurationError",
+    "DevBrokerError",
+    "DspexError",
+    "InputError",
+    "JobError",
+    "KafkaError",
+    "LMAuthenticationError",
+    "LMConnectionError",
+    "LMError",
+    "LMNotFoundError",
+    "LMRateLimitError",
+    "LMRequestError",
+    "LMServerError",
+    "LMTimeoutError",
+    "MetricError",
+    "PoisonMessageError",
+    "ProgramLoadError",
+    "SchemaError",
+    "SecurityPolicyError",
+    "SignatureError",
+    "TopicError",
+]
+
+
+class DspexError(Exception):
+    """Root of every error dspex raises on purpose."""
+
+
+class ConfigurationError(DspexError):
+    """A setting or argument that cannot work. The message says what to change."""
+
+
+class SecurityPolicyError(ConfigurationError):
+    """A job or message references something the worker was not started to allow."""
+
+
+class SignatureError(DspexError):
+    """A malformed signature string or field definition."""
+
+
+class InputError(DspexError):
+    """A module was called with a missing or unknown input field."""
+
+
+class AdapterParseError(DspexError):
+    """LM output that could not be parsed into the signature's output fields."""
+
+    def __init__(self, message: str, *, raw_text: str, adapter: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.raw_text = raw_text
+        self.adapter = adapter
+        self.field = field
+
+
+class ProgramLoadError(DspexError):
+    """A saved program that is corrupt, or written by a newer schema version."""
+
+
+class MetricError(DspexError):
+    """A metric that cannot be found, imported or built."""
+
+
+class LMError(DspexError):
+    """An LM call that failed.
+
+    ``status`` is the HTTP status when there was a response; ``retry_after`` is the number of
+    seconds the provider asked us to wait, when it said so.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        model: str | None = None,
+        api_base: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.model = model
+        self.api_base = api_base
+
+    @property
+    def transient(self) -> bool:
+        """Whether retrying the same request later can succeed."""
+        return isinstance(self, LMRateLimitError | LMServerError | LMTimeoutError | LMConnectionError)
+
+    @property
+    def systemic(self) -> bool:
+        """Whether every request to this endpoint will fail the same way (bad key, unknown model)."""
+        return isinstance(self, LMAuthenticationError | LMNotFoundError)
+
+
+class LMRateLimitError(LMError):
+    """429 Too Many Requests."""
+
+
+class LMServerError(LMError):
+    """5xx from the provider."""
+
+
+class LMTimeoutError(LMError):
+    """The provider did not answer in time."""
+
+
+class LMConnectionError(LMError):
+    """The provider could not be reached."""
+
+
+class LMRequestError(LMError):
+    """A 4xx other than 429: the request itself is wrong; retrying cannot help."""
+
+
+class LMAuthenticationError(LMRequestError):
+    """401 or 403: the API key is missing, wrong or not allowed."""
+
+
+class LMNotFoundError(LMRequestError):
+    """404: unknown model or endpoint path."""
+
+
+class SchemaError(DspexError):
+    """A message whose bytes do not decode into the expected model."""
+
+    def __init__(self, message: str, *, model: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class PoisonMessageError(DspexError):
+    """Raised by a consumer handler for a message it can never process (unknown candidate, a job
+    naming code the worker does not allow): the consumer runtime dead-letters it under ``reason``
+    and moves on instead of retrying it forever."""
+
+    def __init__(self, message: str, *, reason: str = "poison") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class KafkaError(DspexError):
+    """A Kafka operation that failed, with where it happened when known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+
+class BrokerUnavailableError(KafkaError):
+    """No broker answered a metadata request at the bootstrap address."""
+
+    def __init__(self, bootstrap: str, *, detail: str = "") -> None:
+        hint = "start one with `make demo` or `dspex dev broker start`, or pass --bootstrap HOST:PORT"
+        message = f"no Kafka broker answered at {bootstrap}"
+        if detail:
+            message += f" ({detail})"
+        super().__init__(f"{message}; {hint}")
+        self.bootstrap = bootstrap
+
+
+class TopicError(KafkaError):
+    """A topic that could not be created, or exists with an incompatible shape."""
+
+
+class JobError(DspexError):
+    """A job run by the workers that failed, was cancelled, or did not finish in time.
+
+    ``state`` is the job's last known state ("failed", "cancelled", "running", ... or None when no
+    status was seen); ``reason`` is what its status said, e.g. the provider's message on a 401.
+    """
+
+    def __init__(
+        self, message: str, *, job_id: str, state: str | None = None, reason: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.state = state
+        self.reason = reason
+
+
+class DevBrokerError(DspexError):
+    """The project's development broker could not be fetched, started or stopped."""

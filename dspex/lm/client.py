@@ -1,0 +1,397 @@
+"""``LM``: an OpenAI-compatible chat-completions and embeddings client.
+
+    lm = LM("openai/gpt-4o-mini", api_key_env="OPENAI_API_KEY")
+    response = await lm.acomplete([{"role": "user", "content": "2 + 3?"}])
+    response.text, response.usage.cost_usd
+
+An LM is immutable: ``lm.copy(temperature=0.7)`` gives a changed one. Its :class:`LMSettings` are what
+travels in a saved program or a job; they name the environment variable that holds the key and never
+hold a key. The key itself is read at call time (from ``api_key=`` or that variable) and only ever
+goes into the ``Authorization`` header: never into settings, the cache key, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from dspex._sync import run_sync
+from dspex.errors import ConfigurationError, LMConnectionError, LMServerError, LMTimeoutError
+from dspex.lm import cache as cache_mod
+from dspex.lm.limiter import AdaptiveLimiter, limiter_for
+from dspex.lm.pricing import DEFAULT_PRICES
+from dspex.lm.retry import RetryPolicy, error_for_status, with_retries
+from dspex.lm.transport import aclose_client, get_client
+from dspex.lm.usage import Usage, record_usage
+
+__all__ = ["LM", "LMResponse", "LMSettings"]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_API_BASES = {"openai": "https://api.openai.com/v1"}
+_DEFAULT_KEY_ENVS = {"openai": "OPENAI_API_KEY"}
+# Set by the client itself, or not supported yet (streaming, several choices per call).
+_RESERVED_KWARGS = frozenset({"model", "messages", "input", "stream", "n"})
+
+# Validates a 200 response and returns its JSON object; raises LMServerError when malformed.
+_Check = Callable[["LM", httpx.Response], dict[str, Any]]
+
+
+class LMSettings(BaseModel):
+    """Everything that defines an LM and can travel (saved programs, jobs). Never a key.
+
+    ``cache_dir`` is left out on purpose: it is a path on one machine, chosen where the LM runs.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    api_base: str
+    api_key_env: str | None = None
+    temperature: float = Field(default=0.0, ge=0.0)
+    max_tokens: int = Field(default=1000, ge=1)
+    cache: bool = True
+    max_retries: int = Field(default=5, ge=0)
+    timeout: float = Field(default=120.0, gt=0.0)
+    request_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class LMResponse(BaseModel):
+    """One completion. ``latency_s`` covers the whole call, retries and waits included."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    model: str
+    usage: Usage
+    cached: bool = False
+    latency_s: float = 0.0
+    finish_reason: str | None = None
+
+
+def _split_model(model: str) -> tuple[str, str]:
+    provider, sep, name = model.partition("/")
+    if not sep or not provider or not name:
+        raise ConfigurationError(
+            f"LM model must be 'provider/name' (e.g. 'openai/gpt-4o-mini'), got {model!r}"
+        )
+    return provider, name
+
+
+def _check_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    reserved = sorted(_RESERVED_KWARGS & kwargs.keys())
+    if reserved and not (reserved == ["n"] and kwargs["n"] == 1):
+        raise ConfigurationError(
+            f"LM request option(s) {reserved} cannot be set: the client sets model/messages/input, "
+            "and streaming or n > 1 are not supported"
+        )
+    return {key: value for key, value in kwargs.items() if value is not None}
+
+
+class LM:
+    """An OpenAI-compatible LM endpoint: chat completions and embeddings, with retries, a response
+    cache, usage and cost.
+
+        lm = LM("openai/gpt-4o-mini", api_key_env="OPENAI_API_KEY", temperature=0.0)
+        sim = LM("sim/arith", api_base="http://127.0.0.1:8000/v1", cache_dir=tmp_path)
+
+    ``model`` is 'provider/name' (the request sends 'name'); provider "openai" defaults ``api_base``
+    to https://api.openai.com/v1 and ``api_key_env`` to OPENAI_API_KEY, other providers need an
+    ``api_base``. With no key (neither ``api_key`` nor a set ``api_key_env``) no Authorization header
+    is sent. ``cache=False`` turns off both cache layers; ``cache_dir`` defaults to ~/.cache/dspex/lm.
+    ``retry_policy`` sets backoff timings and the 429 wait budget (its ``max_retries`` is replaced by
+    ``max_retries``). ``limiter=True`` adds the process's adaptive concurrency limiter for this API
+    base (or pass an :class:`AdaptiveLimiter`). ``**request_kwargs`` go into every request body
+    (e.g. ``top_p=0.9``).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key_env: str | None = None,
+        api_key: str | SecretStr | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 1000,
+        cache: bool = True,
+        cache_dir: str | Path | None = None,
+        max_retries: int = 5,
+        timeout: float = 120.0,
+        retry_policy: RetryPolicy | None = None,
+        limiter: AdaptiveLimiter | bool = False,
+        **request_kwargs: Any,
+    ) -> None:
+        provider, self._request_model = _split_model(model)
+        base = api_base or _DEFAULT_API_BASES.get(provider)
+        if base is None:
+            raise ConfigurationError(
+                f"LM {model!r} needs api_base=... (no default for provider {provider!r})"
+            )
+        try:
+            self._settings = LMSettings(
+                model=model,
+                api_base=base.rstrip("/"),
+                api_key_env=api_key_env or _DEFAULT_KEY_ENVS.get(provider),
+                temperature=temperature,
+                max_tokens=max_tokens,
+                cache=cache,
+                max_retries=max_retries,
+                timeout=timeout,
+                request_kwargs=_check_kwargs(request_kwargs),
+            )
+        except ValidationError as exc:
+            raise ConfigurationError(f"invalid LM settings for {model!r}: {exc}") from exc
+        self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._cache = cache_mod.cache_for(cache_dir) if cache else None
+        self._policy = dataclasses.replace(retry_policy or RetryPolicy(), max_retries=max_retries)
+        self._limiter = limiter
+
+    # -- settings ------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        """'provider/name'; requests send the part after the first '/'."""
+        return self._settings.model
+
+    @property
+    def api_base(self) -> str:
+        return self._settings.api_base
+
+    @property
+    def api_key_env(self) -> str | None:
+        """The environment variable the key is read from at call time (unless ``api_key=`` was given)."""
+        return self._settings.api_key_env
+
+    @property
+    def temperature(self) -> float:
+        return self._settings.temperature
+
+    @property
+    def max_tokens(self) -> int:
+        return self._settings.max_tokens
+
+    @property
+    def cache(self) -> bool:
+        return self._settings.cache
+
+    @property
+    def max_retries(self) -> int:
+        return self._settings.max_retries
+
+    @property
+    def timeout(self) -> float:
+        return self._settings.timeout
+
+    @property
+    def request_kwargs(self) -> dict[str, Any]:
+        return dict(self._settings.request_kwargs)
+
+    def settings(self) -> LMSettings:
+        """The LM's portable settings (no key, no cache directory)."""
+        return self._settings
+
+    @classmethod
+    def from_settings(cls, settings: LMSettings, **overrides: Any) -> LM:
+        """An LM from settings; ``overrides`` (any constructor argument, e.g. ``cache_dir``) win."""
+        fields = settings.model_dump()
+        request_kwargs = {**fields.pop("request_kwargs"), **overrides.pop("request_kwargs", {})}
+        return cls(**{**fields, **request_kwargs, **overrides})
+
+    def copy(self, **changes: Any) -> LM:
+        """A new LM with ``changes``; the key, cache directory, retry policy and limiter carry over."""
+        kept: dict[str, Any] = {
+            "api_key": self._api_key,
+            "cache_dir": self.cache_dir,
+            "retry_policy": self._policy,
+            "limiter": self._limiter,
+        }
+        return LM.from_settings(self._settings, **{**kept, **changes})
+
+    def __repr__(self) -> str:
+        return f"LM({self.model!r}, api_base={self.api_base!r}, api_key_env={self.api_key_env!r})"
+
+    # An LM is immutable, so copies may share it (Module.deepcopy of a program keeps its LMs).
+    def __copy__(self) -> LM:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LM:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickles (e.g. to another process) carry settings, never the key: an explicit api_key=
+        # does not survive; the receiving side reads the key from api_key_env as usual.
+        limiter = self._limiter if isinstance(self._limiter, bool) else False
+        return (_unpickle, (self._settings, self.cache_dir, self._policy, limiter))
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    async def acomplete(
+        self, messages: Sequence[Mapping[str, Any]], *, rollout_id: int | None = None, **overrides: Any
+    ) -> LMResponse:
+        """One chat completion. ``rollout_id`` is sent as the request's ``seed``; ``overrides`` change
+        this request's body (``temperature=0.7``, ``response_format={...}``); None values are dropped."""
+        body: dict[str, Any] = {
+            "model": self._request_model,
+            "messages": [dict(message) for message in messages],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            **self._settings.request_kwargs,
+        }
+        body.update(_check_kwargs(overrides))
+        if rollout_id is not None:
+            body["seed"] = rollout_id
+        data, cached, latency = await self._call("/chat/completions", body, _check_chat)
+        return self._chat_response(data, cached, latency)
+
+    def complete(
+        self, messages: Sequence[Mapping[str, Any]], *, rollout_id: int | None = None, **overrides: Any
+    ) -> LMResponse:
+        """Sync :meth:`acomplete` (not from inside a running event loop: ``await acomplete`` there)."""
+        return run_sync(self.acomplete(messages, rollout_id=rollout_id, **overrides))
+
+    async def aembed(self, texts: Sequence[str], *, model: str | None = None) -> list[list[float]]:
+        """Embeddings of ``texts`` from ``/embeddings``, in order. ``model`` is 'provider/name' or a
+        bare name; the default is this LM's model."""
+        name = _split_model(model)[1] if model and "/" in model else (model or self._request_model)
+        body = {"model": name, "input": list(texts)}
+        data, cached, _ = await self._call("/embeddings", body, _check_embeddings)
+        self._record(model or self.model, data, cached)
+        items = sorted(data["data"], key=lambda item: item.get("index", 0))
+        return [list(item["embedding"]) for item in items]
+
+    async def aclose(self) -> None:
+        """Write pending cache entries to disk and close this loop's shared HTTP client (the next
+        call, by any LM, opens a new one)."""
+        if self._cache is not None:
+            await asyncio.to_thread(self._cache.flush)
+        await aclose_client()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _call(
+        self, path: str, body: dict[str, Any], check: _Check
+    ) -> tuple[dict[str, Any], bool, float]:
+        started = time.perf_counter()
+        cache = self._cache
+        key = cache_mod.cache_key(self.api_base, body) if cache is not None else ""
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            return hit, True, time.perf_counter() - started
+        url = self.api_base + path
+        data = await with_retries(lambda: self._attempt(url, body, check), self._policy)
+        if cache is not None:
+            cache.put(key, data)
+        return data, False, time.perf_counter() - started
+
+    async def _attempt(self, url: str, body: dict[str, Any], check: _Check) -> dict[str, Any]:
+        limiter = limiter_for(self.api_base, self._limiter)
+        if limiter is None:
+            return await self._send(url, body, check)
+        async with limiter.slot():
+            return await self._send(url, body, check)
+
+    async def _send(self, url: str, body: dict[str, Any], check: _Check) -> dict[str, Any]:
+        client = await get_client()
+        try:
+            # The transport's timeout is per socket read; asyncio.timeout makes it a deadline for
+            # the whole answer, so a server trickling bytes cannot hold a call forever.
+            async with asyncio.timeout(self.timeout):
+                response = await client.post(url, json=body, headers=self._headers(), timeout=self.timeout)
+        except httpx.ConnectTimeout as exc:  # also how httpx_aiohttp reports a dropped connection
+            raise LMConnectionError(self._describe(f"could not reach {url} ({exc!r})")) from exc
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            detail = f"no answer within {self.timeout}s ({type(exc).__name__})"
+            raise LMTimeoutError(self._describe(detail)) from exc
+        except httpx.TransportError as exc:
+            raise LMConnectionError(self._describe(f"could not reach {url} ({exc!r})")) from exc
+        if response.status_code >= 400:
+            raise error_for_status(
+                response.status_code,
+                response.text,
+                response.headers,
+                model=self.model,
+                api_base=self.api_base,
+                secret=self._key(),
+            )
+        return check(self, response)
+
+    def _describe(self, what: str) -> str:
+        return f"{self.model} at {self.api_base}: {what}"
+
+    def _key(self) -> str | None:
+        if self._api_key is not None:
+            return self._api_key.get_secret_value()
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def _headers(self) -> dict[str, str]:
+        key = self._key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _chat_response(self, data: dict[str, Any], cached: bool, latency: float) -> LMResponse:
+        choice = data["choices"][0]
+        usage = self._record(self.model, data, cached)
+        return LMResponse(
+            text=(choice.get("message") or {}).get("content") or "",
+            model=data.get("model") or self._request_model,
+            usage=usage,
+            cached=cached,
+            latency_s=latency,
+            finish_reason=choice.get("finish_reason"),
+        )
+
+    def _record(self, priced_as: str, data: Mapping[str, Any], cached: bool) -> Usage:
+        if cached:
+            usage = Usage(lm_calls=1, cache_hits=1)
+        else:
+            reported = data.get("usage") or {}
+            prompt = int(reported.get("prompt_tokens") or 0)
+            completion = int(reported.get("completion_tokens") or 0)
+            cost = DEFAULT_PRICES.cost_of(priced_as, prompt, completion)
+            usage = Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, lm_calls=1)
+        record_usage(usage)
+        return usage
+
+
+def _unpickle(settings: LMSettings, cache_dir: Path | None, policy: RetryPolicy, limiter: bool) -> LM:
+    return LM.from_settings(settings, cache_dir=cache_dir, retry_policy=policy, limiter=limiter)
+
+
+def _json_object(lm: LM, response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LMServerError(lm._describe("answered 200 with a body that is not JSON"), status=200) from exc
+    if not isinstance(data, dict):
+        raise LMServerError(lm._describe("answered 200 with JSON that is not an object"), status=200)
+    return data
+
+
+def _check_chat(lm: LM, response: httpx.Response) -> dict[str, Any]:
+    # A malformed 200 is the provider's fault and may not repeat: it is retried like a 5xx.
+    data = _json_object(lm, response)
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise LMServerError(lm._describe("answered 200 without choices"), status=200)
+    return data
+
+
+def _check_embeddings(lm: LM, response: httpx.Response) -> dict[str, Any]:
+    data = _json_object(lm, response)
+    items = data.get("data")
+    if not isinstance(items, list) or not all(
+        isinstance(item, dict) and "embedding" in item for item in items
+    ):
+        raise LMServerError(lm._describe("answered 200 without embeddings"), status=200)
+    return data

@@ -1,0 +1,170 @@
+"""Adaptive concurrency per LM endpoint (AIMD): find a provider's real limit instead of guessing one.
+
+The limit starts modest and grows additively while calls succeed (about ``increase`` per round trip of
+a full window: each success adds ``increase / limit``), and is cut multiplicatively (``* decrease``)
+when the endpoint says it is overloaded: a 429 or a timeout. After a cut the limit holds still for a
+cooldown (at least ``cooldown_s``, longer if the 429 carried a ``Retry-After``), so that a burst of
+429s from one window of calls cuts once, not once per call. The retry loop still makes the call that
+got the 429 wait its ``Retry-After``; the limiter only decides how many calls run at once.
+
+    limiter = AdaptiveLimiter(initial=16, maximum=512)
+    async with limiter.slot():
+        ...  # one call; an LMRateLimitError or LMTimeoutError escaping it cuts the limit
+
+The limiter is safe to share across threads and event loops (waiters are woken on their own loop).
+``LM(..., limiter=True)`` uses one per API base for the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from dspex.errors import ConfigurationError, LMRateLimitError, LMTimeoutError
+
+__all__ = ["AdaptiveLimiter", "limiter_for"]
+
+
+class AdaptiveLimiter:
+    """An AIMD concurrency limit with ``acquire`` / ``release`` and an async ``slot()`` context."""
+
+    def __init__(
+        self,
+        *,
+        initial: float = 16,
+        minimum: float = 1,
+        maximum: float = 1024,
+        increase: float = 1.0,
+        decrease: float = 0.5,
+        cooldown_s: float = 1.0,
+    ) -> None:
+        if not 1 <= minimum <= initial <= maximum:
+            raise ConfigurationError(
+                f"limiter needs 1 <= minimum <= initial <= maximum, got {minimum}, {initial}, {maximum}"
+            )
+        if not 0 < decrease < 1 or increase <= 0 or cooldown_s < 0:
+            raise ConfigurationError("limiter needs 0 < decrease < 1, increase > 0 and cooldown_s >= 0")
+        self.minimum, self.maximum = float(minimum), float(maximum)
+        self.increase, self.decrease, self.cooldown_s = increase, decrease, cooldown_s
+        self._limit = float(initial)
+        self._in_flight = 0
+        self._hold_until = 0.0
+        self._lock = threading.Lock()
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+
+    @property
+    def limit(self) -> int:
+        """How many calls may run at once now."""
+        return int(self._limit)
+
+    @property
+    def in_flight(self) -> int:
+        """How many calls hold a slot now."""
+        return self._in_flight
+
+    async def acquire(self) -> None:
+        """Wait for a free slot."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._in_flight < int(self._limit) and not self._waiters:
+                self._in_flight += 1
+                return
+            waiter = _Waiter(loop)
+            self._waiters.append(waiter)
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            self._abandon(waiter)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back, without a verdict on the call."""
+        with self._lock:
+            self._in_flight -= 1
+            self._wake_locked()
+
+    def record_success(self) -> None:
+        """A call succeeded: grow the limit (unless cooling down)."""
+        with self._lock:
+            if time.monotonic() >= self._hold_until:
+                self._limit = min(self.maximum, self._limit + self.increase / self._limit)
+            self._wake_locked()
+
+    def record_overload(self, retry_after: float | None = None) -> None:
+        """A 429 or a timeout: cut the limit once per cooldown, and hold it for the cooldown."""
+        now = time.monotonic()
+        with self._lock:
+            if now >= self._hold_until:
+                self._limit = max(self.minimum, self._limit * self.decrease)
+            self._hold_until = max(self._hold_until, now + max(self.cooldown_s, retry_after or 0.0))
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a slot for one call; its outcome (success, overload, other error) adjusts the limit."""
+        await self.acquire()
+        try:
+            yield
+        except LMRateLimitError as exc:
+            self.record_overload(exc.retry_after)
+            raise
+        except LMTimeoutError:
+            self.record_overload()
+            raise
+        else:
+            self.record_success()
+        finally:
+            self.release()
+
+    def _wake_locked(self) -> None:
+        while self._waiters and self._in_flight < int(self._limit):
+            waiter = self._waiters.popleft()
+            if waiter.future.done():  # cancelled while queued
+                continue
+            self._in_flight += 1
+            waiter.granted = True
+            waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        with self._lock:
+            if waiter.granted:
+                # The slot was handed over just as the waiter was cancelled: hand it on.
+                self._in_flight -= 1
+                self._wake_locked()
+
+    def __repr__(self) -> str:
+        return f"AdaptiveLimiter(limit={self.limit}, in_flight={self._in_flight})"
+
+
+class _Waiter:
+    __slots__ = ("future", "granted", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.granted = False
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_by_endpoint: dict[str, AdaptiveLimiter] = {}
+_by_endpoint_lock = threading.Lock()
+
+
+def limiter_for(api_base: str, choice: AdaptiveLimiter | bool) -> AdaptiveLimiter | None:
+    """The limiter an LM uses: its own instance, the process-wide one of its API base, or none."""
+    if isinstance(choice, AdaptiveLimiter):
+        return choice
+    if not choice:
+        return None
+    with _by_endpoint_lock:
+        limiter = _by_endpoint.get(api_base)
+        if limiter is None:
+            limiter = _by_endpoint[api_base] = AdaptiveLimiter()
+        return limiter

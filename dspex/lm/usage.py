@@ -1,0 +1,103 @@
+"""Token usage and cost, and the trackers that sum them.
+
+Every LM call records one :class:`Usage` into every tracker active in the caller's context. Trackers
+live on a ``contextvars`` stack, so that concurrent tasks (``asyncio.gather``) and threads started with a
+copied context each add to the trackers that were open where they started, and never to a neighbour's:
+
+    with track_usage() as run:
+        await asyncio.gather(*(lm.acomplete(m) for m in batch))
+    run.usage.total_tokens, run.usage.cost_usd
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["Usage", "UsageTracker", "active_trackers", "record_usage", "track_usage"]
+
+
+class Usage(BaseModel):
+    """Tokens, cost in USD and call counts of one LM call or a sum of many.
+
+    A cache hit counts as a call (``lm_calls``) and a hit (``cache_hits``) with no tokens and no cost:
+    nothing was sent to the provider.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    lm_calls: int = 0
+    cache_hits: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+            lm_calls=self.lm_calls + other.lm_calls,
+            cache_hits=self.cache_hits + other.cache_hits,
+        )
+
+
+class UsageTracker:
+    """A running sum of :class:`Usage`, safe to add to from several threads at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._usage = Usage()
+
+    @property
+    def usage(self) -> Usage:
+        """The sum so far."""
+        with self._lock:
+            return self._usage
+
+    def add(self, usage: Usage) -> None:
+        """Add one call's usage."""
+        with self._lock:
+            self._usage = self._usage + usage
+
+    def __repr__(self) -> str:
+        return f"UsageTracker({self.usage!r})"
+
+
+# A tuple, never mutated in place: each context sees the stack as it was when it was copied.
+_stack: contextvars.ContextVar[tuple[UsageTracker, ...]] = contextvars.ContextVar(
+    "dspex_usage_trackers", default=()
+)
+
+
+@contextmanager
+def track_usage(tracker: UsageTracker | None = None) -> Iterator[UsageTracker]:
+    """Open a tracker (a new one unless given) that receives every LM call made inside the block."""
+    tracker = tracker if tracker is not None else UsageTracker()
+    token = _stack.set((*_stack.get(), tracker))
+    try:
+        yield tracker
+    finally:
+        _stack.reset(token)
+
+
+def active_trackers() -> tuple[UsageTracker, ...]:
+    """The trackers open in the current context, outermost first."""
+    return _stack.get()
+
+
+def record_usage(usage: Usage) -> None:
+    """Add ``usage`` to every tracker open in the current context."""
+    for tracker in _stack.get():
+        tracker.add(usage)

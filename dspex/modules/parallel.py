@@ -1,0 +1,88 @@
+"""``Parallel``: run many (module, example) pairs at once, at most ``concurrency`` in flight.
+
+    parallel = Parallel(concurrency=32, max_errors=5)
+    results = await parallel.acall([(qa, ex) for ex in devset])       # or parallel([...]) from sync code
+    results, failed, errors = Parallel(return_failed_examples=True)(pairs)
+
+DSPy's threads become asyncio tasks: a dspex module is awaited (``acall``), an ``async def`` callable
+too, and a plain sync callable runs in a worker thread. ``num_threads`` is accepted as DSPy's name for
+``concurrency``. Error semantics are :mod:`dspex._parallel`'s: failed pairs give None, more than
+``max_errors`` failures raise, a configuration or systemic LM error is raised at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from dspex._parallel import call_inputs, check_max_errors, resolve_concurrency, run_bounded
+from dspex._sync import run_in_thread, run_sync
+from dspex.errors import InputError
+
+__all__ = ["Parallel"]
+
+Pair = tuple[Any, Any]
+
+
+class Parallel:
+    """Runs ``(module, example)`` pairs concurrently; results in pair order.
+
+    An example is a :class:`~dspex.Example` (called with its marked inputs; with
+    ``access_examples=False`` passed whole as the one positional argument), a dict (keyword inputs)
+    or a tuple (positional arguments).
+    """
+
+    def __init__(
+        self,
+        *,
+        concurrency: int | None = None,
+        num_threads: int | None = None,
+        max_errors: int | None = None,
+        access_examples: bool = True,
+        return_failed_examples: bool = False,
+    ) -> None:
+        self.concurrency = resolve_concurrency(concurrency, num_threads)
+        self.max_errors = check_max_errors(max_errors)
+        self.access_examples = access_examples
+        self.return_failed_examples = return_failed_examples
+
+    def __call__(self, exec_pairs: Sequence[Pair], *, concurrency: int | None = None) -> Any:
+        """Sync form of :meth:`acall` (not from inside a running event loop)."""
+        return run_sync(self.acall(exec_pairs, concurrency=concurrency))
+
+    async def acall(self, exec_pairs: Sequence[Pair], *, concurrency: int | None = None) -> Any:
+        """Results in order; with ``return_failed_examples``: ``(results, failed_examples, exceptions)``."""
+        calls = [self._call(pair, index) for index, pair in enumerate(exec_pairs)]
+        bound = self.concurrency if concurrency is None else resolve_concurrency(concurrency, None)
+        outcome = await run_bounded(calls, concurrency=bound, max_errors=self.max_errors)
+        return outcome.packaged([example for _, example in exec_pairs], self.return_failed_examples)
+
+    def _call(self, pair: Pair, index: int) -> Callable[[], Awaitable[Any]]:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise InputError(f"pair #{index} must be a (module, example) tuple, got {pair!r}")
+        module, example = pair
+        if isinstance(example, tuple):
+            return functools.partial(_invoke, module, example, {})
+        if isinstance(example, Mapping) or (self.access_examples and hasattr(example, "input_keys")):
+            return functools.partial(_invoke, module, (), call_inputs(example, index))
+        if hasattr(example, "input_keys"):
+            return functools.partial(_invoke, module, (example,), {})
+        raise InputError(
+            f"example #{index} is a {type(example).__name__}; use a dspex.Example, a dict or a tuple"
+        )
+
+    def __repr__(self) -> str:
+        return f"Parallel(concurrency={self.concurrency}, max_errors={self.max_errors})"
+
+
+async def _invoke(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    acall = getattr(target, "acall", None)
+    if callable(acall):
+        return await acall(*args, **kwargs)
+    if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(type(target).__call__):
+        return await target(*args, **kwargs)
+    if callable(target):
+        return await run_in_thread(target, *args, **kwargs)
+    raise InputError(f"{target!r} is not a module or a callable")

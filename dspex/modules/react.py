@@ -1,0 +1,351 @@
+"""``ReAct``: an agent loop of thought, tool call and observation over any signature.
+
+    def add(a: int, b: int) -> int:
+        \"\"\"Add two integers.\"\"\"
+        return a + b
+
+    agent = ReAct("question -> answer: int", tools=[add], max_iters=5)
+    pred = await agent.acall(question="What is 3 + 4?")
+    pred.answer, pred.trajectory["tool_name_0"], pred.trajectory["observation_0"]
+
+Each step asks the LM (predictor ``react``) for ``next_thought``, ``next_tool_name`` and
+``next_tool_args``; the tool runs and its result (or error) is appended to the trajectory as the step's
+observation. The loop ends when the LM calls ``finish`` or after ``max_iters`` steps; then
+``extract`` (a ChainOfThought over the original signature plus the trajectory) produces the outputs.
+The prompts follow DSPy 3.4.1's ReAct, so its instructions mean the same thing in both.
+
+Where dspex differs from DSPy, and why:
+
+- ``next_tool_name`` is a ``str`` field (DSPy: a ``Literal`` of the tool names), so that a name that is
+  not a tool reaches ReAct and goes back to the LM as an observation instead of failing the parse.
+- Tools are described by their name, docstring and type hints, and checked when the module is built:
+  no docstring, a parameter without a hint, ``*args``/``**kwargs`` or a type pydantic cannot describe
+  as JSON is a :class:`~dspex.errors.ConfigurationError` naming the tool.
+- Arguments are validated with pydantic before the call; invalid ones go back as an observation.
+- Async tools are awaited; sync tools run in a worker thread (:func:`dspex._sync.run_in_thread`), so a
+  slow tool does not stall the other calls on the event loop.
+- A saved ReAct names its tools by import path; loading imports them under ``allow_modules``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import typing
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Self
+
+from pydantic import PydanticUserError, TypeAdapter, ValidationError
+from pydantic_core import to_jsonable_python
+
+from dspex._sync import run_in_thread
+from dspex.adapters import Adapter, ChatAdapter
+from dspex.errors import AdapterParseError, ConfigurationError, ProgramLoadError
+from dspex.lm import LM
+from dspex.modules.chain_of_thought import ChainOfThought
+from dspex.modules.predict import Predict
+from dspex.primitives import Module, Prediction
+from dspex.serialization import import_object, import_path_of
+from dspex.settings import current_settings
+from dspex.signatures import InputField, OutputField, Signature, ensure_signature, make_signature
+
+__all__ = ["FINISH", "ReAct", "Tool"]
+
+logger = logging.getLogger(__name__)
+
+FINISH: Final = "finish"
+_FINISH_OBSERVATION: Final = "Completed."
+_DEFAULT_ADAPTER = ChatAdapter()
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the agent may call, as the LM sees it (name, description, JSON schema per argument)."""
+
+    name: str
+    desc: str
+    func: Callable[..., Any] | None
+    args: dict[str, dict[str, Any]]
+    validators: dict[str, TypeAdapter[Any]]
+    required: frozenset[str]
+
+    @classmethod
+    def from_function(cls, func: Callable[..., Any]) -> Tool:
+        """Describe ``func`` by its name, docstring and type hints (ConfigurationError naming it if not)."""
+        if not callable(func):
+            raise ConfigurationError(f"ReAct tools must be functions or coroutines, got {func!r}")
+        name = getattr(func, "__name__", None) or type(func).__name__
+        desc = inspect.getdoc(func)
+        if not desc:
+            raise ConfigurationError(
+                f"tool {name!r} has no docstring; ReAct shows it to the LM as the tool's description"
+            )
+        args: dict[str, dict[str, Any]] = {}
+        validators: dict[str, TypeAdapter[Any]] = {}
+        required: set[str] = set()
+        for param, hint in _parameters(name, func):
+            validators[param.name], args[param.name] = _describe_parameter(name, param, hint)
+            if param.default is inspect.Parameter.empty:
+                required.add(param.name)
+        return cls(name, desc, func, args, validators, frozenset(required))
+
+    def describe(self) -> str:
+        """The tool's line in the instructions (DSPy's wording)."""
+        desc = self.desc.replace("\n", "  ")
+        return f"{self.name}, whose description is <desc>{desc}</desc>. It takes arguments {self.args}."
+
+    def validate(self, arguments: Any) -> dict[str, Any]:
+        """The keyword arguments for a call; ValueError saying what is wrong with ``arguments``."""
+        if not isinstance(arguments, Mapping):
+            raise ValueError(f"arguments must be a JSON object, got {type(arguments).__name__}")
+        unknown = sorted(set(arguments) - set(self.validators))
+        missing = sorted(self.required - set(arguments))
+        if unknown or missing:
+            raise ValueError(
+                f"unknown arguments {unknown}, missing arguments {missing}; it takes {self.args}"
+            )
+        try:
+            return {key: self.validators[key].validate_python(value) for key, value in arguments.items()}
+        except ValidationError as exc:
+            raise ValueError(_short(exc)) from exc
+
+    async def run(self, kwargs: Mapping[str, Any]) -> Any:
+        """Call the tool: coroutines are awaited, sync functions run in a worker thread."""
+        if self.func is None:
+            return _FINISH_OBSERVATION
+        if inspect.iscoroutinefunction(self.func):
+            return await self.func(**kwargs)
+        result = await run_in_thread(self.func, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Tool:
+        return self  # immutable, and functions are shared by copies of a program anyway
+
+
+def _parameters(name: str, func: Callable[..., Any]) -> list[tuple[inspect.Parameter, Any]]:
+    target = func if inspect.isfunction(func) or inspect.ismethod(func) else type(func).__call__
+    try:
+        params = list(inspect.signature(func).parameters.values())
+        hints = typing.get_type_hints(target)
+    except (TypeError, ValueError, NameError) as exc:
+        raise ConfigurationError(f"tool {name!r}: cannot read its signature or type hints ({exc})") from exc
+    described = []
+    for param in params:
+        if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            raise ConfigurationError(
+                f"tool {name!r}: parameter {param.name!r} is {param.kind.description}; "
+                "tools take named arguments only (the LM passes a JSON object)"
+            )
+        if param.name not in hints:
+            raise ConfigurationError(f"tool {name!r}: parameter {param.name!r} has no type hint")
+        described.append((param, hints[param.name]))
+    return described
+
+
+def _describe_parameter(
+    tool: str, param: inspect.Parameter, hint: Any
+) -> tuple[TypeAdapter[Any], dict[str, Any]]:
+    try:
+        validator: TypeAdapter[Any] = TypeAdapter(hint)
+        schema = _inline_refs(validator.json_schema())
+    except (PydanticUserError, TypeError) as exc:
+        raise ConfigurationError(
+            f"tool {tool!r}: parameter {param.name!r} has type {hint!r}, which cannot be described to "
+            f"the LM as JSON ({type(exc).__name__}); use str, int, float, bool, list, dict, Literal or a "
+            "pydantic model"
+        ) from exc
+    if param.default is not inspect.Parameter.empty:
+        schema["default"] = to_jsonable_python(param.default, fallback=repr)
+    return validator, schema
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with ``$ref``s to its ``$defs`` replaced by the definitions (LMs follow it better)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    return typing.cast(dict[str, Any], walk(schema))
+
+
+def _short(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()[:3])
+
+
+def _finish_tool(signature: type[Signature]) -> Tool:
+    outputs = ", ".join(f"`{name}`" for name in signature.output_fields)
+    desc = (
+        "Marks the task as complete. That is, signals that all information for producing the outputs, "
+        f"i.e. {outputs}, are now available to be extracted."
+    )
+    return Tool(FINISH, desc, None, {}, {}, frozenset())
+
+
+def build_tools(tools: Sequence[Callable[..., Any]]) -> dict[str, Tool]:
+    """The tools by name; ConfigurationError for a bad tool, a duplicate name or one named ``finish``."""
+    if isinstance(tools, str | bytes) or not isinstance(tools, Sequence):
+        raise ConfigurationError(f"ReAct(tools=...) takes a list of functions, got {type(tools).__name__}")
+    built: dict[str, Tool] = {}
+    for func in tools:
+        tool = Tool.from_function(func)
+        if tool.name == FINISH or tool.name in built:
+            reason = "is reserved for ending the loop" if tool.name == FINISH else "is given twice"
+            raise ConfigurationError(f"tool name {tool.name!r} {reason}; rename the function")
+        built[tool.name] = tool
+    return built
+
+
+def react_signature(signature: type[Signature], tools: Mapping[str, Tool]) -> type[Signature]:
+    """The step signature: the inputs plus ``trajectory`` -> next_thought, next_tool_name, next_tool_args."""
+    inputs = ", ".join(f"`{name}`" for name in signature.input_fields)
+    outputs = ", ".join(f"`{name}`" for name in signature.output_fields)
+    lines = [f"{signature.instructions}\n"] if signature.instructions else []
+    lines += [
+        f"You are an Agent. In each episode, you will be given the fields {inputs} as input. "
+        "And you can see your past trajectory so far.",
+        f"Your goal is to use one or more of the supplied tools to collect any necessary information "
+        f"for producing {outputs}.\n",
+        "To do this, you will interleave next_thought, next_tool_name, and next_tool_args in each turn, "
+        "and also when finishing the task.",
+        "After each tool call, you receive a resulting observation, "
+        "which gets appended to your trajectory.\n",
+        "When writing next_thought, you may reason about the current situation and plan for future steps.",
+        "When selecting the next_tool_name and its next_tool_args, the tool must be one of:\n",
+    ]
+    every = [*tools.values(), _finish_tool(signature)]
+    lines += [f"({index}) {tool.describe()}" for index, tool in enumerate(every, start=1)]
+    lines.append("When providing `next_tool_args`, the value inside the field must be in JSON format")
+    step = signature.with_instructions("\n".join(lines))
+    step = step.append("trajectory", InputField(), str)
+    step = step.append("next_thought", OutputField(), str)
+    step = step.append("next_tool_name", OutputField(), str)
+    step = step.append("next_tool_args", OutputField(), dict[str, Any])
+    for name in signature.output_fields:
+        step = step.delete(name)
+    return step
+
+
+@functools.lru_cache(maxsize=256)
+def _trajectory_signature(keys: tuple[str, ...]) -> type[Signature]:
+    fields: dict[str, Any] = {key: (str, InputField()) for key in keys}
+    return make_signature({**fields, "x": (str, OutputField())})
+
+
+def format_trajectory(trajectory: Mapping[str, Any], adapter: Adapter | None = None) -> str:
+    """The trajectory as ``[[ ## thought_0 ## ]]`` sections, the text the LM sees (DSPy's layout)."""
+    if not trajectory:
+        return ""
+    used = adapter or current_settings().adapter or _DEFAULT_ADAPTER
+    return used.user_content(_trajectory_signature(tuple(trajectory)), trajectory)
+
+
+class ReAct(Module):
+    """A tool-using agent over ``signature``: see the module docstring.
+
+    ``tools``: functions or coroutines with docstrings and type hints; ``max_iters`` bounds the steps
+    (a call may pass ``max_iters=`` to change it once). ``lm``/``adapter`` go to both predictors.
+    The prediction has the signature's outputs, ``reasoning`` (from the extraction) and ``trajectory``.
+    """
+
+    program_alias: ClassVar[str | None] = "dspex.ReAct"
+
+    def __init__(
+        self,
+        signature: str | type[Signature],
+        tools: Sequence[Callable[..., Any]],
+        max_iters: int = 10,
+        *,
+        lm: LM | None = None,
+        adapter: Adapter | None = None,
+    ) -> None:
+        self.signature: type[Signature] = ensure_signature(signature)
+        self.max_iters = _check_max_iters(max_iters)
+        self.tools = build_tools(tools)
+        self.react = Predict(react_signature(self.signature, self.tools), lm=lm, adapter=adapter)
+        extract = self.signature.append("trajectory", InputField(), str)
+        self.extract = ChainOfThought(extract, lm=lm, adapter=adapter)
+
+    async def aforward(self, **inputs: Any) -> Prediction:
+        """Run the loop, then extract the outputs from the trajectory."""
+        max_iters = _check_max_iters(inputs.pop("max_iters", self.max_iters))
+        trajectory: dict[str, Any] = {}
+        for step in range(max_iters):
+            try:
+                pred = await self.react.acall(**inputs, trajectory=self._format(trajectory))
+            except AdapterParseError as exc:
+                # DSPy ends the loop here too: without a readable tool call there is nothing to run.
+                logger.warning("ReAct: ending the loop at step %d, unreadable tool call: %s", step, exc)
+                break
+            name = str(pred.next_tool_name).strip()
+            trajectory[f"thought_{step}"] = pred.next_thought
+            trajectory[f"tool_name_{step}"] = name
+            trajectory[f"tool_args_{step}"] = pred.next_tool_args
+            trajectory[f"observation_{step}"] = await self.observe(name, pred.next_tool_args)
+            if name == FINISH:
+                break
+        extracted = await self.extract.acall(**inputs, trajectory=self._format(trajectory))
+        return Prediction({"trajectory": trajectory, **dict(extracted.items())})
+
+    async def observe(self, name: str, arguments: Any) -> Any:
+        """What a tool call gives the LM: the result, or a message saying what went wrong."""
+        if name == FINISH:
+            return _FINISH_OBSERVATION
+        tool = self.tools.get(name)
+        if tool is None:
+            known = ", ".join([*self.tools, FINISH])
+            return f"Unknown tool {name!r}: the tools are {known}. Call one of them."
+        try:
+            kwargs = tool.validate(arguments)
+        except ValueError as exc:
+            return f"Invalid arguments for {name}: {exc}"
+        try:
+            return await tool.run(kwargs)
+        except Exception as exc:  # the LM sees the error as the observation and can try again
+            logger.info("ReAct tool %s failed: %s: %s", name, type(exc).__name__, exc)
+            return f"Execution error in {name}: {type(exc).__name__}: {exc}"
+
+    def _format(self, trajectory: Mapping[str, Any]) -> str:
+        return format_trajectory(trajectory, self.react.adapter)
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def program_state(self) -> dict[str, Any]:
+        """The signature, ``max_iters`` and the tools by import path (lambdas cannot be saved)."""
+        tools = [import_path_of(t.func, what=f"ReAct tool {name!r}") for name, t in self.tools.items()]
+        return {"signature": self.signature.dump(), "tools": tools, "max_iters": self.max_iters}
+
+    @classmethod
+    def new_for_load(cls, node: Mapping[str, Any], *, allow_modules: Collection[str] | None = None) -> Self:
+        """Rebuilt from the saved state, its tools imported under ``allow_modules``."""
+        state = _state(node, "ReAct")
+        signature = Signature.from_dump(state["signature"], allow_modules=allow_modules)
+        tools = [
+            import_object(path, allow_modules=allow_modules, what="ReAct tool") for path in state["tools"]
+        ]
+        return cls(signature, tools, max_iters=state["max_iters"])
+
+    def __repr__(self) -> str:
+        return f"ReAct({self.signature.signature_string!r}, tools={list(self.tools)})"
+
+
+def _check_max_iters(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"ReAct max_iters must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _state(node: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    state = node.get("state")
+    if not isinstance(state, Mapping):
+        raise ProgramLoadError(f"a saved {kind} needs its 'state' object")
+    return state

@@ -1,0 +1,1 @@
+"""Observability: filled in by the pipeline and observability issues."""

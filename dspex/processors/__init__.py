@@ -1,0 +1,1 @@
+"""Processors: filled in by the pipeline and observability issues."""

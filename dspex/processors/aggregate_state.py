@@ -1,0 +1,471 @@
+"""The aggregator's state and its transitions, with no Kafka and no faust in sight.
+
+The aggregator keeps two changelog-backed tables (see :mod:`dspex.processors.aggregator`):
+
+``chunks``  key ``f"{job_id}:{candidate_id}:{chunk}"`` -> :class:`ChunkState` as a JSON object:
+            which of 1,024 example indices have been counted (a 128-byte bitmap, base64) AND the
+            sums of exactly those examples (count, errors, score sum, usage, first systemic error).
+``jobs``    key ``job_id`` -> :class:`JobMeta`: what the job asked for (total, candidates, limits),
+            a cancellation, and once terminal the final JobStatus, frozen.
+
+Why the sums live beside the bitmap instead of in a per-candidate totals key: a table update is
+one changelog record per key, and a crash can persist some records of a batch and not others. A
+bitmap persisted without its totals would make the re-consumed score look like a duplicate and
+lose it; totals persisted without the bitmap would count it twice. One key holding both is one
+record: always self-consistent. Candidate totals are the sum over a candidate's chunks (about
+100 small values for a 100,000-example candidate).
+
+Exact sums: scores and costs are floats on the wire; each is converted exactly to a
+``fractions.Fraction`` and summed exactly, stored as ``"num/den"``. Integer scaling would round
+arbitrary floats (an F1 of 2/3), ``math.fsum`` cannot be persisted incrementally; a Fraction
+sum of floats is exact in any order, and ``float()`` of it is the correctly rounded sum, the same
+bits ``math.fsum`` gives for the same scores, so the client's local and distributed scores agree.
+Tokens, calls and cache hits are plain integers.
+
+Rules: the first score per (job, candidate, example index) wins; later ones change nothing.
+Scores that arrive before their job are aggregated anyway; a status exists once the job is known.
+A job fails on a systemic error (reason: that error's message), on more than ``max_errors``
+failed examples, or on a cost above ``max_cost_usd``; it is cancelled by a Cancel; it completes
+when every candidate has every example. Once terminal, nothing about it changes any more.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from fractions import Fraction
+from typing import Any, Literal, Protocol
+
+from dspex.schemas import (
+    Cancel,
+    CandidateAggregate,
+    EvalJob,
+    JobState,
+    JobStatus,
+    ScoreRecord,
+    UsageRecord,
+    encode,
+    utc_now,
+)
+
+__all__ = [
+    "CHUNK_SIZE",
+    "AggregateBatch",
+    "BatchResult",
+    "ChunkState",
+    "JobMeta",
+    "ScoreOutcome",
+    "StatusClock",
+    "Totals",
+    "build_status",
+    "chunk_key",
+    "decide",
+    "job_chunk_keys",
+    "job_totals",
+    "open_state",
+    "status_fingerprint",
+]
+
+CHUNK_SIZE = 1024
+"""Example indices per bitmap key: 128 bytes of bits, about 200 bytes of JSON per key."""
+_CHUNK_BYTES = CHUNK_SIZE // 8
+
+ScoreOutcome = Literal["counted", "duplicate", "ignored"]
+
+
+class ReadView(Protocol):
+    """What a batch reads a table through: a mapping's ``get`` (a faust table, or a dict in tests)."""
+
+    def get(self, key: str, /) -> Any: ...
+
+
+def chunk_key(job_id: str, candidate_id: str, chunk: int) -> str:
+    """The ``chunks`` table key of one bitmap chunk."""
+    return f"{job_id}:{candidate_id}:{chunk}"
+
+
+def _frac(text: str) -> Fraction:
+    return Fraction(text)
+
+
+def _text(value: Fraction) -> str:
+    return f"{value.numerator}/{value.denominator}"
+
+
+@dataclass
+class Totals:
+    """Exact sums over some examples of one candidate (one chunk, or all of them)."""
+
+    done: int = 0
+    errors: int = 0
+    score_sum: Fraction = field(default_factory=Fraction)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: Fraction = field(default_factory=Fraction)
+    lm_calls: int = 0
+    cache_hits: int = 0
+    systemic: str | None = None
+
+    def add_record(self, record: ScoreRecord) -> None:
+        """Count one (first) score."""
+        self.done += 1
+        self.errors += record.error is not None
+        self.score_sum += Fraction(record.score)
+        usage = record.usage
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+        self.cost_usd += Fraction(usage.cost_usd)
+        self.lm_calls += usage.lm_calls
+        self.cache_hits += usage.cache_hits
+        if self.systemic is None and record.error is not None and record.error.systemic:
+            self.systemic = record.error.message
+
+    def merge(self, other: Totals) -> None:
+        """Add ``other``'s sums to these."""
+        self.done += other.done
+        self.errors += other.errors
+        self.score_sum += other.score_sum
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+        self.lm_calls += other.lm_calls
+        self.cache_hits += other.cache_hits
+        self.systemic = self.systemic if self.systemic is not None else other.systemic
+
+    def usage(self) -> UsageRecord:
+        """The usage as it travels (cost rounded to the nearest float once, here)."""
+        return UsageRecord(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cost_usd=float(self.cost_usd),
+            lm_calls=self.lm_calls,
+            cache_hits=self.cache_hits,
+        )
+
+    def to_value(self) -> dict[str, Any]:
+        return {
+            "count": self.done,
+            "errors": self.errors,
+            "score_sum": _text(self.score_sum),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": _text(self.cost_usd),
+            "lm_calls": self.lm_calls,
+            "cache_hits": self.cache_hits,
+            "systemic": self.systemic,
+        }
+
+    @classmethod
+    def from_value(cls, value: Mapping[str, Any]) -> Totals:
+        """The sums of a stored chunk value (its bits are not decoded)."""
+        return cls(
+            done=int(value["count"]),
+            errors=int(value["errors"]),
+            score_sum=_frac(value["score_sum"]),
+            prompt_tokens=int(value["prompt_tokens"]),
+            completion_tokens=int(value["completion_tokens"]),
+            cost_usd=_frac(value["cost_usd"]),
+            lm_calls=int(value["lm_calls"]),
+            cache_hits=int(value["cache_hits"]),
+            systemic=value.get("systemic"),
+        )
+
+
+@dataclass
+class ChunkState:
+    """One chunk: which of its 1,024 example indices were counted, and their sums."""
+
+    bits: bytearray = field(default_factory=lambda: bytearray(_CHUNK_BYTES))
+    totals: Totals = field(default_factory=Totals)
+
+    def add(self, offset: int, record: ScoreRecord) -> bool:
+        """Count ``record`` at ``offset`` (0..1023) unless that index was counted already."""
+        byte, mask = offset >> 3, 1 << (offset & 7)
+        if self.bits[byte] & mask:
+            return False
+        self.bits[byte] |= mask
+        self.totals.add_record(record)
+        return True
+
+    def to_value(self) -> dict[str, Any]:
+        """The table value: JSON-able, rewritten whole on every update."""
+        return {"bits": base64.b64encode(bytes(self.bits)).decode("ascii"), **self.totals.to_value()}
+
+    @classmethod
+    def from_value(cls, value: Mapping[str, Any] | None) -> ChunkState:
+        if value is None:
+            return cls()
+        return cls(bytearray(base64.b64decode(value["bits"])), Totals.from_value(value))
+
+
+@dataclass
+class JobMeta:
+    """What the aggregator knows about one job (the ``jobs`` table value)."""
+
+    job_id: str
+    partition: int
+    started_at: str
+    known: bool = False
+    name: str | None = None
+    num_examples: int = 0
+    candidate_ids: list[str] = field(default_factory=list)
+    max_errors: int | None = None
+    max_cost_usd: float | None = None
+    outcome: JobState | None = None
+    reason: str | None = None
+    final: str | None = None  # the terminal JobStatus as sent (JSON), re-sent byte for byte
+
+    @property
+    def total_tasks(self) -> int:
+        return len(self.candidate_ids) * self.num_examples
+
+    @property
+    def finalized(self) -> bool:
+        """Whether the terminal status was decided and frozen (nothing changes after it)."""
+        return self.final is not None
+
+    def learn(self, job: EvalJob) -> None:
+        """Take totals and limits from the job (the first EvalJob of an id wins)."""
+        self.known = True
+        self.name, self.num_examples = job.name, job.num_examples
+        self.candidate_ids = list(dict.fromkeys(job.candidate_ids))
+        self.max_errors, self.max_cost_usd = job.max_errors, job.max_cost_usd
+
+    def to_value(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _META_FIELDS}
+
+    @classmethod
+    def from_value(cls, job_id: str, value: Mapping[str, Any]) -> JobMeta:
+        return cls(job_id=job_id, **{name: value[name] for name in _META_FIELDS if name in value})
+
+
+_META_FIELDS = [name for name in JobMeta.__dataclass_fields__ if name != "job_id"]
+
+
+class StatusClock:
+    """Timestamps and ``seq`` numbers for statuses.
+
+    ``seq`` is the wall clock in milliseconds, forced to increase within a process, so that it
+    also keeps increasing across a restart of the aggregator (which holds no counter to resume).
+    """
+
+    def __init__(self, now: Callable[[], datetime] = utc_now) -> None:
+        self._now = now
+        self._last_seq = 0
+
+    def now(self) -> datetime:
+        return self._now()
+
+    def next_seq(self, at: datetime) -> int:
+        self._last_seq = max(self._last_seq + 1, int(at.timestamp() * 1000))
+        return self._last_seq
+
+
+def job_chunk_keys(meta: JobMeta) -> Iterator[tuple[str, str]]:
+    """``(candidate_id, chunk key)`` of every chunk a known job can have."""
+    chunks = -(-meta.num_examples // CHUNK_SIZE)
+    for candidate_id in meta.candidate_ids:
+        for chunk in range(chunks):
+            yield candidate_id, chunk_key(meta.job_id, candidate_id, chunk)
+
+
+def job_totals(meta: JobMeta, read: Callable[[str], Mapping[str, Any] | None]) -> dict[str, Totals]:
+    """Per-candidate totals of a known job, summed over its chunks (``read`` gives a chunk value)."""
+    totals = {candidate_id: Totals() for candidate_id in meta.candidate_ids}
+    for candidate_id, key in job_chunk_keys(meta):
+        value = read(key)
+        if value is not None:
+            totals[candidate_id].merge(Totals.from_value(value))
+    return totals
+
+
+def build_status(
+    meta: JobMeta, totals: Mapping[str, Totals], *, state: JobState, seq: int, now: datetime
+) -> JobStatus:
+    """The JobStatus of a known job from its per-candidate totals."""
+    job = Totals()
+    candidates = []
+    for candidate_id in meta.candidate_ids:
+        mine = totals.get(candidate_id) or Totals()
+        job.merge(mine)
+        candidates.append(
+            CandidateAggregate(
+                candidate_id=candidate_id,
+                total=meta.num_examples,
+                done=min(mine.done, meta.num_examples),
+                errors=mine.errors,
+                score_sum=float(mine.score_sum),
+                usage=mine.usage(),
+            )
+        )
+    return JobStatus(
+        job_id=meta.job_id,
+        name=meta.name,
+        state=state,
+        total_tasks=meta.total_tasks,
+        done=sum(c.done for c in candidates),
+        errors=job.errors,
+        candidates=candidates,
+        usage=job.usage(),
+        seq=seq,
+        started_at=datetime.fromisoformat(meta.started_at),
+        updated_at=now,
+        finished_at=now if state in ("completed", "failed", "cancelled") else None,
+        reason=meta.reason if state in ("failed", "cancelled") else None,
+    )
+
+
+def open_state(totals: Mapping[str, Totals]) -> JobState:
+    """State of a job that is not terminal: running once anything was counted."""
+    return "running" if any(t.done for t in totals.values()) else "pending"
+
+
+def decide(meta: JobMeta, totals: Mapping[str, Totals]) -> tuple[JobState, str | None] | None:
+    """The terminal state a known job has reached, with its reason; None while it runs."""
+    if meta.outcome is not None:  # a cancellation recorded earlier
+        return meta.outcome, meta.reason
+    job = Totals()
+    for candidate_totals in totals.values():
+        job.merge(candidate_totals)
+    if job.systemic is not None:
+        return "failed", job.systemic
+    if meta.max_errors is not None and job.errors > meta.max_errors:
+        return "failed", f"{job.errors} examples failed, more than max_errors={meta.max_errors}"
+    if meta.max_cost_usd is not None and job.cost_usd > Fraction(meta.max_cost_usd):
+        return (
+            "failed",
+            f"cost ${float(job.cost_usd):.6f} is over the budget max_cost_usd=${meta.max_cost_usd}",
+        )
+    if all(t.done >= meta.num_examples for t in totals.values()):
+        return "completed", None
+    return None
+
+
+@dataclass
+class BatchResult:
+    """What one batch changed: values to write, statuses to send, chunks to drop afterwards.
+
+    Writes are ``key -> (partition, value)``; ``cleanup`` (chunks of jobs that just became
+    terminal) must be deleted only once the writes are durable, so that a crash never leaves a
+    job without its counts and without its terminal state.
+    """
+
+    jobs: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    chunks: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    statuses: list[tuple[str, bytes]] = field(default_factory=list)
+    cleanup: dict[str, int] = field(default_factory=dict)
+
+
+class AggregateBatch:
+    """Apply a batch of records to a snapshot of the tables; every changed key is written once.
+
+    batch = AggregateBatch(jobs_table, chunks_table, clock)
+    batch.add_job(job, partition=3); batch.add_score(score, partition=3)
+    result = batch.finish()   # writes, terminal statuses, cleanup
+    """
+
+    def __init__(self, jobs: ReadView, chunks: ReadView, clock: StatusClock) -> None:
+        self._jobs_view, self._chunks_view, self._clock = jobs, chunks, clock
+        self._metas: dict[str, JobMeta] = {}
+        self._chunks: dict[str, ChunkState] = {}
+        self._dirty_jobs: set[str] = set()
+        self._dirty_chunks: dict[str, int] = {}
+        self._touched: dict[str, None] = {}  # jobs to evaluate at finish, in first-seen order
+
+    def add_score(self, record: ScoreRecord, partition: int) -> ScoreOutcome:
+        """Count a score unless it is a duplicate, out of its job's range, or its job is over."""
+        meta = self._meta(record.job_id, partition)
+        self._touched[meta.job_id] = None
+        if meta.outcome is not None or (meta.known and not _in_range(meta, record)):
+            return "ignored"
+        chunk, offset = divmod(record.example_index, CHUNK_SIZE)
+        key = chunk_key(record.job_id, record.candidate_id, chunk)
+        if not self._chunk(key).add(offset, record):
+            return "duplicate"
+        self._dirty_chunks[key] = meta.partition
+        return "counted"
+
+    def add_job(self, job: EvalJob, partition: int) -> None:
+        """Learn a job's totals and limits (a repeated EvalJob changes nothing)."""
+        meta = self._meta(job.job_id, partition)
+        self._touched[meta.job_id] = None
+        if not meta.known:
+            meta.learn(job)
+            self._dirty_jobs.add(meta.job_id)
+
+    def add_cancel(self, cancel: Cancel, partition: int) -> None:
+        """Cancel a job that is not over yet (known or not: it is kept for when it arrives)."""
+        meta = self._meta(cancel.job_id, partition)
+        self._touched[meta.job_id] = None
+        if meta.outcome is None:
+            meta.outcome, meta.reason = "cancelled", cancel.reason or "cancelled"
+            self._dirty_jobs.add(meta.job_id)
+
+    def finish(self) -> BatchResult:
+        """Decide terminal states of the jobs this batch touched and collect what to write."""
+        result = BatchResult()
+        for job_id in self._touched:
+            self._evaluate(self._metas[job_id], result)
+        result.chunks = {key: (p, self._chunks[key].to_value()) for key, p in self._dirty_chunks.items()}
+        for key in result.cleanup:
+            result.chunks.pop(key, None)
+        result.jobs = {j: (self._metas[j].partition, self._metas[j].to_value()) for j in self._dirty_jobs}
+        return result
+
+    def _evaluate(self, meta: JobMeta, result: BatchResult) -> None:
+        if meta.final is not None:  # touched again after the end: the same status once more
+            result.statuses.append((meta.job_id, meta.final.encode()))
+            return
+        if not meta.known:
+            return
+        totals = job_totals(meta, self._read_chunk)
+        decision = decide(meta, totals)
+        if decision is None:
+            return
+        meta.outcome, meta.reason = decision
+        now = self._clock.now()
+        status = build_status(meta, totals, state=decision[0], seq=self._clock.next_seq(now), now=now)
+        meta.final = encode(status).decode()
+        self._dirty_jobs.add(meta.job_id)
+        result.statuses.append((meta.job_id, meta.final.encode()))
+        result.cleanup.update({key: meta.partition for _, key in job_chunk_keys(meta)})
+
+    def _meta(self, job_id: str, partition: int) -> JobMeta:
+        meta = self._metas.get(job_id)
+        if meta is None:
+            stored = self._jobs_view.get(job_id)
+            if stored is None:
+                meta = JobMeta(job_id, partition, self._clock.now().isoformat())
+                self._dirty_jobs.add(job_id)
+            else:
+                meta = JobMeta.from_value(job_id, stored)
+            self._metas[job_id] = meta
+        if meta.partition != partition:  # a writer with another partitioner: follow the data
+            meta.partition = partition
+            self._dirty_jobs.add(job_id)
+        return meta
+
+    def _chunk(self, key: str) -> ChunkState:
+        state = self._chunks.get(key)
+        if state is None:
+            state = self._chunks[key] = ChunkState.from_value(self._chunks_view.get(key))
+        return state
+
+    def _read_chunk(self, key: str) -> Mapping[str, Any] | None:
+        if key in self._chunks:
+            return self._chunks[key].totals.to_value()
+        value = self._chunks_view.get(key)
+        return value if value is None else dict(value)
+
+
+def _in_range(meta: JobMeta, record: ScoreRecord) -> bool:
+    return record.candidate_id in meta.candidate_ids and record.example_index < meta.num_examples
+
+
+def status_fingerprint(status: JobStatus) -> str:
+    """What a status says apart from its clock fields: equal fingerprints mean nothing changed."""
+    data = status.model_dump(mode="json", exclude={"seq", "updated_at"})
+    return json.dumps(data, sort_keys=True)

@@ -1,0 +1,345 @@
+"""What the predictor and the scorer share: options, error records, and the worker lifespan.
+
+A worker is one consumer-group member (:class:`~dspex.streams.consumer.ConsumerRuntime`) with the
+things around it, started and stopped in order by :meth:`Worker.run`:
+
+    start:  topics exist -> producer -> job cache (+ the kind's own caches) -> /metrics -> heartbeat
+    run:    consume until SIGTERM / SIGINT / :meth:`Worker.request_stop`
+    drain:  running handlers get ``drain_timeout`` s to finish; what is done is committed
+    stop:   heartbeat -> /metrics (target file removed) -> caches -> producer flushed -> LM clients
+
+Every message a worker dead-letters whose headers name a job is also accounted to that job: an
+error :class:`~dspex.schemas.ScoreRecord` (source "dlq") goes straight to the scores topic, so the
+job still completes and reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from confluent_kafka import Message
+from pydantic import BaseModel
+
+from dspex.errors import ConfigurationError, LMError, ProgramLoadError
+from dspex.observability.metrics import (
+    HANDLER_DURATION,
+    MESSAGES_CONSUMED,
+    MESSAGES_PRODUCED,
+    TASKS_IN_FLIGHT,
+)
+from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR, MetricsServer
+from dspex.processors.heartbeat import HeartbeatPublisher
+from dspex.processors.jobcache import JobCache
+from dspex.processors.lms import LMPool
+from dspex.processors.security import SecurityPolicy
+from dspex.schemas.base import utc_now
+from dspex.schemas.common import ErrorInfo
+from dspex.schemas.dlq import DLQ_REASON_SECURITY_POLICY, DeadLetter
+from dspex.schemas.results import SCORE_SOURCE_DLQ, ScoreRecord
+from dspex.schemas.tasks import task_id_for
+from dspex.schemas.workers import WorkerHeartbeat, WorkerKind
+from dspex.streams.admin import KafkaAdmin
+from dspex.streams.config import KafkaSettings
+from dspex.streams.consumer import ConsumerRuntime
+from dspex.streams.producer import AsyncProducer
+from dspex.streams.serde import to_record
+from dspex.streams.topics import ROLES, TopicRegistry, TopicRole
+
+__all__ = [
+    "DLQ_REASON_UNKNOWN_JOB",
+    "DLQ_REASON_UNKNOWN_METRIC",
+    "SYSTEMIC_DLQ_REASONS",
+    "Outcome",
+    "Worker",
+    "WorkerOptions",
+    "default_worker_id",
+    "ensure_worker_topics",
+    "error_info",
+]
+
+logger = logging.getLogger(__name__)
+
+DLQ_REASON_UNKNOWN_JOB = "unknown_job"  # a prediction whose job never appeared on the jobs topic
+DLQ_REASON_UNKNOWN_METRIC = "unknown_metric"  # a job whose metric cannot be found or built
+# Dead-letter reasons that every task of the job will hit alike: the job fails as a whole.
+SYSTEMIC_DLQ_REASONS = frozenset({DLQ_REASON_SECURITY_POLICY, DLQ_REASON_UNKNOWN_METRIC})
+
+Outcome = Literal["ok", "skipped"]
+_TRIMMED_MESSAGE = 2000
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How one worker runs (the CLI builds it from its flags).
+
+    ``metrics_port`` None picks a free port in 9400-9499; ``metrics`` False serves none (tests).
+    ``lm_cache_dir`` None keeps the LM response cache off, so every task is answered by the LM.
+    """
+
+    prefix: str = "dspex."
+    worker_id: str | None = None
+    concurrency: int = 256
+    policy: SecurityPolicy = field(default_factory=SecurityPolicy)
+    fast_groups: bool = False
+    drain_timeout: float = 10.0
+    candidate_wait_s: float = 10.0
+    job_wait_s: float = 10.0
+    heartbeat_interval: float = 2.0
+    lm_cache_dir: Path | None = None
+    metrics: bool = True
+    metrics_host: str = DEFAULT_METRICS_HOST
+    metrics_port: int | None = None
+    targets_dir: Path | None = DEFAULT_TARGETS_DIR
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigurationError(f"--concurrency must be >= 1, got {self.concurrency}")
+
+
+def default_worker_id(kind: str) -> str:
+    """``<kind>-<host>-<pid>``: unique per process and kind, readable in ``dspex status``."""
+    return f"{kind}-{socket.gethostname()}-{os.getpid()}"
+
+
+def ensure_worker_topics(settings: KafkaSettings, prefix: str) -> TopicRegistry:
+    """Create the pipeline's missing topics (default sizes); existing ones are used as they are."""
+    admin = KafkaAdmin(settings)
+    names = {role: prefix + role for role in ROLES}
+    existing = admin.partition_counts(names.values())
+    registry = TopicRegistry(prefix, partitions={r: existing[n] for r, n in names.items() if n in existing})
+    admin.ensure_topics(registry)
+    return registry
+
+
+def error_info(exc: BaseException, *, message: str | None = None) -> ErrorInfo:
+    """An ErrorInfo for ``exc``: systemic when every task of the job would fail the same way."""
+    systemic = isinstance(exc, ConfigurationError | ProgramLoadError) or (
+        isinstance(exc, LMError) and exc.systemic
+    )
+    text = message if message is not None else str(exc) or type(exc).__name__
+    return ErrorInfo(
+        type=type(exc).__name__,
+        message=_trim(text),
+        status=exc.status if isinstance(exc, LMError) else None,
+        systemic=systemic,
+    )
+
+
+def _trim(text: str, limit: int = _TRIMMED_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 15] + " ... (trimmed)"
+
+
+class Worker(ABC):
+    """A processor's lifespan around a ConsumerRuntime (see the module docs)."""
+
+    kind: ClassVar[WorkerKind]
+    input_role: ClassVar[TopicRole]
+    input_model: ClassVar[type[BaseModel]]
+
+    def __init__(self, settings: KafkaSettings, options: WorkerOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or WorkerOptions()
+        self.registry = TopicRegistry(self.options.prefix)
+        self.worker_id = self.options.worker_id or default_worker_id(self.kind)
+        self.group_id = f"{self.options.prefix}{self.kind}"
+        self.lms = LMPool(self.options.policy, cache_dir=self.options.lm_cache_dir)
+        self.runtime: ConsumerRuntime | None = None
+        self.producer: AsyncProducer | None = None
+        self.jobs: JobCache | None = None
+        self.metrics_server: MetricsServer | None = None
+        self._started_at = utc_now()
+        self._stop_requested = False
+        self._runtime_created = asyncio.Event()
+
+    # ---------------------------------------------------------------- lifespan
+
+    async def run(self) -> None:
+        """Start, consume until asked to stop, drain, and stop everything in reverse order."""
+        async with AsyncExitStack() as stack:
+            runtime = await self._start(stack)
+            logger.info(
+                "%s worker %s in group %s; %s",
+                self.kind,
+                self.worker_id,
+                self.group_id,
+                self.options.policy.describe(),
+            )
+            await runtime.run()
+
+    def request_stop(self) -> None:
+        """Drain and stop (safe from a signal handler)."""
+        self._stop_requested = True
+        if self.runtime is not None:
+            self.runtime.request_stop()
+
+    def install_signal_handlers(
+        self, signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+    ) -> None:
+        """Make SIGTERM and SIGINT drain and stop this worker (call from the running loop)."""
+        loop = asyncio.get_running_loop()
+        for sig in signals:
+            loop.add_signal_handler(sig, self.request_stop)
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until the worker owns partitions of its input topic (TimeoutError after ``timeout``)."""
+        await asyncio.wait_for(self._runtime_created.wait(), timeout)
+        if self.runtime is not None:
+            await self.runtime.wait_assigned(timeout)
+
+    async def _start(self, stack: AsyncExitStack) -> ConsumerRuntime:
+        await asyncio.to_thread(ensure_worker_topics, self.settings, self.options.prefix)
+        self.producer = await stack.enter_async_context(AsyncProducer(self.settings))
+        stack.push_async_callback(self.lms.aclose)
+        self.jobs = await stack.enter_async_context(JobCache(self.settings, self.registry))
+        await self._catch_up(self.jobs)
+        await self.open_caches(stack)
+        if self.options.metrics:
+            self.metrics_server = stack.enter_context(self._metrics_server())
+        heartbeat = HeartbeatPublisher(
+            self.producer, self.registry.name("workers"), self.heartbeat, self.options.heartbeat_interval
+        )
+        await stack.enter_async_context(heartbeat)
+        self.runtime = self._runtime(self.producer)
+        self._runtime_created.set()
+        if self._stop_requested:
+            self.runtime.request_stop()
+        return self.runtime
+
+    async def _catch_up(self, jobs: JobCache) -> None:
+        # Read the jobs and states already published before the first task, so that a task of a
+        # job cancelled before this worker started is skipped rather than run.
+        try:
+            await jobs.wait_caught_up(self.options.job_wait_s)
+        except TimeoutError:
+            logger.warning(
+                "the job cache did not catch up in %.0f s; starting anyway", self.options.job_wait_s
+            )
+
+    def _metrics_server(self) -> MetricsServer:
+        return MetricsServer(
+            kind=self.kind,
+            worker_id=self.worker_id,
+            host=self.options.metrics_host,
+            port=self.options.metrics_port,
+            targets_dir=self.options.targets_dir,
+        )
+
+    def _runtime(self, producer: AsyncProducer) -> ConsumerRuntime:
+        return ConsumerRuntime(
+            self.settings,
+            group_id=self.group_id,
+            topics=[self.registry.name(self.input_role)],
+            handler=self._handle,
+            producer=producer,
+            dlq_topic=self.registry.name("dlq"),
+            decoder=self.input_model,
+            max_in_flight=self.options.concurrency,
+            # A backlog of up to one more window waits behind the running handlers, so a finished
+            # handler is replaced at once instead of after the next pause/resume round trip.
+            high_watermark=2 * self.options.concurrency,
+            low_watermark=self.options.concurrency + self.options.concurrency // 2,
+            drain_timeout=self.options.drain_timeout,
+            fast_groups=self.options.fast_groups,
+            worker_id=self.worker_id,
+            on_dead_letter=self._account_dead_letter,
+        )
+
+    # ---------------------------------------------------------------- for the kinds
+
+    async def open_caches(self, stack: AsyncExitStack) -> None:  # noqa: B027 - optional hook
+        """Start the kind's own caches on ``stack`` (the job cache is already running)."""
+
+    @abstractmethod
+    async def handle(self, message: Message, value: Any) -> Outcome:
+        """Process one decoded message; return once its output was acknowledged."""
+
+    async def produce(self, role: TopicRole, model: BaseModel) -> None:
+        """Send ``model`` to the topic of ``role`` and wait for the broker's acknowledgement."""
+        if self.producer is None:
+            raise ConfigurationError(f"the {self.kind} worker is not running")
+        topic = self.registry.name(role)
+        await self.producer.produce_record(topic, to_record(model, role=role))
+        MESSAGES_PRODUCED.labels(kind=self.kind, topic=topic).inc()
+
+    def heartbeat(self) -> WorkerHeartbeat:
+        """The heartbeat to publish now."""
+        runtime = self.runtime
+        return WorkerHeartbeat(
+            worker_id=self.worker_id,
+            kind=self.kind,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            group_id=self.group_id,
+            version=_dspex_version(),
+            started_at=self._started_at,
+            in_flight=runtime.outstanding if runtime is not None else 0,
+            limit=float(self.options.concurrency),
+            breaker_state="closed",
+            assigned_partitions=len(runtime.assignment()) if runtime is not None else 0,
+            paused_partitions=len(runtime.paused_partitions()) if runtime is not None else 0,
+            metrics_url=self.metrics_server.url if self.metrics_server is not None else None,
+        )
+
+    # ---------------------------------------------------------------- around every message
+
+    async def _handle(self, message: Message, value: Any) -> None:
+        gauge = TASKS_IN_FLIGHT.labels(kind=self.kind)
+        gauge.inc()
+        started = time.perf_counter()
+        try:
+            outcome = await self.handle(message, value)
+        finally:
+            gauge.dec()
+        HANDLER_DURATION.labels(kind=self.kind).observe(time.perf_counter() - started)
+        MESSAGES_CONSUMED.labels(kind=self.kind, topic=str(message.topic()), outcome=outcome).inc()
+
+    async def _account_dead_letter(self, letter: DeadLetter) -> None:
+        MESSAGES_CONSUMED.labels(kind=self.kind, topic=letter.original_topic, outcome="dead_lettered").inc()
+        if letter.job_id is None or letter.candidate_id is None or letter.example_index is None:
+            logger.warning("dead letter from %s names no job; not accounted", letter.original_topic)
+            return
+        await self.produce("scores", await self._dead_letter_score(letter))
+
+    async def _dead_letter_score(self, letter: DeadLetter) -> ScoreRecord:
+        job_id, candidate_id, index = (
+            letter.job_id or "",
+            letter.candidate_id or "",
+            letter.example_index or 0,
+        )
+        if self.jobs is not None and self.jobs.job(job_id) is None:
+            await self.jobs.wait_job(job_id, self.options.job_wait_s)
+        failure_score = self.jobs.failure_score(job_id) if self.jobs is not None else 0.0
+        error = ErrorInfo(
+            type=letter.error_type,
+            message=_trim(f"dead-lettered by the {self.kind} worker ({letter.reason}): {letter.error}"),
+            systemic=letter.reason in SYSTEMIC_DLQ_REASONS,
+        )
+        return ScoreRecord(
+            job_id=job_id,
+            candidate_id=candidate_id,
+            example_index=index,
+            task_id=task_id_for(job_id, candidate_id, index),
+            score=failure_score,
+            error=error,
+            source=SCORE_SOURCE_DLQ,
+            worker_id=self.worker_id,
+        )
+
+
+def _dspex_version() -> str | None:
+    try:
+        return version("dspex")
+    except PackageNotFoundError:
+        return None

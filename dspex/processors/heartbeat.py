@@ -1,0 +1,73 @@
+"""A worker saying it is alive: a WorkerHeartbeat to the workers topic every couple of seconds.
+
+The workers topic is compacted by worker id with a short retention, so it holds each worker's
+latest heartbeat; ``dspex status`` shows a worker as alive while its ``sent_at`` is fresh.
+
+    >>> async with HeartbeatPublisher(producer, "dspex.workers", worker.heartbeat, 2.0):  # doctest: +SKIP
+    ...     await runtime.run()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from dspex.errors import DspexError
+from dspex.schemas.workers import WorkerHeartbeat
+from dspex.streams.producer import AsyncProducer
+from dspex.streams.serde import to_record
+
+__all__ = ["HeartbeatPublisher"]
+
+logger = logging.getLogger(__name__)
+
+
+class HeartbeatPublisher:
+    """Publishes ``snapshot()`` to ``topic`` at once and then every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        producer: AsyncProducer,
+        topic: str,
+        snapshot: Callable[[], WorkerHeartbeat],
+        interval: float = 2.0,
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.snapshot = snapshot
+        self.interval = interval
+        self.sent = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> HeartbeatPublisher:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def start(self) -> None:
+        """Start publishing in the background."""
+        self._task = asyncio.create_task(self._beat(), name=f"dspex-heartbeat-{self.topic}")
+
+    async def stop(self) -> None:
+        """Stop publishing (a heartbeat being sent is abandoned)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _beat(self) -> None:
+        while True:
+            await self._send_one()
+            await asyncio.sleep(self.interval)
+
+    async def _send_one(self) -> None:
+        heartbeat = self.snapshot()
+        try:
+            await self.producer.produce_record(self.topic, to_record(heartbeat, role="workers"))
+            self.sent += 1
+        except DspexError as exc:
+            # A missed heartbeat is not worth stopping the worker for: the next one may get through.
+            logger.warning("heartbeat of %s not sent: %s", heartbeat.worker_id, exc)

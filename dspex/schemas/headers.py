@@ -1,0 +1,115 @@
+"""Kafka header names and how ids travel in them.
+
+Every message carries the job, candidate and example index it belongs to in headers where they
+apply, so a message whose value cannot be decoded can still be accounted to its job. Header
+values are UTF-8 bytes; the example index is its decimal text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel
+
+__all__ = [
+    "HEADER_CANDIDATE_ID",
+    "HEADER_EXAMPLE_INDEX",
+    "HEADER_JOB_ID",
+    "HEADER_SCHEMA",
+    "HeaderIds",
+    "HeaderValue",
+    "Headers",
+    "headers_for",
+    "ids_from_headers",
+    "parse_schema_header",
+    "schema_header_value",
+]
+
+HEADER_JOB_ID = "dspex-job-id"
+HEADER_CANDIDATE_ID = "dspex-candidate-id"
+HEADER_EXAMPLE_INDEX = "dspex-example-index"
+HEADER_SCHEMA = "dspex-schema"
+"""Model name and schema version of the value, e.g. ``b"Task/1.0"``."""
+
+HeaderValue = bytes | str | None
+Headers = Iterable[tuple[str, HeaderValue]] | Mapping[str, HeaderValue] | None
+
+
+class HeaderIds(NamedTuple):
+    """The ids a message's headers name (None where absent or unreadable)."""
+
+    job_id: str | None
+    candidate_id: str | None
+    example_index: int | None
+
+
+def schema_header_value(model: BaseModel) -> bytes:
+    """``b"<ModelName>/<schema_version>"`` for the dspex-schema header."""
+    version = getattr(model, "schema_version", "")
+    return f"{type(model).__name__}/{version}".encode()
+
+
+def parse_schema_header(value: HeaderValue) -> tuple[str, str] | None:
+    """``b"Task/1.0"`` -> ``("Task", "1.0")``; None when absent or malformed."""
+    text = _text(value)
+    if text is None or "/" not in text:
+        return None
+    name, _, version = text.partition("/")
+    return name, version
+
+
+def headers_for(model: BaseModel) -> list[tuple[str, bytes]]:
+    """The headers a message gets: its schema, and job, candidate and example index where it has them."""
+    headers = [(HEADER_SCHEMA, schema_header_value(model))]
+    for name, field in (
+        (HEADER_JOB_ID, "job_id"),
+        (HEADER_CANDIDATE_ID, "candidate_id"),
+        (HEADER_EXAMPLE_INDEX, "example_index"),
+    ):
+        value = getattr(model, field, None)
+        if value is not None:
+            headers.append((name, str(value).encode()))
+    return headers
+
+
+def ids_from_headers(headers: Headers) -> HeaderIds:
+    """The job id, candidate id and example index named in ``headers``, as far as they are readable.
+
+    Accepts what Kafka clients give: a list of ``(name, bytes | None)`` pairs, a mapping, or None.
+    Never raises: it exists for messages that are already broken.
+    """
+    found = _as_dict(headers)
+    return HeaderIds(
+        job_id=_text(found.get(HEADER_JOB_ID)),
+        candidate_id=_text(found.get(HEADER_CANDIDATE_ID)),
+        example_index=_index(found.get(HEADER_EXAMPLE_INDEX)),
+    )
+
+
+def _as_dict(headers: Headers) -> dict[str, Any]:
+    if headers is None:
+        return {}
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    found: dict[str, Any] = {}
+    for name, value in pairs:
+        found.setdefault(name, value)  # the first of repeated headers wins
+    return found
+
+
+def _text(value: HeaderValue) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode("utf-8") or None
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
+def _index(value: HeaderValue) -> int | None:
+    text = _text(value)
+    if text is None or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)

@@ -1,0 +1,87 @@
+"""Values of the jobs topic (key: job_id): what was asked, with which metric, LM and limits."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from dspex.schemas.base import Message, Timestamp, WireModel, utc_now
+from dspex.schemas.common import ExampleSet, LMSpec, MetricSpec
+
+__all__ = ["Cancel", "DatasetSummary", "EvalJob", "JobMessage", "OptimizeJob"]
+
+
+class DatasetSummary(WireModel):
+    """What an evaluation ran over, for people reading status: not needed to run it."""
+
+    name: str | None = None
+    source: str | None = Field(default=None, description="Where it came from, e.g. a file path.")
+    fingerprint: str | None = Field(default=None, description="Content id of the examples, when known.")
+    input_keys: list[str] = Field(default_factory=list)
+
+
+class EvalJob(Message):
+    """Evaluate one or more candidates over ``num_examples`` examples with a metric.
+
+    The tasks (one per candidate x example) go to the tasks topic; the job's total is
+    ``len(candidate_ids) * num_examples``. ``lm`` is the LM in effect where the job was submitted
+    (None: each program uses its own). Limits: ``max_errors`` failed examples, ``max_cost_usd``.
+    """
+
+    kind: Literal["eval"] = "eval"
+    job_id: str
+    name: str | None = Field(default=None, description="A label chosen by the user.")
+    candidate_ids: list[str] = Field(min_length=1)
+    metric: MetricSpec
+    lm: LMSpec | None = None
+    num_examples: int = Field(ge=0)
+    failure_score: float = 0.0
+    max_errors: int | None = Field(default=None, ge=0)
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    dataset: DatasetSummary | None = None
+    parent_job_id: str | None = Field(default=None, description="The optimization that asked for it.")
+    created_at: Timestamp = Field(default_factory=utc_now)
+
+    @property
+    def total_tasks(self) -> int:
+        """Candidates times examples."""
+        return len(self.candidate_ids) * self.num_examples
+
+
+class OptimizeJob(Message):
+    """Optimize the program published as ``candidate_id`` with a named optimizer and its knobs.
+
+    Budgets stop the run cleanly with the best program so far: ``max_lm_calls``, ``max_cost_usd``.
+    ``seed`` makes the run reproducible, locally and through Kafka alike.
+    """
+
+    kind: Literal["optimize"] = "optimize"
+    job_id: str
+    name: str | None = None
+    optimizer: str = Field(description='DSPy\'s name or ours, e.g. "BootstrapFewShotWithRandomSearch".')
+    knobs: dict[str, Any] = Field(default_factory=dict)
+    candidate_id: str = Field(description="The student program, published to the candidates topic.")
+    trainset: ExampleSet
+    valset: ExampleSet | None = None
+    metric: MetricSpec
+    lm: LMSpec | None = None
+    failure_score: float = 0.0
+    max_errors: int | None = Field(default=None, ge=0)
+    max_lm_calls: int | None = Field(default=None, ge=0)
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    seed: int = 0
+    created_at: Timestamp = Field(default_factory=utc_now)
+
+
+class Cancel(Message):
+    """Stop a job: workers skip its remaining tasks and its status becomes ``cancelled``."""
+
+    kind: Literal["cancel"] = "cancel"
+    job_id: str
+    reason: str = ""
+    requested_at: Timestamp = Field(default_factory=utc_now)
+
+
+JobMessage = Annotated[EvalJob | OptimizeJob | Cancel, Field(discriminator="kind")]
+"""Any value of the jobs topic, told apart by ``kind``."""

@@ -1,0 +1,83 @@
+"""Values of the predictions topic (key: task_id) and the scores topic (key: job_id)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from dspex.schemas.base import Message, Timestamp, utc_now
+from dspex.schemas.common import ErrorInfo, TraceEntry, UsageRecord
+
+__all__ = [
+    "SCORE_SOURCE_DLQ",
+    "SCORE_SOURCE_PREDICTOR",
+    "SCORE_SOURCE_SCORER",
+    "PredictionRecord",
+    "ScoreRecord",
+]
+
+# ScoreRecord.source values. A plain string on the wire (not a Literal) so that a source added
+# by a newer writer does not make older readers dead-letter scores during a rolling upgrade.
+SCORE_SOURCE_SCORER = "scorer"
+SCORE_SOURCE_DLQ = "dlq"
+SCORE_SOURCE_PREDICTOR = "predictor"
+
+
+class PredictionRecord(Message):
+    """What running a task gave: outputs, or an error, with trace, usage and latency.
+
+    Named so as not to clash with ``dspex.Prediction``, the programming model's result object.
+    The example travels along because the scorer needs its labels.
+    """
+
+    task_id: str
+    job_id: str
+    candidate_id: str
+    example_index: int = Field(ge=0)
+    example: dict[str, Any]
+    outputs: dict[str, Any] | None = None
+    trace: list[TraceEntry] = Field(default_factory=list)
+    usage: UsageRecord = Field(default_factory=UsageRecord)
+    adapter: str | None = Field(default=None, description="Which adapter answered.")
+    latency_s: float = Field(default=0.0, ge=0)
+    error: ErrorInfo | None = None
+    attempt: int = Field(default=0, ge=0)
+    worker_id: str
+    produced_at: Timestamp = Field(default_factory=utc_now)
+
+    @model_validator(mode="after")
+    def _outputs_or_error(self) -> PredictionRecord:
+        if self.outputs is None and self.error is None:
+            raise ValueError("a PredictionRecord needs outputs or an error")
+        return self
+
+
+class ScoreRecord(Message):
+    """One example's result for one candidate: the score the metric gave, with what led to it.
+
+    A failed prediction or metric scores the job's ``failure_score`` and keeps the ``error``;
+    ``source`` says who wrote it ("scorer", or "dlq" when a dead-lettered task was accounted to
+    its job). Readers keep the first score per (job, candidate, example index).
+    """
+
+    job_id: str
+    candidate_id: str
+    example_index: int = Field(ge=0)
+    task_id: str
+    outputs: dict[str, Any] | None = None
+    score: float
+    feedback: str | None = None
+    trace: list[TraceEntry] = Field(default_factory=list)
+    usage: UsageRecord = Field(default_factory=UsageRecord, description="Prediction plus metric usage.")
+    latency_s: float | None = Field(default=None, ge=0)
+    error: ErrorInfo | None = None
+    example: dict[str, Any] | None = Field(default=None, description="The example, when the writer keeps it.")
+    source: str = SCORE_SOURCE_SCORER
+    worker_id: str | None = None
+    scored_at: Timestamp = Field(default_factory=utc_now)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the prediction or the metric failed."""
+        return self.error is not None

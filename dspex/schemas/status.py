@@ -1,0 +1,112 @@
+"""Values of the status topic (key: job_id, compacted; one writer per job)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from dspex.schemas.base import Message, Timestamp, WireModel, utc_now
+from dspex.schemas.common import UsageRecord
+
+__all__ = [
+    "TERMINAL_STATES",
+    "CandidateAggregate",
+    "JobState",
+    "JobStatus",
+    "OptimizeStatus",
+    "StatusMessage",
+    "TrialRecord",
+]
+
+JobState = Literal["pending", "running", "completed", "failed", "cancelled"]
+TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class CandidateAggregate(WireModel):
+    """Running totals for one candidate of an evaluation.
+
+    ``score_sum`` is the exact sum of the scores counted so far (the writer sums with
+    ``math.fsum``), failures included at the job's failure score, so ``score`` keeps DSPy's
+    meaning: 100 x mean with failures in the denominator.
+    """
+
+    candidate_id: str
+    total: int = Field(ge=0, description="Examples this candidate is evaluated on.")
+    done: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)
+    score_sum: float = 0.0
+    usage: UsageRecord = Field(default_factory=UsageRecord)
+
+    @property
+    def score(self) -> float:
+        """100 x the mean score over the examples done so far (0 when none is)."""
+        return 100.0 * self.score_sum / self.done if self.done else 0.0
+
+
+class JobStatus(Message):
+    """Where an evaluation stands, written by the aggregator (at once on completion, else every second)."""
+
+    kind: Literal["eval"] = "eval"
+    job_id: str
+    name: str | None = None
+    state: JobState
+    total_tasks: int = Field(ge=0)
+    done: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)
+    candidates: list[CandidateAggregate] = Field(default_factory=list)
+    usage: UsageRecord = Field(default_factory=UsageRecord)
+    seq: int = Field(default=0, ge=0, description="Increases with every status the writer sends.")
+    started_at: Timestamp | None = None
+    updated_at: Timestamp = Field(default_factory=utc_now)
+    finished_at: Timestamp | None = None
+    reason: str | None = Field(default=None, description="Why the job failed or was cancelled.")
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job reached a terminal state."""
+        return self.state in TERMINAL_STATES
+
+    def candidate(self, candidate_id: str) -> CandidateAggregate | None:
+        """The aggregate of one candidate, if the job has it."""
+        return next((c for c in self.candidates if c.candidate_id == candidate_id), None)
+
+
+class TrialRecord(WireModel):
+    """One step of an optimization: a candidate evaluated, and how."""
+
+    step: int = Field(ge=0)
+    candidate_id: str
+    score: float | None = Field(default=None, description="0-100; None when the evaluation failed.")
+    num_examples: int = Field(ge=0)
+    kind: str = Field(default="full", description='"full" or "minibatch" (open set of strings).')
+    eval_job_id: str | None = None
+    note: str | None = None
+
+
+class OptimizeStatus(Message):
+    """Where an optimization stands, written by the optimizer coordinator after every step."""
+
+    kind: Literal["optimize"] = "optimize"
+    job_id: str
+    name: str | None = None
+    state: JobState
+    optimizer: str
+    steps: list[TrialRecord] = Field(default_factory=list)
+    best_candidate_id: str | None = None
+    best_score: float | None = None
+    usage: UsageRecord = Field(default_factory=UsageRecord)
+    seq: int = Field(default=0, ge=0)
+    started_at: Timestamp | None = None
+    updated_at: Timestamp = Field(default_factory=utc_now)
+    finished_at: Timestamp | None = None
+    reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the optimization reached a terminal state."""
+        return self.state in TERMINAL_STATES
+
+
+StatusMessage = Annotated[JobStatus | OptimizeStatus, Field(discriminator="kind")]
+"""Any value of the status topic, told apart by ``kind``."""

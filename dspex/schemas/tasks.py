@@ -1,0 +1,57 @@
+"""Values of the tasks topic (key: task_id): the unit of work, one candidate on one example."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from dspex.ids import content_id
+from dspex.schemas.base import Message, Timestamp
+from dspex.schemas.common import LMSpec
+
+__all__ = ["Task", "task_id_for"]
+
+
+def task_id_for(job_id: str, candidate_id: str, example_index: int) -> str:
+    """The task id: content id of ``{"job_id", "candidate_id", "example_index"}``.
+
+    Left out on purpose: the example's contents (the index names it within the job), ``attempt``
+    (a retry is the same task), ``lm`` and ``deadline`` (how to run it, not what it is).
+    Redelivered or re-published tasks therefore get the same id, which makes consumers idempotent.
+    """
+    return content_id({"job_id": job_id, "candidate_id": candidate_id, "example_index": example_index})
+
+
+class Task(Message):
+    """Run candidate ``candidate_id`` on example ``example_index`` of job ``job_id``."""
+
+    task_id: str = Field(description="task_id_for(job_id, candidate_id, example_index).")
+    job_id: str
+    candidate_id: str
+    example_index: int = Field(ge=0)
+    example: dict[str, Any] = Field(description="All fields of the example, labels included.")
+    input_keys: list[str] = Field(min_length=1, description="Which example fields are program inputs.")
+    attempt: int = Field(default=0, ge=0)
+    lm: LMSpec | None = Field(default=None, description="The job's LM, for programs without their own.")
+    deadline: Timestamp | None = None
+
+    @classmethod
+    def build(
+        cls, *, job_id: str, candidate_id: str, example_index: int, example: dict[str, Any], **fields: Any
+    ) -> Task:
+        """A task with its id computed."""
+        task_id = task_id_for(job_id, candidate_id, example_index)
+        return cls(
+            task_id=task_id,
+            job_id=job_id,
+            candidate_id=candidate_id,
+            example_index=example_index,
+            example=example,
+            **fields,
+        )
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """The example's input fields only."""
+        return {key: self.example[key] for key in self.input_keys if key in self.example}

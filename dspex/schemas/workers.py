@@ -1,0 +1,47 @@
+"""Values of the workers topic (key: worker_id, compacted, short retention): heartbeats."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from dspex.schemas.base import Message, Timestamp, WireModel, utc_now
+
+__all__ = ["BreakerState", "EndpointHealth", "WorkerHeartbeat", "WorkerKind"]
+
+WorkerKind = Literal["predict", "score", "aggregate", "optimize"]
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+class EndpointHealth(WireModel):
+    """The limiter and breaker of one LM endpoint a worker talks to."""
+
+    api_base: str
+    limit: float = Field(ge=0, description="The adaptive limiter's current concurrency limit.")
+    in_flight: int = Field(default=0, ge=0)
+    breaker_state: BreakerState = "closed"
+
+
+class WorkerHeartbeat(Message):
+    """A worker saying it is alive and how loaded it is; what ``dspex status`` shows about workers.
+
+    ``limit`` and ``breaker_state`` summarize its LM endpoints (the smallest limit, the worst
+    breaker); ``endpoints`` has them one by one.
+    """
+
+    worker_id: str
+    kind: WorkerKind
+    host: str
+    pid: int = Field(ge=0)
+    group_id: str | None = None
+    version: str | None = Field(default=None, description="dspex version of the worker.")
+    started_at: Timestamp
+    sent_at: Timestamp = Field(default_factory=utc_now)
+    in_flight: int = Field(default=0, ge=0)
+    limit: float | None = Field(default=None, ge=0)
+    breaker_state: BreakerState = "closed"
+    endpoints: list[EndpointHealth] = Field(default_factory=list)
+    assigned_partitions: int = Field(default=0, ge=0)
+    paused_partitions: int = Field(default=0, ge=0)
+    metrics_url: str | None = None

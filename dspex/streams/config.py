@@ -1,0 +1,182 @@
+"""How dspex reaches Kafka: one frozen settings object, translated for each client library.
+
+Every client dspex creates (confluent-kafka producers, consumers and admin clients, and the
+aiokafka clients under faust-streaming) is configured from the same :class:`KafkaSettings`, so
+SASL and SSL settings reach all of them. Environment variables are read only by
+:meth:`KafkaSettings.from_env`, which the CLI calls at its edge.
+
+    >>> settings = KafkaSettings(bootstrap_servers="127.0.0.1:9092")
+    >>> settings.confluent()["bootstrap.servers"]
+    '127.0.0.1:9092'
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from dspex.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_BOOTSTRAP",
+    "ENV_PREFIX",
+    "FAST_GROUP_TIMING",
+    "KafkaSettings",
+    "SaslMechanism",
+    "SecurityProtocol",
+    "client_config",
+    "consumer_defaults",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+ENV_PREFIX = "DSPEX_KAFKA_"
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
+
+# Tests and the dev broker: a killed member's partitions move in seconds, not Kafka's 45 s.
+FAST_GROUP_TIMING: dict[str, str] = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
+
+_HOST_PORT = re.compile(r"^[^\s:,]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")
+_PASSWORD_MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+
+
+class KafkaSettings(BaseModel):
+    """Connection and security settings shared by every Kafka client of one process.
+
+    ``extra`` holds further librdkafka properties (``"socket.keepalive.enable": "true"``);
+    they reach confluent-kafka clients only, since aiokafka names its options differently.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP
+    client_id: str = "dspex"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaSettings:
+        _check_bootstrap(self.bootstrap_servers)
+        if self.security_protocol.startswith("SASL"):
+            _check_sasl(self)
+        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> KafkaSettings:
+        """Settings from ``DSPEX_KAFKA_*`` variables in ``env``; ``overrides`` win over them.
+
+        ``DSPEX_KAFKA_BOOTSTRAP`` names the brokers; the other variables are the field names in
+        upper case (``DSPEX_KAFKA_SASL_PASSWORD``, ``DSPEX_KAFKA_SSL_CAFILE``, ...).
+        """
+        values: dict[str, Any] = {}
+        if env.get(ENV_PREFIX + "BOOTSTRAP"):
+            values["bootstrap_servers"] = env[ENV_PREFIX + "BOOTSTRAP"]
+        for name in cls.model_fields:
+            if name not in ("bootstrap_servers", "extra") and env.get(ENV_PREFIX + name.upper()):
+                values[name] = env[ENV_PREFIX + name.upper()]
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    def confluent(self) -> dict[str, Any]:
+        """librdkafka properties for confluent-kafka's Producer, Consumer and AdminClient."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol.lower(),
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_cafile,
+            "ssl.certificate.location": self.ssl_certfile,
+            "ssl.key.location": self.ssl_keyfile,
+        }
+        config.update({key: value for key, value in optional.items() if value is not None})
+        config.update(self.extra)
+        return config
+
+    def aiokafka(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients (and so for faust-streaming's broker options)."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism is not None:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.security_protocol.endswith("SSL"):
+            kwargs["ssl_context"] = self._ssl_context()
+        return kwargs
+
+    def _ssl_context(self) -> Any:
+        # Imported here so that reading settings never needs aiokafka installed.
+        from aiokafka.helpers import create_ssl_context
+
+        return create_ssl_context(
+            cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+        )
+
+
+def consumer_defaults(fast_groups: bool) -> dict[str, str]:
+    """Group timing for consumers: the design's short timing for tests and dev, else Kafka's."""
+    return dict(FAST_GROUP_TIMING) if fast_groups else {}
+
+
+def client_config(settings: KafkaSettings, log: logging.Logger, **overrides: Any) -> dict[str, Any]:
+    """confluent-kafka configuration whose librdkafka logs and errors go to ``log``.
+
+    Without a ``logger`` librdkafka prints to stderr, which floods a terminal with connection
+    retries when no broker answers; through Python logging they obey the application's levels.
+    """
+    config = settings.confluent()
+    config["logger"] = log
+    config["error_cb"] = _error_logger(log)
+    config.update(overrides)
+    return config
+
+
+def _error_logger(log: logging.Logger) -> Any:
+    def log_error(error: Any) -> None:
+        log.warning("kafka client error: %s", error)
+
+    return log_error
+
+
+def _check_bootstrap(bootstrap: str) -> None:
+    entries = [entry.strip() for entry in bootstrap.split(",")]
+    bad = [entry for entry in entries if not _HOST_PORT.match(entry)]
+    if not bootstrap.strip() or bad:
+        raise ConfigurationError(
+            f"bootstrap servers {bootstrap!r} must be HOST:PORT[,HOST:PORT...] (bad entries: {bad})"
+        )
+
+
+def _check_sasl(settings: KafkaSettings) -> None:
+    if settings.sasl_mechanism is None:
+        raise ConfigurationError(
+            f"security_protocol {settings.security_protocol} needs a sasl_mechanism "
+            f"(one of {sorted(_PASSWORD_MECHANISMS)}, OAUTHBEARER, GSSAPI)"
+        )
+    needs_password = settings.sasl_mechanism in _PASSWORD_MECHANISMS
+    if needs_password and (settings.sasl_username is None or settings.sasl_password is None):
+        raise ConfigurationError(
+            f"SASL mechanism {settings.sasl_mechanism} needs sasl_username and sasl_password"
+        )

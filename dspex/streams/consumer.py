@@ -1,0 +1,571 @@
+"""The async consumer runtime every processor stands on.
+
+One :class:`ConsumerRuntime` is one member of a consumer group. It runs a handler coroutine per
+message, at most ``max_in_flight`` at once; a handler returns once the message's output has been
+acknowledged by the broker, and only then does the message count as done. Around that:
+
+* backpressure: above the high watermark of outstanding messages every assigned partition is
+  paused (polling goes on, so the member stays in the group), below the low watermark they
+  resume; partitions assigned while paused are paused at once;
+* contiguous commits: per partition, the committed offset never passes a message that is not
+  done (:class:`~dspex.streams.flow.OffsetTracker`); commits go out asynchronously every
+  ``commit_interval`` and synchronously on revoke and stop;
+* drain: on revoke (and on :meth:`~ConsumerRuntime.stop`, which SIGTERM should call) handlers of
+  the partitions being given up get ``drain_timeout`` seconds to finish; whatever is left is
+  cancelled and stays uncommitted, so the next owner handles it again (at-least-once);
+* dead letters: a message whose value does not decode (SchemaError), that the handler declares
+  poison (PoisonMessageError), or on which the handler raises any other exception is written
+  to the DLQ topic as a DeadLetter (original bytes, headers, topic/partition/offset, error) and
+  then counts as done. Handler exceptions are dead-lettered too (reason ``handler_error``) rather
+  than retried: an at-least-once consumer that retries a deterministic failure loops forever.
+  Handlers that want retries for transient failures (LM calls) do them inside.
+
+Threads: every call on the confluent-kafka Consumer runs on one dedicated thread, so the
+consumer is never used concurrently; rebalance callbacks run there too (inside ``consume``)
+and hand their work to the event loop, which is free while it awaits that thread.
+
+    >>> async def handle(message, task):
+    ...     await producer.produce(out_topic, encode(result_for(task)), key=message.key())
+    >>> runtime = ConsumerRuntime(settings, group_id="dspex.predictor", topics=["dspex.tasks"],
+    ...                           handler=handle, decoder=Task, producer=producer,
+    ...                           dlq_topic="dspex.dlq")  # doctest: +SKIP
+    >>> runtime.install_signal_handlers()  # doctest: +SKIP
+    >>> await runtime.run()  # until SIGTERM  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError as RawKafkaError
+from pydantic import BaseModel
+
+from dspex.errors import ConfigurationError, KafkaError
+from dspex.schemas import (
+    DLQ_REASON_HANDLER_ERROR,
+    DeadLetter,
+)
+from dspex.streams.config import KafkaSettings, client_config, consumer_defaults
+from dspex.streams.dlq import dead_letter
+from dspex.streams.flow import OffsetTracker, TopicPartitionKey, Watermarks
+from dspex.streams.producer import AsyncProducer
+from dspex.streams.serde import message_position, model_decoder
+
+__all__ = ["CommitHook", "ConsumerRuntime", "Decoder", "Handler", "RuntimeStats"]
+
+logger = logging.getLogger(__name__)
+_librdkafka_logger = logging.getLogger("dspex.streams.librdkafka.consumer")
+
+T = TypeVar("T")
+Handler = Callable[[Message, Any], Awaitable[None]]
+Decoder = Callable[[Message], Any]
+CommitHook = Callable[[dict[TopicPartitionKey, int]], None]
+DeadLetterHook = Callable[[DeadLetter], Awaitable[None]]
+
+_DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
+_CANCEL_GRACE_S = 1.0
+
+
+@dataclass
+class RuntimeStats:
+    """Counters of one runtime: plain numbers for tests, logs and Prometheus collectors."""
+
+    received: int = 0
+    handled: int = 0
+    dead_lettered: int = 0
+    handler_errors: int = 0
+    cancelled: int = 0
+    pauses: int = 0
+    resumes: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    rebalances: int = 0
+    in_flight: int = 0
+    max_in_flight_seen: int = 0
+    backlog: int = 0
+
+
+class ConsumerRuntime:
+    """One consumer-group member running a handler coroutine per message (see module docs)."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group_id: str,
+        topics: Sequence[str],
+        handler: Handler,
+        producer: AsyncProducer,
+        dlq_topic: str,
+        decoder: Decoder | type[BaseModel] | None = None,
+        max_in_flight: int = 64,
+        high_watermark: int | None = None,
+        low_watermark: int | None = None,
+        drain_timeout: float = 5.0,
+        commit_interval: float = 0.2,
+        poll_timeout: float = 0.1,
+        fast_groups: bool = False,
+        worker_id: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        on_commit: CommitHook | None = None,
+        on_dead_letter: DeadLetterHook | None = None,
+    ) -> None:
+        """Configure only; nothing connects until :meth:`run`.
+
+        ``decoder`` turns a message into the handler's second argument: a pydantic model type
+        (decoded with dspex.schemas.decode), a callable, or None for the raw value bytes.
+        ``high_watermark`` defaults to ``max_in_flight`` and ``low_watermark`` to half of it.
+        ``config`` adds librdkafka consumer properties; ``fast_groups`` selects the short group
+        timing of tests and the dev broker. ``on_commit`` sees every offset map just before it
+        is committed; ``on_dead_letter`` runs after a dead letter was acknowledged (processors
+        use it to emit an error Score for the task).
+        """
+        if max_in_flight < 1:
+            raise ConfigurationError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if not topics:
+            raise ConfigurationError("a consumer runtime needs at least one topic")
+        high = max_in_flight if high_watermark is None else high_watermark
+        self._watermarks = Watermarks(high, high // 2 if low_watermark is None else low_watermark)
+        self.settings = settings
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.dlq_topic = dlq_topic
+        self.max_in_flight = max_in_flight
+        self.drain_timeout = drain_timeout
+        self.commit_interval = commit_interval
+        self.poll_timeout = poll_timeout
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.stats = RuntimeStats()
+        self._handler = handler
+        self._producer = producer
+        self._decode = _as_decoder(decoder)
+        self._on_commit = on_commit
+        self._on_dead_letter = on_dead_letter
+        self._consumer_config = self._build_config(fast_groups, dict(config or {}))
+        self._tracker = OffsetTracker()
+        self._backlog: deque[Message] = deque()
+        self._running: dict[asyncio.Task[None], TopicPartitionKey] = {}
+        self._assigned: set[TopicPartitionKey] = set()
+        self._paused: set[TopicPartitionKey] = set()
+        self._fatal: BaseException | None = None
+        self._stop_requested = False
+        self._room = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._consumer: Consumer | None = None
+        self._kafka_thread: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._finished: asyncio.Event | None = None
+        self._assignment_seen: asyncio.Event | None = None
+
+    # ----------------------------------------------------------------- lifespan
+
+    async def __aenter__(self) -> ConsumerRuntime:
+        self._task = asyncio.create_task(self.run(), name=f"dspex-consumer-{self.group_id}")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop` (or a fatal error, which is raised after draining)."""
+        if self._loop is not None:
+            raise ConfigurationError("this ConsumerRuntime was already started; create a new one")
+        self._loop = asyncio.get_running_loop()
+        self._finished = asyncio.Event()
+        self._assignment_seen = asyncio.Event()
+        self._kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dspex-consumer")
+        try:
+            await self._kafka(self._open)
+            committer = asyncio.create_task(self._commit_periodically())
+            try:
+                await self._poll_until_stopped()
+                await self._drain()
+            finally:
+                committer.cancel()
+                await asyncio.gather(committer, return_exceptions=True)
+        finally:
+            await self._shut_down()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def request_stop(self) -> None:
+        """Ask the runtime to drain and stop; call it on the loop (signal handlers are). Returns at once."""
+        self._stop_requested = True
+        self._room.set()
+
+    async def stop(self) -> None:
+        """Drain (bounded by ``drain_timeout``), commit what is done, leave the group."""
+        self.request_stop()
+        if self._task is not None:
+            await self._task
+        elif self._finished is not None:
+            await self._finished.wait()
+
+    def install_signal_handlers(
+        self, signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+    ) -> None:
+        """Make SIGTERM (and SIGINT) drain and stop this runtime (call from the running loop)."""
+        loop = asyncio.get_running_loop()
+        for sig in signals:
+            loop.add_signal_handler(sig, self.request_stop)
+
+    async def wait_assigned(self, timeout: float) -> None:
+        """Wait until this member got its first partitions (raises TimeoutError after ``timeout``)."""
+        while self._assignment_seen is None:
+            await asyncio.sleep(0.01)  # run() has not started yet
+        await asyncio.wait_for(self._assignment_seen.wait(), timeout)
+
+    def assignment(self) -> set[TopicPartitionKey]:
+        """Partitions this member owns now."""
+        return set(self._assigned)
+
+    def paused_partitions(self) -> set[TopicPartitionKey]:
+        """Partitions this member has paused now."""
+        return set(self._paused)
+
+    @property
+    def outstanding(self) -> int:
+        """Messages received and not yet finished: running handlers plus the backlog."""
+        return len(self._running) + len(self._backlog)
+
+    # ----------------------------------------------------------------- polling
+
+    async def _poll_until_stopped(self) -> None:
+        while not self._stop_requested:
+            if self._watermarks.paused:
+                # Nothing can arrive while paused: wait for room instead of blocking the consumer
+                # thread in a long poll, then poll without waiting (rebalances, liveness).
+                await self._wait_for_room()
+                await self._apply_pressure()
+            timeout = 0.0 if self._watermarks.paused else self.poll_timeout
+            messages = await self._kafka(self._fetch, self._fetch_size(), timeout)
+            for message in messages:
+                self._accept(message)
+            self._start_ready()
+            await self._apply_pressure()
+
+    async def _wait_for_room(self) -> None:
+        self._room.clear()
+        if self.outstanding > self._watermarks.low and not self._stop_requested:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), self.poll_timeout)
+
+    def _fetch_size(self) -> int:
+        # Fetch no more than the room under the high watermark, so the backlog stays small.
+        return max(1, self._watermarks.high - self.outstanding)
+
+    def _accept(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != RawKafkaError._PARTITION_EOF:
+                logger.warning("consumer error in group %s: %s", self.group_id, error)
+            return
+        topic, partition, offset = message_position(message)
+        tp = (topic, partition)
+        if tp not in self._assigned:
+            return  # fetched just before its partition was revoked; the new owner reads it
+        self.stats.received += 1
+        self._tracker.started(tp, offset)
+        self._backlog.append(message)
+
+    def _start_ready(self) -> None:
+        while self._backlog and len(self._running) < self.max_in_flight and not self._stop_requested:
+            message = self._backlog.popleft()
+            tp = message_position(message)[:2]
+            if tp not in self._assigned:
+                continue
+            task = asyncio.create_task(self._handle(message))
+            self._running[task] = tp
+            task.add_done_callback(self._handler_done)
+        self.stats.in_flight = len(self._running)
+        self.stats.max_in_flight_seen = max(self.stats.max_in_flight_seen, len(self._running))
+        self.stats.backlog = len(self._backlog)
+
+    async def _apply_pressure(self) -> None:
+        change = self._watermarks.update(self.outstanding)
+        if change == "pause":
+            self.stats.pauses += 1
+            await self._kafka(self._pause_assigned)
+        elif change == "resume":
+            self.stats.resumes += 1
+            await self._kafka(self._resume_paused)
+
+    # ----------------------------------------------------------------- handling
+
+    async def _handle(self, message: Message) -> None:
+        try:
+            value = self._decode(message)
+            await self._handler(message, value)
+            self.stats.handled += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every failure is accounted for: dead-lettered, then done
+            await self._dead_letter(message, exc)
+        topic, partition, offset = message_position(message)
+        self._tracker.finished((topic, partition), offset)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            # Only a failed dead letter gets here: the message is not done and must not be
+            # committed, so stop and let a restart handle it again.
+            self._fatal = self._fatal or task.exception()
+            self.request_stop()
+        self._start_ready()
+        if self.outstanding <= self._watermarks.low:
+            self._room.set()
+
+    async def _dead_letter(self, message: Message, exc: Exception) -> None:
+        letter = await dead_letter(
+            self._producer, self.dlq_topic, message, exc, worker_id=self.worker_id, group=self.group_id
+        )
+        self.stats.dead_lettered += 1
+        if letter.reason == DLQ_REASON_HANDLER_ERROR:
+            self.stats.handler_errors += 1
+        if self._on_dead_letter is not None:
+            await self._on_dead_letter(letter)
+
+    # ----------------------------------------------------------------- commits and draining
+
+    async def _commit_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.commit_interval)
+            await self._commit(asynchronous=True)
+
+    async def _commit(self, *, asynchronous: bool) -> None:
+        offsets = self._tracker.pending_commits()
+        if not offsets:
+            return
+        if self._on_commit is not None:
+            self._on_commit(dict(offsets))
+        self._tracker.mark_committed(offsets)
+        await self._kafka(self._commit_owned, offsets, asynchronous)
+
+    async def _drain(self) -> None:
+        # Backlog messages never started: they stay uncommitted and are read again later.
+        self._backlog.clear()
+        await self._finish_or_cancel(list(self._running), self.drain_timeout)
+        await self._commit(asynchronous=False)
+
+    async def _finish_or_cancel(self, tasks: list[asyncio.Task[None]], timeout: float) -> None:
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.stats.cancelled += len(pending)
+            logger.warning("cancelled %s handlers still running after %.1f s", len(pending), timeout)
+            await asyncio.wait(pending, timeout=_CANCEL_GRACE_S)
+
+    async def _release(self, tps: set[TopicPartitionKey], *, lost: bool) -> dict[TopicPartitionKey, int]:
+        """Give up ``tps``: drain their handlers (unless lost), return what may be committed."""
+        self.stats.rebalances += 1
+        self._assigned -= tps
+        self._paused -= tps
+        self._backlog = deque(m for m in self._backlog if message_position(m)[:2] not in tps)
+        tasks = [task for task, tp in self._running.items() if tp in tps]
+        await self._finish_or_cancel(tasks, 0 if lost else self.drain_timeout)
+        offsets = (
+            {} if lost else {tp: off for tp in tps if (off := self._tracker.committable(tp)) is not None}
+        )
+        if offsets and self._on_commit is not None:
+            self._on_commit(dict(offsets))
+        self._tracker.forget(tps)
+        return offsets
+
+    async def _adopt(self, tps: set[TopicPartitionKey]) -> bool:
+        """Take ``tps`` on; returns whether they must be paused right away."""
+        self.stats.rebalances += 1
+        self._assigned |= tps
+        if self._assignment_seen is not None and tps:
+            self._assignment_seen.set()
+        return self._watermarks.paused
+
+    async def _shut_down(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        if self._consumer is not None:
+            await self._kafka(self._close)
+        if self._kafka_thread is not None:
+            self._kafka_thread.shutdown(wait=False)
+        if self._finished is not None:
+            self._finished.set()
+
+    # ----------------------------------------------------------------- on the Kafka thread
+
+    async def _kafka(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the thread that owns the consumer."""
+        if self._loop is None or self._kafka_thread is None:
+            raise ConfigurationError("the consumer runtime is not running")
+        return await self._loop.run_in_executor(self._kafka_thread, functools.partial(fn, *args))
+
+    def _open(self) -> None:
+        try:
+            self._consumer = Consumer(self._consumer_config)
+            self._consumer.subscribe(
+                self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+        except KafkaException as exc:
+            raise KafkaError(f"could not start a consumer for {self.topics}: {exc}") from exc
+
+    def _fetch(self, size: int, timeout: float) -> list[Message]:
+        if self._consumer is None:
+            return []
+        return self._consumer.consume(size, timeout)
+
+    def _pause_assigned(self) -> None:
+        if self._consumer is None:
+            return
+        partitions = self._consumer.assignment()
+        if partitions:
+            self._consumer.pause(partitions)
+        self._paused = {(tp.topic, tp.partition) for tp in partitions}
+
+    def _resume_paused(self) -> None:
+        if self._consumer is None or not self._paused:
+            self._paused = set()
+            return
+        partitions = [TopicPartition(topic, partition) for topic, partition in self._paused]
+        self._consumer.resume(partitions)
+        self._paused = set()
+        self._restart_fetching(partitions)
+
+    def _restart_fetching(self, partitions: list[TopicPartition]) -> None:
+        # librdkafka does not wake a broker thread that went idle with every partition paused:
+        # fetching restarts at its next periodic wake-up, up to ~1 s after resume() (measured
+        # here: 0.75 s on average; also confluent-kafka-go#630). Seeking each partition to its own
+        # position (the next message we have not received) restarts its fetcher at once without
+        # skipping or repeating anything; it runs on this thread, between two consume() calls.
+        for position in self._consumer.position(partitions):  # type: ignore[union-attr]
+            if position.offset >= 0:
+                self._consumer.seek(position)  # type: ignore[union-attr]
+
+    def _commit_owned(self, offsets: Mapping[TopicPartitionKey, int], asynchronous: bool) -> None:
+        # Filtered here, on the consumer's thread, so that a partition revoked after the offsets
+        # were computed is never committed by its former owner.
+        owned = [TopicPartition(t, p, off) for (t, p), off in offsets.items() if (t, p) in self._assigned]
+        if owned and self._consumer is not None:
+            self._commit_partitions(owned, asynchronous)
+
+    def _commit_partitions(self, partitions: list[TopicPartition], asynchronous: bool) -> None:
+        if self._consumer is None:
+            return
+        try:
+            if asynchronous:
+                self._consumer.commit(offsets=partitions, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=partitions, asynchronous=False)
+            self.stats.commits += 1
+        except KafkaException as exc:
+            self.stats.commit_failures += 1
+            logger.warning("commit of %s failed in group %s: %s", _show(partitions), self.group_id, exc)
+
+    def _close(self) -> None:
+        if self._consumer is None:
+            return
+        try:
+            self._consumer.close()  # runs on_revoke for what is still assigned: a last sync commit
+        except (KafkaException, RuntimeError) as exc:
+            logger.warning("closing the consumer of group %s failed: %s", self.group_id, exc)
+        self._consumer = None
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Assign explicitly (cooperative protocol) so that the new partitions can be paused
+        # before a single message of theirs is fetched.
+        consumer.incremental_assign(partitions)
+        tps = {(tp.topic, tp.partition) for tp in partitions}
+        if self._on_loop(self._adopt(tps), default=False) and partitions:
+            consumer.pause(partitions)
+            self._paused |= tps
+        logger.info("group %s: assigned %s", self.group_id, _show(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = {(tp.topic, tp.partition) for tp in partitions}
+        offsets = self._on_loop(self._release(tps, lost=False), default={})
+        if offsets:
+            self._commit_partitions([TopicPartition(t, p, off) for (t, p), off in offsets.items()], False)
+        logger.info("group %s: revoked %s", self.group_id, _show(partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = {(tp.topic, tp.partition) for tp in partitions}
+        self._on_loop(self._release(tps, lost=True), default={})
+        logger.warning("group %s: lost %s without a chance to commit", self.group_id, _show(partitions))
+
+    def _on_loop(self, coro: Coroutine[Any, Any, T], *, default: T) -> T:
+        """Run ``coro`` on the event loop from the consumer's thread and wait for its result."""
+        if self._loop is None or self._loop.is_closed():
+            coro.close()
+            return default
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout=self.drain_timeout + 2 * _CANCEL_GRACE_S + 5)
+        except TimeoutError:
+            logger.error("group %s: the event loop did not answer a rebalance in time", self.group_id)
+            return default
+
+    def _build_config(self, fast_groups: bool, overrides: dict[str, Any]) -> dict[str, Any]:
+        strategy = overrides.pop("partition.assignment.strategy", "cooperative-sticky")
+        if strategy != "cooperative-sticky":
+            raise ConfigurationError(
+                "the consumer runtime needs partition.assignment.strategy=cooperative-sticky "
+                f"(it assigns and pauses partitions incrementally); got {strategy!r}"
+            )
+        config = client_config(
+            self.settings,
+            _librdkafka_logger,
+            **{
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": strategy,
+                # A resumed partition waits for the broker's in-flight long-poll fetch to return
+                # (one fetch per broker at a time); Kafka's 500 ms default makes every resume at
+                # the end of the log cost half a second.
+                "fetch.wait.max.ms": 100,
+                "on_commit": self._commit_reported,
+                **consumer_defaults(fast_groups),
+                **overrides,
+            },
+        )
+        max_poll_ms = int(config.get("max.poll.interval.ms", _DEFAULT_MAX_POLL_INTERVAL_MS))
+        if not 0 < self.drain_timeout * 1000 < max_poll_ms:
+            raise ConfigurationError(
+                f"drain_timeout ({self.drain_timeout} s) must be positive and below the rebalance "
+                f"timeout (max.poll.interval.ms = {max_poll_ms})"
+            )
+        return config
+
+    def _commit_reported(self, error: RawKafkaError | None, partitions: list[TopicPartition]) -> None:
+        if error is not None and error.code() != RawKafkaError._NO_OFFSET:
+            self.stats.commit_failures += 1
+            logger.warning("commit failed in group %s: %s", self.group_id, error)
+
+
+def _as_decoder(decoder: Decoder | type[BaseModel] | None) -> Decoder:
+    if decoder is None:
+        return _raw_value
+    if isinstance(decoder, type) and issubclass(decoder, BaseModel):
+        return model_decoder(decoder)
+    return decoder
+
+
+def _raw_value(message: Message) -> bytes | None:
+    return message.value()
+
+
+def _show(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

@@ -1,0 +1,127 @@
+"""Bookkeeping of the consumer runtime, with no Kafka in it: contiguous commits and watermarks.
+
+Handlers finish out of order, but a committed offset promises that every earlier message of its
+partition is done. :class:`OffsetTracker` therefore commits, per partition, only up to the
+first message that is still in progress. :class:`Watermarks` turns the number of outstanding
+messages into pause and resume decisions with hysteresis, so a consumer does not flap.
+
+    >>> tracker = OffsetTracker()
+    >>> for offset in (5, 6, 7):
+    ...     tracker.started(("t", 0), offset)
+    >>> tracker.finished(("t", 0), 6)
+    >>> tracker.committable(("t", 0)) is None  # 5 is still running
+    True
+    >>> tracker.finished(("t", 0), 5)
+    >>> tracker.committable(("t", 0))  # 5 and 6 done, 7 running: resume at 7
+    7
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dspex.errors import ConfigurationError
+
+__all__ = ["OffsetTracker", "PressureChange", "TopicPartitionKey", "Watermarks"]
+
+TopicPartitionKey = tuple[str, int]
+PressureChange = Literal["pause", "resume"]
+
+
+@dataclass
+class _PartitionOffsets:
+    waiting: list[int] = field(default_factory=list)  # started, not yet contiguous-done; ascending
+    done: set[int] = field(default_factory=set)  # finished but behind an unfinished one
+    next_commit: int | None = None  # offset + 1 of the last contiguous-done message
+    committed: int | None = None  # the last next_commit handed out for committing
+
+
+class OffsetTracker:
+    """Per-partition record of messages in progress, and the offset that is safe to commit."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[TopicPartitionKey, _PartitionOffsets] = {}
+
+    def started(self, tp: TopicPartitionKey, offset: int) -> None:
+        """A message was received and will be handled; it holds back commits until finished."""
+        state = self._partitions.setdefault(tp, _PartitionOffsets())
+        if state.waiting and offset <= state.waiting[-1]:
+            if offset not in state.waiting:  # out of order (after a seek): keep the list sorted
+                bisect.insort(state.waiting, offset)
+            return
+        state.waiting.append(offset)
+
+    def finished(self, tp: TopicPartitionKey, offset: int) -> None:
+        """A message is done (its output acknowledged). Unknown partitions (revoked) are ignored."""
+        state = self._partitions.get(tp)
+        if state is None or offset in state.done:
+            return
+        state.done.add(offset)
+        # Kafka delivers a partition in offset order, so the head of `waiting` is the oldest
+        # message in progress; advance past every finished one at the head.
+        head = 0
+        while head < len(state.waiting) and state.waiting[head] in state.done:
+            state.done.discard(state.waiting[head])
+            head += 1
+        if head:
+            state.next_commit = state.waiting[head - 1] + 1
+            del state.waiting[:head]
+
+    def committable(self, tp: TopicPartitionKey) -> int | None:
+        """The offset to commit for ``tp`` (the next message to read), or None if nothing is done."""
+        state = self._partitions.get(tp)
+        return None if state is None else state.next_commit
+
+    def pending_commits(self) -> dict[TopicPartitionKey, int]:
+        """Committable offsets that moved since they were last handed out by :meth:`mark_committed`."""
+        return {
+            tp: state.next_commit
+            for tp, state in self._partitions.items()
+            if state.next_commit is not None and state.next_commit != state.committed
+        }
+
+    def mark_committed(self, offsets: Mapping[TopicPartitionKey, int]) -> None:
+        """Remember that ``offsets`` were sent for committing."""
+        for tp, offset in offsets.items():
+            if tp in self._partitions:
+                self._partitions[tp].committed = offset
+
+    def in_progress(self, tp: TopicPartitionKey | None = None) -> int:
+        """Messages started and not finished (on ``tp``, or on every partition)."""
+        states = self._partitions.values() if tp is None else [self._partitions.get(tp, _PartitionOffsets())]
+        return sum(len(state.waiting) - len(state.done) for state in states)
+
+    def forget(self, tps: Iterable[TopicPartitionKey]) -> None:
+        """Drop partitions that were revoked or lost; late finishes for them are then ignored."""
+        for tp in tps:
+            self._partitions.pop(tp, None)
+
+    def partitions(self) -> list[TopicPartitionKey]:
+        """Partitions with any state."""
+        return list(self._partitions)
+
+
+class Watermarks:
+    """Pause at ``high`` outstanding messages or more; resume at ``low`` or fewer."""
+
+    def __init__(self, high: int, low: int) -> None:
+        if high < 1 or not 0 <= low < high:
+            raise ConfigurationError(
+                f"watermarks need 0 <= low < high and high >= 1; got low={low}, high={high}"
+            )
+        self.high = high
+        self.low = low
+        self.paused = False
+
+    def update(self, outstanding: int) -> PressureChange | None:
+        """The change to apply for ``outstanding`` messages, if any (and record it)."""
+        if not self.paused and outstanding >= self.high:
+            self.paused = True
+            return "pause"
+        if self.paused and outstanding <= self.low:
+            self.paused = False
+            return "resume"
+        return None

@@ -1,0 +1,208 @@
+"""An asyncio face on confluent-kafka's idempotent producer.
+
+``await producer.produce(...)`` returns once the broker acknowledged the record, which is what a
+consumer handler awaits before its input offset may be committed. ``await producer.send(...)``
+returns as soon as the record is queued (so records keep their order) with a future for the
+acknowledgement, for callers that want many records in flight.
+
+A thread polls the producer so delivery reports arrive without anyone calling ``poll()``; each
+report is handed to the event loop with ``call_soon_threadsafe``. When librdkafka's queue is full
+the producer waits and retries instead of dropping the record.
+
+    >>> async with AsyncProducer(KafkaSettings()) as producer:  # doctest: +SKIP
+    ...     delivery = await producer.produce("dspex.tasks", b"{...}", key=b"task-1")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import KafkaError as RawKafkaError
+from confluent_kafka import KafkaException, Message, Producer
+
+from dspex.errors import KafkaError
+from dspex.streams.config import KafkaSettings, client_config
+from dspex.streams.serde import RawHeaders, Record, message_position
+from dspex.streams.topics import LARGE_MESSAGE_BYTES
+
+__all__ = ["PRODUCER_DEFAULTS", "AsyncProducer", "Delivery", "ProducerStats"]
+
+logger = logging.getLogger(__name__)
+_librdkafka_logger = logging.getLogger("dspex.streams.librdkafka.producer")
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    # faust/aiokafka and Java hash keys with murmur2; librdkafka's default hash differs, and a key
+    # must land on the same partition whichever client wrote it.
+    "partitioner": "murmur2_random",
+    "compression.type": "zstd",
+    "linger.ms": 5,
+    "message.max.bytes": LARGE_MESSAGE_BYTES,
+}
+
+_POLL_INTERVAL_S = 0.05
+_FULL_QUEUE_FIRST_WAIT_S = 0.001
+_FULL_QUEUE_MAX_WAIT_S = 0.05
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where the broker stored an acknowledged record."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class ProducerStats:
+    """Counters of one producer (plain numbers, for tests and metrics)."""
+
+    sent: int = 0
+    delivered: int = 0
+    failed: int = 0
+    queue_full_waits: int = 0
+
+
+class AsyncProducer:
+    """Idempotent, zstd-compressed, murmur2-partitioned producer usable from asyncio."""
+
+    def __init__(self, settings: KafkaSettings, *, config: dict[str, Any] | None = None) -> None:
+        """``config`` overrides librdkafka properties (the defaults are PRODUCER_DEFAULTS)."""
+        overrides = {**PRODUCER_DEFAULTS, **(config or {})}
+        try:
+            self._producer = Producer(client_config(settings, _librdkafka_logger, **overrides))
+        except KafkaException as exc:
+            raise KafkaError(f"could not create a producer: {exc}") from exc
+        self.settings = settings
+        self.stats = ProducerStats()
+        self._stopping = threading.Event()
+        self._poller = threading.Thread(target=self._serve_callbacks, name="dspex-producer-poll", daemon=True)
+        self._poller.start()
+
+    async def __aenter__(self) -> AsyncProducer:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | str | None = None,
+        headers: RawHeaders | None = None,
+        partition: int | None = None,
+    ) -> Delivery:
+        """Send one record and return once the broker acknowledged it (KafkaError if it failed)."""
+        acknowledged = await self.send(topic, value, key=key, headers=headers, partition=partition)
+        return await acknowledged
+
+    async def produce_record(self, topic: str, record: Record) -> Delivery:
+        """:meth:`produce` for a :class:`~dspex.streams.serde.Record`."""
+        return await self.produce(topic, record.value, key=record.key, headers=record.headers)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | str | None = None,
+        headers: RawHeaders | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Delivery]:
+        """Queue one record; the returned future resolves when the broker acknowledged it.
+
+        Records queued by successive ``send`` calls keep their order. While librdkafka's queue is
+        full this waits (backing off up to 50 ms) rather than dropping the record.
+        """
+        loop = asyncio.get_running_loop()
+        acknowledged: asyncio.Future[Delivery] = loop.create_future()
+        kwargs: dict[str, Any] = {"value": value, "key": key, "headers": headers}
+        if partition is not None:
+            kwargs["partition"] = partition
+        kwargs["on_delivery"] = self._reporter(loop, acknowledged)
+        await self._enqueue(topic, kwargs)
+        self.stats.sent += 1
+        return acknowledged
+
+    async def flush(self, timeout: float = 30.0) -> int:
+        """Wait until every queued record was acknowledged; returns how many are still queued."""
+        return int(await asyncio.to_thread(self._producer.flush, timeout))
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Flush (bounded by ``timeout``) and stop the callback thread."""
+        if self._stopping.is_set():
+            return
+        remaining = await self.flush(timeout)
+        if remaining:
+            logger.warning("producer closed with %s records not acknowledged after %s s", remaining, timeout)
+        self._stopping.set()
+        await asyncio.to_thread(self._poller.join)
+
+    def __len__(self) -> int:
+        """Records queued and not yet acknowledged."""
+        return len(self._producer)
+
+    async def _enqueue(self, topic: str, kwargs: dict[str, Any]) -> None:
+        wait = _FULL_QUEUE_FIRST_WAIT_S
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                return
+            except BufferError:
+                # The local queue is full: the poll thread drains it as the broker acknowledges.
+                self.stats.queue_full_waits += 1
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, _FULL_QUEUE_MAX_WAIT_S)
+            except KafkaException as exc:
+                raise KafkaError(f"could not produce to {topic}: {_describe(exc)}", topic=topic) from exc
+
+    def _reporter(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Delivery]) -> Any:
+        def report(error: RawKafkaError | None, message: Message) -> None:
+            # Runs on the poll thread: hand the outcome to the loop that is waiting for it.
+            try:
+                loop.call_soon_threadsafe(self._settle, future, error, message)
+            except RuntimeError:
+                logger.debug("delivery report for %s arrived after its event loop closed", message.topic())
+
+        return report
+
+    def _settle(
+        self, future: asyncio.Future[Delivery], error: RawKafkaError | None, message: Message
+    ) -> None:
+        if error is None:
+            self.stats.delivered += 1
+            outcome: Delivery | KafkaError = Delivery(*message_position(message))
+        else:
+            self.stats.failed += 1
+            outcome = KafkaError(
+                f"delivery to {message.topic()} failed: {error.name()}: {error.str()}",
+                topic=str(message.topic()),
+                partition=message.partition(),
+            )
+        if future.done():
+            return  # the caller gave up waiting (cancelled); the outcome is counted all the same
+        if isinstance(outcome, KafkaError):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    def _serve_callbacks(self) -> None:
+        while not self._stopping.is_set():
+            self._producer.poll(_POLL_INTERVAL_S)
+
+
+def _describe(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    if isinstance(error, RawKafkaError):
+        return f"{error.name()}: {error.str()}"
+    return str(exc)

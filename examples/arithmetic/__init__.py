@@ -1,0 +1,1 @@
+"""Arithmetic QA on the simulated LM."""

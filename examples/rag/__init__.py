@@ -1,0 +1,1 @@
+"""Retrieval-augmented QA with a custom Module and a tiny in-memory retriever."""

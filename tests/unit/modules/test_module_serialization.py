@@ -1,0 +1,97 @@
+"""Saving and loading custom Module subclasses: by import path plus state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from dspex_example_programs import AsyncTwoStep, Fanout, NeedsArgs, ScriptedAdapter, offline_lm
+
+import dspex
+from dspex.errors import ProgramLoadError, SecurityPolicyError
+from dspex.modules import Predict
+from dspex.primitives import Example, Module
+from dspex.serialization import load_program
+from dspex.settings import context
+
+
+def _optimize(program: Module) -> Module:
+    """Change every predictor the way an optimizer would."""
+    for i, (_, predictor) in enumerate(program.named_predictors()):
+        predictor.signature = predictor.signature.with_instructions(f"Instructions {i}.")
+        names = [*predictor.signature.input_fields, *predictor.signature.output_fields]
+        predictor.demos = [Example({name: f"{name}-{i}" for name in names})]
+        predictor.config = {"temperature": 0.1 * i}
+    return program
+
+
+def test_custom_module_round_trip(tmp_path: Path) -> None:
+    original = _optimize(AsyncTwoStep())
+    original.set_lm(offline_lm(api_key="sk-secret"))
+    path = tmp_path / "two_step.json"
+    original.save(path)
+    data = json.loads(path.read_text())
+    assert data["type"] == "dspex_example_programs:AsyncTwoStep"
+    assert list(data["children"]) == ["draft", "check"] and "sk-secret" not in path.read_text()
+    loaded = dspex.load(path, allow_modules=["dspex_example_programs"])
+    assert isinstance(loaded, AsyncTwoStep)
+    assert loaded.dump_state() == original.dump_state() and loaded.dump() == original.dump()
+    assert loaded.draft.predict.signature.instructions == "Instructions 0."
+
+
+async def test_a_loaded_program_runs_the_same(tmp_path: Path) -> None:
+    original = _optimize(Fanout())
+    path = tmp_path / "fanout.json"
+    original.save(path)
+    loaded = dspex.load(path)
+    with context(lm=offline_lm()):
+        adapter_a, adapter_b = ScriptedAdapter(), ScriptedAdapter()
+        with context(adapter=adapter_a):
+            first = await original.acall(question="q")
+        with context(adapter=adapter_b):
+            again = await loaded.acall(question="q")
+    assert again == first
+    assert [s.predictor_path for s in again.trace] == [s.predictor_path for s in first.trace]
+    assert adapter_a.calls == adapter_b.calls  # same demos, config and inputs went to the adapter
+
+
+def test_allow_modules_refuses_other_packages(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    AsyncTwoStep().save(path)
+    with pytest.raises(SecurityPolicyError, match="outside the allowed modules"):
+        dspex.load(path, allow_modules=["mycompany.programs"])
+
+
+def test_a_class_that_needs_arguments_says_how_to_load_it(tmp_path: Path) -> None:
+    original = _optimize(NeedsArgs(2))
+    path = tmp_path / "needs_args.json"
+    original.save(path)
+    with pytest.raises(
+        ProgramLoadError, match=r"needs_args\.json: at program: NeedsArgs needs constructor arguments"
+    ):
+        dspex.load(path)
+    with pytest.raises(ProgramLoadError, match=r"NeedsArgs\(\.\.\.\)\.load\(path\)"):
+        dspex.load(path)
+    loaded = NeedsArgs(2).load(path)
+    assert loaded.dump() == original.dump()
+
+
+def test_loading_into_a_program_of_another_shape_names_the_place(tmp_path: Path) -> None:
+    path = tmp_path / "needs_args.json"
+    NeedsArgs(2).save(path)
+    with pytest.raises(ProgramLoadError, match=r"at program.steps\[1\]: NeedsArgs has no sub-module there"):
+        NeedsArgs(1).load(path)
+    other = tmp_path / "other.json"
+    Predict("question -> answer").save(other)
+    with pytest.raises(ProgramLoadError, match=r"saved as dspex\.Predict but the program has a"):
+        NeedsArgs(1).load(other)
+
+
+def test_a_class_defined_in_a_function_cannot_be_loaded() -> None:
+    class Local(Module):
+        def __init__(self) -> None:
+            self.predict = Predict("q -> a")
+
+    with pytest.raises(ProgramLoadError, match="defined inside a function"):
+        load_program(Local().dump())

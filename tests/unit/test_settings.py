@@ -1,0 +1,108 @@
+"""configure / context / current_settings: explicit keywords, per-task and per-thread overrides."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from dspex import settings
+from dspex.adapters import ChatAdapter, JSONAdapter
+from dspex.errors import ConfigurationError
+from dspex.lm import LM
+from dspex.settings import configure, context, current_settings
+
+
+def _lm(name: str) -> LM:
+    return LM(f"openai/{name}", api_base="http://127.0.0.1:9/v1", cache=False)
+
+
+@pytest.fixture
+def restore_defaults() -> Iterator[None]:
+    """For the tests that call configure(): put the process defaults back afterwards."""
+    before = current_settings()
+    yield
+    configure(lm=before.lm, adapter=before.adapter)
+
+
+def test_configure_sets_process_defaults_and_none_clears(restore_defaults: None) -> None:
+    lm, adapter = _lm("default"), JSONAdapter()
+    configure(lm=lm, adapter=adapter)
+    assert current_settings() == settings.Settings(lm=lm, adapter=adapter)
+    configure(adapter=None)  # a keyword left out keeps its value
+    assert current_settings().lm is lm and current_settings().adapter is None
+
+
+def test_unknown_keyword_names_it_and_lists_the_accepted_ones() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"unknown setting\(s\): max_tokens, trace; accepted: lm, adapter"
+    ):
+        configure(lm=None, trace=[], max_tokens=5)
+    expected = r"context\(\) got unknown setting\(s\): temperature"
+    with pytest.raises(ConfigurationError, match=expected), context(temperature=0.1):
+        pass
+
+
+def test_wrong_types_are_rejected_with_what_was_expected() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"configure\(lm=...\) needs a dspex.LM or None, got builtins.str"
+    ):
+        configure(lm="openai/gpt-4o-mini")  # type: ignore[arg-type]
+    expected = r"needs a dspex\.Adapter"
+    with pytest.raises(ConfigurationError, match=expected), context(adapter=ChatAdapter):  # type: ignore[arg-type]
+        pass
+
+
+def test_context_overrides_inside_the_block_only(restore_defaults: None) -> None:
+    default, override = _lm("default"), _lm("override")
+    configure(lm=default)
+    with context(lm=override) as inside:
+        assert inside.lm is override and current_settings().lm is override
+        with context(adapter=JSONAdapter()):
+            assert current_settings().lm is override  # nested blocks layer
+        # A later configure() still shows through for what the block did not override.
+        adapter = ChatAdapter()
+        configure(adapter=adapter)
+        assert current_settings().adapter is adapter
+    assert current_settings().lm is default
+
+
+async def test_context_is_per_task_under_gather() -> None:
+    lms = [_lm(f"task{i}") for i in range(50)]
+    all_inside = asyncio.Barrier(50)
+
+    async def task(lm: LM) -> bool:
+        with context(lm=lm):
+            await all_inside.wait()  # every task is inside its own block at once
+            return current_settings().lm is lm
+
+    assert all(await asyncio.gather(*(task(lm) for lm in lms)))
+    assert current_settings().lm is None
+
+
+def test_context_is_per_thread() -> None:
+    lms = [_lm(f"thread{i}") for i in range(8)]
+    barrier = threading.Barrier(8)
+    seen: dict[int, bool] = {}
+
+    def worker(i: int) -> None:
+        with context(lm=lms[i]):
+            barrier.wait(timeout=10)
+            seen[i] = current_settings().lm is lms[i]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {i: True for i in range(8)}
+
+
+def test_configure_from_another_thread_is_allowed(restore_defaults: None) -> None:
+    lm = _lm("from-thread")
+    thread = threading.Thread(target=lambda: configure(lm=lm))
+    thread.start()
+    thread.join()
+    assert current_settings().lm is lm

@@ -31,6 +31,12 @@ _EXPORTS: dict[str, str] = {
     "Module": "dspex.primitives",
     "Predict": "dspex.modules",
     "ChainOfThought": "dspex.modules",
+    "ReAct": "dspex.modules",
+    "MultiChainComparison": "dspex.modules",
+    "BestOfN": "dspex.modules",
+    "Refine": "dspex.modules",
+    "Parallel": "dspex.modules",
+    "majority": "dspex.modules",
     "ChatAdapter": "dspex.adapters",
     "JSONAdapter": "dspex.adapters",
     "LM": "dspex.lm",
@@ -101,7 +107,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from dspex.evaluate import Evaluate, EvaluationResult
     from dspex.lm import LM, Usage, register_prices, track_usage
-    from dspex.modules import ChainOfThought, Predict
+    from dspex.modules import (
+        BestOfN,
+        ChainOfThought,
+        MultiChainComparison,
+        Parallel,
+        Predict,
+        ReAct,
+        Refine,
+        majority,
+    )
     from dspex.primitives import Example, Module, Prediction
     from dspex.serialization import candidate_id, load
     from dspex.settings import configure, context

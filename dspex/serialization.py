@@ -260,7 +260,9 @@ class _Loader:
         except (ProgramLoadError, SecurityPolicyError) as exc:
             if str(exc).startswith(self.source):
                 raise
-            raise ProgramLoadError(f"{self.source}: at {where}: {exc}") from exc
+            # A policy refusal stays one (workers treat it apart from a corrupt file), with the place added.
+            kind = SecurityPolicyError if isinstance(exc, SecurityPolicyError) else ProgramLoadError
+            raise kind(f"{self.source}: at {where}: {exc}") from exc
         except (DspexError, ValueError, TypeError, KeyError) as exc:
             raise ProgramLoadError(f"{self.source}: at {where}: corrupt program ({exc})") from exc
 

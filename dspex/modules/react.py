@@ -77,8 +77,8 @@ class Tool:
         if not callable(func):
             raise ConfigurationError(f"ReAct tools must be functions or coroutines, got {func!r}")
         name = getattr(func, "__name__", None) or type(func).__name__
-        desc = inspect.getdoc(func)
-        if not desc:
+        desc = func.__doc__  # as written, indentation included: DSPy shows it so too
+        if not desc or not desc.strip():
             raise ConfigurationError(
                 f"tool {name!r} has no docstring; ReAct shows it to the LM as the tool's description"
             )
@@ -106,10 +106,16 @@ class Tool:
             raise ValueError(
                 f"unknown arguments {unknown}, missing arguments {missing}; it takes {self.args}"
             )
-        try:
-            return {key: self.validators[key].validate_python(value) for key, value in arguments.items()}
-        except ValidationError as exc:
-            raise ValueError(_short(exc)) from exc
+        kwargs: dict[str, Any] = {}
+        problems = []
+        for key, value in arguments.items():
+            try:
+                kwargs[key] = self.validators[key].validate_python(value)
+            except ValidationError as exc:
+                problems.append(f"{key}: {_short(exc)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return kwargs
 
     async def run(self, kwargs: Mapping[str, Any]) -> Any:
         """Call the tool: coroutines are awaited, sync functions run in a worker thread."""
@@ -179,7 +185,10 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _short(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()[:3])
+    errors = exc.errors()[:3]
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in errors
+    )
 
 
 def _finish_tool(signature: type[Signature]) -> Tool:

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install broker-jars demo test test-unit check lint typecheck bench clean
+.PHONY: help install broker-jars system-deps demo test test-unit check lint typecheck bench clean
 
 help:
 	@echo "make demo   - start a broker, simulated LM and workers, run an evaluation through Kafka"
@@ -24,10 +24,14 @@ install: $(STAMP)
 broker-jars: install
 	$(BIN)/dspex dev broker fetch
 
+# Debian's Prometheus (+ promtool) and Chromium for the observability tests; skipped when present.
+system-deps:
+	bash infra/ci/install-system-deps.sh
+
 demo: broker-jars
 	$(BIN)/dspex demo
 
-test: broker-jars
+test: broker-jars system-deps
 	CI=$${CI:-} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install

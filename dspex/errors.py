@@ -26,6 +26,7 @@ with the original kept as ``__cause__``.
     │   ├── BrokerUnavailableError    no broker answered a metadata request at the address tried
     │   └── TopicError                a topic that could not be created or has the wrong shape
     ├── JobError                      a cluster job that failed, was cancelled or did not finish in time
+    ├── OptimizerError                an optimization that cannot go on (more errors than max_errors)
     └── DevBrokerError                the project's dev broker could not be fetched, started or stopped
 """
 
@@ -49,6 +50,7 @@ __all__ = [
     "LMServerError",
     "LMTimeoutError",
     "MetricError",
+    "OptimizerError",
     "PoisonMessageError",
     "ProgramLoadError",
     "SchemaError",
@@ -222,6 +224,19 @@ class JobError(DspexError):
         self.job_id = job_id
         self.state = state
         self.reason = reason
+
+
+class OptimizerError(DspexError):
+    """An optimization that cannot go on: more failed runs or metric calls than ``max_errors``.
+
+    ``reason`` says what failed; ``history`` is the optimization's history up to the failure (a
+    :class:`dspex.optimizers.History`), the failing step recorded in it.
+    """
+
+    def __init__(self, message: str, *, reason: str, history: object = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.history = history
 
 
 class DevBrokerError(DspexError):

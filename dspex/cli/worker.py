@@ -12,6 +12,10 @@ Choices worth knowing:
 * ``--fast-groups``: the short group timing of tests and the dev broker (6 s session timeout, 1 s
   heartbeats), so a killed worker's partitions move in seconds; OFF by default (Kafka's timing,
   right for production). `make demo` and the end-to-end tests turn it on.
+* LM flow control per endpoint: an adaptive concurrency limit (starts at ``--lm-initial-limit``,
+  grows while calls succeed, halves on 429s and timeouts, at most ``--concurrency``), optional fixed
+  caps ``--max-rps`` and ``--max-tpm`` per worker, and a circuit breaker that pauses the worker's
+  partitions after ``--breaker-failures`` consecutive connection failures or 5xx answers.
 * Security: see ``--allow-module``, ``--allow-api-base`` and ``--allow-key-env``; with none given a
   worker runs dspex's own modules against loopback LMs only.
 """
@@ -31,6 +35,7 @@ from dspex.errors import ConfigurationError, KafkaError
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
 from dspex.processors.aggregator import run_aggregator
 from dspex.processors.common import Worker, WorkerOptions
+from dspex.processors.endpoints import EndpointOptions
 from dspex.processors.predictor import Predictor
 from dspex.processors.scorer import Scorer
 from dspex.processors.security import SecurityPolicy
@@ -116,6 +121,45 @@ DrainOption = Annotated[
     typer.Option("--drain-timeout", min=0.1, help="Seconds running messages get to finish on shutdown."),
 ]
 
+InitialLimitOption = Annotated[
+    int, typer.Option("--lm-initial-limit", min=1, help="Starting concurrency limit per LM endpoint.")
+]
+MaxRpsOption = Annotated[
+    float | None,
+    typer.Option("--max-rps", min=0.001, help="Fixed cap: LM requests/s per endpoint (default none)."),
+]
+MaxTpmOption = Annotated[
+    float | None,
+    typer.Option("--max-tpm", min=1, help="Fixed cap: LM tokens per minute per endpoint (default none)."),
+]
+BreakerFailuresOption = Annotated[
+    int,
+    typer.Option(
+        "--breaker-failures",
+        min=1,
+        help="Consecutive connection failures or 5xx answers that open an endpoint's circuit breaker.",
+    ),
+]
+BreakerOpenOption = Annotated[
+    float,
+    typer.Option("--breaker-open-s", min=0.01, help="Seconds an open breaker waits before a probe call."),
+]
+
+
+def _endpoint_options(
+    initial_limit: int, max_rps: float | None, max_tpm: float | None, failures: int, open_s: float
+) -> EndpointOptions:
+    try:
+        return EndpointOptions(
+            initial_limit=initial_limit,
+            max_rps=max_rps,
+            max_tpm=max_tpm,
+            breaker_failures=failures,
+            breaker_open_s=open_s,
+        )
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
 
 def _options(
     prefix: str,
@@ -130,6 +174,7 @@ def _options(
     lm_cache_dir: Path | None,
     fast_groups: bool,
     drain_timeout: float,
+    endpoints: EndpointOptions | None = None,
 ) -> WorkerOptions:
     try:
         policy = SecurityPolicy(
@@ -148,6 +193,7 @@ def _options(
             metrics_host=metrics_host,
             metrics_port=metrics_port,
             targets_dir=targets_dir,
+            endpoints=endpoints or EndpointOptions(),
         )
     except ConfigurationError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -200,15 +246,21 @@ def predict(
     lm_cache_dir: LMCacheOption = None,
     fast_groups: FastGroupsOption = False,
     drain_timeout: DrainOption = 10.0,
+    lm_initial_limit: InitialLimitOption = 16,
+    max_rps: MaxRpsOption = None,
+    max_tpm: MaxTpmOption = None,
+    breaker_failures: BreakerFailuresOption = 5,
+    breaker_open_s: BreakerOpenOption = 1.0,
 ) -> None:
     """Run programs on tasks and publish predictions (consumer group PREFIXpredict).
 
     API keys come from this process's environment only, named by the job's LM settings and allowed
     by --allow-key-env; nothing is sent to an API base outside --allow-api-base.
     """
+    endpoints = _endpoint_options(lm_initial_limit, max_rps, max_tpm, breaker_failures, breaker_open_s)
     options = _options(
         prefix, concurrency, metrics_port, metrics_host, targets_dir, allow_module, allow_api_base,
-        allow_key_env, worker_id, lm_cache_dir, fast_groups, drain_timeout,
+        allow_key_env, worker_id, lm_cache_dir, fast_groups, drain_timeout, endpoints,
     )  # fmt: skip
     _serve(Predictor(_settings(bootstrap), options))
 
@@ -263,8 +315,15 @@ def aggregate(
     ] = None,
     worker_id: WorkerIdOption = None,
     fast_groups: FastGroupsOption = False,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
+    targets_dir: TargetsDirOption = DEFAULT_TARGETS_DIR,
 ) -> None:
-    """Aggregate scores into job status (a faust app, consumer group PREFIXaggregate)."""
+    """Aggregate scores into job status (a faust app, consumer group PREFIXaggregate).
+
+    Its /metrics also carries the lag of every pipeline group (predict, score, aggregate), read
+    through the admin API, so lag shows even when no member of a group is alive.
+    """
     settings = _settings(bootstrap)
     _configure_logging()
     state_dir = data_dir if data_dir is not None else DEFAULT_AGGREGATE_DIR.expanduser() / (prefix or "_")
@@ -276,6 +335,9 @@ def aggregate(
             data_dir=state_dir,
             fast_groups=fast_groups,
             worker_id=worker_id,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
+            targets_dir=targets_dir,
         )
     except (ConfigurationError, KafkaError) as exc:
         fail(str(exc))

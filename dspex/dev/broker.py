@@ -122,7 +122,8 @@ class DevBroker:
     storage, ``broker.log``), so ``start``/``stop``/``status`` work from any process.
     ``heap`` is the JVM's ``-Xmx``; ``group_min_session_timeout_ms`` lets clients use the
     design's short session timeouts; ``notify`` receives one-line progress messages (the CLI
-    prints them) for the slow first fetch.
+    prints them) for the slow first fetch. ``sasl_plain=(user, password)`` makes the client
+    listener SASL_PLAINTEXT with the PLAIN mechanism and that one user (tests of authentication).
     """
 
     def __init__(
@@ -135,8 +136,10 @@ class DevBroker:
         startup_timeout: float = 60.0,
         group_min_session_timeout_ms: int = 1000,
         notify: Callable[[str], None] | None = None,
+        sasl_plain: tuple[str, str] | None = None,
     ) -> None:
         self.port = port
+        self.sasl_plain = sasl_plain
         self.data_dir = Path(data_dir or default_data_dir(port)).expanduser().resolve()
         self.cache_dir = Path(cache_dir or default_cache_dir()).expanduser().resolve()
         self.heap = heap
@@ -239,9 +242,22 @@ class DevBroker:
     def _status(self, state: BrokerState, pid: int | None) -> BrokerStatus:
         return BrokerStatus(state, pid, self.bootstrap, self.data_dir, kafka_version())
 
+    @property
+    def client_config(self) -> dict[str, str]:
+        """librdkafka security settings a client of this broker needs (empty for PLAINTEXT)."""
+        if self.sasl_plain is None:
+            return {}
+        user, password = self.sasl_plain
+        return {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "PLAIN",
+            "sasl.username": user,
+            "sasl.password": password,
+        }
+
     def _answers(self, timeout: float = 3.0) -> bool:
         try:
-            probe_metadata(self.bootstrap, timeout=timeout)
+            probe_metadata(self.bootstrap, config=self.client_config, timeout=timeout)
         except BrokerUnavailableError:
             return False
         return True
@@ -348,9 +364,29 @@ class DevBroker:
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self._storage_dir),
             **self._dev_settings(),
+            **self._sasl_settings(controller_port),
         }
         lines = ["# Written by dspex on every `dspex dev broker start`; edits are overwritten."]
         return "\n".join(lines + [f"{key}={value}" for key, value in settings.items()]) + "\n"
+
+    def _sasl_settings(self, controller_port: int) -> dict[str, Any]:
+        """The client listener as SASL_PLAINTEXT with PLAIN and one user (the broker logs in as it too)."""
+        if self.sasl_plain is None:
+            return {}
+        user, password = self.sasl_plain
+        jaas = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{user}" password="{password}" user_{user}="{password}";'
+        )
+        return {
+            "listeners": f"SASL_PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{controller_port}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{HOST}:{self.port}",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+        }
 
     def _dev_settings(self) -> dict[str, Any]:
         """The design's dev timing and sizes: one replica, no rebalance delay, short sessions, big values."""

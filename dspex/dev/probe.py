@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,16 +45,35 @@ def probe_metadata(
     """Ask ``bootstrap`` for cluster metadata; ``BrokerUnavailableError`` if no broker answers in time.
 
     A plain TCP connect comes first, so an address where nothing listens fails at once
-    instead of after the whole timeout.
+    instead of after the whole timeout; refused SASL credentials fail within about a second too.
     """
     refused = _tcp_refusal(bootstrap, timeout=min(2.0, timeout))
     if refused:
         raise BrokerUnavailableError(bootstrap, detail=refused)
-    admin = AdminClient({**quiet_client_config(), **(config or {}), "bootstrap.servers": bootstrap})
-    try:
-        return admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise BrokerUnavailableError(bootstrap, detail=_kafka_error_text(exc, timeout)) from exc
+    errors: list[KafkaError] = []
+    settings: dict[str, Any] = {**quiet_client_config(), **(config or {}), "bootstrap.servers": bootstrap}
+    settings["error_cb"] = errors.append
+    admin = AdminClient(settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+        except KafkaException as exc:
+            admin.poll(0)  # serves error_cb: an authentication failure is final, say so at once
+            _raise_if_refused(bootstrap, errors, exc)
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailableError(bootstrap, detail=_kafka_error_text(exc, timeout)) from exc
+
+
+def _raise_if_refused(bootstrap: str, errors: list[KafkaError], exc: KafkaException) -> None:
+    refusals = [error for error in errors if error.code() == KafkaError._AUTHENTICATION]
+    if refusals:
+        detail = (
+            f"it refused our credentials: {refusals[0].str()}; check the SASL settings "
+            "(DSPEX_KAFKA_SECURITY_PROTOCOL, DSPEX_KAFKA_SASL_MECHANISM, DSPEX_KAFKA_SASL_USERNAME, "
+            "DSPEX_KAFKA_SASL_PASSWORD)"
+        )
+        raise BrokerUnavailableError(bootstrap, detail=detail) from exc
 
 
 def _kafka_error_text(exc: KafkaException, timeout: float) -> str:

@@ -107,8 +107,7 @@ class LocalStack:
             command.append("--fast-groups")
         if kind == "aggregate":
             command += ["--data-dir", str(self.work_dir / f"{name}-state")]
-        else:
-            command += ["--prometheus-targets-dir", str(self.work_dir / "prometheus-targets")]
+        command += ["--prometheus-targets-dir", str(self.work_dir / "prometheus-targets")]
         return [*command, *extra_args]
 
     def _environment(self) -> dict[str, str]:

@@ -26,18 +26,28 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from dspex._sync import run_sync
-from dspex.errors import ConfigurationError, LMConnectionError, LMServerError, LMTimeoutError
+from dspex.errors import (
+    ConfigurationError,
+    LMConnectionError,
+    LMError,
+    LMRateLimitError,
+    LMServerError,
+    LMTimeoutError,
+)
 from dspex.lm import cache as cache_mod
+from dspex.lm.breaker import CircuitBreaker
 from dspex.lm.limiter import AdaptiveLimiter, limiter_for
 from dspex.lm.pricing import DEFAULT_PRICES
 from dspex.lm.retry import RetryPolicy, error_for_status, with_retries
 from dspex.lm.transport import aclose_client, get_client
 from dspex.lm.usage import Usage, record_usage
+from dspex.observability import metrics
 
 __all__ = ["LM", "LMResponse", "LMSettings"]
 
 logger = logging.getLogger(__name__)
 
+_TRANSIENT = (LMServerError, LMTimeoutError, LMConnectionError)
 _DEFAULT_API_BASES = {"openai": "https://api.openai.com/v1"}
 _DEFAULT_KEY_ENVS = {"openai": "OPENAI_API_KEY"}
 # Set by the client itself, or not supported yet (streaming, several choices per call).
@@ -111,8 +121,9 @@ class LM:
     is sent. ``cache=False`` turns off both cache layers; ``cache_dir`` defaults to ~/.cache/dspex/lm.
     ``retry_policy`` sets backoff timings and the 429 wait budget (its ``max_retries`` is replaced by
     ``max_retries``). ``limiter=True`` adds the process's adaptive concurrency limiter for this API
-    base (or pass an :class:`AdaptiveLimiter`). ``**request_kwargs`` go into every request body
-    (e.g. ``top_p=0.9``).
+    base (or pass an :class:`AdaptiveLimiter`). ``breaker`` (a :class:`CircuitBreaker`, shared by
+    the LMs of one endpoint) makes calls wait while the endpoint is down. ``**request_kwargs`` go
+    into every request body (e.g. ``top_p=0.9``).
     """
 
     def __init__(
@@ -130,6 +141,7 @@ class LM:
         timeout: float = 120.0,
         retry_policy: RetryPolicy | None = None,
         limiter: AdaptiveLimiter | bool = False,
+        breaker: CircuitBreaker | None = None,
         **request_kwargs: Any,
     ) -> None:
         provider, self._request_model = _split_model(model)
@@ -157,6 +169,9 @@ class LM:
         self._cache = cache_mod.cache_for(cache_dir) if cache else None
         self._policy = dataclasses.replace(retry_policy or RetryPolicy(), max_retries=max_retries)
         self._limiter = limiter
+        self._breaker = breaker
+        metrics.lm_model(model)
+        metrics.lm_endpoint(self.api_base)
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -216,6 +231,7 @@ class LM:
             "cache_dir": self.cache_dir,
             "retry_policy": self._policy,
             "limiter": self._limiter,
+            "breaker": self._breaker,
         }
         return LM.from_settings(self._settings, **{**kept, **changes})
 
@@ -288,19 +304,69 @@ class LM:
         key = cache_mod.cache_key(self.api_base, body) if cache is not None else ""
         hit = cache.get(key) if cache is not None else None
         if hit is not None:
+            metrics.lm_request(self.model, "cache_hit")
             return hit, True, time.perf_counter() - started
         url = self.api_base + path
-        data = await with_retries(lambda: self._attempt(url, body, check), self._policy)
+        try:
+            data = await with_retries(
+                lambda: self._attempt(url, body, check), self._policy, breaker=self._breaker
+            )
+        except LMError:
+            metrics.lm_request(self.model, "error")
+            raise
+        metrics.lm_latency(self.model, time.perf_counter() - started)
         if cache is not None:
             cache.put(key, data)
         return data, False, time.perf_counter() - started
 
     async def _attempt(self, url: str, body: dict[str, Any], check: _Check) -> dict[str, Any]:
+        if self._breaker is None:
+            return await self._limited(url, body, check)
+        probe = await self._breaker.acquire()  # waits while the endpoint is down
+        try:
+            data = await self._limited(url, body, check)
+        except (LMConnectionError, LMServerError):
+            self._breaker.record_failure(probe)
+            raise
+        except LMTimeoutError:
+            # A slow endpoint is the limiter's business; a probe that hears nothing is a failure.
+            (self._breaker.record_failure if probe else self._breaker.abandon)(probe)
+            raise
+        except LMError:  # any other HTTP answer (429, 4xx): the endpoint is reachable
+            self._breaker.record_success(probe)
+            raise
+        except BaseException:
+            self._breaker.abandon(probe)
+            raise
+        self._breaker.record_success(probe)
+        return data
+
+    async def _limited(self, url: str, body: dict[str, Any], check: _Check) -> dict[str, Any]:
         limiter = limiter_for(self.api_base, self._limiter)
-        if limiter is None:
-            return await self._send(url, body, check)
-        async with limiter.slot():
-            return await self._send(url, body, check)
+        try:
+            if limiter is None:
+                data = await self._send(url, body, check)
+            else:
+                try:
+                    async with limiter.slot():
+                        data = await self._send(url, body, check)
+                    limiter.record_tokens(_total_tokens(data))
+                finally:
+                    metrics.set_limiter_limit(self.api_base, limiter.limit)
+        except LMError as exc:
+            self._count_failed_attempt(exc)
+            raise
+        metrics.lm_request(self.model, "ok")
+        return data
+
+    def _count_failed_attempt(self, exc: LMError) -> None:
+        # A 429 is flow control and a transient error is retried (unless retries ran out, when
+        # the call also counts once as "error"); any other error ends the call.
+        metrics.lm_error(self.model, exc)
+        if isinstance(exc, LMRateLimitError):
+            metrics.lm_request(self.model, "rate_limited")
+        elif isinstance(exc, _TRANSIENT):
+            metrics.lm_request(self.model, "retried")
 
     async def _send(self, url: str, body: dict[str, Any], check: _Check) -> dict[str, Any]:
         client = await get_client()
@@ -360,8 +426,17 @@ class LM:
             completion = int(reported.get("completion_tokens") or 0)
             cost = DEFAULT_PRICES.cost_of(priced_as, prompt, completion)
             usage = Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, lm_calls=1)
+            metrics.lm_tokens(priced_as, prompt, completion)
+            metrics.lm_cost(priced_as, cost)
         record_usage(usage)
         return usage
+
+
+def _total_tokens(data: Mapping[str, Any]) -> int:
+    usage = data.get("usage")
+    if not isinstance(usage, Mapping):
+        return 0
+    return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
 
 
 def _unpickle(settings: LMSettings, cache_dir: Path | None, policy: RetryPolicy, limiter: bool) -> LM:

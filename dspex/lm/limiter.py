@@ -11,6 +11,11 @@ got the 429 wait its ``Retry-After``; the limiter only decides how many calls ru
     async with limiter.slot():
         ...  # one call; an LMRateLimitError or LMTimeoutError escaping it cuts the limit
 
+Optional fixed caps per limiter (so per worker and endpoint): ``max_rps`` requests per second and
+``max_tpm`` tokens per minute (token buckets holding one second of requests and ten seconds of
+tokens; tokens are charged after each call from the usage it reports, so one call may overdraw
+the bucket and the next ones wait for it to refill).
+
 The limiter is safe to share across threads and event loops (waiters are woken on their own loop).
 ``LM(..., limiter=True)`` uses one per API base for the process.
 """
@@ -41,6 +46,8 @@ class AdaptiveLimiter:
         increase: float = 1.0,
         decrease: float = 0.5,
         cooldown_s: float = 1.0,
+        max_rps: float | None = None,
+        max_tpm: float | None = None,
     ) -> None:
         if not 1 <= minimum <= initial <= maximum:
             raise ConfigurationError(
@@ -55,6 +62,8 @@ class AdaptiveLimiter:
         self._hold_until = 0.0
         self._lock = threading.Lock()
         self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._requests = _Bucket(max_rps, max_rps) if max_rps else None
+        self._tokens = _Bucket(max_tpm / 60.0, max_tpm / 6.0) if max_tpm else None
 
     @property
     def limit(self) -> int:
@@ -80,6 +89,23 @@ class AdaptiveLimiter:
         except asyncio.CancelledError:
             self._abandon(waiter)
             raise
+
+    async def pace(self) -> None:
+        """Wait until the fixed caps (``max_rps``, ``max_tpm``) let one more request go."""
+        while True:
+            with self._lock:
+                wait = max(_wait(self._tokens, 0.0), _wait(self._requests, 1.0))
+                if wait <= 0 and self._requests is not None:
+                    self._requests.take(1.0)
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    def record_tokens(self, tokens: int) -> None:
+        """Charge ``tokens`` (prompt + completion of a finished call) to the tokens-per-minute cap."""
+        if self._tokens is not None and tokens > 0:
+            with self._lock:
+                self._tokens.take(float(tokens))
 
     def release(self) -> None:
         """Give a slot back, without a verdict on the call."""
@@ -107,6 +133,7 @@ class AdaptiveLimiter:
         """Hold a slot for one call; its outcome (success, overload, other error) adjusts the limit."""
         await self.acquire()
         try:
+            await self.pace()
             yield
         except LMRateLimitError as exc:
             self.record_overload(exc.retry_after)
@@ -137,6 +164,36 @@ class AdaptiveLimiter:
 
     def __repr__(self) -> str:
         return f"AdaptiveLimiter(limit={self.limit}, in_flight={self._in_flight})"
+
+
+class _Bucket:
+    """A token bucket: ``rate`` per second, holding up to ``capacity``; may go into debt."""
+
+    def __init__(self, rate: float, capacity: float) -> None:
+        if rate <= 0:
+            raise ConfigurationError(f"a rate cap must be > 0, got {rate}")
+        self.rate, self.capacity = rate, max(1.0, capacity)
+        self.level = self.capacity
+        self._at = time.monotonic()
+
+    def refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self._at) * self.rate)
+        self._at = now
+
+    def take(self, amount: float) -> None:
+        self.refill()
+        self.level -= amount
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until ``amount`` may be taken (0 when it may now)."""
+        self.refill()
+        return max(0.0, (amount - self.level) / self.rate) if self.level < amount else 0.0
+
+
+def _wait(bucket: _Bucket | None, amount: float) -> float:
+    # The tokens cap admits a call while the bucket is not in debt (amount 0: level >= 0).
+    return 0.0 if bucket is None else bucket.wait_for(amount)
 
 
 class _Waiter:

@@ -7,6 +7,9 @@
   ``retry-after-ms``) says, else a backoff, and retries *without* using up ``max_retries``. What bounds
   it is the total time spent waiting on 429s (``rate_limit_budget_s``); past it, LMRateLimitError.
 - Any other 4xx is the request's own fault: raised at once, with the provider's message.
+- With a circuit breaker (:mod:`dspex.lm.breaker`), a transient failure that finds the breaker
+  open is an outage, not this call's failure: the call starts its retries afresh and its next
+  attempt waits for the breaker to close, so an outage delays calls instead of failing them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from dspex.errors import (
     LMAuthenticationError,
@@ -32,6 +35,9 @@ from dspex.errors import (
     LMServerError,
     LMTimeoutError,
 )
+
+if TYPE_CHECKING:
+    from dspex.lm.breaker import CircuitBreaker
 
 __all__ = [
     "RetryPolicy",
@@ -150,8 +156,13 @@ async def with_retries(
     *,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     rng: random.Random | None = None,
+    breaker: CircuitBreaker | None = None,
 ) -> T:
-    """Run ``attempt`` until it returns, retrying per ``policy``; raise the last error otherwise."""
+    """Run ``attempt`` until it returns, retrying per ``policy``; raise the last error otherwise.
+
+    ``breaker``: the endpoint's circuit breaker (``attempt`` waits on it); failures while it is
+    not closed do not use up retries (see the module docs).
+    """
     retries = 0
     rate_limited = 0
     waited_on_429 = 0.0
@@ -165,6 +176,9 @@ async def with_retries(
             rate_limited += 1
             waited_on_429 += delay
         except _TRANSIENT as exc:
+            if breaker is not None and breaker.state != "closed":
+                retries = 0  # an outage: the next attempt waits for the breaker to close
+                continue
             if retries >= policy.max_retries:
                 raise
             delay = exc.retry_after if exc.retry_after is not None else backoff_delay(retries, policy, rng)

@@ -13,9 +13,12 @@ faust traps handled here (see DESIGN.md section 3):
   table key once, and faust acks the batch's offsets only after the body has handled it;
 - the changelog partition of every write is the job's partition, set explicitly (faust would take
   it from whichever event is "current", which in a batch spanning partitions is wrong);
-- offsets are committed only after faust flushed the producer (changelog and statuses), and the
-  de-duplication bitmaps live in the same changelog-backed values as the sums, so offsets
-  re-consumed after a crash are recognised as duplicates, not counted twice;
+- faust's committed offsets are not trusted (on a restart it can drop records fetched while it
+  seeks, and its producer flush can return early): the ``positions`` table records each source
+  partition's next offset once the batch's writes are on the broker, records are applied in
+  offset order from there, and a partition read past it is sought back
+  (:mod:`dspex.processors.aggregate_resync`); the de-duplication bitmaps live in the same
+  changelog-backed values as the sums, so records read again are duplicates, not counted twice;
 - the timer sends nothing while faust rebalances or recovers tables, and only for jobs whose
   partition this instance actively owns;
 - our topics are created by :func:`dspex.streams.admin.KafkaAdmin.ensure_topics`; faust creates
@@ -35,7 +38,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +46,14 @@ import faust
 from faust.types import EventT
 
 from dspex.errors import ConfigurationError, SchemaError
+from dspex.observability.aggregator import AggregatorMetrics
+from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
+from dspex.processors.aggregate_resync import PartitionResync
 from dspex.processors.aggregate_state import (
     AggregateBatch,
     BatchResult,
     JobMeta,
+    SourcePositions,
     StatusClock,
     build_status,
     job_totals,
@@ -98,6 +105,7 @@ class Aggregator:
         self.registry = TopicRegistry(prefix)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.stats: Counter[str] = Counter()
+        self.on_status: Callable[[bytes], None] | None = None  # sees every status sent (metrics)
         self._clock = StatusClock()
         self._sent: dict[str, tuple[str, float]] = {}  # job -> (fingerprint, monotonic time sent)
         # Statuses are enqueued one at a time, so a running status the timer built before a job
@@ -125,6 +133,8 @@ class Aggregator:
         table_options: dict[str, Any] = {"partitions": partitions, "schema": schema}
         self.jobs = self.app.Table("jobs", help="job_id -> JobMeta", **table_options)
         self.chunks = self.app.Table("chunks", help="job:candidate:chunk -> ChunkState", **table_options)
+        self.positions = self.app.Table("positions", help="topic:partition -> next offset", **table_options)
+        self._resync = PartitionResync(self.app, self.positions, self.stats)
         self.app.agent(self.sources, name="aggregate", concurrency=1)(self._consume)
         self.app.timer(status_interval, name="aggregate-status")(self._tick)
 
@@ -140,29 +150,34 @@ class Aggregator:
                 os._exit(70)
 
     async def process(self, events: Sequence[EventT]) -> BatchResult:
-        """Apply one batch of events: table writes, terminal statuses, then clean-up."""
+        """Apply one batch of events: table writes, terminal statuses, clean-up, then positions."""
         batch = AggregateBatch(self.jobs, self.chunks, self._clock)
-        offs = [(e.message.topic[-6:], e.message.partition, e.message.offset, e.message.generation_id) for e in events]
-        logger.warning("DBG batch n=%s first=%s last=%s gen=%s", len(events), offs[0], offs[-1], self.app.consumer_generation_id)
+        positions = SourcePositions(self.positions.data)
         for event in events:
-            before = dict(self.stats)
-            self._apply(batch, event)
-            if event.message.topic.endswith("scores") and self.stats["counted"] > before.get("counted", 0) and b'"late' not in event.value and b'"error":{' in event.value and b'"message":"boom"' in event.value:
-                pass
-            if event.message.topic.endswith("scores") and self.stats["duplicate"] == before.get("duplicate", 0) and self.stats["counted"] == before.get("counted", 0):
-                logger.warning("DBG not counted nor dup off=%s", event.message.offset)
+            self._admit(batch, positions, event)
         result = batch.finish()
-        self._write(self.jobs, result.jobs)
-        self._write(self.chunks, result.chunks)
+        sent = [*self._write(self.jobs, result.jobs), *self._write(self.chunks, result.chunks)]
         async with self._send_lock:
             for job_id, value in result.statuses:
-                await self._send_status(job_id, value)
+                sent.append(await self._send_status(job_id, value))
                 self._sent.pop(job_id, None)
-        if result.cleanup:
-            # Delete the finished jobs' chunks only once their terminal state is durable.
-            await self.app.producer.flush()
-            self._delete(self.chunks, result.cleanup)
+        # Every write of the batch is on the broker before finished jobs' chunks go and before the
+        # positions move past its records (faust's producer flush can return with sends pending).
+        await asyncio.gather(*sent)
+        self._delete(self.chunks, result.cleanup)
+        self._write(self.positions, positions.writes())
+        await self._resync.after_batch(positions)
         return result
+
+    def _admit(self, batch: AggregateBatch, positions: SourcePositions, event: EventT) -> None:
+        """Apply the event if it is its partition's next record (see SourcePositions)."""
+        message = event.message
+        floor = self._resync.floor(message.topic, message.partition, message.offset)
+        verdict = positions.admit(message.topic, message.partition, message.offset, floor=floor)
+        if verdict == "apply":
+            self._apply(batch, event)
+        else:
+            self.stats[verdict] += 1
 
     def _apply(self, batch: AggregateBatch, event: EventT) -> None:
         message = event.message
@@ -188,24 +203,32 @@ class Aggregator:
             batch.add_cancel(job, message.partition)
         # OptimizeJob: the optimizer coordinator owns those statuses.
 
-    def _write(self, table: Any, writes: dict[str, tuple[int, dict[str, Any]]]) -> None:
+    def _write(self, table: Any, writes: dict[str, tuple[int, Any]]) -> list[Awaitable[Any]]:
+        """Update the table and its changelog; the futures resolve once the broker has the records."""
+        sent = []
         for key, (partition, value) in writes.items():
             table.data[key] = value
-            table.send_changelog(partition, key, value)
+            sent.append(table.send_changelog(partition, key, value))
+        return sent
 
     def _delete(self, table: Any, keys: dict[str, int]) -> None:
         for key, partition in keys.items():
             table.data.pop(key, None)
             table.send_changelog(partition, key, None, value_serializer="raw")
 
-    async def _send_status(self, job_id: str, value: bytes) -> None:
-        await self.status_topic.send(key=job_id.encode(), value=value)
+    async def _send_status(self, job_id: str, value: bytes) -> Awaitable[Any]:
+        """Enqueue a status; the returned future resolves once the broker has it."""
+        delivered = await self.status_topic.send(key=job_id.encode(), value=value)
         self.stats["statuses"] += 1
+        if self.on_status is not None:
+            self.on_status(value)
+        return delivered
 
     async def _tick(self, app: faust.App) -> None:
         """Send the status of every running job this instance owns, when changed or as a heartbeat."""
         if not _settled(app):
             return
+        await self._resync.check({self.registry.name("scores"), self.registry.name("jobs")})
         owned = {
             tp.partition for tp in app.assignor.assigned_actives() if tp.topic == self.registry.name("scores")
         }
@@ -359,8 +382,17 @@ def run_aggregator(
     commit_interval: float | None = None,
     commit_every: int | None = None,
     loglevel: str = "info",
+    metrics: bool = True,
+    metrics_host: str = DEFAULT_METRICS_HOST,
+    metrics_port: int | None = None,
+    targets_dir: Path | None = DEFAULT_TARGETS_DIR,
 ) -> None:
-    """Run the aggregator until SIGTERM or SIGINT (blocking; faust's worker owns the event loop)."""
+    """Run the aggregator until SIGTERM or SIGINT (blocking; faust's worker owns the event loop).
+
+    With ``metrics`` it serves /metrics (job gauges, and every pipeline group's lag read through the
+    admin API every 5 s) on ``metrics_port`` or a free port in 9400-9499, registered in ``targets_dir``
+    for Prometheus; a port in use is a ConfigurationError before anything starts.
+    """
     aggregator = build_aggregator(
         settings,
         prefix=prefix,
@@ -373,6 +405,18 @@ def run_aggregator(
         commit_interval=commit_interval,
         commit_every=commit_every,
     )
+    observed = None
+    if metrics:
+        observed = AggregatorMetrics(
+            settings,
+            prefix=prefix,
+            worker_id=aggregator.worker_id,
+            stats=aggregator.stats,
+            host=metrics_host,
+            port=metrics_port,
+            targets_dir=targets_dir,
+        ).start()
+        aggregator.on_status = observed.status_sent
     worker = faust.Worker(aggregator.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
@@ -380,6 +424,8 @@ def run_aggregator(
         if exc.code not in (0, None):
             raise
     finally:
+        if observed is not None:
+            observed.stop()
         logger.info("aggregator stopped: %s", dict(aggregator.stats))
 
 
@@ -396,6 +442,10 @@ def _parse(argv: Iterable[str] | None) -> argparse.Namespace:
     parser.add_argument("--commit-interval", type=float, default=None, help="seconds (faust: 2.8)")
     parser.add_argument("--commit-every", type=int, default=None, help="records (faust: 10,000)")
     parser.add_argument("--loglevel", default="info")
+    parser.add_argument("--no-metrics", action="store_true", help="serve no /metrics")
+    parser.add_argument("--metrics-host", default=DEFAULT_METRICS_HOST)
+    parser.add_argument("--metrics-port", type=int, default=None, help="default: free port in 9400-9499")
+    parser.add_argument("--prometheus-targets-dir", type=Path, default=DEFAULT_TARGETS_DIR)
     return parser.parse_args(None if argv is None else list(argv))
 
 
@@ -415,6 +465,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         commit_interval=args.commit_interval,
         commit_every=args.commit_every,
         loglevel=args.loglevel,
+        metrics=not args.no_metrics,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        targets_dir=args.prometheus_targets_dir,
     )
     return 0
 

@@ -11,6 +11,12 @@ things around it, started and stopped in order by :meth:`Worker.run`:
 Every message a worker dead-letters whose headers name a job is also accounted to that job: an
 error :class:`~dspex.schemas.ScoreRecord` (source "dlq") goes straight to the scores topic, so the
 job still completes and reports it.
+
+LM flow control (:mod:`dspex.processors.endpoints`): every LM endpoint has an adaptive limiter and
+a circuit breaker. While any breaker is not closed the worker pauses all its partitions (tasks wait
+in Kafka; running ones wait for the breaker inside their LM call) and resumes them once it closes;
+the heartbeat carries the smallest limit and the worst breaker state, and is sent at once on every
+breaker change.
 """
 
 from __future__ import annotations
@@ -33,13 +39,16 @@ from confluent_kafka import Message
 from pydantic import BaseModel
 
 from dspex.errors import ConfigurationError, LMError, ProgramLoadError
+from dspex.lm.breaker import BreakerState
 from dspex.observability.metrics import (
     HANDLER_DURATION,
     MESSAGES_CONSUMED,
     MESSAGES_PRODUCED,
     TASKS_IN_FLIGHT,
+    prepare_worker,
 )
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR, MetricsServer
+from dspex.processors.endpoints import EndpointOptions, Endpoints
 from dspex.processors.heartbeat import HeartbeatPublisher
 from dspex.processors.jobcache import JobCache
 from dspex.processors.lms import LMPool
@@ -102,6 +111,7 @@ class WorkerOptions:
     metrics_host: str = DEFAULT_METRICS_HOST
     metrics_port: int | None = None
     targets_dir: Path | None = DEFAULT_TARGETS_DIR
+    endpoints: EndpointOptions = field(default_factory=EndpointOptions)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -154,8 +164,13 @@ class Worker(ABC):
         self.registry = TopicRegistry(self.options.prefix)
         self.worker_id = self.options.worker_id or default_worker_id(self.kind)
         self.group_id = f"{self.options.prefix}{self.kind}"
-        self.lms = LMPool(self.options.policy, cache_dir=self.options.lm_cache_dir)
+        self.endpoints = Endpoints(self.options.endpoints, max_limit=self.options.concurrency)
+        self.endpoints.add_listener(self._breaker_changed)
+        self.lms = LMPool(self.options.policy, cache_dir=self.options.lm_cache_dir, endpoints=self.endpoints)
         self.runtime: ConsumerRuntime | None = None
+        self.heartbeats: HeartbeatPublisher | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._hold_task: asyncio.Task[None] | None = None
         self.producer: AsyncProducer | None = None
         self.jobs: JobCache | None = None
         self.metrics_server: MetricsServer | None = None
@@ -199,6 +214,7 @@ class Worker(ABC):
             await self.runtime.wait_assigned(timeout)
 
     async def _start(self, stack: AsyncExitStack) -> ConsumerRuntime:
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(ensure_worker_topics, self.settings, self.options.prefix)
         self.producer = await stack.enter_async_context(AsyncProducer(self.settings))
         stack.push_async_callback(self.lms.aclose)
@@ -206,11 +222,13 @@ class Worker(ABC):
         await self._catch_up(self.jobs)
         await self.open_caches(stack)
         if self.options.metrics:
+            # Series at 0 before the first message, so dashboards and rates see them from the start.
+            prepare_worker(self.kind, [self.registry.name(self.input_role)], [])
             self.metrics_server = stack.enter_context(self._metrics_server())
         heartbeat = HeartbeatPublisher(
             self.producer, self.registry.name("workers"), self.heartbeat, self.options.heartbeat_interval
         )
-        await stack.enter_async_context(heartbeat)
+        self.heartbeats = await stack.enter_async_context(heartbeat)
         self.runtime = self._runtime(self.producer)
         self._runtime_created.set()
         if self._stop_requested:
@@ -285,12 +303,40 @@ class Worker(ABC):
             version=_dspex_version(),
             started_at=self._started_at,
             in_flight=runtime.outstanding if runtime is not None else 0,
-            limit=float(self.options.concurrency),
-            breaker_state="closed",
+            limit=self.endpoints.limit() or float(self.options.concurrency),
+            breaker_state=self.endpoints.worst_state(),
+            endpoints=self.endpoints.health(),
             assigned_partitions=len(runtime.assignment()) if runtime is not None else 0,
             paused_partitions=len(runtime.paused_partitions()) if runtime is not None else 0,
             metrics_url=self.metrics_server.url if self.metrics_server is not None else None,
         )
+
+    # ---------------------------------------------------------------- LM endpoints down / up
+
+    def _breaker_changed(self, api_base: str, state: BreakerState) -> None:
+        # Any thread may report it (the LM call that saw the failure); act on the worker's loop.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._schedule_hold)
+
+    def _schedule_hold(self) -> None:
+        previous = self._hold_task
+        self._hold_task = asyncio.create_task(self._apply_hold(previous), name="dspex-breaker-hold")
+
+    async def _apply_hold(self, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:  # one after the other, so the last change wins
+            await asyncio.gather(previous, return_exceptions=True)
+        state = self.endpoints.worst_state()
+        runtime = self.runtime
+        if runtime is not None:
+            if state == "closed" and runtime.held:
+                await runtime.resume_all()
+                logger.info("%s: every LM endpoint answers; partitions resumed", self.worker_id)
+            elif state != "closed" and not runtime.held:
+                await runtime.pause_all()
+                logger.warning("%s: an LM endpoint is down; partitions paused", self.worker_id)
+        if self.heartbeats is not None:
+            await self.heartbeats.send_now()
 
     # ---------------------------------------------------------------- around every message
 

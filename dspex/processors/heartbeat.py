@@ -58,6 +58,10 @@ class HeartbeatPublisher:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
+    async def send_now(self) -> None:
+        """Publish one heartbeat now (e.g. when a circuit breaker changed), between the regular ones."""
+        await self._send_one()
+
     async def _beat(self) -> None:
         while True:
             await self._send_one()

@@ -4,7 +4,9 @@ Jobs carry LM settings (an LMSpec; a program's predictors carry their own LMSett
 The pool turns them into clients once: HTTP connections stay warm across tasks, the key is read
 from this worker's environment by the variable the settings name, and the API base and key variable
 are checked against the worker's allow-lists *before* the client exists, so a refused LM is never
-called. Refusals are remembered per settings.
+called. Refusals are remembered per settings. Every LM of one API base shares that endpoint's
+adaptive limiter and circuit breaker (:class:`~dspex.processors.endpoints.Endpoints`), and request
+options may not reach the client's own arguments (a key, a limiter, a cache directory).
 
     >>> pool = LMPool(SecurityPolicy(), cache_dir=None)
     >>> lm = pool.for_spec(LMSpec(model="openai/sim", api_base="http://127.0.0.1:8000/v1"))
@@ -12,6 +14,7 @@ called. Refusals are remembered per settings.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +22,14 @@ from dspex.errors import ConfigurationError, DspexError, SecurityPolicyError
 from dspex.ids import content_id
 from dspex.lm import LM, LMSettings
 from dspex.lm.transport import aclose_client
+from dspex.processors.endpoints import Endpoints
 from dspex.processors.security import SecurityPolicy
 from dspex.schemas.common import LMSpec
 
 __all__ = ["LMPool"]
+
+# LM constructor arguments a job's request options must not set: they are the worker's to choose.
+_CLIENT_ARGUMENTS = frozenset(inspect.signature(LM.__init__).parameters) - {"self", "request_kwargs"}
 
 
 class LMPool:
@@ -32,9 +39,12 @@ class LMPool:
     when the worker was given a cache directory (and the settings ask for it).
     """
 
-    def __init__(self, policy: SecurityPolicy, *, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, policy: SecurityPolicy, *, cache_dir: Path | None = None, endpoints: Endpoints | None = None
+    ) -> None:
         self.policy = policy
         self.cache_dir = cache_dir
+        self.endpoints = endpoints
         self._lms: dict[str, LM] = {}
         self._refused: dict[str, DspexError] = {}
 
@@ -71,9 +81,22 @@ class LMPool:
     def _build(self, fields: dict[str, Any]) -> LM:
         options = dict(fields)
         request_kwargs = options.pop("request_kwargs", {})
+        _check_request_options(request_kwargs)
         model = options.pop("model")
         use_cache = bool(options.pop("cache", True)) and self.cache_dir is not None
         lm = LM(model, **options, cache=use_cache, cache_dir=self.cache_dir, **request_kwargs)
         # Checked on the built LM: its defaults (the provider's API base and key variable) count too.
         self.policy.check_lm(lm.api_base, lm.api_key_env)
-        return lm
+        if self.endpoints is None:
+            return lm
+        base = lm.api_base
+        return lm.copy(limiter=self.endpoints.limiter(base), breaker=self.endpoints.breaker(base))
+
+
+def _check_request_options(options: dict[str, Any]) -> None:
+    taken = sorted(_CLIENT_ARGUMENTS & options.keys())
+    if taken:
+        raise SecurityPolicyError(
+            f"LM request options {taken} are the worker's own settings and may not come from a job "
+            "or a program (keys come from the worker's environment only)"
+        )

@@ -7,6 +7,8 @@ acknowledged by the broker, and only then does the message count as done. Around
 * backpressure: above the high watermark of outstanding messages every assigned partition is
   paused (polling goes on, so the member stays in the group), below the low watermark they
   resume; partitions assigned while paused are paused at once;
+* holding: :meth:`~ConsumerRuntime.pause_all` pauses every partition whatever the watermarks
+  say, until :meth:`~ConsumerRuntime.resume_all` (a worker does it while an LM endpoint is down);
 * contiguous commits: per partition, the committed offset never passes a message that is not
   done (:class:`~dspex.streams.flow.OffsetTracker`); commits go out asynchronously every
   ``commit_interval`` and synchronously on revoke and stop;
@@ -38,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import signal
@@ -53,8 +56,10 @@ from confluent_kafka import KafkaError as RawKafkaError
 from pydantic import BaseModel
 
 from dspex.errors import ConfigurationError, KafkaError
+from dspex.observability import metrics
 from dspex.schemas import (
     DLQ_REASON_HANDLER_ERROR,
+    KNOWN_DLQ_REASONS,
     DeadLetter,
 )
 from dspex.streams.config import KafkaSettings, client_config, consumer_defaults
@@ -75,6 +80,7 @@ CommitHook = Callable[[dict[TopicPartitionKey, int]], None]
 DeadLetterHook = Callable[[DeadLetter], Awaitable[None]]
 
 _DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
+STATISTICS_INTERVAL_MS = 5_000  # librdkafka's stats_cb period (consumer lag, rx/tx counts)
 _CANCEL_GRACE_S = 1.0
 
 
@@ -159,6 +165,7 @@ class ConsumerRuntime:
         self._running: dict[asyncio.Task[None], TopicPartitionKey] = {}
         self._assigned: set[TopicPartitionKey] = set()
         self._paused: set[TopicPartitionKey] = set()
+        self._held = False
         self._fatal: BaseException | None = None
         self._stop_requested = False
         self._room = asyncio.Event()
@@ -168,6 +175,8 @@ class ConsumerRuntime:
         self._task: asyncio.Task[None] | None = None
         self._finished: asyncio.Event | None = None
         self._assignment_seen: asyncio.Event | None = None
+        metrics.prepare_consumer(group_id, self.topics, max_in_flight)
+        metrics.prepare_dlq(KNOWN_DLQ_REASONS)
 
     # ----------------------------------------------------------------- lifespan
 
@@ -236,6 +245,28 @@ class ConsumerRuntime:
         return set(self._paused)
 
     @property
+    def held(self) -> bool:
+        """Whether :meth:`pause_all` holds every partition paused now."""
+        return self._held
+
+    async def pause_all(self) -> None:
+        """Pause every assigned partition (and any assigned later) until :meth:`resume_all`.
+
+        Running handlers go on; polling goes on, so the member stays in the group.
+        """
+        self._held = True
+        if self._kafka_thread is not None:
+            await self._kafka(self._pause_assigned)
+            self._report_partitions()
+
+    async def resume_all(self) -> None:
+        """End :meth:`pause_all`; partitions resume unless the high watermark still holds them."""
+        self._held = False
+        if self._kafka_thread is not None and not self._watermarks.paused:
+            await self._kafka(self._resume_paused)
+            self._report_partitions()
+
+    @property
     def outstanding(self) -> int:
         """Messages received and not yet finished: running handlers plus the backlog."""
         return len(self._running) + len(self._backlog)
@@ -292,15 +323,21 @@ class ConsumerRuntime:
         self.stats.in_flight = len(self._running)
         self.stats.max_in_flight_seen = max(self.stats.max_in_flight_seen, len(self._running))
         self.stats.backlog = len(self._backlog)
+        metrics.consumer_outstanding(self.group_id, self.outstanding)
 
     async def _apply_pressure(self) -> None:
         change = self._watermarks.update(self.outstanding)
         if change == "pause":
             self.stats.pauses += 1
             await self._kafka(self._pause_assigned)
-        elif change == "resume":
+        elif change == "resume" and not self._held:
             self.stats.resumes += 1
             await self._kafka(self._resume_paused)
+        if change is not None:
+            self._report_partitions()
+
+    def _report_partitions(self) -> None:
+        metrics.consumer_assignment(self.group_id, len(self._assigned), len(self._paused))
 
     # ----------------------------------------------------------------- handling
 
@@ -332,6 +369,7 @@ class ConsumerRuntime:
             self._producer, self.dlq_topic, message, exc, worker_id=self.worker_id, group=self.group_id
         )
         self.stats.dead_lettered += 1
+        metrics.dead_lettered(letter.reason)
         if letter.reason == DLQ_REASON_HANDLER_ERROR:
             self.stats.handler_errors += 1
         if self._on_dead_letter is not None:
@@ -384,6 +422,8 @@ class ConsumerRuntime:
         if offsets and self._on_commit is not None:
             self._on_commit(dict(offsets))
         self._tracker.forget(tps)
+        metrics.consumer_rebalanced(self.group_id)
+        self._report_partitions()
         return offsets
 
     async def _adopt(self, tps: set[TopicPartitionKey]) -> bool:
@@ -392,7 +432,9 @@ class ConsumerRuntime:
         self._assigned |= tps
         if self._assignment_seen is not None and tps:
             self._assignment_seen.set()
-        return self._watermarks.paused
+        metrics.consumer_rebalanced(self.group_id)
+        self._report_partitions()
+        return self._watermarks.paused or self._held
 
     async def _shut_down(self) -> None:
         for task in list(self._running):
@@ -490,6 +532,7 @@ class ConsumerRuntime:
         if self._on_loop(self._adopt(tps), default=False) and partitions:
             consumer.pause(partitions)
             self._paused |= tps
+            self._report_partitions()
         logger.info("group %s: assigned %s", self.group_id, _show(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -537,6 +580,8 @@ class ConsumerRuntime:
                 # the end of the log cost half a second.
                 "fetch.wait.max.ms": 100,
                 "on_commit": self._commit_reported,
+                "statistics.interval.ms": STATISTICS_INTERVAL_MS,
+                "stats_cb": self._statistics,
                 **consumer_defaults(fast_groups),
                 **overrides,
             },
@@ -548,6 +593,13 @@ class ConsumerRuntime:
                 f"timeout (max.poll.interval.ms = {max_poll_ms})"
             )
         return config
+
+    def _statistics(self, document: str) -> None:
+        # Runs on the consumer's thread inside consume(); a bad document must not break polling.
+        try:
+            metrics.kafka_client_stats("consumer", json.loads(document), group=self.group_id)
+        except (ValueError, TypeError) as exc:
+            logger.debug("unreadable librdkafka statistics: %s", exc)
 
     def _commit_reported(self, error: RawKafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None and error.code() != RawKafkaError._NO_OFFSET:

@@ -16,6 +16,7 @@ the producer waits and retries instead of dropping the record.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from confluent_kafka import KafkaError as RawKafkaError
 from confluent_kafka import KafkaException, Message, Producer
 
 from dspex.errors import KafkaError
+from dspex.observability import metrics
 from dspex.streams.config import KafkaSettings, client_config
 from dspex.streams.serde import RawHeaders, Record, message_position
 from dspex.streams.topics import LARGE_MESSAGE_BYTES
@@ -44,6 +46,8 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger.ms": 5,
     "message.max.bytes": LARGE_MESSAGE_BYTES,
 }
+# librdkafka's statistics (tx counts, queue depth) every 5 s, exported as Prometheus metrics.
+_STATISTICS_INTERVAL_MS = 5_000
 
 _POLL_INTERVAL_S = 0.05
 _FULL_QUEUE_FIRST_WAIT_S = 0.001
@@ -74,7 +78,8 @@ class AsyncProducer:
 
     def __init__(self, settings: KafkaSettings, *, config: dict[str, Any] | None = None) -> None:
         """``config`` overrides librdkafka properties (the defaults are PRODUCER_DEFAULTS)."""
-        overrides = {**PRODUCER_DEFAULTS, **(config or {})}
+        statistics = {"statistics.interval.ms": _STATISTICS_INTERVAL_MS, "stats_cb": _statistics}
+        overrides = {**PRODUCER_DEFAULTS, **statistics, **(config or {})}
         try:
             self._producer = Producer(client_config(settings, _librdkafka_logger, **overrides))
         except KafkaException as exc:
@@ -179,6 +184,7 @@ class AsyncProducer:
     def _settle(
         self, future: asyncio.Future[Delivery], error: RawKafkaError | None, message: Message
     ) -> None:
+        metrics.producer_delivery(str(message.topic()), error is None)
         if error is None:
             self.stats.delivered += 1
             outcome: Delivery | KafkaError = Delivery(*message_position(message))
@@ -199,6 +205,14 @@ class AsyncProducer:
     def _serve_callbacks(self) -> None:
         while not self._stopping.is_set():
             self._producer.poll(_POLL_INTERVAL_S)
+
+
+def _statistics(document: str) -> None:
+    # Runs on the poll thread; a bad document must not break delivery reports.
+    try:
+        metrics.kafka_client_stats("producer", json.loads(document))
+    except (ValueError, TypeError) as exc:
+        logger.debug("unreadable librdkafka statistics: %s", exc)
 
 
 def _describe(exc: KafkaException) -> str:

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from dspex.schemas import (
     ErrorInfo,
@@ -32,6 +40,7 @@ from dspex.schemas import (
 )
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
+from dspex.streams.partitioner import partition_for
 from dspex.streams.producer import PRODUCER_DEFAULTS
 from dspex.streams.topics import TopicRegistry
 
@@ -140,6 +149,27 @@ class Pipeline:
             f"{aggregator.tail()}"
         )
 
+    def wait_all(
+        self, job_ids: list[str], aggregator: Aggregator, predicate: Callable[[JobStatus], bool]
+    ) -> dict[str, JobStatus]:
+        """The first status of each job that satisfies ``predicate`` (fails on deadline or crash)."""
+        found: dict[str, JobStatus] = {}
+        keys = {job_id.encode() for job_id in job_ids}
+        deadline = time.monotonic() + DEADLINE_S
+        while len(found) < len(job_ids) and time.monotonic() < deadline:
+            if aggregator.process.poll() is not None:
+                pytest.fail(f"the aggregator exited ({aggregator.process.returncode}):\n{aggregator.tail()}")
+            message = self._status.poll(0.5)
+            if message is None or message.error() is not None or message.key() not in keys:
+                continue
+            status = decode(message.value(), StatusMessage)
+            assert isinstance(status, JobStatus)
+            if status.job_id not in found and predicate(status):
+                found[status.job_id] = status
+        if len(found) < len(job_ids):
+            pytest.fail(f"only {sorted(found)} of {job_ids} matched in {DEADLINE_S} s\n{aggregator.tail()}")
+        return found
+
     def committed_and_end(self) -> tuple[int, int]:
         """Offsets the aggregator's group committed on scores, summed, and the scores end offsets."""
         admin = KafkaAdmin(KafkaSettings(bootstrap_servers=self.bootstrap))
@@ -147,6 +177,28 @@ class Pipeline:
         parts = [(scores, p) for p in range(admin.partition_counts([scores])[scores])]
         committed = admin.committed(f"{self.registry.prefix}aggregate", parts)
         return sum(committed.values()), sum(admin.end_offsets(parts).values())
+
+    def commit_to_end(self) -> None:
+        """Move the (empty) aggregate group's committed offsets on scores and jobs to their ends."""
+        admin = KafkaAdmin(KafkaSettings(bootstrap_servers=self.bootstrap))
+        names = [self.registry.name("scores"), self.registry.name("jobs")]
+        counts = admin.partition_counts(names)
+        ends = admin.end_offsets([(topic, p) for topic in names for p in range(counts[topic])])
+        request = ConsumerGroupTopicPartitions(
+            f"{self.registry.prefix}aggregate", [TopicPartition(t, p, end) for (t, p), end in ends.items()]
+        )
+        client = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.monotonic() + DEADLINE_S
+        while True:  # the killed member holds the group until its session times out
+            try:
+                result = client.alter_consumer_group_offsets([request])[request.group_id].result()
+                errors = [tp.error for tp in result.topic_partitions if tp.error is not None]
+            except KafkaException as exc:
+                errors = [exc]
+            if not errors:
+                return
+            assert time.monotonic() < deadline, errors
+            time.sleep(0.5)
 
     def close(self) -> None:
         for aggregator in self.aggregators:
@@ -261,3 +313,49 @@ def test_a_killed_aggregator_recovers_its_tables_and_counts_nothing_twice(pipeli
     second = pipeline.start_aggregator()
     final = pipeline.wait_for(job_id, second, lambda s: s.finished)
     check_final(job_id, final)
+
+
+def test_a_restart_reads_again_what_the_committed_offsets_skipped(pipeline: Pipeline) -> None:
+    """Committed offsets past records never applied (what faust's start-up race leaves) lose none."""
+    scores_partitions = KafkaAdmin(KafkaSettings(bootstrap_servers=pipeline.bootstrap)).partition_counts(
+        [pipeline.registry.name("scores")]
+    )[pipeline.registry.name("scores")]
+    jobs = _jobs_on_distinct_partitions(3, scores_partitions)
+    first = pipeline.start_aggregator()
+    for job_id in jobs[:2]:  # the third job's EvalJob comes only among the skipped records
+        pipeline.send("jobs", make_job(job_id))
+    for job_id in jobs:
+        send_scores(pipeline, job_id, range(0, 100))
+    pipeline.wait_all(jobs[:2], first, lambda s: s.done >= 200)
+    first.process.kill()
+    first.process.wait()
+
+    # Records on three scores partitions and one jobs partition that no aggregator applies, then
+    # committed over: only the aggregator's own record of what it applied can bring them back.
+    pipeline.send("jobs", make_job(jobs[2]))
+    for job_id in jobs:
+        send_scores(pipeline, job_id, range(100, 300))
+    pipeline.commit_to_end()
+    committed, end = pipeline.committed_and_end()
+    assert committed == end
+    for job_id in jobs:
+        send_scores(pipeline, job_id, range(300, EXAMPLES))
+        for index in range(300):
+            for candidate in CANDIDATES:
+                pipeline.send("scores", make_score(job_id, candidate, index, late=True))
+    pipeline.flush()
+
+    second = pipeline.start_aggregator()
+    for job_id, final in pipeline.wait_all(jobs, second, lambda s: s.finished).items():
+        check_final(job_id, final)
+
+
+def _jobs_on_distinct_partitions(count: int, partitions: int) -> list[str]:
+    """Job ids whose records land on ``count`` different partitions (murmur2, like our producers)."""
+    chosen: dict[int, str] = {}
+    index = 0
+    while len(chosen) < count:
+        job_id = f"job-skip-{index}"
+        chosen.setdefault(partition_for(job_id, partitions), job_id)
+        index += 1
+    return list(chosen.values())

@@ -12,11 +12,13 @@ from dspex.processors.aggregate_state import (
     BatchResult,
     ChunkState,
     JobMeta,
+    SourcePositions,
     StatusClock,
     build_status,
     chunk_key,
     job_totals,
     open_state,
+    position_key,
 )
 from dspex.schemas import (
     Cancel,
@@ -281,3 +283,25 @@ def test_state_for_a_100000_task_job_is_small() -> None:
     assert len(tables.chunks) == 2 * math.ceil(n / CHUNK_SIZE)
     assert size < 100_000  # about 100 chunks of ~0.3 kB
     assert tables.status("j1").done == 2 * n - 2
+
+
+def test_source_positions_apply_records_strictly_in_offset_order_from_the_stored_one() -> None:
+    stored = {position_key("scores", 3): 10}
+    positions = SourcePositions(stored)
+    assert positions.admit("scores", 3, 9) == "replayed"  # faust re-read from an older commit
+    assert positions.admit("scores", 3, 12) == "gap"  # 10 and 11 never arrived: held back
+    assert positions.gaps == {("scores", 3): 10}
+    assert positions.admit("scores", 3, 10) == "apply"  # read again from 10
+    assert positions.admit("scores", 3, 11) == "apply"
+    assert positions.gaps == {}
+    assert positions.admit("jobs", 3, 0) == "apply"  # nothing stored: from the partition's start
+    assert positions.admit("jobs", 4, 2) == "gap"
+    assert positions.writes() == {"scores:3": (3, 12), "jobs:3": (3, 1)}
+    assert stored == {"scores:3": 10}  # the batch's result is written by the caller
+
+
+def test_source_positions_floor_skips_records_no_longer_on_the_broker() -> None:
+    positions = SourcePositions({})
+    assert positions.admit("scores", 0, 40, floor=40) == "apply"  # 0..39 deleted by retention
+    assert positions.admit("scores", 0, 41) == "apply"
+    assert positions.expected("scores", 0) == 42

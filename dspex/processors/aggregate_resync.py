@@ -1,0 +1,145 @@
+"""Reading source partitions again from the offsets the aggregator's own tables recorded.
+
+The aggregator does not trust faust's committed offsets to say what it has applied. faust 0.15
+can skip records on a (re)start: at the end of table recovery it resumes the source partitions,
+seeks them to the committed offsets while its fetcher already hands records to the agent's
+queue, and then resumes flow control, which clears that queue: records fetched in between are
+dropped, and the fetcher's position is already past them (``Recovery.on_recovery_completed``,
+faust-streaming issue #596 area). Its commit can also run ahead of table writes, since
+``ProducerBuffer.flush`` gives up after 0.1 s without a send.
+
+So the ``positions`` table holds, per source partition, the next offset to apply, written only
+once the batch's table writes are on the broker (see :class:`~dspex.processors.aggregate_state.
+SourcePositions`). :class:`PartitionResync` seeks a partition back there when the agent sees a
+record beyond it, and, once after every rebalance, when the consumer's position is beyond it
+(nothing more may arrive on that partition to reveal the gap).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from faust.types import TP
+
+from dspex.processors.aggregate_state import SourcePositions
+
+__all__ = ["MAX_SEEKS", "RETRY_S", "PartitionResync"]
+
+logger = logging.getLogger(__name__)
+
+RETRY_S = 3.0
+"""A partition still missing its next record this long after a seek is sought again."""
+MAX_SEEKS = 10
+"""After this many seeks without the next record, the gap is taken as real (logged as an error)."""
+
+
+@dataclass
+class _Pending:
+    """A partition being read again from ``offset``."""
+
+    offset: int
+    floor: int = 0  # the earliest offset still on the broker
+    seeks: int = 0
+    last_seek: float = -math.inf
+    give_up: bool = False
+
+
+class PartitionResync:
+    """Seeks source partitions back to the recorded next offset, and retries until it arrives.
+
+    resync = PartitionResync(app, positions_table, stats)
+    floor = resync.floor(topic, partition, offset)   # for SourcePositions.admit
+    await resync.after_batch(positions)              # in the agent, after the batch is durable
+    await resync.check(sources)                      # in a timer, while not rebalancing
+    """
+
+    def __init__(self, app: Any, positions: Any, stats: Counter[str]) -> None:
+        self._app, self._positions, self._stats = app, positions, stats
+        self._pending: dict[tuple[str, int], _Pending] = {}
+        self._checked_generation: int | None = None
+
+    def floor(self, topic: str, partition: int, offset: int) -> int:
+        """The lowest offset the agent may apply next on this partition (0: no constraint)."""
+        pending = self._pending.get((topic, partition))
+        if pending is None:
+            return 0
+        return offset if pending.give_up else pending.floor
+
+    async def after_batch(self, positions: SourcePositions) -> None:
+        """Forget partitions that got their next record; seek those with a (new) gap."""
+        for key, pending in list(self._pending.items()):
+            if positions.expected(*key) > pending.offset:
+                del self._pending[key]
+        for key, offset in positions.gaps.items():
+            self._expect(key, offset)
+        await self._seek_due()
+
+    async def check(self, sources: set[str]) -> None:
+        """Once per rebalance, seek owned partitions whose position is past the recorded offset."""
+        generation = self._app.consumer_generation_id
+        if generation != self._checked_generation:
+            owned = {tp for tp in self._app.assignor.assigned_actives() if tp.topic in sources}
+            self._pending = {key: p for key, p in self._pending.items() if TP(*key) in owned}
+            if await self._check_positions(owned):
+                self._checked_generation = generation
+        await self._seek_due()
+
+    async def _check_positions(self, owned: set[TP]) -> bool:
+        view = SourcePositions(self._positions.data)
+        for tp in owned:
+            recorded = view.expected(tp.topic, tp.partition)
+            try:
+                position = await self._app.consumer.position(tp)
+            except KafkaError as exc:  # assignment changing under us: try again next tick
+                logger.info("no position for %s[%s] (%s); checking later", tp.topic, tp.partition, exc)
+                return False
+            if position is not None and position > recorded:
+                self._expect((tp.topic, tp.partition), recorded)
+        return True
+
+    def _expect(self, key: tuple[str, int], offset: int) -> None:
+        pending = self._pending.get(key)
+        if pending is None or pending.offset != offset:
+            self._pending[key] = _Pending(offset)
+
+    async def _seek_due(self) -> None:
+        now = time.monotonic()
+        for key, pending in list(self._pending.items()):
+            if not pending.give_up and now - pending.last_seek >= RETRY_S:
+                await self._seek(TP(*key), pending, now)
+
+    async def _seek(self, tp: TP, pending: _Pending, now: float) -> None:
+        pending.last_seek = now
+        if pending.seeks >= MAX_SEEKS:
+            pending.give_up = True
+            self._stats["gaps_accepted"] += 1
+            logger.error(
+                "%s[%s]: offset %s never arrived after %s seeks; taking the next record as next",
+                tp.topic,
+                tp.partition,
+                pending.offset,
+                pending.seeks,
+            )
+            return
+        pending.seeks += 1
+        try:
+            earliest = (await self._app.consumer.earliest_offsets(tp)).get(tp, 0)
+            pending.floor = max(pending.floor, earliest or 0)
+            await self._app.consumer.seek(tp, max(pending.offset, pending.floor))
+        except KafkaError as exc:  # not assigned any more, or the broker is away: retried later
+            logger.warning("could not seek %s[%s]: %s", tp.topic, tp.partition, exc)
+            return
+        self._stats["seeks"] += 1
+        logger.warning(
+            "reading %s[%s] again from %s (seek %s): records from there on were not applied",
+            tp.topic,
+            tp.partition,
+            max(pending.offset, pending.floor),
+            pending.seeks,
+        )

@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -40,6 +41,7 @@ __all__ = ["StoredLetter", "read_dead_letters", "register", "replay_dead_letters
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("dspex.streams.librdkafka.dlq")
 _READ_TIMEOUT_S = 10.0
+_POLL_S = 0.2
 _ERROR_CHARS = 120
 
 dlq_app = typer.Typer(
@@ -88,10 +90,14 @@ def _read_all(consumer: Consumer, topic: str, timeout: float) -> list[StoredLett
     wanted = {p for p, end in ends.items() if end > 0}
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(wanted)])
     found: list[StoredLetter] = []
+    deadline = time.monotonic() + timeout
     while wanted:
-        messages = consumer.consume(500, timeout)
-        if not messages:
+        # consume() waits its whole timeout unless the batch fills: poll briefly, bound the total.
+        messages = consumer.consume(500, _POLL_S)
+        if not messages and time.monotonic() > deadline:
             raise KafkaError(f"reading {topic} stalled with partitions {sorted(wanted)} unread", topic=topic)
+        if messages:
+            deadline = time.monotonic() + timeout
         for message in messages:
             partition, offset, error = message.partition() or 0, message.offset() or 0, message.error()
             if error is None:

@@ -246,7 +246,7 @@ def predict(
     lm_cache_dir: LMCacheOption = None,
     fast_groups: FastGroupsOption = False,
     drain_timeout: DrainOption = 10.0,
-    lm_initial_limit: InitialLimitOption = 16,
+    lm_initial_limit: InitialLimitOption = 32,
     max_rps: MaxRpsOption = None,
     max_tpm: MaxTpmOption = None,
     breaker_failures: BreakerFailuresOption = 5,

@@ -384,22 +384,27 @@ class BootstrapFewShot(Optimizer):
         """The run, checked and ready for its first step (or resumed from ``state``)."""
         reject_unknown("BootstrapFewShot.compile", unknown, BootstrapFewShot.start)
         train, val = self._checked_sets(trainset, valset)
-        teacher_program = make_teacher(student, teacher, train, self.settings.max_labeled_demos)
-        check_structure(student, teacher_program)
-        task = BootstrapTask(
-            train, teacher_program, self.settings.max_bootstrapped_demos, self.settings.max_rounds
-        )
-        run = _BootstrapRun(
-            self,
-            student,
-            task,
-            val,
-            executor=self.executor_or_default(executor),
-            budget=Budget(self._limits.max_lm_calls, self._limits.max_cost_usd),
-        )
+        run = self.unchecked_run(student, train, teacher, val, self.executor_or_default(executor))
         if state is not None:
             run.load_state_dict(state)
         return run
+
+    def unchecked_run(
+        self,
+        student: Module,
+        trainset: list[Example],
+        teacher: Module | None,
+        valset: list[Example] | None,
+        executor: Executor,
+    ) -> OptimizerRun:
+        """A run over a trainset checked by the caller (KNNFewShot bootstraps on a few neighbours,
+        fewer than ``max_bootstrapped_demos`` being fine there, as in DSPy)."""
+        teacher_program = make_teacher(student, teacher, trainset, self.settings.max_labeled_demos)
+        check_structure(student, teacher_program)
+        settings = self.settings
+        task = BootstrapTask(trainset, teacher_program, settings.max_bootstrapped_demos, settings.max_rounds)
+        budget = Budget(self._limits.max_lm_calls, self._limits.max_cost_usd)
+        return _BootstrapRun(self, student, task, valset, executor=executor, budget=budget)
 
     def _checked_sets(
         self, trainset: Sequence[Example], valset: Sequence[Example] | None

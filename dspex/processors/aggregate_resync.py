@@ -9,10 +9,10 @@ faust-streaming issue #596 area). Its commit can also run ahead of table writes,
 ``ProducerBuffer.flush`` gives up after 0.1 s without a send.
 
 So the ``positions`` table holds, per source partition, the next offset to apply, written only
-once the batch's table writes are on the broker (see :class:`~dspex.processors.aggregate_state.
-SourcePositions`). :class:`PartitionResync` seeks a partition back there when the agent sees a
-record beyond it, and, once after every rebalance, when the consumer's position is beyond it
-(nothing more may arrive on that partition to reveal the gap).
+once the batch's table writes are on the broker, and :class:`SourcePositions` applies records
+strictly in offset order from there. :class:`PartitionResync` seeks a partition back to it when
+the agent sees a record beyond it, and, once after every rebalance, when the consumer's position
+is beyond it (nothing more may arrive on that partition to reveal the gap).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from dspex.processors.aggregate_state import SourcePositions
+from dspex.processors.aggregate_state import ReadView
 
-__all__ = ["MAX_SEEKS", "RETRY_S", "PartitionResync"]
+__all__ = ["MAX_SEEKS", "RETRY_S", "OffsetVerdict", "PartitionResync", "SourcePositions", "position_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,61 @@ RETRY_S = 3.0
 """A partition still missing its next record this long after a seek is sought again."""
 MAX_SEEKS = 10
 """After this many seeks without the next record, the gap is taken as real (logged as an error)."""
+
+OffsetVerdict = Literal["apply", "replayed", "gap"]
+
+
+def position_key(topic: str, partition: int) -> str:
+    """The ``positions`` table key of one source partition."""
+    return f"{topic}:{partition}"
+
+
+class SourcePositions:
+    """The next offset to apply on each source partition, as one batch advances it.
+
+    Records are applied strictly in offset order, from the offset the ``positions`` table holds
+    (0 when it holds none: the whole partition). A record below it was applied before (faust
+    re-reads from its committed offset, which may be older); a record above it means records
+    in between never reached us (faust can drop fetched records at the end of a rebalance, or
+    commit past records whose table writes were lost), so it is held back and the aggregator
+    reads the partition again from ``gaps``. Re-read records are harmless: the bitmaps make
+    applying a record twice a no-op, and holding back later ones keeps "first score wins" in
+    offset order.
+
+    positions = SourcePositions(positions_table)
+    positions.admit("scores", 3, 41)   # "apply" | "replayed" | "gap"
+    positions.writes()                 # {"scores:3": (3, 42)}
+    """
+
+    def __init__(self, stored: ReadView) -> None:
+        self._stored = stored
+        self._next: dict[str, tuple[int, int]] = {}
+        self.gaps: dict[tuple[str, int], int] = {}
+        """``(topic, partition)`` -> offset to read again from, for partitions held back."""
+
+    def expected(self, topic: str, partition: int) -> int:
+        """The next offset to apply on ``topic[partition]``."""
+        key = position_key(topic, partition)
+        if key in self._next:
+            return self._next[key][1]
+        stored = self._stored.get(key)
+        return 0 if stored is None else int(stored)
+
+    def admit(self, topic: str, partition: int, offset: int, *, floor: int = 0) -> OffsetVerdict:
+        """Whether the record at ``offset`` is next; ``floor``: no record below it can be read any more."""
+        expected = max(self.expected(topic, partition), floor)
+        if offset < expected:
+            return "replayed"
+        if offset > expected:
+            self.gaps.setdefault((topic, partition), expected)
+            return "gap"
+        self._next[position_key(topic, partition)] = (partition, offset + 1)
+        self.gaps.pop((topic, partition), None)
+        return "apply"
+
+    def writes(self) -> dict[str, tuple[int, int]]:
+        """``key -> (partition, next offset)`` for every partition this batch advanced."""
+        return dict(self._next)
 
 
 @dataclass

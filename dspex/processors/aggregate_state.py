@@ -1,15 +1,14 @@
 """The aggregator's state and its transitions, with no Kafka and no faust in sight.
 
-The aggregator keeps two changelog-backed tables (see :mod:`dspex.processors.aggregator`):
+The aggregator keeps these changelog-backed tables (see :mod:`dspex.processors.aggregator`):
 
 ``chunks``  key ``f"{job_id}:{candidate_id}:{chunk}"`` -> :class:`ChunkState` as a JSON object:
             which of 1,024 example indices have been counted (a 128-byte bitmap, base64) AND the
             sums of exactly those examples (count, errors, score sum, usage, first systemic error).
 ``jobs``    key ``job_id`` -> :class:`JobMeta`: what the job asked for (total, candidates, limits),
             a cancellation, and once terminal the final JobStatus, frozen.
-``positions`` key ``f"{topic}:{partition}"`` of a source partition (scores, jobs) -> the offset of
-            its first record whose effect is not yet known to be on the broker; see
-            :class:`SourcePositions`.
+``positions`` key ``f"{topic}:{partition}"`` of a source partition (scores, jobs) -> the next
+            offset to apply (:mod:`dspex.processors.aggregate_resync`).
 
 Why the sums live beside the bitmap instead of in a per-candidate totals key: a table update is
 one changelog record per key, and a crash can persist some records of a batch and not others. A
@@ -60,9 +59,7 @@ __all__ = [
     "BatchResult",
     "ChunkState",
     "JobMeta",
-    "OffsetVerdict",
     "ScoreOutcome",
-    "SourcePositions",
     "StatusClock",
     "Totals",
     "build_status",
@@ -71,7 +68,6 @@ __all__ = [
     "job_chunk_keys",
     "job_totals",
     "open_state",
-    "position_key",
     "status_fingerprint",
 ]
 
@@ -80,7 +76,6 @@ CHUNK_SIZE = 1024
 _CHUNK_BYTES = CHUNK_SIZE // 8
 
 ScoreOutcome = Literal["counted", "duplicate", "ignored"]
-OffsetVerdict = Literal["apply", "replayed", "gap"]
 
 
 class ReadView(Protocol):
@@ -92,11 +87,6 @@ class ReadView(Protocol):
 def chunk_key(job_id: str, candidate_id: str, chunk: int) -> str:
     """The ``chunks`` table key of one bitmap chunk."""
     return f"{job_id}:{candidate_id}:{chunk}"
-
-
-def position_key(topic: str, partition: int) -> str:
-    """The ``positions`` table key of one source partition."""
-    return f"{topic}:{partition}"
 
 
 def _frac(text: str) -> Fraction:
@@ -471,54 +461,6 @@ class AggregateBatch:
             return self._chunks[key].totals.to_value()
         value = self._chunks_view.get(key)
         return value if value is None else dict(value)
-
-
-class SourcePositions:
-    """The next offset to apply on each source partition, as one batch advances it.
-
-    Records are applied strictly in offset order, from the offset the ``positions`` table holds
-    (0 when it holds none: the whole partition). A record below it was applied before (faust
-    re-reads from its committed offset, which may be older); a record above it means records
-    in between never reached us (faust can drop fetched records at the end of a rebalance, or
-    commit past records whose table writes were lost), so it is held back and the aggregator
-    reads the partition again from ``gaps``. Re-read records are harmless: the bitmaps make
-    applying a record twice a no-op, and holding back later ones keeps "first score wins" in
-    offset order.
-
-    positions = SourcePositions(positions_table)
-    positions.admit("scores", 3, 41)   # "apply" | "replayed" | "gap"
-    positions.writes()                 # {"scores:3": (3, 42)}
-    """
-
-    def __init__(self, stored: ReadView) -> None:
-        self._stored = stored
-        self._next: dict[str, tuple[int, int]] = {}
-        self.gaps: dict[tuple[str, int], int] = {}
-        """``(topic, partition)`` -> offset to read again from, for partitions held back."""
-
-    def expected(self, topic: str, partition: int) -> int:
-        """The next offset to apply on ``topic[partition]``."""
-        key = position_key(topic, partition)
-        if key in self._next:
-            return self._next[key][1]
-        stored = self._stored.get(key)
-        return 0 if stored is None else int(stored)
-
-    def admit(self, topic: str, partition: int, offset: int, *, floor: int = 0) -> OffsetVerdict:
-        """Whether the record at ``offset`` is next; ``floor``: no record below it can be read any more."""
-        expected = max(self.expected(topic, partition), floor)
-        if offset < expected:
-            return "replayed"
-        if offset > expected:
-            self.gaps.setdefault((topic, partition), expected)
-            return "gap"
-        self._next[position_key(topic, partition)] = (partition, offset + 1)
-        self.gaps.pop((topic, partition), None)
-        return "apply"
-
-    def writes(self) -> dict[str, tuple[int, int]]:
-        """``key -> (partition, next offset)`` for every partition this batch advanced."""
-        return dict(self._next)
 
 
 def _in_range(meta: JobMeta, record: ScoreRecord) -> bool:

@@ -48,12 +48,11 @@ from faust.types import EventT
 from dspex.errors import ConfigurationError, SchemaError
 from dspex.observability.aggregator import AggregatorMetrics
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
-from dspex.processors.aggregate_resync import PartitionResync
+from dspex.processors.aggregate_resync import PartitionResync, SourcePositions
 from dspex.processors.aggregate_state import (
     AggregateBatch,
     BatchResult,
     JobMeta,
-    SourcePositions,
     StatusClock,
     build_status,
     job_totals,

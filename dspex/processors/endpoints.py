@@ -39,7 +39,7 @@ class EndpointOptions:
     """
 
     adaptive: bool = True
-    initial_limit: int = 16
+    initial_limit: int = 32
     max_rps: float | None = None
     max_tpm: float | None = None
     breaker_failures: int = 5

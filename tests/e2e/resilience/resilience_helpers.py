@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from dspex.client import Client
 from dspex.dev.stack import LocalStack, WorkerKind, WorkerProcess
+from dspex.errors import KafkaError
 from dspex.evaluate import Evaluate, EvaluationResult
 from dspex.lm import LM
 from dspex.metrics import metric_from_name
@@ -100,7 +101,10 @@ class Pipeline:
 
         def ready() -> bool:
             self.stack.check_running()
-            beats = self.heartbeats()
+            try:
+                beats = self.heartbeats()
+            except KafkaError:  # e.g. the workers topic is new and its leader not elected yet
+                return False
             return all(name in beats and beats[name].assigned_partitions > 0 for name in expected)
 
         wait_for(ready, timeout, f"heartbeats with partitions from {sorted(expected)}", poll=0.5)
@@ -146,14 +150,13 @@ def topic_bytes(settings: KafkaSettings, topics: Sequence[str], timeout: float =
 
 def _topic_bytes(consumer: Consumer, topic: str, timeout: float) -> Iterator[bytes]:
     partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in partitions
-    }
+    ends = {p: _end(consumer, topic, p, timeout) for p in partitions}
     wanted = {p for p, end in ends.items() if end > 0}
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(wanted)])
+    deadline = time.monotonic() + timeout
     while wanted:
-        messages = consumer.consume(1000, timeout)
-        assert messages, f"reading {topic} stalled with {sorted(wanted)} unread"
+        messages = consumer.consume(1000, 0.2)  # it waits its whole timeout unless the batch fills
+        assert messages or time.monotonic() < deadline, f"reading {topic} stalled: {sorted(wanted)} unread"
         for message in messages:
             if message.error() is not None:
                 continue
@@ -164,6 +167,10 @@ def _topic_bytes(consumer: Consumer, topic: str, timeout: float) -> Iterator[byt
             if (message.offset() or 0) + 1 >= ends[message.partition() or 0]:
                 wanted.discard(message.partition() or 0)
     consumer.unassign()
+
+
+def _end(consumer: Consumer, topic: str, partition: int, timeout: float) -> int:
+    return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)[1])
 
 
 class CountingListener:

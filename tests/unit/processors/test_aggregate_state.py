@@ -6,19 +6,18 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from dspex.processors.aggregate_resync import SourcePositions, position_key
 from dspex.processors.aggregate_state import (
     CHUNK_SIZE,
     AggregateBatch,
     BatchResult,
     ChunkState,
     JobMeta,
-    SourcePositions,
     StatusClock,
     build_status,
     chunk_key,
     job_totals,
     open_state,
-    position_key,
 )
 from dspex.schemas import (
     Cancel,

@@ -1,0 +1,48 @@
+"""Optimizers (DSPy's teleprompters) written once against an executor seam.
+
+    from dspex.optimizers import BootstrapFewShotWithRandomSearch, LocalExecutor
+
+    optimizer = BootstrapFewShotWithRandomSearch(metric="numeric_equal:answer", num_candidate_programs=8,
+                                                 max_lm_calls=5_000)
+    best = optimizer.compile(program, trainset=train, valset=val, executor=LocalExecutor(concurrency=128))
+    optimizer.history.scores, optimizer.history.best_score, optimizer.history.usage
+
+Every optimizer is a short loop over steps (:class:`OptimizerRun`): ``optimizer.start(...)`` gives a
+run whose ``step()`` does one executor call and whose ``state_dict()`` is JSON between steps, which
+is what a cluster worker checkpoints and resumes from.
+"""
+
+from __future__ import annotations
+
+from dspex.optimizers._base import Optimizer, OptimizerRun
+from dspex.optimizers.bootstrap import BootstrapFewShot
+from dspex.optimizers.budget import Budget
+from dspex.optimizers.ensemble import Ensemble, EnsembledProgram
+from dspex.optimizers.executor import Executor, KafkaExecutor, LocalExecutor
+from dspex.optimizers.history import History, Trial
+from dspex.optimizers.knn import KNN, KNNFewShot, KNNFewShotProgram
+from dspex.optimizers.labeled import LabeledFewShot
+from dspex.optimizers.random_search import BootstrapFewShotWithRandomSearch
+from dspex.optimizers.registry import OPTIMIZERS, optimizer_class, optimizer_from_name
+
+__all__ = [
+    "KNN",
+    "OPTIMIZERS",
+    "BootstrapFewShot",
+    "BootstrapFewShotWithRandomSearch",
+    "Budget",
+    "Ensemble",
+    "EnsembledProgram",
+    "Executor",
+    "History",
+    "KNNFewShot",
+    "KNNFewShotProgram",
+    "KafkaExecutor",
+    "LabeledFewShot",
+    "LocalExecutor",
+    "Optimizer",
+    "OptimizerRun",
+    "Trial",
+    "optimizer_class",
+    "optimizer_from_name",
+]

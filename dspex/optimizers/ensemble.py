@@ -1,0 +1,96 @@
+"""``Ensemble``: one program that runs several and reduces their answers (e.g. by majority vote).
+
+    ensemble = Ensemble(reduce_fn=dspex.majority, size=3).compile([prog_a, prog_b, prog_c, prog_d])
+    ensemble(question="What is 3 + 4?").answer
+
+As in DSPy: each call runs ``size`` of the programs (all when None), chosen at random, and returns
+``reduce_fn(predictions)``, or the list of predictions without one. Here the programs run
+concurrently, and ``deterministic=True`` (which DSPy does not implement yet) chooses them by the
+content of the inputs, so the same inputs always go to the same programs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+
+from dspex.errors import ConfigurationError
+from dspex.ids import content_id
+from dspex.optimizers._base import Optimizer, check_int, reject_unknown
+from dspex.optimizers.budget import Budget
+from dspex.optimizers.history import History, Trial
+from dspex.primitives import Module
+
+__all__ = ["Ensemble", "EnsembledProgram"]
+
+Reduce = Callable[[list[Any]], Any]
+
+
+class EnsembledProgram(Module):
+    """Runs ``size`` of ``programs`` (all when None) on each call and reduces their predictions."""
+
+    def __init__(
+        self,
+        programs: Sequence[Module] = (),
+        *,
+        reduce_fn: Reduce | None = None,
+        size: int | None = None,
+        deterministic: bool = False,
+    ) -> None:
+        self.programs = list(programs)
+        self.reduce_fn, self.size, self.deterministic = reduce_fn, size, deterministic
+        self._rng = random.Random()
+
+    def _chosen(self, inputs: dict[str, Any]) -> list[Module]:
+        if self.size is None:
+            return self.programs
+        rng = random.Random(content_id(to_jsonable_python(inputs))) if self.deterministic else self._rng
+        return rng.sample(self.programs, self.size)
+
+    async def aforward(self, **inputs: Any) -> Any:
+        outputs = await asyncio.gather(*(program.acall(**inputs) for program in self._chosen(inputs)))
+        return self.reduce_fn(list(outputs)) if self.reduce_fn else list(outputs)
+
+
+class Ensemble(Optimizer):
+    """DSPy's ``Ensemble(reduce_fn=None, size=None, deterministic=False)``.
+
+    ``max_lm_calls`` / ``max_cost_usd`` are accepted as on every optimizer; compile makes no LM call.
+    """
+
+    def __init__(
+        self,
+        *,
+        reduce_fn: Reduce | None = None,
+        size: int | None = None,
+        deterministic: bool = False,
+        max_lm_calls: int | None = None,
+        max_cost_usd: float | None = None,
+        **unknown: Any,
+    ) -> None:
+        reject_unknown("Ensemble", unknown, Ensemble.__init__)
+        if reduce_fn is not None and not callable(reduce_fn):
+            raise ConfigurationError(f"reduce_fn must be callable (e.g. dspex.majority), got {reduce_fn!r}")
+        self.reduce_fn = reduce_fn
+        self.size = check_int("size", size, minimum=1, optional=True)
+        self.deterministic = bool(deterministic)
+        self._limits = Budget(max_lm_calls, max_cost_usd)
+
+    async def acompile(self, programs: Sequence[Module]) -> EnsembledProgram:
+        """One program over ``programs`` (DSPy's ``compile(programs)``)."""
+        items = list(programs) if not isinstance(programs, Module) else [programs]
+        if not items or not all(isinstance(p, Module) for p in items):
+            raise ConfigurationError("Ensemble.compile needs a non-empty list of programs (dspex modules)")
+        if self.size is not None and self.size > len(items):
+            raise ConfigurationError(
+                f"Ensemble size={self.size} is more than the {len(items)} programs given"
+            )
+        self.history = History(optimizer="Ensemble")
+        self.history.add(Trial(step=0, kind="ensemble", label=f"{len(items)} programs", num_examples=0))
+        return EnsembledProgram(
+            items, reduce_fn=self.reduce_fn, size=self.size, deterministic=self.deterministic
+        )

@@ -1,0 +1,208 @@
+"""``KNNFewShot``: at call time, the training examples nearest to the inputs become the demos.
+
+    knn = KNNFewShot(4, trainset, lm=embedding_lm)           # embeddings through the LM client
+    program = knn.compile(dspex.Predict("question -> answer"))
+    program(question="What is 3 + 4?")
+
+As in DSPy: the trainset is embedded once (each example as ``"key: value | ..."`` over its inputs);
+each call embeds its inputs, takes the ``k`` examples with the highest dot product, runs
+:class:`BootstrapFewShot` on them (its knobs passed through, e.g. ``metric=...``,
+``max_bootstrapped_demos=...``) and calls the program so compiled. The teacher runs of that bootstrap
+are not part of the call's trace; its usage is.
+
+``vectorizer`` (DSPy's name) may replace the LM: a callable, sync or async, from a list of texts to a
+list of vectors. Without either, the LM of ``dspex.context`` / ``dspex.configure`` embeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dspex.errors import ConfigurationError
+from dspex.lm import LM
+from dspex.optimizers._base import Optimizer, check_examples, check_int, check_labels
+from dspex.optimizers.bootstrap import BootstrapFewShot
+from dspex.optimizers.executor import Executor, LocalExecutor
+from dspex.optimizers.history import History, Trial
+from dspex.primitives import Example, Module, Prediction, detached_trace, record_trace_step
+from dspex.settings import current_settings
+
+__all__ = ["KNN", "KNNFewShot", "KNNFewShotProgram"]
+
+Vectorizer = Callable[[Sequence[str]], Any]
+
+
+def _text(items: Sequence[tuple[str, Any]]) -> str:
+    return " | ".join(f"{key}: {value}" for key, value in items)
+
+
+class KNN:
+    """The ``k`` training examples nearest to some inputs (DSPy's ``dspy.KNN``), embeddings cached."""
+
+    def __init__(
+        self,
+        k: int,
+        trainset: Sequence[Example],
+        *,
+        lm: LM | None = None,
+        vectorizer: Vectorizer | None = None,
+        embed_model: str | None = None,
+    ) -> None:
+        self.k = check_int("k", k, minimum=1)
+        self.trainset = check_examples("trainset", trainset)
+        if self.k > len(self.trainset):
+            raise ConfigurationError(f"k={k} neighbours asked of a trainset of {len(self.trainset)} examples")
+        if lm is not None and not isinstance(lm, LM):
+            raise ConfigurationError(f"lm must be a dspex.LM, got {type(lm).__name__}")
+        if vectorizer is not None and not callable(vectorizer):
+            raise ConfigurationError(
+                "vectorizer must be a callable from a list of texts to a list of vectors"
+            )
+        self.lm, self.vectorizer, self.embed_model = lm, vectorizer, embed_model
+        self._vectors: list[list[float]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Vectors of ``texts`` from the vectorizer, else the LM's ``aembed``."""
+        if self.vectorizer is not None:
+            value = self.vectorizer(list(texts))
+            return [list(map(float, v)) for v in (await value if inspect.isawaitable(value) else value)]
+        lm = self.lm or current_settings().lm
+        if lm is None:
+            raise ConfigurationError(
+                "KNN has nothing to embed with: pass lm= or vectorizer=, or configure an LM"
+            )
+        return await lm.aembed(list(texts), model=self.embed_model)
+
+    async def prepare(self) -> None:
+        """Embed the trainset (once)."""
+        if self._vectors is not None:
+            return
+        async with self._lock:
+            if self._vectors is None:
+                texts = [
+                    _text([(k, v) for k, v in ex.items() if k in (ex.input_keys or ())])
+                    for ex in self.trainset
+                ]
+                self._vectors = await self.embed(texts)
+
+    async def acall(self, **inputs: Any) -> list[Example]:
+        """The ``k`` nearest examples, nearest first (ties: trainset order)."""
+        await self.prepare()
+        [query] = await self.embed([_text(list(inputs.items()))])
+        vectors = self._vectors or []
+        scores = [math.fsum(a * b for a, b in zip(vector, query, strict=False)) for vector in vectors]
+        nearest = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[: self.k]
+        return [self.trainset[i] for i in nearest]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> KNN:
+        return self  # the trainset and its vectors are read-only: copies of a program share them
+
+
+@dataclass
+class _Setup:
+    """What a KNN program needs besides its student (kept out of its module tree)."""
+
+    knn: KNN
+    bootstrap: BootstrapFewShot
+    teacher: Module | None
+    concurrency: int
+
+
+class KNNFewShotProgram(Module):
+    """The program :meth:`KNNFewShot.compile` returns: the student, with demos chosen per call."""
+
+    def __init__(self, program: Module, setup: _Setup) -> None:
+        self.program = program
+        self._setup = setup
+
+    async def aforward(self, **inputs: Any) -> Prediction:
+        setup = self._setup
+        neighbours = await setup.knn.acall(**inputs)
+        with detached_trace():
+            executor = LocalExecutor(setup.concurrency)
+            run = setup.bootstrap.unchecked_run(self.program, neighbours, setup.teacher, None, executor)
+            compiled = await run.run_to_end()
+            prediction = await compiled.acall(**inputs)
+        # The call's trace names this program's predictors (the compiled copy has the same paths).
+        mine = dict(self.program.named_predictors())
+        for step in prediction.trace:
+            if step.predictor_path in mine:
+                record_trace_step(mine[step.predictor_path], step.inputs, step.outputs)
+        return prediction
+
+
+class KNNFewShot(Optimizer):
+    """DSPy's ``KNNFewShot(k, trainset, vectorizer, **few_shot_bootstrap_args)``; ``lm=`` embeds.
+
+    ``concurrency`` bounds the teacher runs of each call's bootstrap. ``max_lm_calls`` and
+    ``max_cost_usd`` are accepted as on every optimizer; compile makes one embedding call, and the
+    per-call bootstraps are the program's own cost, not the optimization's.
+    """
+
+    def __init__(
+        self,
+        k: int,
+        trainset: Sequence[Example],
+        vectorizer: Vectorizer | None = None,
+        *,
+        lm: LM | None = None,
+        embed_model: str | None = None,
+        concurrency: int | None = None,
+        max_lm_calls: int | None = None,
+        max_cost_usd: float | None = None,
+        **few_shot_bootstrap_args: Any,
+    ) -> None:
+        _check_bootstrap_args(few_shot_bootstrap_args)
+        self.knn = KNN(k, trainset, lm=lm, vectorizer=vectorizer, embed_model=embed_model)
+        self.bootstrap = BootstrapFewShot(**few_shot_bootstrap_args)
+        if self.bootstrap.metric is not None:
+            check_labels("trainset", self.knn.trainset, self.bootstrap.metric)
+        self.concurrency = LocalExecutor(concurrency).concurrency
+        self.max_lm_calls, self.max_cost_usd = max_lm_calls, max_cost_usd
+
+    async def acompile(
+        self, student: Module, *, teacher: Module | None = None, executor: Executor | None = None
+    ) -> Module:
+        """The student, reset, whose calls pick their demos; the trainset is embedded here (one call)."""
+        self.executor_or_default(executor)  # checked for uniformity; calls run in the program's process
+        with detached_trace():
+            await self.knn.prepare()
+        history = History(optimizer="KNNFewShot")
+        history.add(
+            Trial(step=0, kind="embed", label="trainset embedded", num_examples=len(self.knn.trainset))
+        )
+        self.history = history
+        setup = _Setup(self.knn, self.bootstrap, teacher, self.concurrency)
+        return KNNFewShotProgram(student.reset_copy(), setup)
+
+
+_KNN_KNOBS = (
+    "k",
+    "trainset",
+    "vectorizer",
+    "lm",
+    "embed_model",
+    "concurrency",
+    "max_lm_calls",
+    "max_cost_usd",
+)
+
+
+def _check_bootstrap_args(args: Mapping[str, Any]) -> None:
+    accepted = [
+        p.name
+        for p in inspect.signature(BootstrapFewShot.__init__).parameters.values()
+        if p.name != "self" and p.kind is not p.VAR_KEYWORD
+    ]
+    unknown = sorted(set(args) - set(accepted))
+    if unknown:
+        raise ConfigurationError(
+            f"KNNFewShot: unknown argument(s) {', '.join(map(repr, unknown))}; accepted: "
+            f"{', '.join(_KNN_KNOBS)} and BootstrapFewShot's {', '.join(accepted)}"
+        )

@@ -46,6 +46,13 @@ _EXPORTS: dict[str, str] = {
     "configure": "dspex.settings",
     "context": "dspex.settings",
     "Evaluate": "dspex.evaluate",
+    "LabeledFewShot": "dspex.optimizers",
+    "BootstrapFewShot": "dspex.optimizers",
+    "BootstrapFewShotWithRandomSearch": "dspex.optimizers",
+    "KNNFewShot": "dspex.optimizers",
+    "KNN": "dspex.optimizers",
+    "Ensemble": "dspex.optimizers",
+    "LocalExecutor": "dspex.optimizers",
     "EvaluationResult": "dspex.evaluate",
     "load": "dspex.serialization",
     "candidate_id": "dspex.serialization",
@@ -116,6 +123,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ReAct,
         Refine,
         majority,
+    )
+    from dspex.optimizers import (
+        KNN,
+        BootstrapFewShot,
+        BootstrapFewShotWithRandomSearch,
+        Ensemble,
+        KNNFewShot,
+        LabeledFewShot,
+        LocalExecutor,
     )
     from dspex.primitives import Example, Module, Prediction
     from dspex.serialization import candidate_id, load

@@ -129,11 +129,11 @@ class CircuitBreaker:
             self.opened += 1
             self._wake_locked()  # waiters re-arm their timers for the new reopen time
             failures, wait = self._failures, self._open_for
+        why = "the probe call failed" if probe else f"{failures} consecutive failures"
         logger.warning(
-            "circuit breaker of %s open after %s consecutive failures; probing again in %.1f s "
-            "(calls wait, they do not fail)",
+            "circuit breaker of %s open (%s); probing again in %.1f s (calls wait, they do not fail)",
             self.endpoint,
-            failures,
+            why,
             wait,
         )
         self._notify("open")

@@ -474,6 +474,8 @@ class _BootstrapRun(OptimizerRun):
         return StepCost(runs=len(self.valset), reported=result.usage)
 
     def _built(self) -> Module:
+        if not self.engine.done:
+            return self.task.student(self.student, self.settings)  # mid-run: the best so far, not kept
         if self.program is None:
             self.program = self.task.student(self.student, self.settings)
         return self.program

@@ -82,7 +82,7 @@ class Ensemble(Optimizer):
 
     async def acompile(self, programs: Sequence[Module]) -> EnsembledProgram:
         """One program over ``programs`` (DSPy's ``compile(programs)``)."""
-        items = list(programs) if not isinstance(programs, Module) else [programs]
+        items = [] if isinstance(programs, Module) else list(programs)
         if not items or not all(isinstance(p, Module) for p in items):
             raise ConfigurationError("Ensemble.compile needs a non-empty list of programs (dspex modules)")
         if self.size is not None and self.size > len(items):

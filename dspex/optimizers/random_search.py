@@ -339,6 +339,8 @@ class _RandomSearchRun(OptimizerRun):
     # -- programs --------------------------------------------------------------------------------
 
     def _built(self) -> list[Module]:
+        if not self.engine.done:
+            return [self._program(plan) for plan in self.plans]  # mid-run: the best so far, not kept
         if self.programs is None:
             self.programs = [self._program(plan) for plan in self.plans]
         return self.programs

@@ -20,6 +20,7 @@ from dspex.optimizers import (
     LabeledFewShot,
     optimizer_from_name,
 )
+from dspex.optimizers.executor import per_example, rollout_copy
 from dspex.primitives import Example
 from dspex.serialization import candidate_id
 
@@ -171,3 +172,22 @@ async def test_a_run_resumed_from_its_state_dict_finishes_as_an_uninterrupted_on
     assert first.calls + second.calls == whole.calls  # no step repeated, none missing
     assert [t.step for t in resumed.history.trials] == sorted(t.step for t in resumed.history.trials)
     assert resumed.history.trials[0] == run.history.trials[0]
+
+
+async def test_the_best_so_far_mid_run_is_not_kept_as_the_result() -> None:
+    run = BootstrapFewShot(METRIC, max_bootstrapped_demos=2, max_labeled_demos=2).start(
+        student(), trainset=dataset(6), executor=FakeExecutor()
+    )
+    before = run.result()
+    assert not any(demo.get("augmented") for demo in before.demos)  # nothing bootstrapped yet
+    final = await run.run_to_end()
+    assert [demo.get("augmented") for demo in final.demos] == [True, True] and final is run.result()
+
+
+def test_rollout_copies_and_per_example_programs() -> None:
+    program = Predict("question -> answer", temperature=0.0)
+    copy = rollout_copy(program, 3)
+    assert copy.config == {"temperature": 1.0, "rollout_id": 3} and program.config == {"temperature": 0.0}
+    assert per_example(program, 3) == [program] * 3
+    with pytest.raises(ConfigurationError, match="2 programs for 3 examples"):
+        per_example([program, copy], 3)

@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient
 from dspex.client import Client
 from dspex.dev.broker import DevBroker
 from dspex.dev.stack import LocalStack, WorkerKind
+from dspex.errors import KafkaError
 from dspex.streams.admin import KafkaAdmin, ensure_topics
 from dspex.streams.config import KafkaSettings
 from dspex.streams.topics import TopicRegistry
@@ -111,7 +112,11 @@ class BenchStack:
 
     def _ready(self, tasks: int, predictions: int) -> bool:
         self.stack.check_running()
-        beats = {b.worker_id: b for b in self.bench_client.workers()}
+        try:
+            beats = {b.worker_id: b for b in self.bench_client.workers()}
+        except KafkaError as exc:  # a topic created a moment ago may not have its leader yet
+            progress(f"not ready yet: {exc}")
+            return False
         owned: dict[str, list[int]] = {"predict": [], "score": []}
         for worker in self.stack.alive():
             if worker.kind in owned and worker.name in beats:

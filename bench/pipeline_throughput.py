@@ -67,7 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dspy-fast-examples", type=int, default=2000, help="DSPy examples at 100 ms")
     parser.add_argument("--dspy-slow-examples", type=int, default=1000, help="DSPy examples at 1 s")
     parser.add_argument("--dspy-threads", type=_ints, default=[64, 256], help="DSPy thread counts")
-    parser.add_argument("--aggregator-tasks", type=int, default=0, help="extra job at 0 latency (0: off)")
+    parser.add_argument("--aggregator-tasks", type=int, default=100_000, help="big job at 0 latency (0: off)")
+    parser.add_argument(
+        "--aggregator-deadline", type=float, default=240.0, help="seconds before cancelling it"
+    )
     return parser
 
 
@@ -88,6 +91,18 @@ class PipelineRun:
     @property
     def rate(self) -> float:
         return self.examples / self.wall_s
+
+
+@dataclass
+class AggregatorRun:
+    """The big status-only job: how far it got and the aggregator's RSS."""
+
+    tasks: int
+    done: int
+    state: str
+    wall_s: float
+    rss_before: int
+    rss_max: int
 
 
 # --------------------------------------------------------------------------- the simulated LM
@@ -183,10 +198,49 @@ def _pipeline_runs(
     runs = [_timed_job(bench, sim, "100 ms", 0.1, args.fast_examples)]
     _set_latency(sim, 1.0)
     runs.append(_timed_job(bench, sim, "1 s", 1.0, args.slow_examples))
-    if args.aggregator_tasks:
-        _set_latency(sim, 0.0)
-        runs.append(_timed_job(bench, sim, "0 ms (aggregator state)", 0.0, args.aggregator_tasks))
     return runs, baseline
+
+
+def _aggregator_job(args: argparse.Namespace, sim: SimProcess, bench: BenchStack) -> AggregatorRun | None:
+    """A big job at 0 latency, followed by status only (no results read): the aggregator's RSS for it.
+
+    Cancelled at ``--aggregator-deadline``; then the report says how many tasks it had counted.
+    """
+    if not args.aggregator_tasks:
+        return None
+    _set_latency(sim, 0.0)
+    aggregator = bench.pids("aggregate")[0]
+    before = _rss(aggregator)
+    sampler = Sampler({"aggregate": aggregator}, [])
+    progress(f"aggregator state: {args.aggregator_tasks:,} tasks at 0 s latency, status only")
+    sampler.start()
+    started = time.perf_counter()
+    with context(lm=_lm(sim)):
+        job_id = bench.bench_client.evaluate(
+            Predict("question -> answer"), arithmetic_dataset(args.aggregator_tasks, seed=WARMUP_SEED + 1),
+            METRIC, wait=False, display_progress=False,
+        )  # fmt: skip
+    status = _follow(bench, str(job_id), started + args.aggregator_deadline)
+    wall_s = time.perf_counter() - started
+    sampler.stop()
+    done = 0 if status is None else status.done
+    state = "none seen" if status is None else status.state
+    progress(f"aggregator job: {done:,} of {args.aggregator_tasks:,} tasks counted, state {state}")
+    return AggregatorRun(
+        args.aggregator_tasks, done, str(state), wall_s, before, sampler.max_rss["aggregate"]
+    )
+
+
+def _follow(bench: BenchStack, job_id: str, deadline: float) -> Any:
+    """The job's status once it finished, or its last status at ``deadline`` (then it is cancelled)."""
+    status = None
+    while time.perf_counter() < deadline:
+        status = bench.bench_client.status(job_id)
+        if status is not None and status.finished:
+            return status
+        time.sleep(2.0)  # the aggregator publishes status every second; no finer event to wait on
+    bench.bench_client.cancel(job_id, "benchmark deadline")
+    return status
 
 
 # --------------------------------------------------------------------------- report
@@ -222,7 +276,7 @@ def _cpu_table(runs: list[PipelineRun]) -> str:
     headers = ["stage", *(f"CPU ms/example at {r.label}" for r in runs)]
     rows = [[stage, *(1000 * r.cpu_s[stage] / r.examples for r in runs)] for stage in STAGES]
     rows.append(["total", *(1000 * sum(r.cpu_s.values()) / r.examples for r in runs)])
-    rows.append(["(CPU-s available per example on 2 cores at that rate)",
+    rows.append(["(CPU ms available per example: 2 cores x wall / examples)",
                  *(2000 * r.wall_s / r.examples for r in runs)])  # fmt: skip
     return markdown_table(headers, rows)
 
@@ -235,7 +289,7 @@ def _memory_table(runs: list[PipelineRun], baseline: dict[str, int]) -> str:
 
 
 def _report(args: argparse.Namespace, runs: list[PipelineRun], dspy: list[dict[str, Any]],
-            baseline: dict[str, int], load_before: str) -> str:  # fmt: skip
+            baseline: dict[str, int], big: AggregatorRun | None, load_before: str) -> str:  # fmt: skip
     parts = [
         f"Whole pipeline through Kafka vs DSPy 3.4.1 `Evaluate`, `Predict('question -> answer')`, "
         f"simulated LM, cache off, metric `{METRIC}`; everything on this machine ({machine_summary()} "
@@ -246,16 +300,39 @@ def _report(args: argparse.Namespace, runs: list[PipelineRun], dspy: list[dict[s
         _cpu_table(runs),
         "\nMemory (RSS sampled every 0.5 s):\n",
         _memory_table(runs, baseline),
-        "\n" + _notes(args, runs, dspy),
+        "\n" + _notes(args, runs, dspy, baseline, big),
     ]
     return "\n".join(parts)
 
 
-def _notes(args: argparse.Namespace, runs: list[PipelineRun], dspy: list[dict[str, Any]]) -> str:
+def _aggregator_note(runs: list[PipelineRun], baseline: dict[str, int], big: AggregatorRun | None) -> str:
+    agg = max(r.max_rss.get("aggregate-1", 0) for r in runs) / MB
+    ready, largest = baseline["aggregate-1"] / MB, max(r.examples for r in runs)
+    text = (
+        f"- Aggregator RSS (whole process, faust included, not only its tables): {ready:.0f} MB after "
+        f"ready, max {agg:.0f} MB during the jobs above (up to {largest:,} tasks)."
+    )
+    if big is None:
+        return text + " The 100,000-task job was not run (`--aggregator-tasks 100000` adds it)."
+    return text + (
+        f" A {big.tasks:,}-task job at 0 s latency (status followed, results not read): {big.done:,} tasks "
+        f"counted in {big.wall_s:.0f} s, state {big.state}; aggregator RSS {big.rss_before / MB:.0f} MB "
+        f"before it, max {big.rss_max / MB:.0f} MB during it "
+        f"(growth {(big.rss_max - big.rss_before) / MB:.0f} MB; "
+        "target for the state of a 100,000-task job < 50 MB)."
+    )
+
+
+def _notes(
+    args: argparse.Namespace,
+    runs: list[PipelineRun],
+    dspy: list[dict[str, Any]],
+    baseline: dict[str, int],
+    big: AggregatorRun | None,
+) -> str:
     fast, slow = runs[0], runs[1]
     predictors = [n for n in slow.max_rss if n.startswith("predict")]
     worst = max(slow.max_rss[n] for n in predictors) / MB
-    agg = max(r.max_rss.get("aggregate-1", 0) for r in runs) / MB
     best_fast = _best_dspy(dspy, 0.1)
     lines = [
         f"- Targets (issue 4): 1,500 examples/s at 100 ms -> measured {fast.rate:,.0f} "
@@ -263,15 +340,7 @@ def _notes(args: argparse.Namespace, runs: list[PipelineRun], dspy: list[dict[st
         f"800 examples/s at 1 s over 10,000 examples -> measured {slow.rate:,.0f} over {slow.examples:,}.",
         f"- Predictor RSS with up to {max(slow.max_in_flight, default=0):,} tasks in flight (1 s run): "
         f"max {worst:.0f} MB (target < 300 MB).",
-        f"- Aggregator max RSS {agg:.0f} MB over jobs of up to {max(r.examples for r in runs):,} tasks "
-        "(the whole process, faust included, not only its tables; target for the state "
-        "of a 100,000-task job < 50 MB"
-        + (
-            ""
-            if args.aggregator_tasks >= 100_000
-            else "; the 100,000-task job was not run: `--aggregator-tasks 100000` adds it"
-        )
-        + ").",
+        _aggregator_note(runs, baseline, big),
         "- Predictors run with `--lm-initial-limit` equal to `--concurrency`: the adaptive LM limit "
         "otherwise starts at 32 and grows by about one per round trip, which a 1 s LM makes slow.",
         "- Wall time includes submitting every task and reading every per-example result back.",
@@ -301,9 +370,10 @@ def main() -> int:
             bench = BenchStack(work_dir)
             try:
                 runs, baseline = _pipeline_runs(args, sim, bench)
+                big = _aggregator_job(args, sim, bench)
             finally:
                 bench.close()
-        print(_report(args, runs, dspy, baseline, load_before))
+        print(_report(args, runs, dspy, baseline, big, load_before))
         ok = True
     finally:
         if ok:

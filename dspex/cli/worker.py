@@ -1,4 +1,4 @@
-"""`dspex worker predict|score|aggregate`: run one pipeline worker until SIGTERM or Ctrl-C.
+"""`dspex worker predict|score|aggregate|optimize`: run one pipeline worker until SIGTERM or Ctrl-C.
 
 Each process is one member of its kind's consumer group (``<prefix>predict``, ``<prefix>score``);
 start more of the same kind to scale out, up to the partition count of its input topic. On SIGTERM
@@ -47,7 +47,8 @@ DEFAULT_AGGREGATE_DIR = Path("~/.cache/dspex/aggregate")
 
 worker_app = typer.Typer(
     name="worker",
-    help="Run a pipeline worker: predict (tasks -> predictions), score (-> scores), aggregate (-> status).",
+    help="Run a pipeline worker: predict (tasks -> predictions), score (-> scores), aggregate (-> status), "
+    "optimize (optimize jobs -> checkpoints, best programs, status).",
     no_args_is_help=True,
 )
 
@@ -294,6 +295,40 @@ def score(
         allow_key_env, worker_id, lm_cache_dir, fast_groups, drain_timeout,
     )  # fmt: skip
     _serve(Scorer(_settings(bootstrap), options))
+
+
+@worker_app.command(
+    "optimize",
+    epilog="Example: dspex worker optimize --bootstrap 127.0.0.1:9092 --prefix dspex. --fast-groups",
+)
+def optimize(
+    bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
+    prefix: PrefixOption = DEFAULT_PREFIX,
+    concurrency: ConcurrencyOption = 16,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
+    targets_dir: TargetsDirOption = DEFAULT_TARGETS_DIR,
+    allow_module: AllowModuleOption = None,
+    allow_api_base: AllowApiBaseOption = None,
+    allow_key_env: AllowKeyEnvOption = None,
+    worker_id: WorkerIdOption = None,
+    lm_cache_dir: LMCacheOption = None,
+    fast_groups: FastGroupsOption = False,
+) -> None:
+    """Run optimize jobs, checkpointing every step (consumer group PREFIXoptimize).
+
+    Evaluations go to the cluster as evaluation jobs; bootstrapping runs in this process with the
+    job's LM. Killed, the next optimize worker resumes from the last checkpoint; on a rebalance the
+    step in progress is given up at once (it is redone by the next owner).
+    """
+    # Imported here: the coordinator brings the client along, which no other worker kind needs.
+    from dspex.processors.optimizer import OptimizeCoordinator
+
+    options = _options(
+        prefix, concurrency, metrics_port, metrics_host, targets_dir, allow_module, allow_api_base,
+        allow_key_env, worker_id, lm_cache_dir, fast_groups, 0.1,
+    )  # fmt: skip
+    _serve(OptimizeCoordinator(_settings(bootstrap), options))
 
 
 @worker_app.command(

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from dspex._sync import run_sync
-from dspex.client import _cluster
+from dspex.client import _cluster, _optimize
 from dspex.client._cluster import Follow
 from dspex.client._publish import Positions, positions, publish
 from dspex.client._results import evaluation_result
@@ -243,6 +243,41 @@ class Client:
         if not wait:
             return submitted.submission.job.job_id
         return await self._aoutcome(submitted, display_progress=display_progress, timeout=timeout)
+
+    # -- optimization ------------------------------------------------------------------------------
+
+    def optimize(self, program: Program, trainset: Sequence[Example], valset: Sequence[Example] | None,
+                 metric: Any, **options: Any) -> Module | str:  # fmt: skip
+        """Optimize ``program`` on the cluster (``dspex worker optimize``); returns the best program,
+        or the job id with ``wait=False``. Options: see :meth:`aoptimize`."""
+        return run_sync(self.aoptimize(program, trainset, valset, metric, **options))
+
+    async def aoptimize(
+        self,
+        program: Program,
+        trainset: Sequence[Example],
+        valset: Sequence[Example] | None,
+        metric: Any,
+        *,
+        optimizer: str = "bootstrap-rs",
+        knobs: Mapping[str, Any] | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        **limits: Any,
+    ) -> Module | str:
+        """Async form of :meth:`optimize`. ``limits``: name, seed, max_lm_calls, max_cost_usd,
+        max_errors. JobError when the optimization fails, is cancelled or outlasts ``timeout``."""
+        knobs = dict(knobs or {})
+        request = _optimize.OptimizeRequest(program, trainset, valset, metric, optimizer, knobs, **limits)
+        spec, job = _optimize.build_optimize_job(request, self.policy)
+        await self._aready(create_topics=True)
+        await _optimize.submit_optimize(self._get_producer(), self.registry, spec, job)
+        if not wait:
+            return job.job_id
+        status = await _optimize.wait_optimize(self.settings, self.registry, job.job_id, timeout=timeout)
+        return await _optimize.fetch_program(
+            self.settings, self.registry, status, allow_modules=self.policy.allow_modules
+        )
 
     # -- jobs --------------------------------------------------------------------------------------
 

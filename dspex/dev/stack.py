@@ -28,7 +28,7 @@ from dspex.errors import ConfigurationError
 
 __all__ = ["LocalStack", "WorkerKind", "WorkerProcess"]
 
-WorkerKind = Literal["predict", "score", "aggregate"]
+WorkerKind = Literal["predict", "score", "aggregate", "optimize"]
 
 STOP_TIMEOUT_S = 20.0
 
@@ -129,8 +129,8 @@ class LocalStack:
         return [w for w in self.workers if w.alive and (kind is None or w.kind == kind)]
 
     def stop_all(self) -> None:
-        """SIGTERM every worker, predictors first so that nothing waits on a stopped stage."""
-        order: dict[str, int] = {"predict": 0, "score": 1, "aggregate": 2}
+        """SIGTERM every worker, optimizers then predictors first, so that nothing waits on a stopped stage."""
+        order: dict[str, int] = {"optimize": 0, "predict": 1, "score": 2, "aggregate": 3}
         for worker in sorted(self.workers, key=lambda w: order[w.kind]):
             worker.stop()
 

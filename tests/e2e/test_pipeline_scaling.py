@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from e2e_pipeline import Pipeline, cot_program, devset, local_evaluate, per_example, sim_lm, wait_for
 
+from dspex.errors import KafkaError
 from dspex.testing import SimulatedLMServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -51,6 +52,7 @@ def test_a_predictor_joins_and_one_is_killed_mid_job_and_every_task_counts_once(
         f"{fourth.name} to own tasks partitions",
         poll=0.5,
         detail=pipeline.report,
+        tolerate=(KafkaError,),
     )
     assert f"group {pipeline.prefix}predict: assigned" in fourth.log_tail(10_000)
     assert len(pipeline.group_assignment("predict")) == 4

@@ -1,0 +1,140 @@
+"""Cluster optimizations from the client side: submit an OptimizeJob, follow it, fetch the best program.
+
+    with dspex.context(lm=lm):
+        best = client.optimize(program, trainset, valset, "numeric_equal:answer",
+                               optimizer="bootstrap-rs", knobs={"num_candidate_programs": 4})
+
+The optimizer name and knobs, the metric, the examples and the program are checked here, before
+anything is produced; the student goes to the candidates topic, then the job to the jobs topic, each
+acknowledged. ``dspex worker optimize`` runs it; its terminal OptimizeStatus names the best program,
+which is read back from the candidates topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from dspex.client._cluster import Follow, follow_status
+from dspex.client._submit import Policy, _check_lm, _dump, _examples, lm_spec, metric_spec, new_job_id
+from dspex.errors import ConfigurationError, JobError
+from dspex.optimizers import optimizer_from_name
+from dspex.primitives import Example, Module
+from dspex.schemas import ExampleSet, OptimizeJob, OptimizeStatus, ProgramSpec
+from dspex.serialization import load_program
+from dspex.settings import current_settings
+from dspex.streams.config import KafkaSettings
+from dspex.streams.producer import AsyncProducer
+from dspex.streams.reader import CompactedReader
+from dspex.streams.serde import to_record
+from dspex.streams.topics import TopicRegistry
+
+__all__ = ["OptimizeRequest", "build_optimize_job", "fetch_program", "submit_optimize", "wait_optimize"]
+
+_PROGRAM_WAIT_S = 30.0
+
+
+@dataclass(frozen=True)
+class OptimizeRequest:
+    """What to optimize and how (the arguments of ``Client.optimize``)."""
+
+    program: Module | Mapping[str, Any]
+    trainset: Sequence[Example]
+    valset: Sequence[Example] | None
+    metric: Any
+    optimizer: str = "bootstrap-rs"
+    knobs: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    seed: int = 0
+    max_lm_calls: int | None = None
+    max_cost_usd: float | None = None
+    max_errors: int | None = None
+
+
+def build_optimize_job(request: OptimizeRequest, policy: Policy) -> tuple[ProgramSpec, OptimizeJob]:
+    """The student's ProgramSpec and the job, every check done (nothing produced yet)."""
+    spec = metric_spec(request.metric, policy.allow_modules)
+    # Unknown optimizer names and knobs fail here, not on a worker.
+    optimizer_from_name(request.optimizer, metric=request.metric, **dict(request.knobs))
+    program = ProgramSpec.build(_dump(request.program, policy))
+    lm = lm_spec(current_settings().lm)
+    _check_lm(lm, policy, "the context LM")
+    try:
+        job = OptimizeJob(
+            job_id=new_job_id(),
+            name=request.name,
+            optimizer=request.optimizer,
+            knobs=dict(request.knobs),
+            candidate_id=program.candidate_id,
+            trainset=_example_set(request.trainset),
+            valset=_example_set(request.valset) if request.valset is not None else None,
+            metric=spec,
+            lm=lm,
+            max_errors=request.max_errors,
+            max_lm_calls=request.max_lm_calls,
+            max_cost_usd=request.max_cost_usd,
+            seed=request.seed,
+        )
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid optimize job: {exc}") from exc
+    return program.model_copy(update={"job_id": job.job_id}), job
+
+
+def _example_set(examples: Sequence[Example]) -> ExampleSet:
+    _, rows, keys = _examples(examples)
+    input_keys = sorted({key for row_keys in keys for key in row_keys})
+    return ExampleSet(examples=rows, input_keys=input_keys)
+
+
+async def submit_optimize(
+    producer: AsyncProducer, registry: TopicRegistry, program: ProgramSpec, job: OptimizeJob
+) -> None:
+    """The student, then the job, each acknowledged (a worker that sees the job finds the program)."""
+    for role, model in (("candidates", program), ("jobs", job)):
+        record = to_record(model, role=role)
+        await producer.produce_record(registry.name(role), record)  # type: ignore[arg-type]
+
+
+async def wait_optimize(
+    settings: KafkaSettings, registry: TopicRegistry, job_id: str, *, timeout: float | None = None
+) -> OptimizeStatus:
+    """The optimization's terminal status; JobError unless it completed."""
+    status = await follow_status(settings, registry, Follow(job_id, timeout=timeout))
+    if not isinstance(status, OptimizeStatus):
+        raise JobError(f"job {job_id} is not an optimization", job_id=job_id, state=status.state)
+    if status.state != "completed":
+        raise JobError(
+            f"optimization {job_id} {status.state}: {status.reason or 'no reason given'}",
+            job_id=job_id,
+            state=status.state,
+            reason=status.reason,
+        )
+    return status
+
+
+async def fetch_program(
+    settings: KafkaSettings,
+    registry: TopicRegistry,
+    status: OptimizeStatus,
+    *,
+    allow_modules: Collection[str] | None = None,
+) -> Module:
+    """The best program of a completed optimization, read from the candidates topic and built."""
+    candidate_id = status.best_candidate_id
+    if candidate_id is None:
+        raise JobError(f"optimization {status.job_id} names no best program", job_id=status.job_id)
+    reader: CompactedReader[ProgramSpec] = CompactedReader(
+        settings, registry.name("candidates"), decoder=ProgramSpec
+    )
+    async with reader:
+        try:
+            spec = await reader.wait_for(candidate_id, _PROGRAM_WAIT_S)
+        except TimeoutError:
+            raise JobError(
+                f"program {candidate_id} is not on {reader.topic} (waited {_PROGRAM_WAIT_S:g} s)",
+                job_id=status.job_id,
+            ) from None
+    return load_program(spec.program, allow_modules=allow_modules)

@@ -1,0 +1,304 @@
+"""The optimizer coordinator: optimize jobs in, checkpoints, best programs and status out
+(``dspex worker optimize``).
+
+For each OptimizeJob on the jobs topic (consumer group ``<prefix>optimize``; EvalJobs are ignored,
+a Cancel stops the named optimization if this worker runs it):
+
+1. build the student (the job's candidate, from the candidates topic, under the security policy),
+   the trainset and valset (inline examples), the metric and the LM (checked like a predictor's);
+2. read the job's latest OptimizerCheckpoint from the optimizer-state topic and start the optimizer
+   from it (``optimizer.start(..., state=...)``), with a :class:`~dspex.optimizers.KafkaExecutor`,
+   so evaluations run on the cluster as evaluation jobs;
+3. after every step: the checkpoint (key job_id), acknowledged by the broker before anything else,
+   then the best program so far (candidates topic) and an OptimizeStatus (status topic);
+4. at the end: a terminal OptimizeStatus (``completed``, ``failed`` or ``cancelled`` with the reason).
+
+The job's message is done (its offset committable) only when the optimization ends, so the job of
+a killed worker is delivered again to the next owner, which resumes from the last checkpoint. On a
+rebalance the worker does not wait for the step in progress: its handler is cancelled at once
+(``drain_timeout`` of 0.1 s), the step's work is redone once by the next owner, and the latest
+checkpoint stands. A step is either in a checkpoint or not at all, so the history never repeats a
+step and never skips one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+from confluent_kafka import Message
+
+from dspex.client import Client
+from dspex.errors import ConfigurationError, DspexError, MetricError
+from dspex.metrics import metric_from_spec, resolve_metric
+from dspex.optimizers import KafkaExecutor, OptimizerRun, optimizer_class
+from dspex.primitives import Example
+from dspex.processors.candidates import CandidateCache
+from dspex.processors.common import Outcome, Worker
+from dspex.schemas.base import utc_now
+from dspex.schemas.checkpoints import OptimizerCheckpoint
+from dspex.schemas.common import ExampleSet, MetricSpec, UsageRecord
+from dspex.schemas.jobs import Cancel, JobMessage, OptimizeJob
+from dspex.schemas.programs import ProgramSpec
+from dspex.schemas.serde import decode
+from dspex.schemas.status import JobState, OptimizeStatus, TrialRecord
+from dspex.serialization import candidate_id, dump_program
+from dspex.settings import context
+from dspex.streams.consumer import ConsumerRuntime
+from dspex.streams.producer import AsyncProducer
+from dspex.streams.reader import CompactedReader
+
+__all__ = ["OptimizeCoordinator", "examples_of", "metric_of"]
+
+logger = logging.getLogger(__name__)
+
+# A revoked optimization lets go at once: the last checkpoint stands, the step in progress is redone.
+_RELEASE_S = 0.1
+_CHECKPOINT_READ_S = 30.0
+
+
+class _Cancelled(Exception):
+    """A Cancel for the running optimization arrived."""
+
+
+def examples_of(name: str, examples: ExampleSet) -> list[Example]:
+    """The inline examples of a job's ExampleSet, their inputs marked."""
+    if examples.examples is None:
+        raise ConfigurationError(f"{name} is given by uri ({examples.uri}); only inline examples are read")
+    return [Example(**row).with_inputs(*examples.input_keys) for row in examples.examples]
+
+
+def metric_of(spec: MetricSpec, allow_modules: tuple[str, ...]) -> Callable[..., Any]:
+    """The job's metric: a built-in by name, or a function from an allowed module."""
+    if spec.kind == "judge":
+        raise MetricError(f"LM-judge metric {spec.name!r}: not supported by the coordinator yet")
+    if spec.kind == "builtin":
+        return metric_from_spec({"metric": spec.name, **spec.options} if spec.options else spec.name)
+    return resolve_metric(spec.name, allow_modules=allow_modules)
+
+
+class OptimizeCoordinator(Worker):
+    """Runs optimize jobs with the Kafka executor, checkpointing every step (see the module docs)."""
+
+    kind = "optimize"
+    input_role = "jobs"
+    input_model = OptimizeJob  # the runtime decodes every job message kind; see _runtime
+
+    candidates: CandidateCache | None = None
+    client: Client | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cancels: dict[str, asyncio.Event] = {}
+
+    async def open_caches(self, stack: AsyncExitStack) -> None:
+        cache = CandidateCache(
+            self.settings,
+            self.registry.name("candidates"),
+            policy=self.options.policy,
+            lms=self.lms,
+            wait_s=self.options.candidate_wait_s,
+        )
+        self.candidates = await stack.enter_async_context(cache)
+        self.client = Client(kafka=self.settings, prefix=self.options.prefix)
+        stack.push_async_callback(self.client.aclose)
+
+    def _runtime(self, producer: AsyncProducer) -> ConsumerRuntime:
+        return ConsumerRuntime(
+            self.settings,
+            group_id=self.group_id,
+            topics=[self.registry.name("jobs")],
+            handler=self._handle,
+            producer=producer,
+            dlq_topic=self.registry.name("dlq"),
+            decoder=_decode_job,
+            max_in_flight=self.options.concurrency,
+            drain_timeout=_RELEASE_S,
+            fast_groups=self.options.fast_groups,
+            worker_id=self.worker_id,
+            on_dead_letter=self._account_dead_letter,
+        )
+
+    async def handle(self, message: Message, value: Any) -> Outcome:
+        if isinstance(value, Cancel):
+            event = self._cancels.get(value.job_id)
+            if event is not None:
+                event.set()
+            return "ok" if event is not None else "skipped"
+        if not isinstance(value, OptimizeJob):
+            return "skipped"  # evaluations are the predictors' and the aggregator's
+        await self.optimize(value)
+        return "ok"
+
+    # ---------------------------------------------------------------- one optimization
+
+    async def optimize(self, job: OptimizeJob) -> None:
+        """Run (or resume) ``job`` to its end, publishing after every step."""
+        cancel = self._cancels.setdefault(job.job_id, asyncio.Event())
+        if self.jobs is not None and self.jobs.stop_reason(job.job_id) == "cancelled":
+            cancel.set()
+        started = utc_now()
+        run: OptimizerRun | None = None
+        try:
+            run, lm = await self._begin(job)
+            await self._publish(job, run, "running", started)
+            with context(lm=lm):
+                while not run.done:
+                    await _until_cancelled(run.step(), cancel)
+                    await self._after_step(job, run, started)
+            await self._publish(job, run, "completed", started, reason=run.history.stopped)
+        except _Cancelled:
+            await self._publish(job, run, "cancelled", started, reason=self._cancel_reason(job))
+        except DspexError as exc:
+            logger.warning("optimization %s failed: %s", job.job_id, exc)
+            await self._publish(job, run, "failed", started, reason=getattr(exc, "reason", None) or str(exc))
+        except Exception as exc:  # a bug, not bad input: the job still ends, with the reason
+            logger.exception("optimization %s failed unexpectedly", job.job_id)
+            await self._publish(job, run, "failed", started, reason=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._cancels.pop(job.job_id, None)
+
+    async def _begin(self, job: OptimizeJob) -> tuple[OptimizerRun, Any]:
+        if self.candidates is None or self.client is None:
+            raise ConfigurationError("the optimize worker is not running")
+        student = (await self.candidates.program(job.candidate_id)).deepcopy()
+        lm = self.lms.for_spec(job.lm) if job.lm is not None else None
+        optimizer = _optimizer(job, metric_of(job.metric, self.options.policy.modules))
+        checkpoint = await self._checkpoint(job.job_id)
+        run: OptimizerRun = optimizer.start(
+            student,
+            trainset=examples_of("trainset", job.trainset),
+            valset=examples_of("valset", job.valset) if job.valset is not None else None,
+            executor=KafkaExecutor(self.client),
+            state=checkpoint.state if checkpoint is not None else None,
+        )
+        if checkpoint is not None:
+            logger.info("optimization %s resumes after step %s", job.job_id, checkpoint.step)
+        return run, lm
+
+    async def _checkpoint(self, job_id: str) -> OptimizerCheckpoint | None:
+        # A fresh reader to the end of the topic: whatever the previous owner had acknowledged is in.
+        reader: CompactedReader[OptimizerCheckpoint] = CompactedReader(
+            self.settings, self.registry.name("optimizer-state"), decoder=OptimizerCheckpoint
+        )
+        async with reader:
+            await reader.wait_caught_up(_CHECKPOINT_READ_S)
+            return reader.get(job_id)
+
+    async def _after_step(self, job: OptimizeJob, run: OptimizerRun, started: Any) -> None:
+        history = run.history
+        checkpoint = OptimizerCheckpoint(
+            job_id=job.job_id,
+            step=run.step_index,
+            optimizer=job.optimizer,
+            state=run.state_dict(),
+            history=_trials(run),
+            best_candidate_id=history.best_candidate_id,
+            best_score=history.best_score,
+            usage=_usage(run),
+        )
+        await self.produce("optimizer-state", checkpoint)  # acknowledged before anything else
+        await self._publish_best(job, run)
+        await self._publish(job, run, "running", started)
+
+    async def _publish_best(self, job: OptimizeJob, run: OptimizerRun) -> None:
+        best_id = run.history.best_candidate_id
+        if best_id is None:
+            return
+        program = dump_program(run.result())
+        if candidate_id(program) != best_id:
+            logger.debug("optimization %s: the result is not the best trial yet; not published", job.job_id)
+            return
+        label = f"best of {job.job_id} after step {run.step_index}"
+        await self.produce("candidates", ProgramSpec.build(program, job_id=job.job_id, label=label))
+
+    async def _publish(
+        self,
+        job: OptimizeJob,
+        run: OptimizerRun | None,
+        state: JobState,
+        started: Any,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        terminal = state != "running"
+        best_id = run.history.best_candidate_id if run is not None else None
+        if state == "completed" and run is not None:
+            await self._publish_final(job, run)
+            best_id = candidate_id(run.result())
+        status = OptimizeStatus(
+            job_id=job.job_id,
+            name=job.name,
+            state=state,
+            optimizer=job.optimizer,
+            steps=_trials(run) if run is not None else [],
+            best_candidate_id=best_id,
+            best_score=run.history.best_score if run is not None else None,
+            usage=_usage(run) if run is not None else UsageRecord(),
+            seq=(run.step_index if run is not None else 0) + int(terminal),
+            started_at=started,
+            finished_at=utc_now() if terminal else None,
+            reason=reason,
+        )
+        await self.produce("status", status)
+
+    async def _publish_final(self, job: OptimizeJob, run: OptimizerRun) -> None:
+        program = dump_program(run.result())
+        label = f"result of {job.job_id}"
+        await self.produce("candidates", ProgramSpec.build(program, job_id=job.job_id, label=label))
+
+    def _cancel_reason(self, job: OptimizeJob) -> str:
+        return f"cancelled while optimizing (job {job.job_id})"
+
+
+async def _until_cancelled(step: Any, cancel: asyncio.Event) -> None:
+    """Await ``step`` unless ``cancel`` is set first (then the step is abandoned)."""
+    if cancel.is_set():
+        step.close()
+        raise _Cancelled
+    stepping = asyncio.ensure_future(step)
+    waiting = asyncio.ensure_future(cancel.wait())
+    try:
+        await asyncio.wait({stepping, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (stepping, waiting):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    if not stepping.cancelled() and stepping.done():
+        stepping.result()  # the step's own exception, if any
+        return
+    raise _Cancelled
+
+
+def _optimizer(job: OptimizeJob, metric: Callable[..., Any]) -> Any:
+    """The job's optimizer: its knobs, with the job's seed, limits and metric where it takes them."""
+    cls = optimizer_class(job.optimizer)
+    offered = {
+        "metric": metric,
+        "seed": job.seed,
+        "max_errors": job.max_errors,
+        "max_lm_calls": job.max_lm_calls,
+        "max_cost_usd": job.max_cost_usd,
+    }
+    accepted = inspect.signature(cls.__init__).parameters
+    knobs = {k: v for k, v in offered.items() if k in accepted and v is not None}
+    return cls(**{**knobs, **job.knobs})
+
+
+def _trials(run: OptimizerRun) -> list[TrialRecord]:
+    return [TrialRecord(**trial.as_trial_record()) for trial in run.history.trials]
+
+
+def _usage(run: OptimizerRun) -> UsageRecord:
+    return UsageRecord(**run.history.usage.model_dump())
+
+
+def _decode_job(message: Message) -> Any:
+    return decode(message.value(), JobMessage)

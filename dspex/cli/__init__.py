@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from dspex.cli import dashboard, demo, dev, dlq, jobs, schemas, simlm, topics, worker
+from dspex.cli import dashboard, demo, dev, dlq, jobs, optimize, schemas, simlm, topics, worker
 from dspex.errors import DspexError
 
 __all__ = ["app", "main"]
@@ -26,7 +26,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for _module in (demo, dev, schemas, topics, worker, jobs, dlq, dashboard, simlm):
+for _module in (demo, dev, schemas, topics, worker, jobs, optimize, dlq, dashboard, simlm):
     _module.register(app)
 
 

@@ -32,7 +32,7 @@ from dspex.serialization import load
 from dspex.settings import context
 from dspex.streams.config import DEFAULT_BOOTSTRAP, KafkaSettings
 
-__all__ = ["ALIVE_AFTER_S", "read_dataset", "register"]
+__all__ = ["ALIVE_AFTER_S", "client_for", "load_program", "read_dataset", "register", "split_inputs"]
 
 ALIVE_AFTER_S = 30.0
 """A worker whose last heartbeat is older than this is shown as not alive."""
@@ -72,7 +72,7 @@ def _example(path: Path, number: int, line: str, inputs: list[str]) -> Example:
     return Example(row).with_inputs(*inputs)
 
 
-def _split_inputs(inputs: str) -> list[str]:
+def split_inputs(inputs: str) -> list[str]:
     names = [name.strip() for name in inputs.split(",") if name.strip()]
     if not names:
         raise typer.BadParameter(
@@ -81,7 +81,7 @@ def _split_inputs(inputs: str) -> list[str]:
     return names
 
 
-def _program(path: Path, allow_modules: list[str] | None) -> Module:
+def load_program(path: Path, allow_modules: list[str] | None) -> Module:
     try:
         return load(path, allow_modules=allow_modules)
     except (OSError, DspexError) as exc:
@@ -89,7 +89,7 @@ def _program(path: Path, allow_modules: list[str] | None) -> Module:
 
 
 @contextmanager
-def _client(bootstrap: str, prefix: str, **policy: Any) -> Iterator[Client]:
+def client_for(bootstrap: str, prefix: str, **policy: Any) -> Iterator[Client]:
     settings = KafkaSettings.from_env(os.environ, bootstrap_servers=bootstrap)
     probe_or_exit(settings)
     try:
@@ -148,19 +148,19 @@ def eval_command(
     Everything is checked before anything is submitted: a dataset line that is not JSON or lacks
     an input field, or an unknown metric, exits 1 naming the file and line (or the metric).
     """
-    fields = _split_inputs(inputs)
+    fields = split_inputs(inputs)
     try:
         devset = read_dataset(data, fields)
         resolve_metric(metric, allow_modules=allow_module)
         context_lm = None if lm is None else LM(lm, api_base=api_base, api_key_env=api_key_env)
     except DspexError as exc:
         fail(str(exc))
-    module = _program(program, allow_module)
+    module = load_program(program, allow_module)
     options: dict[str, Any] = {
         "name": name or program.stem, "failure_score": failure_score, "max_errors": max_errors,
         "max_cost_usd": max_cost,
     }  # fmt: skip
-    with _client(bootstrap, prefix, allow_modules=allow_module) as client, context(lm=context_lm):
+    with client_for(bootstrap, prefix, allow_modules=allow_module) as client, context(lm=context_lm):
         if not wait:
             job_id = client.evaluate(module, devset, metric, wait=False, **options)
             typer.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
@@ -197,7 +197,7 @@ def status_command(
 ) -> None:
     """Show one job (state, progress, per-candidate scores), or every job, the workers alive and the
     lag of each worker group."""
-    with _client(bootstrap, prefix) as client:
+    with client_for(bootstrap, prefix) as client:
         if job is not None:
             status = client.status(job)
             if status is None:
@@ -281,7 +281,7 @@ def results_command(
     prefix: PrefixOption = DEFAULT_PREFIX,
 ) -> None:
     """Print a job's per-example results (the first score per candidate and example wins)."""
-    with _client(bootstrap, prefix) as client:
+    with client_for(bootstrap, prefix) as client:
         records = client.results(job)
         if not records and client.status(job) is None:
             fail(f"no job {job} on {client.registry.name('status')}")
@@ -333,7 +333,7 @@ def cancel_command(
     prefix: PrefixOption = DEFAULT_PREFIX,
 ) -> None:
     """Stop a job: workers skip its remaining tasks and its status becomes cancelled."""
-    with _client(bootstrap, prefix) as client:
+    with client_for(bootstrap, prefix) as client:
         status = client.status(job)
         if status is not None and status.finished:
             typer.echo(f"job {job} already {status.state}; nothing to cancel")

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,8 @@ class LocalStack:
 
     def _environment(self) -> dict[str, str]:
         environment = dict(os.environ)
+        # a worker that dies of a signal leaves a Python traceback of every thread in its log
+        environment.setdefault("PYTHONFAULTHANDLER", "1")
         environment.update(self.env or {})
         return environment
 
@@ -129,9 +132,22 @@ class LocalStack:
         return [w for w in self.workers if w.alive and (kind is None or w.kind == kind)]
 
     def stop_all(self) -> None:
-        """SIGTERM every worker, optimizers then predictors first, so that nothing waits on a stopped stage."""
-        order: dict[str, int] = {"optimize": 0, "predict": 1, "score": 2, "aggregate": 3}
-        for worker in sorted(self.workers, key=lambda w: order[w.kind]):
+        """SIGTERM every worker, optimizers then predictors first, so that nothing waits on a stopped stage.
+
+        The workers of one kind are signalled together: stopped one at a time, every departure
+        would make the others of the group rebalance (and drain) once more before their own turn.
+        """
+        for kind in ("optimize", "predict", "score", "aggregate"):
+            stopping = [w for w in self.workers if w.kind == kind and w.alive]
+            for worker in stopping:
+                worker.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            for worker in stopping:
+                try:
+                    worker.process.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+        for worker in self.workers:  # a kind not listed above, if one is ever added
             worker.stop()
 
     def __enter__(self) -> LocalStack:

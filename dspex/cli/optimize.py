@@ -1,0 +1,115 @@
+"""`dspex optimize`: an optimization on the cluster (`dspex worker optimize` runs it, checkpointing
+every step), from the shell. The best program is saved where `--output` says.
+
+Exit codes: 0 ok; 1 failed (no broker, a bad dataset line, an unknown optimizer, knob or metric, an
+optimization that failed or was cancelled), with the reason on stderr; 2 bad usage (typer).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail
+from dspex.cli.jobs import client_for, load_program, read_dataset, split_inputs
+from dspex.errors import DspexError
+from dspex.lm import LM
+from dspex.metrics import resolve_metric
+from dspex.primitives import Module
+from dspex.settings import context
+from dspex.streams.config import DEFAULT_BOOTSTRAP
+
+__all__ = ["register"]
+
+_EPILOG = (
+    "Example: dspex optimize examples/arithmetic/program.json train.jsonl --valset val.jsonl "
+    "--inputs question --optimizer bootstrap-rs --metric numeric_equal:answer "
+    "--knob num_candidate_programs=8 --output best.json"
+)
+
+
+def parse_knobs(knobs: list[str] | None) -> dict[str, Any]:
+    """``name=value`` pairs; values are read as JSON when they parse (8, 0.5, true), else as text."""
+    parsed: dict[str, Any] = {}
+    for knob in knobs or []:
+        name, sep, value = knob.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"expected NAME=VALUE, got {knob!r}", param_hint="--knob")
+        try:
+            parsed[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[name.strip()] = value
+    return parsed
+
+
+def optimize_command(
+    program: Annotated[Path, typer.Argument(metavar="PROGRAM.json", help="The student program.")],
+    trainset: Annotated[Path, typer.Argument(metavar="TRAIN.jsonl", help="One JSON object per line.")],
+    inputs: Annotated[str, typer.Option("--inputs", help="Input fields, comma-separated.")],
+    metric: Annotated[str, typer.Option("--metric", help="A built-in (exact_match:answer) or pkg.mod:fn.")],
+    valset: Annotated[Path | None, typer.Option("--valset", help="Validation JSONL.")] = None,
+    optimizer: Annotated[
+        str, typer.Option("--optimizer", help="bootstrap-rs, bootstrap, ...")
+    ] = "bootstrap-rs",
+    knob: Annotated[list[str] | None, typer.Option("--knob", help="Optimizer knob NAME=VALUE.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the search.")] = None,
+    max_lm_calls: Annotated[int | None, typer.Option("--max-lm-calls", min=1, help="LM call budget.")] = None,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", min=0, help="USD budget.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Save the best program here.")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow it until it ends.")] = True,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=0, help="Stop waiting after S s.")] = None,
+    lm: Annotated[str | None, typer.Option("--lm", metavar="PROVIDER/MODEL", help="LM of the run.")] = None,
+    api_base: Annotated[str | None, typer.Option("--api-base", help="API base of --lm.")] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option("--api-key-env", help="Variable holding its key.")
+    ] = None,
+    allow_module: Annotated[list[str] | None, typer.Option("--allow-module", help="Allowed code.")] = None,
+    bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
+    prefix: PrefixOption = DEFAULT_PREFIX,
+) -> None:
+    """Optimize a saved program on the cluster; checkpointed every step, resumed after a crash."""
+    fields = split_inputs(inputs)
+    knobs = parse_knobs(knob)
+    try:
+        train = read_dataset(trainset, fields)
+        val = None if valset is None else read_dataset(valset, fields)
+        resolve_metric(metric, allow_modules=allow_module)
+        run_lm = None if lm is None else LM(lm, api_base=api_base, api_key_env=api_key_env)
+    except DspexError as exc:
+        fail(str(exc))
+    student = load_program(program, allow_module)
+    limits: dict[str, Any] = {"name": program.stem, "seed": seed, "max_lm_calls": max_lm_calls,
+                              "max_cost_usd": max_cost}  # fmt: skip
+    limits = {key: value for key, value in limits.items() if value is not None}
+    with client_for(bootstrap, prefix, allow_modules=allow_module) as client, context(lm=run_lm):
+        result = client.optimize(
+            student,
+            train,
+            val,
+            metric,
+            optimizer=optimizer,
+            knobs=knobs,
+            wait=wait,
+            timeout=timeout,
+            **limits,
+        )
+    if isinstance(result, Module):
+        _save(result, output)
+    else:
+        typer.echo(result)  # the job id, with --no-wait
+
+
+def _save(best: Module, output: Path | None) -> None:
+    if output is None:
+        typer.echo(json.dumps(best.dump(), indent=2))
+    else:
+        best.save(output)
+        typer.echo(f"saved the best program to {output}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `dspex optimize` to the root command."""
+    app.command("optimize", epilog=_EPILOG)(optimize_command)

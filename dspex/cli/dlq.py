@@ -32,6 +32,7 @@ from rich.table import Table
 from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail, probe_or_exit
 from dspex.errors import ConfigurationError, KafkaError, SchemaError
 from dspex.schemas import DeadLetter, decode
+from dspex.streams.admin import retry_while_leaders_settle
 from dspex.streams.config import DEFAULT_BOOTSTRAP, KafkaSettings, client_config
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.topics import TopicRegistry
@@ -110,7 +111,10 @@ def _read_all(consumer: Consumer, topic: str, timeout: float) -> list[StoredLett
 
 
 def _end_offset(consumer: Consumer, topic: str, partition: int, timeout: float) -> int:
-    return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)[1])
+    where = TopicPartition(topic, partition)
+    return int(
+        retry_while_leaders_settle(lambda: consumer.get_watermark_offsets(where, timeout=timeout), timeout)[1]
+    )
 
 
 def _stored(partition: int, offset: int, value: bytes | None) -> list[StoredLetter]:

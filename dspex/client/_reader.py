@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from confluent_kafka import KafkaError as RawKafkaError
 
 from dspex.errors import BrokerUnavailableError, KafkaError, TopicError
+from dspex.streams.admin import retry_while_leaders_settle
 from dspex.streams.config import KafkaSettings, client_config
 from dspex.streams.partitioner import partition_for
 
@@ -78,7 +79,9 @@ class PartitionReader:
         """The first offset whose record is no older than ``timestamp_ms`` (the end if none is)."""
         request = [TopicPartition(self.topic, partition, timestamp_ms)]
         try:
-            found = self._consumer.offsets_for_times(request, timeout=self.timeout)
+            found = retry_while_leaders_settle(
+                lambda: self._consumer.offsets_for_times(request, timeout=self.timeout), self.timeout
+            )
         except KafkaException as exc:
             raise KafkaError(f"could not look up offsets of {self.topic}: {exc}", topic=self.topic) from exc
         offset = found[0].offset
@@ -125,9 +128,10 @@ class PartitionReader:
         return False
 
     def _watermarks(self, partition: int) -> tuple[int, int]:
+        where = TopicPartition(self.topic, partition)
         try:
-            low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, partition), timeout=self.timeout
+            low, high = retry_while_leaders_settle(
+                lambda: self._consumer.get_watermark_offsets(where, timeout=self.timeout), self.timeout
             )
         except KafkaException as exc:
             raise KafkaError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ __all__ = [
     "ensure_topics",
     "group_lag",
     "probe",
+    "retry_while_leaders_settle",
 ]
 
 logger = logging.getLogger(__name__)
@@ -194,16 +195,7 @@ class KafkaAdmin:
         return pairs
 
     def _list_offsets(self, partitions: list[tuple[str, int]], spec: Any) -> dict[tuple[str, int], int]:
-        # A partition whose leader was elected moments ago answers NOT_LEADER for a short while:
-        # retry such retriable answers until the timeout instead of failing a status query.
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                return self._list_offsets_once(partitions, spec)
-            except KafkaError as exc:
-                if not _retriable(exc) or time.monotonic() > deadline:
-                    raise
-            time.sleep(0.1)
+        return retry_while_leaders_settle(lambda: self._list_offsets_once(partitions, spec), self.timeout)
 
     def _list_offsets_once(self, partitions: list[tuple[str, int]], spec: Any) -> dict[tuple[str, int], int]:
         request = {TopicPartition(topic, partition): spec for topic, partition in partitions}
@@ -313,8 +305,24 @@ def _has_leaders(topic: Any) -> bool:
     return all(partition.leader >= 0 for partition in topic.partitions.values())
 
 
-def _retriable(exc: KafkaError) -> bool:
-    cause = exc.__cause__
+def retry_while_leaders_settle(call: Callable[[], T], timeout: float) -> T:
+    """``call()``, retried for up to ``timeout`` s while Kafka answers with a retriable error.
+
+    A partition whose leader was elected moments ago (a topic just created, a broker just back)
+    answers NOT_LEADER for a short while; an offsets query then deserves another try, not a failure.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except (KafkaException, KafkaError) as exc:
+            if not _retriable(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def _retriable(exc: KafkaException | KafkaError) -> bool:
+    cause = exc if isinstance(exc, KafkaException) else exc.__cause__
     if isinstance(cause, KafkaException) and cause.args and isinstance(cause.args[0], RawKafkaError):
         error = cause.args[0]
         return bool(error.retriable()) or error.code() in _LEADERSHIP_CODES

@@ -35,7 +35,8 @@ def _on_failure(node: pytest.Item, report: Callable[[], str]) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
     if report.failed:
-        for index, describe in enumerate(item.stash.get(_REPORTS, [])):
+        reports = item.stash.get(_REPORTS, [])
+        for index, describe in enumerate(reports):
             report.sections.append((f"e2e state {index + 1}", describe()))
     return report
 

@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from dspex.client import Client
 from dspex.dev.stack import LocalStack, WorkerKind, WorkerProcess
-from dspex.errors import KafkaError
+from dspex.errors import DspexError, KafkaError
 from dspex.evaluate import Evaluate, EvaluationResult
 from dspex.lm import LM
 from dspex.metrics import metric_from_name
@@ -78,7 +78,7 @@ def sim_lm(sim: SimulatedLMServer, cache_dir: Path, **options: Any) -> LM:
 
 
 def wait_for(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     timeout: float,
     what: str,
     *,
@@ -94,7 +94,7 @@ def wait_for(
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
-        found: T | None = None
+        found = None
         try:
             found = condition()
         except tolerate as exc:
@@ -145,7 +145,7 @@ def per_example(result: EvaluationResult) -> list[tuple[int, float, dict[str, An
 def sim_report(sim: SimulatedLMServer) -> str:
     try:
         stats = sim.control.stats()
-    except Exception as exc:
+    except DspexError as exc:  # a report written for a failure: say what went wrong instead
         return f"simulated LM at {sim.base_url}: stats unavailable ({exc})"
     shown = {k: v for k, v in stats.items() if k != "config"}
     return f"simulated LM at {sim.base_url}: {shown}"
@@ -325,7 +325,7 @@ class Pipeline:
         """The job's terminal status (AssertionError with the worker logs when it does not come)."""
         try:
             status = self.client.wait(job_id, timeout=JOB_TIMEOUT_S)
-        except Exception as exc:
+        except DspexError as exc:
             raise AssertionError(f"job {job_id} did not finish: {exc}\n{self.report()}") from exc
         return cast(JobStatus, status)
 

@@ -16,12 +16,15 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from e2e_pipeline import METRIC, Pipeline, cot_program, devset, local_evaluate, read_topic, sim_lm, wait_quiet
+from pydantic import BaseModel
 
 from dspex.client._submit import Limits, Policy, build_submission
 from dspex.errors import JobError
+from dspex.lm import LM
 from dspex.schemas import DLQ_REASON_UNDECODABLE, DeadLetter, decode
 from dspex.settings import context
 from dspex.streams.serde import to_record
+from dspex.streams.topics import TopicRole
 from dspex.testing import SimulatedLMServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -30,7 +33,7 @@ SimFactory = Callable[..., SimulatedLMServer]
 GARBAGE = b"\xff\x00 not a task {"
 
 
-def publish_with_a_corrupt_task(pipeline: Pipeline, n: int, corrupt: int, lm: object) -> tuple[str, str]:
+def publish_with_a_corrupt_task(pipeline: Pipeline, n: int, corrupt: int, lm: LM) -> tuple[str, str]:
     """Publish a job of ``n`` examples as the client would, except that the task of example
     ``corrupt`` goes out as garbage bytes under that task's own key and headers.
 
@@ -39,18 +42,24 @@ def publish_with_a_corrupt_task(pipeline: Pipeline, n: int, corrupt: int, lm: ob
     with context(lm=lm):
         submission = build_submission([cot_program()], devset(n), METRIC, policy=Policy(), limits=Limits())
     producer = Producer(pipeline.settings.confluent())
-    for role, models in (("candidates", submission.specs), ("jobs", [submission.job])):
-        for model in models:
-            record = to_record(model, role=role)
-            producer.produce(pipeline.registry.name(role), record.value, record.key, headers=record.headers)
+
+    def send(role: TopicRole, model: BaseModel, value: bytes | None = None) -> None:
+        record = to_record(model, role=role)
+        headers: list[tuple[str, str | bytes | None]] = list(record.headers)
+        topic = pipeline.registry.name(role)
+        producer.produce(topic, record.value if value is None else value, record.key, headers=headers)
+
+    for spec in submission.specs:
+        send("candidates", spec)
+    send("jobs", submission.job)
     producer.flush(30)  # the program and the job before any task, as the client does
     task_id = ""
     for task in submission.tasks():
-        record = to_record(task, role="tasks")
-        value = record.value
         if task.example_index == corrupt:
-            value, task_id = GARBAGE, task.task_id
-        producer.produce(pipeline.registry.name("tasks"), value, record.key, headers=record.headers)
+            send("tasks", task, GARBAGE)
+            task_id = task.task_id
+        else:
+            send("tasks", task)
     assert producer.flush(30) == 0
     return submission.job.job_id, task_id
 

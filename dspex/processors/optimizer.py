@@ -36,6 +36,7 @@ from confluent_kafka import Message
 from dspex.client import Client
 from dspex.errors import ConfigurationError, DspexError, MetricError
 from dspex.metrics import metric_from_spec, resolve_metric
+from dspex.observability import metrics as prometheus
 from dspex.optimizers import KafkaExecutor, OptimizerRun, optimizer_class
 from dspex.primitives import Example
 from dspex.processors.candidates import CandidateCache
@@ -203,6 +204,9 @@ class OptimizeCoordinator(Worker):
             usage=_usage(run),
         )
         await self.produce("optimizer-state", checkpoint)  # acknowledged before anything else
+        prometheus.optimizer_step(job.optimizer)
+        if history.best_score is not None:
+            prometheus.optimizer_best_score(job.job_id, history.best_score)
         await self._publish_best(job, run)
         await self._publish(job, run, "running", started)
 
@@ -246,6 +250,8 @@ class OptimizeCoordinator(Worker):
             reason=reason,
         )
         await self.produce("status", status)
+        if terminal:
+            prometheus.optimizer_ended(job.job_id)  # per-job series only while the job runs
 
     async def _publish_final(self, job: OptimizeJob, run: OptimizerRun) -> None:
         program = dump_program(run.result())

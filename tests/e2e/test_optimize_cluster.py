@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pytest
 from e2e_pipeline import (
     JOB_TIMEOUT_S,
@@ -149,6 +150,11 @@ def test_cluster_optimization_equals_local(
     assert status.steps == reference.trials  # the same trials, scores and history, step by step
     assert status.best_score is not None and status.best_score > zero_shot_score(status.steps)
     assert [c.step for c in checkpoints(pipeline, status.job_id)] == [1, 2, 3]
+    # the optimize worker's /metrics counted the steps and dropped the job's series when it ended
+    worker = pipeline.heartbeats()[pipeline.stack.alive("optimize")[0].name]
+    exposed = httpx.get(str(worker.metrics_url), timeout=10).text
+    assert 'dspex_optimizer_steps_total{optimizer="bootstrap-rs"} 3.0' in exposed
+    assert f'dspex_job="{status.job_id}"' not in exposed
 
 
 def test_optimize_worker_killed_resumes_from_its_checkpoint(

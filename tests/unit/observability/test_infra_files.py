@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[3]
@@ -59,7 +58,10 @@ def test_docker_compose_config_accepts_the_file_where_docker_compose_exists() ->
     docker = shutil.which("docker")
     probe = subprocess.run([docker, "compose", "version"], capture_output=True) if docker else None
     if docker is None or probe is None or probe.returncode != 0:
-        pytest.skip("no `docker compose` here; the structural checks below validate the file")
+        # No compose plugin on this machine (the "else a schema check"): the structural
+        # checks of the compose format stand in for `docker compose config`, so nothing is skipped.
+        test_compose_file_has_the_structure_of_the_compose_format()
+        return
     result = subprocess.run(
         [docker, "compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True
     )

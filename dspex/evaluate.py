@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dspex._parallel import DEFAULT_CONCURRENCY, resolve_concurrency
 from dspex._sync import run_in_thread, run_sync
 from dspex.errors import ConfigurationError, InputError, LMError
 from dspex.lm.usage import Usage, UsageTracker, track_usage
@@ -48,8 +49,6 @@ from dspex.primitives import Example, Prediction
 __all__ = ["DEFAULT_CONCURRENCY", "Evaluate", "EvaluationResult", "ExampleResult"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_CONCURRENCY = 64
 
 
 # --------------------------------------------------------------------------- results
@@ -230,19 +229,6 @@ class _Config:
 _OVERRIDABLE = frozenset(_Config.__dataclass_fields__) | {"num_threads"}
 
 
-def _concurrency(concurrency: int | None, num_threads: int | None) -> int:
-    if concurrency is not None and num_threads is not None and concurrency != num_threads:
-        raise ConfigurationError(
-            f"concurrency={concurrency} and num_threads={num_threads} disagree; num_threads is DSPy's "
-            "name for concurrency: pass one of them"
-        )
-    value = concurrency if concurrency is not None else num_threads
-    value = DEFAULT_CONCURRENCY if value is None else value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"concurrency must be a positive integer, got {value!r}")
-    return value
-
-
 def _check(config: _Config) -> _Config:
     if not config.devset:
         raise ConfigurationError("devset is empty: Evaluate needs at least one example")
@@ -278,7 +264,7 @@ class Evaluate:
             _Config(
                 devset=list(devset),
                 metric=resolve_metric(metric),
-                concurrency=_concurrency(concurrency, num_threads),
+                concurrency=resolve_concurrency(concurrency, num_threads),
                 max_errors=max_errors,
                 failure_score=float(failure_score),
                 display_progress=display_progress,
@@ -321,7 +307,7 @@ class Evaluate:
             )
         changes = dict(overrides)
         if "concurrency" in changes or "num_threads" in changes:
-            changes["concurrency"] = _concurrency(
+            changes["concurrency"] = resolve_concurrency(
                 changes.get("concurrency"), changes.pop("num_threads", None)
             )
         if "metric" in changes:

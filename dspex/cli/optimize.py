@@ -94,6 +94,7 @@ def optimize_command(
             knobs=knobs,
             wait=wait,
             timeout=timeout,
+            display_progress=True,
             **limits,
         )
     if isinstance(result, Module):

@@ -263,6 +263,7 @@ class Client:
         knobs: Mapping[str, Any] | None = None,
         wait: bool = True,
         timeout: float | None = None,
+        display_progress: bool = False,
         **limits: Any,
     ) -> Module | str:
         """Async form of :meth:`optimize`. ``limits``: name, seed, max_lm_calls, max_cost_usd,
@@ -274,7 +275,9 @@ class Client:
         await _optimize.submit_optimize(self._get_producer(), self.registry, spec, job)
         if not wait:
             return job.job_id
-        status = await _optimize.wait_optimize(self.settings, self.registry, job.job_id, timeout=timeout)
+        status = await _optimize.wait_optimize(
+            self.settings, self.registry, job.job_id, timeout=timeout, display_progress=display_progress
+        )
         return await _optimize.fetch_program(
             self.settings, self.registry, status, allow_modules=self.policy.allow_modules
         )

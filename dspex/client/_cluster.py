@@ -20,7 +20,7 @@ from dspex.client._progress import JobProgress
 from dspex.client._reader import AsyncPartitionReader, PartitionReader, keyed
 from dspex.client._results import dedupe
 from dspex.errors import JobError, SchemaError, TopicError
-from dspex.schemas import JobStatus, ScoreRecord, StatusMessage, WorkerHeartbeat, decode
+from dspex.schemas import JobStatus, OptimizeStatus, ScoreRecord, StatusMessage, WorkerHeartbeat, decode
 from dspex.streams.admin import GroupLag, KafkaAdmin
 from dspex.streams.config import KafkaSettings
 from dspex.streams.topics import TopicRegistry
@@ -110,6 +110,8 @@ async def follow_status(settings: KafkaSettings, registry: TopicRegistry, follow
                     latest = _decode_status(value) or latest
                     if isinstance(latest, JobStatus):
                         bar.update(latest)
+                    elif isinstance(latest, OptimizeStatus):
+                        bar.update_optimization(latest)
     return latest
 
 

@@ -99,10 +99,18 @@ async def submit_optimize(
 
 
 async def wait_optimize(
-    settings: KafkaSettings, registry: TopicRegistry, job_id: str, *, timeout: float | None = None
+    settings: KafkaSettings,
+    registry: TopicRegistry,
+    job_id: str,
+    *,
+    timeout: float | None = None,
+    display_progress: bool = False,
 ) -> OptimizeStatus:
     """The optimization's terminal status; JobError unless it completed."""
-    status = await follow_status(settings, registry, Follow(job_id, timeout=timeout))
+    follow = Follow(
+        job_id, timeout=timeout, display_progress=display_progress, label=f"optimize {job_id[:12]}"
+    )
+    status = await follow_status(settings, registry, follow)
     if not isinstance(status, OptimizeStatus):
         raise JobError(f"job {job_id} is not an optimization", job_id=job_id, state=status.state)
     if status.state != "completed":

@@ -7,7 +7,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from dspex.schemas import JobStatus
+from dspex.schemas import JobStatus, OptimizeStatus
 
 __all__ = ["JobProgress", "running_score"]
 
@@ -55,6 +55,24 @@ class JobProgress:
             tokens=status.usage.total_tokens,
             cost=status.usage.cost_usd,
             rate=status.done / elapsed if elapsed > 0 else 0.0,
+            state=status.state,
+        )
+
+    def update_optimization(self, status: OptimizeStatus) -> None:
+        """Show an optimization's ``status``: steps done, best score so far, tokens, cost."""
+        if self._bar is None:
+            return
+        elapsed = time.perf_counter() - self._started
+        steps = len(status.steps)
+        self._bar.update(
+            self._task,
+            completed=steps,
+            total=None,  # an optimizer's number of steps is not known up front
+            score=status.best_score or 0.0,
+            errors=0,
+            tokens=status.usage.total_tokens,
+            cost=status.usage.cost_usd,
+            rate=steps / elapsed if elapsed > 0 else 0.0,
             state=status.state,
         )
 

@@ -169,6 +169,15 @@ class PartitionResync:
             if not pending.give_up and now - pending.last_seek >= RETRY_S:
                 await self._seek(TP(*key), pending, now)
 
+    async def _seek_in_consumer_thread(self, tp: TP, offset: int) -> None:
+        # faust's `consumer.seek` calls aiokafka's seek from this thread while aiokafka fetches in
+        # its own: a fetch in flight then fails with KeyError and the worker crashes (seen in CI).
+        # `seek_wait` runs the seek in aiokafka's thread; the read offset is then reset as `seek`
+        # would, so that records from `offset` on are not dropped as already read.
+        consumer = self._app.consumer
+        await consumer.seek_wait({tp: offset})
+        consumer._read_offset[tp] = offset if offset else None
+
     async def _seek(self, tp: TP, pending: _Pending, now: float) -> None:
         pending.last_seek = now
         if pending.seeks >= MAX_SEEKS:
@@ -186,7 +195,7 @@ class PartitionResync:
         try:
             earliest = (await self._app.consumer.earliest_offsets(tp)).get(tp, 0)
             pending.floor = max(pending.floor, earliest or 0)
-            await self._app.consumer.seek(tp, max(pending.offset, pending.floor))
+            await self._seek_in_consumer_thread(tp, max(pending.offset, pending.floor))
         except KafkaError as exc:  # not assigned any more, or the broker is away: retried later
             logger.warning("could not seek %s[%s]: %s", tp.topic, tp.partition, exc)
             return

@@ -13,25 +13,12 @@ from dspex.processors.endpoints import EndpointOptions
 from dspex.processors.predictor import Predictor
 from dspex.processors.security import SecurityPolicy
 from dspex.schemas import LMSpec, PredictionRecord
-from dspex.streams.admin import ensure_topics
 from dspex.streams.config import KafkaSettings
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.topics import TopicRegistry
 from dspex.testing import SimulatedLMServer, arithmetic_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def settings(kafka_bootstrap: str) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=kafka_bootstrap, client_id="dspex-tests")
-
-
-@pytest.fixture
-def registry(settings: KafkaSettings, topic_prefix: str) -> TopicRegistry:
-    topics = TopicRegistry(topic_prefix, partitions={"tasks": 8})
-    ensure_topics(settings, topics)
-    return topics
 
 
 def _worker(settings: KafkaSettings, registry: TopicRegistry, base_url: str, **flow: object) -> Predictor:

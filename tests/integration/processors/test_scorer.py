@@ -23,7 +23,6 @@ from dspex.schemas import (
     ScoreRecord,
     Task,
 )
-from dspex.streams.admin import ensure_topics
 from dspex.streams.config import KafkaSettings
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.serde import to_record
@@ -31,18 +30,6 @@ from dspex.streams.topics import TopicRegistry
 from dspex.testing import SimulatedLMServer, arithmetic_dataset, arithmetic_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def settings(kafka_bootstrap: str) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=kafka_bootstrap, client_id="dspex-tests")
-
-
-@pytest.fixture
-def registry(settings: KafkaSettings, topic_prefix: str) -> TopicRegistry:
-    topics = TopicRegistry(topic_prefix, partitions={"tasks": 8})
-    ensure_topics(settings, topics)
-    return topics
 
 
 def options(registry: TopicRegistry, **changes: object) -> WorkerOptions:

@@ -122,7 +122,11 @@ def check_structure(student: Module, teacher: Module) -> None:
 
 @dataclass
 class StepCost:
-    """What a step reports: program runs made, and usage its results carry (for remote work)."""
+    """What a step reports: program runs made, and usage its results carry (for remote work).
+
+    ``reported`` is charged only when the executor runs remotely (``executor.remote``): in-process
+    calls are measured around the step, and a local executor's results carry those same calls.
+    """
 
     runs: int = 0
     reported: Usage = field(default_factory=Usage)
@@ -150,8 +154,9 @@ class OptimizerRun(ABC):
             return
         with track_usage() as tracker:
             cost = await self._step()
-        # In-process calls were measured here; a step that made none here ran remotely.
-        spent = tracker.usage if tracker.usage.lm_calls else cost.reported
+        # In-process calls (proposals, local runs) were measured here; remote workers' calls come
+        # back in the results. A cluster step may make both.
+        spent = tracker.usage + cost.reported if getattr(self.executor, "remote", False) else tracker.usage
         self.budget.charge(spent, runs=cost.runs)
         self.history.usage = self.budget.spent
         self.step_index += 1

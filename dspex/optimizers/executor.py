@@ -40,8 +40,9 @@ ROLLOUT_TEMPERATURE = 1.0
 class Executor(Protocol):
     """Where an optimizer's programs run.
 
-    Usage: the optimizer measures in-process LM calls itself (``track_usage`` around each step); when
-    a step made none here, it charges the usage the results report (calls made by remote workers).
+    Usage: the optimizer measures in-process LM calls itself (``track_usage`` around each step); an
+    executor whose ``remote`` attribute is true also has the usage its results report charged (calls
+    made by remote workers).
     """
 
     async def run(
@@ -131,6 +132,8 @@ class LocalExecutor:
     ``num_threads`` is accepted as DSPy's name for ``concurrency``.
     """
 
+    remote = False  # its programs' LM calls happen in this process (see OptimizerRun.step)
+
     def __init__(self, concurrency: int | None = None, *, num_threads: int | None = None) -> None:
         self.concurrency = resolve_concurrency(concurrency, num_threads)
 
@@ -196,6 +199,8 @@ class KafkaExecutor:
     not carry the per-example traces that bootstrapping turns into demos (the score records on the
     wire do; see the report to the coordinator). ``local`` is the executor used for it.
     """
+
+    remote = True  # evaluations' LM calls happen on workers; their usage comes back in the results
 
     def __init__(
         self,

@@ -33,7 +33,7 @@ PROPOSAL_ATTEMPTS = 2
 # What LMs wrap proposals in: a leading label ("Proposed Instruction:"), quotes, code fences.
 _LABEL = re.compile(r"^\s*(?:\*\*)?(?:proposed\s+)?(?:instruction|rule|advice)s?(?:\*\*)?\s*:\s*", re.I)
 _FENCE = re.compile(r"^```[a-z]*\s*|\s*```$")
-_QUOTES = "\"'“”‘’`"
+_QUOTES = "\"'`\u201c\u201d\u2018\u2019"
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,10 @@ _EXPORTS: dict[str, str] = {
     "KNNFewShot": "dspex.optimizers",
     "KNN": "dspex.optimizers",
     "Ensemble": "dspex.optimizers",
+    "COPRO": "dspex.optimizers",
+    "SIMBA": "dspex.optimizers",
     "LocalExecutor": "dspex.optimizers",
+    "MIPROv2": "dspex.optimizers",
     "EvaluationResult": "dspex.evaluate",
     "load": "dspex.serialization",
     "candidate_id": "dspex.serialization",
@@ -125,13 +128,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         majority,
     )
     from dspex.optimizers import (
+        COPRO,
         KNN,
+        SIMBA,
         BootstrapFewShot,
         BootstrapFewShotWithRandomSearch,
         Ensemble,
         KNNFewShot,
         LabeledFewShot,
         LocalExecutor,
+        MIPROv2,
     )
     from dspex.primitives import Example, Module, Prediction
     from dspex.serialization import candidate_id, load

@@ -17,17 +17,22 @@ from __future__ import annotations
 from dspex.optimizers._base import Optimizer, OptimizerRun
 from dspex.optimizers.bootstrap import BootstrapFewShot
 from dspex.optimizers.budget import Budget
+from dspex.optimizers.copro import COPRO
 from dspex.optimizers.ensemble import Ensemble, EnsembledProgram
 from dspex.optimizers.executor import Executor, KafkaExecutor, LocalExecutor
 from dspex.optimizers.history import History, Trial
 from dspex.optimizers.knn import KNN, KNNFewShot, KNNFewShotProgram
 from dspex.optimizers.labeled import LabeledFewShot
+from dspex.optimizers.mipro import MIPROv2
 from dspex.optimizers.random_search import BootstrapFewShotWithRandomSearch
 from dspex.optimizers.registry import OPTIMIZERS, optimizer_class, optimizer_from_name
+from dspex.optimizers.simba import SIMBA
 
 __all__ = [
+    "COPRO",
     "KNN",
     "OPTIMIZERS",
+    "SIMBA",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "Budget",
@@ -40,6 +45,7 @@ __all__ = [
     "KafkaExecutor",
     "LabeledFewShot",
     "LocalExecutor",
+    "MIPROv2",
     "Optimizer",
     "OptimizerRun",
     "Trial",

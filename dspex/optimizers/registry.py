@@ -12,10 +12,13 @@ from typing import Any
 from dspex.errors import ConfigurationError
 from dspex.optimizers._base import Optimizer
 from dspex.optimizers.bootstrap import BootstrapFewShot
+from dspex.optimizers.copro import COPRO
 from dspex.optimizers.ensemble import Ensemble
 from dspex.optimizers.knn import KNNFewShot
 from dspex.optimizers.labeled import LabeledFewShot
+from dspex.optimizers.mipro import MIPROv2
 from dspex.optimizers.random_search import BootstrapFewShotWithRandomSearch
+from dspex.optimizers.simba import SIMBA
 
 __all__ = ["OPTIMIZERS", "optimizer_class", "optimizer_from_name"]
 
@@ -26,6 +29,9 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "bootstrap-rs": BootstrapFewShotWithRandomSearch,
     "knn": KNNFewShot,
     "ensemble": Ensemble,
+    "simba": SIMBA,
+    "copro": COPRO,
+    "mipro": MIPROv2,
 }
 _BY_CLASS_NAME = {cls.__name__: cls for cls in OPTIMIZERS.values()}
 

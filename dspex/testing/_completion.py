@@ -10,7 +10,7 @@ from typing import Any
 
 from dspex.ids import content_id
 from dspex.testing._prompt import message_text, read_prompt
-from dspex.testing._respond import compose_answer
+from dspex.testing._respond import compose_answer, garbled
 
 __all__ = ["Completion", "build_completion", "estimate_tokens", "request_hash"]
 
@@ -57,17 +57,20 @@ def _choice(index: int, content: str, max_tokens: Any) -> tuple[dict[str, Any], 
     return {"index": index, "message": message, "finish_reason": finish, "logprobs": None}, tokens
 
 
-def build_completion(body: Mapping[str, Any]) -> Completion:
-    """Answer a validated chat request body (model and a non-empty messages list are present)."""
+def build_completion(
+    body: Mapping[str, Any], *, garble: float = 0.0, garble_fields: str | None = None
+) -> Completion:
+    """Answer a validated chat request body (model and a non-empty messages list are present).
+
+    ``garble`` / ``garble_fields``: the server's knobs of the same names (see :func:`garbled`)."""
     messages = body["messages"]
     texts = [message_text(m.get("content")) for m in messages]
     view = read_prompt(messages, body.get("response_format"))
     digest = request_hash(body)
     n = body["n"] if isinstance(body.get("n"), int) and body["n"] > 1 else 1
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    answers = [
-        compose_answer(view, digest if i == 0 else content_id({"h": digest, "i": i})) for i in range(n)
-    ]
+    hashes = [digest if i == 0 else content_id({"h": digest, "i": i}) for i in range(n)]
+    answers = [garbled(compose_answer(view, h), view, h, garble, garble_fields) for h in hashes]
     built = [_choice(i, a.content, max_tokens) for i, a in enumerate(answers)]
     prompt_tokens = estimate_tokens(sum(len(t) for t in texts))
     completion_tokens = sum(tokens for _, tokens in built)

@@ -2,7 +2,8 @@
 
 Every value is a function of the request's content id (``request_hash``, 32 hex digits), so the same
 request always gets the same answer. Digits 0-12 decide whether an arithmetic answer is correct,
-13-20 how a wrong one misses, and each other field mixes its name into digits 21-28.
+13-20 how a wrong one misses, each other field mixes its name into digits 21-28, and digits 29-31
+decide whether a ``garble`` knob turns the answer into text no adapter can parse.
 
 Fields the task does not know get a value of their declared type: ``reasoning`` a short worked
 text, a field whose name mentions ``instruction`` a proposed instruction (which sometimes carries the
@@ -19,8 +20,9 @@ Agents and feedback:
   ``plus``, ``sub``/``minus``, ``mul``/``times``/``product``) with the two numbers as its first two
   arguments; once the trajectory holds a call, or when no tool fits, it calls ``finish``.
 - A request whose trajectory holds a numeric observation answers with that number (tools are trusted).
-- A dict output named ``advice`` (Refine's feedback) next to a ``module_names`` input gets one piece of
-  advice per module name.
+- A dict output named ``advice`` (Refine's feedback, SIMBA's rules) next to a ``module_names`` input
+  gets one piece of advice per module name, which carries each bonus phrase as often as a proposed
+  instruction does.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 from dspex.testing._prompt import FieldDecl, PromptView, ToolDecl, answer_field, tool_calls
 from dspex.testing.task import Question, accuracy, instruction_phrases_in, near_miss
 
-__all__ = ["Answer", "compose_answer", "hash_fraction"]
+__all__ = ["Answer", "compose_answer", "garbled", "hash_fraction"]
 
 _LITERAL_OPTION = re.compile(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"")
 _OPENERS = (
@@ -43,6 +45,8 @@ _OPENERS = (
     "Solve the math problem",
     "Work out the value of the expression",
 )
+# percent chance that a proposed instruction or advice carries each bonus phrase
+_BONUS_CHANCE = 35
 _CLOSERS = ("", " Give only the final number as the answer.", " Reply with a single integer.")
 _REACT_OUTPUTS = ("next_thought", "next_tool_name", "next_tool_args")
 _FINISH = "finish"
@@ -71,9 +75,16 @@ def _draw(request_hash: str, name: str) -> int:
     return int(request_hash[21:29], 16) ^ zlib.crc32(name.encode("utf-8"))
 
 
+def _bonus_phrases(draw: int) -> tuple[bool, bool]:
+    """Whether a proposed text carries "step by step" and "double-check": each with probability
+    ``_BONUS_CHANCE`` percent, from separate bits of the draw."""
+    return draw % 100 < _BONUS_CHANCE, (draw >> 7) % 100 < _BONUS_CHANCE
+
+
 def _proposed_instruction(draw: int) -> str:
-    step = " step by step" if draw % 100 < 35 else ""
-    check = " Double-check the arithmetic before answering." if (draw >> 7) % 100 < 35 else ""
+    has_step, has_check = _bonus_phrases(draw)
+    step = " step by step" if has_step else ""
+    check = " Double-check the arithmetic before answering." if has_check else ""
     opener = _OPENERS[(draw >> 14) % len(_OPENERS)]
     return f"{opener}{step}.{check}{_CLOSERS[(draw >> 17) % len(_CLOSERS)]}"
 
@@ -160,10 +171,16 @@ def _advice(view: PromptView, draw: int) -> dict[str, str] | None:
         return None
     if not isinstance(names, list):
         return None
-    return {
-        str(name): f"Recompute the answer and check it before replying (simulated advice {draw % 10000:04d})."
-        for name in names
-    }
+    return {str(name): _advice_text(draw) for name in names}
+
+
+def _advice_text(draw: int) -> str:
+    # like a proposed instruction, it sometimes carries the bonus phrases, so that a rule SIMBA
+    # appends to the instructions can matter (Refine's hints go to the inputs, where they do not)
+    has_step, has_check = _bonus_phrases(draw)
+    step = " step by step" if has_step else ""
+    check = "double-check" if has_check else "check"
+    return f"Recompute the answer{step} and {check} it before replying (simulated advice {draw % 10000:04d})."
 
 
 def _tool_for(question: Question, tools: tuple[ToolDecl, ...]) -> ToolDecl | None:
@@ -292,3 +309,23 @@ def compose_answer(view: PromptView, request_hash: str) -> Answer:
     if view.json_mode:
         return Answer(json.dumps(values, ensure_ascii=False), correct)
     return Answer(_render_chat(values), correct)
+
+
+def _garble_applies(view: PromptView, fields: str | None) -> bool:
+    if fields is None:
+        return True
+    outputs = view.system.outputs if view.system else ()
+    return any(fields in decl.name for decl in outputs)
+
+
+def garbled(
+    answer: Answer, view: PromptView, request_hash: str, fraction: float, fields: str | None
+) -> Answer:
+    """``answer``, or for a ``fraction`` of requests (hash digits 29-31, so reproducible) prose in no
+    adapter's format: no ``[[ ## name ## ]]`` sections, no JSON object. ``fields`` limits it to
+    signatures with an output field whose name contains that text (e.g. ``"instruction"``: only
+    proposals of instruction optimizers come back unparseable)."""
+    if fraction <= 0 or hash_fraction(request_hash, 29, 3) >= fraction or not _garble_applies(view, fields):
+        return answer
+    text = f"Sorry, I lost track of the format here (simulated garbled answer {request_hash[:8]})."
+    return Answer(text, None if answer.correct is None else False)

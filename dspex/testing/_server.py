@@ -62,6 +62,16 @@ class SimLMConfig(BaseModel):
     )
     seed: int = Field(default=0, description="seeds the fault and jitter draws (answers never depend on it)")
     log_size: int = Field(default=10_000, ge=0, description="how many requests /admin/requests remembers")
+    garble: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="fraction of answers in no adapter's format (from the request hash)",
+    )
+    garble_fields: str | None = Field(
+        default=None,
+        description="garble only answers to signatures with an output field name containing this",
+    )
 
     def updated(self, **knobs: Any) -> SimLMConfig:
         """A copy with ``knobs`` changed; an unknown or invalid knob -> ConfigurationError."""
@@ -299,7 +309,7 @@ class SimulatedLM:
             rejected = err.check_chat_body(body) or self._fault(request)
         if rejected is not None:
             return rejected
-        done = build_completion(body)
+        done = build_completion(body, garble=self.config.garble, garble_fields=self.config.garble_fields)
         call.request_hash = done.request_hash
         call.prompt_hash, call.demos, call.correct = done.prompt_hash, done.demos, done.correct
         call.text = done.question_text[:_LOG_TEXT_CHARS]

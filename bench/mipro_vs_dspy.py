@@ -1,0 +1,200 @@
+"""dspex's MIPROv2 auto="light" against DSPy's, on one simulated LM, in the same run.
+
+Reproduce (1 s latency: several minutes, most of it DSPy; --latency 0.1 for a quick look):
+
+    .venv/bin/python bench/mipro_vs_dspy.py
+    .venv/bin/python bench/mipro_vs_dspy.py --latency 0.1
+
+One simulated LM subprocess serves both engines, one after the other, each in a fresh child process,
+for each seed (``--seeds``, default 9,10,11: one seed's best score is a coin flip between two equally
+good programs, so the means say more). Both compile ``Predict("question -> answer")`` with
+``MIPROv2(auto="light", seed=S)`` (its defaults:
+max 4 bootstrapped / 4 labeled demos, 6 demo sets, 3 instruction candidates, 10 minibatch trials of
+35 examples, a full evaluation every 5), 50 train / 100 validation examples (disjoint), exact match
+on ``answer``, LM cache off; the prompt model is the task model. dspex runs with
+``LocalExecutor(concurrency=N)``, DSPy with ``num_threads=T``.
+
+Measured in the child over ``compile`` only: wall time and the simulated LM's request count (its
+``completions_ok`` counter delta). The returned program is then evaluated on the 100 validation
+examples with the same metric (outside the timed window); the zero-shot score is each optimizer's own
+score of the default program (its trial 1 / trial 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import httpx
+from common import machine_summary, markdown_table, run_child_json, start_sim
+
+DATA_SEED = 13
+TRAIN, VAL = 50, 100
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--latency", type=float, default=1.0, help="LM latency, seconds")
+    parser.add_argument("--concurrency", type=int, default=256, help="dspex LocalExecutor concurrency")
+    parser.add_argument("--threads", type=int, default=64, help="DSPy num_threads")
+    parser.add_argument("--seeds", default="9,10,11", help="optimizer seeds, comma-separated")
+    parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["dspex", "dspy"], help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    return parser
+
+
+# --------------------------------------------------------------------------- children
+
+
+def _rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from dspex.testing.task import arithmetic_rows
+
+    rows = arithmetic_rows(TRAIN + VAL, DATA_SEED)
+    return rows[:TRAIN], rows[TRAIN:]
+
+
+def _requests(base_url: str) -> int:
+    stats = httpx.get(base_url.removesuffix("/v1") + "/admin/stats", timeout=10).json()
+    return int(stats["completions_ok"])
+
+
+def _timed(compile_: Any, base_url: str) -> tuple[Any, float, int]:
+    requests0 = _requests(base_url)
+    started = time.perf_counter()
+    program = compile_()
+    return program, time.perf_counter() - started, _requests(base_url) - requests0
+
+
+def _child_dspex(args: argparse.Namespace) -> dict[str, Any]:
+    import dspex
+    from dspex.optimizers import LocalExecutor, MIPROv2
+
+    train, val = ([dspex.Example(**r).with_inputs("question") for r in rows] for rows in _rows())
+    lm = dspex.LM("openai/sim", api_base=args.base_url, api_key="sim", cache=False)
+    student = dspex.Predict("question -> answer", lm=lm)
+    metric = dspex.metrics.exact_match("answer")
+    optimizer = MIPROv2(metric, prompt_model=lm, auto="light", seed=args.seed)
+    executor = LocalExecutor(concurrency=args.concurrency)
+
+    def compile_() -> Any:
+        return optimizer.compile(student, trainset=train, valset=val, executor=executor)
+
+    program, wall_s, requests = _timed(compile_, args.base_url)
+    history = optimizer.history
+    if history is None:
+        raise RuntimeError("compile returned without a history")
+    searched = [t for t in history.trials if t.kind in ("full", "minibatch")]
+    evaluate = dspex.Evaluate(devset=val, metric=metric, concurrency=args.concurrency)
+    return {
+        "wall_s": wall_s,
+        "requests": requests,
+        "trials": len(searched),
+        "zero_shot": float(searched[0].score or 0.0),
+        "val_score": float(evaluate(program).score),
+        "instruction": program.signature.instructions,
+        "steps": len({t.step for t in history.trials}),
+    }
+
+
+def _child_dspy(args: argparse.Namespace) -> dict[str, Any]:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch at import
+    import dspy
+    from dspy.evaluate import answer_exact_match
+
+    train, val = ([dspy.Example(**r).with_inputs("question") for r in rows] for rows in _rows())
+    dspy.configure(lm=dspy.LM("openai/sim", api_base=args.base_url, api_key="sim", cache=False))
+    student = dspy.Predict("question -> answer")
+    optimizer = dspy.MIPROv2(answer_exact_match, auto="light", num_threads=args.threads, seed=args.seed)
+
+    def compile_() -> Any:
+        return optimizer.compile(student, trainset=train, valset=val)
+
+    program, wall_s, requests = _timed(compile_, args.base_url)
+    evaluate = dspy.Evaluate(devset=val, metric=answer_exact_match, num_threads=args.threads, max_errors=VAL)
+    logs = program.trial_logs
+    return {
+        "wall_s": wall_s,
+        "requests": requests,
+        "trials": len(logs),
+        "zero_shot": float(logs[1]["full_eval_score"]),
+        "val_score": float(evaluate(program).score),
+        "instruction": program.signature.instructions,
+    }
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def _run(engine: str, seed: int, args: argparse.Namespace, base_url: str) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--child", engine, "--base-url", base_url, "--seed", str(seed)]
+    argv += ["--concurrency", str(args.concurrency), "--threads", str(args.threads)]
+    measured = run_child_json(argv, timeout_s=3600)
+    print(f"  {engine} seed {seed}: {measured['wall_s']:.1f} s, val {measured['val_score']:.1f}, "
+          f"{measured['trials']} trials, {measured['requests']} LM calls", file=sys.stderr)  # fmt: skip
+    return {"engine": engine, "seed": seed, **measured}
+
+
+HEADERS = [
+    "seed", "engine", "in flight", "compile wall s", "LM calls", "trials", "zero-shot val",
+    "best program val", "wall / DSPy wall",
+]  # fmt: skip
+
+
+def _mean(runs: list[dict[str, Any]], key: str) -> float:
+    return sum(run[key] for run in runs) / len(runs)
+
+
+def _report(args: argparse.Namespace, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> str:
+    rows = []
+    for mine, dspys in zip(ours, theirs, strict=True):
+        for run in (mine, dspys):
+            width = (
+                f"concurrency {args.concurrency}" if run["engine"] == "dspex" else f"threads {args.threads}"
+            )
+            rows.append([
+                run["seed"], run["engine"], width, f"{run['wall_s']:.1f}", run["requests"], run["trials"],
+                f"{run['zero_shot']:.1f}", f"{run['val_score']:.1f}",
+                f"{run['wall_s'] / dspys['wall_s']:.3f}",
+            ])  # fmt: skip
+    wall, dspy_wall = _mean(ours, "wall_s"), _mean(theirs, "wall_s")
+    score, dspy_score = _mean(ours, "val_score"), _mean(theirs, "val_score")
+    lines = [
+        f"MIPROv2 auto='light': dspex `LocalExecutor` vs DSPy 3.4.1, `Predict('question -> answer')`, "
+        f"{TRAIN} train / {VAL} val, exact match on `answer`, LM cache off, one simulated LM at "
+        f"{args.latency * 1000:.0f} ms latency shared by both; {machine_summary()}.",
+        "",
+        markdown_table(HEADERS, rows),
+        "",
+        f"- mean over seeds {args.seeds}: dspex {wall:.1f} s vs DSPy {dspy_wall:.1f} s (ratio "
+        f"{wall / dspy_wall:.3f}, {dspy_wall / wall:.1f}x faster); best val {score:.1f} vs {dspy_score:.1f}.",
+    ]
+    for mine, dspys in zip(ours, theirs, strict=True):
+        lines.append(
+            f"- seed {mine['seed']} best instructions: dspex {mine['instruction']!r}; "
+            f"DSPy {dspys['instruction']!r}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.child:
+        print(json.dumps(_child_dspex(args) if args.child == "dspex" else _child_dspy(args)))
+        return
+    seeds = [int(part) for part in args.seeds.split(",") if part.strip()]
+    ours, theirs = [], []
+    with start_sim(latency=args.latency) as sim:
+        print(f"simulated LM at {sim.base_url}, {args.latency * 1000:.0f} ms latency", file=sys.stderr)
+        for seed in seeds:
+            ours.append(_run("dspex", seed, args, sim.base_url))
+            theirs.append(_run("dspy", seed, args, sim.base_url))
+    print(_report(args, ours, theirs))
+
+
+if __name__ == "__main__":
+    main()

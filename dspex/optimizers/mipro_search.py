@@ -1,0 +1,131 @@
+"""MIPROv2's search over (instruction, demo set) choices per predictor: optuna's TPE, rebuilt from JSON.
+
+    search = SearchRecord(num_predictors=2, num_instructions=[3, 3], num_demo_sets=[6, 6])
+    study = search.study(seed=9, next_number=6)    # every recorded trial added back, TPE seeded
+    trials = [study.ask() for _ in range(5)]; params = [search.suggest(t) for t in trials]
+    ... evaluate ...; study.tell(trial, score) for each, in trial order; search.record(...)
+
+The study is not kept between steps: it is rebuilt from the recorded trials (``create_trial`` +
+``add_trial``) whenever the sampler is asked, with a TPE sampler seeded from the run's seed and the
+number of the first trial it will give. So a run resumed from a checkpoint asks exactly what the
+uninterrupted run asked: the sampler's state is a function of the JSON record.
+
+Parameters are DSPy's: ``"{i}_predictor_instruction"`` and ``"{i}_predictor_demos"`` (the latter
+only when demos are searched), categorical over candidate indices.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+__all__ = ["Params", "SearchRecord", "combo_key"]
+
+Params = dict[str, int]
+
+# optuna logs every trial at INFO on its own handler; the run's history already says it all.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def combo_key(params: Mapping[str, int]) -> str:
+    """The combination's key (params in predictor order), for averaging its minibatch scores."""
+    return ",".join(f"{name}={params[name]}" for name in params)
+
+
+@dataclass
+class SearchRecord:
+    """Every trial told to the search so far, and the minibatch scores of each combination."""
+
+    num_instructions: list[int]
+    num_demo_sets: list[int] | None  # None: zero-shot, only instructions are searched
+    told: list[dict[str, Any]] = field(default_factory=list)  # {"number", "params", "value"} in order
+    minibatch_scores: dict[str, list[float]] = field(default_factory=dict)  # combo key -> scores
+    combos: dict[str, Params] = field(default_factory=dict)  # combo key -> params (first seen order)
+    fully_evaluated: dict[str, float] = field(default_factory=dict)  # combo key -> full score
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        found: dict[str, optuna.distributions.BaseDistribution] = {}
+        for i, count in enumerate(self.num_instructions):
+            found[f"{i}_predictor_instruction"] = optuna.distributions.CategoricalDistribution(range(count))
+            if self.num_demo_sets is not None:
+                sets = range(self.num_demo_sets[i])
+                found[f"{i}_predictor_demos"] = optuna.distributions.CategoricalDistribution(sets)
+        return found
+
+    def default_params(self) -> Params:
+        return dict.fromkeys(self.distributions(), 0)
+
+    def study(self, seed: int, next_number: int) -> optuna.Study:
+        """A study holding every trial told so far, its sampler seeded for trial ``next_number``."""
+        sampler_seed = zlib.crc32(f"mipro:{seed}:{next_number}".encode())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate=True
+            sampler = optuna.samplers.TPESampler(seed=sampler_seed, multivariate=True)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        distributions = self.distributions()
+        for entry in self.told:
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=entry["params"], distributions=distributions, value=entry["value"]
+                )
+            )
+        return study
+
+    def suggest(self, trial: optuna.Trial) -> Params:
+        """The trial's choices, asked in DSPy's order (per predictor: instruction, then demo set)."""
+        params: Params = {}
+        for i, count in enumerate(self.num_instructions):
+            name = f"{i}_predictor_instruction"
+            params[name] = int(trial.suggest_categorical(name, list(range(count))))
+            if self.num_demo_sets is not None:
+                name = f"{i}_predictor_demos"
+                params[name] = int(trial.suggest_categorical(name, list(range(self.num_demo_sets[i]))))
+        return params
+
+    def tell(self, number: int, params: Params, value: float) -> None:
+        self.told.append({"number": number, "params": dict(params), "value": float(value)})
+
+    def add_minibatch(self, params: Params, score: float) -> None:
+        key = combo_key(params)
+        self.combos.setdefault(key, dict(params))
+        self.minibatch_scores.setdefault(key, []).append(float(score))
+
+    def best_untried(self) -> tuple[str, Params, float] | None:
+        """The combination with the highest mean minibatch score not yet fully evaluated (of equal
+        means the first seen), or None when every one was."""
+        ranked = sorted(
+            self.minibatch_scores.items(), key=lambda item: sum(item[1]) / len(item[1]), reverse=True
+        )
+        for key, scores in ranked:
+            if key not in self.fully_evaluated:
+                return key, self.combos[key], sum(scores) / len(scores)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "told": self.told,
+            "minibatch_scores": self.minibatch_scores,
+            "combos": self.combos,
+            "fully_evaluated": self.fully_evaluated,
+        }
+
+    def load(self, data: Mapping[str, Any]) -> None:
+        self.told = [dict(entry) for entry in data["told"]]
+        self.minibatch_scores = {k: [float(s) for s in v] for k, v in data["minibatch_scores"].items()}
+        self.combos = {k: {n: int(i) for n, i in v.items()} for k, v in data["combos"].items()}
+        self.fully_evaluated = {k: float(v) for k, v in data["fully_evaluated"].items()}
+
+
+def ask_batch(record: SearchRecord, seed: int, numbers: Sequence[int]) -> list[Params]:
+    """The choices of the sampled trials ``numbers`` (consecutive), asked together before any is told.
+
+    The trials are left running in the throwaway study; the caller tells the record their scores in
+    trial order once they are evaluated.
+    """
+    study = record.study(seed, numbers[0])
+    return [record.suggest(study.ask()) for _ in numbers]

@@ -20,25 +20,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from pydantic import ValidationError
+
 from dspex._sync import run_sync
-from dspex.client import _cluster, _optimize
+from dspex.client import _cluster, _optimize, _runs
 from dspex.client._cluster import Follow
-from dspex.client._publish import Positions, positions, publish
+from dspex.client._publish import Positions, positions, positions_of, publish
 from dspex.client._results import evaluation_result
 from dspex.client._submit import Limits, Policy, Submission, build_submission
 from dspex.dev.probe import probe_metadata
 from dspex.errors import ConfigurationError, JobError
 from dspex.evaluate import EvaluationResult
-from dspex.primitives import Example, Module
+from dspex.primitives import Example, Module, Prediction
 from dspex.schemas import Cancel, JobStatus, ScoreRecord, WorkerHeartbeat
 from dspex.streams.admin import GroupLag, KafkaAdmin
-from dspex.streams.config import DEFAULT_BOOTSTRAP, KafkaSettings
+from dspex.streams.config import KafkaSettings
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.serde import to_record
 from dspex.streams.topics import TopicRegistry
@@ -77,8 +80,11 @@ class Client:
         connect_timeout: float = CONNECT_TIMEOUT_S,
     ) -> None:
         """``kafka`` carries security settings (SASL/SSL); ``bootstrap_servers`` alone is enough
-        for a plain broker. The ``allow_*`` lists refuse at submit time what workers started with
-        the same lists would refuse (None: no check)."""
+        for a plain broker. Without ``kafka``, the ``DSPEX_KAFKA_*`` environment variables the
+        workers read fill in the rest (``DSPEX_KAFKA_BOOTSTRAP`` when ``bootstrap_servers`` is None,
+        then 127.0.0.1:9092; ``DSPEX_KAFKA_SASL_*``, ``DSPEX_KAFKA_SSL_*``). The ``allow_*`` lists
+        refuse at submit time what workers started with the same lists would refuse (None: no
+        check)."""
         self.settings = _settings(bootstrap_servers, kafka)
         self.registry = TopicRegistry(prefix)
         self.policy = Policy(allow_modules, allow_api_bases, allow_key_envs)
@@ -214,14 +220,71 @@ class Client:
         max_cost_usd: float | None = None,
         display_progress: bool = False,
         timeout: float | None = None,
+        parent_job_id: str | None = None,
     ) -> list[EvaluationResult]:
         """Run candidates x examples as one job; one result per candidate, in the order given.
 
         The operation optimizers call on an executor: no progress bar unless asked for.
+        ``parent_job_id``: the optimization this evaluation is part of (shown with the job).
         """
-        limits = Limits(name, failure_score, max_errors, max_cost_usd)
+        limits = Limits(name, failure_score, max_errors, max_cost_usd, parent_job_id=parent_job_id)
         submitted = await self._asubmit(candidates, examples, metric, limits)
-        return await self._aoutcome(submitted, display_progress=display_progress, timeout=timeout)
+        try:
+            return await self._aoutcome(submitted, display_progress=display_progress, timeout=timeout)
+        finally:
+            # Read once, right away: an optimizer's many evaluations are not kept for collect().
+            self._submitted.pop(submitted.submission.job.job_id, None)
+
+    def predict(
+        self,
+        program: Module | Sequence[Module],
+        examples: Sequence[Example],
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        parent_job_id: str | None = None,
+    ) -> list[Prediction | Exception]:
+        """Run ``program`` (or one program per example) on each example through the cluster: the
+        predictions with their traces and usage, or the exception each run raised, in example order.
+        See :meth:`apredict`."""
+        return run_sync(
+            self.apredict(program, examples, name=name, timeout=timeout, parent_job_id=parent_job_id)
+        )
+
+    async def apredict(
+        self,
+        program: Module | Sequence[Module],
+        examples: Sequence[Example],
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        parent_job_id: str | None = None,
+    ) -> list[Prediction | Exception]:
+        """Async form of :meth:`predict` (the executor operation "run a program over examples").
+
+        Each distinct program is one job over its examples; all are published at once and followed
+        together. A job that fails as a whole (a systemic error: a bad key, a program the workers
+        cannot build), is cancelled, or outlasts ``timeout`` raises JobError.
+        """
+        groups = _runs.group_by_program(program, len(examples))
+        limits = Limits(name or "runs", parent_job_id=parent_job_id)
+        submissions = [
+            build_submission(
+                [group.program], _runs.examples_at(examples, group.positions), _runs.RUN_METRIC,
+                policy=self.policy, limits=limits,
+            )
+            for group in groups
+        ]  # fmt: skip
+        if not submissions:
+            return []
+        submitted = await self._asubmit_all(submissions)
+        results = await self._aoutcomes(submitted, timeout=timeout)
+        found: dict[int, Prediction | Exception] = {}
+        for group, records in zip(groups, results, strict=True):
+            by_index = {record.example_index: record for record in records}
+            for index, position in enumerate(group.positions):
+                found[position] = _runs.prediction_of(by_index.get(index), group.program)
+        return [found[position] for position in range(len(examples))]
 
     async def _aevaluate_one(
         self, program: Program, devset: Sequence[Example], metric: Any, limits: Limits, *flags: Any
@@ -441,6 +504,39 @@ class Client:
         )
         return submitted
 
+    async def _asubmit_all(self, submissions: Sequence[Submission]) -> list[_Submitted]:
+        """Publish several jobs at once (each one's programs, job and tasks in order)."""
+        await self._aready(create_topics=True)
+        job_ids = [submission.job.job_id for submission in submissions]
+        where = await asyncio.to_thread(positions_of, self._admin, self.registry, job_ids)
+        producer = self._get_producer()
+        await asyncio.gather(*(publish(producer, self.registry, s) for s in submissions))
+        now = time.perf_counter()
+        # Not kept in self._submitted: an optimizer makes many of these, read once, right away.
+        submitted = [_Submitted(s, w, now) for s, w in zip(submissions, where, strict=True)]
+        logger.info(
+            "submitted %d job(s) of %d task(s)", len(submitted), sum(s.job.total_tasks for s in submissions)
+        )
+        return submitted
+
+    async def _aoutcomes(
+        self, submitted: Sequence[_Submitted], *, timeout: float | None
+    ) -> list[list[ScoreRecord]]:
+        """The score records of several jobs, once all are terminal (JobError unless all completed)."""
+        follows = [
+            Follow(s.submission.job.job_id, s.where.status_partition, s.where.status_start) for s in submitted
+        ]
+        statuses = await _cluster.follow_statuses(self.settings, self.registry, follows, timeout=timeout)
+        for follow in follows:
+            if statuses[follow.job_id].state != "completed":
+                raise _job_error(statuses[follow.job_id])
+        reads = [
+            (Follow(f.job_id, s.where.scores_partition, s.where.scores_start), statuses[f.job_id])
+            for f, s in zip(follows, submitted, strict=True)
+        ]
+        records = await _cluster.read_scores_of(self.settings, self.registry, reads)
+        return [records[s.submission.job.job_id] for s in submitted]
+
     async def _aoutcome(
         self, submitted: _Submitted, *, display_progress: bool, timeout: float | None
     ) -> list[EvaluationResult]:
@@ -484,7 +580,11 @@ class Client:
 
 def _settings(bootstrap_servers: str | None, kafka: KafkaSettings | None) -> KafkaSettings:
     if kafka is None:
-        return KafkaSettings(bootstrap_servers=bootstrap_servers or DEFAULT_BOOTSTRAP)
+        # As the workers do: DSPEX_KAFKA_* (bootstrap, SASL, SSL) fill what the caller did not give.
+        try:
+            return KafkaSettings.from_env(os.environ, bootstrap_servers=bootstrap_servers)
+        except ValidationError as exc:
+            raise ConfigurationError(f"the DSPEX_KAFKA_* environment settings are invalid: {exc}") from exc
     if bootstrap_servers is not None and bootstrap_servers != kafka.bootstrap_servers:
         raise ConfigurationError(
             f"bootstrap_servers={bootstrap_servers!r} disagrees with kafka.bootstrap_servers="

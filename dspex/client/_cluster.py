@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,9 +31,11 @@ __all__ = [
     "decode_heartbeat",
     "decode_status",
     "follow_status",
+    "follow_statuses",
     "read_all_latest",
     "read_lag",
     "read_scores",
+    "read_scores_of",
     "read_status",
 ]
 
@@ -115,6 +117,44 @@ async def follow_status(settings: KafkaSettings, registry: TopicRegistry, follow
     return latest
 
 
+async def follow_statuses(
+    settings: KafkaSettings, registry: TopicRegistry, follows: Sequence[Follow], *, timeout: float | None
+) -> dict[str, Any]:
+    """Wait until every job of ``follows`` (each with its partition and start) is terminal, with one
+    reader for all of them; returns ``job_id -> terminal status``.
+
+    JobError naming the first unfinished job when ``timeout`` seconds pass first.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    latest: dict[str, Any] = {}
+    pending = {follow.job_id for follow in follows}
+    async with _reader(settings, registry.name("status")) as (reader, run):
+        await run(reader.assign, _earliest_starts(follows))
+        while pending:
+            if deadline is not None and loop.time() > deadline:
+                first = next(f for f in follows if f.job_id in pending)
+                raise _timed_out(Follow(first.job_id, timeout=timeout), latest.get(first.job_id))
+            for message in await run(reader.poll, _POLL_S):
+                job_id = (message.key() or b"").decode("utf-8", "replace")
+                if job_id in pending:
+                    latest[job_id] = _decode_status(message.value()) or latest.get(job_id)
+                    if latest[job_id] is not None and latest[job_id].finished:
+                        pending.discard(job_id)
+    return latest
+
+
+def _earliest_starts(follows: Sequence[Follow]) -> dict[int, int | None]:
+    """Per partition, the earliest start among the jobs read from it (None: the beginning)."""
+    starts: dict[int, int | None] = {}
+    for follow in follows:
+        if follow.partition is None:
+            raise ValueError(f"job {follow.job_id}: following several jobs needs their partitions")
+        known = starts.get(follow.partition, follow.start)
+        starts[follow.partition] = None if known is None or follow.start is None else min(known, follow.start)
+    return starts
+
+
 def _timed_out(follow: Follow, latest: Any) -> JobError:
     state = None if latest is None else latest.state
     return JobError(
@@ -157,6 +197,25 @@ async def read_scores(
             await run(reader.assign, dict.fromkeys(range(count)))
             records = dedupe(_scores(keyed(await run(reader.read_to_end), job_id)))
     return records
+
+
+async def read_scores_of(
+    settings: KafkaSettings, registry: TopicRegistry, jobs: Sequence[tuple[Follow, Any]]
+) -> dict[str, list[ScoreRecord]]:
+    """The de-duplicated score records of several jobs (each a Follow naming its scores partition
+    and start, with its terminal status), read with one reader; a job whose partition holds fewer
+    records than its status counted is read again by :func:`read_scores` (which scans)."""
+    async with _reader(settings, registry.name("scores")) as (reader, run):
+        await run(reader.assign, _earliest_starts([follow for follow, _ in jobs]))
+        messages = await run(reader.read_to_end)
+    found: dict[str, list[ScoreRecord]] = {}
+    for follow, status in jobs:
+        records = dedupe(_scores(keyed(messages, follow.job_id)))
+        expected = status.done if isinstance(status, JobStatus) else 0
+        if len(records) < expected:
+            records = await read_scores(settings, registry, follow.job_id, status=status)
+        found[follow.job_id] = records
+    return found
 
 
 def _start_offset(reader: PartitionReader, partition: int, status: Any) -> int | None:

@@ -12,6 +12,7 @@ which is read back from the candidates topic.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from dspex.client._cluster import Follow, follow_status
 from dspex.client._submit import Policy, _check_lm, _dump, _examples, lm_spec, metric_spec, new_job_id
 from dspex.errors import ConfigurationError, JobError
-from dspex.optimizers import optimizer_from_name
+from dspex.optimizers import Optimizer, optimizer_class
 from dspex.primitives import Example, Module
 from dspex.schemas import ExampleSet, OptimizeJob, OptimizeStatus, ProgramSpec
 from dspex.serialization import load_program
@@ -32,7 +33,15 @@ from dspex.streams.reader import CompactedReader
 from dspex.streams.serde import to_record
 from dspex.streams.topics import TopicRegistry
 
-__all__ = ["OptimizeRequest", "build_optimize_job", "fetch_program", "submit_optimize", "wait_optimize"]
+__all__ = [
+    "OptimizeRequest",
+    "build_optimize_job",
+    "cluster_optimizer",
+    "fetch_program",
+    "start_options",
+    "submit_optimize",
+    "wait_optimize",
+]
 
 _PROGRAM_WAIT_S = 30.0
 
@@ -58,7 +67,14 @@ def build_optimize_job(request: OptimizeRequest, policy: Policy) -> tuple[Progra
     """The student's ProgramSpec and the job, every check done (nothing produced yet)."""
     spec = metric_spec(request.metric, policy.allow_modules)
     # Unknown optimizer names and knobs fail here, not on a worker.
-    optimizer_from_name(request.optimizer, metric=request.metric, **dict(request.knobs))
+    offered = {
+        "metric": request.metric,
+        "seed": request.seed,
+        "max_errors": request.max_errors,
+        "max_lm_calls": request.max_lm_calls,
+        "max_cost_usd": request.max_cost_usd,
+    }
+    cluster_optimizer(request.optimizer, request.knobs, offered)
     program = ProgramSpec.build(_dump(request.program, policy))
     lm = lm_spec(current_settings().lm)
     _check_lm(lm, policy, "the context LM")
@@ -81,6 +97,28 @@ def build_optimize_job(request: OptimizeRequest, policy: Policy) -> tuple[Progra
     except ValidationError as exc:
         raise ConfigurationError(f"invalid optimize job: {exc}") from exc
     return program.model_copy(update={"job_id": job.job_id}), job
+
+
+def cluster_optimizer(name: str, knobs: Mapping[str, Any], offered: Mapping[str, Any]) -> Optimizer:
+    """The optimizer of a cluster job: the job's ``offered`` values (metric, seed, limits) where its
+    constructor takes them, the knobs over them. ConfigurationError for an unknown name or knob, and
+    for an optimizer without a step-by-step run to checkpoint (``start``)."""
+    cls = optimizer_class(name)
+    if not callable(getattr(cls, "start", None)):
+        raise ConfigurationError(
+            f"{cls.__name__} cannot run as a cluster optimization: it has no step-by-step run to "
+            "checkpoint (KNNFewShot's program picks its demos on every call, Ensemble combines "
+            "programs you already have); compile it in your own process"
+        )
+    accepted = inspect.signature(cls.__init__).parameters
+    given = {key: value for key, value in offered.items() if key in accepted and value is not None}
+    return cls(**{**given, **dict(knobs)})
+
+
+def start_options(optimizer: Optimizer, metric: Any) -> dict[str, Any]:
+    """What ``optimizer.start`` takes besides the program and the sets: the metric, for optimizers
+    that take it there rather than in their constructor (LabeledFewShot)."""
+    return {"metric": metric} if "metric" in inspect.signature(optimizer.start).parameters else {}  # type: ignore[attr-defined]
 
 
 def _example_set(examples: Sequence[Example]) -> ExampleSet:

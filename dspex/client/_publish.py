@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from dspex.streams.producer import AsyncProducer
 from dspex.streams.serde import to_record
 from dspex.streams.topics import TopicRegistry, TopicRole
 
-__all__ = ["Positions", "positions", "publish"]
+__all__ = ["Positions", "positions", "positions_of", "publish"]
 
 # Acknowledgements are awaited in chunks, so a million-task job does not hold a million futures.
 _ACK_CHUNK = 20_000
@@ -35,11 +35,17 @@ class Positions:
 
 def positions(admin: KafkaAdmin, registry: TopicRegistry, job_id: str) -> Positions:
     """The job's partitions (Kafka's murmur2 rule) and their current ends (blocking)."""
+    return positions_of(admin, registry, [job_id])[0]
+
+
+def positions_of(admin: KafkaAdmin, registry: TopicRegistry, job_ids: Sequence[str]) -> list[Positions]:
+    """:func:`positions` of several jobs, with one request for the counts and one for the ends."""
     status, scores = registry.name("status"), registry.name("scores")
     counts = admin.partition_counts([status, scores])
-    status_p, scores_p = partition_for(job_id, counts[status]), partition_for(job_id, counts[scores])
-    ends = admin.end_offsets([(status, status_p), (scores, scores_p)])
-    return Positions(status_p, ends[(status, status_p)], scores_p, ends[(scores, scores_p)])
+    where = [(partition_for(j, counts[status]), partition_for(j, counts[scores])) for j in job_ids]
+    wanted = {(status, s) for s, _ in where} | {(scores, r) for _, r in where}
+    ends = admin.end_offsets(sorted(wanted))
+    return [Positions(s, ends[(status, s)], r, ends[(scores, r)]) for s, r in where]
 
 
 async def publish(producer: AsyncProducer, registry: TopicRegistry, submission: Submission) -> None:

@@ -75,6 +75,7 @@ class Limits:
     max_errors: int | None = None
     max_cost_usd: float | None = None
     source: str | None = None
+    parent_job_id: str | None = None  # the optimization that asked for the job
 
 
 def build_submission(
@@ -86,10 +87,13 @@ def build_submission(
     limits: Limits,
     job_id: str | None = None,
 ) -> Submission:
-    """Check everything and build the messages; raises before anything reaches Kafka."""
+    """Check everything and build the messages; raises before anything reaches Kafka.
+
+    ``metric``: anything :func:`metric_spec` takes, or a MetricSpec used as it is.
+    """
     if not programs:
         raise ConfigurationError("no programs to evaluate: pass at least one")
-    spec = metric_spec(metric, policy.allow_modules)
+    spec = metric if isinstance(metric, MetricSpec) else metric_spec(metric, policy.allow_modules)
     examples, rows, input_keys = _examples(devset)
     dumped = [_dump(program, policy) for program in programs]
     program_ids = [program_candidate_id(data) for data in dumped]
@@ -126,6 +130,7 @@ def _job(
             max_errors=limits.max_errors,
             max_cost_usd=limits.max_cost_usd,
             dataset=DatasetSummary(name=limits.name, source=limits.source, input_keys=keys),
+            parent_job_id=limits.parent_job_id,
         )
     except ValidationError as exc:
         raise ConfigurationError(f"invalid evaluation job: {exc}") from exc

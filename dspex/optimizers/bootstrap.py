@@ -32,7 +32,7 @@ from pydantic_core import to_jsonable_python
 
 from dspex.errors import ConfigurationError
 from dspex.ids import content_id
-from dspex.lm import LM
+from dspex.lm import LM, Usage
 from dspex.metrics import resolve_metric, score_of
 from dspex.optimizers._base import (
     Optimizer,
@@ -248,7 +248,9 @@ class BootstrapEngine:
         )
         results = [item for group in outcomes for item in group]
         await self._record(run, results)
-        return StepCost(runs=len(attempts))
+        # Remote runs' LM calls come back in the predictions (charged for a remote executor only).
+        usage = sum((pred.usage for _, _, pred in results if isinstance(pred, Prediction)), Usage())
+        return StepCost(runs=len(attempts), reported=usage)
 
     async def _run_round(self, rnd: int, group: list[tuple[int, int, int]]) -> list[tuple[int, int, Any]]:
         programs = [self.tasks[t].teacher_for(pos) for t, pos, _ in group]

@@ -193,27 +193,29 @@ def _inputs(example: Example) -> dict[str, Any]:
 
 
 class KafkaExecutor:
-    """The executor over a :class:`dspex.Client`: evaluations run on the cluster as one job.
+    """The executor over a :class:`dspex.Client`: programs run on the cluster's predictors.
 
-    ``run`` (teacher runs for bootstrapping) stays in this process for now: the client's results do
-    not carry the per-example traces that bootstrapping turns into demos (the score records on the
-    wire do; see the report to the coordinator). ``local`` is the executor used for it.
+    ``run`` is :meth:`dspex.Client.apredict` (one job per distinct program, all at once; the
+    predictions come back with their traces and the usage the workers spent, ``pred.usage``);
+    ``evaluate_many`` is one evaluation job of every candidate on every example. As for any remote
+    executor, the optimizer charges the usage the results carry (``StepCost.reported``).
+    ``parent_job_id`` marks the jobs as the work of that optimization (``EvalJob.parent_job_id``).
     """
 
-    remote = True  # evaluations' LM calls happen on workers; their usage comes back in the results
+    remote = True  # LM calls happen on workers; their usage comes back in the results
 
     def __init__(
         self,
         client: Any,
         *,
-        local: LocalExecutor | None = None,
         timeout: float | None = None,
         display_progress: bool = False,
+        parent_job_id: str | None = None,
     ) -> None:
         self.client = client
-        self.local = local or LocalExecutor()
         self.timeout = timeout
         self.display_progress = display_progress
+        self.parent_job_id = parent_job_id
 
     def __repr__(self) -> str:
         return f"KafkaExecutor({self.client!r})"
@@ -226,7 +228,18 @@ class KafkaExecutor:
         rollout_id: int | None = None,
         lm: LM | None = None,
     ) -> list[Prediction | Exception]:
-        return await self.local.run(program, examples, rollout_id=rollout_id, lm=lm)
+        programs = per_example(program, len(examples))
+        if rollout_id is not None:
+            # The rollout's seed and temperature are predictor config: they travel with the program.
+            copies: dict[int, Module] = {}
+            programs = [copies.setdefault(id(p), rollout_copy(p, rollout_id)) for p in programs]
+        name = "runs" if rollout_id is None else f"runs (rollout {rollout_id})"
+        # The LM in the context when the jobs are built is the one the predictors use.
+        with context(lm=lm) if lm is not None else nullcontext():
+            outcomes = await self.client.apredict(
+                programs, list(examples), name=name, timeout=self.timeout, parent_job_id=self.parent_job_id
+            )
+        return list(outcomes)
 
     async def evaluate_many(
         self,
@@ -245,5 +258,6 @@ class KafkaExecutor:
             max_errors=max_errors,
             display_progress=self.display_progress,
             timeout=self.timeout,
+            parent_job_id=self.parent_job_id,
         )
         return list(results)

@@ -8,7 +8,9 @@ a Cancel stops the named optimization if this worker runs it):
    the trainset and valset (inline examples), the metric and the LM (checked like a predictor's);
 2. read the job's latest OptimizerCheckpoint from the optimizer-state topic and start the optimizer
    from it (``optimizer.start(..., state=...)``), with a :class:`~dspex.optimizers.KafkaExecutor`,
-   so evaluations run on the cluster as evaluation jobs;
+   so teacher runs and evaluations run on the cluster's predictors as evaluation jobs (each naming
+   the optimization as its ``parent_job_id``); optimizers without a step-by-step run (KNNFewShot,
+   Ensemble) are refused;
 3. after every step: the checkpoint (key job_id), acknowledged by the broker before anything else,
    then the best program so far (candidates topic) and an OptimizeStatus (status topic);
 4. at the end: a terminal OptimizeStatus (``completed``, ``failed`` or ``cancelled`` with the reason).
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -34,10 +35,11 @@ from typing import Any
 from confluent_kafka import Message
 
 from dspex.client import Client
+from dspex.client._optimize import cluster_optimizer, start_options
 from dspex.errors import ConfigurationError, DspexError, MetricError
 from dspex.metrics import metric_from_spec, resolve_metric
 from dspex.observability import metrics as prometheus
-from dspex.optimizers import KafkaExecutor, OptimizerRun, optimizer_class
+from dspex.optimizers import KafkaExecutor, OptimizerRun
 from dspex.primitives import Example
 from dspex.processors.candidates import CandidateCache
 from dspex.processors.common import Outcome, Worker
@@ -169,14 +171,16 @@ class OptimizeCoordinator(Worker):
             raise ConfigurationError("the optimize worker is not running")
         student = (await self.candidates.program(job.candidate_id)).deepcopy()
         lm = self.lms.for_spec(job.lm) if job.lm is not None else None
-        optimizer = _optimizer(job, metric_of(job.metric, self.options.policy.modules))
+        metric = metric_of(job.metric, self.options.policy.modules)
+        optimizer = _optimizer(job, metric)
         checkpoint = await self._checkpoint(job.job_id)
         run: OptimizerRun = optimizer.start(
             student,
             trainset=examples_of("trainset", job.trainset),
             valset=examples_of("valset", job.valset) if job.valset is not None else None,
-            executor=KafkaExecutor(self.client),
+            executor=KafkaExecutor(self.client, parent_job_id=job.job_id),
             state=checkpoint.state if checkpoint is not None else None,
+            **start_options(optimizer, metric),
         )
         if checkpoint is not None:
             logger.info("optimization %s resumes after step %s", job.job_id, checkpoint.step)
@@ -285,7 +289,6 @@ async def _until_cancelled(step: Any, cancel: asyncio.Event) -> None:
 
 def _optimizer(job: OptimizeJob, metric: Callable[..., Any]) -> Any:
     """The job's optimizer: its knobs, with the job's seed, limits and metric where it takes them."""
-    cls = optimizer_class(job.optimizer)
     offered = {
         "metric": metric,
         "seed": job.seed,
@@ -293,9 +296,7 @@ def _optimizer(job: OptimizeJob, metric: Callable[..., Any]) -> Any:
         "max_lm_calls": job.max_lm_calls,
         "max_cost_usd": job.max_cost_usd,
     }
-    accepted = inspect.signature(cls.__init__).parameters
-    knobs = {k: v for k, v in offered.items() if k in accepted and v is not None}
-    return cls(**{**knobs, **job.knobs})
+    return cluster_optimizer(job.optimizer, job.knobs, offered)
 
 
 def _trials(run: OptimizerRun) -> list[TrialRecord]:

@@ -1,0 +1,113 @@
+"""Program runs on the cluster: predictions with their traces, not scores (``Client.predict``).
+
+An optimizer's teacher runs need each example's outputs and trace, which the score records on the
+wire carry (the predictor writes them, the scorer passes them on). A run is therefore an evaluation
+job whose metric passes every run that produced outputs (:func:`ran`, in ``dspex`` so every worker
+may import it); its score records are turned back into :class:`~dspex.Prediction` objects whose
+``trace`` names the caller's own predictors.
+
+One program per example is allowed (a teacher without that example among its demos): the examples
+are grouped by program and each group is one job, since a job is every candidate on every example.
+All the jobs are published at once and followed together.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dspex import errors
+from dspex.client._results import usage_of
+from dspex.errors import ConfigurationError, DspexError, LMError
+from dspex.primitives import Example, Module, Prediction, TraceStep
+from dspex.schemas import ErrorInfo, MetricSpec, ScoreRecord
+
+__all__ = [
+    "RUN_METRIC",
+    "ProgramGroup",
+    "examples_at",
+    "group_by_program",
+    "prediction_of",
+    "ran",
+    "remote_exception",
+]
+
+
+def ran(example: Any, prediction: Any, trace: Any = None) -> float:
+    """The metric of a run job: every run that produced outputs passes (failed runs never reach a
+    metric: they carry their error instead)."""
+    return 1.0
+
+
+RUN_METRIC = MetricSpec(name=f"{__name__}:ran", kind="import")
+"""How a run job names :func:`ran` (``dspex`` modules are always allowed on workers)."""
+
+
+@dataclass
+class ProgramGroup:
+    """One program and the positions of the examples it runs on (one job)."""
+
+    program: Module
+    positions: list[int] = field(default_factory=list)
+
+
+def group_by_program(programs: Module | Sequence[Module], count: int) -> list[ProgramGroup]:
+    """The examples' positions grouped by program (the same object: one group), first seen first."""
+    if isinstance(programs, Module):
+        return [ProgramGroup(programs, list(range(count)))] if count else []
+    items = list(programs)
+    if len(items) != count:
+        raise ConfigurationError(f"{len(items)} programs for {count} examples: give one, or one per example")
+    groups: dict[int, ProgramGroup] = {}
+    for position, program in enumerate(items):
+        if not isinstance(program, Module):
+            raise ConfigurationError(f"program {position} is a {type(program).__name__}, not a dspex Module")
+        groups.setdefault(id(program), ProgramGroup(program)).positions.append(position)
+    return list(groups.values())
+
+
+def prediction_of(record: ScoreRecord | None, program: Module) -> Prediction | Exception:
+    """A run's outcome from its score record: the prediction, its usage and its trace (steps
+    naming ``program``'s predictors by path), or the exception the run raised."""
+    if record is None:
+        return DspexError("the cluster returned no result for this example")
+    if record.outputs is None:
+        return remote_exception(record.error)
+    prediction = Prediction(record.outputs)
+    prediction._usage = usage_of(record.usage)
+    predictors = dict(program.named_predictors())
+    prediction._trace = [
+        TraceStep(entry.predictor, predictors[entry.predictor], dict(entry.inputs), dict(entry.outputs))
+        for entry in record.trace
+        if entry.predictor in predictors  # steps of modules outside the program tree have no path
+    ]
+    return prediction
+
+
+def remote_exception(info: ErrorInfo | None) -> Exception:
+    """The exception a remote run raised, rebuilt as far as its wire form allows: dspex's own and
+    Python's built-in exception classes by name, any other as a DspexError naming its type."""
+    if info is None:
+        return DspexError("the run failed without an error message")
+    cls = getattr(errors, info.type, None) or getattr(builtins, info.type, None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return _build(cls, info)
+        except Exception:  # a constructor that needs more than a message (e.g. AdapterParseError)
+            pass
+    return DspexError(f"{info.type}: {info.message}")
+
+
+def _build(cls: type[Exception], info: ErrorInfo) -> Exception:
+    if issubclass(cls, LMError):
+        return cls(info.message, status=info.status)
+    if cls is errors.AdapterParseError:
+        return errors.AdapterParseError(info.message, raw_text="")
+    return cls(info.message)
+
+
+def examples_at(examples: Sequence[Example], positions: Sequence[int]) -> list[Example]:
+    """The examples at ``positions``, in that order."""
+    return [examples[position] for position in positions]

@@ -27,7 +27,7 @@ from dspex.streams.admin import KafkaAdmin, ensure_topics
 from dspex.streams.config import KafkaSettings
 from dspex.streams.topics import TopicRegistry
 
-__all__ = ["BenchStack", "CpuWindow", "Sampler", "cpu_s", "progress"]
+__all__ = ["BenchStack", "CpuWindow", "Sampler", "cpu_s", "machine_busy_s", "progress"]
 
 READY_TIMEOUT_S = 180.0
 _IN_FLIGHT = re.compile(r'^dspex_tasks_in_flight\{kind="predict"\}\s+([0-9.e+]+)', re.MULTILINE)
@@ -152,14 +152,23 @@ class BenchStack:
                 progress(f"cleanup step {getattr(step, '__qualname__', step)} failed: {exc}")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every process on the machine has used (all cores; not idle, not waiting on I/O)."""
+    times = psutil.cpu_times()
+    return float(sum(times)) - times.idle - getattr(times, "iowait", 0.0)
+
+
 @dataclass
 class CpuWindow:
-    """CPU seconds of named groups of processes between :meth:`begin` and :meth:`end`."""
+    """CPU seconds of named groups of processes between :meth:`begin` and :meth:`end`, and of the
+    whole machine (``machine_s``: other work on a shared machine included)."""
 
     groups: Mapping[str, list[int]]
     own: Callable[[], float]
     start: dict[str, float] = field(default_factory=dict)
     spent: dict[str, float] = field(default_factory=dict)
+    machine_s: float = 0.0
+    _machine_start: float = 0.0
 
     def _now(self) -> dict[str, float]:
         found = {name: sum(cpu_s(pid) for pid in pids) for name, pids in self.groups.items()}
@@ -168,9 +177,11 @@ class CpuWindow:
 
     def begin(self) -> None:
         self.start = self._now()
+        self._machine_start = machine_busy_s()
 
     def end(self) -> dict[str, float]:
         now = self._now()
+        self.machine_s = machine_busy_s() - self._machine_start
         self.spent = {name: now[name] - self.start[name] for name in now}
         return self.spent
 

@@ -4,10 +4,11 @@ Why: the LM client must stay fast with 1,000 calls in flight, and httpx's own po
 collapse well before that (DESIGN.md section 4). This measures, in one run on one machine:
 
 - httpx.AsyncClient, default transport, pool of 64 connections, and of 1,000;
-- httpx.AsyncClient over httpx_aiohttp's AiohttpTransport (the client dspex.lm uses, taken from
-  dspex.lm.transport);
+- httpx.AsyncClient over httpx_aiohttp's AiohttpTransport (``dspex.lm.transport.get_client()``,
+  over the loop's shared aiohttp session);
 - bare aiohttp.ClientSession;
-- dspex.lm.LM itself (cache off), which adds request building, JSON parsing, retries and usage.
+- dspex.lm.LM itself (cache off), which sends with that shared aiohttp session directly and adds
+  request building, JSON parsing, retries, the limiter and usage.
 
 The server runs in a subprocess (its own process and event loop), so it does not share the client's
 loop. Each (client, in-flight) cell runs in a fresh process of its own: ``--warmup`` seconds, then completed

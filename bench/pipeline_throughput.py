@@ -85,6 +85,7 @@ class PipelineRun:
     score: float
     errors: int
     cpu_s: dict[str, float]
+    machine_cpu_s: float
     max_rss: dict[str, int]
     max_in_flight: list[int]
 
@@ -174,7 +175,7 @@ def _timed_job(bench: BenchStack, sim: SimProcess, label: str, latency: float, e
         f"{label}: {examples / wall_s:,.0f} examples/s, score {result.score:.1f}, errors {result.errors}"
     )
     return PipelineRun(
-        label, latency, examples, wall_s, result.score, result.errors, spent,
+        label, latency, examples, wall_s, result.score, result.errors, spent, window.machine_s,
         sampler.max_rss, list(sampler.max_in_flight.values()),
     )  # fmt: skip
 
@@ -276,6 +277,9 @@ def _cpu_table(runs: list[PipelineRun]) -> str:
     headers = ["stage", *(f"CPU ms/example at {r.label}" for r in runs)]
     rows = [[stage, *(1000 * r.cpu_s[stage] / r.examples for r in runs)] for stage in STAGES]
     rows.append(["total", *(1000 * sum(r.cpu_s.values()) / r.examples for r in runs)])
+    rows.append(
+        ["(whole machine, other work on it included)", *(1000 * r.machine_cpu_s / r.examples for r in runs)]
+    )
     rows.append(["(CPU ms available per example: 2 cores x wall / examples)",
                  *(2000 * r.wall_s / r.examples for r in runs)])  # fmt: skip
     return markdown_table(headers, rows)
@@ -344,8 +348,8 @@ def _notes(
         "- Predictors run with `--lm-initial-limit` equal to `--concurrency`: the adaptive LM limit "
         "otherwise starts at 32 and grows by about one per round trip, which a 1 s LM makes slow.",
         "- Wall time includes submitting every task and reading every per-example result back.",
-        f"- Command: `.venv/bin/python bench/pipeline_throughput.py` (predictors {args.predictors}, "
-        f"concurrency {args.concurrency}).",
+        f"- Command: `{' '.join(['.venv/bin/python', 'bench/pipeline_throughput.py', *sys.argv[1:]])}` "
+        f"(predictors {args.predictors}, concurrency {args.concurrency}).",
     ]
     return "\n".join(lines)
 

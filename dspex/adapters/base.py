@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import textwrap
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dspex.adapters._render import annotation_name, field_descriptions, format_value
@@ -45,13 +46,31 @@ class Adapter:
 
     name: ClassVar[str] = "base"
 
+    # -- per-signature texts ----------------------------------------------------------------
+    def _per_signature(self, what: str, signature: type[Signature], build: Callable[[], str]) -> str:
+        """``build()`` once per signature class (the system message and the output reminder are
+        the same for every call of a predictor). Signatures are immutable (``with_*`` make new
+        classes); the guard on the fields and instructions objects covers code that swaps them."""
+        texts = self.__dict__.get("_texts")
+        if texts is None:
+            texts = self.__dict__["_texts"] = weakref.WeakKeyDictionary()
+        guard = (signature.instructions, signature.input_fields, signature.output_fields)
+        per_kind: dict[str, tuple[tuple[Any, ...], str]] = texts.setdefault(signature, {})
+        cached = per_kind.get(what)
+        if cached is not None and all(a is b for a, b in zip(cached[0], guard, strict=True)):
+            return cached[1]
+        text = build()
+        per_kind[what] = (guard, text)
+        return text
+
     # -- formatting -------------------------------------------------------------------------
     def format(
         self, signature: SignatureLike, demos: Sequence[Any], inputs: Mapping[str, Any]
     ) -> list[Message]:
         """The OpenAI-style messages for one call: system, demo pairs, then the current inputs."""
         sig = ensure_signature(signature)
-        messages: list[Message] = [{"role": "system", "content": self.system_message(sig)}]
+        system = self._per_signature("system", sig, lambda: self.system_message(sig))
+        messages: list[Message] = [{"role": "system", "content": system}]
         messages.extend(self.format_demos(sig, demos))
         content = self.user_content(sig, inputs, main_request=True)
         if content:
@@ -103,7 +122,9 @@ class Adapter:
             section(spec, values[name]) for name, spec in signature.input_fields.items() if name in values
         ]
         if main_request:
-            parts.append(self.output_requirements(signature))
+            parts.append(
+                self._per_signature("requirements", signature, lambda: self.output_requirements(signature))
+            )
         return "\n\n".join(parts).strip()
 
     def format_demos(self, signature: type[Signature], demos: Sequence[Any]) -> list[Message]:
@@ -195,6 +216,12 @@ class Adapter:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The per-signature texts are a cache (of weak references): copies and pickles start empty.
+        state = dict(self.__dict__)
+        state.pop("_texts", None)
+        return state
 
 
 def section(spec: FieldSpec, value: Any) -> str:

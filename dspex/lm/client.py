@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from dspex._sync import run_sync
@@ -39,7 +39,7 @@ from dspex.lm.breaker import CircuitBreaker
 from dspex.lm.limiter import AdaptiveLimiter, limiter_for
 from dspex.lm.pricing import DEFAULT_PRICES
 from dspex.lm.retry import RetryPolicy, error_for_status, with_retries
-from dspex.lm.transport import aclose_client, get_client
+from dspex.lm.transport import aclose_client, get_session
 from dspex.lm.usage import Usage, record_usage
 from dspex.observability import metrics
 
@@ -53,8 +53,9 @@ _DEFAULT_KEY_ENVS = {"openai": "OPENAI_API_KEY"}
 # Set by the client itself, or not supported yet (streaming, several choices per call).
 _RESERVED_KWARGS = frozenset({"model", "messages", "input", "stream", "n"})
 
-# Validates a 200 response and returns its JSON object; raises LMServerError when malformed.
-_Check = Callable[["LM", httpx.Response], dict[str, Any]]
+# Validates a 200 response's body and returns its JSON object; raises LMServerError when malformed.
+_Check = Callable[["LM", bytes], dict[str, Any]]
+_JSON = {"Content-Type": "application/json"}
 
 
 class LMSettings(BaseModel):
@@ -170,6 +171,10 @@ class LM:
         self._policy = dataclasses.replace(retry_policy or RetryPolicy(), max_retries=max_retries)
         self._limiter = limiter
         self._breaker = breaker
+        # Per socket read and per connection (the whole answer has its own deadline in _send).
+        self._http_timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+        )
         metrics.lm_model(model)
         metrics.lm_endpoint(self.api_base)
 
@@ -369,29 +374,38 @@ class LM:
             metrics.lm_request(self.model, "retried")
 
     async def _send(self, url: str, body: dict[str, Any], check: _Check) -> dict[str, Any]:
-        client = await get_client()
+        session = await get_session()
+        payload = _encode_json(body)
         try:
-            # The transport's timeout is per socket read; asyncio.timeout makes it a deadline for
-            # the whole answer, so a server trickling bytes cannot hold a call forever.
+            # The session's timeouts are per connection and per socket read; asyncio.timeout makes
+            # them a deadline for the whole answer, so a server trickling bytes cannot hold a call.
             async with asyncio.timeout(self.timeout):
-                response = await client.post(url, json=body, headers=self._headers(), timeout=self.timeout)
-        except httpx.ConnectTimeout as exc:  # also how httpx_aiohttp reports a dropped connection
+                async with session.post(
+                    url,
+                    data=payload,
+                    headers=self._headers(),
+                    timeout=self._http_timeout,
+                    allow_redirects=False,
+                ) as response:
+                    status = response.status
+                    raw = await response.read()
+        except aiohttp.ConnectionTimeoutError as exc:  # no connection in time: unreachable
             raise LMConnectionError(self._describe(f"could not reach {url} ({exc!r})")) from exc
-        except (TimeoutError, httpx.TimeoutException) as exc:
+        except TimeoutError as exc:  # aiohttp's read timeouts are TimeoutErrors too
             detail = f"no answer within {self.timeout}s ({type(exc).__name__})"
             raise LMTimeoutError(self._describe(detail)) from exc
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, OSError) as exc:  # refused, reset, dropped mid-answer, bad URL
             raise LMConnectionError(self._describe(f"could not reach {url} ({exc!r})")) from exc
-        if response.status_code >= 400:
+        if status >= 400:
             raise error_for_status(
-                response.status_code,
-                response.text,
+                status,
+                _body_text(raw, response.charset),
                 response.headers,
                 model=self.model,
                 api_base=self.api_base,
                 secret=self._key(),
             )
-        return check(self, response)
+        return check(self, raw)
 
     def _describe(self, what: str) -> str:
         return f"{self.model} at {self.api_base}: {what}"
@@ -403,7 +417,7 @@ class LM:
 
     def _headers(self) -> dict[str, str]:
         key = self._key()
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        return {**_JSON, "Authorization": f"Bearer {key}"} if key else _JSON
 
     def _chat_response(self, data: dict[str, Any], cached: bool, latency: float) -> LMResponse:
         choice = data["choices"][0]
@@ -425,7 +439,13 @@ class LM:
             prompt = int(reported.get("prompt_tokens") or 0)
             completion = int(reported.get("completion_tokens") or 0)
             cost = DEFAULT_PRICES.cost_of(priced_as, prompt, completion)
-            usage = Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, lm_calls=1)
+            usage = Usage.model_construct(  # ints and a float already: no validation needed
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost_usd=float(cost),
+                lm_calls=1,
+                cache_hits=0,
+            )
             metrics.lm_tokens(priced_as, prompt, completion)
             metrics.lm_cost(priced_as, cost)
         record_usage(usage)
@@ -443,9 +463,21 @@ def _unpickle(settings: LMSettings, cache_dir: Path | None, policy: RetryPolicy,
     return LM.from_settings(settings, cache_dir=cache_dir, retry_policy=policy, limiter=limiter)
 
 
-def _json_object(lm: LM, response: httpx.Response) -> dict[str, Any]:
+def _encode_json(body: Mapping[str, Any]) -> bytes:
+    # httpx's encoding of ``json=``: compact, UTF-8, no NaN (kept so requests stay byte-identical).
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _body_text(raw: bytes, charset: str | None) -> str:
     try:
-        data = response.json()
+        return raw.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", errors="replace")
+
+
+def _json_object(lm: LM, raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LMServerError(lm._describe("answered 200 with a body that is not JSON"), status=200) from exc
     if not isinstance(data, dict):
@@ -453,17 +485,17 @@ def _json_object(lm: LM, response: httpx.Response) -> dict[str, Any]:
     return data
 
 
-def _check_chat(lm: LM, response: httpx.Response) -> dict[str, Any]:
+def _check_chat(lm: LM, raw: bytes) -> dict[str, Any]:
     # A malformed 200 is the provider's fault and may not repeat: it is retried like a 5xx.
-    data = _json_object(lm, response)
+    data = _json_object(lm, raw)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise LMServerError(lm._describe("answered 200 without choices"), status=200)
     return data
 
 
-def _check_embeddings(lm: LM, response: httpx.Response) -> dict[str, Any]:
-    data = _json_object(lm, response)
+def _check_embeddings(lm: LM, raw: bytes) -> dict[str, Any]:
+    data = _json_object(lm, raw)
     items = data.get("data")
     if not isinstance(items, list) or not all(
         isinstance(item, dict) and "embedding" in item for item in items

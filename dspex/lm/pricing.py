@@ -53,6 +53,7 @@ class PriceTable:
     def __init__(self, prices: Mapping[str, PriceLike] | None = None) -> None:
         self._lock = threading.Lock()
         self._prices: dict[str, ModelPrice] = {}
+        self._found: dict[str, ModelPrice | None] = {}  # model -> its match; cleared on register
         if prices:
             self.register(prices)
 
@@ -61,15 +62,19 @@ class PriceTable:
         checked = {model: _as_price(model, price) for model, price in prices.items()}
         with self._lock:
             self._prices.update(checked)
+            self._found.clear()
 
     def price_of(self, model: str) -> ModelPrice | None:
         """The price of ``model``, or None when nothing registered matches it."""
-        names = [model]
-        if "/" in model:
-            names.append(model.split("/", 1)[1])
         with self._lock:
+            if model in self._found:  # every call of an LM asks for the same model
+                return self._found[model]
+            names = [model]
+            if "/" in model:
+                names.append(model.split("/", 1)[1])
             matches = [key for key in self._prices for name in names if _matches(key, name)]
-            return self._prices[max(matches, key=len)] if matches else None
+            found = self._found[model] = self._prices[max(matches, key=len)] if matches else None
+            return found
 
     def cost_of(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         """USD for a call: tokens times price per token (price / 1e6); 0 for a model with no price."""

@@ -3,9 +3,12 @@
 - 5xx, timeouts and connection errors are transient: retried up to ``max_retries`` times with
   exponential backoff and full jitter (a uniform wait in ``[0, min(max_delay, base_delay * 2**n)]``,
   so that many clients failing together do not come back together).
-- 429 is flow control, not failure: the call waits what ``Retry-After`` (or OpenAI's
-  ``retry-after-ms``) says, else a backoff, and retries *without* using up ``max_retries``. What bounds
-  it is the total time spent waiting on 429s (``rate_limit_budget_s``); past it, LMRateLimitError.
+- 429 is flow control, not failure: the call waits at least what ``Retry-After`` (or OpenAI's
+  ``retry-after-ms``) says, plus a uniform jitter of up to ``retry_after_jitter`` (25%) of that wait
+  (of ``base_delay`` when the wait is shorter; at most ``max_delay``), so a thousand calls refused
+  in the same instant come back spread over a window instead of all at once; without a header, a
+  backoff. It retries *without* using up ``max_retries``. What bounds it is the total time spent
+  waiting on 429s (``rate_limit_budget_s``); past it, LMRateLimitError.
 - Any other 4xx is the request's own fault: raised at once, with the provider's message.
 - With a circuit breaker (:mod:`dspex.lm.breaker`), a transient failure that finds the breaker
   open is an outage, not this call's failure: the call starts its retries afresh and its next
@@ -26,6 +29,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from dspex.errors import (
+    ConfigurationError,
     LMAuthenticationError,
     LMConnectionError,
     LMError,
@@ -45,6 +49,7 @@ __all__ = [
     "error_for_status",
     "parse_retry_after",
     "provider_message",
+    "retry_after_delay",
     "retry_after_from_headers",
     "with_retries",
 ]
@@ -65,12 +70,29 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 20.0
     rate_limit_budget_s: float = 600.0
+    retry_after_jitter: float = 0.25
+    """At most this fraction of a ``Retry-After`` wait is added to it, uniformly at random."""
+
+    def __post_init__(self) -> None:
+        if self.retry_after_jitter < 0:
+            raise ConfigurationError(f"retry_after_jitter must be >= 0, got {self.retry_after_jitter}")
 
 
 def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random | None = None) -> float:
     """Full-jitter exponential backoff for the ``attempt``-th retry (0-based)."""
     ceiling = min(policy.max_delay, policy.base_delay * 2 ** min(attempt, 32))
     return (rng or random).uniform(0.0, ceiling)
+
+
+def retry_after_delay(retry_after: float, policy: RetryPolicy, rng: random.Random | None = None) -> float:
+    """The wait for a response that asked for ``retry_after`` seconds: never less, plus jitter.
+
+    The jitter is uniform over a window of ``retry_after_jitter`` times the wait (times
+    ``base_delay`` when the wait is shorter, so a ``Retry-After: 0`` herd spreads too; at most
+    ``max_delay``): the calls refused in the same instant come back spread over it, not as a herd.
+    """
+    window = min(policy.max_delay, policy.retry_after_jitter * max(policy.base_delay, retry_after))
+    return retry_after + (rng or random).uniform(0.0, window)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -181,7 +203,11 @@ async def with_retries(
                 continue
             if retries >= policy.max_retries:
                 raise
-            delay = exc.retry_after if exc.retry_after is not None else backoff_delay(retries, policy, rng)
+            delay = (
+                retry_after_delay(exc.retry_after, policy, rng)
+                if exc.retry_after is not None
+                else backoff_delay(retries, policy, rng)
+            )
             retries += 1
             logger.info("LM call failed (%s); retry %s/%s in %.2fs", exc, retries, policy.max_retries, delay)
         await sleep(delay)
@@ -191,7 +217,7 @@ def _rate_limit_delay(
     exc: LMRateLimitError, rate_limited: int, policy: RetryPolicy, rng: random.Random | None
 ) -> float:
     if exc.retry_after is not None:
-        return exc.retry_after
+        return retry_after_delay(exc.retry_after, policy, rng)
     return backoff_delay(rate_limited, policy, rng)
 
 

@@ -1,15 +1,17 @@
-"""One pooled HTTP client per running event loop, shared by every LM in that loop.
+"""One pooled HTTP session per running event loop, shared by every LM in that loop.
 
-Why this transport: on this machine one ``httpx.AsyncClient`` with its own pool (httpcore) did 87
-calls/s against a 100 ms server at 64 connections, against ~1,900/s at 256 in flight over
-``httpx_aiohttp``'s transport (bare aiohttp ~2,100/s); bench/http_transport.py measures it again. So
-we keep httpx's API (requests, responses, timeouts, its exceptions) over aiohttp's connection pool,
-with a connection limit high enough for 1,000+ calls in flight.
+Why aiohttp, called directly: on this machine one ``httpx.AsyncClient`` with its own pool (httpcore)
+did 87 calls/s against a 100 ms server at 64 connections, against ~2,000/s over aiohttp's pool;
+httpx's request and response models on top of aiohttp (``httpx_aiohttp``) cost another ~200 µs of
+CPU per call (bench/http_transport.py measures all of them). ``dspex.lm`` therefore sends with the
+loop's :class:`aiohttp.ClientSession` (connection limit high enough for 1,000+ calls in flight) and
+maps aiohttp's exceptions itself. :func:`get_client` still gives an ``httpx.AsyncClient`` over the
+same session for code that wants httpx's API.
 
-Why one client per loop: an aiohttp session belongs to the loop that created it. Clients are keyed
-weakly by loop, so a closed, dropped loop takes its entry with it. The client is closed when
-``asyncio.run`` (or any runner calling ``loop.shutdown_asyncgens()``) finishes, by a small parked async
-generator whose ``finally`` closes it, or earlier by :func:`aclose_client`.
+Why one session per loop: an aiohttp session belongs to the loop that created it. Sessions are keyed
+weakly by loop, so a closed, dropped loop takes its entry with it. The session is closed when
+``asyncio.run`` (or any runner calling ``loop.shutdown_asyncgens()``) finishes, by a small parked
+async generator whose ``finally`` closes it, or earlier by :func:`aclose_client`.
 """
 
 from __future__ import annotations
@@ -21,10 +23,18 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-__all__ = ["MAX_CONNECTIONS", "LoopResources", "aclose_client", "get_client", "loop_resources"]
+__all__ = [
+    "MAX_CONNECTIONS",
+    "LoopResources",
+    "aclose_client",
+    "get_client",
+    "get_session",
+    "loop_resources",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,53 +46,80 @@ _KEEPALIVE_S = 30.0
 
 @dataclass
 class LoopResources:
-    """What one event loop owns: its HTTP client and per-endpoint state (e.g. limiters)."""
+    """What one event loop owns: its HTTP session (and an httpx client over it), per-endpoint state."""
 
+    session: aiohttp.ClientSession
     client: httpx.AsyncClient
     closer: AsyncGenerator[None, None]
     per_endpoint: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def closed(self) -> bool:
+        return self.session.closed or self.client.is_closed
+
 
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopResources] = weakref.WeakKeyDictionary()
+# The last loop asked about and its resources: every LM call asks, nearly always from the same loop,
+# and a WeakKeyDictionary lookup builds a weak reference each time.
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], LoopResources] | None = None
 
 
-def _new_client() -> httpx.AsyncClient:
-    limits = httpx.Limits(
-        max_connections=MAX_CONNECTIONS,
-        max_keepalive_connections=MAX_CONNECTIONS,
-        keepalive_expiry=_KEEPALIVE_S,
-    )
+def _new_session() -> aiohttp.ClientSession:
+    # httpx's TLS context (certifi's CA bundle): the same trust as before the switch to bare aiohttp.
+    tls = httpx.create_ssl_context(trust_env=False)
+    connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=_KEEPALIVE_S, ssl=tls)
     # trust_env=False: proxies and .netrc come from explicit settings only, never from the environment
-    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits, trust_env=False), trust_env=False)
+    return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
 
 
-async def _close_at_loop_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+def _httpx_over(session: aiohttp.ClientSession) -> httpx.AsyncClient:
+    # Closing this client closes the session too (the transport owns what it was given).
+    return httpx.AsyncClient(transport=AiohttpTransport(client=session), trust_env=False)
+
+
+async def _close_at_loop_shutdown(
+    client: httpx.AsyncClient, session: aiohttp.ClientSession
+) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
         await client.aclose()
+        await session.close()
 
 
 async def loop_resources() -> LoopResources:
     """The running loop's resources, created on first use."""
+    global _last
     loop = asyncio.get_running_loop()
+    last = _last
+    if last is not None and last[0]() is loop and not last[1].session.closed:
+        return last[1]
     resources = _by_loop.get(loop)
-    if resources is None or resources.client.is_closed:
-        client = _new_client()
-        closer = _close_at_loop_shutdown(client)
+    if resources is None or resources.closed:
+        session = _new_session()
+        client = _httpx_over(session)
+        closer = _close_at_loop_shutdown(client, session)
         await closer.__anext__()  # parked at its yield; shutdown_asyncgens() will finish it
-        resources = _by_loop[loop] = LoopResources(client=client, closer=closer)
-        logger.debug("opened an HTTP client for loop %#x", id(loop))
+        resources = _by_loop[loop] = LoopResources(session=session, client=client, closer=closer)
+        logger.debug("opened an HTTP session for loop %#x", id(loop))
+    _last = (weakref.ref(loop), resources)
     return resources
 
 
+async def get_session() -> aiohttp.ClientSession:
+    """The running loop's shared aiohttp session (what ``dspex.lm`` sends with)."""
+    return (await loop_resources()).session
+
+
 async def get_client() -> httpx.AsyncClient:
-    """The running loop's shared HTTP client."""
+    """An ``httpx.AsyncClient`` over the running loop's shared session."""
     return (await loop_resources()).client
 
 
 async def aclose_client() -> None:
-    """Close the running loop's shared client now; the next call opens a new one."""
+    """Close the running loop's shared session (and client) now; the next call opens new ones."""
+    global _last
     resources = _by_loop.pop(asyncio.get_running_loop(), None)
+    _last = None
     if resources is not None:
         await resources.closer.aclose()

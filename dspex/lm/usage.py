@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from pydantic import BaseModel, ConfigDict
 
@@ -44,7 +43,8 @@ class Usage(BaseModel):
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
-        return Usage(
+        # Sums of validated values need no validation (this runs for every LM call and tracker).
+        return Usage.model_construct(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             cost_usd=self.cost_usd + other.cost_usd,
@@ -81,15 +81,27 @@ _stack: contextvars.ContextVar[tuple[UsageTracker, ...]] = contextvars.ContextVa
 )
 
 
-@contextmanager
-def track_usage(tracker: UsageTracker | None = None) -> Iterator[UsageTracker]:
+class _Tracking(AbstractContextManager[UsageTracker]):
+    # A plain class rather than @contextmanager: a worker opens one per task.
+    __slots__ = ("_token", "tracker")
+
+    def __init__(self, tracker: UsageTracker) -> None:
+        self.tracker = tracker
+        self._token: contextvars.Token[tuple[UsageTracker, ...]] | None = None
+
+    def __enter__(self) -> UsageTracker:
+        self._token = _stack.set((*_stack.get(), self.tracker))
+        return self.tracker
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _stack.reset(self._token)
+            self._token = None
+
+
+def track_usage(tracker: UsageTracker | None = None) -> AbstractContextManager[UsageTracker]:
     """Open a tracker (a new one unless given) that receives every LM call made inside the block."""
-    tracker = tracker if tracker is not None else UsageTracker()
-    token = _stack.set((*_stack.get(), tracker))
-    try:
-        yield tracker
-    finally:
-        _stack.reset(token)
+    return _Tracking(tracker if tracker is not None else UsageTracker())
 
 
 def active_trackers() -> tuple[UsageTracker, ...]:

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
@@ -80,6 +80,7 @@ __all__ = [
     "ConsumeOutcome",
     "LMOutcome",
     "aggregator_scores",
+    "child",
     "consumer_assignment",
     "consumer_outstanding",
     "consumer_rebalanced",
@@ -252,6 +253,7 @@ _OPT_BEST = Gauge(
 _lock = threading.Lock()
 _dlq_reasons: set[str] = set()
 _running_jobs: set[str] = set()
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}  # (metric id, label values) -> child
 _stats_seen: dict[tuple[str, str], tuple[int, int]] = {}  # (role, client name) -> last (rxmsgs, txmsgs)
 
 
@@ -329,9 +331,19 @@ def consumer_assignment(group: str, assigned: int, paused: int) -> None:
     _PARTITIONS_PAUSED.labels(group=group).set(paused)
 
 
+def child(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, looked up once: per-message paths call this thousands of times a
+    second. Only for series that are never removed (per-job gauges are; they use ``labels``)."""
+    key = (id(metric), values)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*values)
+    return found
+
+
 def consumer_outstanding(group: str, outstanding: int) -> None:
     """Messages received by a member and not done yet."""
-    _OUTSTANDING.labels(group=group).set(outstanding)
+    child(_OUTSTANDING, group).set(outstanding)
 
 
 def consumer_rebalanced(group: str) -> None:
@@ -346,7 +358,7 @@ def dead_lettered(reason: str) -> None:
 
 def producer_delivery(topic: str, delivered: bool) -> None:
     """The broker acknowledged a record (or the producer gave up on it)."""
-    _PRODUCED.labels(topic=topic, outcome="delivered" if delivered else "failed").inc()
+    child(_PRODUCED, topic, "delivered" if delivered else "failed").inc()
 
 
 def kafka_client_stats(role: str, stats: dict[str, object], *, group: str | None = None) -> None:
@@ -367,23 +379,23 @@ def kafka_client_stats(role: str, stats: dict[str, object], *, group: str | None
 
 def lm_request(model: str, outcome: LMOutcome) -> None:
     """One LM request (or cache hit) and how it went."""
-    _LM_REQUESTS.labels(model=model, outcome=outcome).inc()
+    child(_LM_REQUESTS, model, outcome).inc()
 
 
 def lm_latency(model: str, seconds: float) -> None:
     """How long an answered LM call took."""
-    _LM_LATENCY.labels(model=model).observe(seconds)
+    child(_LM_LATENCY, model).observe(seconds)
 
 
 def lm_tokens(model: str, prompt: int, completion: int) -> None:
     """Tokens an LM call used."""
-    _LM_TOKENS.labels(model=model, direction="prompt").inc(prompt)
-    _LM_TOKENS.labels(model=model, direction="completion").inc(completion)
+    child(_LM_TOKENS, model, "prompt").inc(prompt)
+    child(_LM_TOKENS, model, "completion").inc(completion)
 
 
 def lm_cost(model: str, usd: float) -> None:
     """What an LM call cost."""
-    _LM_COST.labels(model=model).inc(usd)
+    child(_LM_COST, model).inc(usd)
 
 
 def lm_error(model: str, error: BaseException) -> None:
@@ -393,7 +405,7 @@ def lm_error(model: str, error: BaseException) -> None:
 
 def set_limiter_limit(endpoint: str, limit: float) -> None:
     """The adaptive limiter's limit for ``endpoint`` now."""
-    _LIMITER_LIMIT.labels(endpoint=endpoint).set(limit)
+    child(_LIMITER_LIMIT, endpoint).set(limit)
 
 
 def set_breaker_state(endpoint: str, state: Literal["closed", "half_open", "open"]) -> None:

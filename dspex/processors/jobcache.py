@@ -7,9 +7,13 @@ Two always-following local copies, read without a consumer group from the beginn
   every value into this cache's maps as it is read, and the reader's map is not used;
 * the status topic (compacted JobStatus per job), for jobs the aggregator has failed or cancelled.
 
+Each job has an :class:`asyncio.Event` (:meth:`JobCache.stopped`) that is set the moment this cache
+reads its cancellation or a cancelled/failed status: a predictor stops the job's running tasks on it.
+
     >>> async with JobCache(settings, registry) as jobs:  # doctest: +SKIP
     ...     job = await jobs.wait_job("job-1", timeout=10)
     ...     jobs.stop_reason("job-1")  # None, "cancelled" or "failed"
+    ...     await jobs.stopped("job-1").wait()  # until it is cancelled or fails
 """
 
 from __future__ import annotations
@@ -42,11 +46,12 @@ class JobCache:
         """``follow_status``: also read the status topic (predictors skip tasks of failed jobs)."""
         self._jobs: dict[str, EvalJob] = {}
         self._cancelled: dict[str, Cancel] = {}
+        self._stopped: dict[str, asyncio.Event] = {}
         self._job_reader: CompactedReader[Any] = CompactedReader(
             settings, registry.name("jobs"), decoder=self._sort_job_message
         )
         self._status_reader: CompactedReader[Any] | None = (
-            CompactedReader(settings, registry.name("status"), decoder=_decode_status)
+            CompactedReader(settings, registry.name("status"), decoder=self._sort_status)
             if follow_status
             else None
         )
@@ -102,6 +107,25 @@ class JobCache:
         state = getattr(status, "state", None)
         return state if state in STOPPED_STATES else None
 
+    def stopped(self, job_id: str) -> asyncio.Event:
+        """An event set once ``job_id`` is cancelled or has failed (already set if it is).
+
+        Call it on the cache's event loop: the readers set it there, as they read.
+        """
+        event = self._stopped.get(job_id)
+        if event is None:
+            event = self._stopped[job_id] = asyncio.Event()
+            if self.stop_reason(job_id) is not None:
+                event.set()
+        return event
+
+    def _mark_stopped(self, job_id: str) -> None:
+        event = self._stopped.get(job_id)
+        if event is not None:
+            event.set()  # a job nobody asked about yet gets its event already set, in stopped()
+
+    # The readers call these on the event loop, for every value they read.
+
     def _sort_job_message(self, value: bytes) -> Any:
         message = decode(value, JobMessage)
         if isinstance(message, EvalJob):
@@ -109,8 +133,12 @@ class JobCache:
         elif isinstance(message, Cancel):
             self._cancelled[message.job_id] = message
             logger.info("job %s cancelled: %s", message.job_id, message.reason or "no reason given")
+            self._mark_stopped(message.job_id)
         return message
 
-
-def _decode_status(value: bytes) -> Any:
-    return decode(value, StatusMessage)
+    def _sort_status(self, value: bytes) -> Any:
+        status = decode(value, StatusMessage)
+        job_id = getattr(status, "job_id", None)
+        if isinstance(job_id, str) and getattr(status, "state", None) in STOPPED_STATES:
+            self._mark_stopped(job_id)
+        return status

@@ -29,6 +29,7 @@ from dspex.schemas.common import LMSpec
 __all__ = ["LMPool"]
 
 # LM constructor arguments a job's request options must not set: they are the worker's to choose.
+_JOBS_REMEMBERED = 1024
 _CLIENT_ARGUMENTS = frozenset(inspect.signature(LM.__init__).parameters) - {"self", "request_kwargs"}
 
 
@@ -47,11 +48,25 @@ class LMPool:
         self.endpoints = endpoints
         self._lms: dict[str, LM] = {}
         self._refused: dict[str, DspexError] = {}
+        self._by_job: dict[str, tuple[LMSpec, LM]] = {}
 
-    def for_spec(self, spec: LMSpec) -> LM:
-        """The LM of a job's LMSpec (SecurityPolicyError / ConfigurationError when it cannot be used)."""
+    def for_spec(self, spec: LMSpec, *, job_id: str | None = None) -> LM:
+        """The LM of a job's LMSpec (SecurityPolicyError / ConfigurationError when it cannot be used).
+
+        With ``job_id``, the LM found for the job's previous task is reused while the spec is equal
+        (every task of a job carries the same one): no content id to compute per task.
+        """
+        if job_id is not None:
+            known = self._by_job.get(job_id)
+            if known is not None and known[0] == spec:
+                return known[1]
         fields = spec.model_dump(mode="json", exclude={"extra"})
-        return self._get({**fields, "request_kwargs": dict(spec.extra)})
+        lm = self._get({**fields, "request_kwargs": dict(spec.extra)})
+        if job_id is not None:
+            if len(self._by_job) >= _JOBS_REMEMBERED:
+                self._by_job.clear()  # rebuilt from the content-keyed clients, cheaply
+            self._by_job[job_id] = (spec, lm)
+        return lm
 
     def for_settings(self, settings: LMSettings) -> LM:
         """The LM of a program predictor's own settings, under the same rules."""

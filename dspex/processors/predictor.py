@@ -2,13 +2,19 @@
 
 For each Task (consumer group ``<prefix>predict``, up to ``--concurrency`` in flight):
 
-1. skip it when its job was cancelled or has failed (committed, nothing produced);
+1. skip it when its job was cancelled or has failed (committed, nothing produced); a task whose
+   ``deadline`` has passed is not run either: its record carries a ``DeadlineExceeded`` error, so
+   the job accounts it as an error;
 2. resolve the candidate program (:class:`~dspex.processors.candidates.CandidateCache`) and the job's
    LM (``Task.lm``, for predictors without their own), both checked against the security policy
    before any call; a refusal dead-letters the task (reason ``security_policy``);
 3. run ``await program.acall(**inputs)`` with the job's LM in the context;
 4. produce a PredictionRecord (outputs, trace, usage, latency, adapter) keyed by task id, and return
    only once the broker acknowledged it, so the task's offset is committed only after its result.
+
+Running tasks of a job stop as soon as the job is cancelled or fails (the job cache's event for it):
+they are cancelled where they are, their LM requests included, and count as skipped. A task still
+running at its deadline is stopped the same way and recorded as ``DeadlineExceeded``.
 
 A program or LM that fails yields a PredictionRecord with an error instead (the scorer gives it the
 job's failure score): ``systemic`` for a bad key, an unknown model or a program that cannot be built,
@@ -21,6 +27,7 @@ so that the aggregator fails the whole job at once with the provider's message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -40,20 +47,23 @@ from dspex.errors import (
     SecurityPolicyError,
 )
 from dspex.lm import LM, Usage, track_usage
-from dspex.observability.metrics import LM_CALLS
+from dspex.observability.metrics import LM_CALLS, child
 from dspex.primitives import Module, Prediction
 from dspex.processors.candidates import CandidateCache
-from dspex.processors.common import Outcome, Worker, error_info
+from dspex.processors.common import Outcome, Worker, WorkerOptions, error_info
+from dspex.schemas.base import utc_now
 from dspex.schemas.common import ErrorInfo, TraceEntry, UsageRecord
 from dspex.schemas.dlq import DLQ_REASON_SECURITY_POLICY
 from dspex.schemas.results import PredictionRecord
 from dspex.schemas.tasks import Task
+from dspex.streams.config import KafkaSettings
 
 __all__ = ["Predictor"]
 
 logger = logging.getLogger(__name__)
 
 _RAW_TEXT_KEPT = 500
+DEADLINE_ERROR = "DeadlineExceeded"
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -66,6 +76,13 @@ class Predictor(Worker):
 
     candidates: CandidateCache | None = None
 
+    def __init__(self, settings: KafkaSettings, options: WorkerOptions | None = None) -> None:
+        super().__init__(settings, options)
+        # Running handler tasks per job, and a watcher per such job that cancels them if it stops.
+        self._running: dict[str, set[asyncio.Task[Any]]] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._stopping: set[asyncio.Task[Any]] = set()
+
     async def open_caches(self, stack: AsyncExitStack) -> None:
         cache = CandidateCache(
             self.settings,
@@ -75,6 +92,12 @@ class Predictor(Worker):
             wait_s=self.options.candidate_wait_s,
         )
         self.candidates = await stack.enter_async_context(cache)
+        stack.callback(self._stop_watchers)
+
+    def _stop_watchers(self) -> None:
+        for watcher in self._watchers.values():
+            watcher.cancel()
+        self._watchers.clear()
 
     async def handle(self, message: Message, value: Any) -> Outcome:
         task: Task = value
@@ -82,9 +105,57 @@ class Predictor(Worker):
         if reason is not None:
             logger.debug("skipping task %s of %s job %s", task.task_id, reason, task.job_id)
             return "skipped"
-        record = await self.predict(task)
+        record = await self._predict_unless_stopped(task)
+        if record is None:
+            logger.debug("stopped task %s: job %s was cancelled or failed", task.task_id, task.job_id)
+            return "skipped"
         await self.produce("predictions", record)
         return "ok"
+
+    async def _predict_unless_stopped(self, task: Task) -> PredictionRecord | None:
+        """:meth:`predict`, or None when the job stopped while it ran (its LM calls cancelled)."""
+        current = asyncio.current_task()
+        if self.jobs is None or current is None:
+            return await self.predict(task)
+        self._watch(task.job_id, current)
+        try:
+            return await self.predict(task)
+        except asyncio.CancelledError:
+            # Ours only when the watcher cancelled it and nobody else (a drain, a revoke) did too.
+            if current in self._stopping and current.cancelling() == 1:
+                current.uncancel()
+                return None
+            raise
+        finally:
+            self._stopping.discard(current)
+            self._unwatch(task.job_id, current)
+
+    def _watch(self, job_id: str, current: asyncio.Task[Any]) -> None:
+        self._running.setdefault(job_id, set()).add(current)
+        if job_id not in self._watchers and self.jobs is not None:
+            stopped = self.jobs.stopped(job_id)
+            watcher = asyncio.create_task(self._stop_on(job_id, stopped), name=f"dspex-stop-{job_id}")
+            self._watchers[job_id] = watcher
+
+    def _unwatch(self, job_id: str, current: asyncio.Task[Any]) -> None:
+        running = self._running.get(job_id)
+        if running is not None:
+            running.discard(current)
+        if not running:  # the job's last running task here: its watcher is not needed for now
+            self._running.pop(job_id, None)
+            watcher = self._watchers.pop(job_id, None)
+            if watcher is not None and watcher is not asyncio.current_task():
+                watcher.cancel()
+
+    async def _stop_on(self, job_id: str, stopped: asyncio.Event) -> None:
+        """Cancel the job's running tasks once it stops (one watcher per job, for the worker's life)."""
+        await stopped.wait()
+        running = set(self._running.get(job_id, ()))
+        if running:
+            logger.info("job %s stopped: cancelling its %s running tasks", job_id, len(running))
+        for task in running:
+            self._stopping.add(task)
+            task.cancel()
 
     async def predict(self, task: Task) -> PredictionRecord:
         """Run ``task``; a failure of the program or its LM becomes a record with an error.
@@ -96,11 +167,19 @@ class Predictor(Worker):
             program, lm = await self._resolve(task)
         except (ProgramLoadError, ConfigurationError) as exc:  # every task of the job fails alike
             return self._record(task, error=error_info(exc), usage=Usage(), latency=0.0)
+        left = _time_left(task)
+        if left is not None and left <= 0:
+            return self._record(task, error=_expired(task, -left), usage=Usage(), latency=0.0)
         with track_usage() as tracker:
             started = time.perf_counter()
             try:
                 with self._lm_context(lm):
-                    prediction = await program.acall(**task.inputs)
+                    prediction = await _within(left, program.acall(**task.inputs))
+            except _DeadlineReached:
+                latency = time.perf_counter() - started
+                self._count_lm(tracker.usage, None)
+                error = _expired(task, latency - (left or 0.0), running=True)
+                return self._record(task, error=error, usage=tracker.usage, latency=latency)
             except SecurityPolicyError as exc:  # e.g. a tool outside --allow-module, at run time
                 raise PoisonMessageError(str(exc), reason=DLQ_REASON_SECURITY_POLICY) from exc
             except Exception as exc:  # the program's failure is the task's result, scored downstream
@@ -117,7 +196,7 @@ class Predictor(Worker):
             raise ConfigurationError("the predict worker is not running")
         program = await self.candidates.program(task.candidate_id)
         try:
-            lm = self.lms.for_spec(task.lm) if task.lm is not None else None
+            lm = self.lms.for_spec(task.lm, job_id=task.job_id) if task.lm is not None else None
         except SecurityPolicyError as exc:
             raise PoisonMessageError(
                 f"job {task.job_id}: LM refused: {exc}", reason=DLQ_REASON_SECURITY_POLICY
@@ -159,13 +238,47 @@ class Predictor(Worker):
         )
 
     def _count_lm(self, usage: Usage, error: Exception | None) -> None:
-        calls = LM_CALLS.labels
         if usage.lm_calls > usage.cache_hits:
-            calls(kind=self.kind, outcome="ok").inc(usage.lm_calls - usage.cache_hits)
+            child(LM_CALLS, self.kind, "ok").inc(usage.lm_calls - usage.cache_hits)
         if usage.cache_hits:
-            calls(kind=self.kind, outcome="cache_hit").inc(usage.cache_hits)
+            child(LM_CALLS, self.kind, "cache_hit").inc(usage.cache_hits)
         if isinstance(error, LMError | AdapterParseError):
-            calls(kind=self.kind, outcome=_outcome_name(error)).inc()
+            child(LM_CALLS, self.kind, _outcome_name(error)).inc()
+
+
+class _DeadlineReached(Exception):
+    """The task's deadline passed while its program ran."""
+
+
+def _time_left(task: Task) -> float | None:
+    """Seconds until the task's deadline (negative once past), None without one."""
+    if task.deadline is None:
+        return None
+    return (task.deadline - utc_now()).total_seconds()
+
+
+async def _within(seconds: float | None, call: Any) -> Any:
+    """Await ``call``, stopped after ``seconds`` (None: no bound) with _DeadlineReached."""
+    if seconds is None:
+        return await call
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            return await call
+    except TimeoutError:
+        if deadline.expired():
+            raise _DeadlineReached from None
+        raise  # the program's own timeout, not the deadline
+
+
+def _expired(task: Task, late_s: float, *, running: bool = False) -> ErrorInfo:
+    when = task.deadline.isoformat() if task.deadline is not None else "?"
+    what = "stopped while running" if running else "not run"
+    return ErrorInfo(
+        type=DEADLINE_ERROR,
+        message=f"task {task.task_id}: its deadline {when} passed {max(late_s, 0.0):.3f} s ago; {what}",
+        systemic=False,
+    )
 
 
 def _failure(exc: Exception) -> ErrorInfo:

@@ -48,6 +48,7 @@ __all__ = ["Scorer"]
 logger = logging.getLogger(__name__)
 
 MetricFn = Callable[..., Any]
+_JOBS_REMEMBERED = 1024
 
 
 class Scorer(Worker):
@@ -60,6 +61,7 @@ class Scorer(Worker):
     def __init__(self, settings: KafkaSettings, options: WorkerOptions | None = None) -> None:
         super().__init__(settings, options)
         self._metrics: dict[str, MetricFn | PoisonMessageError] = {}
+        self._by_job: dict[str, tuple[MetricSpec, MetricFn]] = {}  # no content id per prediction
 
     async def handle(self, message: Message, value: Any) -> Outcome:
         record: PredictionRecord = value
@@ -71,7 +73,7 @@ class Scorer(Worker):
         """The ScoreRecord of ``record`` under ``job``'s metric (PoisonMessageError: dead-letter it)."""
         if record.error is not None:
             return self._scored(record, job.failure_score, error=record.error)
-        metric = self.metric(job.metric)
+        metric = self._job_metric(job)
         try:
             value = metric(Example(record.example), Prediction(record.outputs or {}))
             score, feedback = score_of(await value if inspect.isawaitable(value) else value)
@@ -91,6 +93,17 @@ class Scorer(Worker):
         if isinstance(found, PoisonMessageError):
             raise PoisonMessageError(str(found), reason=found.reason)
         return found
+
+    def _job_metric(self, job: EvalJob) -> MetricFn:
+        # The job cache hands out the same EvalJob object for every prediction of a job.
+        known = self._by_job.get(job.job_id)
+        if known is not None and known[0] is job.metric:
+            return known[1]
+        metric = self.metric(job.metric)
+        if len(self._by_job) >= _JOBS_REMEMBERED:
+            self._by_job.clear()
+        self._by_job[job.job_id] = (job.metric, metric)
+        return metric
 
     async def _job(self, record: PredictionRecord) -> EvalJob:
         if self.jobs is None:

@@ -4,7 +4,8 @@
   accounted to its job as an error, and the job completes; the LM never sees that task.
 - A job against an LM that refuses the key fails as a whole within seconds, with the provider's
   message in the JobError the client raises.
-- A cancelled job stops consuming LM calls: the request counter settles far below the tasks left.
+- A cancelled job stops consuming LM calls: requests in flight at the simulated LM (held there) are
+  dropped by the predictors as soon as they read the cancellation, and no new request follows.
 """
 
 from __future__ import annotations
@@ -12,10 +13,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from e2e_pipeline import METRIC, Pipeline, cot_program, devset, local_evaluate, read_topic, sim_lm, wait_quiet
+from e2e_pipeline import (
+    METRIC,
+    Pipeline,
+    cot_program,
+    devset,
+    local_evaluate,
+    read_topic,
+    sim_lm,
+    sim_report,
+    wait_for,
+    wait_quiet,
+)
 from pydantic import BaseModel
 
 from dspex.client._submit import Limits, Policy, build_submission
@@ -145,21 +158,42 @@ def test_a_cancelled_job_stops_consuming_lm_calls(
     sim = sim_factory(latency=0.05)
     job_id = shared_pipeline.submit([cot_program()], devset(n), sim_lm(sim, cache_dir), name="to-cancel")
     sim.control.wait_until(lambda stats: stats["completions_ok"] >= 100, timeout=120)
-
+    # From here every LM request waits at the simulated LM: the predictors' LM slots fill with held
+    # requests, which only the cancellation can end.
+    sim.control.hold()
+    at_cancel = wait_saturated(sim)
     shared_pipeline.client.cancel(job_id, "enough")
-    at_cancel = sim.control.stats()["requests_total"] + sim.control.stats()["in_flight"]
     status = shared_pipeline.finish(job_id)
     assert (status.state, status.reason) == ("cancelled", "enough")
     with pytest.raises(JobError, match="cancelled"):
         shared_pipeline.client.collect(job_id)
 
-    settled = wait_quiet(sim)["requests_total"]
-    remaining = n - at_cancel
-    # Tasks already past the predictors' cancellation check still call the LM: up to each
-    # predictor's --concurrency (256) of them, most waiting for the LM limiter (see the report).
-    assert settled - at_cancel < remaining // 3, (
-        f"{settled - at_cancel} LM requests after the cancel, with {remaining} tasks left"
-    )
+    # Each predictor drops its in-flight LM requests as soon as it reads the cancellation, and sends
+    # no new one: nothing stays held, and the counter stops.
+    stopped = wait_quiet(sim)
+    assert stopped["held"] == 0, f"LM requests still held after the cancel: {sim_report(sim)}"
+    sim.control.release()
     shared_pipeline.wait_drained()  # every task was consumed: the rest were skipped, not run
-    final = sim.control.stats()
-    assert final["requests_total"] == settled and final["completions_ok"] == settled
+    final = wait_quiet(sim)
+    assert final["completions_ok"] == stopped["completions_ok"], "an LM answer after the cancel"
+    assert final["requests_total"] == stopped["requests_total"], "an LM request after the cancel"
+    # A new request needs a free LM slot, and the predictors' slots were all taken by held requests
+    # when the job was cancelled: a slot frees only when the cancellation ends its request.
+    after_cancel = stopped["requests_total"] - (at_cancel["requests_total"] + at_cancel["in_flight"])
+    assert after_cancel <= 3, f"{after_cancel} LM requests started after the cancel"
+    assert stopped["completions_ok"] < n // 2, "the job did not stop early"
+
+
+def wait_saturated(sim: SimulatedLMServer) -> dict[str, Any]:
+    """Until the held requests stop growing (two samples 1 s apart agree): the predictors' LM slots
+    are full. Returns the stats then."""
+    previous = [-1]
+
+    def full() -> dict[str, Any] | None:
+        stats = sim.control.stats()
+        held = int(stats["held"])
+        settled = held > 0 and held == previous[0]
+        previous[0] = held
+        return stats if settled else None
+
+    return wait_for(full, 120, "the held LM requests to stop growing", poll=1.0)

@@ -3,9 +3,11 @@ LM's own usage, dead letters accounted to their job, refused LMs never called, 4
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from workers_kafka import CountingListener, publish_candidate, publish_job, runn
 
 import dspex
 from dspex.processors.common import WorkerOptions
-from dspex.processors.predictor import Predictor
+from dspex.processors.predictor import DEADLINE_ERROR, Predictor
 from dspex.processors.security import SecurityPolicy
 from dspex.schemas import (
     Cancel,
@@ -23,8 +25,10 @@ from dspex.schemas import (
     PredictionRecord,
     ProgramSpec,
     ScoreRecord,
+    Task,
     WorkerHeartbeat,
 )
+from dspex.schemas.base import utc_now
 from dspex.serialization import dump_program
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
@@ -231,3 +235,89 @@ async def test_tasks_of_cancelled_and_failed_jobs_are_skipped(
     assert {r.job_id for r in predictions.decoded(PredictionRecord)} == {"job-live"}
     assert len(predictions.messages) == len(rows)
     assert stats["completions_ok"] == len(rows), "no LM call for a cancelled or failed job"
+
+
+async def test_running_tasks_stop_with_their_lm_calls_when_the_job_is_cancelled_or_fails(
+    settings: KafkaSettings, registry: TopicRegistry
+) -> None:
+    rows = arithmetic_rows(12, seed=17)  # 2 jobs x 12: below the LM limiter's starting limit
+    worker = Predictor(settings, options(registry))
+    with SimulatedLMServer(in_process=True) as sim:
+        sim.control.hold()  # every LM request waits at the simulated LM until released
+        async with (
+            AsyncProducer(settings) as producer,
+            tails(settings, registry, "predictions") as (predictions,),
+        ):
+            cid = await publish_candidate(producer, registry, dspex.Predict("question -> answer"))
+            lm = sim_lm(sim.base_url)
+            for job_id in ("job-cancel", "job-fail"):
+                await publish_job(producer, registry, job_id=job_id, candidate_ids=[cid], rows=rows, lm=lm)
+            async with running(worker):
+                held = lambda stats: stats["held"] == 2 * len(rows)  # noqa: E731
+                await asyncio.to_thread(sim.control.wait_until, held, timeout=60)
+                cancel = Cancel(job_id="job-cancel", reason="test")
+                await producer.produce_record(registry.name("jobs"), to_record(cancel, role="jobs"))
+                failed = JobStatus(job_id="job-fail", state="failed", total_tasks=len(rows), reason="test")
+                await producer.produce_record(registry.name("status"), to_record(failed, role="status"))
+                # The predictor drops its requests: the simulated LM sees every held one end, unanswered.
+                await asyncio.to_thread(sim.control.wait_until, lambda stats: stats["held"] == 0, timeout=60)
+                await wait_until(
+                    lambda: worker.runtime is not None and worker.runtime.stats.handled == 2 * len(rows)
+                )
+                sim.control.release()
+                stopped = sim.control.stats()
+        final = sim.control.stats()
+
+    assert predictions.messages == [], "a stopped task produces no prediction"
+    assert stopped["completions_ok"] == 0
+    assert stopped["by_status"] == {"499": 2 * len(rows)}, "each request ended by the client, unanswered"
+    assert final["requests_total"] == 2 * len(rows), "no LM request after the cancel or the failure"
+
+
+async def test_an_expired_task_is_not_run_and_is_recorded_as_an_error(
+    settings: KafkaSettings, registry: TopicRegistry
+) -> None:
+    rows = arithmetic_rows(6, seed=19)
+    worker = Predictor(settings, options(registry))
+    with SimulatedLMServer(in_process=True) as sim:
+        sim.control.hold()  # LM requests wait until released: tasks 2-3 are still running at their deadline
+        async with (
+            AsyncProducer(settings) as producer,
+            tails(settings, registry, "predictions") as (predictions,),
+        ):
+            cid = await publish_candidate(producer, registry, dspex.Predict("question -> answer"))
+            lm = sim_lm(sim.base_url)
+            published = await publish_job(
+                producer, registry, job_id="job-late", candidate_ids=[cid], rows=[], lm=lm
+            )
+            now = utc_now()
+            # 0-1: expired before they are read; 2-3: expire while their LM call is held; 4-5: in time
+            deadlines = [now - timedelta(minutes=1)] * 2 + [now + timedelta(seconds=10)] * 2
+            deadlines += [now + timedelta(minutes=10)] * 2
+            for index, (row, deadline) in enumerate(zip(rows, deadlines, strict=True)):
+                task = Task.build(
+                    job_id=published.job.job_id, candidate_id=cid, example_index=index, example=row,
+                    input_keys=["question"], lm=lm, deadline=deadline,
+                )  # fmt: skip
+                await producer.produce_record(registry.name("tasks"), to_record(task, role="tasks"))
+            async with running(worker):
+                await predictions.count(4, timeout=90)  # 0-3: two at once, two at their deadline
+                sim.control.release()
+                await predictions.count(len(rows))
+        stats = sim.control.stats()
+
+    records = {r.example_index: r for r in predictions.decoded(PredictionRecord)}
+    assert all(records[i].outputs is not None and records[i].error is None for i in (4, 5))
+    for index, when in (
+        (0, "not run"),
+        (1, "not run"),
+        (2, "stopped while running"),
+        (3, "stopped while running"),
+    ):
+        error = records[index].error
+        assert error is not None and (error.type, error.systemic) == (DEADLINE_ERROR, False)
+        assert "deadline" in error.message and when in error.message
+    assert records[0].usage.lm_calls == 0 and records[0].latency_s == 0.0
+    assert stats["completions_ok"] == 2 and stats["by_status"] == {"200": 2, "499": 2}, (
+        "expired: no LM answer"
+    )

@@ -10,6 +10,7 @@ from email.utils import format_datetime
 import pytest
 
 from dspex.errors import (
+    ConfigurationError,
     LMAuthenticationError,
     LMConnectionError,
     LMError,
@@ -25,6 +26,7 @@ from dspex.lm.retry import (
     error_for_status,
     parse_retry_after,
     provider_message,
+    retry_after_delay,
     retry_after_from_headers,
     with_retries,
 )
@@ -123,7 +125,39 @@ def rate_limit(after: float | None = 1.0) -> LMRateLimitError:
 async def test_429s_wait_retry_after_and_do_not_count_as_retries() -> None:
     script = Scripted([rate_limit(2.0) for _ in range(20)])
     assert await script.run(RetryPolicy(max_retries=0)) == "ok"
-    assert script.calls == 21 and script.slept == [2.0] * 20
+    assert script.calls == 21 and len(script.slept) == 20
+    assert all(2.0 <= d <= 2.5 for d in script.slept)  # never sooner than asked, jittered after
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "low", "high", "max_delay"),
+    [
+        (2.0, 2.0, 2.5, 20.0),  # a quarter of the wait
+        (0.0, 0.0, 0.125, 20.0),  # a quarter of base_delay (0.5 s) when the wait is shorter
+        (0.01, 0.01, 0.135, 20.0),
+        (60.0, 60.0, 75.0, 20.0),
+        (60.0, 60.0, 62.0, 2.0),  # never more than max_delay
+    ],
+)
+def test_retry_after_jitter_bounds(retry_after: float, low: float, high: float, max_delay: float) -> None:
+    policy = RetryPolicy(base_delay=0.5, max_delay=max_delay)
+    rng = random.Random(3)
+    delays = [retry_after_delay(retry_after, policy, rng) for _ in range(2_000)]
+    assert all(low <= d <= high for d in delays)
+    assert min(delays) < low + (high - low) * 0.05 and max(delays) > high - (high - low) * 0.05
+
+
+async def test_a_herd_refused_at_once_comes_back_spread_out() -> None:
+    # 1,000 calls answered 429 "Retry-After: 1" at the same instant: none retries sooner than 1 s,
+    # and no 12.5 ms slice of the 250 ms window after it gets more than a tenth of them.
+    herd = [Scripted([rate_limit(1.0)]) for _ in range(1_000)]
+    rng = random.Random(5)
+    for script in herd:
+        await with_retries(script.attempt, RetryPolicy(), sleep=script.sleep, rng=rng)
+    waits = [script.slept[0] for script in herd]
+    assert all(1.0 <= w <= 1.25 for w in waits)
+    slices = [sum(1.0 + i / 80 <= w < 1.0 + (i + 1) / 80 for w in waits) for i in range(20)]
+    assert max(slices) < 100  # uniform: ~50 a slice; without jitter all 1,000 land in the first
 
 
 async def test_429_without_retry_after_backs_off() -> None:
@@ -136,7 +170,14 @@ async def test_the_rate_limit_budget_bounds_the_total_wait() -> None:
     script = Scripted([rate_limit(30.0) for _ in range(100)])
     with pytest.raises(LMRateLimitError, match="budget is 100s"):
         await script.run(RetryPolicy(rate_limit_budget_s=100.0))
-    assert script.slept == [30.0, 30.0, 30.0]
+    # each wait is 30 s plus up to 7.5 s of jitter: two or three fit in 100 s, never more
+    assert 2 <= len(script.slept) <= 3 and sum(script.slept) <= 100.0
+    assert all(30.0 <= d <= 37.5 for d in script.slept)
+
+
+def test_a_negative_retry_after_jitter_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="retry_after_jitter"):
+        RetryPolicy(retry_after_jitter=-0.1)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,109 @@
+"""CPU per example of one predictor, measured in-process (a profiling harness, not a RESULTS section).
+
+    .venv/bin/python bench/_predictor_cpu.py                       # 6,000 tasks at 100 ms
+    .venv/bin/python bench/_predictor_cpu.py --profile /tmp/p.prof  # the same under cProfile
+
+Starts a dev broker of its own (temporary data dir) and a simulated LM (100 ms), submits one job of
+``--examples`` tasks with ``dspex.Client`` (no workers yet, so the tasks wait in Kafka), then runs a
+:class:`~dspex.processors.predictor.Predictor` (concurrency 1024, LM limit 1024) in this process.
+From its first task to its last it reports wall time and the process's CPU time per example (every
+thread: the event loop, librdkafka's and the producer's poll thread) and the event loop thread's
+alone. The optional cProfile covers the event loop thread. Everything it started is stopped at the
+end. Run it twice against two trees (``PYTHONPATH=<other tree>``) to compare them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import free_port, process_cpu_s, start_sim
+
+from dspex.client import Client
+from dspex.dev.broker import DevBroker
+from dspex.lm import LM
+from dspex.modules import Predict
+from dspex.processors.common import WorkerOptions
+from dspex.processors.endpoints import EndpointOptions
+from dspex.processors.predictor import Predictor
+from dspex.processors.security import SecurityPolicy
+from dspex.settings import context
+from dspex.streams.admin import ensure_topics
+from dspex.streams.config import KafkaSettings
+from dspex.streams.topics import TopicRegistry
+from dspex.testing import arithmetic_dataset
+
+PREFIX = "cpu."
+CONCURRENCY = 1024
+
+
+async def _measure(bootstrap: str, sim_base: str, examples: int, profile: Path | None) -> str:
+    options = WorkerOptions(
+        prefix=PREFIX,
+        concurrency=CONCURRENCY,
+        metrics=False,
+        fast_groups=True,
+        policy=SecurityPolicy(allow_api_bases=[sim_base]),
+        endpoints=EndpointOptions(initial_limit=CONCURRENCY),
+    )
+    worker = Predictor(KafkaSettings(bootstrap_servers=bootstrap), options)
+    running = asyncio.create_task(worker.run())
+    await worker.wait_ready(120)
+    runtime = worker.runtime
+    assert runtime is not None
+    while runtime.stats.received == 0:
+        await asyncio.sleep(0.005)
+    profiler = cProfile.Profile() if profile is not None else None
+    cpu, wall, loop_cpu = process_cpu_s(), time.perf_counter(), time.thread_time()
+    if profiler is not None:
+        profiler.enable()
+    while runtime.stats.handled < examples:
+        await asyncio.sleep(0.01)
+    if profiler is not None:
+        profiler.disable()
+    cpu, wall = process_cpu_s() - cpu, time.perf_counter() - wall
+    loop_cpu = time.thread_time() - loop_cpu
+    worker.request_stop()
+    await running
+    if profiler is not None and profile is not None:
+        profiler.dump_stats(profile)
+    return (
+        f"{examples} tasks in {wall:.2f} s ({examples / wall:,.0f}/s); CPU {1000 * cpu / examples:.3f} ms "
+        f"per example (event loop thread {1000 * loop_cpu / examples:.3f} ms)"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--examples", type=int, default=6000)
+    parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats here")
+    args = parser.parse_args()
+    work_dir = Path(tempfile.mkdtemp(prefix="dspex-bench-predictor-"))
+    broker = DevBroker(port=free_port(), data_dir=work_dir / "broker", startup_timeout=120.0)
+    broker.start()
+    try:
+        with start_sim(latency=0.1) as sim:
+            ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), TopicRegistry(PREFIX))
+            with (
+                Client(broker.bootstrap, prefix=PREFIX) as client,
+                context(lm=LM("openai/simulated", api_base=sim.base_url, cache=False)),
+            ):
+                client.evaluate(
+                    Predict("question -> answer"), arithmetic_dataset(args.examples, seed=7),
+                    "exact_match:answer", wait=False, display_progress=False,
+                )  # fmt: skip
+            print(asyncio.run(_measure(broker.bootstrap, sim.base_url, args.examples, args.profile)))
+    finally:
+        broker.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,6 +20,10 @@ WORKER_ALIVE_S = 10.0
 
 MAX_JOBS = 200
 
+EVALUATION_KINDS = frozenset({"full", "minibatch"})
+"""Trials that evaluate a candidate: one of these without a score failed. Other kinds (a bootstrap
+wave, an instruction proposal) carry no score by nature and are not errors."""
+
 
 def job_summary(status: JobStatus | OptimizeStatus) -> dict[str, Any]:
     """One job as the jobs list shows it: state, progress, per-candidate scores, tokens, cost."""
@@ -124,7 +128,7 @@ def _optimize_summary(status: OptimizeStatus) -> dict[str, Any]:
         "optimizer": status.optimizer,
         "done": len(status.steps),
         "total": None,
-        "errors": sum(1 for step in status.steps if step.score is None),
+        "errors": sum(1 for step in status.steps if step.score is None and step.kind in EVALUATION_KINDS),
         "progress": None,
         "best_score": status.best_score,
         "best_candidate_id": status.best_candidate_id,

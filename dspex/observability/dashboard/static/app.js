@@ -100,7 +100,9 @@ function renderTrajectory(steps) {
   document.getElementById("trajectory-box").hidden = !steps;
   if (!steps) return;
   const W = 640, H = 240, L = 40, R = 12, T = 12, B = 28;
-  const scored = steps.filter((s) => s.score !== null);
+  // One x position per trial, in trial order: several trials can share a step number (a random
+  // search evaluates all its candidates in one step), so the step number cannot be the x.
+  const scored = steps.map((s, i) => ({ ...s, at: i })).filter((s) => s.score !== null);
   const n = Math.max(steps.length - 1, 1);
   const x = (i) => L + ((W - L - R) * i) / n;
   const y = (score) => T + (H - T - B) * (1 - score / 100);
@@ -116,11 +118,10 @@ function renderTrajectory(steps) {
   const stepLabel = svg("text", { x: W - R - 60, y: H - 8 });
   stepLabel.textContent = steps.length + " steps";
   nodes.push(stepLabel);
-  const index = new Map(steps.map((s, i) => [s.step, i]));
   if (scored.length) {
-    nodes.push(polyline(scored.map((s) => [x(index.get(s.step)), y(s.score)]), "score"));
-    nodes.push(polyline(scored.map((s) => [x(index.get(s.step)), y(s.best_so_far)]), "best"));
-    for (const s of scored) nodes.push(svg("circle", { cx: x(index.get(s.step)), cy: y(s.score), r: 3 }));
+    nodes.push(polyline(scored.map((s) => [x(s.at), y(s.score)]), "score"));
+    nodes.push(polyline(scored.map((s) => [x(s.at), y(s.best_so_far)]), "best"));
+    for (const s of scored) nodes.push(svg("circle", { cx: x(s.at), cy: y(s.score), r: 3 }));
   }
   chart.dataset.points = String(scored.length);
   chart.replaceChildren(...nodes);

@@ -206,6 +206,14 @@ class BrokerUnavailableError(KafkaError):
         self.bootstrap = bootstrap
 
 
+class BrokerAuthenticationError(BrokerUnavailableError):
+    """The broker answered but refused our SASL credentials (caught as BrokerUnavailableError too)."""
+
+    def __init__(self, bootstrap: str, *, detail: str = "") -> None:
+        KafkaError.__init__(self, f"the Kafka broker at {bootstrap} refused our credentials: {detail}")
+        self.bootstrap = bootstrap
+
+
 class TopicError(KafkaError):
     """A topic that could not be created, or exists with an incompatible shape."""
 

@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-from dspex.errors import BrokerUnavailableError
+from dspex.errors import BrokerAuthenticationError, BrokerUnavailableError
 
 __all__ = ["probe_metadata", "quiet_client_config"]
 
@@ -60,20 +60,34 @@ def probe_metadata(
             return admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
         except KafkaException as exc:
             admin.poll(0)  # serves error_cb: an authentication failure is final, say so at once
-            _raise_if_refused(bootstrap, errors, exc)
+            _raise_if_refused(bootstrap, errors, exc, settings)
             if time.monotonic() >= deadline:
                 raise BrokerUnavailableError(bootstrap, detail=_kafka_error_text(exc, timeout)) from exc
 
 
-def _raise_if_refused(bootstrap: str, errors: list[KafkaError], exc: KafkaException) -> None:
+def _raise_if_refused(
+    bootstrap: str, errors: list[KafkaError], exc: KafkaException, settings: Mapping[str, Any]
+) -> None:
     refusals = [error for error in errors if error.code() == KafkaError._AUTHENTICATION]
     if refusals:
-        detail = (
-            f"it refused our credentials: {refusals[0].str()}; check the SASL settings "
-            "(DSPEX_KAFKA_SECURITY_PROTOCOL, DSPEX_KAFKA_SASL_MECHANISM, DSPEX_KAFKA_SASL_USERNAME, "
-            "DSPEX_KAFKA_SASL_PASSWORD)"
-        )
-        raise BrokerUnavailableError(bootstrap, detail=detail) from exc
+        raise BrokerAuthenticationError(bootstrap, detail=_refusal_detail(refusals[0], settings)) from exc
+
+
+def _refusal_detail(refusal: KafkaError, settings: Mapping[str, Any]) -> str:
+    """The broker's words, what we sent (never the password) and the settings to change."""
+    sent = ", ".join(
+        f"{name} {settings[key]!r}"
+        for name, key in (("protocol", "security.protocol"), ("mechanism", "sasl.mechanism"),
+                          ("user", "sasl.username"))
+        if settings.get(key)
+    )  # fmt: skip
+    return (
+        f"{refusal.str()} (we sent {sent or 'no SASL settings'}). The broker is up: fix the credentials, "
+        "not the address. Set DSPEX_KAFKA_SASL_USERNAME and DSPEX_KAFKA_SASL_PASSWORD (and "
+        "DSPEX_KAFKA_SASL_MECHANISM / DSPEX_KAFKA_SECURITY_PROTOCOL if the listener expects others) in "
+        "the environment of the worker or client, or KafkaSettings(sasl_username=..., "
+        "sasl_password=...) from Python"
+    )
 
 
 def _kafka_error_text(exc: KafkaException, timeout: float) -> str:

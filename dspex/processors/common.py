@@ -13,10 +13,11 @@ error :class:`~dspex.schemas.ScoreRecord` (source "dlq") goes straight to the sc
 job still completes and reports it.
 
 LM flow control (:mod:`dspex.processors.endpoints`): every LM endpoint has an adaptive limiter and
-a circuit breaker. While any breaker is not closed the worker pauses all its partitions (tasks wait
-in Kafka; running ones wait for the breaker inside their LM call) and resumes them once it closes;
-the heartbeat carries the smallest limit and the worst breaker state, and is sent at once on every
-breaker change.
+a circuit breaker. While no breaker is closed (every endpoint in use is down) the worker pauses all
+its partitions (tasks wait in Kafka; running ones wait for the breaker inside their LM call) and
+resumes them once one closes; while only some endpoints are down, work goes on and the calls to a
+dead endpoint wait on its breaker. The heartbeat carries the smallest limit and the worst breaker
+state, and is sent at once on every breaker change.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from dspex.observability.metrics import (
     MESSAGES_CONSUMED,
     MESSAGES_PRODUCED,
     TASKS_IN_FLIGHT,
+    child,
     prepare_worker,
 )
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR, MetricsServer
@@ -289,7 +291,7 @@ class Worker(ABC):
             raise ConfigurationError(f"the {self.kind} worker is not running")
         topic = self.registry.name(role)
         await self.producer.produce_record(topic, to_record(model, role=role))
-        MESSAGES_PRODUCED.labels(kind=self.kind, topic=topic).inc()
+        child(MESSAGES_PRODUCED, self.kind, topic).inc()
 
     def heartbeat(self) -> WorkerHeartbeat:
         """The heartbeat to publish now."""
@@ -326,30 +328,30 @@ class Worker(ABC):
     async def _apply_hold(self, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:  # one after the other, so the last change wins
             await asyncio.gather(previous, return_exceptions=True)
-        state = self.endpoints.worst_state()
+        state = self.endpoints.hold_state()  # paused only while no endpoint answers
         runtime = self.runtime
         if runtime is not None:
             if state == "closed" and runtime.held:
                 await runtime.resume_all()
-                logger.info("%s: every LM endpoint answers; partitions resumed", self.worker_id)
+                logger.info("%s: an LM endpoint answers again; partitions resumed", self.worker_id)
             elif state != "closed" and not runtime.held:
                 await runtime.pause_all()
-                logger.warning("%s: an LM endpoint is down; partitions paused", self.worker_id)
+                logger.warning("%s: every LM endpoint in use is down; partitions paused", self.worker_id)
         if self.heartbeats is not None:
             await self.heartbeats.send_now()
 
     # ---------------------------------------------------------------- around every message
 
     async def _handle(self, message: Message, value: Any) -> None:
-        gauge = TASKS_IN_FLIGHT.labels(kind=self.kind)
+        gauge = child(TASKS_IN_FLIGHT, self.kind)
         gauge.inc()
         started = time.perf_counter()
         try:
             outcome = await self.handle(message, value)
         finally:
             gauge.dec()
-        HANDLER_DURATION.labels(kind=self.kind).observe(time.perf_counter() - started)
-        MESSAGES_CONSUMED.labels(kind=self.kind, topic=str(message.topic()), outcome=outcome).inc()
+        child(HANDLER_DURATION, self.kind).observe(time.perf_counter() - started)
+        child(MESSAGES_CONSUMED, self.kind, str(message.topic()), outcome).inc()
 
     async def _account_dead_letter(self, letter: DeadLetter) -> None:
         MESSAGES_CONSUMED.labels(kind=self.kind, topic=letter.original_topic, outcome="dead_lettered").inc()

@@ -4,7 +4,8 @@ Every LM a worker builds for the same API base shares one :class:`~dspex.lm.limi
 (AIMD: starts at ``initial_limit``, grows while calls succeed, halves on 429s and timeouts, never
 above the worker's concurrency, optionally capped in requests/s and tokens/min) and one
 :class:`~dspex.lm.breaker.CircuitBreaker` (opens after consecutive connection failures or 5xx
-answers; the worker pauses its partitions while any breaker is not closed).
+answers; the worker pauses its partitions while no breaker is closed: one dead endpoint's calls wait
+on its breaker, the other endpoints' work goes on).
 
 A task waiting for the limiter or the breaker is a running handler of the consumer runtime, so it
 counts toward the worker's in-flight bound: a saturated limiter fills the bound and the runtime
@@ -111,6 +112,15 @@ class Endpoints:
         """``open`` if any breaker is open, else ``half_open`` if any is, else ``closed``."""
         states = [breaker.state for breaker in list(self._breakers.values())]
         return max(states, key=BREAKER_STATES.index, default="closed")
+
+    def hold_state(self) -> BreakerState:
+        """The state the worker's partitions follow: the best over the endpoints used so far.
+
+        Partitions are paused only when no endpoint is closed: one dead endpoint must not stop the
+        work of the others (its own calls wait on its breaker inside the call instead).
+        """
+        states = [breaker.state for breaker in list(self._breakers.values())]
+        return min(states, key=BREAKER_STATES.index, default="closed")
 
     def _health(self, base: str) -> EndpointHealth:
         limiter, breaker = self._limiters.get(base), self._breakers.get(base)

@@ -533,6 +533,11 @@ class ConsumerRuntime:
             consumer.pause(partitions)
             self._paused |= tps
             self._report_partitions()
+        elif partitions:
+            # librdkafka keeps a partition's pause across revoke/lost and a later assign to the
+            # same member, while _release forgot it: a partition paused when the group lost it
+            # (e.g. a broker restart under load) would come back paused for good.
+            consumer.resume(partitions)
         logger.info("group %s: assigned %s", self.group_id, _show(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -43,10 +43,11 @@ def test_a_predictor_killed_mid_job_loses_and_doubles_nothing(
         assert sim.control.stats()["completions_ok"] >= n  # redone tasks call the LM again
 
 
-# Known bug, recorded on issue 8: after the broker comes back, the confluent-kafka workers rejoin and
-# finish every task, but the faust aggregator logs "Timer commit is overlapping" and never rejoins its
-# group, so the job's status stops short. Kept running (not skipped) so the day it passes shows.
-@pytest.mark.xfail(reason="faust aggregator does not rejoin its group after a broker restart", strict=False)
+# The broker is down longer than the session timeout, so every member loses its partitions while
+# the predictors are at their in-flight bound (partitions paused). Regression: librdkafka keeps a
+# partition paused across lost/assign to the same member, and the runtime used to forget it, so
+# about half the task partitions never resumed and the job stopped short (the idle aggregator's
+# "Timer commit is overlapping" was a symptom, not the cause).
 def test_a_broker_restart_mid_job_is_survived_by_every_process(
     broker_factory: Callable[..., DevBroker], topic_prefix: str, tmp_path: Path
 ) -> None:
@@ -68,7 +69,8 @@ def test_a_broker_restart_mid_job_is_survived_by_every_process(
         broker.stop()
         broker.start()
 
-        status, _ = pipeline.finish(job_id, timeout=150)
+        # generous: a loaded machine can take a minute to bring the broker and the groups back
+        status, _ = pipeline.finish(job_id, timeout=300)
         assert_exact(pipeline, job_id, status, n)
         pipeline.stack.check_running()
         assert {worker.name: worker.pid for worker in pipeline.stack.workers} == pids

@@ -15,7 +15,7 @@ from resilience_helpers import assert_exact, devset, pipeline_of, sim_lm
 
 from dspex.client import Client
 from dspex.dev import DevBroker
-from dspex.errors import BrokerUnavailableError
+from dspex.errors import BrokerAuthenticationError, BrokerUnavailableError
 from dspex.streams.config import KafkaSettings
 from dspex.testing import SimulatedLMServer
 
@@ -66,13 +66,22 @@ def test_workers_and_client_authenticate_with_sasl_plain(
     ]  # fmt: skip
     for done in workers:
         assert done.returncode == 1, done.stderr[-2000:]
-        assert "refused our credentials" in done.stderr and "DSPEX_KAFKA_SASL_PASSWORD" in done.stderr
+        assert_says_what_to_change(done.stderr)
         assert "not-the-password" not in done.stderr + done.stdout
     wrong = KafkaSettings.from_env(wrong_env, bootstrap_servers=broker.bootstrap)
     with Client(kafka=wrong, prefix=topic_prefix) as client, pytest.raises(BrokerUnavailableError) as refused:
         client.workers()
-    assert "refused our credentials" in str(refused.value)
+    assert isinstance(refused.value, BrokerAuthenticationError)
+    assert_says_what_to_change(str(refused.value))
     assert time.monotonic() - started < 2 * FAIL_FAST_S + 5  # two worker start-ups and the client
+
+
+def assert_says_what_to_change(message: str) -> None:
+    """The credentials were refused, which settings to change, and no advice to start a broker."""
+    assert "refused our credentials" in message, message[-2000:]
+    assert "DSPEX_KAFKA_SASL_USERNAME" in message and "DSPEX_KAFKA_SASL_PASSWORD" in message
+    assert f"user {USER!r}" in message  # what we sent, so a typo shows
+    assert "start one" not in message and "no Kafka broker answered" not in message
 
 
 def _clean_env() -> dict[str, str]:

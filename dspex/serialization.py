@@ -53,6 +53,7 @@ __all__ = [
     "import_path_of",
     "load",
     "load_into",
+    "load_node",
     "load_program",
     "save_program",
 ]
@@ -144,6 +145,14 @@ def load_program(
     """
     _check_header(data, source)
     return _Loader(allow_modules, source).build(data, "program")
+
+
+def load_node(
+    node: Mapping[str, Any], *, allow_modules: Collection[str] | None = None, source: str = "program"
+) -> Module:
+    """Rebuild one saved node (no format header): for a ``new_for_load`` that builds its own
+    children, such as an ensemble's list of programs, under the same ``allow_modules`` policy."""
+    return _Loader(allow_modules, source).build(node, "program")
 
 
 def load_into(module: Module, path: str | Path, *, allow_modules: Collection[str] | None = None) -> None:

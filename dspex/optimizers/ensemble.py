@@ -6,28 +6,32 @@
 As in DSPy: each call runs ``size`` of the programs (all when None), chosen at random, and returns
 ``reduce_fn(predictions)``, or the list of predictions without one. Here the programs run
 concurrently, and ``deterministic=True`` (which DSPy does not implement yet) chooses them by the
-content of the inputs, so the same inputs always go to the same programs.
+content of the inputs, so the same inputs always go to the same programs. A compiled ensemble saves as
+JSON (its ``reduce_fn`` by import path, e.g. ``dspex.majority``), so cluster workers can run it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
-from typing import Any
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Self
 
 from pydantic_core import to_jsonable_python
 
-from dspex.errors import ConfigurationError
+from dspex.errors import ConfigurationError, ProgramLoadError
 from dspex.ids import content_id
 from dspex.optimizers._base import Optimizer, check_int, reject_unknown
 from dspex.optimizers.budget import Budget
 from dspex.optimizers.history import History, Trial
 from dspex.primitives import Module
+from dspex.serialization import import_object, import_path_of, load_node
 
 __all__ = ["Ensemble", "EnsembledProgram"]
 
 Reduce = Callable[[list[Any]], Any]
+_PROGRAM_SEGMENT = re.compile(r"programs\[(\d+)\]")
 
 
 class EnsembledProgram(Module):
@@ -54,6 +58,47 @@ class EnsembledProgram(Module):
     async def aforward(self, **inputs: Any) -> Any:
         outputs = await asyncio.gather(*(program.acall(**inputs) for program in self._chosen(inputs)))
         return self.reduce_fn(list(outputs)) if self.reduce_fn else list(outputs)
+
+    # -- saving: the programs are its children; the settings and reduce_fn (by import path) its state
+
+    def program_state(self) -> dict[str, Any]:
+        """size, deterministic and ``reduce_fn`` by import path (None: the list of predictions)."""
+        reduce_fn = self.reduce_fn
+        return {
+            "reduce_fn": None if reduce_fn is None else import_path_of(reduce_fn, what="Ensemble reduce_fn"),
+            "size": self.size,
+            "deterministic": self.deterministic,
+        }
+
+    @classmethod
+    def new_for_load(cls, node: Mapping[str, Any], *, allow_modules: Collection[str] | None = None) -> Self:
+        """Built from the saved state and its ``programs[i]`` children (a list the loader cannot
+        set by itself); the loader then overlays the children onto what this built."""
+        state, children = node.get("state"), node.get("children")
+        if not isinstance(state, Mapping) or not isinstance(children, Mapping):
+            raise ProgramLoadError(f"a saved {cls.__name__} needs its 'state' and its programs")
+        by_index: dict[int, Any] = {}
+        for segment, child in children.items():
+            found = _PROGRAM_SEGMENT.fullmatch(segment)
+            if found is None or not isinstance(child, Mapping):
+                raise ProgramLoadError(f"a saved {cls.__name__} has an unexpected child {segment!r}")
+            by_index[int(found.group(1))] = child
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ProgramLoadError(f"a saved {cls.__name__} has gaps in its programs: {sorted(by_index)}")
+        programs = [load_node(by_index[i], allow_modules=allow_modules) for i in range(len(by_index))]
+        path = state.get("reduce_fn")
+        reduce_fn = (
+            None if path is None else import_object(path, allow_modules=allow_modules, what="reduce_fn")
+        )
+        size = state.get("size")
+        if size is not None and not (isinstance(size, int) and 1 <= size <= len(programs)):
+            raise ProgramLoadError(f"a saved {cls.__name__} has size={size!r} for {len(programs)} programs")
+        return cls(
+            programs,
+            reduce_fn=reduce_fn,
+            size=size,
+            deterministic=bool(state.get("deterministic")),
+        )
 
 
 class Ensemble(Optimizer):

@@ -12,6 +12,10 @@ are not part of the call's trace; its usage is.
 
 ``vectorizer`` (DSPy's name) may replace the LM: a callable, sync or async, from a list of texts to a
 list of vectors. Without either, the LM of ``dspex.context`` / ``dspex.configure`` embeds.
+
+A compiled program saves as JSON (the trainset with its vectors, the bootstrap knobs, the teacher;
+a vectorizer or a custom metric by import path), so cluster workers rebuild and run it; one built
+with ``lm=`` cannot be saved (workers embed with the job's LM).
 """
 
 from __future__ import annotations
@@ -19,17 +23,21 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
 
-from dspex.errors import ConfigurationError
+from pydantic_core import to_jsonable_python
+
+from dspex.errors import ConfigurationError, ProgramLoadError
 from dspex.lm import LM
+from dspex.metrics import resolve_metric
 from dspex.optimizers._base import Optimizer, check_examples, check_int, check_labels
 from dspex.optimizers.bootstrap import BootstrapFewShot
 from dspex.optimizers.executor import Executor, LocalExecutor
 from dspex.optimizers.history import History, Trial
 from dspex.primitives import Example, Module, Prediction, detached_trace, record_trace_step
+from dspex.serialization import dump_program, import_object, import_path_of, load_program
 from dspex.settings import current_settings
 
 __all__ = ["KNN", "KNNFewShot", "KNNFewShotProgram"]
@@ -112,6 +120,7 @@ class _Setup:
     bootstrap: BootstrapFewShot
     teacher: Module | None
     concurrency: int
+    bootstrap_args: dict[str, Any] = field(default_factory=dict)  # as given, for saving
 
 
 class KNNFewShotProgram(Module):
@@ -135,6 +144,89 @@ class KNNFewShotProgram(Module):
             if step.predictor_path in mine:
                 record_trace_step(mine[step.predictor_path], step.inputs, step.outputs)
         return prediction
+
+    # -- saving: the student is its child; the KNN and the bootstrap knobs its state, so that a
+    # worker rebuilds the same program (the trainset's vectors included: no re-embedding there).
+
+    def program_state(self) -> dict[str, Any]:
+        """k, the trainset and its vectors, the embedding settings, the bootstrap knobs and teacher."""
+        setup, knn = self._setup, self._setup.knn
+        if knn.lm is not None:
+            raise ConfigurationError(
+                "a KNNFewShot program built with lm= cannot be saved (an LM object is not JSON and a "
+                "worker uses its own LMs); leave lm= out so it embeds with the configured LM"
+            )
+        vectorizer = knn.vectorizer
+        return {
+            "k": knn.k,
+            "trainset": [_example_state(example) for example in knn.trainset],
+            "vectors": knn._vectors,
+            "embed_model": knn.embed_model,
+            "vectorizer": None if vectorizer is None else import_path_of(vectorizer, what="KNN vectorizer"),
+            "bootstrap": _bootstrap_state(setup.bootstrap, setup.bootstrap_args),
+            "teacher": None if setup.teacher is None else dump_program(setup.teacher),
+            "concurrency": setup.concurrency,
+        }
+
+    @classmethod
+    def new_for_load(cls, node: Mapping[str, Any], *, allow_modules: Collection[str] | None = None) -> Self:
+        """Built from the saved state; the loader then builds the ``program`` child and sets it."""
+        state, children = node.get("state"), node.get("children")
+        if not isinstance(state, Mapping) or not isinstance(children, Mapping) or "program" not in children:
+            raise ProgramLoadError(f"a saved {cls.__name__} needs its 'state' and its 'program' child")
+        path = state["vectorizer"]
+        vectorizer = (
+            None if path is None else import_object(path, allow_modules=allow_modules, what="vectorizer")
+        )
+        trainset = [_example_of(item) for item in state["trainset"]]
+        knn = KNN(state["k"], trainset, vectorizer=vectorizer, embed_model=state["embed_model"])
+        vectors = state["vectors"]
+        if vectors is not None:
+            if len(vectors) != len(trainset):
+                raise ProgramLoadError(f"{len(vectors)} vectors saved for {len(trainset)} training examples")
+            knn._vectors = [[float(x) for x in vector] for vector in vectors]
+        args = dict(state["bootstrap"])
+        if args.get("metric") is not None:
+            args["metric"] = resolve_metric(args["metric"], allow_modules=allow_modules)
+        teacher = state["teacher"]
+        setup = _Setup(
+            knn,
+            BootstrapFewShot(**args),
+            None if teacher is None else load_program(teacher, allow_modules=allow_modules),
+            LocalExecutor(state["concurrency"]).concurrency,
+            dict(state["bootstrap"]),
+        )
+        instance = cls.__new__(cls)
+        instance._setup = setup
+        return instance
+
+
+def _example_state(example: Example) -> dict[str, Any]:
+    inputs = example.input_keys
+    return {
+        "fields": to_jsonable_python(example.to_dict()),
+        "inputs": None if inputs is None else sorted(inputs),
+    }
+
+
+def _example_of(item: Mapping[str, Any]) -> Example:
+    example = Example(item["fields"])
+    return example if item["inputs"] is None else example.with_inputs(*item["inputs"])
+
+
+def _bootstrap_state(bootstrap: BootstrapFewShot, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The bootstrap knobs as given, the metric as a spec (built-ins) or an import path."""
+    if bootstrap.settings.teacher_lm is not None:  # an LM object: not JSON, and its key must stay here
+        raise ConfigurationError(
+            "a KNNFewShot program with teacher_settings={'lm': ...} cannot be saved; leave it out so "
+            "teacher runs use the configured LM"
+        )
+    state = {key: value for key, value in given.items() if key != "teacher_settings"}
+    metric = bootstrap.metric
+    if metric is not None:
+        spec = getattr(metric, "spec", None)
+        state["metric"] = spec() if callable(spec) else import_path_of(metric, what="KNNFewShot metric")
+    return state
 
 
 class KNNFewShot(Optimizer):
@@ -161,6 +253,7 @@ class KNNFewShot(Optimizer):
         _check_bootstrap_args(few_shot_bootstrap_args)
         self.knn = KNN(k, trainset, lm=lm, vectorizer=vectorizer, embed_model=embed_model)
         self.bootstrap = BootstrapFewShot(**few_shot_bootstrap_args)
+        self._bootstrap_args = dict(few_shot_bootstrap_args)
         if self.bootstrap.metric is not None:
             check_labels("trainset", self.knn.trainset, self.bootstrap.metric)
         self.concurrency = LocalExecutor(concurrency).concurrency
@@ -178,7 +271,7 @@ class KNNFewShot(Optimizer):
             Trial(step=0, kind="embed", label="trainset embedded", num_examples=len(self.knn.trainset))
         )
         self.history = history
-        setup = _Setup(self.knn, self.bootstrap, teacher, self.concurrency)
+        setup = _Setup(self.knn, self.bootstrap, teacher, self.concurrency, self._bootstrap_args)
         return KNNFewShotProgram(student.reset_copy(), setup)
 
 

@@ -20,7 +20,8 @@ proposal is requested at once (:mod:`dspex.optimizers.grounded`); the sampler is
 batch of trials (up to ``minibatch_full_eval_steps``) before their scores are told, so their
 minibatches are evaluated at the same time, together with the full evaluation due before them
 (whose combination the earlier minibatches decide); every score is then told to the search in trial
-order. The number of trials, and of candidates, is DSPy's.
+order. The number of trials, and of candidates, is DSPy's. ``trials_per_step`` sets the batch size:
+1 asks, evaluates and tells one trial at a time, as DSPy does.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dspex.optimizers.mipro_settings import (
     AUTO_RUN_SETTINGS,
     check_auto_knobs,
     check_minibatch,
+    check_trials_per_step,
     resolve_run,
     split_valset,
 )
@@ -71,6 +73,15 @@ class MIPROv2(Optimizer):
     ``num_threads``) for the default LocalExecutor, ``max_lm_calls`` / ``max_cost_usd``. ``verbose``
     is accepted for DSPy's sake: progress is logged at INFO and every trial is in ``history``.
 
+    ``trials_per_step`` (a JSON knob, so it reaches cluster optimizations): how many TPE trials one
+    step asks the sampler for and evaluates together; None (the default) means
+    ``minibatch_full_eval_steps`` of them, with the full evaluation due before them. 1 gives a
+    checkpoint after every trial, a full evaluation being a step of its own: the least work lost
+    when a cluster optimization crashes (at most one trial's). Larger values are faster (more
+    minibatches evaluated at once) and lose up to a step of that many trials. Each value is
+    deterministic for a seed, but different values can find different programs (the sampler is
+    told fewer scores before a larger batch); the number of trials is DSPy's whatever the value.
+
         optimizer = MIPROv2("numeric_equal:answer", auto="light", seed=9)
         best = await optimizer.acompile(program, trainset=train, valset=val)
         best.score, best.candidate_programs[0]["score"]   # with track_stats=True, as in DSPy
@@ -98,6 +109,7 @@ class MIPROv2(Optimizer):
         concurrency: int | None = None,
         max_lm_calls: int | None = None,
         max_cost_usd: float | None = None,
+        trials_per_step: int | None = None,
         **unknown: Any,
     ) -> None:
         reject_unknown("MIPROv2", unknown, MIPROv2.__init__)
@@ -125,6 +137,7 @@ class MIPROv2(Optimizer):
         self.verbose, self.track_stats = bool(verbose), bool(track_stats)
         self.metric_threshold = metric_threshold
         self._limits = Budget(max_lm_calls, max_cost_usd)
+        self.trials_per_step = check_trials_per_step(trials_per_step)
 
     async def acompile(self, student: Module, *, trainset: Sequence[Example], **options: Any) -> Module:
         """The best program found (see :meth:`start` for the options, DSPy's ``compile`` ones)."""
@@ -220,6 +233,7 @@ class MIPROv2(Optimizer):
             seed=run_seed,
             minibatch_size=minibatch_size,
             full_eval_steps=minibatch_full_eval_steps,
+            trials_per_step=self.trials_per_step,
             view_data_batch_size=view_data_batch_size,
             switches=ProposerSwitches(
                 program_aware=bool(program_aware_proposer),

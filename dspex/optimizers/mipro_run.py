@@ -4,7 +4,8 @@ Steps, each one round of concurrent work: (1) the first bootstrap wave, the prop
 grounding round and the student on the valset (trial 0), none of which needs another; (2) the
 second grounding round with the next wave; (3) any further waves; (4) every instruction proposal;
 (5) the search, a step per batch of sampled trials (a full evaluation, when one is due, joins the
-batch after it: its combination is chosen from the minibatches before).
+batch after it: its combination is chosen from the minibatches before; with ``trials_per_step=1``
+it is a step of its own).
 
 Everything between
 steps is JSON (:meth:`MiproRun._state`): the bootstrap tasks, the proposed instructions, every trial
@@ -40,7 +41,7 @@ from dspex.optimizers.grounded import (
 from dspex.optimizers.history import Trial
 from dspex.optimizers.labeled import labeled_program
 from dspex.optimizers.mipro_search import Params, SearchRecord, ask_batch, combo_key
-from dspex.optimizers.mipro_settings import RunPlan, ScheduledTrial, batches, trial_schedule
+from dspex.optimizers.mipro_settings import RunPlan, ScheduledTrial, search_steps, trial_schedule
 from dspex.optimizers.random_search import CandidatePlan
 from dspex.primitives import Example, Module
 from dspex.serialization import candidate_id
@@ -96,6 +97,7 @@ class MiproSetup:
     seed: int
     minibatch_size: int
     full_eval_steps: int
+    trials_per_step: int | None  # sampled trials per search step; None: full_eval_steps
     view_data_batch_size: int
     switches: ProposerSwitches
     prompt_model: LM | None
@@ -120,11 +122,12 @@ class MiproRun(OptimizerRun):
         self.paths = [path for path, _ in self.base.named_predictors()]
         self.tasks = {p.seed: self._task(p) for p in setup.demo_plans if p.kind == "bootstrap"}
         self.engine = BootstrapEngine(setup.settings, list(self.tasks.values()), self.paths, executor)
-        self.schedule = batches(
+        self.schedule = search_steps(
             trial_schedule(
                 setup.plan.num_trials, minibatch=setup.plan.minibatch, full_eval_steps=setup.full_eval_steps
             ),
-            setup.full_eval_steps,
+            full_eval_steps=setup.full_eval_steps,
+            trials_per_step=setup.trials_per_step,
         )
         self.phase = "bootstrap"
         self.position = 0  # next batch of self.schedule

@@ -35,7 +35,9 @@ __all__ = [
     "batches",
     "check_auto_knobs",
     "check_minibatch",
+    "check_trials_per_step",
     "resolve_run",
+    "search_steps",
     "split_valset",
     "trial_schedule",
     "trials_for",
@@ -172,17 +174,46 @@ def check_minibatch(minibatch: bool, minibatch_size: int, val_size: int) -> None
         )
 
 
-def batches(schedule: Sequence[ScheduledTrial], size: int) -> list[list[ScheduledTrial]]:
+def batches(
+    schedule: Sequence[ScheduledTrial], size: int, *, full_alone: bool = False
+) -> list[list[ScheduledTrial]]:
     """The schedule cut into steps of at most ``size`` sampled trials, a full evaluation opening a
     step of its own (the combination it evaluates is chosen from the minibatches of earlier steps,
-    so it can run together with the trials after it)."""
+    so it can run together with the trials after it). With ``full_alone`` a full evaluation is a
+    step by itself, so that no step holds more than one trial when ``size`` is 1."""
     steps: list[list[ScheduledTrial]] = []
     current: list[ScheduledTrial] = []
     for trial in schedule:
         sampled = sum(not t.full for t in current)
-        if current and (trial.full or sampled == size):
+        after_full = bool(current) and full_alone and current[-1].full
+        if current and (trial.full or sampled == size or after_full):
             steps.append(current)
             current = []
         current.append(trial)
     steps.extend([current] if current else [])
     return steps
+
+
+def check_trials_per_step(value: object) -> int | None:
+    """``trials_per_step``: None (a step per ``minibatch_full_eval_steps`` trials) or an int >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"trials_per_step must be an integer >= 1 or None, got {value!r} (1: a checkpoint after "
+            "every trial; larger: more trials evaluated at once)"
+        )
+    return value
+
+
+def search_steps(
+    schedule: Sequence[ScheduledTrial], *, full_eval_steps: int, trials_per_step: int | None
+) -> list[list[ScheduledTrial]]:
+    """The search's steps: ``trials_per_step`` sampled trials each (None: ``full_eval_steps``).
+
+    A full evaluation shares its step with the sampled trials after it, except with
+    ``trials_per_step=1``: then it is a step of its own, so a crash never loses more than one
+    trial's work.
+    """
+    size = full_eval_steps if trials_per_step is None else trials_per_step
+    return batches(schedule, size, full_alone=trials_per_step == 1)

@@ -5,15 +5,18 @@ so trials are scored on minibatches of 35, with full evaluations in between), fi
 LocalExecutor (the reference: best program, trial history, LM requests per step), then through
 Kafka with `dspex worker optimize`, against the same deterministic simulated LM with caches off.
 
-Crash and resume is event-driven: the simulated LM holds requests once the steps before the first
-full evaluation are through, so the worker is stuck in that step when the checkpoint of the step
-before it is on the optimizer-state topic; it is killed with SIGKILL and a new worker takes over.
+Crash and resume runs with ``trials_per_step=1`` (a checkpoint after every trial) and is
+event-driven: the simulated LM holds requests once the reference's requests up to the k-th trial
+are through, so the worker is stuck in trial k+1 when the checkpoint of trial k is on the
+optimizer-state topic; it is killed with SIGKILL and a new worker takes over. The work lost is at
+most one trial's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,7 @@ from dspex.testing import SimulatedLMServer
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 KNOBS: dict[str, Any] = {"auto": "light"}
+ONE_PER_STEP: dict[str, Any] = {"auto": "light", "trials_per_step": 1}
 SEED = 9
 TRAIN, VAL = devset(20, seed=31), devset(60, seed=32)
 READY_S = 120.0
@@ -58,13 +62,14 @@ class LocalRun:
     def calls(self) -> int:
         return sum(self.calls_per_step)
 
-    def first_full_evaluation_step(self) -> int:
-        return next(t.step for t in self.trials if t.note and "full evaluation" in t.note)
+    def search_trials(self) -> list[TrialRecord]:
+        """The trials after the default program's (trial 0), in order."""
+        return [t for t in self.trials if t.kind in ("full", "minibatch")][1:]
 
 
-def local_run(sim: SimulatedLMServer, lm: LM) -> LocalRun:
+def local_run(sim: SimulatedLMServer, lm: LM, knobs: dict[str, Any]) -> LocalRun:
     async def go() -> LocalRun:
-        optimizer = optimizer_from_name("mipro", metric=METRIC, seed=SEED, **KNOBS)
+        optimizer = optimizer_from_name("mipro", metric=METRIC, seed=SEED, **knobs)
         calls: list[int] = []
         with context(lm=lm):
             run = optimizer.start(predict_program(), trainset=TRAIN, valset=VAL, executor=LocalExecutor())
@@ -113,6 +118,12 @@ def searched(trials: list[TrialRecord]) -> int:
     return sum(t.kind in ("full", "minibatch") for t in trials)
 
 
+def trial_numbers(trials: list[TrialRecord]) -> list[int]:
+    """Each trial's number, from its note ("trial 6: full evaluation ...; ...")."""
+    found = [re.match(r"trial (\d+)\b", t.note or "") for t in trials]
+    return [int(match.group(1)) if match else -1 for match in found]
+
+
 def test_mipro_cluster_optimization_equals_local_and_resumes_after_sigkill(
     pipeline_factory: Callable[..., Pipeline],
     sim_factory: Callable[..., SimulatedLMServer],
@@ -120,12 +131,16 @@ def test_mipro_cluster_optimization_equals_local_and_resumes_after_sigkill(
 ) -> None:
     sim = sim_factory(latency=0.01)
     lm = sim_lm(sim, cache_dir)
-    reference = local_run(sim, lm)
+    reference = local_run(sim, lm, KNOBS)
     assert searched(reference.trials) == reference.num_trials == 13  # DSPy's light count for these sizes
+    one_per_step = local_run(sim, lm, ONE_PER_STEP)
+    assert searched(one_per_step.trials) == one_per_step.num_trials == 13
+    trials = one_per_step.search_trials()
+    assert len({t.step for t in trials}) == len(trials)  # a step (and a checkpoint) per trial
     pipeline = pipeline_factory()
     start_cluster(pipeline)
 
-    # 1. uninterrupted: the same program and history as locally
+    # 1. uninterrupted, today's batching: the same program and history as locally
     with context(lm=lm):
         best = pipeline.client.optimize(
             predict_program(), TRAIN, VAL, METRIC, optimizer="mipro", knobs=KNOBS, seed=SEED,
@@ -137,38 +152,52 @@ def test_mipro_cluster_optimization_equals_local_and_resumes_after_sigkill(
     assert (status.state, status.best_candidate_id) == ("completed", reference.best_id), status.reason
     assert status.steps == reference.trials
 
-    # 2. killed inside the first full evaluation, resumed by a new worker from its checkpoint
-    held_step = reference.first_full_evaluation_step()
+    # 2. one trial per step, killed after its k-th trial (the next one is the first full evaluation,
+    # the largest), resumed by a new worker from the checkpoint of trial k
+    k = next(i for i, t in enumerate(trials) if t.kind == "full")
+    assert k >= 2 and trials[k].step == trials[k - 1].step + 1
+    held_step = trials[k].step  # steps done when trial k's checkpoint is written
     first = pipeline.stack.alive("optimize")[0]
     before = sim.control.stats()["requests_total"]
-    sim.control.hold(after=sum(reference.calls_per_step[:held_step]))
+    sim.control.hold(after=sum(one_per_step.calls_per_step[:held_step]))
     with context(lm=lm):
         job_id = cast(
             str,
             pipeline.client.optimize(
-                predict_program(), TRAIN, VAL, METRIC, optimizer="mipro", knobs=KNOBS, seed=SEED, wait=False
+                predict_program(), TRAIN, VAL, METRIC, optimizer="mipro", knobs=ONE_PER_STEP, seed=SEED,
+                wait=False,
             ),
-        )
+        )  # fmt: skip
     wait_for(
         lambda: (
             sim.control.stats()["held"] > 0
             and any(c.step == held_step for c in checkpoints(pipeline, job_id))
         ),
         JOB_TIMEOUT_S,
-        f"the step-{held_step} checkpoint while the next step is held",
+        f"the checkpoint of trial {k} (step {held_step}) while trial {k + 1} is held",
         poll=0.25,
         detail=pipeline.report,
     )
+    assert not any(c.step > held_step for c in checkpoints(pipeline, job_id))
     first.kill()
     sim.control.release()
     pipeline.start("optimize")
 
     status = cast(OptimizeStatus, pipeline.client.wait(job_id, timeout=JOB_TIMEOUT_S))
-    assert (status.state, status.best_candidate_id) == ("completed", reference.best_id), status.reason
-    assert status.steps == reference.trials  # no trial missing, none repeated
+    assert (status.state, status.best_candidate_id) == ("completed", one_per_step.best_id), status.reason
+    assert status.steps == one_per_step.trials  # the same history as locally
+    resumed = [t for t in status.steps if t.kind in ("full", "minibatch")][1:]
+    assert trial_numbers(resumed) == list(range(1, one_per_step.num_trials))  # no gap, no repeat
     steps = [c.step for c in checkpoints(pipeline, job_id)]
-    assert steps == list(range(1, len(reference.calls_per_step) + 1)), steps
+    assert steps == list(range(1, len(one_per_step.calls_per_step) + 1)), steps
     spent = sim.control.stats()["requests_total"] - before
-    # at most one full run plus the step (a full evaluation) that was in progress when it died
-    in_progress = reference.calls_per_step[held_step]
-    assert reference.calls <= spent <= reference.calls + in_progress, (spent, reference.calls_per_step)
+    # at most one full run plus one trial: the largest single trial's requests
+    largest_trial = max(one_per_step.calls_per_step[t.step] for t in trials)
+    logging.getLogger(__name__).warning(
+        "MIPRO crash/resume: killed after trial %s; %s requests for a %s-request run (largest trial %s)",
+        k, spent, one_per_step.calls, largest_trial,
+    )  # fmt: skip
+    assert one_per_step.calls <= spent <= one_per_step.calls + largest_trial, (
+        spent,
+        one_per_step.calls_per_step,
+    )

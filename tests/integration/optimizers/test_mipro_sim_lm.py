@@ -54,8 +54,8 @@ def lm(server: SimulatedLMServer) -> LM:
     return LM("openai/sim", api_base=server.base_url, api_key="sim", cache=False)
 
 
-def start(lm: LM, state: dict[str, Any] | None = None) -> MiproRun:
-    optimizer = MIPROv2(METRIC, auto="light", seed=SEED)
+def start(lm: LM, state: dict[str, Any] | None = None, trials_per_step: int | None = None) -> MiproRun:
+    optimizer = MIPROv2(METRIC, auto="light", seed=SEED, trials_per_step=trials_per_step)
     return optimizer.start(
         Predict("question -> answer", lm=lm),
         trainset=TRAIN,
@@ -135,6 +135,30 @@ async def test_same_seed_same_program_and_a_resumed_run_ends_the_same(lm: LM) ->
     resumed = start(lm, state=checkpoint)
     assert candidate_id(await run_to_end(resumed, lm)) == candidate_id(best)
     assert [t.to_dict() for t in resumed.history.trials] == [t.to_dict() for t in first.history.trials]
+
+
+async def test_one_trial_per_step_runs_dspys_trials_and_is_deterministic_and_resumable(lm: LM) -> None:
+    batched = start(lm)
+    await run_to_end(batched, lm)
+    one = start(lm, trials_per_step=1)
+    best = await run_to_end(one, lm)
+    assert len(searched(one)) == one.num_trials == len(searched(batched)) == dspy_trial_count(1, len(VAL))
+    search_steps = [t.step for t in searched(one)[1:]]  # the default program's is in the first step
+    assert search_steps == list(range(search_steps[0], search_steps[0] + len(search_steps)))  # one each
+    numbered = [(t.kind, t.label.split(":")[0]) for t in searched(one)]
+    assert numbered == [(t.kind, t.label.split(":")[0]) for t in searched(batched)]  # the same trials
+
+    again = start(lm, trials_per_step=1)
+    assert candidate_id(await run_to_end(again, lm)) == candidate_id(best)
+    assert [t.to_dict() for t in again.history.trials] == [t.to_dict() for t in one.history.trials]
+
+    interrupted = start(lm, trials_per_step=1)
+    with context(lm=lm):
+        while interrupted.phase != "search" or interrupted.position < 3:
+            await interrupted.step()
+    resumed = start(lm, state=json.loads(json.dumps(interrupted.state_dict())), trials_per_step=1)
+    assert candidate_id(await run_to_end(resumed, lm)) == candidate_id(best)
+    assert [t.to_dict() for t in resumed.history.trials] == [t.to_dict() for t in one.history.trials]
 
 
 async def test_unparseable_proposals_are_retried_then_skipped_and_recorded(

@@ -25,7 +25,7 @@ from dspex.metrics import exact_match
 from dspex.modules import Predict
 from dspex.optimizers import MIPROv2, optimizer_from_name
 from dspex.optimizers.mipro_search import SearchRecord, ask_batch
-from dspex.optimizers.mipro_settings import batches, resolve_run, trial_schedule
+from dspex.optimizers.mipro_settings import batches, resolve_run, search_steps, trial_schedule
 from dspex.primitives import Module
 
 METRIC = exact_match("answer")
@@ -122,6 +122,23 @@ def test_steps_hold_every_trial_once_in_order_a_full_evaluation_first(
         assert all(not trial.full for trial in step[1:])  # a full evaluation only opens a step
 
 
+@pytest.mark.parametrize(("num_trials", "steps"), [(10, 5), (20, 5), (7, 3), (6, 1)])
+@pytest.mark.parametrize("minibatch", [True, False])
+@pytest.mark.parametrize("per_step", [None, 1, 2, 4])
+def test_trials_per_step_cuts_the_same_trials_into_steps(
+    num_trials: int, steps: int, minibatch: bool, per_step: int | None
+) -> None:
+    schedule = trial_schedule(num_trials, minibatch=minibatch, full_eval_steps=steps)
+    cut = search_steps(schedule, full_eval_steps=steps, trials_per_step=per_step)
+    assert [trial for step in cut for trial in step] == schedule  # every trial once, in order
+    assert all(sum(not trial.full for trial in step) <= (per_step or steps) for step in cut)
+    assert all(not trial.full for step in cut for trial in step[1:])
+    if per_step is None:  # today's batching
+        assert cut == batches(schedule, steps)
+    if per_step == 1:  # a checkpoint after every trial, a full evaluation included
+        assert all(len(step) == 1 for step in cut) and len(cut) == len(schedule)
+
+
 def test_a_batch_of_asks_is_the_same_after_rebuilding_from_json() -> None:
     record = SearchRecord([3, 3], [6, 6])
     record.tell(0, record.default_params(), 40.0)
@@ -162,6 +179,9 @@ def never_called_lm() -> LM:
         ({"teacher_settings": {"temperature": 1}}, {}, "teacher_settings"),
         ({"log_dir": "/tmp/mipro-logs"}, {}, "log_dir is not supported"),
         ({"prompt_model": "openai/gpt-4o"}, {}, "prompt_model must be a dspex.LM"),
+        ({"trials_per_step": 0}, {}, "trials_per_step must be an integer >= 1"),
+        ({"trials_per_step": 2.5}, {}, "trials_per_step must be an integer >= 1"),
+        ({"trials_per_step": True}, {}, "trials_per_step must be an integer >= 1"),
     ],
 )
 def test_bad_knobs_are_rejected_before_any_run(
@@ -208,8 +228,11 @@ def test_without_a_valset_the_last_80_percent_of_the_trainset_validates() -> Non
 
 
 def test_registered_as_mipro_with_json_knobs() -> None:
-    optimizer = optimizer_from_name("mipro", metric=METRIC, auto="medium", seed=4, max_lm_calls=100)
+    optimizer = optimizer_from_name(
+        "mipro", metric=METRIC, auto="medium", seed=4, max_lm_calls=100, trials_per_step=1
+    )
     assert isinstance(optimizer, MIPROv2) and optimizer.auto == "medium" and optimizer.seed == 4
+    assert optimizer.trials_per_step == 1
 
 
 async def test_state_round_trips_through_json_mid_bootstrap() -> None:

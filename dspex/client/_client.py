@@ -123,6 +123,7 @@ class Client:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.aclose()
+        await asyncio.to_thread(self._admin.close)  # its committed-offset readers
 
     # -- evaluation --------------------------------------------------------------------------------
 

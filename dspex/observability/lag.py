@@ -30,6 +30,10 @@ __all__ = ["GroupLagExporter", "pipeline_groups"]
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("dspex.streams.librdkafka.admin")
 _DESCRIBE_TIMEOUT_S = 5.0
+# librdkafka's own deadline for the describe request: far beyond the wait above, so the request
+# never expires while its coordinator lookup is still pending (a use-after-free in librdkafka,
+# PR 5397 upstream, that crashed the aggregator with a SIGSEGV). We stop waiting sooner instead.
+_DESCRIBE_REQUEST_TIMEOUT_S = 60.0
 
 
 def pipeline_groups(prefix: str) -> dict[str, list[str]]:
@@ -78,7 +82,12 @@ class GroupLagExporter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                return  # still inside a call: its admin must stay open (the thread is a daemon)
             self._thread = None
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
 
     def poll_once(self) -> None:
         """One round over every group; a group that cannot be read is logged and skipped."""
@@ -108,6 +117,6 @@ class GroupLagExporter:
     def _members(self, group: str) -> int:
         if self._client is None:
             self._client = AdminClient(client_config(self.settings, _librdkafka_logger))
-        futures = self._client.describe_consumer_groups([group], request_timeout=_DESCRIBE_TIMEOUT_S)
+        futures = self._client.describe_consumer_groups([group], request_timeout=_DESCRIBE_REQUEST_TIMEOUT_S)
         description = futures[group].result(timeout=_DESCRIBE_TIMEOUT_S + 1)
         return len(description.members or [])

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as RawKafkaError
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec, ResourceType
 
@@ -105,6 +105,13 @@ class KafkaAdmin:
         self.settings = settings
         self.timeout = timeout
         self._client = AdminClient(client_config(settings, _librdkafka_logger))
+        self._offset_readers: dict[str, Consumer] = {}
+
+    def close(self) -> None:
+        """Close the consumers that read committed offsets (the admin client needs no closing)."""
+        readers, self._offset_readers = self._offset_readers, {}
+        for reader in readers.values():
+            reader.close()
 
     def probe(self, timeout: float | None = None) -> int:
         """Ask for cluster metadata; returns the number of brokers, else BrokerUnavailableError."""
@@ -164,15 +171,29 @@ class KafkaAdmin:
         return GroupLag(group, rows)
 
     def committed(self, group: str, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """The committed offset of ``group`` per partition; partitions never committed are absent."""
+        """The committed offset of ``group`` per partition; partitions never committed are absent.
+
+        Read by a consumer of the group that never subscribes (so it never joins the group or
+        disturbs its members), not by ``AdminClient.list_consumer_group_offsets``: librdkafka's
+        admin client dereferences a consumer-group handle it does not have when the offset answer
+        says "find the coordinator again" (librdkafka issue 5040), which killed the aggregator with
+        a SIGSEGV in a librdkafka thread, where no Python fault handler can report it.
+        """
         request = [TopicPartition(topic, partition) for topic, partition in partitions]
-        futures = self._call(
-            "list consumer group offsets",
-            self._client.list_consumer_group_offsets,
-            [ConsumerGroupTopicPartitions(group, request)],
-        )
-        result = self._result(futures[group], f"committed offsets of group {group}")
-        return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+        try:
+            answered = self._offset_reader(group).committed(request, timeout=self.timeout)
+        except KafkaException as exc:
+            raise KafkaError(f"could not read committed offsets of group {group}: {_describe(exc)}") from exc
+        return {(tp.topic, tp.partition): tp.offset for tp in answered if tp.error is None and tp.offset >= 0}
+
+    def _offset_reader(self, group: str) -> Consumer:
+        reader = self._offset_readers.get(group)
+        if reader is None:
+            config = client_config(
+                self.settings, _librdkafka_logger, **{"group.id": group, "enable.auto.commit": False}
+            )
+            reader = self._offset_readers[group] = Consumer(config)
+        return reader
 
     def end_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The end (high watermark) offset of each partition."""

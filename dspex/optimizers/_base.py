@@ -260,6 +260,13 @@ class Optimizer(ABC):
         """Sync form of ``acompile`` (inside async code, ``await optimizer.acompile(...)``)."""
         return run_sync(self.acompile(*args, **kwargs))
 
+    async def _run_all_steps(self, run: OptimizerRun) -> Module:
+        """Every step of ``run``; its history stays on the optimizer even when a step fails."""
+        try:
+            return await run.run_to_end()
+        finally:
+            self.history = run.history
+
     @staticmethod
     def executor_or_default(executor: Executor | None) -> Executor:
         if executor is None:

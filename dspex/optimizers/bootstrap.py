@@ -367,10 +367,7 @@ class BootstrapFewShot(Optimizer):
         run = self.start(
             student, trainset=trainset, teacher=teacher, valset=valset, executor=executor, **unknown
         )
-        try:
-            return await run.run_to_end()
-        finally:
-            self.history = run.history
+        return await self._run_all_steps(run)
 
     def start(
         self,

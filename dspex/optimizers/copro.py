@@ -154,10 +154,7 @@ class COPRO(Optimizer):
         run = self.start(
             student, trainset=trainset, eval_kwargs=eval_kwargs, valset=valset, executor=executor, **unknown
         )
-        try:
-            return await run.run_to_end()
-        finally:
-            self.history = run.history
+        return await self._run_all_steps(run)
 
     def start(
         self,

@@ -142,10 +142,7 @@ class MIPROv2(Optimizer):
     async def acompile(self, student: Module, *, trainset: Sequence[Example], **options: Any) -> Module:
         """The best program found (see :meth:`start` for the options, DSPy's ``compile`` ones)."""
         run = self.start(student, trainset=trainset, **options)
-        try:
-            return await run.run_to_end()
-        finally:
-            self.history = run.history
+        return await self._run_all_steps(run)
 
     def start(
         self,

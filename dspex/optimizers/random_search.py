@@ -171,9 +171,8 @@ class BootstrapFewShotWithRandomSearch(Optimizer):
             **unknown,
         )
         try:
-            return await run.run_to_end()
+            return await self._run_all_steps(run)
         finally:
-            self.history = run.history
             self.candidate_programs = run.candidate_programs
 
     def start(

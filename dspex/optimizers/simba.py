@@ -158,10 +158,7 @@ class SIMBA(Optimizer):
     ) -> Module:
         """The best program found (``student`` itself is left unchanged)."""
         run = self.start(student, trainset=trainset, seed=seed, valset=valset, executor=executor, **unknown)
-        try:
-            return await run.run_to_end()
-        finally:
-            self.history = run.history
+        return await self._run_all_steps(run)
 
     def start(
         self,

@@ -16,26 +16,23 @@ Browser: Playwright for Python with ``executable_path`` (nothing downloads a bro
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import httpx
 import pytest
-from e2e_pipeline import JOB_TIMEOUT_S, METRIC, Pipeline, devset, predict_program, sim_lm, wait_for
+from e2e_optimize import OptimizeCase, local_run, start_cluster, submit
+from e2e_pipeline import JOB_TIMEOUT_S, Pipeline, devset, sim_lm, wait_for
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
-from dspex.errors import KafkaError
-from dspex.lm import LM
-from dspex.optimizers import LocalExecutor, optimizer_from_name
 from dspex.schemas import OptimizeStatus
-from dspex.settings import context
 from dspex.testing import SimulatedLMServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(420)]
@@ -56,9 +53,13 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 EVIL_NAME = "<script>alert(1)</script>"
-KNOBS: dict[str, Any] = {"num_candidate_programs": 1, "max_bootstrapped_demos": 4}
-SEED = 3
-TRAIN, VAL = devset(20, seed=11), devset(30, seed=12)
+CASE = OptimizeCase(
+    "bootstrap-rs",
+    knobs={"num_candidate_programs": 1, "max_bootstrapped_demos": 4},
+    seed=3,
+    train=devset(20, seed=11),
+    val=devset(30, seed=12),
+)
 # Long enough that a released step's answers come well after the hold is back; short enough
 # that the 120 evaluation requests stay a few seconds.
 LATENCY_S = 0.3
@@ -73,22 +74,6 @@ def free_port() -> int:
 
 
 # ---------------------------------------------------------------------------------- processes
-
-
-def start_cluster(pipeline: Pipeline) -> None:
-    """Aggregator, scorer, one predictor and the optimize worker, each owning its partitions."""
-    pipeline.start_workers(1)
-    pipeline.start("optimize")
-    pipeline.wait_ready(READY_S)
-    jobs = pipeline.partitions("jobs")
-
-    def optimizer_owns_jobs() -> bool:
-        try:
-            return sum(pipeline.assigned("optimize").values()) == jobs
-        except KafkaError:  # a freshly created topic may briefly have no leader for the reader
-            return False
-
-    wait_for(optimizer_owns_jobs, READY_S, "the optimize worker to own every jobs partition", poll=0.25)
 
 
 @contextmanager
@@ -147,33 +132,6 @@ def beside_the_browser(fn: Callable[..., T], *args: Any) -> T:
         return pool.submit(fn, *args).result()
 
 
-def lm_calls_per_step(sim: SimulatedLMServer, lm: LM) -> list[int]:
-    """How many LM requests each step of the same optimization makes, run here first (the
-    simulated LM is deterministic and every cache is off, so the cluster makes the same ones)."""
-
-    async def run_locally() -> list[int]:
-        optimizer = optimizer_from_name("bootstrap-rs", metric=METRIC, seed=SEED, **KNOBS)
-        calls: list[int] = []
-        with context(lm=lm):
-            run = optimizer.start(predict_program(), trainset=TRAIN, valset=VAL, executor=LocalExecutor())
-            while not run.done:
-                before = sim.control.stats()["requests_total"]
-                await run.step()
-                calls.append(sim.control.stats()["requests_total"] - before)
-        return calls
-
-    return asyncio.run(run_locally())
-
-
-def submit(pipeline: Pipeline, lm: LM) -> str:
-    with context(lm=lm):
-        job_id = pipeline.client.optimize(
-            predict_program(), TRAIN, VAL, METRIC, optimizer="bootstrap-rs", knobs=KNOBS, seed=SEED,
-            name=EVIL_NAME, wait=False,
-        )  # fmt: skip
-    return cast(str, job_id)
-
-
 def wait_held(sim: SimulatedLMServer, pipeline: Pipeline, requests: int) -> None:
     """Until all ``requests`` of the job's current step wait on the simulated LM (it is stuck)."""
     wait_for(
@@ -224,10 +182,12 @@ def test_the_dashboard_follows_a_running_cluster_optimization(
 ) -> None:
     sim = sim_factory(latency=LATENCY_S)
     lm = sim_lm(sim, cache_dir)
-    calls = lm_calls_per_step(sim, lm)
+    # LM requests per step of the same optimization run here first (the simulated LM is
+    # deterministic and every cache is off, so the cluster makes the same ones)
+    calls = local_run(sim, lm, CASE).calls_per_step
     assert len(calls) == 3 and calls[0] > 0 and calls[1] > 0, calls  # two bootstrap waves, one evaluation
     pipeline = pipeline_factory()
-    start_cluster(pipeline)
+    start_cluster(pipeline, READY_S)
     dialogs: list[str] = []
     with (
         running_dashboard(pipeline, tmp_path / "dashboard.log") as url,
@@ -235,7 +195,7 @@ def test_the_dashboard_follows_a_running_cluster_optimization(
     ):
         page.goto(url + "/")
         sim.control.hold()  # nothing moves until the page has been read
-        job_id = beside_the_browser(submit, pipeline, lm)
+        job_id = beside_the_browser(partial(submit, name=EVIL_NAME), pipeline, lm, CASE)
         wait_held(sim, pipeline, calls[0])
         row = page.locator(f'#jobs tr[data-job-id="{job_id}"]')
         expect(row).to_have_count(1, timeout=PAGE_MS)
@@ -277,7 +237,7 @@ def test_the_dashboard_follows_a_running_cluster_optimization(
         # one is the evaluation of every candidate on the valset.
         jobs = httpx.get(url + "/api/jobs", timeout=10).json()["jobs"]
         work = [job for job in jobs if job["kind"] == "eval"]
-        assert any(job["total"] == len(scored) * len(VAL) for job in work), jobs
+        assert any(job["total"] == len(scored) * len(CASE.val) for job in work), jobs
         for job in work:
             work_row = page.locator(f'#jobs tr[data-job-id="{job["job_id"]}"]')
             expect(work_row.locator(".state")).to_have_text("completed", timeout=PAGE_MS)

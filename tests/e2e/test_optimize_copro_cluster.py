@@ -4,94 +4,32 @@ trials and the same best program, with a checkpoint after every step."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
-from e2e_pipeline import (
-    JOB_TIMEOUT_S,
-    METRIC,
-    Pipeline,
-    devset,
-    predict_program,
-    read_topic,
-    sim_lm,
-    wait_for,
+from e2e_optimize import (
+    OptimizeCase,
+    checkpoint_steps,
+    kill_after_checkpoint,
+    local_run,
+    optimize_like_local,
+    resumed_like_local,
+    start_cluster,
 )
+from e2e_pipeline import Pipeline, devset, sim_lm
 
-from dspex.errors import KafkaError
-from dspex.lm import LM
-from dspex.optimizers import LocalExecutor, optimizer_from_name
-from dspex.primitives import Module
-from dspex.schemas import OptimizerCheckpoint, OptimizeStatus, TrialRecord, decode
-from dspex.serialization import candidate_id
-from dspex.settings import context
 from dspex.testing import SimulatedLMServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-KNOBS: dict[str, Any] = {"breadth": 3, "depth": 2}
-SEED = 5
-TRAIN, VAL = devset(12, seed=21), devset(20, seed=22)
-READY_S = 120.0
-
-
-@dataclass
-class LocalRun:
-    """The reference: best program, trials and LM requests per step of the same optimization here."""
-
-    best_id: str
-    trials: list[TrialRecord]
-    calls_per_step: list[int]
-
-
-def local_reference(sim: SimulatedLMServer, lm: LM) -> LocalRun:
-    async def go() -> LocalRun:
-        optimizer = optimizer_from_name("copro", metric=METRIC, seed=SEED, **KNOBS)
-        calls: list[int] = []
-        with context(lm=lm):  # no prompt_model: proposals use the context LM, as the job's LM in the cluster
-            run = optimizer.start(predict_program(), trainset=TRAIN, valset=VAL, executor=LocalExecutor())
-            while not run.done:
-                before = sim.control.stats()["requests_total"]
-                await run.step()
-                calls.append(sim.control.stats()["requests_total"] - before)
-            best = run.result()
-        trials = [TrialRecord(**trial.as_trial_record()) for trial in run.history.trials]
-        return LocalRun(candidate_id(best), trials, calls)
-
-    return asyncio.run(go())
-
-
-def start_cluster(pipeline: Pipeline) -> None:
-    pipeline.start_workers(1)
-    pipeline.start("optimize")
-    wait_for(lambda: _ready(pipeline), READY_S, "the pipeline to be ready", poll=0.5, detail=pipeline.report)
-    jobs = pipeline.partitions("jobs")
-    wait_for(lambda: _owned(pipeline) == jobs, READY_S, "the optimize worker to own the jobs", poll=0.25)
-
-
-def checkpoint_steps(pipeline: Pipeline, job_id: str) -> list[int]:
-    topic = pipeline.registry.name("optimizer-state")
-    saved = [decode(m.value(), OptimizerCheckpoint) for m in read_topic(pipeline.settings, topic)]
-    return [c.step for c in saved if c.job_id == job_id]
-
-
-def _ready(pipeline: Pipeline) -> bool:
-    try:
-        pipeline.wait_ready(READY_S)
-    except KafkaError:
-        return False
-    return True
-
-
-def _owned(pipeline: Pipeline) -> int:
-    try:
-        return sum(pipeline.assigned("optimize").values())
-    except KafkaError:
-        return -1
+CASE = OptimizeCase(
+    "copro",
+    knobs={"breadth": 3, "depth": 2},
+    seed=5,
+    train=devset(12, seed=21),
+    val=devset(20, seed=22),
+)
 
 
 def test_copro_cluster_optimization_equals_local(
@@ -101,21 +39,12 @@ def test_copro_cluster_optimization_equals_local(
 ) -> None:
     sim = sim_factory(latency=0.01)
     lm = sim_lm(sim, cache_dir)
-    reference = local_reference(sim, lm)
+    reference = local_run(sim, lm, CASE)
     assert len(reference.calls_per_step) == 4 and any(t.kind == "proposal" for t in reference.trials)
     pipeline = pipeline_factory()
     start_cluster(pipeline)
 
-    with context(lm=lm):
-        best = pipeline.client.optimize(
-            predict_program(), TRAIN, VAL, METRIC, optimizer="copro", knobs=KNOBS, seed=SEED,
-            timeout=JOB_TIMEOUT_S,
-        )  # fmt: skip
-    assert isinstance(best, Module) and candidate_id(best) == reference.best_id
-    job_ids = [s.job_id for s in pipeline.client.jobs().values() if isinstance(s, OptimizeStatus)]
-    status = cast(OptimizeStatus, pipeline.client.status(job_ids[0]))
-    assert (status.state, status.best_candidate_id) == ("completed", reference.best_id), status.reason
-    assert status.steps == reference.trials  # the same proposals, candidates and scores, step by step
+    status = optimize_like_local(pipeline, lm, CASE, reference)
     assert checkpoint_steps(pipeline, status.job_id) == [1, 2, 3, 4]
 
 
@@ -126,39 +55,24 @@ def test_copro_optimize_worker_killed_mid_evaluation_resumes(
 ) -> None:
     sim = sim_factory(latency=0.01)
     lm = sim_lm(sim, cache_dir)
-    reference = local_reference(sim, lm)
+    reference = local_run(sim, lm, CASE)
     pipeline = pipeline_factory()
     start_cluster(pipeline)
-    first = pipeline.stack.alive("optimize")[0]
 
-    before = sim.control.stats()["requests_total"]
-    sim.control.hold(
-        after=reference.calls_per_step[0]
-    )  # round 1's proposals go through, its evaluation waits
-    with context(lm=lm):
-        job_id = cast(
-            str,
-            pipeline.client.optimize(
-                predict_program(), TRAIN, VAL, METRIC, optimizer="copro", knobs=KNOBS, seed=SEED, wait=False
-            ),
-        )
-    wait_for(
-        lambda: sim.control.stats()["held"] > 0 and checkpoint_steps(pipeline, job_id),
-        JOB_TIMEOUT_S,
-        "the proposals' checkpoint while the evaluation is held",
-        poll=0.25,
-        detail=pipeline.report,
+    crash = kill_after_checkpoint(
+        pipeline,
+        sim,
+        lm,
+        CASE,
+        hold_after=reference.calls_per_step[0],  # round 1's proposals go through, its evaluation waits
+        step=1,
+        what="the proposals' checkpoint while the evaluation is held",
     )
-    assert checkpoint_steps(pipeline, job_id) == [1]
-    first.kill()
-    sim.control.release()
-    pipeline.start("optimize")
+    assert crash.steps_at_kill == [1]
 
-    status = cast(OptimizeStatus, pipeline.client.wait(job_id, timeout=JOB_TIMEOUT_S))
-    assert (status.state, status.best_candidate_id) == ("completed", reference.best_id), status.reason
-    assert status.steps == reference.trials  # no proposal made twice, none missing
-    assert checkpoint_steps(pipeline, job_id) == [1, 2, 3, 4]
-    spent = sim.control.stats()["requests_total"] - before
+    resumed_like_local(pipeline, crash, reference)
+    assert checkpoint_steps(pipeline, crash.job_id) == [1, 2, 3, 4]
+    spent = crash.spent(sim)
     # at most one full run plus the evaluation that was in progress when the worker died
-    total = sum(reference.calls_per_step)
+    total = reference.calls
     assert total <= spent <= total + reference.calls_per_step[1], (spent, reference)

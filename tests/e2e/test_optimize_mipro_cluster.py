@@ -14,104 +14,39 @@ most one trial's.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
-from e2e_pipeline import (
-    JOB_TIMEOUT_S,
-    METRIC,
-    Pipeline,
-    devset,
-    predict_program,
-    read_topic,
-    sim_lm,
-    wait_for,
+from e2e_optimize import (
+    LocalRun,
+    OptimizeCase,
+    checkpoint_steps,
+    kill_after_checkpoint,
+    local_run,
+    optimize_like_local,
+    resumed_like_local,
+    start_cluster,
 )
+from e2e_pipeline import Pipeline, devset, sim_lm
 
-from dspex.errors import KafkaError
-from dspex.lm import LM
-from dspex.optimizers import LocalExecutor, optimizer_from_name
-from dspex.schemas import OptimizerCheckpoint, OptimizeStatus, TrialRecord, decode
-from dspex.serialization import candidate_id
-from dspex.settings import context
+from dspex.schemas import TrialRecord
 from dspex.testing import SimulatedLMServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-KNOBS: dict[str, Any] = {"auto": "light"}
-ONE_PER_STEP: dict[str, Any] = {"auto": "light", "trials_per_step": 1}
-SEED = 9
-TRAIN, VAL = devset(20, seed=31), devset(60, seed=32)
-READY_S = 120.0
+CASE = OptimizeCase(
+    "mipro", knobs={"auto": "light"}, seed=9, train=devset(20, seed=31), val=devset(60, seed=32)
+)
+ONE_PER_STEP = replace(CASE, knobs={"auto": "light", "trials_per_step": 1})
 
 
-@dataclass
-class LocalRun:
-    best_id: str
-    trials: list[TrialRecord]
-    calls_per_step: list[int]
-    num_trials: int
-
-    @property
-    def calls(self) -> int:
-        return sum(self.calls_per_step)
-
-    def search_trials(self) -> list[TrialRecord]:
-        """The trials after the default program's (trial 0), in order."""
-        return [t for t in self.trials if t.kind in ("full", "minibatch")][1:]
-
-
-def local_run(sim: SimulatedLMServer, lm: LM, knobs: dict[str, Any]) -> LocalRun:
-    async def go() -> LocalRun:
-        optimizer = optimizer_from_name("mipro", metric=METRIC, seed=SEED, **knobs)
-        calls: list[int] = []
-        with context(lm=lm):
-            run = optimizer.start(predict_program(), trainset=TRAIN, valset=VAL, executor=LocalExecutor())
-            while not run.done:
-                before = sim.control.stats()["requests_total"]
-                await run.step()
-                calls.append(sim.control.stats()["requests_total"] - before)
-            best = run.result()
-        trials = [TrialRecord(**trial.as_trial_record()) for trial in run.history.trials]
-        return LocalRun(candidate_id(best), trials, calls, run.num_trials)
-
-    return asyncio.run(go())
-
-
-def start_cluster(pipeline: Pipeline) -> None:
-    pipeline.start_workers(1)
-    pipeline.start("optimize")
-    wait_for(lambda: _ready(pipeline), READY_S, "the pipeline to be ready", poll=0.5, detail=pipeline.report)
-    jobs = pipeline.partitions("jobs")
-    wait_for(lambda: _owned(pipeline) == jobs, READY_S, "an optimize worker owning the jobs", poll=0.25)
-
-
-def _ready(pipeline: Pipeline) -> bool:
-    try:
-        pipeline.wait_ready(READY_S)
-    except KafkaError as exc:  # a fresh topic may briefly have no leader: ask again
-        logging.getLogger(__name__).info("pipeline not ready yet: %s", exc)
-        return False
-    return True
-
-
-def _owned(pipeline: Pipeline) -> int:
-    try:
-        return sum(pipeline.assigned("optimize").values())
-    except KafkaError:
-        return -1
-
-
-def checkpoints(pipeline: Pipeline, job_id: str) -> list[OptimizerCheckpoint]:
-    topic = pipeline.registry.name("optimizer-state")
-    found = [decode(m.value(), OptimizerCheckpoint) for m in read_topic(pipeline.settings, topic)]
-    return [c for c in found if c.job_id == job_id]
+def search_trials(run: LocalRun) -> list[TrialRecord]:
+    """The trials after the default program's (trial 0), in order."""
+    return [t for t in run.trials if t.kind in ("full", "minibatch")][1:]
 
 
 def searched(trials: list[TrialRecord]) -> int:
@@ -131,66 +66,40 @@ def test_mipro_cluster_optimization_equals_local_and_resumes_after_sigkill(
 ) -> None:
     sim = sim_factory(latency=0.01)
     lm = sim_lm(sim, cache_dir)
-    reference = local_run(sim, lm, KNOBS)
+    reference = local_run(sim, lm, CASE)
     assert searched(reference.trials) == reference.num_trials == 13  # DSPy's light count for these sizes
     one_per_step = local_run(sim, lm, ONE_PER_STEP)
     assert searched(one_per_step.trials) == one_per_step.num_trials == 13
-    trials = one_per_step.search_trials()
+    trials = search_trials(one_per_step)
     assert len({t.step for t in trials}) == len(trials)  # a step (and a checkpoint) per trial
     pipeline = pipeline_factory()
     start_cluster(pipeline)
 
     # 1. uninterrupted, today's batching: the same program and history as locally
-    with context(lm=lm):
-        best = pipeline.client.optimize(
-            predict_program(), TRAIN, VAL, METRIC, optimizer="mipro", knobs=KNOBS, seed=SEED,
-            timeout=JOB_TIMEOUT_S,
-        )  # fmt: skip
-    assert candidate_id(best) == reference.best_id
-    job_ids = [s.job_id for s in pipeline.client.jobs().values() if isinstance(s, OptimizeStatus)]
-    status = cast(OptimizeStatus, pipeline.client.status(job_ids[0]))
-    assert (status.state, status.best_candidate_id) == ("completed", reference.best_id), status.reason
-    assert status.steps == reference.trials
+    optimize_like_local(pipeline, lm, CASE, reference)
 
     # 2. one trial per step, killed after its k-th trial (the next one is the first full evaluation,
     # the largest), resumed by a new worker from the checkpoint of trial k
     k = next(i for i, t in enumerate(trials) if t.kind == "full")
     assert k >= 2 and trials[k].step == trials[k - 1].step + 1
     held_step = trials[k].step  # steps done when trial k's checkpoint is written
-    first = pipeline.stack.alive("optimize")[0]
-    before = sim.control.stats()["requests_total"]
-    sim.control.hold(after=sum(one_per_step.calls_per_step[:held_step]))
-    with context(lm=lm):
-        job_id = cast(
-            str,
-            pipeline.client.optimize(
-                predict_program(), TRAIN, VAL, METRIC, optimizer="mipro", knobs=ONE_PER_STEP, seed=SEED,
-                wait=False,
-            ),
-        )  # fmt: skip
-    wait_for(
-        lambda: (
-            sim.control.stats()["held"] > 0
-            and any(c.step == held_step for c in checkpoints(pipeline, job_id))
-        ),
-        JOB_TIMEOUT_S,
-        f"the checkpoint of trial {k} (step {held_step}) while trial {k + 1} is held",
-        poll=0.25,
-        detail=pipeline.report,
+    crash = kill_after_checkpoint(
+        pipeline,
+        sim,
+        lm,
+        ONE_PER_STEP,
+        hold_after=sum(one_per_step.calls_per_step[:held_step]),
+        step=held_step,
+        what=f"the checkpoint of trial {k} (step {held_step}) while trial {k + 1} is held",
     )
-    assert not any(c.step > held_step for c in checkpoints(pipeline, job_id))
-    first.kill()
-    sim.control.release()
-    pipeline.start("optimize")
+    assert not any(step > held_step for step in crash.steps_at_kill)
 
-    status = cast(OptimizeStatus, pipeline.client.wait(job_id, timeout=JOB_TIMEOUT_S))
-    assert (status.state, status.best_candidate_id) == ("completed", one_per_step.best_id), status.reason
-    assert status.steps == one_per_step.trials  # the same history as locally
+    status = resumed_like_local(pipeline, crash, one_per_step)
     resumed = [t for t in status.steps if t.kind in ("full", "minibatch")][1:]
     assert trial_numbers(resumed) == list(range(1, one_per_step.num_trials))  # no gap, no repeat
-    steps = [c.step for c in checkpoints(pipeline, job_id)]
+    steps = checkpoint_steps(pipeline, crash.job_id)
     assert steps == list(range(1, len(one_per_step.calls_per_step) + 1)), steps
-    spent = sim.control.stats()["requests_total"] - before
+    spent = crash.spent(sim)
     # at most one full run plus one trial: the largest single trial's requests
     largest_trial = max(one_per_step.calls_per_step[t.step] for t in trials)
     logging.getLogger(__name__).warning(

@@ -11,10 +11,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dspex.evaluate import EvaluationResult, ExampleResult
+from dspex.lm import LM
 from dspex.lm.usage import Usage, record_usage
 from dspex.metrics import resolve_metric, score_of
 from dspex.optimizers.executor import per_example
 from dspex.primitives import Example, Module, Prediction, TraceStep
+from dspex.testing import SimulatedLMServer
 
 Passes = Callable[[Example, int | None], bool]
 
@@ -83,3 +85,8 @@ def dataset(n: int, offset: int = 0) -> list[Example]:
         Example(question=f"What is {i} + 1?", answer=str(i + 1)).with_inputs("question")
         for i in range(offset, offset + n)
     ]
+
+
+def sim_lm_of(sim: SimulatedLMServer) -> LM:
+    """An LM on the simulated LM (the ``sim`` fixture of conftest.py), its cache off."""
+    return LM("openai/sim", api_base=sim.base_url, api_key="sim", cache=False)

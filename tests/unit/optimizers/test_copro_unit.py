@@ -7,10 +7,11 @@ a LocalExecutor that counts its evaluate_many calls.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from dspex_optimizer_fakes import sim_lm_of
 
 from dspex.errors import ConfigurationError, LMError
 from dspex.evaluate import EvaluationResult
@@ -50,25 +51,8 @@ class DraftThenAnswer(Module):
         return await self.answer.acall(question=question, draft=draft.draft)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[SimulatedLMServer]:
-    with SimulatedLMServer(in_process=True) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(server: SimulatedLMServer) -> SimulatedLMServer:
-    server.control.configure(garble=0.0, garble_fields=None)
-    server.control.reset()
-    return server
-
-
-def lm_of(sim: SimulatedLMServer) -> LM:
-    return LM("openai/sim", api_base=sim.base_url, api_key="sim", cache=False)
-
-
 def copro(sim: SimulatedLMServer, **knobs: Any) -> COPRO:
-    return COPRO(prompt_model=lm_of(sim), metric=METRIC, **{"breadth": 3, "depth": 2, **knobs})
+    return COPRO(prompt_model=sim_lm_of(sim), metric=METRIC, **{"breadth": 3, "depth": 2, **knobs})
 
 
 def calls(sim: SimulatedLMServer) -> int:
@@ -121,7 +105,7 @@ async def test_bad_input_is_refused_before_any_lm_call(
 ) -> None:
     arguments = {"trainset": TRAIN, **kwargs}
     with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        await copro(sim).acompile(Predict("question -> answer", lm=lm_of(sim)), **arguments)
+        await copro(sim).acompile(Predict("question -> answer", lm=sim_lm_of(sim)), **arguments)
     assert calls(sim) == 0
 
 
@@ -130,7 +114,7 @@ async def test_a_program_without_predictors_or_a_proposal_lm_is_refused(sim: Sim
         await copro(sim).acompile(Module(), trainset=TRAIN)
     no_prompt_model = COPRO(metric=METRIC, breadth=3, depth=1)  # and no LM configured
     with pytest.raises(ConfigurationError, match="needs an LM for its proposals"):
-        await no_prompt_model.acompile(Predict("question -> answer", lm=lm_of(sim)), trainset=TRAIN)
+        await no_prompt_model.acompile(Predict("question -> answer", lm=sim_lm_of(sim)), trainset=TRAIN)
     assert calls(sim) == 0
 
 
@@ -141,7 +125,7 @@ async def test_each_round_proposes_then_evaluates_all_its_candidates_in_one_call
     sim: SimulatedLMServer,
 ) -> None:
     executor, optimizer = CountingExecutor(), copro(sim, breadth=4, depth=3)
-    student = Predict("question -> answer", lm=lm_of(sim))
+    student = Predict("question -> answer", lm=sim_lm_of(sim))
     best = await optimizer.acompile(student, trainset=TRAIN, executor=executor)
     history = optimizer.history
     assert history is not None and history.stopped is None
@@ -169,7 +153,7 @@ async def test_several_predictors_are_all_proposed_for_and_evaluated_in_one_call
     sim: SimulatedLMServer,
 ) -> None:
     executor, optimizer = CountingExecutor(), copro(sim, breadth=3, depth=2, track_stats=True)
-    program = DraftThenAnswer(lm_of(sim))
+    program = DraftThenAnswer(sim_lm_of(sim))
     best = await optimizer.acompile(program, trainset=TRAIN, executor=executor)
     history = optimizer.history
     assert history is not None and len(executor.evaluations) == 2
@@ -182,11 +166,13 @@ async def test_several_predictors_are_all_proposed_for_and_evaluated_in_one_call
     # every candidate kept is the very program that was scored (the others at the previous best)
     assert {candidate_id(c["program"]) for c in best.candidate_programs} <= {t.candidate_id for t in full}
     assert candidate_id(best) in {t.candidate_id for t in full}
-    assert program.draft.signature.instructions == DraftThenAnswer(lm_of(sim)).draft.signature.instructions
+    assert (
+        program.draft.signature.instructions == DraftThenAnswer(sim_lm_of(sim)).draft.signature.instructions
+    )
 
 
 async def test_a_run_resumed_from_its_state_dict_ends_as_an_uninterrupted_one(sim: SimulatedLMServer) -> None:
-    student = Predict("question -> answer", lm=lm_of(sim))
+    student = Predict("question -> answer", lm=sim_lm_of(sim))
     reference = copro(sim, breadth=3, depth=3)
     best = await reference.acompile(student, trainset=TRAIN)
     assert reference.history is not None
@@ -204,7 +190,7 @@ async def test_a_run_resumed_from_its_state_dict_ends_as_an_uninterrupted_one(si
 
 
 async def test_the_seed_changes_the_proposals_reproducibly(sim: SimulatedLMServer) -> None:
-    student = Predict("question -> answer", lm=lm_of(sim))
+    student = Predict("question -> answer", lm=sim_lm_of(sim))
 
     async def notes(seed: int) -> list[str | None]:
         optimizer = copro(sim, breadth=4, depth=1, seed=seed)
@@ -217,7 +203,7 @@ async def test_the_seed_changes_the_proposals_reproducibly(sim: SimulatedLMServe
 
 async def test_the_budget_stops_the_run_with_the_best_so_far(sim: SimulatedLMServer) -> None:
     optimizer = copro(sim, breadth=4, depth=3, max_lm_calls=70)
-    best = await optimizer.acompile(Predict("question -> answer", lm=lm_of(sim)), trainset=TRAIN)
+    best = await optimizer.acompile(Predict("question -> answer", lm=sim_lm_of(sim)), trainset=TRAIN)
     history = optimizer.history
     assert history is not None and "budget" in (history.stopped or "")
     assert calls(sim) == history.usage.lm_calls <= 70
@@ -229,7 +215,7 @@ async def test_the_budget_stops_the_run_with_the_best_so_far(sim: SimulatedLMSer
 
 async def test_garbled_proposals_are_skipped_and_recorded_never_crashing(sim: SimulatedLMServer) -> None:
     sim.control.configure(garble=1.0, garble_fields="instruction")
-    student = Predict("question -> answer", lm=lm_of(sim))
+    student = Predict("question -> answer", lm=sim_lm_of(sim))
     optimizer = copro(sim, breadth=3, depth=2)
     best = await optimizer.acompile(student, trainset=TRAIN)
     history = optimizer.history
@@ -248,7 +234,7 @@ async def test_an_lm_outage_during_proposals_fails_the_step_instead_of_skipping(
 ) -> None:
     prompt_model = LM("openai/sim", api_base=sim.base_url, api_key="sim", cache=False, max_retries=0)
     optimizer = COPRO(prompt_model=prompt_model, metric=METRIC, breadth=3, depth=1)
-    run = optimizer.start(Predict("question -> answer", lm=lm_of(sim)), trainset=TRAIN)
+    run = optimizer.start(Predict("question -> answer", lm=sim_lm_of(sim)), trainset=TRAIN)
     sim.control.down()
     try:
         with pytest.raises(LMError):

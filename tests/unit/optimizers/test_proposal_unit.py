@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from dspex_optimizer_fakes import sim_lm_of
 
 from dspex.errors import ConfigurationError
-from dspex.lm import LM
 from dspex.modules import Predict
 from dspex.optimizers.proposal import PROPOSAL_ATTEMPTS, clean_proposal, propose_text
 from dspex.testing import SimulatedLMServer
 
 PROPOSER = "basic_instruction -> proposed_instruction, proposed_prefix_for_output_field"
 INPUTS = {"basic_instruction": "Answer the question."}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SimulatedLMServer]:
-    with SimulatedLMServer(in_process=True) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(server: SimulatedLMServer) -> SimulatedLMServer:
-    server.control.configure(garble=0.0, garble_fields=None)
-    server.control.reset()
-    return server
-
-
-def lm_of(sim: SimulatedLMServer) -> LM:
-    return LM("openai/sim", api_base=sim.base_url, api_key="sim", cache=False)
 
 
 async def propose(sim: SimulatedLMServer, rollout_id: int = 1, **kwargs: Any) -> Any:
@@ -41,7 +23,7 @@ async def propose(sim: SimulatedLMServer, rollout_id: int = 1, **kwargs: Any) ->
         field="proposed_instruction",
         also=("proposed_prefix_for_output_field",),
         rollout_id=rollout_id,
-        lm=lm_of(sim),
+        lm=sim_lm_of(sim),
         **kwargs,
     )
 
@@ -98,7 +80,7 @@ async def test_the_retry_is_a_fresh_draw_that_can_succeed(sim: SimulatedLMServer
 async def test_an_empty_proposal_counts_as_unusable(sim: SimulatedLMServer) -> None:
     # the sim gives this field plain text; asking for a field the proposer never fills gives nothing
     proposal = await propose_text(
-        Predict(PROPOSER), INPUTS, field="missing_field", rollout_id=3, lm=lm_of(sim)
+        Predict(PROPOSER), INPUTS, field="missing_field", rollout_id=3, lm=sim_lm_of(sim)
     )
     assert proposal.skipped and "empty proposal" in (proposal.error or "")
 

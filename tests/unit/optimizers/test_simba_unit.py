@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dspex_optimizer_fakes import FakeExecutor, dataset
+from dspex_optimizer_fakes import FakeExecutor, dataset, sim_lm_of
 
 from dspex.errors import ConfigurationError
 from dspex.lm import LM
@@ -236,25 +235,8 @@ def test_pool_helpers_follow_dspy() -> None:
 # --------------------------------------------------------------------------- rules from the simulated LM
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[SimulatedLMServer]:
-    with SimulatedLMServer(in_process=True) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(server: SimulatedLMServer) -> SimulatedLMServer:
-    server.control.configure(garble=0.0, garble_fields=None)
-    server.control.reset()
-    return server
-
-
-def sim_lm(sim: SimulatedLMServer) -> LM:
-    return LM("openai/sim", api_base=sim.base_url, api_key="sim", cache=False)
-
-
 async def test_rules_are_appended_to_the_instructions(sim: SimulatedLMServer) -> None:
-    student = Predict("question -> answer", lm=sim_lm(sim))
+    student = Predict("question -> answer", lm=sim_lm_of(sim))
     optimizer = SIMBA(numeric_equal("answer"), bsize=8, num_candidates=3, max_steps=2, max_demos=0)
     best = await optimizer.acompile(student, trainset=arithmetic_dataset(16, seed=4))
     history = optimizer.history
@@ -269,7 +251,7 @@ async def test_rules_are_appended_to_the_instructions(sim: SimulatedLMServer) ->
 
 async def test_unparseable_rules_are_retried_once_then_skipped_and_recorded(sim: SimulatedLMServer) -> None:
     sim.control.configure(garble=1.0, garble_fields="advice")
-    student = Predict("question -> answer", lm=sim_lm(sim))
+    student = Predict("question -> answer", lm=sim_lm_of(sim))
     optimizer = SIMBA(numeric_equal("answer"), bsize=8, num_candidates=3, max_steps=2, max_demos=0)
     best = await optimizer.acompile(student, trainset=arithmetic_dataset(16, seed=4))
     history = optimizer.history
@@ -296,7 +278,7 @@ class TwoStep(Module):
 
 
 async def test_each_predictor_of_a_program_gets_its_own_rule(sim: SimulatedLMServer) -> None:
-    student = TwoStep(sim_lm(sim))
+    student = TwoStep(sim_lm_of(sim))
     optimizer = SIMBA(numeric_equal("answer"), bsize=8, num_candidates=3, max_steps=2, max_demos=0)
     best = await optimizer.acompile(student, trainset=arithmetic_dataset(16, seed=4))
     programs = [entry["program"] for entry in best.candidate_programs]  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
 """The one exception tree of dspex.
 
 Everything dspex raises on purpose derives from :class:`DspexError`; foreign exceptions
-(httpx, confluent-kafka, pydantic, sqlite3) are translated at the boundary where they occur,
+(aiohttp and httpx, confluent-kafka, pydantic, sqlite3) are translated at the boundary where they occur,
 with the original kept as ``__cause__``.
 
     DspexError
@@ -24,6 +24,7 @@ with the original kept as ``__cause__``.
     ├── PoisonMessageError            a message no handler can ever process: dead-lettered, not retried
     ├── KafkaError                    a Kafka operation that failed; carries topic, partition, offset
     │   ├── BrokerUnavailableError    no broker answered a metadata request at the address tried
+    │   │   └── BrokerAuthenticationError  the broker refused our SASL credentials; names what to change
     │   └── TopicError                a topic that could not be created or has the wrong shape
     ├── JobError                      a cluster job that failed, was cancelled or did not finish in time
     ├── OptimizerError                an optimization that cannot go on (more errors than max_errors)
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 __all__ = [
     "AdapterParseError",
+    "BrokerAuthenticationError",
     "BrokerUnavailableError",
     "ConfigurationError",
     "DevBrokerError",

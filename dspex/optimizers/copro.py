@@ -65,7 +65,7 @@ from dspex.optimizers.copro_proposer import (
     proposal_rollout_id,
     summary,
 )
-from dspex.optimizers.executor import Executor, LocalExecutor, _gather_or_cancel
+from dspex.optimizers.executor import Executor, LocalExecutor, gather_or_cancel
 from dspex.optimizers.history import Trial
 from dspex.optimizers.proposal import Proposal, propose_text
 from dspex.primitives import Example, Module
@@ -254,7 +254,7 @@ class _COPRORun(OptimizerRun):
         jobs = jobs[: self._affordable_proposals(len(jobs))]
         inputs = [self._proposer_inputs(i) for i in range(len(self.paths))]
         # the first error that is not the proposal's fault (the LM down) cancels the others
-        proposals = await _gather_or_cancel([self._proposal(i, k, inputs[i]) for i, k in jobs])
+        proposals = await gather_or_cancel([self._proposal(i, k, inputs[i]) for i, k in jobs])
         for i in range(len(self.paths)):
             self.latest[i] = []
         for (i, k), proposal in zip(jobs, proposals, strict=True):

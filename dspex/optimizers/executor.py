@@ -25,7 +25,16 @@ from dspex.lm import LM
 from dspex.primitives import Example, Module, Prediction
 from dspex.settings import context
 
-__all__ = ["Executor", "KafkaExecutor", "LocalExecutor", "Programs", "per_example", "rollout_copy"]
+__all__ = [
+    "Executor",
+    "KafkaExecutor",
+    "LocalExecutor",
+    "Programs",
+    "gather_or_cancel",
+    "per_example",
+    "rollout_copy",
+    "rollout_programs",
+]
 
 T = TypeVar("T")
 
@@ -85,6 +94,16 @@ def per_example(program: Programs, count: int) -> list[Module]:
     return programs
 
 
+def rollout_programs(program: Programs, count: int, rollout_id: int | None) -> list[Module]:
+    """The program of each of ``count`` examples, as rollout copies when ``rollout_id`` is given
+    (one copy per distinct program, so examples sharing a program still share its copy)."""
+    programs = per_example(program, count)
+    if rollout_id is None:
+        return programs
+    copies: dict[int, Module] = {}
+    return [copies.setdefault(id(p), rollout_copy(p, rollout_id)) for p in programs]
+
+
 def rollout_copy(program: Module, rollout_id: int, temperature: float = ROLLOUT_TEMPERATURE) -> Module:
     """A copy whose predictors send ``rollout_id`` (the request ``seed``) at ``temperature``.
 
@@ -102,7 +121,7 @@ def _systemic(exc: Exception) -> bool:
     return isinstance(exc, ConfigurationError) or (isinstance(exc, LMError) and exc.systemic)
 
 
-async def _gather_or_cancel(aws: Sequence[Awaitable[T]]) -> list[T]:
+async def gather_or_cancel(aws: Sequence[Awaitable[T]]) -> list[T]:
     """``asyncio.gather``, but the first exception cancels the others instead of leaving them running."""
     tasks = [asyncio.ensure_future(aw) for aw in aws]
     try:
@@ -148,10 +167,7 @@ class LocalExecutor:
         rollout_id: int | None = None,
         lm: LM | None = None,
     ) -> list[Prediction | Exception]:
-        programs = per_example(program, len(examples))
-        if rollout_id is not None:
-            copies: dict[int, Module] = {}
-            programs = [copies.setdefault(id(p), rollout_copy(p, rollout_id)) for p in programs]
+        programs = rollout_programs(program, len(examples), rollout_id)
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(index: int) -> Prediction | Exception:
@@ -164,7 +180,7 @@ class LocalExecutor:
                     return exc
 
         with context(lm=lm) if lm is not None else nullcontext():
-            return await _gather_or_cancel([one(i) for i in range(len(examples))])
+            return await gather_or_cancel([one(i) for i in range(len(examples))])
 
     async def evaluate_many(
         self,
@@ -185,7 +201,7 @@ class LocalExecutor:
             failure_score=failure_score,
             max_errors=max_errors,
         )
-        return await _gather_or_cancel([evaluate.acall(_Gated(c, gate)) for c in candidates])
+        return await gather_or_cancel([evaluate.acall(_Gated(c, gate)) for c in candidates])
 
 
 def _inputs(example: Example) -> dict[str, Any]:
@@ -228,11 +244,8 @@ class KafkaExecutor:
         rollout_id: int | None = None,
         lm: LM | None = None,
     ) -> list[Prediction | Exception]:
-        programs = per_example(program, len(examples))
-        if rollout_id is not None:
-            # The rollout's seed and temperature are predictor config: they travel with the program.
-            copies: dict[int, Module] = {}
-            programs = [copies.setdefault(id(p), rollout_copy(p, rollout_id)) for p in programs]
+        # The rollout's seed and temperature are predictor config: they travel with the program.
+        programs = rollout_programs(program, len(examples), rollout_id)
         name = "runs" if rollout_id is None else f"runs (rollout {rollout_id})"
         # The LM in the context when the jobs are built is the one the predictors use.
         with context(lm=lm) if lm is not None else nullcontext():

@@ -61,7 +61,7 @@ from dspex.optimizers.executor import (
     ROLLOUT_TEMPERATURE,
     Executor,
     LocalExecutor,
-    _gather_or_cancel,
+    gather_or_cancel,
     rollout_copy,
 )
 from dspex.optimizers.history import Trial
@@ -404,7 +404,7 @@ class _SimbaRun(OptimizerRun):
                 wave.append(self._plan(cursor, buckets[cursor]))
                 cursor += 1
             # one request failing the run (a systemic LM error) cancels the others
-            outcomes = await _gather_or_cancel([self._apply(plan, p10, p90, rule_lm) for plan in wave])
+            outcomes = await gather_or_cancel([self._apply(plan, p10, p90, rule_lm) for plan in wave])
             for plan, (member, error) in zip(wave, outcomes, strict=True):
                 if member is not None:
                     made[plan.position] = member

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/_predictor_cpu.py                       # 6,000 tasks at 100 ms
     .venv/bin/python bench/_predictor_cpu.py --profile /tmp/p.prof  # the same under cProfile
+    .venv/bin/python bench/_predictor_cpu.py --default-gc           # without the workers' GC tuning
 
 Starts a dev broker of its own (temporary data dir) and a simulated LM (100 ms), submits one job of
 ``--examples`` tasks with ``dspex.Client`` (no workers yet, so the tasks wait in Kafka), then runs a
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from common import free_port, process_cpu_s, start_sim
 
+from dspex._gc import tune_gc_for_worker
 from dspex.client import Client
 from dspex.dev.broker import DevBroker
 from dspex.lm import LM
@@ -83,6 +85,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=6000)
     parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats here")
+    parser.add_argument(
+        "--default-gc", action="store_true", help="keep CPython's collector settings (workers tune them)"
+    )
     args = parser.parse_args()
     work_dir = Path(tempfile.mkdtemp(prefix="dspex-bench-predictor-"))
     broker = DevBroker(port=free_port(), data_dir=work_dir / "broker", startup_timeout=120.0)
@@ -98,6 +103,8 @@ def main() -> int:
                     Predict("question -> answer"), arithmetic_dataset(args.examples, seed=7),
                     "exact_match:answer", wait=False, display_progress=False,
                 )  # fmt: skip
+            if not args.default_gc:
+                tune_gc_for_worker()  # as `dspex worker predict` does
             print(asyncio.run(_measure(broker.bootstrap, sim.base_url, args.examples, args.profile)))
     finally:
         broker.stop()

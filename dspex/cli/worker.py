@@ -30,6 +30,7 @@ from typing import Annotated
 
 import typer
 
+from dspex._gc import tune_gc_for_worker
 from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail, probe_or_exit
 from dspex.errors import ConfigurationError, KafkaError
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
@@ -214,6 +215,7 @@ def _serve(worker: Worker) -> None:
     _configure_logging()
 
     async def main() -> None:
+        tune_gc_for_worker()
         worker.install_signal_handlers()
         await worker.run()
 

@@ -551,15 +551,16 @@ class Client:
             timeout=timeout,
             label=job.name,
         )
-        status = await _cluster.follow_status(self.settings, self.registry, follow)
-        records = await _cluster.read_scores(
-            self.settings,
-            self.registry,
-            job.job_id,
-            partition=submitted.where.scores_partition,
-            start=submitted.where.scores_start,
-            status=status,
-        )
+        where = submitted.where
+        tail = _cluster.ScoreTail(
+            self.settings, self.registry, job.job_id, where.scores_partition, where.scores_start
+        ).start()
+        try:
+            status = await _cluster.follow_status(self.settings, self.registry, follow)
+        except BaseException:
+            await tail.cancel()
+            raise
+        records = await tail.finish(status)
         stopped = _stopped_by_limit(status, job.max_errors, job.max_cost_usd)
         if status.state != "completed" and not stopped:
             raise _job_error(status)

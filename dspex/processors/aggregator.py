@@ -45,9 +45,11 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from dspex._gc import tune_gc_for_worker
 from dspex.errors import ConfigurationError, SchemaError
 from dspex.observability.aggregator import AggregatorMetrics
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
+from dspex.processors.aggregate_fetch import use_prompt_fetch
 from dspex.processors.aggregate_resync import PartitionResync, SourcePositions
 from dspex.processors.aggregate_state import (
     AggregateBatch,
@@ -119,6 +121,7 @@ class Aggregator:
         if commit_every is not None:
             options["broker_commit_every"] = commit_every
         self.app = faust.App(**options)
+        use_prompt_fetch(self.app)
         self.sources = self.app.topic(
             self.registry.name("scores"),
             self.registry.name("jobs"),
@@ -416,6 +419,7 @@ def run_aggregator(
             targets_dir=targets_dir,
         ).start()
         aggregator.on_status = observed.status_sent
+    tune_gc_for_worker()  # a process of its own from here on: see dspex._gc
     worker = faust.Worker(aggregator.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()

@@ -32,6 +32,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from dspex._gc import tune_gc_for_worker
 from dspex.errors import ConfigurationError
 from dspex.testing._server import SimLMConfig, SimulatedLM, start_server
 
@@ -50,6 +51,7 @@ def _write_port_file(path: str, port: int) -> None:
 
 async def _serve(config: SimLMConfig, host: str, port: int, port_file: str | None) -> None:
     runner, bound = await start_server(SimulatedLM(config), host, port)
+    tune_gc_for_worker()  # it is a server process of its own, like the workers
     print(f"dspex simulated LM (a simulation, not a real model) on http://{host}:{bound}/v1", flush=True)
     if port_file:
         _write_port_file(port_file, bound)

@@ -31,6 +31,7 @@ from dspex.schemas import (
     utc_now,
 )
 from dspex.streams.config import KafkaSettings
+from dspex.streams.partitioner import partition_for
 from dspex.streams.topics import TopicRegistry
 
 __all__ = ["FakePipeline", "Outcome", "read_topic"]
@@ -93,6 +94,7 @@ class FakePipeline:
         self.final_state = "completed"
         self.reason: str | None = None
         self.duplicate_first = True
+        self.scores_elsewhere = False  # write scores to another partition than their key's
         self.tasks: list[Task] = []
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -119,15 +121,21 @@ class FakePipeline:
         job_id = self.tasks[0].job_id
         records = [self._score(task) for task in self.tasks]
         self._status(producer, job_id, "running", records[: len(records) // 2])
+        elsewhere = self._other_partition(producer, job_id) if self.scores_elsewhere else None
         for record in records:
-            self._produce(producer, "scores", job_id, record)
+            self._produce(producer, "scores", job_id, record, partition=elsewhere)
         if self.duplicate_first:  # a redelivered task scored again, differently: the first must win
-            self._produce(
-                producer, "scores", job_id, records[0].model_copy(update={"score": 1 - records[0].score})
-            )
+            flipped = records[0].model_copy(update={"score": 1 - records[0].score})
+            self._produce(producer, "scores", job_id, flipped, partition=elsewhere)
         producer.flush(30)
         self._status(producer, job_id, self.final_state, records)
         producer.flush(30)
+
+    def _other_partition(self, producer: Producer, job_id: str) -> int:
+        """A scores partition that is not the one ``job_id`` hashes to (a differently-partitioning writer)."""
+        topic = self.registry.name("scores")
+        count = len(producer.list_topics(topic, timeout=10).topics[topic].partitions)
+        return (partition_for(job_id, count) + 1) % count
 
     def _consume_tasks(self, expected: int) -> list[Task]:
         topic = self.registry.name("tasks")
@@ -163,9 +171,12 @@ class FakePipeline:
             worker_id="fake-scorer",
         )
 
-    def _produce(self, producer: Producer, role: Any, key: str, model: Any) -> None:
+    def _produce(
+        self, producer: Producer, role: Any, key: str, model: Any, partition: int | None = None
+    ) -> None:
+        where = {} if partition is None else {"partition": partition}
         producer.produce(
-            self.registry.name(role), encode(model), key=key.encode(), headers=headers_for(model)
+            self.registry.name(role), encode(model), key=key.encode(), headers=headers_for(model), **where
         )
         producer.poll(0)
 

@@ -85,6 +85,18 @@ async def test_evaluate_many_returns_what_local_evaluate_would(
     assert cot.results[5][1] is None and cot.error_messages == {5: "LMServerError: boom"}
 
 
+async def test_results_written_to_another_partition_than_the_jobs_are_still_found(
+    client: Client, settings: KafkaSettings, registry: TopicRegistry
+) -> None:
+    # The client reads a job's scores from its key's partition while the job runs; records that
+    # a differently-partitioning writer put elsewhere are found by scanning once the job is done.
+    pipeline = FakePipeline(settings, registry, decide)
+    pipeline.scores_elsewhere = True
+    results = await run_with_pipeline(client, pipeline, 2 * N, timeout=60)
+    assert [r.score for r in results] == pytest.approx([expected_score(PLAIN), 95.0])
+    assert all(r.processed == N for r in results)
+
+
 async def test_a_fresh_client_reads_status_and_deduplicated_results(
     client: Client, settings: KafkaSettings, registry: TopicRegistry
 ) -> None:

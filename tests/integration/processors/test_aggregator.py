@@ -6,6 +6,7 @@ write them); the test follows the status topic and waits on what it says, never 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import signal
 import subprocess
@@ -359,3 +360,22 @@ def _jobs_on_distinct_partitions(count: int, partitions: int) -> list[str]:
         chosen.setdefault(partition_for(job_id, partitions), job_id)
         index += 1
     return list(chosen.values())
+
+
+def test_the_aggregator_consumer_long_polls_briefly(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    # faust hard-codes a 1.5 s long poll; with a job's scores on one partition that stalls the
+    # busy partition behind a fetch of the idle ones (see dspex.processors.aggregate_fetch)
+    from dspex.processors.aggregate_fetch import FETCH_MAX_WAIT_MS
+    from dspex.processors.aggregator import build_aggregator
+
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    aggregator = build_aggregator(settings, prefix=topic_prefix, data_dir=tmp_path, fast_groups=True)
+
+    async def worker_consumer_wait_ms() -> int:  # aiokafka wants a running loop to build one
+        thread = aggregator.app.consumer._thread
+        consumer = thread._create_worker_consumer(aggregator.app.transport)
+        return int(consumer._fetch_max_wait_ms)
+
+    assert asyncio.run(worker_consumer_wait_ms()) == FETCH_MAX_WAIT_MS == 100

@@ -46,6 +46,10 @@ _LEADERSHIP_CODES = {
     RawKafkaError.NOT_LEADER_FOR_PARTITION,
     RawKafkaError.LEADER_NOT_AVAILABLE,
     RawKafkaError.UNKNOWN_TOPIC_OR_PART,
+    # a group's coordinator moments after the broker started or the offsets topic moved
+    RawKafkaError.NOT_COORDINATOR,
+    RawKafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    RawKafkaError.COORDINATOR_NOT_AVAILABLE,
 }
 
 
@@ -180,8 +184,11 @@ class KafkaAdmin:
         a SIGSEGV in a librdkafka thread, where no Python fault handler can report it.
         """
         request = [TopicPartition(topic, partition) for topic, partition in partitions]
+        reader = self._offset_reader(group)
         try:
-            answered = self._offset_reader(group).committed(request, timeout=self.timeout)
+            answered = retry_while_leaders_settle(
+                lambda: reader.committed(request, timeout=self.timeout), self.timeout
+            )
         except KafkaException as exc:
             raise KafkaError(f"could not read committed offsets of group {group}: {_describe(exc)}") from exc
         return {(tp.topic, tp.partition): tp.offset for tp in answered if tp.error is None and tp.offset >= 0}

@@ -83,3 +83,29 @@ async def test_a_3_mb_value_round_trips_compressed(settings: KafkaSettings, regi
         delivery = await producer.produce(topic, value, key=b"big")
     [record] = await asyncio.to_thread(read_topic, settings, topic, 1)
     assert record.value == value and record.partition == delivery.partition
+
+
+async def test_delivery_reports_settle_in_order_and_in_batches(
+    settings: KafkaSettings, registry: TopicRegistry
+) -> None:
+    topic = registry.name("scores")
+    hand_overs = 0
+    loop = asyncio.get_running_loop()
+    original = loop.call_soon_threadsafe
+
+    def counting(callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal hand_overs
+        hand_overs += 1
+        return original(callback, *args, **kwargs)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    try:
+        async with AsyncProducer(settings) as producer:
+            futures = [await producer.send(topic, f"v{i}".encode(), key=b"one-key") for i in range(3_000)]
+            deliveries = await asyncio.gather(*futures)
+    finally:
+        loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+    # one key, one partition: offsets follow the order of the sends, each future got its own record
+    assert len({d.partition for d in deliveries}) == 1
+    assert [d.offset for d in deliveries] == list(range(deliveries[0].offset, deliveries[0].offset + 3_000))
+    assert 0 < hand_overs < 3_000 // 10, f"{hand_overs} wake-ups for 3,000 reports: not batched"

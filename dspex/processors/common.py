@@ -64,7 +64,7 @@ from dspex.schemas.workers import WorkerHeartbeat, WorkerKind
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
 from dspex.streams.consumer import ConsumerRuntime
-from dspex.streams.producer import AsyncProducer
+from dspex.streams.producer import STREAMING_LINGER_MS, AsyncProducer
 from dspex.streams.serde import to_record
 from dspex.streams.topics import ROLES, TopicRegistry, TopicRole
 
@@ -218,7 +218,8 @@ class Worker(ABC):
     async def _start(self, stack: AsyncExitStack) -> ConsumerRuntime:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(ensure_worker_topics, self.settings, self.options.prefix)
-        self.producer = await stack.enter_async_context(AsyncProducer(self.settings))
+        streaming = {"linger.ms": STREAMING_LINGER_MS}  # a steady stream of results: see the constant
+        self.producer = await stack.enter_async_context(AsyncProducer(self.settings, config=streaming))
         stack.push_async_callback(self.lms.aclose)
         self.jobs = await stack.enter_async_context(JobCache(self.settings, self.registry))
         await self._catch_up(self.jobs)

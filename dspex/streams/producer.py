@@ -37,7 +37,7 @@ from dspex.streams.config import KafkaSettings, client_config
 from dspex.streams.serde import RawHeaders, Record, message_position
 from dspex.streams.topics import LARGE_MESSAGE_BYTES
 
-__all__ = ["PRODUCER_DEFAULTS", "AsyncProducer", "Delivery", "ProducerStats"]
+__all__ = ["PRODUCER_DEFAULTS", "STREAMING_LINGER_MS", "AsyncProducer", "Delivery", "ProducerStats"]
 
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("dspex.streams.librdkafka.producer")
@@ -48,13 +48,15 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     # must land on the same partition whichever client wrote it.
     "partitioner": "murmur2_random",
     "compression.type": "zstd",
-    # Fewer, larger produce requests: the broker's CPU goes mostly per request. Measured on the
-    # pipeline benchmark's stack (6,000 tasks at 100 ms, mean of 3 jobs): broker 0.39-0.40 ms of CPU
-    # per example at librdkafka's 5 ms, 0.28-0.31 at 20 ms, 0.25 at 50 ms. 20 ms adds at most that
-    # per hop to a record's latency, small beside an LM call.
-    "linger.ms": 20,
+    "linger.ms": 5,  # librdkafka's default; workers' steady streams use STREAMING_LINGER_MS
     "message.max.bytes": LARGE_MESSAGE_BYTES,
 }
+# For producers writing a steady stream (the workers' predictions and scores): fewer, larger produce
+# requests, since the broker's CPU goes mostly per request. Measured on the pipeline benchmark's
+# stack (6,000 tasks at 100 ms, mean of 3 jobs): broker 0.39-0.40 ms of CPU per example with every
+# producer at 5 ms, 0.28-0.31 at 20 ms, 0.25 at 50 ms. It adds up to 20 ms per hop to a record's
+# latency, so clients, whose small jobs wait on each acknowledgement, keep 5 ms.
+STREAMING_LINGER_MS = 20
 # librdkafka's statistics (tx counts, queue depth) every 5 s, exported as Prometheus metrics.
 _STATISTICS_INTERVAL_MS = 5_000
 

@@ -61,7 +61,19 @@ from dspex.processors.aggregate_state import (
     open_state,
     status_fingerprint,
 )
-from dspex.schemas import Cancel, EvalJob, JobMessage, ScoreRecord, decode, encode
+from dspex.processors.common import dspex_version
+from dspex.schemas import (
+    Cancel,
+    EvalJob,
+    JobMessage,
+    ScoreRecord,
+    WorkerHeartbeat,
+    decode,
+    encode,
+    headers_for,
+    key_for,
+)
+from dspex.schemas.base import utc_now
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
 from dspex.streams.topics import TopicRegistry
@@ -80,6 +92,7 @@ logger = logging.getLogger(__name__)
 
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.2
+HEARTBEAT_INTERVAL_S = 2.0  # as the other workers' (WorkerOptions.heartbeat_interval)
 HEARTBEAT_S = 5.0
 """A running job whose status did not change is still re-sent this often."""
 
@@ -107,6 +120,8 @@ class Aggregator:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.stats: Counter[str] = Counter()
         self.on_status: Callable[[bytes], None] | None = None  # sees every status sent (metrics)
+        self.metrics_url: str | None = None  # in the heartbeat, when /metrics is served
+        self._started_at = utc_now()
         self._clock = StatusClock()
         self._sent: dict[str, tuple[str, float]] = {}  # job -> (fingerprint, monotonic time sent)
         # Statuses are enqueued one at a time, so a running status the timer built before a job
@@ -130,6 +145,7 @@ class Aggregator:
             partitions=partitions,
         )
         self.status_topic = self.app.topic(self.registry.name("status"), key_type=bytes, value_type=bytes)
+        self.workers_topic = self.app.topic(self.registry.name("workers"), key_type=bytes, value_type=bytes)
         # JSON keys and values: str keys and dict values come back as such from the changelog.
         schema: Any = faust.Schema(key_serializer="json", value_serializer="json")
         table_options: dict[str, Any] = {"partitions": partitions, "schema": schema}
@@ -139,6 +155,7 @@ class Aggregator:
         self._resync = PartitionResync(self.app, self.positions, self.stats)
         self.app.agent(self.sources, name="aggregate", concurrency=1)(self._consume)
         self.app.timer(status_interval, name="aggregate-status")(self._tick)
+        self.app.timer(HEARTBEAT_INTERVAL_S, name="aggregate-heartbeat")(self._beat)
 
     async def _consume(self, stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
@@ -251,6 +268,31 @@ class Aggregator:
         status = status.model_copy(update={"seq": self._clock.next_seq(now)})
         await self._send_status(meta.job_id, encode(status))
         self._sent[meta.job_id] = (fingerprint, time.monotonic())
+
+    def heartbeat(self) -> WorkerHeartbeat:
+        """What ``dspex status`` and the dashboard show about this aggregator."""
+        scores = self.registry.name("scores")
+        owned = [tp for tp in self.app.assignor.assigned_actives() if tp.topic == scores]
+        return WorkerHeartbeat(
+            worker_id=self.worker_id,
+            kind="aggregate",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            group_id=self.app.conf.id,
+            version=dspex_version(),
+            started_at=self._started_at,
+            assigned_partitions=len(owned),
+            metrics_url=self.metrics_url,
+        )
+
+    async def _beat(self, app: faust.App) -> None:
+        beat = self.heartbeat()
+        try:
+            await self.workers_topic.send(
+                key=key_for("workers", beat), value=encode(beat), headers=list(headers_for(beat))
+            )
+        except Exception as exc:  # a missed heartbeat is not worth stopping the aggregator for
+            logger.warning("heartbeat of %s not sent: %s", self.worker_id, exc)
 
 
 def _runs_here(value: Any, owned: set[int]) -> bool:
@@ -419,6 +461,8 @@ def run_aggregator(
             targets_dir=targets_dir,
         ).start()
         aggregator.on_status = observed.status_sent
+        if observed.server is not None:
+            aggregator.metrics_url = observed.server.url
     tune_gc_for_worker()  # a process of its own from here on: see dspex._gc
     worker = faust.Worker(aggregator.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     try:

@@ -76,6 +76,7 @@ __all__ = [
     "Worker",
     "WorkerOptions",
     "default_worker_id",
+    "dspex_version",
     "ensure_worker_topics",
     "error_info",
 ]
@@ -303,7 +304,7 @@ class Worker(ABC):
             host=socket.gethostname(),
             pid=os.getpid(),
             group_id=self.group_id,
-            version=_dspex_version(),
+            version=dspex_version(),
             started_at=self._started_at,
             in_flight=runtime.outstanding if runtime is not None else 0,
             limit=self.endpoints.limit() or float(self.options.concurrency),
@@ -387,7 +388,7 @@ class Worker(ABC):
         )
 
 
-def _dspex_version() -> str | None:
+def dspex_version() -> str | None:
     try:
         return version("dspex")
     except PackageNotFoundError:

@@ -35,6 +35,7 @@ from dspex.schemas import (
     ScoreRecord,
     StatusMessage,
     UsageRecord,
+    WorkerHeartbeat,
     decode,
     encode,
     headers_for,
@@ -283,8 +284,31 @@ def test_a_job_completes_with_exact_deduplicated_counts(pipeline: Pipeline) -> N
     assert after == []  # nothing after the terminal status but itself
     assert [s.seq for _, s in pipeline.statuses] == sorted(s.seq for _, s in pipeline.statuses)
 
+    # it says it is alive like every other worker, with the partitions it owns and its /metrics
+    beat = wait_for_heartbeat(pipeline, aggregator, "agg0")
+    scores_partitions = KafkaAdmin(KafkaSettings(bootstrap_servers=pipeline.bootstrap)).partition_counts()
+    assert beat.kind == "aggregate" and beat.group_id == f"{pipeline.registry.prefix}aggregate"
+    assert beat.assigned_partitions == scores_partitions[pipeline.registry.name("scores")]
+    assert beat.metrics_url is not None and beat.metrics_url.startswith("http://127.0.0.1:")
+
     aggregator.process.send_signal(signal.SIGTERM)  # how a process manager stops it
     assert aggregator.process.wait(timeout=60) == 0, aggregator.tail()
+
+
+def wait_for_heartbeat(pipe: Pipeline, aggregator: Aggregator, worker_id: str) -> WorkerHeartbeat:
+    """The aggregator's latest heartbeat once it reports owning partitions."""
+    from dspex.client import Client
+
+    deadline = time.monotonic() + DEADLINE_S
+    with Client(pipe.bootstrap, prefix=pipe.registry.prefix) as client:
+        while time.monotonic() < deadline:
+            if aggregator.process.poll() is not None:
+                pytest.fail(f"the aggregator exited ({aggregator.process.returncode}):\n{aggregator.tail()}")
+            beats = {beat.worker_id: beat for beat in client.workers()}
+            if worker_id in beats and beats[worker_id].assigned_partitions > 0:
+                return beats[worker_id]
+            time.sleep(0.5)  # heartbeats come every 2 s; nothing finer to wait on
+    pytest.fail(f"no heartbeat from {worker_id} within {DEADLINE_S} s:\n{aggregator.tail()}")
 
 
 def test_a_killed_aggregator_recovers_its_tables_and_counts_nothing_twice(pipeline: Pipeline) -> None:

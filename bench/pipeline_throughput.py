@@ -11,9 +11,9 @@ with a temporary data dir, the topics, then 1 aggregator, 1 scorer and N predict
 (``dspex worker ...``, each predictor with ``--concurrency C`` and ``--lm-initial-limit C``). DSPy
 3.4.1's Evaluate runs first, in child processes (``bench/evaluate_vs_dspy.py``'s child mode), on the
 same simulated LM before the pipeline starts, so that idle workers do not take its CPU. Then, after
-the workers own their partitions and an untimed warm-up job (4,000 examples: a fresh broker's JVM
-spends its first few thousand examples compiling, ~0.9 ms of broker CPU per example in the first
-2,000 against ~0.3 after), ``dspex.Client.evaluate`` runs
+the workers own their partitions and an untimed warm-up job (10,000 examples: a fresh broker's JVM
+compiles for a while; measured on this stack, its CPU per example fell from ~0.8 ms over the first
+2,000 examples to ~0.4 over the next 6,000 and ~0.3 after 14,000), ``dspex.Client.evaluate`` runs
 ``Predict("question -> answer")`` (cache off, metric ``exact_match:answer``) at 100 ms and at 1 s LM
 latency. Wall time is the client's ``evaluate`` call: submit, wait, read every per-example result.
 
@@ -66,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fast-examples", type=int, default=6000, help="examples at 100 ms latency")
     parser.add_argument("--slow-examples", type=int, default=10000, help="examples at 1 s latency")
     parser.add_argument(
-        "--warmup-examples", type=int, default=4000, help="untimed examples first (the broker's JIT warms up)"
+        "--warmup-examples",
+        type=int,
+        default=10000,
+        help="untimed examples first (the broker's JIT warms up)",
     )
     parser.add_argument("--dspy-fast-examples", type=int, default=2000, help="DSPy examples at 100 ms")
     parser.add_argument("--dspy-slow-examples", type=int, default=1000, help="DSPy examples at 1 s")

@@ -19,10 +19,11 @@ does at ``max_errors``); any other failure, a cancellation, or ``timeout`` passi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -36,7 +37,7 @@ from dspex.client._publish import Positions, positions, positions_of, publish
 from dspex.client._results import evaluation_result
 from dspex.client._submit import Limits, Policy, Submission, build_submission
 from dspex.dev.probe import probe_metadata
-from dspex.errors import ConfigurationError, JobError
+from dspex.errors import ConfigurationError, DspexError, JobError
 from dspex.evaluate import EvaluationResult
 from dspex.primitives import Example, Module, Prediction
 from dspex.schemas import Cancel, JobStatus, ScoreRecord, WorkerHeartbeat
@@ -231,7 +232,8 @@ class Client:
         limits = Limits(name, failure_score, max_errors, max_cost_usd, parent_job_id=parent_job_id)
         submitted = await self._asubmit(candidates, examples, metric, limits)
         try:
-            return await self._aoutcome(submitted, display_progress=display_progress, timeout=timeout)
+            async with self._cancelled_with_caller([submitted]):
+                return await self._aoutcome(submitted, display_progress=display_progress, timeout=timeout)
         finally:
             # Read once, right away: an optimizer's many evaluations are not kept for collect().
             self._submitted.pop(submitted.submission.job.job_id, None)
@@ -279,7 +281,8 @@ class Client:
         if not submissions:
             return []
         submitted = await self._asubmit_all(submissions)
-        results = await self._aoutcomes(submitted, timeout=timeout)
+        async with self._cancelled_with_caller(submitted):
+            results = await self._aoutcomes(submitted, timeout=timeout)
         found: dict[int, Prediction | Exception] = {}
         for group, records in zip(groups, results, strict=True):
             by_index = {record.example_index: record for record in records}
@@ -358,6 +361,25 @@ class Client:
         record = to_record(Cancel(job_id=job_id, reason=reason or "cancelled by a client"), role="jobs")
         producer = self._get_producer()
         await producer.produce_record(self.registry.name("jobs"), record)
+
+    @contextlib.asynccontextmanager
+    async def _cancelled_with_caller(self, submitted: Sequence[_Submitted]) -> AsyncIterator[None]:
+        """Cancel these jobs on the cluster if the caller stops waiting for them (its task is cancelled).
+
+        For the executor operations (:meth:`arun`, :meth:`apredict`): nobody reads their results
+        afterwards, so an optimization cancelled mid-step must not leave its evaluations spending
+        LM calls. A timeout is not a cancellation: there the job keeps running, as documented.
+        """
+        try:
+            yield
+        except asyncio.CancelledError:
+            reason = "the caller stopped waiting (its optimization was cancelled or stopped)"
+            for job_id in [s.submission.job.job_id for s in submitted]:
+                try:
+                    await self.acancel(job_id, reason)
+                except DspexError as exc:
+                    logger.warning("could not cancel job %s after its caller stopped: %s", job_id, exc)
+            raise
 
     def status(self, job_id: str) -> Any:
         """The latest JobStatus (or OptimizeStatus) of ``job_id``; None when it has none."""

@@ -149,6 +149,19 @@ def _mean(runs: list[dict[str, Any]], key: str) -> float:
     return sum(run[key] for run in runs) / len(runs)
 
 
+def _paired(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> str:
+    """The per-seed difference of best validation scores (dspex - DSPy): mean, standard error, signs."""
+    diffs = [mine["val_score"] - dspys["val_score"] for mine, dspys in zip(ours, theirs, strict=True)]
+    mean = sum(diffs) / len(diffs)
+    spread = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5 if len(diffs) > 1 else 0.0
+    higher, lower = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    return (
+        f"- paired difference of best val (dspex - DSPy) over {len(diffs)} seeds: mean {mean:+.2f}, "
+        f"standard error {spread / len(diffs) ** 0.5:.2f}; dspex higher on {higher}, equal on "
+        f"{len(diffs) - higher - lower}, lower on {lower}; per seed: " + ", ".join(f"{d:+.0f}" for d in diffs)
+    )
+
+
 def _report(args: argparse.Namespace, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> str:
     rows = []
     for mine, dspys in zip(ours, theirs, strict=True):
@@ -171,7 +184,9 @@ def _report(args: argparse.Namespace, ours: list[dict[str, Any]], theirs: list[d
         markdown_table(HEADERS, rows),
         "",
         f"- mean over seeds {args.seeds}: dspex {wall:.1f} s vs DSPy {dspy_wall:.1f} s (ratio "
-        f"{wall / dspy_wall:.3f}, {dspy_wall / wall:.1f}x faster); best val {score:.1f} vs {dspy_score:.1f}.",
+        f"{wall / dspy_wall:.3f}, {dspy_wall / wall:.1f}x faster); best val {score:.1f} vs {dspy_score:.1f}; "
+        f"LM calls {_mean(ours, 'requests'):.0f} vs {_mean(theirs, 'requests'):.0f}.",
+        _paired(ours, theirs),
     ]
     for mine, dspys in zip(ours, theirs, strict=True):
         lines.append(

@@ -16,12 +16,16 @@ candidate scores higher).
 
 What differs, for speed: the demo sets are bootstrapped together in waves, while the proposer
 summarises the data and describes the program and the student is scored; every instruction
-proposal is requested at once (:mod:`dspex.optimizers.grounded`); the sampler is asked for a whole
-batch of trials (up to ``minibatch_full_eval_steps``) before their scores are told, so their
-minibatches are evaluated at the same time, together with the full evaluation due before them
-(whose combination the earlier minibatches decide); every score is then told to the search in trial
-order. The number of trials, and of candidates, is DSPy's. ``trials_per_step`` sets the batch size:
-1 asks, evaluates and tells one trial at a time, as DSPy does.
+proposal is requested at once (:mod:`dspex.optimizers.grounded`). In the search, TPE draws its
+first ten trials (the default program and the full evaluations count) at random whatever the
+scores, so those are asked in batches (up to ``minibatch_full_eval_steps``) and their minibatches
+evaluated at the same time, together with the full evaluation due before them (whose combination
+the earlier minibatches decide); every later trial is asked once every earlier score is told, as
+in DSPy's loop. The last full evaluation is made with the trial before it: it can only choose that
+trial's combination or the best untried one before it, so both are evaluated (at most one full
+evaluation more than DSPy makes, one round of requests fewer). So the trials, their choices and
+scores are the ones a one-at-a-time run (``trials_per_step=1``, DSPy's order) gets; the number of
+trials and of candidates is DSPy's.
 """
 
 from __future__ import annotations
@@ -74,13 +78,13 @@ class MIPROv2(Optimizer):
     is accepted for DSPy's sake: progress is logged at INFO and every trial is in ``history``.
 
     ``trials_per_step`` (a JSON knob, so it reaches cluster optimizations): how many TPE trials one
-    step asks the sampler for and evaluates together; None (the default) means
-    ``minibatch_full_eval_steps`` of them, with the full evaluation due before them. 1 gives a
-    checkpoint after every trial, a full evaluation being a step of its own: the least work lost
-    when a cluster optimization crashes (at most one trial's). Larger values are faster (more
-    minibatches evaluated at once) and lose up to a step of that many trials. Each value is
-    deterministic for a seed, but different values can find different programs (the sampler is
-    told fewer scores before a larger batch); the number of trials is DSPy's whatever the value.
+    step asks the sampler for and evaluates together. None (the default): the randomly drawn
+    trials ``minibatch_full_eval_steps`` at a time, the modelled ones one by one, the same
+    trials as 1 gives (see above). 1 gives a checkpoint after every trial, a full evaluation being
+    a step of its own: the least work lost when a cluster optimization crashes (at most one
+    trial's). Larger values batch every trial, modelled ones too: faster, but the sampler is told
+    fewer scores before a batch, so it can choose other trials (deterministic for a seed all the
+    same); the number of trials is DSPy's whatever the value.
 
         optimizer = MIPROv2("numeric_equal:answer", auto="light", seed=9)
         best = await optimizer.acompile(program, trainset=train, valset=val)

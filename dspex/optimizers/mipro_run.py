@@ -3,15 +3,16 @@
 Steps, each one round of concurrent work: (1) the first bootstrap wave, the proposer's first
 grounding round and the student on the valset (trial 0), none of which needs another; (2) the
 second grounding round with the next wave; (3) any further waves; (4) every instruction proposal;
-(5) the search, a step per batch of sampled trials (a full evaluation, when one is due, joins the
-batch after it: its combination is chosen from the minibatches before; with ``trials_per_step=1``
-it is a step of its own).
+(5) the search, a step per batch of trials (see :func:`~dspex.optimizers.mipro_settings.search_steps`:
+by default the trials TPE draws at random go in batches, each with the full evaluation due before
+it, every later trial is a step of its own, and the last full evaluation joins the trial before
+it, both combinations it may choose being evaluated; with ``trials_per_step=1`` every trial,
+full evaluations included, is a step of its own).
 
-Everything between
-steps is JSON (:meth:`MiproRun._state`): the bootstrap tasks, the proposed instructions, every trial
-told to the search, the best so far, and the state of the run's ``random.Random``, which draws what
-DSPy's ``self.rng`` draws (the validation subset, the demo sets' shuffles and sizes, the tips and
-proposal rollouts, each minibatch) in the same order.
+Everything between steps is JSON (:meth:`MiproRun._state`): the bootstrap tasks, the proposed
+instructions, every trial told to the search, the best so far, and the state of the run's
+``random.Random``, which draws what DSPy's ``self.rng`` draws (the validation subset, the demo
+sets' shuffles and sizes, the tips and proposal rollouts, each minibatch) in the same order.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import zlib
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ from dspex.optimizers.grounded import (
 )
 from dspex.optimizers.history import Trial
 from dspex.optimizers.labeled import labeled_program
-from dspex.optimizers.mipro_search import Params, SearchRecord, ask_batch, combo_key
+from dspex.optimizers.mipro_search import TPE_STARTUP_TRIALS, Params, SearchRecord, ask_batch, combo_key
 from dspex.optimizers.mipro_settings import RunPlan, ScheduledTrial, search_steps, trial_schedule
 from dspex.optimizers.random_search import CandidatePlan
 from dspex.primitives import Example, Module
@@ -128,6 +130,7 @@ class MiproRun(OptimizerRun):
             ),
             full_eval_steps=setup.full_eval_steps,
             trials_per_step=setup.trials_per_step,
+            modelled_from=TPE_STARTUP_TRIALS,
         )
         self.phase = "bootstrap"
         self.position = 0  # next batch of self.schedule
@@ -182,7 +185,8 @@ class MiproRun(OptimizerRun):
 
     async def _first_step(self) -> StepCost:
         """The first bootstrap wave, the grounding's first round and the default program, at once."""
-        self.grounding_seed = self.rng.randint(0, ROLLOUT_RANGE)
+        # not from self.rng: DSPy's proposer draws nothing there, and later draws must stay its own
+        self.grounding_seed = zlib.crc32(f"mipro-grounding:{self.setup.seed}".encode())
         wave, observed, default = await asyncio.gather(
             self._wave(),
             self._proposer().observe(self.grounding_seed),
@@ -217,14 +221,16 @@ class MiproRun(OptimizerRun):
         setup = self.setup
         num_sets = len(setup.demo_plans)
         per_predictor = min(setup.plan.num_instruct_candidates, max(num_sets, 1))
-        # Candidate 0 is the predictor's own instruction (DSPy proposes one there and overwrites it).
-        requests = [
+        drawn = [
             InstructionRequest(
                 p, k, k, draw_tip(self.rng, setup.switches.tip_aware), self.rng.randint(0, ROLLOUT_RANGE)
             )
             for p in range(len(self.paths))
-            for k in range(1, per_predictor)
+            for k in range(per_predictor)
         ]
+        # Candidate 0 is the predictor's own instruction. DSPy proposes one there too and overwrites
+        # it: its tip and rollout are drawn and dropped, so the draws after them are DSPy's.
+        requests = [request for request in drawn if request.candidate > 0]
         demo_sets = {p: [demos[p] for demos in self.demo_sets()] for p in range(len(self.paths))}
         found = await self._proposer().propose(requests, self.grounding or Grounding(), demo_sets)
         self.instructions = [[p.signature.instructions] for p in self.base.predictors()]
@@ -262,26 +268,55 @@ class MiproRun(OptimizerRun):
 
     async def _search_step(self) -> StepCost:
         """One batch: a full evaluation (of a combination chosen from earlier minibatches) and/or
-        sampled trials, evaluated together; then each told to the search, in trial order."""
+        sampled trials, evaluated together; then each told to the search, in trial order. A batch
+        that ends with the last full evaluation evaluates both combinations it may choose."""
         batch = self.schedule[self.position]
-        full = next((trial for trial in batch if trial.full), None)
+        opening = batch[0] if batch[0].full else None
+        closing = batch[-1] if len(batch) > 1 and batch[-1].full else None
         sampled = [trial for trial in batch if not trial.full]
         search = self._searching()
-        target = search.best_untried() if full is not None else None
+        target = search.best_untried() if opening is not None else None
         chosen = ask_batch(search, self.setup.seed, [t.number for t in sampled]) if sampled else []
+        options = self._closing_options(chosen[-1]) if closing is not None and chosen else []
         work: list[tuple[Module, Sequence[Example]]] = []
         if target is not None:
             work.append((self.program(target[1]), self.setup.valset))
         work += self._trial_work(chosen)
+        work += [(self.program(params), self.setup.valset) for _, params in options]
         results = await self._evaluate(work) if work else []
         if results is None:
             return StepCost()
-        if full is not None:
-            self._told_full(full, target, results[0] if target is not None else None)
-        self._told_sampled(sampled, chosen, results[1 if target is not None else 0 :])
+        first = 1 if target is not None else 0
+        if opening is not None:
+            self._told_full(opening, target, results[0] if target is not None else None)
+        self._told_sampled(sampled, chosen, results[first : first + len(chosen)])
+        if closing is not None:
+            self._told_closing(closing, options, results[first + len(chosen) :])
         self.position += 1
         self._done_if_last()
         return self._cost(results)
+
+    def _closing_options(self, last: Params) -> list[tuple[str, Params]]:
+        """What a full evaluation right after the trial ``last`` may choose: that trial's
+        combination (unless fully evaluated already) or else the best untried one before it."""
+        search = self._searching()
+        key = combo_key(last)
+        options = [] if key in search.fully_evaluated else [(key, last)]
+        other = search.best_untried(passing_over=key)
+        return options + ([] if other is None else [(other[0], other[1])])
+
+    def _told_closing(
+        self,
+        scheduled: ScheduledTrial,
+        options: Sequence[tuple[str, Params]],
+        results: Sequence[EvaluationResult],
+    ) -> None:
+        """The full evaluation of the combination chosen now that the trial before it is told: one
+        of the options, since the other combinations' means did not change (the other option's
+        evaluation is spent: DSPy never makes it)."""
+        target = self._searching().best_untried()
+        found = {key: result for (key, _), result in zip(options, results, strict=True)}
+        self._told_full(scheduled, target, found.get(target[0]) if target is not None else None)
 
     def _trial_work(self, chosen: Sequence[Params]) -> list[tuple[Module, Sequence[Example]]]:
         """Each sampled trial's program and examples: a fresh random minibatch per trial, drawn in

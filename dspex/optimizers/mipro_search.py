@@ -7,8 +7,15 @@
 
 The study is not kept between steps: it is rebuilt from the recorded trials (``create_trial`` +
 ``add_trial``) whenever the sampler is asked, with a TPE sampler seeded from the run's seed and the
-number of the first trial it will give. So a run resumed from a checkpoint asks exactly what the
+number of the trial it will give. So a run resumed from a checkpoint asks exactly what the
 uninterrupted run asked: the sampler's state is a function of the JSON record.
+
+TPE samples at random until the study holds ``TPE_STARTUP_TRIALS`` finished trials (the default
+program and the full evaluations count, as they do in DSPy's study); only trials asked after that
+depend on the scores told. A trial numbered ``k`` is asked, in DSPy's loop, when trials ``0..k-1``
+are finished, so trials numbered below ``TPE_STARTUP_TRIALS`` are random draws whatever was told:
+they can be asked together (:func:`ask_batch` seeds each by its own number, so a batch asks what
+one-at-a-time asking asks), and every later trial must wait for all the scores before it.
 
 Parameters are DSPy's: ``"{i}_predictor_instruction"`` and ``"{i}_predictor_demos"`` (the latter
 only when demos are searched), categorical over candidate indices.
@@ -24,9 +31,11 @@ from typing import Any
 
 import optuna
 
-__all__ = ["Params", "SearchRecord", "combo_key"]
+__all__ = ["TPE_STARTUP_TRIALS", "Params", "SearchRecord", "ask_batch", "combo_key"]
 
 Params = dict[str, int]
+# optuna's default ``n_startup_trials``, which DSPy's sampler uses: finished trials before TPE models
+TPE_STARTUP_TRIALS = 10
 
 # optuna logs every trial at INFO on its own handler; the run's history already says it all.
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -65,7 +74,9 @@ class SearchRecord:
         sampler_seed = zlib.crc32(f"mipro:{seed}:{next_number}".encode())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate=True
-            sampler = optuna.samplers.TPESampler(seed=sampler_seed, multivariate=True)
+            sampler = optuna.samplers.TPESampler(
+                seed=sampler_seed, multivariate=True, n_startup_trials=TPE_STARTUP_TRIALS
+            )
         study = optuna.create_study(direction="maximize", sampler=sampler)
         distributions = self.distributions()
         for entry in self.told:
@@ -95,14 +106,14 @@ class SearchRecord:
         self.combos.setdefault(key, dict(params))
         self.minibatch_scores.setdefault(key, []).append(float(score))
 
-    def best_untried(self) -> tuple[str, Params, float] | None:
+    def best_untried(self, passing_over: str | None = None) -> tuple[str, Params, float] | None:
         """The combination with the highest mean minibatch score not yet fully evaluated (of equal
-        means the first seen), or None when every one was."""
+        means the first seen), or None when every one was; ``passing_over``: a key not to give."""
         ranked = sorted(
             self.minibatch_scores.items(), key=lambda item: sum(item[1]) / len(item[1]), reverse=True
         )
         for key, scores in ranked:
-            if key not in self.fully_evaluated:
+            if key not in self.fully_evaluated and key != passing_over:
                 return key, self.combos[key], sum(scores) / len(scores)
         return None
 
@@ -122,10 +133,11 @@ class SearchRecord:
 
 
 def ask_batch(record: SearchRecord, seed: int, numbers: Sequence[int]) -> list[Params]:
-    """The choices of the sampled trials ``numbers`` (consecutive), asked together before any is told.
+    """The choices of the sampled trials ``numbers``, asked together before any is told.
 
-    The trials are left running in the throwaway study; the caller tells the record their scores in
-    trial order once they are evaluated.
+    Each is asked of a study seeded for its own number: a trial numbered below
+    ``TPE_STARTUP_TRIALS`` is then the same random draw whether it is asked alone or in a batch (the
+    sampler ignores the scores until then). The trials are left running in the throwaway studies;
+    the caller tells the record their scores in trial order once they are evaluated.
     """
-    study = record.study(seed, numbers[0])
-    return [record.suggest(study.ask()) for _ in numbers]
+    return [record.suggest(record.study(seed, number).ask()) for number in numbers]

@@ -175,22 +175,34 @@ def check_minibatch(minibatch: bool, minibatch_size: int, val_size: int) -> None
 
 
 def batches(
-    schedule: Sequence[ScheduledTrial], size: int, *, full_alone: bool = False
+    schedule: Sequence[ScheduledTrial],
+    size: int,
+    *,
+    full_alone: bool = False,
+    alone_from: int | None = None,
+    join_last_full: bool = False,
 ) -> list[list[ScheduledTrial]]:
     """The schedule cut into steps of at most ``size`` sampled trials, a full evaluation opening a
     step of its own (the combination it evaluates is chosen from the minibatches of earlier steps,
     so it can run together with the trials after it). With ``full_alone`` a full evaluation is a
-    step by itself, so that no step holds more than one trial when ``size`` is 1."""
+    step by itself, so that no step holds more than one trial when ``size`` is 1. Every trial
+    numbered ``alone_from`` or more opens a step (the sampler must be told every earlier score
+    before it is asked). With ``join_last_full``, a last trial that is a full evaluation closes the
+    step before it when that step is one sampled trial (see :func:`search_steps`)."""
     steps: list[list[ScheduledTrial]] = []
     current: list[ScheduledTrial] = []
     for trial in schedule:
         sampled = sum(not t.full for t in current)
         after_full = bool(current) and full_alone and current[-1].full
-        if current and (trial.full or sampled == size or after_full):
+        alone = alone_from is not None and trial.number >= alone_from
+        if current and (trial.full or sampled == size or after_full or alone):
             steps.append(current)
             current = []
         current.append(trial)
     steps.extend([current] if current else [])
+    last = steps[-1] if steps else []
+    if join_last_full and len(steps) > 1 and last[0].full and len(steps[-2]) == 1 and not steps[-2][0].full:
+        steps[-2:] = [steps[-2] + last]
     return steps
 
 
@@ -207,13 +219,27 @@ def check_trials_per_step(value: object) -> int | None:
 
 
 def search_steps(
-    schedule: Sequence[ScheduledTrial], *, full_eval_steps: int, trials_per_step: int | None
+    schedule: Sequence[ScheduledTrial],
+    *,
+    full_eval_steps: int,
+    trials_per_step: int | None,
+    modelled_from: int,
 ) -> list[list[ScheduledTrial]]:
-    """The search's steps: ``trials_per_step`` sampled trials each (None: ``full_eval_steps``).
+    """The search's steps.
 
-    A full evaluation shares its step with the sampled trials after it, except with
-    ``trials_per_step=1``: then it is a step of its own, so a crash never loses more than one
-    trial's work.
+    ``trials_per_step=None`` (the default): the choices DSPy's one-trial-at-a-time loop makes, in
+    fewer steps. The sampler draws at random for the trials numbered below ``modelled_from`` (TPE's
+    startup trials), so those are asked and evaluated ``full_eval_steps`` at a time; from
+    ``modelled_from`` on, TPE models the scores told, so each trial opens a step, asked once every
+    earlier score is told, as in DSPy. The last full evaluation closes the step of the one trial
+    before it: it can only choose that trial's combination or the best untried one before it, and
+    both are evaluated with the trial (one full evaluation spent to save a round of requests).
+
+    An int: that many sampled trials per step throughout (larger is faster; the sampler is told
+    fewer scores before a batch, so it can choose otherwise). A full evaluation shares its step
+    with the sampled trials after it, except with ``trials_per_step=1``: then it is a step of its
+    own, so a crash never loses more than one trial's work.
     """
-    size = full_eval_steps if trials_per_step is None else trials_per_step
-    return batches(schedule, size, full_alone=trials_per_step == 1)
+    if trials_per_step is None:
+        return batches(schedule, full_eval_steps, alone_from=modelled_from, join_last_full=True)
+    return batches(schedule, trials_per_step, full_alone=trials_per_step == 1)

@@ -29,7 +29,7 @@ from dspex.primitives import Module
 from dspex.serialization import candidate_id
 from dspex.settings import context
 from dspex.testing import SimulatedLMServer, arithmetic_dataset
-from dspex.testing.task import instruction_phrases_in
+from dspex.testing.task import arithmetic_rows, instruction_phrases_in
 
 METRIC = numeric_equal("answer")
 # 60 validation examples: more than 50, so auto="light" evaluates trials on minibatches of 35
@@ -38,7 +38,9 @@ TRAIN, VAL, HOLDOUT = (
     arithmetic_dataset(60, seed=22),
     arithmetic_dataset(150, seed=23),
 )
-SEED = 9
+# a seed whose proposals include an instruction with a bonus phrase (about 4 seeds in 5 have one)
+SEED = 1
+SETS_AS_ROWS = (arithmetic_rows(30, seed=21), arithmetic_rows(60, seed=22))  # TRAIN and VAL, for DSPy
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +103,10 @@ def searched(run: MiproRun) -> list[Any]:
     return [t for t in run.history.trials if t.kind in ("full", "minibatch")]
 
 
+def without_step(trial: Any) -> dict[str, Any]:
+    return {key: value for key, value in trial.to_dict().items() if key != "step"}
+
+
 async def test_light_beats_zero_shot_with_a_better_instruction_and_dspys_trial_count(lm: LM) -> None:
     run = start(lm)
     best = await run_to_end(run, lm)
@@ -116,7 +122,8 @@ async def test_light_beats_zero_shot_with_a_better_instruction_and_dspys_trial_c
     )
     assert optimized.score >= zero_shot.score + 15, (zero_shot.score, optimized.score)
     # the instruction alone, without demos, beats the starting one: the search found an instruction
-    assert instruction_phrases_in(best.signature.instructions) >= 1, best.signature.instructions
+    found = max(instruction_phrases_in(text) for text in run.instructions[0])
+    assert instruction_phrases_in(best.signature.instructions) == found >= 1, run.instructions
     assert instructed.score >= zero_shot.score + 5, (zero_shot.score, instructed.score)
 
 
@@ -129,7 +136,7 @@ async def test_same_seed_same_program_and_a_resumed_run_ends_the_same(lm: LM) ->
 
     interrupted = start(lm)
     with context(lm=lm):
-        while interrupted.phase != "search" or interrupted.position < 2:  # mid-search: a full eval is next
+        while interrupted.phase != "search" or interrupted.position < 2:  # mid-search: TPE's turn next
             await interrupted.step()
     checkpoint = json.loads(json.dumps(interrupted.state_dict()))
     resumed = start(lm, state=checkpoint)
@@ -145,8 +152,11 @@ async def test_one_trial_per_step_runs_dspys_trials_and_is_deterministic_and_res
     assert len(searched(one)) == one.num_trials == len(searched(batched)) == dspy_trial_count(1, len(VAL))
     search_steps = [t.step for t in searched(one)[1:]]  # the default program's is in the first step
     assert search_steps == list(range(search_steps[0], search_steps[0] + len(search_steps)))  # one each
-    numbered = [(t.kind, t.label.split(":")[0]) for t in searched(one)]
-    assert numbered == [(t.kind, t.label.split(":")[0]) for t in searched(batched)]  # the same trials
+    # the same trials, choices and scores: the default batches only trials TPE draws at random,
+    # and evaluates the last full evaluation's two possible combinations with the trial before it
+    assert [without_step(t) for t in searched(one)] == [without_step(t) for t in searched(batched)]
+    assert candidate_id(best) == candidate_id(batched.result())
+    assert 0 <= batched.budget.calls - one.budget.calls <= len(VAL)  # at most one spent evaluation
 
     again = start(lm, trials_per_step=1)
     assert candidate_id(await run_to_end(again, lm)) == candidate_id(best)
@@ -188,3 +198,32 @@ async def test_the_budget_stops_the_run_before_a_step_that_does_not_fit(
     assert server.control.stats()["requests_total"] <= 250
     assert history.trials[-1].kind != "minibatch"  # the first batch of trials (175 runs) did not fit
     assert best.predictors() and history.best_score is not None
+
+
+class DSPyUntilTheSearch(DSPyMIPROv2):
+    """DSPy's MIPROv2 up to its search: what its random.Random holds once the proposals are made."""
+
+    def _optimize_prompt_parameters(self, program: Any, *args: Any, **kwargs: Any) -> Any:
+        assert self.rng is not None
+        self.rng_at_search = self.rng.getstate()
+        return program
+
+
+async def test_the_runs_random_draws_are_dspys_up_to_the_search(lm: LM, server: SimulatedLMServer) -> None:
+    # the same validation subset, demo set shuffles and sizes, tips and proposal rollouts: so each
+    # trial's minibatch is the one DSPy draws for the same seed
+    theirs_lm = dspy.LM("openai/sim", api_base=server.base_url, api_key="sim", cache=False)
+    theirs = DSPyUntilTheSearch(
+        dspy.evaluate.answer_exact_match,
+        prompt_model=theirs_lm,
+        task_model=theirs_lm,
+        auto="light",
+        seed=SEED,
+    )
+    train, val = ([dspy.Example(**row).with_inputs("question") for row in rows] for rows in SETS_AS_ROWS)
+    theirs.compile(dspy.Predict("question -> answer"), trainset=train, valset=val)
+    run = start(lm)
+    with context(lm=lm):
+        while run.phase != "search":
+            await run.step()
+    assert run.rng.getstate() == theirs.rng_at_search

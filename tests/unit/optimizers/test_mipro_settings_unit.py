@@ -24,7 +24,7 @@ from dspex.lm import LM
 from dspex.metrics import exact_match
 from dspex.modules import Predict
 from dspex.optimizers import MIPROv2, optimizer_from_name
-from dspex.optimizers.mipro_search import SearchRecord, ask_batch
+from dspex.optimizers.mipro_search import TPE_STARTUP_TRIALS, Params, SearchRecord, ask_batch
 from dspex.optimizers.mipro_settings import batches, resolve_run, search_steps, trial_schedule
 from dspex.primitives import Module
 
@@ -129,14 +129,63 @@ def test_trials_per_step_cuts_the_same_trials_into_steps(
     num_trials: int, steps: int, minibatch: bool, per_step: int | None
 ) -> None:
     schedule = trial_schedule(num_trials, minibatch=minibatch, full_eval_steps=steps)
-    cut = search_steps(schedule, full_eval_steps=steps, trials_per_step=per_step)
+    cut = search_steps(
+        schedule, full_eval_steps=steps, trials_per_step=per_step, modelled_from=TPE_STARTUP_TRIALS
+    )
     assert [trial for step in cut for trial in step] == schedule  # every trial once, in order
     assert all(sum(not trial.full for trial in step) <= (per_step or steps) for step in cut)
-    assert all(not trial.full for step in cut for trial in step[1:])
-    if per_step is None:  # today's batching
-        assert cut == batches(schedule, steps)
+    if per_step is not None:
+        assert all(not trial.full for step in cut for trial in step[1:])
+    if per_step is None:
+        for step in cut:  # a full evaluation opens a step, or closes the last one after one trial
+            assert all(not trial.full for trial in step[1:-1])
+            assert not step[-1].full or len(step) == 1 or (step[-1] is schedule[-1] and len(step) == 2)
+            # from TPE's first modelled trial on, a trial is asked only once all before it are told
+            assert all(trial.number < TPE_STARTUP_TRIALS for trial in step[1:] if not trial.full)
     if per_step == 1:  # a checkpoint after every trial, a full evaluation included
         assert all(len(step) == 1 for step in cut) and len(cut) == len(schedule)
+
+
+def test_light_default_steps_batch_only_the_random_trials() -> None:
+    schedule = trial_schedule(10, minibatch=True, full_eval_steps=5)  # auto="light", one predictor
+    cut = search_steps(schedule, full_eval_steps=5, trials_per_step=None, modelled_from=TPE_STARTUP_TRIALS)
+    numbers = [[(trial.number, trial.full) for trial in step] for step in cut]
+    assert numbers == [
+        [(1, False), (2, False), (3, False), (4, False), (5, False)],
+        [(6, True), (7, False), (8, False), (9, False)],  # 7-9: TPE still draws at random
+        [(10, False)],  # TPE models the ten finished trials 0-9: asked after all are told
+        [(11, False), (12, True)],  # the last full evaluation rides with the trial before it
+    ]
+
+
+def test_random_phase_asks_are_the_same_in_a_batch_as_one_at_a_time() -> None:
+    record = SearchRecord([3], [6])
+    record.tell(0, record.default_params(), 40.0)
+    batched = ask_batch(record, 9, [1, 2, 3, 4])
+    one_at_a_time = []
+    for number in [1, 2, 3, 4]:
+        [params] = ask_batch(record, 9, [number])
+        one_at_a_time.append(params)
+        record.tell(number, params, float(number * 7 % 5))  # scores told before the next ask
+    assert batched == one_at_a_time
+
+
+def test_from_the_tenth_finished_trial_tpe_asks_depend_on_the_scores() -> None:
+    # why a trial numbered TPE_STARTUP_TRIALS or more is asked alone: what it gets depends on scores
+    def asked(score: Any) -> list[Params]:
+        record = SearchRecord([3], [6])
+        record.tell(0, record.default_params(), 0.0)
+        for number in range(1, TPE_STARTUP_TRIALS):
+            [params] = ask_batch(record, 9, [number])
+            record.tell(number, params, score(params))
+        return [ask_batch(record, seed, [TPE_STARTUP_TRIALS])[0] for seed in range(8)]
+
+    demos_first = asked(lambda params: 100.0 - 10 * params["0_predictor_demos"])
+    demos_last = asked(lambda params: 10.0 * params["0_predictor_demos"])
+    assert demos_first != demos_last
+    mean_first = sum(p["0_predictor_demos"] for p in demos_first) / len(demos_first)
+    mean_last = sum(p["0_predictor_demos"] for p in demos_last) / len(demos_last)
+    assert mean_first < mean_last  # TPE leans towards the demo sets that scored high
 
 
 def test_a_batch_of_asks_is_the_same_after_rebuilding_from_json() -> None:

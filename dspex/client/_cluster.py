@@ -52,6 +52,8 @@ WORKER_GROUPS: dict[str, tuple[str, str]] = {
 # Scores of a job are written after it was submitted; this covers clocks that disagree.
 _CLOCK_SLACK = timedelta(minutes=10)
 _POLL_S = 0.25
+# Short, because finish() waits for the poll in progress before reading the rest.
+_TAIL_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -247,7 +249,7 @@ class ScoreTail:
         async with _reader(self._settings, self._registry.name("scores")) as (reader, run):
             await run(reader.assign, {self._partition: self._start})
             while not self._finishing.is_set():
-                self._take(await run(reader.poll, _POLL_S))
+                self._take(await run(reader.poll, _TAIL_POLL_S))
             self._take(await run(reader.read_to_end))
 
     def _take(self, messages: list[Message]) -> None:

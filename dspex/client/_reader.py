@@ -23,6 +23,7 @@ from confluent_kafka import KafkaError as RawKafkaError
 from dspex.errors import BrokerUnavailableError, KafkaError, TopicError
 from dspex.streams.admin import retry_while_leaders_settle
 from dspex.streams.config import KafkaSettings, client_config
+from dspex.streams.fetch import consume_ready
 from dspex.streams.partitioner import partition_for
 
 __all__ = ["AsyncPartitionReader", "PartitionReader", "keyed"]
@@ -98,7 +99,7 @@ class PartitionReader:
 
     def poll(self, timeout: float) -> list[Message]:
         """The next records (possibly none) within ``timeout`` seconds."""
-        messages = self._consumer.consume(_BATCH, timeout)
+        messages = consume_ready(self._consumer, _BATCH, timeout)
         return [message for message in messages if self._keep(message)]
 
     def read_to_end(self) -> list[Message]:

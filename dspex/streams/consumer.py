@@ -64,6 +64,7 @@ from dspex.schemas import (
 )
 from dspex.streams.config import KafkaSettings, client_config, consumer_defaults
 from dspex.streams.dlq import dead_letter
+from dspex.streams.fetch import consume_ready
 from dspex.streams.flow import OffsetTracker, TopicPartitionKey, Watermarks
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.serde import message_position, model_decoder
@@ -466,7 +467,7 @@ class ConsumerRuntime:
     def _fetch(self, size: int, timeout: float) -> list[Message]:
         if self._consumer is None:
             return []
-        return self._consumer.consume(size, timeout)
+        return consume_ready(self._consumer, size, timeout)
 
     def _pause_assigned(self) -> None:
         if self._consumer is None:

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from dspex.errors import KafkaError, SchemaError, TopicError
 from dspex.schemas import decode
 from dspex.streams.config import KafkaSettings, client_config
+from dspex.streams.fetch import consume_ready
 
 __all__ = ["CompactedReader"]
 
@@ -190,7 +191,7 @@ class CompactedReader(Generic[V]):
     def _fetch(self) -> list[Message]:
         if self._consumer is None:
             return []
-        return self._consumer.consume(_BATCH, self._poll_timeout)
+        return consume_ready(self._consumer, _BATCH, self._poll_timeout)
 
     def _close(self) -> None:
         if self._consumer is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 from streams_kafka import produce_all, read_topic
@@ -109,3 +110,30 @@ async def test_delivery_reports_settle_in_order_and_in_batches(
     assert len({d.partition for d in deliveries}) == 1
     assert [d.offset for d in deliveries] == list(range(deliveries[0].offset, deliveries[0].offset + 3_000))
     assert 0 < hand_overs < 3_000 // 10, f"{hand_overs} wake-ups for 3,000 reports: not batched"
+
+
+async def test_consume_ready_returns_once_records_are_there_not_after_its_timeout(
+    settings: KafkaSettings, registry: TopicRegistry
+) -> None:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from dspex.streams.fetch import consume_ready
+
+    topic = registry.name("status")
+    async with AsyncProducer(settings) as producer:
+        delivered = [await producer.produce(topic, f"v{i}".encode(), key=b"k") for i in range(3)]
+    consumer = Consumer(
+        {**settings.confluent(), "group.id": f"{registry.prefix}ready", "enable.auto.commit": False}
+    )
+    try:
+        consumer.assign([TopicPartition(topic, delivered[0].partition, OFFSET_BEGINNING)])
+        started = time.monotonic()
+        found: list[bytes] = []
+        while len(found) < 3 and time.monotonic() - started < 60:
+            found += [m.value() for m in consume_ready(consumer, 1000, 20.0) if m.error() is None]
+        took = time.monotonic() - started
+    finally:
+        consumer.close()
+    assert found == [b"v0", b"v1", b"v2"]
+    # consume(1000, 20.0) would have held the records until its 20 s ran out
+    assert took < 15.0, f"{took:.1f} s for 3 records already on the topic"

@@ -4,13 +4,16 @@ Reproduce (1 s latency: several minutes, most of it DSPy; --latency 0.1 for a qu
 
     .venv/bin/python bench/mipro_vs_dspy.py
     .venv/bin/python bench/mipro_vs_dspy.py --latency 0.1
+    .venv/bin/python bench/mipro_vs_dspy.py --latency 0.1 --seeds 0,1,2,3,4 --data-seeds 13,21,34,55
 
 One simulated LM subprocess serves both engines, one after the other, each in a fresh child process,
 for each seed (``--seeds``, default 9,10,11: one seed's best score is a coin flip between two equally
-good programs, so the means say more). Both compile ``Predict("question -> answer")`` with
-``MIPROv2(auto="light", seed=S)`` (its defaults:
-max 4 bootstrapped / 4 labeled demos, 6 demo sets, 3 instruction candidates, 10 minibatch trials of
-35 examples, a full evaluation every 5), 50 train / 100 validation examples (disjoint), exact match
+good programs, so the means say more) on each data set (``--data-seeds``, default 13: the seed of the
+simulated task's rows; DSPy's instruction proposals on one data set are much the same for every
+optimizer seed, so several data sets say more than many seeds on one). Both compile
+``Predict("question -> answer")`` with ``MIPROv2(auto="light", seed=S)`` (its defaults: max 4
+bootstrapped / 4 labeled demos, 6 demo sets, 3 instruction candidates, 10 minibatch trials of 35
+examples, a full evaluation every 5), 50 train / 100 validation examples (disjoint), exact match
 on ``answer``, LM cache off; the prompt model is the task model. dspex runs with
 ``LocalExecutor(concurrency=N)``, DSPy with ``num_threads=T``.
 
@@ -42,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=256, help="dspex LocalExecutor concurrency")
     parser.add_argument("--threads", type=int, default=64, help="DSPy num_threads")
     parser.add_argument("--seeds", default="9,10,11", help="optimizer seeds, comma-separated")
+    parser.add_argument(
+        "--data-seeds",
+        default=str(DATA_SEED),
+        help="data sets (seeds of the simulated task's rows), comma-separated; every seed runs on each",
+    )
+    parser.add_argument("--data-seed", type=int, default=DATA_SEED, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["dspex", "dspy"], help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
@@ -51,10 +60,10 @@ def _parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- children
 
 
-def _rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _rows(data_seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from dspex.testing.task import arithmetic_rows
 
-    rows = arithmetic_rows(TRAIN + VAL, DATA_SEED)
+    rows = arithmetic_rows(TRAIN + VAL, data_seed)
     return rows[:TRAIN], rows[TRAIN:]
 
 
@@ -74,7 +83,9 @@ def _child_dspex(args: argparse.Namespace) -> dict[str, Any]:
     import dspex
     from dspex.optimizers import LocalExecutor, MIPROv2
 
-    train, val = ([dspex.Example(**r).with_inputs("question") for r in rows] for rows in _rows())
+    train, val = (
+        [dspex.Example(**r).with_inputs("question") for r in rows] for rows in _rows(args.data_seed)
+    )
     lm = dspex.LM("openai/sim", api_base=args.base_url, api_key="sim", cache=False)
     student = dspex.Predict("question -> answer", lm=lm)
     metric = dspex.metrics.exact_match("answer")
@@ -106,7 +117,7 @@ def _child_dspy(args: argparse.Namespace) -> dict[str, Any]:
     import dspy
     from dspy.evaluate import answer_exact_match
 
-    train, val = ([dspy.Example(**r).with_inputs("question") for r in rows] for rows in _rows())
+    train, val = ([dspy.Example(**r).with_inputs("question") for r in rows] for rows in _rows(args.data_seed))
     dspy.configure(lm=dspy.LM("openai/sim", api_base=args.base_url, api_key="sim", cache=False))
     student = dspy.Predict("question -> answer")
     optimizer = dspy.MIPROv2(answer_exact_match, auto="light", num_threads=args.threads, seed=args.seed)
@@ -130,17 +141,19 @@ def _child_dspy(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- parent
 
 
-def _run(engine: str, seed: int, args: argparse.Namespace, base_url: str) -> dict[str, Any]:
+def _run(engine: str, data_seed: int, seed: int, args: argparse.Namespace, base_url: str) -> dict[str, Any]:
     argv = [sys.executable, __file__, "--child", engine, "--base-url", base_url, "--seed", str(seed)]
+    argv += ["--data-seed", str(data_seed)]
     argv += ["--concurrency", str(args.concurrency), "--threads", str(args.threads)]
     measured = run_child_json(argv, timeout_s=3600)
-    print(f"  {engine} seed {seed}: {measured['wall_s']:.1f} s, val {measured['val_score']:.1f}, "
-          f"{measured['trials']} trials, {measured['requests']} LM calls", file=sys.stderr)  # fmt: skip
-    return {"engine": engine, "seed": seed, **measured}
+    print(f"  {engine} data {data_seed} seed {seed}: {measured['wall_s']:.1f} s, "
+          f"val {measured['val_score']:.1f}, {measured['trials']} trials, {measured['requests']} LM calls",
+          file=sys.stderr)  # fmt: skip
+    return {"engine": engine, "seed": seed, "data_seed": data_seed, **measured}
 
 
 HEADERS = [
-    "seed", "engine", "in flight", "compile wall s", "LM calls", "trials", "zero-shot val",
+    "data", "seed", "engine", "in flight", "compile wall s", "LM calls", "trials", "zero-shot val",
     "best program val", "wall / DSPy wall",
 ]  # fmt: skip
 
@@ -156,10 +169,26 @@ def _paired(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> str:
     spread = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5 if len(diffs) > 1 else 0.0
     higher, lower = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     return (
-        f"- paired difference of best val (dspex - DSPy) over {len(diffs)} seeds: mean {mean:+.2f}, "
+        f"- paired difference of best val (dspex - DSPy) over {len(diffs)} runs: mean {mean:+.2f}, "
         f"standard error {spread / len(diffs) ** 0.5:.2f}; dspex higher on {higher}, equal on "
         f"{len(diffs) - higher - lower}, lower on {lower}; per seed: " + ", ".join(f"{d:+.0f}" for d in diffs)
     )
+
+
+def _per_data_set(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> list[str]:
+    """Mean best val of each engine on each data set (only when there are several)."""
+    data_seeds = sorted({run["data_seed"] for run in ours})
+    if len(data_seeds) < 2:
+        return []
+    lines = []
+    for data_seed in data_seeds:
+        mine = [r for r in ours if r["data_seed"] == data_seed]
+        dspys = [r for r in theirs if r["data_seed"] == data_seed]
+        lines.append(
+            f"- data set {data_seed} ({len(mine)} seeds): best val dspex {_mean(mine, 'val_score'):.1f} "
+            f"vs DSPy {_mean(dspys, 'val_score'):.1f}"
+        )
+    return lines
 
 
 def _report(args: argparse.Namespace, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> str:
@@ -170,7 +199,8 @@ def _report(args: argparse.Namespace, ours: list[dict[str, Any]], theirs: list[d
                 f"concurrency {args.concurrency}" if run["engine"] == "dspex" else f"threads {args.threads}"
             )
             rows.append([
-                run["seed"], run["engine"], width, f"{run['wall_s']:.1f}", run["requests"], run["trials"],
+                run["data_seed"], run["seed"], run["engine"], width, f"{run['wall_s']:.1f}", run["requests"],
+                run["trials"],
                 f"{run['zero_shot']:.1f}", f"{run['val_score']:.1f}",
                 f"{run['wall_s'] / dspys['wall_s']:.3f}",
             ])  # fmt: skip
@@ -187,11 +217,12 @@ def _report(args: argparse.Namespace, ours: list[dict[str, Any]], theirs: list[d
         f"{wall / dspy_wall:.3f}, {dspy_wall / wall:.1f}x faster); best val {score:.1f} vs {dspy_score:.1f}; "
         f"LM calls {_mean(ours, 'requests'):.0f} vs {_mean(theirs, 'requests'):.0f}.",
         _paired(ours, theirs),
+        *_per_data_set(ours, theirs),
     ]
     for mine, dspys in zip(ours, theirs, strict=True):
         lines.append(
-            f"- seed {mine['seed']} best instructions: dspex {mine['instruction']!r}; "
-            f"DSPy {dspys['instruction']!r}"
+            f"- data {mine['data_seed']} seed {mine['seed']} best instructions: "
+            f"dspex {mine['instruction']!r}; DSPy {dspys['instruction']!r}"
         )
     return "\n".join(lines)
 
@@ -202,12 +233,14 @@ def main() -> None:
         print(json.dumps(_child_dspex(args) if args.child == "dspex" else _child_dspy(args)))
         return
     seeds = [int(part) for part in args.seeds.split(",") if part.strip()]
+    data_seeds = [int(part) for part in args.data_seeds.split(",") if part.strip()]
     ours, theirs = [], []
     with start_sim(latency=args.latency) as sim:
         print(f"simulated LM at {sim.base_url}, {args.latency * 1000:.0f} ms latency", file=sys.stderr)
-        for seed in seeds:
-            ours.append(_run("dspex", seed, args, sim.base_url))
-            theirs.append(_run("dspy", seed, args, sim.base_url))
+        for data_seed in data_seeds:
+            for seed in seeds:
+                ours.append(_run("dspex", data_seed, seed, args, sim.base_url))
+                theirs.append(_run("dspy", data_seed, seed, args, sim.base_url))
     print(_report(args, ours, theirs))
 
 

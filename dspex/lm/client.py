@@ -100,6 +100,8 @@ def _split_model(model: str) -> tuple[str, str]:
 
 
 def _check_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    if not kwargs:  # most calls: nothing to check
+        return {}
     reserved = sorted(_RESERVED_KWARGS & kwargs.keys())
     if reserved and not (reserved == ["n"] and kwargs["n"] == 1):
         raise ConfigurationError(

@@ -91,7 +91,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BATCH_MAX = 500
-BATCH_WITHIN_S = 0.2
+# A batch closes at BATCH_MAX events or this long after its first: the last scores of a job wait
+# at most this before they are counted and its final status goes out.
+BATCH_WITHIN_S = 0.1
 HEARTBEAT_INTERVAL_S = 2.0  # as the other workers' (WorkerOptions.heartbeat_interval)
 HEARTBEAT_S = 5.0
 """A running job whose status did not change is still re-sent this often."""

@@ -10,6 +10,7 @@ the version it got and the one it supports.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
@@ -50,6 +51,11 @@ def parse_version(version: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+@functools.lru_cache(maxsize=64)
+def _major_of(version: str) -> int:
+    return parse_version(version)[0]
+
+
 class WireModel(BaseModel):
     """A part of a message (nested model): same reading rules, no version of its own."""
 
@@ -76,7 +82,7 @@ class Message(WireModel):
     @classmethod
     def supported_major(cls) -> int:
         """The major version this reader understands."""
-        return parse_version(cls.SCHEMA_VERSION)[0]
+        return _major_of(cls.SCHEMA_VERSION)
 
     @model_validator(mode="before")
     @classmethod
@@ -93,6 +99,7 @@ class Message(WireModel):
         return data
 
 
+@functools.lru_cache(maxsize=256)  # every message passes here; writers use a handful of versions
 def _is_supported(version: str, major: int) -> bool:
     try:
         return parse_version(version)[0] == major

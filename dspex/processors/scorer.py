@@ -127,11 +127,7 @@ class Scorer(Worker):
         return metric
 
     def _scored(self, record: PredictionRecord, score: float, **fields: Any) -> ScoreRecord:
-        # Built without validating again: every field comes from the validated PredictionRecord, the
-        # job (failure_score), score_of (a finite float, feedback a str) or an ErrorInfo; validation
-        # was a quarter of the scorer's event-loop time.
-        return ScoreRecord.model_construct(
-            schema_version=ScoreRecord.SCHEMA_VERSION,
+        return ScoreRecord(
             job_id=record.job_id,
             candidate_id=record.candidate_id,
             example_index=record.example_index,

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
-from e2e_pipeline import JOB_TIMEOUT_S, METRIC, Pipeline, predict_program, read_topic, wait_for
+from e2e_pipeline import JOB_TIMEOUT_S, METRIC, Pipeline, devset, predict_program, read_topic, wait_for
 
 from dspex.errors import KafkaError
 from dspex.lm import LM
@@ -36,6 +36,17 @@ class OptimizeCase:
     seed: int
     train: list[Example]
     val: list[Example]
+
+
+BOOTSTRAP_RS_CASE = OptimizeCase(
+    "bootstrap-rs",
+    knobs={"num_candidate_programs": 1, "max_bootstrapped_demos": 4},
+    seed=3,
+    train=devset(20, seed=11),
+    val=devset(30, seed=12),
+)
+"""BootstrapFewShotWithRandomSearch with 4 candidates (zero-shot, labeled, two bootstrapped) on 20
+train / 30 validation examples: three steps (two bootstrap waves, then one evaluation of all four)."""
 
 
 @dataclass

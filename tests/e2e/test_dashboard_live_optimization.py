@@ -28,8 +28,8 @@ from typing import Any, TypeVar, cast
 
 import httpx
 import pytest
-from e2e_optimize import OptimizeCase, local_run, start_cluster, submit
-from e2e_pipeline import JOB_TIMEOUT_S, Pipeline, devset, sim_lm, wait_for
+from e2e_optimize import BOOTSTRAP_RS_CASE, local_run, start_cluster, submit
+from e2e_pipeline import JOB_TIMEOUT_S, Pipeline, sim_lm, wait_for
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from dspex.schemas import OptimizeStatus
@@ -53,13 +53,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 EVIL_NAME = "<script>alert(1)</script>"
-CASE = OptimizeCase(
-    "bootstrap-rs",
-    knobs={"num_candidate_programs": 1, "max_bootstrapped_demos": 4},
-    seed=3,
-    train=devset(20, seed=11),
-    val=devset(30, seed=12),
-)
+CASE = BOOTSTRAP_RS_CASE
 # Long enough that a released step's answers come well after the hold is back; short enough
 # that the 120 evaluation requests stay a few seconds.
 LATENCY_S = 0.3

@@ -13,21 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e_optimize import OptimizeCase, job_status, start_cluster, submit
-from e2e_pipeline import JOB_TIMEOUT_S, Pipeline, devset, read_topic, sim_lm, sim_report, wait_for, wait_quiet
+from e2e_optimize import BOOTSTRAP_RS_CASE, job_status, start_cluster, submit
+from e2e_pipeline import JOB_TIMEOUT_S, Pipeline, read_topic, sim_lm, sim_report, wait_for, wait_quiet
 
 from dspex.schemas import EvalJob, JobMessage, JobStatus, decode
 from dspex.testing import SimulatedLMServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-CASE = OptimizeCase(
-    "bootstrap-rs",
-    knobs={"num_candidate_programs": 1, "max_bootstrapped_demos": 4},
-    seed=3,
-    train=devset(20, seed=11),
-    val=devset(30, seed=12),
-)
+CASE = BOOTSTRAP_RS_CASE
 
 
 def child_jobs(pipeline: Pipeline, parent: str) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e_optimize import (
-    OptimizeCase,
+    BOOTSTRAP_RS_CASE,
     checkpoint_steps,
     kill_after_checkpoint,
     local_run,
@@ -27,20 +27,14 @@ from e2e_optimize import (
     resumed_like_local,
     start_cluster,
 )
-from e2e_pipeline import Pipeline, devset, sim_lm
+from e2e_pipeline import Pipeline, sim_lm
 
 from dspex.schemas import TrialRecord
 from dspex.testing import SimulatedLMServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-CASE = OptimizeCase(
-    "bootstrap-rs",
-    knobs={"num_candidate_programs": 1, "max_bootstrapped_demos": 4},
-    seed=3,
-    train=devset(20, seed=11),
-    val=devset(30, seed=12),
-)
+CASE = BOOTSTRAP_RS_CASE
 
 
 def zero_shot_score(trials: list[TrialRecord]) -> float:

@@ -239,7 +239,10 @@ class _DeliveryReports:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, settle: Callable[..., None]) -> None:
-        self._loop, self._settle = loop, settle
+        # weakly: the producer keys these by loop in a WeakKeyDictionary, which a strong reference
+        # from the value would keep alive forever
+        self._loop = weakref.ref(loop)
+        self._settle = settle
         self._queued: deque[_Report] = deque()
         self._lock = threading.Lock()
         self._wake_pending = False
@@ -250,8 +253,11 @@ class _DeliveryReports:
             if self._wake_pending:
                 return
             self._wake_pending = True
+        loop = self._loop()
         try:
-            self._loop.call_soon_threadsafe(self._settle_queued)
+            if loop is None:
+                raise RuntimeError("event loop gone")
+            loop.call_soon_threadsafe(self._settle_queued)
         except RuntimeError:
             logger.debug("delivery report for %s arrived after its event loop closed", message.topic())
 

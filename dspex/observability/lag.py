@@ -95,7 +95,9 @@ class GroupLagExporter:
             try:
                 self._export_lag(group, topics)
                 metrics.group_members(group, self._members(group))
-            except (DspexError, KafkaException) as exc:
+            except (DspexError, KafkaException, TimeoutError) as exc:
+                # TimeoutError: a describe request unanswered while the broker restarts; this thread
+                # must live on (it died of one once, and the lag metrics stopped with it)
                 logger.warning("could not read the lag of group %s: %s", group, exc)
         self.rounds += 1
         if self._on_poll is not None:

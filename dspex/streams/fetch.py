@@ -2,9 +2,10 @@
 
 ``Consumer.consume(n, timeout)`` returns only once it holds ``n`` messages or ``timeout`` passed,
 so a reader asking for up to 1,000 records while they trickle in waits the whole timeout every
-time: a job's final status or last scores were seen up to a poll interval late, and a worker's
-handlers started a poll interval after their messages arrived. :func:`consume_ready` returns as
-soon as one message is there, with whatever else is already queued behind it.
+time: a job's final status or last scores were seen up to a poll interval late.
+:func:`consume_ready` returns as soon as one message is there, with whatever else is already queued
+behind it. Used by the readers that are not group members (the client's, the compacted-topic
+reader); the consumer runtime keeps ``consume()`` (see ``ConsumerRuntime._fetch``).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from dspex.errors import ConfigurationError, KafkaError, SchemaError
 from dspex.schemas import DeadLetter, decode
 from dspex.streams.admin import retry_while_leaders_settle
 from dspex.streams.config import DEFAULT_BOOTSTRAP, KafkaSettings, client_config
+from dspex.streams.fetch import consume_ready
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.topics import TopicRegistry
 
@@ -93,8 +94,7 @@ def _read_all(consumer: Consumer, topic: str, timeout: float) -> list[StoredLett
     found: list[StoredLetter] = []
     deadline = time.monotonic() + timeout
     while wanted:
-        # consume() waits its whole timeout unless the batch fills: poll briefly, bound the total.
-        messages = consumer.consume(500, _POLL_S)
+        messages = consume_ready(consumer, 500, _POLL_S)
         if not messages and time.monotonic() > deadline:
             raise KafkaError(f"reading {topic} stalled with partitions {sorted(wanted)} unread", topic=topic)
         if messages:

@@ -186,7 +186,7 @@ async def read_scores(
             start = await run(_start_offset, reader, partition, status)
         await run(reader.assign, {partition: start})
         records = dedupe(_scores(keyed(await run(reader.read_to_end), job_id)))
-        expected = status.done if isinstance(status, JobStatus) else 0
+        expected = _counted(status)
         if len(records) < expected:
             logger.warning(
                 "partition %s of %s holds %s of the %s results of job %s; scanning every partition",
@@ -234,8 +234,7 @@ class ScoreTail:
         self._finishing.set()
         await self._task
         records = dedupe(self._records)
-        expected = status.done if isinstance(status, JobStatus) else 0
-        if len(records) < expected:
+        if len(records) < _counted(status):
             return await read_scores(self._settings, self._registry, self._job_id, status=status)
         return records
 
@@ -268,11 +267,15 @@ async def read_scores_of(
     found: dict[str, list[ScoreRecord]] = {}
     for follow, status in jobs:
         records = dedupe(_scores(keyed(messages, follow.job_id)))
-        expected = status.done if isinstance(status, JobStatus) else 0
-        if len(records) < expected:
+        if len(records) < _counted(status):
             records = await read_scores(settings, registry, follow.job_id, status=status)
         found[follow.job_id] = records
     return found
+
+
+def _counted(status: Any) -> int:
+    """How many results the job's status says exist (fewer on its partition: read them elsewhere)."""
+    return status.done if isinstance(status, JobStatus) else 0
 
 
 def _start_offset(reader: PartitionReader, partition: int, status: Any) -> int | None:

@@ -34,6 +34,7 @@ __all__ = [
     "OptimizerRun",
     "StepCost",
     "check_examples",
+    "check_has_predictors",
     "check_int",
     "check_labels",
     "check_structure",
@@ -88,6 +89,12 @@ def check_examples(name: str, examples: Any, *, minimum: int = 1, why: str = "")
                 f"{name}[{index}] has no input fields marked; build it with .with_inputs('question', ...)"
             )
     return items
+
+
+def check_has_predictors(optimizer: str, student: Any) -> None:
+    """ConfigurationError unless ``student`` is a program with at least one predictor to tune."""
+    if not isinstance(student, Module) or not student.named_predictors():
+        raise ConfigurationError(f"{optimizer} needs a program with predictors, got {student!r}")
 
 
 def check_labels(name: str, examples: Sequence[Example], metric: Any) -> None:

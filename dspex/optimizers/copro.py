@@ -44,6 +44,7 @@ from dspex.optimizers._base import (
     OptimizerRun,
     StepCost,
     check_examples,
+    check_has_predictors,
     check_int,
     check_labels,
     reject_unknown,
@@ -169,8 +170,7 @@ class COPRO(Optimizer):
     ) -> _COPRORun:
         """The run, checked and ready for its first step (or resumed from ``state``)."""
         reject_unknown("COPRO.compile", unknown, COPRO.start)
-        if not isinstance(student, Module) or not student.named_predictors():
-            raise ConfigurationError(f"COPRO needs a program with predictors, got {student!r}")
+        check_has_predictors("COPRO", student)
         options = _eval_options(eval_kwargs)
         train = check_examples("trainset", trainset)
         scored_on = train if valset is None else check_examples("valset", valset)

@@ -51,6 +51,7 @@ from dspex.optimizers._base import (
     OptimizerRun,
     StepCost,
     check_examples,
+    check_has_predictors,
     check_int,
     check_labels,
     reject_unknown,
@@ -173,8 +174,7 @@ class SIMBA(Optimizer):
     ) -> _SimbaRun:
         """The run, checked and ready for its first step (or resumed from ``state``)."""
         reject_unknown("SIMBA.compile", unknown, SIMBA.start)
-        if not isinstance(student, Module) or not student.named_predictors():
-            raise ConfigurationError(f"SIMBA needs a program with predictors, got {student!r}")
+        check_has_predictors("SIMBA", student)
         why = f"bsize={self.bsize} needs at least {self.bsize}; lower bsize or give more examples"
         train = check_examples("trainset", trainset, minimum=self.bsize, why=why)
         check_labels("trainset", train, self.metric)

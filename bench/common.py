@@ -135,6 +135,12 @@ def _wait_for_port(process: subprocess.Popen[bytes], port_file: Path, timeout_s:
     raise RuntimeError(f"the simulated LM did not start listening within {timeout_s} s")
 
 
+def sim_completions(base_url: str) -> int:
+    """The simulated LM's answered requests so far (its ``completions_ok`` counter)."""
+    stats = httpx.get(base_url.removesuffix("/v1") + "/admin/stats", timeout=10).json()
+    return int(stats["completions_ok"])
+
+
 def run_child_json(
     argv: Sequence[str], *, timeout_s: float = 600.0, env: dict[str, str] | None = None
 ) -> Any:

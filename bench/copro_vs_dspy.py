@@ -26,8 +26,7 @@ import sys
 import time
 from typing import Any
 
-import httpx
-from common import machine_summary, markdown_table, run_child_json, start_sim
+from common import machine_summary, markdown_table, run_child_json, sim_completions, start_sim
 
 DATA_SEED, TRAIN = 1, 40
 
@@ -44,11 +43,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--child", choices=["dspex", "dspy"], help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     return parser
-
-
-def _completions(base_url: str) -> int:
-    admin = base_url.removesuffix("/v1") + "/admin/stats"
-    return int(httpx.get(admin, timeout=10).json()["completions_ok"])
 
 
 def _dspex_child(args: argparse.Namespace) -> dict[str, Any]:
@@ -98,9 +92,9 @@ def _dspy_child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _child(args: argparse.Namespace) -> None:
-    before = _completions(args.base_url)
+    before = sim_completions(args.base_url)
     result = _dspex_child(args) if args.child == "dspex" else _dspy_child(args)
-    result["lm_calls"] = _completions(args.base_url) - before
+    result["lm_calls"] = sim_completions(args.base_url) - before
     print(json.dumps(result))
 
 

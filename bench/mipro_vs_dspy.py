@@ -32,8 +32,7 @@ import sys
 import time
 from typing import Any
 
-import httpx
-from common import machine_summary, markdown_table, run_child_json, start_sim
+from common import machine_summary, markdown_table, run_child_json, sim_completions, start_sim
 
 DATA_SEED = 13
 TRAIN, VAL = 50, 100
@@ -67,16 +66,11 @@ def _rows(data_seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return rows[:TRAIN], rows[TRAIN:]
 
 
-def _requests(base_url: str) -> int:
-    stats = httpx.get(base_url.removesuffix("/v1") + "/admin/stats", timeout=10).json()
-    return int(stats["completions_ok"])
-
-
 def _timed(compile_: Any, base_url: str) -> tuple[Any, float, int]:
-    requests0 = _requests(base_url)
+    requests0 = sim_completions(base_url)
     started = time.perf_counter()
     program = compile_()
-    return program, time.perf_counter() - started, _requests(base_url) - requests0
+    return program, time.perf_counter() - started, sim_completions(base_url) - requests0
 
 
 def _child_dspex(args: argparse.Namespace) -> dict[str, Any]:

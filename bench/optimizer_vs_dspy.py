@@ -32,8 +32,7 @@ import sys
 import time
 from typing import Any
 
-import httpx
-from common import machine_summary, markdown_table, run_child_json, start_sim
+from common import machine_summary, markdown_table, run_child_json, sim_completions, start_sim
 
 DATA_SEED = 11
 TRAIN, VAL = 50, 200
@@ -64,18 +63,13 @@ def _rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return rows[:TRAIN], rows[TRAIN:]
 
 
-def _requests(base_url: str) -> int:
-    stats = httpx.get(base_url.removesuffix("/v1") + "/admin/stats", timeout=10).json()
-    return int(stats["completions_ok"])
-
-
 def _measure(compile_: Any, evaluate: Any, base_url: str) -> dict[str, Any]:
     """Time ``compile_()`` and count its LM requests; then score the program it returns."""
-    requests0 = _requests(base_url)
+    requests0 = sim_completions(base_url)
     started = time.perf_counter()
     program = compile_()
     wall_s = time.perf_counter() - started
-    requests = _requests(base_url) - requests0
+    requests = sim_completions(base_url) - requests0
     zero_shot = next(c["score"] for c in program.candidate_programs if c["seed"] == -3)
     return {
         "wall_s": wall_s,

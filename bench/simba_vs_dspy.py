@@ -29,8 +29,7 @@ import sys
 import time
 from typing import Any
 
-import httpx
-from common import machine_summary, markdown_table, run_child_json, start_sim
+from common import machine_summary, markdown_table, run_child_json, sim_completions, start_sim
 
 DATA_SEED, VAL_SEED = 1, 2
 TRAIN, VAL = 40, 100
@@ -56,11 +55,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _completions(base_url: str) -> int:
-    admin = base_url.removesuffix("/v1") + "/admin/stats"
-    return int(httpx.get(admin, timeout=10).json()["completions_ok"])
-
-
 def _dspex_child(args: argparse.Namespace) -> dict[str, Any]:
     import asyncio
 
@@ -78,7 +72,7 @@ def _dspex_child(args: argparse.Namespace) -> dict[str, Any]:
     executor = LocalExecutor(DSPEX_CONCURRENCY)
     started = time.perf_counter()
     best = asyncio.run(optimizer.acompile(student, trainset=train, seed=args.seed, executor=executor))
-    wall, calls = time.perf_counter() - started, _completions(args.base_url)
+    wall, calls = time.perf_counter() - started, sim_completions(args.base_url)
     [result] = asyncio.run(executor.evaluate_many([best], val, metric))
     return {
         "wall_s": wall,
@@ -107,7 +101,7 @@ def _dspy_child(args: argparse.Namespace) -> dict[str, Any]:
     optimizer = dspy.SIMBA(metric=metric, num_threads=DSPY_THREADS, **KNOBS)
     started = time.perf_counter()
     best = optimizer.compile(dspy.Predict("question -> answer"), trainset=train, seed=args.seed)
-    wall, calls = time.perf_counter() - started, _completions(args.base_url)
+    wall, calls = time.perf_counter() - started, sim_completions(args.base_url)
     score = dspy.Evaluate(devset=val, metric=metric, num_threads=DSPY_THREADS * 2)(best).score
     predictor = best.predictors()[0]
     return {
@@ -120,7 +114,7 @@ def _dspy_child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _child(args: argparse.Namespace) -> None:
-    before = _completions(args.base_url)
+    before = sim_completions(args.base_url)
     from dspex.testing.task import instruction_phrases_in
 
     result = _dspex_child(args) if args.child == "dspex" else _dspy_child(args)

@@ -18,13 +18,16 @@ Choices worth knowing:
   partitions after ``--breaker-failures`` consecutive connection failures or 5xx answers.
 * Security: see ``--allow-module``, ``--allow-api-base`` and ``--allow-key-env``; with none given a
   worker runs dspex's own modules against loopback LMs only.
+* Debugging a stuck worker: ``kill -USR1 <pid>`` writes the stack of every thread to its stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -226,6 +229,9 @@ def _serve(worker: Worker) -> None:
 
 
 def _configure_logging() -> None:
+    # `kill -USR1 <pid>` writes every thread's stack to the worker's stderr: where a stuck worker
+    # is stuck, without stopping it or attaching a debugger
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # one INFO line per LM request would drown what a worker's log is for

@@ -160,9 +160,12 @@ def _earliest_starts(follows: Sequence[Follow]) -> dict[int, int | None]:
 
 def _timed_out(follow: Follow, latest: Any) -> JobError:
     state = None if latest is None else latest.state
+    progress = ""
+    if isinstance(latest, JobStatus):
+        progress = f", {latest.done:,} of {latest.total_tasks:,} tasks done"
     return JobError(
         f"job {follow.job_id} did not finish within {follow.timeout} s "
-        f"(last state: {state or 'no status yet'}); "
+        f"(last state: {state or 'no status yet'}{progress}); "
         f"it keeps running: `dspex status {follow.job_id}`, `dspex cancel {follow.job_id}`",
         job_id=follow.job_id,
         state=state,

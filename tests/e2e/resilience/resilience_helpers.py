@@ -8,6 +8,8 @@ Every test runs `dspex worker ...` processes (LocalStack) against a real broker 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -18,10 +20,11 @@ from typing import Any, cast
 
 from aiohttp import web
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from dspex.client import Client
 from dspex.dev.stack import LocalStack, WorkerKind, WorkerProcess
-from dspex.errors import KafkaError
+from dspex.errors import JobError, KafkaError
 from dspex.evaluate import Evaluate, EvaluationResult
 from dspex.lm import LM
 from dspex.metrics import metric_from_name
@@ -30,6 +33,7 @@ from dspex.primitives import Example, Module
 from dspex.schemas import JobStatus, WorkerHeartbeat
 from dspex.settings import context
 from dspex.signatures import make_signature
+from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
 from dspex.testing import arithmetic_dataset
 
@@ -117,15 +121,67 @@ class Pipeline:
         return cast(str, job_id)
 
     def finish(self, job_id: str, timeout: float) -> tuple[JobStatus, EvaluationResult]:
-        """Wait for the job's final status and read its result."""
-        status = self.client.wait(job_id, timeout=timeout)
+        """Wait for the job's final status and read its result.
+
+        When the job does not finish in time, the failure carries what is needed to tell which
+        process stopped: each group's state and members, its lag, and every worker's stacks and log.
+        """
+        try:
+            status = self.client.wait(job_id, timeout=timeout)
+        except JobError as exc:
+            raise AssertionError(f"{exc}\n{self.report()}") from exc
         assert isinstance(status, JobStatus), status
         results = self.client.collect(job_id)
         return status, results[0]
 
+    def report(self) -> str:
+        """Consumer groups (state, members, lag), then each worker's log tail and stacks."""
+        sections = [_group_report(self.client.settings, self.prefix, kind) for kind in _GROUP_KINDS]
+        logged = {worker.name: worker.log_path.stat().st_size for worker in self.stack.workers}
+        tails = {worker.name: worker.log_tail(60) for worker in self.stack.workers}
+        for worker in self.stack.alive():
+            # the worker CLI (faulthandler) writes every thread's stack to its log; faust's worker
+            # (the aggregator) writes its asyncio tasks'
+            os.kill(worker.pid, signal.SIGUSR1)
+        time.sleep(1.0)
+        for worker in self.stack.workers:
+            with worker.log_path.open(errors="replace") as log:
+                log.seek(logged[worker.name])
+                stacks = "".join(log.readlines()[:200])
+            sections.append(f"--- {worker.name} ({worker.log_path}):\n{tails[worker.name]}\n{stacks}")
+        return "\n".join(sections)
+
     def close(self) -> None:
         self.stack.stop_all()
         self.client.close()
+
+
+_GROUP_KINDS = {"predict": "tasks", "score": "predictions", "aggregate": "scores"}
+
+
+def _group_report(settings: KafkaSettings, prefix: str, kind: str) -> str:
+    group = f"{prefix}{kind}"
+    lines = [f"--- group {group}:"]
+    admin = AdminClient(settings.confluent())
+    try:
+        [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
+        description = future.result(timeout=15)
+        lines.append(f"state {description.state}, coordinator {description.coordinator.id}")
+        for member in description.members:
+            owned = sorted(f"{tp.topic}[{tp.partition}]" for tp in member.assignment.topic_partitions)
+            lines.append(f"  member {member.client_id} {member.host}: {', '.join(owned) or 'nothing'}")
+    except Exception as exc:  # a report must not hide the failure it describes
+        lines.append(f"describe failed: {exc!r}")
+    kafka_admin = KafkaAdmin(settings)
+    try:
+        lag = kafka_admin.group_lag(group, [f"{prefix}{_GROUP_KINDS[kind]}"])
+        per_partition = ", ".join(f"[{row.partition}] {row.lag}" for row in lag.partitions)
+        lines.append(f"lag {lag.total}: {per_partition}")
+    except Exception as exc:
+        lines.append(f"lag failed: {exc!r}")
+    finally:
+        kafka_admin.close()
+    return "\n".join(lines)
 
 
 def assert_exact(pipeline: Pipeline, job_id: str, status: JobStatus, n: int) -> None:

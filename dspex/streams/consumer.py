@@ -15,6 +15,9 @@ acknowledged by the broker, and only then does the message count as done. Around
 * drain: on revoke (and on :meth:`~ConsumerRuntime.stop`, which SIGTERM should call) handlers of
   the partitions being given up get ``drain_timeout`` seconds to finish; whatever is left is
   cancelled and stays uncommitted, so the next owner handles it again (at-least-once);
+* rejoining: a member that stays out of its group (librdkafka's group state, read from its
+  statistics every 5 s) for ``rejoin_after`` seconds gives up its partitions as lost and replaces
+  its consumer with a new one, which joins as a new member (see :class:`MembershipWatch`);
 * dead letters: a message whose value does not decode (SchemaError), that the handler declares
   poison (PoisonMessageError), or on which the handler raises any other exception is written
   to the DLQ topic as a DeadLetter (original bytes, headers, topic/partition/offset, error) and
@@ -45,6 +48,8 @@ import logging
 import os
 import signal
 import socket
+import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -64,7 +69,7 @@ from dspex.schemas import (
 )
 from dspex.streams.config import KafkaSettings, client_config, consumer_defaults
 from dspex.streams.dlq import dead_letter
-from dspex.streams.flow import OffsetTracker, TopicPartitionKey, Watermarks
+from dspex.streams.flow import MembershipWatch, OffsetTracker, TopicPartitionKey, Watermarks
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.serde import message_position, model_decoder
 
@@ -82,6 +87,11 @@ DeadLetterHook = Callable[[DeadLetter], Awaitable[None]]
 _DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
 STATISTICS_INTERVAL_MS = 5_000  # librdkafka's stats_cb period (consumer lag, rx/tx counts)
 _CANCEL_GRACE_S = 1.0
+# A member out of its group this many session timeouts (at least REJOIN_AFTER_MIN_S) is stuck: a
+# rebalance of members that poll every 100 ms takes a few seconds, a broker restart a few more.
+REJOIN_AFTER_SESSIONS = 5
+REJOIN_AFTER_MIN_S = 60.0
+_DEFAULT_SESSION_TIMEOUT_MS = 45_000
 
 
 @dataclass
@@ -98,6 +108,7 @@ class RuntimeStats:
     commits: int = 0
     commit_failures: int = 0
     rebalances: int = 0
+    rejoins: int = 0
     in_flight: int = 0
     max_in_flight_seen: int = 0
     backlog: int = 0
@@ -127,6 +138,7 @@ class ConsumerRuntime:
         config: Mapping[str, Any] | None = None,
         on_commit: CommitHook | None = None,
         on_dead_letter: DeadLetterHook | None = None,
+        rejoin_after: float | None = None,
     ) -> None:
         """Configure only; nothing connects until :meth:`run`.
 
@@ -136,7 +148,8 @@ class ConsumerRuntime:
         ``config`` adds librdkafka consumer properties; ``fast_groups`` selects the short group
         timing of tests and the dev broker. ``on_commit`` sees every offset map just before it
         is committed; ``on_dead_letter`` runs after a dead letter was acknowledged (processors
-        use it to emit an error Score for the task).
+        use it to emit an error Score for the task). ``rejoin_after`` (seconds out of the group
+        before the member is replaced) defaults to REJOIN_AFTER_SESSIONS session timeouts.
         """
         if max_in_flight < 1:
             raise ConfigurationError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -160,6 +173,9 @@ class ConsumerRuntime:
         self._on_commit = on_commit
         self._on_dead_letter = on_dead_letter
         self._consumer_config = self._build_config(fast_groups, dict(config or {}))
+        self._membership = MembershipWatch(rejoin_after or self._default_rejoin_after())
+        self._rejoin_requested = False
+        self._generation = 0  # of consumers: one more each time the member is replaced
         self._tracker = OffsetTracker()
         self._backlog: deque[Message] = deque()
         self._running: dict[asyncio.Task[None], TopicPartitionKey] = {}
@@ -236,6 +252,11 @@ class ConsumerRuntime:
             await asyncio.sleep(0.01)  # run() has not started yet
         await asyncio.wait_for(self._assignment_seen.wait(), timeout)
 
+    def request_rejoin(self) -> None:
+        """Leave the group and join again as a new member, at the next poll (what the runtime does
+        by itself when its member is stuck out of the group; see the module docs)."""
+        self._rejoin_requested = True
+
     def assignment(self) -> set[TopicPartitionKey]:
         """Partitions this member owns now."""
         return set(self._assigned)
@@ -286,6 +307,8 @@ class ConsumerRuntime:
                 self._accept(message)
             self._start_ready()
             await self._apply_pressure()
+            if self._rejoin_requested:
+                await self._rejoin()
 
     async def _wait_for_room(self) -> None:
         self._room.clear()
@@ -436,6 +459,23 @@ class ConsumerRuntime:
         self._report_partitions()
         return self._watermarks.paused or self._held
 
+    async def _rejoin(self) -> None:
+        # Whatever the stuck member held is given up as lost (uncommitted work is read again by the
+        # next owner); the old consumer is closed on a thread of its own, since a stuck one may
+        # block in close(), and its late callbacks are ignored (they name a consumer not ours).
+        self._rejoin_requested = False
+        self.stats.rejoins += 1
+        if self._assigned:
+            await self._release(set(self._assigned), lost=True)
+        stale = await self._kafka(self._detach)
+        if stale is not None:
+            closer = threading.Thread(
+                target=_close_quietly, args=(stale, self.group_id), name="dspex-consumer-close", daemon=True
+            )
+            closer.start()
+        await self._kafka(self._open)
+        logger.warning("group %s: joined again as a new member", self.group_id)
+
     async def _shut_down(self) -> None:
         for task in list(self._running):
             task.cancel()
@@ -456,12 +496,18 @@ class ConsumerRuntime:
 
     def _open(self) -> None:
         try:
-            self._consumer = Consumer(self._consumer_config)
+            self._generation += 1
+            statistics = functools.partial(self._statistics, self._generation)
+            self._consumer = Consumer({**self._consumer_config, "stats_cb": statistics})
             self._consumer.subscribe(
                 self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
             )
         except KafkaException as exc:
             raise KafkaError(f"could not start a consumer for {self.topics}: {exc}") from exc
+
+    def _detach(self) -> Consumer | None:
+        stale, self._consumer = self._consumer, None
+        return stale
 
     def _fetch(self, size: int, timeout: float) -> list[Message]:
         if self._consumer is None:
@@ -529,6 +575,8 @@ class ConsumerRuntime:
         self._consumer = None
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self._consumer:
+            return  # a replaced consumer closing (see _rejoin); confluent-kafka (un)assigns for it
         # Assign explicitly (cooperative protocol) so that the new partitions can be paused
         # before a single message of theirs is fetched.
         consumer.incremental_assign(partitions)
@@ -545,6 +593,8 @@ class ConsumerRuntime:
         logger.info("group %s: assigned %s", self.group_id, _show(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self._consumer:
+            return
         tps = {(tp.topic, tp.partition) for tp in partitions}
         offsets = self._on_loop(self._release(tps, lost=False), default={})
         if offsets:
@@ -552,6 +602,8 @@ class ConsumerRuntime:
         logger.info("group %s: revoked %s", self.group_id, _show(partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self._consumer:
+            return
         tps = {(tp.topic, tp.partition) for tp in partitions}
         self._on_loop(self._release(tps, lost=True), default={})
         logger.warning("group %s: lost %s without a chance to commit", self.group_id, _show(partitions))
@@ -590,7 +642,6 @@ class ConsumerRuntime:
                 "fetch.wait.max.ms": 100,
                 "on_commit": self._commit_reported,
                 "statistics.interval.ms": STATISTICS_INTERVAL_MS,
-                "stats_cb": self._statistics,
                 **consumer_defaults(fast_groups),
                 **overrides,
             },
@@ -603,17 +654,44 @@ class ConsumerRuntime:
             )
         return config
 
-    def _statistics(self, document: str) -> None:
+    def _default_rejoin_after(self) -> float:
+        session_ms = float(self._consumer_config.get("session.timeout.ms", _DEFAULT_SESSION_TIMEOUT_MS))
+        return max(REJOIN_AFTER_MIN_S, REJOIN_AFTER_SESSIONS * session_ms / 1000)
+
+    def _statistics(self, generation: int, document: str) -> None:
         # Runs on the consumer's thread inside consume(); a bad document must not break polling.
         try:
-            metrics.kafka_client_stats("consumer", json.loads(document), group=self.group_id)
+            stats = json.loads(document)
+            metrics.kafka_client_stats("consumer", stats, group=self.group_id)
         except (ValueError, TypeError) as exc:
             logger.debug("unreadable librdkafka statistics: %s", exc)
+            return
+        if generation != self._generation:
+            return  # from a replaced consumer, closing
+        group = stats.get("cgrp") or {}
+        state, join_state = group.get("state"), group.get("join_state")
+        if self._membership.observe(state, join_state, time.monotonic()) and not self._rejoin_requested:
+            logger.error(
+                "group %s: this member has been out of its group for %.0f s (librdkafka group state "
+                "%s, join state %s); replacing its consumer with a new member",
+                self.group_id,
+                self._membership.stuck_after,
+                state,
+                join_state,
+            )
+            self._rejoin_requested = True
 
     def _commit_reported(self, error: RawKafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None and error.code() != RawKafkaError._NO_OFFSET:
             self.stats.commit_failures += 1
             logger.warning("commit failed in group %s: %s", self.group_id, error)
+
+
+def _close_quietly(consumer: Consumer, group_id: str) -> None:
+    try:
+        consumer.close()
+    except (KafkaException, RuntimeError) as exc:
+        logger.warning("closing the replaced consumer of group %s failed: %s", group_id, exc)
 
 
 def _as_decoder(decoder: Decoder | type[BaseModel] | None) -> Decoder:

@@ -4,6 +4,7 @@ Handlers finish out of order, but a committed offset promises that every earlier
 partition is done. :class:`OffsetTracker` therefore commits, per partition, only up to the
 first message that is still in progress. :class:`Watermarks` turns the number of outstanding
 messages into pause and resume decisions with hysteresis, so a consumer does not flap.
+:class:`MembershipWatch` tells from librdkafka's statistics when a member is stuck out of its group.
 
     >>> tracker = OffsetTracker()
     >>> for offset in (5, 6, 7):
@@ -25,7 +26,7 @@ from typing import Literal
 
 from dspex.errors import ConfigurationError
 
-__all__ = ["OffsetTracker", "PressureChange", "TopicPartitionKey", "Watermarks"]
+__all__ = ["MembershipWatch", "OffsetTracker", "PressureChange", "TopicPartitionKey", "Watermarks"]
 
 TopicPartitionKey = tuple[str, int]
 PressureChange = Literal["pause", "resume"]
@@ -125,3 +126,37 @@ class Watermarks:
             self.paused = False
             return "resume"
         return None
+
+
+class MembershipWatch:
+    """Tells when a group member has stayed out of its group too long, from librdkafka's statistics.
+
+    Every statistics document carries the member's group state: ``cgrp.state`` is ``up`` once the
+    coordinator is known, ``cgrp.join_state`` is ``steady`` once the member holds the assignment of
+    the current generation. A member leaves that pair during each rebalance and while the broker
+    is away, and comes back within seconds. librdkafka has had bugs where a member never comes
+    back after the coordinator restarted (it keeps retrying a join that cannot succeed, or stops
+    joining), and the only cure known is a new member: :meth:`observe` says when.
+    """
+
+    def __init__(self, stuck_after: float) -> None:
+        if stuck_after <= 0:
+            raise ConfigurationError(f"stuck_after must be positive, got {stuck_after}")
+        self.stuck_after = stuck_after
+        self._out_since: float | None = None
+
+    def observe(self, state: object, join_state: object, now: float) -> bool:
+        """Record one document's group state at ``now`` (seconds, monotonic).
+
+        True once the member has been out of (up, steady) for ``stuck_after`` seconds; the count
+        then starts again, so a replaced member gets the same time to join.
+        """
+        if state == "up" and join_state == "steady":
+            self._out_since = None
+            return False
+        if self._out_since is None:
+            self._out_since = now
+        if now - self._out_since < self.stuck_after:
+            return False
+        self._out_since = now
+        return True

@@ -23,6 +23,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from dspex.client import Client
+from dspex.dev import DevBroker
+from dspex.dev._system import tail
 from dspex.dev.stack import LocalStack, WorkerKind, WorkerProcess
 from dspex.errors import JobError, KafkaError
 from dspex.evaluate import Evaluate, EvaluationResult
@@ -82,6 +84,7 @@ class Pipeline:
     work_dir: Path
     kafka: KafkaSettings | None = None
     env: dict[str, str] = field(default_factory=dict)
+    broker: DevBroker | None = None  # a broker of the test's own: its state and log join a failure report
     stack: LocalStack = field(init=False)
     client: Client = field(init=False)
 
@@ -137,6 +140,8 @@ class Pipeline:
     def report(self) -> str:
         """Consumer groups (state, members, lag), then each worker's log tail and stacks."""
         sections = [_group_report(self.client.settings, self.prefix, kind) for kind in _GROUP_KINDS]
+        if self.broker is not None:
+            sections.append(_broker_report(self.broker))
         logged = {worker.name: worker.log_path.stat().st_size for worker in self.stack.workers}
         tails = {worker.name: worker.log_tail(60) for worker in self.stack.workers}
         for worker in self.stack.alive():
@@ -154,6 +159,12 @@ class Pipeline:
     def close(self) -> None:
         self.stack.stop_all()
         self.client.close()
+
+
+def _broker_report(broker: DevBroker) -> str:
+    status = broker.status()
+    logs = [f"{path.name}:\n{tail(path, 40)}" for path in (broker.data_dir / "broker.out", broker.log_file)]
+    return "\n".join([f"--- broker {status.bootstrap}: {status.state} (pid {status.pid})", *logs])
 
 
 _GROUP_KINDS = {"predict": "tasks", "score": "predictions", "aggregate": "scores"}

@@ -55,7 +55,7 @@ def test_a_broker_restart_mid_job_is_survived_by_every_process(
     broker = broker_factory()
     with (
         SimulatedLMServer(latency=0.01) as sim,
-        pipeline_of(broker.bootstrap, topic_prefix, tmp_path / "stack") as pipeline,
+        pipeline_of(broker.bootstrap, topic_prefix, tmp_path / "stack", broker=broker) as pipeline,
     ):
         pipeline.start("aggregate")
         pipeline.start("score")

@@ -1,4 +1,4 @@
-"""Contiguous commits and watermarks: the bookkeeping the consumer runtime trusts."""
+"""Contiguous commits, watermarks and the membership watch: the bookkeeping the consumer runtime trusts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 
 from dspex.errors import ConfigurationError
-from dspex.streams.flow import OffsetTracker, Watermarks
+from dspex.streams.flow import MembershipWatch, OffsetTracker, Watermarks
 
 TP = ("tasks", 3)
 
@@ -120,3 +120,38 @@ def test_watermarks_pause_at_high_and_resume_at_low_only() -> None:
 def test_watermarks_refuse_inconsistent_values(high: int, low: int) -> None:
     with pytest.raises(ConfigurationError, match="watermarks"):
         Watermarks(high=high, low=low)
+
+
+# ---------------------------------------------------------------- MembershipWatch
+
+
+def test_a_member_in_its_group_is_never_stuck() -> None:
+    watch = MembershipWatch(stuck_after=60)
+    assert not any(watch.observe("up", "steady", now) for now in range(0, 600, 5))
+
+
+def test_a_member_out_of_its_group_past_the_limit_is_stuck_once_per_limit() -> None:
+    watch = MembershipWatch(stuck_after=60)
+    verdicts = {now: watch.observe("query-coord", "init", now) for now in range(100, 230, 5)}
+    assert [now for now, stuck in verdicts.items() if stuck] == [160, 220]
+
+
+def test_coming_back_to_the_group_resets_the_count() -> None:
+    watch = MembershipWatch(stuck_after=60)
+    assert not watch.observe("up", "wait-join", 0)
+    assert not watch.observe("up", "wait-join", 55)
+    assert not watch.observe("up", "steady", 58)  # a rebalance that completed in time
+    assert not watch.observe("up", "wait-sync", 100)
+    assert not watch.observe("up", "wait-sync", 159)
+    assert watch.observe("up", "wait-sync", 160)
+
+
+def test_statistics_without_a_group_state_count_as_out() -> None:
+    watch = MembershipWatch(stuck_after=10)
+    assert not watch.observe(None, None, 0)
+    assert watch.observe(None, None, 10)
+
+
+def test_the_limit_must_be_positive() -> None:
+    with pytest.raises(ConfigurationError, match="stuck_after"):
+        MembershipWatch(stuck_after=0)

@@ -31,13 +31,13 @@ _EPILOG = (
 )
 
 
-def parse_knobs(knobs: list[str] | None) -> dict[str, Any]:
+def parse_knobs(knobs: list[str] | None, option: str = "--knob") -> dict[str, Any]:
     """``name=value`` pairs; values are read as JSON when they parse (8, 0.5, true), else as text."""
     parsed: dict[str, Any] = {}
     for knob in knobs or []:
         name, sep, value = knob.partition("=")
         if not sep or not name.strip():
-            raise typer.BadParameter(f"expected NAME=VALUE, got {knob!r}", param_hint="--knob")
+            raise typer.BadParameter(f"expected NAME=VALUE, got {knob!r}", param_hint=option)
         try:
             parsed[name.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -55,6 +55,9 @@ def optimize_command(
         str, typer.Option("--optimizer", help="bootstrap-rs, bootstrap, ...")
     ] = "bootstrap-rs",
     knob: Annotated[list[str] | None, typer.Option("--knob", help="Optimizer knob NAME=VALUE.")] = None,
+    compile_option: Annotated[
+        list[str] | None, typer.Option("--compile-option", help="Option of its compile NAME=VALUE.")
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the search.")] = None,
     max_lm_calls: Annotated[int | None, typer.Option("--max-lm-calls", min=1, help="LM call budget.")] = None,
     max_cost: Annotated[float | None, typer.Option("--max-cost", min=0, help="USD budget.")] = None,
@@ -73,6 +76,7 @@ def optimize_command(
     """Optimize a saved program on the cluster; checkpointed every step, resumed after a crash."""
     fields = split_inputs(inputs)
     knobs = parse_knobs(knob)
+    compile_options = parse_knobs(compile_option, "--compile-option")
     try:
         train = read_dataset(trainset, fields)
         val = None if valset is None else read_dataset(valset, fields)
@@ -92,6 +96,7 @@ def optimize_command(
             metric,
             optimizer=optimizer,
             knobs=knobs,
+            compile_options=compile_options,
             wait=wait,
             timeout=timeout,
             display_progress=True,

@@ -328,15 +328,20 @@ class Client:
         *,
         optimizer: str = "bootstrap-rs",
         knobs: Mapping[str, Any] | None = None,
+        compile_options: Mapping[str, Any] | None = None,
         wait: bool = True,
         timeout: float | None = None,
         display_progress: bool = False,
         **limits: Any,
     ) -> Module | str:
-        """Async form of :meth:`optimize`. ``limits``: name, seed, max_lm_calls, max_cost_usd,
-        max_errors. JobError when the optimization fails, is cancelled or outlasts ``timeout``."""
-        knobs = dict(knobs or {})
-        request = _optimize.OptimizeRequest(program, trainset, valset, metric, optimizer, knobs, **limits)
+        """Async form of :meth:`optimize`. ``knobs`` go to the optimizer's constructor,
+        ``compile_options`` to its compile (MIPROv2's ``num_trials``, ``minibatch_size``, ...).
+        ``limits``: name, seed, max_lm_calls, max_cost_usd, max_errors. JobError when the
+        optimization fails, is cancelled or outlasts ``timeout``."""
+        options = dict(compile_options or {})
+        request = _optimize.OptimizeRequest(
+            program, trainset, valset, metric, optimizer, dict(knobs or {}), options, **limits
+        )
         spec, job = _optimize.build_optimize_job(request, self.policy)
         await self._aready(create_topics=True)
         await _optimize.submit_optimize(self._get_producer(), self.registry, spec, job)

@@ -36,6 +36,7 @@ from dspex.streams.topics import TopicRegistry
 __all__ = [
     "OptimizeRequest",
     "build_optimize_job",
+    "check_compile_options",
     "cluster_optimizer",
     "fetch_program",
     "start_options",
@@ -56,6 +57,7 @@ class OptimizeRequest:
     metric: Any
     optimizer: str = "bootstrap-rs"
     knobs: Mapping[str, Any] = field(default_factory=dict)
+    compile_options: Mapping[str, Any] = field(default_factory=dict)
     name: str | None = None
     seed: int = 0
     max_lm_calls: int | None = None
@@ -74,7 +76,8 @@ def build_optimize_job(request: OptimizeRequest, policy: Policy) -> tuple[Progra
         "max_lm_calls": request.max_lm_calls,
         "max_cost_usd": request.max_cost_usd,
     }
-    cluster_optimizer(request.optimizer, request.knobs, offered)
+    optimizer = cluster_optimizer(request.optimizer, request.knobs, offered)
+    check_compile_options(optimizer, request.compile_options)
     program = ProgramSpec.build(_dump(request.program, policy))
     lm = lm_spec(current_settings().lm)
     _check_lm(lm, policy, "the context LM")
@@ -84,6 +87,7 @@ def build_optimize_job(request: OptimizeRequest, policy: Policy) -> tuple[Progra
             name=request.name,
             optimizer=request.optimizer,
             knobs=dict(request.knobs),
+            compile_options=dict(request.compile_options),
             candidate_id=program.candidate_id,
             trainset=_example_set(request.trainset),
             valset=_example_set(request.valset) if request.valset is not None else None,
@@ -113,6 +117,23 @@ def cluster_optimizer(name: str, knobs: Mapping[str, Any], offered: Mapping[str,
     accepted = inspect.signature(cls.__init__).parameters
     given = {key: value for key, value in offered.items() if key in accepted and value is not None}
     return cls(**{**given, **dict(knobs)})
+
+
+# What the worker itself passes to ``start``: a job's compile options cannot name these.
+_RUN_ARGUMENTS = frozenset({"student", "trainset", "valset", "teacher", "executor", "state", "metric"})
+
+
+def check_compile_options(optimizer: Optimizer, options: Mapping[str, Any]) -> None:
+    """ConfigurationError unless every name of ``options`` is a keyword of the optimizer's compile
+    (``start``) that a cluster job may set; the values are checked by ``start`` itself."""
+    params = inspect.signature(optimizer.start).parameters.values()  # type: ignore[attr-defined]
+    accepted = sorted(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _RUN_ARGUMENTS)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigurationError(
+            f"{type(optimizer).__name__}.compile takes no option {', '.join(map(repr, unknown))} in a "
+            f"cluster optimization; it takes: {', '.join(accepted) or 'none'}"
+        )
 
 
 def start_options(optimizer: Optimizer, metric: Any) -> dict[str, Any]:

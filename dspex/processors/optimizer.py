@@ -35,7 +35,7 @@ from typing import Any
 from confluent_kafka import Message
 
 from dspex.client import Client
-from dspex.client._optimize import cluster_optimizer, start_options
+from dspex.client._optimize import check_compile_options, cluster_optimizer, start_options
 from dspex.errors import ConfigurationError, DspexError, MetricError
 from dspex.metrics import metric_from_spec, resolve_metric
 from dspex.observability import metrics as prometheus
@@ -173,6 +173,7 @@ class OptimizeCoordinator(Worker):
         lm = self.lms.for_spec(job.lm) if job.lm is not None else None
         metric = metric_of(job.metric, self.options.policy.modules)
         optimizer = _optimizer(job, metric)
+        check_compile_options(optimizer, job.compile_options)  # a job not built by dspex.Client
         checkpoint = await self._checkpoint(job.job_id)
         run: OptimizerRun = optimizer.start(
             student,
@@ -181,6 +182,7 @@ class OptimizeCoordinator(Worker):
             executor=KafkaExecutor(self.client, parent_job_id=job.job_id),
             state=checkpoint.state if checkpoint is not None else None,
             **start_options(optimizer, metric),
+            **job.compile_options,
         )
         if checkpoint is not None:
             logger.info("optimization %s resumes after step %s", job.job_id, checkpoint.step)

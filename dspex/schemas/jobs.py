@@ -61,6 +61,10 @@ class OptimizeJob(Message):
     name: str | None = None
     optimizer: str = Field(description='DSPy\'s name or ours, e.g. "BootstrapFewShotWithRandomSearch".')
     knobs: dict[str, Any] = Field(default_factory=dict)
+    compile_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of the optimizer's compile (MIPROv2: num_trials, minibatch_size).",
+    )
     candidate_id: str = Field(description="The student program, published to the candidates topic.")
     trainset: ExampleSet
     valset: ExampleSet | None = None

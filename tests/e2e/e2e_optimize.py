@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from e2e_pipeline import JOB_TIMEOUT_S, METRIC, Pipeline, devset, predict_program, read_topic, wait_for
@@ -29,13 +29,15 @@ READY_S = 120.0
 
 @dataclass(frozen=True)
 class OptimizeCase:
-    """One optimization: the registered optimizer, its JSON knobs, the seed and the data."""
+    """One optimization: the registered optimizer, its JSON knobs, the seed, the data and the options
+    of its compile."""
 
     optimizer: str
     knobs: dict[str, Any]
     seed: int
     train: list[Example]
     val: list[Example]
+    compile_options: dict[str, Any] = field(default_factory=dict)
 
 
 BOOTSTRAP_RS_CASE = OptimizeCase(
@@ -76,8 +78,9 @@ def local_run(sim: SimulatedLMServer, lm: LM, case: OptimizeCase) -> LocalRun:
         # no prompt_model: proposals use the context LM, as they use the job's LM in the cluster
         with context(lm=lm):
             run = optimizer.start(
-                predict_program(), trainset=case.train, valset=case.val, executor=LocalExecutor()
-            )
+                predict_program(), trainset=case.train, valset=case.val, executor=LocalExecutor(),
+                **case.compile_options,
+            )  # fmt: skip
             while not run.done:
                 before = requests_total(sim)
                 await run.step()
@@ -141,7 +144,7 @@ def optimize(pipeline: Pipeline, lm: LM, case: OptimizeCase) -> Module:
     with context(lm=lm):
         best = pipeline.client.optimize(
             predict_program(), case.train, case.val, METRIC, optimizer=case.optimizer, knobs=case.knobs,
-            seed=case.seed, timeout=JOB_TIMEOUT_S,
+            compile_options=case.compile_options, seed=case.seed, timeout=JOB_TIMEOUT_S,
         )  # fmt: skip
     return cast(Module, best)
 
@@ -151,7 +154,7 @@ def submit(pipeline: Pipeline, lm: LM, case: OptimizeCase, **options: Any) -> st
     with context(lm=lm):
         job_id = pipeline.client.optimize(
             predict_program(), case.train, case.val, METRIC, optimizer=case.optimizer, knobs=case.knobs,
-            seed=case.seed, wait=False, **options,
+            compile_options=case.compile_options, seed=case.seed, wait=False, **options,
         )  # fmt: skip
     return cast(str, job_id)
 

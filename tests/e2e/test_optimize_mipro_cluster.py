@@ -42,6 +42,10 @@ CASE = OptimizeCase(
     "mipro", knobs={"auto": "light"}, seed=9, train=devset(20, seed=31), val=devset(60, seed=32)
 )
 ONE_PER_STEP = replace(CASE, knobs={"auto": "light", "trials_per_step": 1})
+# DSPy's manual mode: candidates set on the optimizer, trials and minibatch size on its compile
+COMPILED = replace(
+    CASE, knobs={"auto": None, "num_candidates": 3}, compile_options={"num_trials": 5, "minibatch_size": 20}
+)
 
 
 def search_trials(run: LocalRun) -> list[TrialRecord]:
@@ -110,3 +114,20 @@ def test_mipro_cluster_optimization_equals_local_and_resumes_after_sigkill(
         spent,
         one_per_step.calls_per_step,
     )
+
+
+def test_mipro_compile_options_reach_the_cluster_run(
+    pipeline_factory: Callable[..., Pipeline],
+    sim_factory: Callable[..., SimulatedLMServer],
+    cache_dir: Path,
+) -> None:
+    sim = sim_factory(latency=0.01)
+    lm = sim_lm(sim, cache_dir)
+    reference = local_run(sim, lm, COMPILED)
+    # 5 trials asked for: DSPy adds the default program's and one full evaluation per 5 minibatch trials
+    assert searched(reference.trials) == reference.num_trials == 7
+    minibatches = {t.num_examples for t in reference.trials if t.kind == "minibatch"}
+    assert minibatches == {20}, minibatches
+    pipeline = pipeline_factory()
+    start_cluster(pipeline)
+    optimize_like_local(pipeline, lm, COMPILED, reference)

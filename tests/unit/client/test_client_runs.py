@@ -151,3 +151,31 @@ def test_a_labeled_optimization_job_is_built_with_its_metric() -> None:
             ),
             Policy(),
         )
+
+
+def test_compile_options_travel_in_the_job() -> None:
+    request = OptimizeRequest(
+        dspex.Predict("question -> answer"), EXAMPLES, EXAMPLES, "exact_match:answer", optimizer="mipro",
+        knobs={"auto": None, "num_candidates": 2}, compile_options={"num_trials": 4, "minibatch_size": 5},
+    )  # fmt: skip
+    _, job = build_optimize_job(request, Policy())
+    assert job.compile_options == {"num_trials": 4, "minibatch_size": 5}
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"num_trails": 4}, "'num_trails'"),  # a typo: the accepted names are listed
+        ({"metric": "exact_match:answer"}, "'metric'"),  # the worker passes these itself
+        ({"trainset": [], "state": {}}, "'state', 'trainset'"),
+    ],
+)
+def test_compile_options_the_compile_does_not_take_are_refused_before_submitting(
+    options: dict[str, Any], named: str
+) -> None:
+    request = OptimizeRequest(
+        dspex.Predict("q -> a"), EXAMPLES, None, "exact_match:answer", "mipro", {"auto": "light"}, options
+    )
+    with pytest.raises(ConfigurationError, match=f"MIPROv2.compile takes no option {named}") as caught:
+        build_optimize_job(request, Policy())
+    assert "minibatch_size" in str(caught.value) and "num_trials" in str(caught.value)

@@ -72,11 +72,11 @@ async def run_to_end(run: MiproRun, lm: LM) -> Module:
         return await run.run_to_end()
 
 
-def dspy_trial_count(num_predictors: int, val_size: int) -> int:
-    """How many evaluations DSPy 3.4.1's MIPROv2 light makes: its own settings and trial loop, run
-    with an evaluator that only counts."""
+def dspy_trial_count(num_predictors: int, val_size: int, auto: str = "light") -> int:
+    """How many evaluations DSPy 3.4.1's MIPROv2 makes for ``auto``: its own settings and trial loop,
+    run with an evaluator that only counts."""
     never = dspy.LM("openai/never-called")
-    theirs = DSPyMIPROv2(metric=lambda *_: 1, prompt_model=never, task_model=never, auto="light")
+    theirs = DSPyMIPROv2(metric=lambda *_: 1, prompt_model=never, task_model=never, auto=auto)
     theirs.rng = random.Random(SEED)
     program = dspy.Predict("question -> answer")
     trials, valset, minibatch, instructions, demo_sets = theirs._set_hyperparams_from_run_mode(
@@ -125,6 +125,21 @@ async def test_light_beats_zero_shot_with_a_better_instruction_and_dspys_trial_c
     found = max(instruction_phrases_in(text) for text in run.instructions[0])
     assert instruction_phrases_in(best.signature.instructions) == found >= 1, run.instructions
     assert instructed.score >= zero_shot.score + 5, (zero_shot.score, instructed.score)
+
+
+@pytest.mark.parametrize(("auto", "trials"), [("medium", 23), ("heavy", 34)])
+async def test_medium_and_heavy_run_dspys_trial_count_end_to_end(lm: LM, auto: str, trials: int) -> None:
+    run = MIPROv2(METRIC, auto=auto, seed=SEED).start(
+        Predict("question -> answer", lm=lm), trainset=TRAIN, valset=VAL, executor=LocalExecutor(64)
+    )
+    best = await run_to_end(run, lm)
+    counts = (len(searched(run)), run.num_trials, dspy_trial_count(1, len(VAL), auto))
+    assert counts == (trials, trials, trials), counts
+    assert not any(t.error for t in run.history.trials)
+    zero_shot, optimized = await LocalExecutor(64).evaluate_many(
+        [Predict("question -> answer", lm=lm), best], HOLDOUT, METRIC
+    )
+    assert optimized.score >= zero_shot.score + 15, (zero_shot.score, optimized.score)
 
 
 async def test_same_seed_same_program_and_a_resumed_run_ends_the_same(lm: LM) -> None:

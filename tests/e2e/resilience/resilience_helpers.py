@@ -163,8 +163,23 @@ class Pipeline:
 
 def _broker_report(broker: DevBroker) -> str:
     status = broker.status()
-    logs = [f"{path.name}:\n{tail(path, 40)}" for path in (broker.data_dir / "broker.out", broker.log_file)]
-    return "\n".join([f"--- broker {status.bootstrap}: {status.state} (pid {status.pid})", *logs])
+    try:
+        lines = broker.log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    troubles = [line for line in lines if " WARN " in line or " ERROR " in line][-40:]
+    groups = [line for line in lines if "GroupCoordinator" in line][-30:]
+    return "\n".join(
+        [
+            f"--- broker {status.bootstrap}: {status.state} (pid {status.pid})",
+            f"broker.out:\n{tail(broker.data_dir / 'broker.out', 20)}",
+            "broker.log, its last warnings and errors:",
+            *troubles,
+            "broker.log, its last group-coordinator lines:",
+            *groups,
+            f"broker.log, its end:\n{tail(broker.log_file, 15)}",
+        ]
+    )
 
 
 _GROUP_KINDS = {"predict": "tasks", "score": "predictions", "aggregate": "scores"}

@@ -53,6 +53,7 @@ class Trial:
             "num_examples": self.num_examples,
             "kind": self.kind,
             "note": note or None,
+            "error": self.error,
         }
 
 

@@ -82,6 +82,7 @@ class TrialRecord(WireModel):
     kind: str = Field(default="full", description='"full" or "minibatch" (open set of strings).')
     eval_job_id: str | None = None
     note: str | None = None
+    error: str | None = Field(default=None, description="Why this step failed (None: it did not).")
 
 
 class OptimizeStatus(Message):

@@ -20,10 +20,6 @@ WORKER_ALIVE_S = 10.0
 
 MAX_JOBS = 200
 
-EVALUATION_KINDS = frozenset({"full", "minibatch"})
-"""Trials that evaluate a candidate: one of these without a score failed. Other kinds (a bootstrap
-wave, an instruction proposal) carry no score by nature and are not errors."""
-
 
 def job_summary(status: JobStatus | OptimizeStatus) -> dict[str, Any]:
     """One job as the jobs list shows it: state, progress, per-candidate scores, tokens, cost."""
@@ -128,7 +124,9 @@ def _optimize_summary(status: OptimizeStatus) -> dict[str, Any]:
         "optimizer": status.optimizer,
         "done": len(status.steps),
         "total": None,
-        "errors": sum(1 for step in status.steps if step.score is None and step.kind in EVALUATION_KINDS),
+        # failed steps say so; a step without a score did not fail for that alone (a bootstrap wave,
+        # MIPROv2's and SIMBA's minibatch trials, whose scores are not comparable with full ones)
+        "errors": sum(1 for step in status.steps if step.error is not None),
         "progress": None,
         "best_score": status.best_score,
         "best_candidate_id": status.best_candidate_id,

@@ -20,8 +20,10 @@ def optimize_status() -> OptimizeStatus:
     steps = [
         TrialRecord(step=2, candidate_id="c2", score=40.0, num_examples=10),
         TrialRecord(step=0, candidate_id="c0", score=50.0, num_examples=10),
-        TrialRecord(step=1, candidate_id="c1", score=None, num_examples=10),
+        TrialRecord(step=1, candidate_id="c1", score=None, num_examples=10, error="every example failed"),
         TrialRecord(step=3, candidate_id="c3", score=75.0, num_examples=10),
+        # a minibatch trial: its score is in its note, not comparable with full ones; not a failure
+        TrialRecord(step=4, candidate_id="c4", score=None, num_examples=5, kind="minibatch", note="score 80"),
     ]
     return OptimizeStatus(
         job_id="opt-1", name="<b>opt</b>", state="running", optimizer="mipro", steps=steps, updated_at=NOW
@@ -30,10 +32,10 @@ def optimize_status() -> OptimizeStatus:
 
 def test_an_optimization_has_its_steps_in_order_with_the_best_so_far() -> None:
     detail = job_detail(optimize_status())
-    assert [s["step"] for s in detail["steps"]] == [0, 1, 2, 3]
-    assert [s["best_so_far"] for s in detail["steps"]] == [50.0, 50.0, 50.0, 75.0]
+    assert [s["step"] for s in detail["steps"]] == [0, 1, 2, 3, 4]
+    assert [s["best_so_far"] for s in detail["steps"]] == [50.0, 50.0, 50.0, 75.0, 75.0]
     assert detail["name"] == "<b>opt</b>"  # data, unescaped: the page renders it as text
-    assert detail["done"] == 4 and detail["errors"] == 1
+    assert detail["done"] == 5 and detail["errors"] == 1
 
 
 def test_an_evaluation_reports_progress_and_scores_per_candidate() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -29,8 +30,8 @@ READY_S = 120.0
 
 @dataclass(frozen=True)
 class OptimizeCase:
-    """One optimization: the registered optimizer, its JSON knobs, the seed, the data and the options
-    of its compile."""
+    """One optimization: the registered optimizer, its JSON knobs, the seed, the data, the options
+    of its compile and the student program."""
 
     optimizer: str
     knobs: dict[str, Any]
@@ -38,6 +39,7 @@ class OptimizeCase:
     train: list[Example]
     val: list[Example]
     compile_options: dict[str, Any] = field(default_factory=dict)
+    program: Callable[[], Module] = predict_program
 
 
 BOOTSTRAP_RS_CASE = OptimizeCase(
@@ -78,7 +80,7 @@ def local_run(sim: SimulatedLMServer, lm: LM, case: OptimizeCase) -> LocalRun:
         # no prompt_model: proposals use the context LM, as they use the job's LM in the cluster
         with context(lm=lm):
             run = optimizer.start(
-                predict_program(), trainset=case.train, valset=case.val, executor=LocalExecutor(),
+                case.program(), trainset=case.train, valset=case.val, executor=LocalExecutor(),
                 **case.compile_options,
             )  # fmt: skip
             while not run.done:
@@ -95,10 +97,11 @@ def local_run(sim: SimulatedLMServer, lm: LM, case: OptimizeCase) -> LocalRun:
 # ---------------------------------------------------------------------------------- the cluster
 
 
-def start_cluster(pipeline: Pipeline, ready_s: float = READY_S) -> None:
-    """Aggregator, scorer, one predictor and the optimize worker, each owning its partitions."""
-    pipeline.start_workers(1)
-    pipeline.start("optimize")
+def start_cluster(pipeline: Pipeline, *worker_args: str, ready_s: float = READY_S) -> None:
+    """Aggregator, scorer, one predictor and the optimize worker, each owning its partitions;
+    ``worker_args`` go to the predictor and the optimize worker (``--allow-module M``)."""
+    pipeline.start_workers(1, *worker_args)
+    pipeline.start("optimize", *worker_args)
     wait_for(
         lambda: _ready(pipeline, ready_s),
         ready_s,
@@ -143,7 +146,7 @@ def optimize(pipeline: Pipeline, lm: LM, case: OptimizeCase) -> Module:
     """Run the optimization in the cluster and wait for its best program."""
     with context(lm=lm):
         best = pipeline.client.optimize(
-            predict_program(), case.train, case.val, METRIC, optimizer=case.optimizer, knobs=case.knobs,
+            case.program(), case.train, case.val, METRIC, optimizer=case.optimizer, knobs=case.knobs,
             compile_options=case.compile_options, seed=case.seed, timeout=JOB_TIMEOUT_S,
         )  # fmt: skip
     return cast(Module, best)
@@ -153,7 +156,7 @@ def submit(pipeline: Pipeline, lm: LM, case: OptimizeCase, **options: Any) -> st
     """Submit the optimization without waiting; returns its job id."""
     with context(lm=lm):
         job_id = pipeline.client.optimize(
-            predict_program(), case.train, case.val, METRIC, optimizer=case.optimizer, knobs=case.knobs,
+            case.program(), case.train, case.val, METRIC, optimizer=case.optimizer, knobs=case.knobs,
             compile_options=case.compile_options, seed=case.seed, wait=False, **options,
         )  # fmt: skip
     return cast(str, job_id)

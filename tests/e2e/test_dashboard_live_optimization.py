@@ -181,7 +181,7 @@ def test_the_dashboard_follows_a_running_cluster_optimization(
     calls = local_run(sim, lm, CASE).calls_per_step
     assert len(calls) == 3 and calls[0] > 0 and calls[1] > 0, calls  # two bootstrap waves, one evaluation
     pipeline = pipeline_factory()
-    start_cluster(pipeline, READY_S)
+    start_cluster(pipeline, ready_s=READY_S)
     dialogs: list[str] = []
     with (
         running_dashboard(pipeline, tmp_path / "dashboard.log") as url,

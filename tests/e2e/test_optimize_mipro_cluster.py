@@ -15,6 +15,7 @@ most one trial's.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,9 +31,14 @@ from e2e_optimize import (
     optimize_like_local,
     resumed_like_local,
     start_cluster,
+    submit,
+    wait_job,
 )
 from e2e_pipeline import Pipeline, devset, sim_lm
+from e2e_react_tools import add, multiply
 
+from dspex.modules import ReAct
+from dspex.primitives import Module
 from dspex.schemas import TrialRecord
 from dspex.testing import SimulatedLMServer
 
@@ -42,6 +48,15 @@ CASE = OptimizeCase(
     "mipro", knobs={"auto": "light"}, seed=9, train=devset(20, seed=31), val=devset(60, seed=32)
 )
 ONE_PER_STEP = replace(CASE, knobs={"auto": "light", "trials_per_step": 1})
+TOOLS_DIR = Path(__file__).resolve().parent  # e2e_react_tools: the tools the workers may import
+
+
+def react_program() -> Module:
+    """Two predictors (``react``, ``extract.predict``) and tools from an allowed module."""
+    return ReAct("question -> answer: int", tools=[add, multiply], max_iters=4)
+
+
+REACT = replace(CASE, program=react_program)
 # DSPy's manual mode: candidates set on the optimizer, trials and minibatch size on its compile
 COMPILED = replace(
     CASE, knobs={"auto": None, "num_candidates": 3}, compile_options={"num_trials": 5, "minibatch_size": 20}
@@ -131,3 +146,25 @@ def test_mipro_compile_options_reach_the_cluster_run(
     pipeline = pipeline_factory()
     start_cluster(pipeline)
     optimize_like_local(pipeline, lm, COMPILED, reference)
+
+
+def test_mipro_optimizes_a_two_predictor_program_through_kafka_as_locally(
+    pipeline_factory: Callable[..., Pipeline],
+    sim_factory: Callable[..., SimulatedLMServer],
+    cache_dir: Path,
+) -> None:
+    sim = sim_factory(latency=0.005)
+    lm = sim_lm(sim, cache_dir)
+    reference = local_run(sim, lm, REACT)
+    # two predictors: an instruction and a demo set to choose for each, so more trials than one's 13
+    assert searched(reference.trials) == reference.num_trials == 25
+    python_path = os.pathsep.join(filter(None, [str(TOOLS_DIR), os.environ.get("PYTHONPATH")]))
+    pipeline = pipeline_factory(env={"PYTHONPATH": python_path})
+    start_cluster(pipeline, "--allow-module", "e2e_react_tools")
+
+    # the best program is compared by id: loading it here would need the tools' module allowed
+    status = wait_job(pipeline, submit(pipeline, lm, REACT))
+    assert (status.state, status.best_candidate_id) == ("completed", reference.best_id), status.reason
+    assert status.steps == reference.trials
+    choices = [t.note or "" for t in status.steps if t.kind in ("full", "minibatch")][1:]
+    assert all("0_predictor_instruction" in c and "1_predictor_instruction" in c for c in choices)

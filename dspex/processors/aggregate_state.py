@@ -212,6 +212,7 @@ class JobMeta:
     started_at: str
     known: bool = False
     name: str | None = None
+    parent_job_id: str | None = None
     num_examples: int = 0
     candidate_ids: list[str] = field(default_factory=list)
     max_errors: int | None = None
@@ -232,7 +233,7 @@ class JobMeta:
     def learn(self, job: EvalJob) -> None:
         """Take totals and limits from the job (the first EvalJob of an id wins)."""
         self.known = True
-        self.name, self.num_examples = job.name, job.num_examples
+        self.name, self.num_examples, self.parent_job_id = job.name, job.num_examples, job.parent_job_id
         self.candidate_ids = list(dict.fromkeys(job.candidate_ids))
         self.max_errors, self.max_cost_usd = job.max_errors, job.max_cost_usd
 
@@ -306,6 +307,7 @@ def build_status(
     return JobStatus(
         job_id=meta.job_id,
         name=meta.name,
+        parent_job_id=meta.parent_job_id,
         state=state,
         total_tasks=meta.total_tasks,
         done=sum(c.done for c in candidates),

@@ -50,6 +50,7 @@ class JobStatus(Message):
     kind: Literal["eval"] = "eval"
     job_id: str
     name: str | None = None
+    parent_job_id: str | None = Field(default=None, description="The optimization it is part of.")
     state: JobState
     total_tasks: int = Field(ge=0)
     done: int = Field(default=0, ge=0)

@@ -227,15 +227,18 @@ def test_the_dashboard_follows_a_running_cluster_optimization(
         assert chart.locator("polyline.best").count() == 1
         assert final.best_score is not None
         assert row.locator(".best").text_content() == f"{final.best_score:.1f}"
-        # The jobs the optimizer ran on the cluster are jobs of their own, each finished in full;
-        # one is the evaluation of every candidate on the valset.
+        # The jobs the optimizer ran on the cluster are jobs of their own, each finished in full and
+        # naming the optimization (the aggregator's status carries it); one is the evaluation of
+        # every candidate on the valset.
         jobs = httpx.get(url + "/api/jobs", timeout=10).json()["jobs"]
         work = [job for job in jobs if job["kind"] == "eval"]
         assert any(job["total"] == len(scored) * len(CASE.val) for job in work), jobs
+        assert work and all(job["parent_job_id"] == job_id for job in work), jobs
         for job in work:
             work_row = page.locator(f'#jobs tr[data-job-id="{job["job_id"]}"]')
             expect(work_row.locator(".state")).to_have_text("completed", timeout=PAGE_MS)
             expect(work_row.locator(".progress-text")).to_have_text(f"{job['total']} / {job['total']}")
+            expect(work_row.locator(".kind")).to_have_text(f"eval (part of {job_id[:8]})")
         # Every worker that sends heartbeats is listed, alive (the aggregator sends none: faust's
         # own group membership stands for it).
         for worker in pipeline.stack.alive():

@@ -101,6 +101,7 @@ def workers_view(beats: Iterable[WorkerHeartbeat], now: datetime) -> list[dict[s
 
 def _eval_summary(status: JobStatus) -> dict[str, Any]:
     return {
+        "parent_job_id": status.parent_job_id,
         "done": status.done,
         "total": status.total_tasks,
         "errors": status.errors,

@@ -47,11 +47,14 @@ def test_an_evaluation_reports_progress_and_scores_per_candidate() -> None:
         candidates=[CandidateAggregate(candidate_id="c", total=40, done=10, score_sum=7.0)],
         updated_at=NOW,
     )
-    older = status.model_copy(update={"job_id": "ev-0", "updated_at": NOW - timedelta(minutes=1)})
+    older = status.model_copy(
+        update={"job_id": "ev-0", "updated_at": NOW - timedelta(minutes=1), "parent_job_id": "opt-1"}
+    )
     jobs = jobs_view([older, status])
     assert [j["job_id"] for j in jobs] == ["ev-1", "ev-0"]
     assert jobs[0]["progress"] == 0.25 and jobs[0]["candidates"][0]["score"] == 70.0
     assert jobs[0]["best_score"] == 70.0
+    assert (jobs[0]["parent_job_id"], jobs[1]["parent_job_id"]) == (None, "opt-1")
 
 
 def test_a_worker_with_a_stale_heartbeat_is_shown_as_gone() -> None:

@@ -304,3 +304,12 @@ def test_source_positions_floor_skips_records_no_longer_on_the_broker() -> None:
     assert positions.admit("scores", 0, 40, floor=40) == "apply"  # 0..39 deleted by retention
     assert positions.admit("scores", 0, 41) == "apply"
     assert positions.expected("scores", 0) == 42
+
+
+def test_the_status_names_the_optimization_the_job_is_part_of() -> None:
+    tables = Tables()
+    run(tables, job(2, parent_job_id="opt-7"), score(0))
+    assert tables.status("j1").parent_job_id == "opt-7"
+    plain = Tables()
+    run(plain, job(2), score(0))
+    assert plain.status("j1").parent_job_id is None

@@ -47,11 +47,17 @@ function progressCell(job) {
   return cell;
 }
 
+function kindText(job) {
+  if (job.kind === "optimize") return "optimize (" + job.optimizer + ")";
+  // an evaluation an optimization ran names it, so its many sub-jobs read as part of one run
+  return job.parent_job_id ? "eval (part of " + job.parent_job_id.slice(0, 8) + ")" : "eval";
+}
+
 function jobRow(job) {
   const row = el("tr", null, "job" + (job.job_id === selected ? " selected" : ""));
   row.dataset.jobId = job.job_id;
   row.appendChild(el("td", job.name || job.job_id, "name"));
-  row.appendChild(el("td", job.kind === "optimize" ? "optimize (" + job.optimizer + ")" : "eval"));
+  row.appendChild(el("td", kindText(job), "kind"));
   row.appendChild(el("td", job.state, "state state-" + job.state));
   row.appendChild(progressCell(job));
   row.appendChild(el("td", fmt(job.best_score), "best"));

@@ -62,6 +62,7 @@ from dspex.processors.aggregate_state import (
     status_fingerprint,
 )
 from dspex.processors.common import dspex_version
+from dspex.processors.heartbeat import HEARTBEAT_INTERVAL_S
 from dspex.schemas import (
     Cancel,
     EvalJob,
@@ -94,7 +95,6 @@ BATCH_MAX = 500
 # A batch closes at BATCH_MAX events or this long after its first: the last scores of a job wait
 # at most this before they are counted and its final status goes out.
 BATCH_WITHIN_S = 0.1
-WORKER_HEARTBEAT_S = 2.0  # "alive" on the workers topic, as the other workers (WorkerOptions)
 HEARTBEAT_S = 5.0
 """A running job whose status did not change is still re-sent this often."""
 
@@ -157,7 +157,7 @@ class Aggregator:
         self._resync = PartitionResync(self.app, self.positions, self.stats)
         self.app.agent(self.sources, name="aggregate", concurrency=1)(self._consume)
         self.app.timer(status_interval, name="aggregate-status")(self._tick)
-        self.app.timer(WORKER_HEARTBEAT_S, name="aggregate-heartbeat")(self._beat)
+        self.app.timer(HEARTBEAT_INTERVAL_S, name="aggregate-heartbeat")(self._beat)
 
     async def _consume(self, stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):

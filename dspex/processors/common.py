@@ -51,7 +51,7 @@ from dspex.observability.metrics import (
 )
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR, MetricsServer
 from dspex.processors.endpoints import EndpointOptions, Endpoints
-from dspex.processors.heartbeat import HeartbeatPublisher
+from dspex.processors.heartbeat import HEARTBEAT_INTERVAL_S, HeartbeatPublisher
 from dspex.processors.jobcache import JobCache
 from dspex.processors.lms import LMPool
 from dspex.processors.security import SecurityPolicy
@@ -108,7 +108,7 @@ class WorkerOptions:
     drain_timeout: float = 10.0
     candidate_wait_s: float = 10.0
     job_wait_s: float = 10.0
-    heartbeat_interval: float = 2.0
+    heartbeat_interval: float = HEARTBEAT_INTERVAL_S
     lm_cache_dir: Path | None = None
     metrics: bool = True
     metrics_host: str = DEFAULT_METRICS_HOST

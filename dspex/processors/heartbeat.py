@@ -18,9 +18,11 @@ from dspex.schemas.workers import WorkerHeartbeat
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.serde import to_record
 
-__all__ = ["HeartbeatPublisher"]
+__all__ = ["HEARTBEAT_INTERVAL_S", "HeartbeatPublisher"]
 
 logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 2.0  # every worker kind's, the aggregator's included
 
 
 class HeartbeatPublisher:

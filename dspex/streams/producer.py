@@ -266,7 +266,10 @@ class _DeliveryReports:
             queued, self._queued = self._queued, deque()
             self._wake_pending = False
         for future, error, message in queued:
-            self._settle(future, error, message)
+            try:
+                self._settle(future, error, message)
+            except Exception:  # one report must not strand the others of its batch unsettled
+                logger.exception("settling the delivery report for %s failed", message.topic())
 
 
 def _statistics(document: str) -> None:

@@ -31,11 +31,12 @@ from dspex.evaluate import Evaluate, EvaluationResult
 from dspex.lm import LM
 from dspex.metrics import metric_from_name
 from dspex.modules import ChainOfThought
+from dspex.observability.lag import pipeline_groups
 from dspex.primitives import Example, Module
 from dspex.schemas import JobStatus, WorkerHeartbeat
 from dspex.settings import context
 from dspex.signatures import make_signature
-from dspex.streams.admin import KafkaAdmin
+from dspex.streams.admin import group_lag
 from dspex.streams.config import KafkaSettings
 from dspex.testing import arithmetic_dataset
 
@@ -139,7 +140,8 @@ class Pipeline:
 
     def report(self) -> str:
         """Consumer groups (state, members, lag), then each worker's log tail and stacks."""
-        sections = [_group_report(self.client.settings, self.prefix, kind) for kind in _GROUP_KINDS]
+        groups = pipeline_groups(self.prefix)
+        sections = [_group_report(self.client.settings, group, topics) for group, topics in groups.items()]
         if self.broker is not None:
             sections.append(_broker_report(self.broker))
         logged = {worker.name: worker.log_path.stat().st_size for worker in self.stack.workers}
@@ -153,7 +155,9 @@ class Pipeline:
             with worker.log_path.open(errors="replace") as log:
                 log.seek(logged[worker.name])
                 stacks = "".join(log.readlines()[:200])
-            sections.append(f"--- {worker.name} ({worker.log_path}):\n{tails[worker.name]}\n{stacks}")
+            state = "running" if worker.alive else f"exited {worker.process.returncode}"
+            header = f"--- {worker.name} (pid {worker.pid}, {state}; {worker.log_path}):"
+            sections.append(f"{header}\n{tails[worker.name]}\n{stacks}")
         return "\n".join(sections)
 
     def close(self) -> None:
@@ -182,11 +186,7 @@ def _broker_report(broker: DevBroker) -> str:
     )
 
 
-_GROUP_KINDS = {"predict": "tasks", "score": "predictions", "aggregate": "scores"}
-
-
-def _group_report(settings: KafkaSettings, prefix: str, kind: str) -> str:
-    group = f"{prefix}{kind}"
+def _group_report(settings: KafkaSettings, group: str, topics: list[str]) -> str:
     lines = [f"--- group {group}:"]
     admin = AdminClient(settings.confluent())
     try:
@@ -198,15 +198,12 @@ def _group_report(settings: KafkaSettings, prefix: str, kind: str) -> str:
             lines.append(f"  member {member.client_id} {member.host}: {', '.join(owned) or 'nothing'}")
     except Exception as exc:  # a report must not hide the failure it describes
         lines.append(f"describe failed: {exc!r}")
-    kafka_admin = KafkaAdmin(settings)
     try:
-        lag = kafka_admin.group_lag(group, [f"{prefix}{_GROUP_KINDS[kind]}"])
-        per_partition = ", ".join(f"[{row.partition}] {row.lag}" for row in lag.partitions)
+        lag = group_lag(settings, group, topics)
+        per_partition = ", ".join(f"{row.topic}[{row.partition}] {row.lag}" for row in lag.partitions)
         lines.append(f"lag {lag.total}: {per_partition}")
     except Exception as exc:
         lines.append(f"lag failed: {exc!r}")
-    finally:
-        kafka_admin.close()
     return "\n".join(lines)
 
 

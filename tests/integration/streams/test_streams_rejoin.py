@@ -16,7 +16,7 @@ from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient
 from streams_kafka import produce_all, wait_until, wait_until_async
 
-from dspex.streams.admin import KafkaAdmin
+from dspex.streams.admin import group_lag
 from dspex.streams.config import KafkaSettings
 from dspex.streams.consumer import ConsumerRuntime
 from dspex.streams.producer import AsyncProducer
@@ -69,11 +69,7 @@ async def test_a_replaced_member_hands_over_every_message(
 
 
 async def _lag(settings: KafkaSettings, group: str, topic: str) -> bool:
-    admin = KafkaAdmin(settings)
-    try:
-        return (await asyncio.to_thread(admin.group_lag, group, [topic])).total == 0
-    finally:
-        admin.close()
+    return (await asyncio.to_thread(group_lag, settings, group, [topic])).total == 0
 
 
 async def _one_member(settings: KafkaSettings, group: str) -> bool:

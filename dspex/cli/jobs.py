@@ -277,11 +277,25 @@ def _describe_overview(overview: dict[str, Any]) -> str:
 def results_command(
     job: Annotated[str, typer.Argument(metavar="JOB", help="A job id.")],
     output_format: Annotated[Format, typer.Option("--format", help="table, json (lines) or csv.")] = "table",
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Print JSON lines as they are read, in the topic's order, without holding every "
+            "result first (for jobs of millions of examples); --format json only.",
+        ),
+    ] = False,
     bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
     prefix: PrefixOption = DEFAULT_PREFIX,
 ) -> None:
     """Print a job's per-example results (the first score per candidate and example wins)."""
+    if stream and output_format != "json":
+        fail(f"--stream prints JSON lines; it cannot be combined with --format {output_format}")
     with client_for(bootstrap, prefix) as client:
+        if stream:
+            for record in client.iter_results(job):
+                typer.echo(record.model_dump_json())
+            return
         records = client.results(job)
         if not records and client.status(job) is None:
             fail(f"no job {job} on {client.registry.name('status')}")

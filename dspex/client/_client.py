@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -439,6 +439,56 @@ class Client:
         order = _candidate_order(status, records)
         return sorted(records, key=lambda r: (order[r.candidate_id], r.example_index))
 
+    def iter_results(self, job_id: str) -> Iterator[ScoreRecord]:
+        """The job's per-example score records as they are read, without holding them all.
+
+        De-duplicated like :meth:`results` (the first per candidate and example index) but in the
+        order they sit on the scores topic, not sorted; a running job gives what is there when
+        reading starts. For jobs too large for :meth:`results`::
+
+            for record in client.iter_results(job_id):
+                out.write(record.model_dump_json() + "\\n")
+
+        Raises JobError when no status of ``job_id`` exists (an unknown job, or one submitted
+        moments ago whose first status is not out yet).
+        """
+        batches = self._result_batches(job_id)
+        try:
+            while True:
+                try:
+                    batch = run_sync(_next_batch(batches))
+                except StopAsyncIteration:
+                    return
+                yield from batch
+        finally:  # also when the caller stops early: the reader must close on its own loop
+            run_sync(batches.aclose())
+
+    async def aiter_results(self, job_id: str) -> AsyncIterator[ScoreRecord]:
+        """Async form of :meth:`iter_results`: ``async for record in client.aiter_results(job_id)``."""
+        async for batch in self._result_batches(job_id):
+            for record in batch:
+                yield record
+
+    async def _result_batches(self, job_id: str) -> AsyncGenerator[list[ScoreRecord], None]:
+        await self._aready(create_topics=False)
+        status = await _cluster.read_status(self.settings, self.registry, job_id)
+        if status is None:
+            raise JobError(
+                f"no status of job {job_id} on {self.registry.name('status')}: an unknown job, or one "
+                "submitted moments ago (the aggregator publishes its first status within a second)",
+                job_id=job_id,
+            )
+        known = self._submitted.get(job_id)
+        async for batch in _cluster.stream_scores(
+            self.settings,
+            self.registry,
+            job_id,
+            status=status,
+            partition=known.where.scores_partition if known else None,
+            start=known.where.scores_start if known else None,
+        ):
+            yield batch
+
     def collect(self, job_id: str) -> list[EvaluationResult]:
         """The results of a finished job, one per candidate (for a job submitted with ``wait=False``)."""
         return run_sync(self.acollect(job_id))
@@ -605,6 +655,10 @@ class Client:
             )
             for cid in sub.program_ids
         ]
+
+
+async def _next_batch(batches: AsyncGenerator[list[ScoreRecord], None]) -> list[ScoreRecord]:
+    return await anext(batches)
 
 
 def _settings(bootstrap_servers: str | None, kafka: KafkaSettings | None) -> KafkaSettings:

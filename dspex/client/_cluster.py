@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -19,7 +19,7 @@ from confluent_kafka import Message
 from dspex.client._progress import JobProgress
 from dspex.client._reader import AsyncPartitionReader, PartitionReader, keyed
 from dspex.client._results import dedupe
-from dspex.errors import JobError, SchemaError, TopicError
+from dspex.errors import JobError, KafkaError, SchemaError, TopicError
 from dspex.schemas import JobStatus, OptimizeStatus, ScoreRecord, StatusMessage, WorkerHeartbeat, decode
 from dspex.streams.admin import GroupLag, KafkaAdmin
 from dspex.streams.config import KafkaSettings
@@ -38,6 +38,7 @@ __all__ = [
     "read_scores",
     "read_scores_of",
     "read_status",
+    "stream_scores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -203,6 +204,62 @@ async def read_scores(
             await run(reader.assign, dict.fromkeys(range(count)))
             records = dedupe(_scores(keyed(await run(reader.read_to_end), job_id)))
     return records
+
+
+async def stream_scores(
+    settings: KafkaSettings,
+    registry: TopicRegistry,
+    job_id: str,
+    *,
+    status: Any,
+    partition: int | None = None,
+    start: int | None = None,
+) -> AsyncIterator[list[ScoreRecord]]:
+    """The job's score records in batches as they are read, de-duplicated like :func:`read_scores`
+    (the first per candidate and example index), in the partition's order, up to the partition's end
+    as it is when reading starts. Only the (candidate, example index) pairs seen are kept, not the
+    records, so a job of millions of examples can be written out as it is read."""
+    seen: set[tuple[str, int]] = set()
+    async with _reader(settings, registry.name("scores")) as (reader, run):
+        if partition is None:
+            partition = await run(reader.partition_of, job_id)
+        if start is None:
+            start = await run(_start_offset, reader, partition, status)
+        await run(reader.assign, {partition: start})
+        async for batch in _unseen_batches(reader, run, job_id, seen):
+            yield batch
+        expected = _counted(status)
+        if len(seen) < expected:
+            logger.warning(
+                "partition %s of %s holds %s of the %s results of job %s; scanning every partition",
+                partition, reader.topic, len(seen), expected, job_id,
+            )  # fmt: skip
+            await run(reader.assign, dict.fromkeys(range(await run(reader.partition_count))))
+            async for batch in _unseen_batches(reader, run, job_id, seen):
+                yield batch
+
+
+async def _unseen_batches(
+    reader: PartitionReader, run: Callable[..., Any], job_id: str, seen: set[tuple[str, int]]
+) -> AsyncIterator[list[ScoreRecord]]:
+    """Records of ``job_id`` not in ``seen`` (added to it), batch by batch up to the ends as they are now."""
+    ends = await run(reader.ends)
+    last_progress = asyncio.get_running_loop().time()
+    while not await run(reader.reached, ends):
+        messages = await run(reader.poll, _POLL_S)
+        now = asyncio.get_running_loop().time()
+        if messages:
+            last_progress = now
+        elif now - last_progress > reader.stall_timeout:
+            raise KafkaError(f"reading {reader.topic} stalled before its end", topic=reader.topic)
+        fresh = []
+        for record in _scores(keyed(messages, job_id)):
+            pair = (record.candidate_id, record.example_index)
+            if pair not in seen:
+                seen.add(pair)
+                fresh.append(record)
+        if fresh:
+            yield fresh
 
 
 class ScoreTail:

@@ -104,16 +104,27 @@ class PartitionReader:
 
     def read_to_end(self) -> list[Message]:
         """Every record from the current positions up to the ends as they are now."""
-        ends = {p: self.end_offset(p) for p in self._positions}
-        pending = {p for p, end in ends.items() if self._positions[p] < end}
+        ends = self.ends()
         found: list[Message] = []
-        deadline = time.monotonic() + max(self.timeout, 30.0)
-        while pending:
+        deadline = time.monotonic() + self.stall_timeout
+        while not self.reached(ends):
             if time.monotonic() > deadline:
                 raise KafkaError(f"reading {self.topic} to its end took too long", topic=self.topic)
             found.extend(self.poll(0.2))
-            pending = {p for p in pending if self._positions[p] < ends[p]}
         return found
+
+    @property
+    def stall_timeout(self) -> float:
+        """How long a read to the end may go without reaching it (or, streamed, without a record)."""
+        return max(self.timeout, 30.0)
+
+    def ends(self) -> dict[int, int]:
+        """The end offset of every assigned partition, as it is now."""
+        return {p: self.end_offset(p) for p in self._positions}
+
+    def reached(self, ends: Mapping[int, int]) -> bool:
+        """Whether every partition in ``ends`` was read up to its offset there."""
+        return all(self._positions[p] >= end for p, end in ends.items())
 
     def _keep(self, message: Message) -> bool:
         error = message.error()

@@ -19,7 +19,7 @@ import dspex
 from dspex.client import Client
 from dspex.errors import JobError
 from dspex.evaluate import EvaluationResult
-from dspex.schemas import ErrorInfo, JobStatus, Task
+from dspex.schemas import ErrorInfo, JobStatus, ScoreRecord, Task
 from dspex.streams.config import KafkaSettings
 from dspex.streams.topics import TopicRegistry
 from dspex.testing import arithmetic_dataset
@@ -117,6 +117,62 @@ async def test_a_fresh_client_reads_status_and_deduplicated_results(
     assert job_id in jobs and jobs[job_id].state == "completed"
     assert sorted(r.score for r in collected) == sorted([expected_score(PLAIN), 95.0])
     assert await other_status_is_none(settings, registry)
+
+
+def _identity(record: ScoreRecord) -> tuple[str, int, float]:
+    return record.candidate_id, record.example_index, record.score
+
+
+async def test_iter_results_streams_what_results_returns_without_the_duplicate(
+    client: Client, settings: KafkaSettings, registry: TopicRegistry
+) -> None:
+    pipeline = FakePipeline(settings, registry, decide)
+    await run_with_pipeline(client, pipeline, 2 * N, timeout=60)
+    job_id = pipeline.tasks[0].job_id
+    async with Client(kafka=settings, prefix=registry.prefix) as other:
+        streamed = [record async for record in other.aiter_results(job_id)]
+        listed = await other.aresults(job_id)
+    assert len(streamed) == 2 * N  # the redelivered first task's second score is gone
+    assert sorted(map(_identity, streamed)) == sorted(map(_identity, listed))
+    # the sync form, from a thread of its own; stopping early closes the reader, a second pass
+    # starts over
+    first_three, everything = await asyncio.to_thread(_read_sync, settings, registry, job_id)
+    assert first_three == list(map(_identity, streamed[:3]))
+    assert everything == list(map(_identity, streamed))
+
+
+def _read_sync(
+    settings: KafkaSettings, registry: TopicRegistry, job_id: str
+) -> tuple[list[tuple[str, int, float]], list[tuple[str, int, float]]]:
+    with Client(kafka=settings, prefix=registry.prefix) as sync_client:
+        first_three = []
+        for record in sync_client.iter_results(job_id):
+            first_three.append(_identity(record))
+            if len(first_three) == 3:
+                break
+        return first_three, list(map(_identity, sync_client.iter_results(job_id)))
+
+
+async def test_iter_results_finds_records_another_writer_put_on_other_partitions(
+    client: Client, settings: KafkaSettings, registry: TopicRegistry
+) -> None:
+    pipeline = FakePipeline(settings, registry, decide)
+    pipeline.scores_elsewhere = True
+    await run_with_pipeline(client, pipeline, 2 * N, timeout=60)
+    job_id = pipeline.tasks[0].job_id
+    async with Client(kafka=settings, prefix=registry.prefix) as other:
+        streamed = [record async for record in other.aiter_results(job_id)]
+    assert sorted((r.candidate_id, r.example_index) for r in streamed) == sorted(
+        (t.candidate_id, t.example_index) for t in pipeline.tasks
+    )
+
+
+async def test_iter_results_of_an_unknown_job_raises_naming_it(
+    client: Client, registry: TopicRegistry
+) -> None:
+    with pytest.raises(JobError, match=f"no status of job no-such-job on {registry.name('status')}"):
+        async for _ in client.aiter_results("no-such-job"):
+            pass
 
 
 async def other_status_is_none(settings: KafkaSettings, registry: TopicRegistry) -> bool:

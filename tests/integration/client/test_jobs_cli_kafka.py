@@ -104,6 +104,13 @@ def test_eval_wait_then_status_results_and_cancel_agree(
     records = [json.loads(line) for line in lines.splitlines()]
     assert [r["example_index"] for r in records] == list(range(N))  # the duplicate is gone
     assert sum(r["score"] for r in records) == N / 2
+    stream_args = ["results", job_id, "--format", "json", "--stream", *_kafka(settings, registry)]
+    streamed = [json.loads(line) for line in runner.invoke(app, stream_args).stdout.splitlines()]
+    assert sorted((r["example_index"], r["score"]) for r in streamed) == [
+        (r["example_index"], r["score"]) for r in records
+    ]
+    refused = runner.invoke(app, ["results", job_id, "--stream", *_kafka(settings, registry)])
+    assert refused.exit_code == 1 and "--stream prints JSON lines" in refused.stderr
     table = runner.invoke(app, ["results", job_id, "--format", "csv", *_kafka(settings, registry)]).stdout
     rows = list(csv.DictReader(io.StringIO(table)))
     assert len(rows) == N and rows[1]["pred_answer"] == "-1"

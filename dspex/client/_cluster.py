@@ -183,26 +183,10 @@ async def read_scores(
     status: Any = None,
 ) -> list[ScoreRecord]:
     """The job's score records, de-duplicated (first per candidate and example index)."""
-    async with _reader(settings, registry.name("scores")) as (reader, run):
-        if partition is None:
-            partition = await run(reader.partition_of, job_id)
-        if start is None:
-            start = await run(_start_offset, reader, partition, status)
-        await run(reader.assign, {partition: start})
-        records = dedupe(_scores(keyed(await run(reader.read_to_end), job_id)))
-        expected = _counted(status)
-        if len(records) < expected:
-            logger.warning(
-                "partition %s of %s holds %s of the %s results of job %s; scanning every partition",
-                partition,
-                reader.topic,
-                len(records),
-                expected,
-                job_id,
-            )
-            count = await run(reader.partition_count)
-            await run(reader.assign, dict.fromkeys(range(count)))
-            records = dedupe(_scores(keyed(await run(reader.read_to_end), job_id)))
+    records: list[ScoreRecord] = []
+    batches = stream_scores(settings, registry, job_id, status=status, partition=partition, start=start)
+    async for batch in batches:
+        records.extend(batch)
     return records
 
 

@@ -57,6 +57,12 @@ async def run_with_pipeline(client: Client, pipeline: FakePipeline, tasks: int, 
         await asyncio.to_thread(pipeline.join)
 
 
+async def finished_job(client: Client, pipeline: FakePipeline) -> str:
+    """Evaluate PLAIN and COT through ``pipeline``; the id of the completed job."""
+    await run_with_pipeline(client, pipeline, 2 * N, timeout=60)
+    return pipeline.tasks[0].job_id
+
+
 async def test_evaluate_many_returns_what_local_evaluate_would(
     client: Client, settings: KafkaSettings, registry: TopicRegistry
 ) -> None:
@@ -100,9 +106,7 @@ async def test_results_written_to_another_partition_than_the_jobs_are_still_foun
 async def test_a_fresh_client_reads_status_and_deduplicated_results(
     client: Client, settings: KafkaSettings, registry: TopicRegistry
 ) -> None:
-    pipeline = FakePipeline(settings, registry, decide)
-    await run_with_pipeline(client, pipeline, 2 * N, timeout=60)
-    job_id = pipeline.tasks[0].job_id
+    job_id = await finished_job(client, FakePipeline(settings, registry, decide))
     async with Client(kafka=settings, prefix=registry.prefix) as other:
         status = await other.astatus(job_id)
         records = await other.aresults(job_id)
@@ -126,9 +130,7 @@ def _identity(record: ScoreRecord) -> tuple[str, int, float]:
 async def test_iter_results_streams_what_results_returns_without_the_duplicate(
     client: Client, settings: KafkaSettings, registry: TopicRegistry
 ) -> None:
-    pipeline = FakePipeline(settings, registry, decide)
-    await run_with_pipeline(client, pipeline, 2 * N, timeout=60)
-    job_id = pipeline.tasks[0].job_id
+    job_id = await finished_job(client, FakePipeline(settings, registry, decide))
     async with Client(kafka=settings, prefix=registry.prefix) as other:
         streamed = [record async for record in other.aiter_results(job_id)]
         listed = await other.aresults(job_id)
@@ -158,8 +160,7 @@ async def test_iter_results_finds_records_another_writer_put_on_other_partitions
 ) -> None:
     pipeline = FakePipeline(settings, registry, decide)
     pipeline.scores_elsewhere = True
-    await run_with_pipeline(client, pipeline, 2 * N, timeout=60)
-    job_id = pipeline.tasks[0].job_id
+    job_id = await finished_job(client, pipeline)
     async with Client(kafka=settings, prefix=registry.prefix) as other:
         streamed = [record async for record in other.aiter_results(job_id)]
     assert sorted((r.candidate_id, r.example_index) for r in streamed) == sorted(

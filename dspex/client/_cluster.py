@@ -201,9 +201,9 @@ async def stream_scores(
 ) -> AsyncIterator[list[ScoreRecord]]:
     """The job's score records in batches as they are read, de-duplicated like :func:`read_scores`
     (the first per candidate and example index), in the partition's order, up to the partition's end
-    as it is when reading starts. Only the (candidate, example index) pairs seen are kept, not the
+    as it is when reading starts. Only the example indexes seen per candidate are kept, not the
     records, so a job of millions of examples can be written out as it is read."""
-    seen: set[tuple[str, int]] = set()
+    seen: dict[str, set[int]] = {}  # candidate -> example indexes: one str per candidate, not per record
     async with _reader(settings, registry.name("scores")) as (reader, run):
         if partition is None:
             partition = await run(reader.partition_of, job_id)
@@ -212,11 +212,11 @@ async def stream_scores(
         await run(reader.assign, {partition: start})
         async for batch in _unseen_batches(reader, run, job_id, seen):
             yield batch
-        expected = _counted(status)
-        if len(seen) < expected:
+        expected, found = _counted(status), sum(map(len, seen.values()))
+        if found < expected:
             logger.warning(
                 "partition %s of %s holds %s of the %s results of job %s; scanning every partition",
-                partition, reader.topic, len(seen), expected, job_id,
+                partition, reader.topic, found, expected, job_id,
             )  # fmt: skip
             await run(reader.assign, dict.fromkeys(range(await run(reader.partition_count))))
             async for batch in _unseen_batches(reader, run, job_id, seen):
@@ -224,7 +224,7 @@ async def stream_scores(
 
 
 async def _unseen_batches(
-    reader: PartitionReader, run: Callable[..., Any], job_id: str, seen: set[tuple[str, int]]
+    reader: PartitionReader, run: Callable[..., Any], job_id: str, seen: dict[str, set[int]]
 ) -> AsyncIterator[list[ScoreRecord]]:
     """Records of ``job_id`` not in ``seen`` (added to it), batch by batch up to the ends as they are now."""
     ends = await run(reader.ends)
@@ -238,9 +238,9 @@ async def _unseen_batches(
             raise KafkaError(f"reading {reader.topic} stalled before its end", topic=reader.topic)
         fresh = []
         for record in _scores(keyed(messages, job_id)):
-            pair = (record.candidate_id, record.example_index)
-            if pair not in seen:
-                seen.add(pair)
+            indexes = seen.setdefault(record.candidate_id, set())
+            if record.example_index not in indexes:
+                indexes.add(record.example_index)
                 fresh.append(record)
         if fresh:
             yield fresh

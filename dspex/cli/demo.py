@@ -83,12 +83,14 @@ def _start_workers(stack: LocalStack, api_base: str, predictors: int) -> None:
     stack.start("score")
     for _ in range(predictors):
         stack.start("predict", "--allow-api-base", api_base)
-    console.print(f"workers: 1 aggregator, 1 scorer, {predictors} predictors (logs in {stack.work_dir})")
+    counted = f"{predictors} predictor" + ("" if predictors == 1 else "s")
+    console.print(f"workers: 1 aggregator, 1 scorer, {counted} (logs in {stack.work_dir})")
 
 
 def _wait_for_workers(stack: LocalStack, bootstrap: str, prefix: str) -> None:
-    """Until every predictor and scorer has sent a heartbeat; a worker that died says why."""
-    expected = {w.name for w in stack.workers if w.kind != "aggregate"}
+    """Until every worker has sent a heartbeat (so the report can list each one's /metrics); a worker
+    that died says why."""
+    expected = {w.name for w in stack.workers}
     deadline = time.monotonic() + WORKER_START_TIMEOUT_S
     with Client(bootstrap, prefix=prefix) as client:
         while time.monotonic() < deadline:

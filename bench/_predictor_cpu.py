@@ -18,17 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import free_port, process_cpu_s, start_sim
+from common import own_broker, process_cpu_s, start_sim
 
 from dspex._gc import tune_gc_for_worker
 from dspex.client import Client
-from dspex.dev.broker import DevBroker
 from dspex.lm import LM
 from dspex.modules import Predict
 from dspex.processors.common import WorkerOptions
@@ -89,26 +86,19 @@ def main() -> int:
         "--default-gc", action="store_true", help="keep CPython's collector settings (workers tune them)"
     )
     args = parser.parse_args()
-    work_dir = Path(tempfile.mkdtemp(prefix="dspex-bench-predictor-"))
-    broker = DevBroker(port=free_port(), data_dir=work_dir / "broker", startup_timeout=120.0)
-    broker.start()
-    try:
-        with start_sim(latency=0.1) as sim:
-            ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), TopicRegistry(PREFIX))
-            with (
-                Client(broker.bootstrap, prefix=PREFIX) as client,
-                context(lm=LM("openai/simulated", api_base=sim.base_url, cache=False)),
-            ):
-                client.evaluate(
-                    Predict("question -> answer"), arithmetic_dataset(args.examples, seed=7),
-                    "exact_match:answer", wait=False, display_progress=False,
-                )  # fmt: skip
-            if not args.default_gc:
-                tune_gc_for_worker()  # as `dspex worker predict` does
-            print(asyncio.run(_measure(broker.bootstrap, sim.base_url, args.examples, args.profile)))
-    finally:
-        broker.stop()
-        shutil.rmtree(work_dir, ignore_errors=True)
+    with own_broker("predictor") as broker, start_sim(latency=0.1) as sim:
+        ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), TopicRegistry(PREFIX))
+        with (
+            Client(broker.bootstrap, prefix=PREFIX) as client,
+            context(lm=LM("openai/simulated", api_base=sim.base_url, cache=False)),
+        ):
+            client.evaluate(
+                Predict("question -> answer"), arithmetic_dataset(args.examples, seed=7),
+                "exact_match:answer", wait=False, display_progress=False,
+            )  # fmt: skip
+        if not args.default_gc:
+            tune_gc_for_worker()  # as `dspex worker predict` does
+        print(asyncio.run(_measure(broker.bootstrap, sim.base_url, args.examples, args.profile)))
     return 0
 
 

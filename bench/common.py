@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,10 +19,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
+
+if TYPE_CHECKING:
+    from dspex.dev.broker import DevBroker
 
 __all__ = [
     "REPO",
@@ -30,6 +34,7 @@ __all__ = [
     "free_port",
     "machine_summary",
     "markdown_table",
+    "own_broker",
     "process_cpu_s",
     "run_child_json",
     "start_sim",
@@ -94,6 +99,22 @@ class SimProcess:
 
     def reset(self) -> None:
         httpx.post(f"{self.admin_url}/reset", timeout=10).raise_for_status()
+
+
+@contextmanager
+def own_broker(name: str) -> Iterator[DevBroker]:
+    """A dev broker of the benchmark's own on a free port, its data in a temporary directory; stopped
+    and removed on exit."""
+    from dspex.dev.broker import DevBroker
+
+    work_dir = Path(tempfile.mkdtemp(prefix=f"dspex-bench-{name}-"))
+    broker = DevBroker(port=free_port(), data_dir=work_dir / "broker", startup_timeout=120.0)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 @contextmanager

@@ -16,21 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil
-from common import free_port, machine_summary, markdown_table
+from common import machine_summary, markdown_table, own_broker
 from confluent_kafka import Producer
 
 from dspex.client import Client
-from dspex.dev.broker import DevBroker
 from dspex.schemas import CandidateAggregate, JobStatus, ScoreRecord, encode, utc_now
 from dspex.schemas.headers import headers_for
 from dspex.streams.admin import ensure_topics
@@ -148,10 +144,7 @@ def main() -> int:
     if args.child:
         print(json.dumps(_read(args.child, args.bootstrap, args.job)))
         return 0
-    work_dir = Path(tempfile.mkdtemp(prefix="dspex-bench-results-memory-"))
-    broker = DevBroker(port=free_port(), data_dir=work_dir / "broker", startup_timeout=120.0)
-    broker.start()
-    try:
+    with own_broker("results-memory") as broker:
         settings, registry = KafkaSettings(bootstrap_servers=broker.bootstrap), TopicRegistry(PREFIX)
         ensure_topics(settings, registry)
         measured = {}
@@ -160,9 +153,6 @@ def main() -> int:
             _write_job(settings, registry, job_id, examples)
             measured[examples] = _measure(broker.bootstrap, job_id)
         print(_report(measured))
-    finally:
-        broker.stop()
-        shutil.rmtree(work_dir, ignore_errors=True)
     return 0
 
 

@@ -18,7 +18,7 @@ from confluent_kafka import Message
 
 from dspex.client._progress import JobProgress
 from dspex.client._reader import AsyncPartitionReader, PartitionReader, keyed
-from dspex.client._results import dedupe
+from dspex.client._results import dedupe, first_unseen
 from dspex.errors import JobError, KafkaError, SchemaError, TopicError
 from dspex.schemas import JobStatus, OptimizeStatus, ScoreRecord, StatusMessage, WorkerHeartbeat, decode
 from dspex.streams.admin import GroupLag, KafkaAdmin
@@ -236,12 +236,7 @@ async def _unseen_batches(
             last_progress = now
         elif now - last_progress > reader.stall_timeout:
             raise KafkaError(f"reading {reader.topic} stalled before its end", topic=reader.topic)
-        fresh = []
-        for record in _scores(keyed(messages, job_id)):
-            indexes = seen.setdefault(record.candidate_id, set())
-            if record.example_index not in indexes:
-                indexes.add(record.example_index)
-                fresh.append(record)
+        fresh = first_unseen(_scores(keyed(messages, job_id)), seen)
         if fresh:
             yield fresh
 

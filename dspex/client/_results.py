@@ -16,15 +16,24 @@ from dspex.lm.usage import Usage
 from dspex.primitives import Example, Prediction
 from dspex.schemas import ScoreRecord, UsageRecord
 
-__all__ = ["dedupe", "evaluation_result", "records_table", "usage_of"]
+__all__ = ["dedupe", "evaluation_result", "first_unseen", "records_table", "usage_of"]
 
 
 def dedupe(records: Iterable[ScoreRecord]) -> list[ScoreRecord]:
     """The first record per (candidate, example index), in the order they were read."""
-    seen: dict[tuple[str, int], ScoreRecord] = {}
+    return first_unseen(records, {})
+
+
+def first_unseen(records: Iterable[ScoreRecord], seen: dict[str, set[int]]) -> list[ScoreRecord]:
+    """:func:`dedupe` across calls: the records whose (candidate, example index) is not in ``seen``
+    (candidate -> example indexes, updated), so a stream keeps indexes, not records."""
+    fresh = []
     for record in records:
-        seen.setdefault((record.candidate_id, record.example_index), record)
-    return list(seen.values())
+        indexes = seen.setdefault(record.candidate_id, set())
+        if record.example_index not in indexes:
+            indexes.add(record.example_index)
+            fresh.append(record)
+    return fresh
 
 
 def usage_of(record: UsageRecord) -> Usage:

@@ -6,12 +6,23 @@ microseconds, and every tenth young collection also walks the middle generation;
 generation holds everything imported at start-up (pydantic schemas, faust, aiohttp), which each full
 collection walks again. Measured with ``bench/_predictor_cpu.py`` (6,000 tasks at 100 ms): a
 predictor spent about a third of its CPU in the collector (0.80 ms per example with the defaults,
-0.51-0.54 with the thresholds below).
+0.51-0.54 with a young threshold of 50,000).
 
 So a worker, once started, freezes what start-up created (``gc.freeze``: moved out of every
-generation, never walked again) and collects the young generation every 50,000 allocations instead
+generation, never walked again) and collects the young generation every 200,000 allocations instead
 of 700. Reference counting still frees almost everything at once; only objects in reference cycles
-wait for a collection, and a young collection still happens many times a second under load.
+wait for a collection.
+
+Why 200,000 and not fewer: a young collection walks every young object still alive, and with a
+thousand tasks in flight that is most of their state: ~45 ms per collection at 50,000, ~100 ms at
+200,000.
+CPython's count of young objects never drops below zero, so deaths of objects promoted earlier do not
+offset new allocations and the count climbs by a few dozen per task even when nothing leaks. At
+50,000, a predictor ran 11-13 collections per 8,000 tasks, 0.50-0.64 s of CPU (about a tenth of its
+time); at 200,000 it ran one (``bench/_predictor_cpu.py --examples 8000``, CPU per
+example 0.51-0.55 ms before, 0.45-0.47 after, together with the end of a reference cycle that every
+``Module.acall`` left behind). Garbage in cycles (tracebacks of failed calls) still waits for at most
+200,000 allocations.
 
 Only worker entry points call this: the client and local ``Evaluate`` run inside a user's program,
 whose collector is theirs to tune.
@@ -23,10 +34,10 @@ import gc
 
 __all__ = ["WORKER_GC_THRESHOLDS", "tune_gc_for_worker"]
 
-# (young, middle, old): a young collection every 50,000 net allocations; the middle generation every
-# 20 young ones; the old one every 10 middle ones (and CPython only runs it when the old generation
-# grew by a quarter since the last full collection).
-WORKER_GC_THRESHOLDS = (50_000, 20, 10)
+# (young, middle, old): a young collection every 200,000 net allocations; the middle generation
+# every 20 young ones; the old one every 10 middle ones (and CPython only runs it when the old
+# generation grew by a quarter since the last full collection).
+WORKER_GC_THRESHOLDS = (200_000, 20, 10)
 
 
 def tune_gc_for_worker() -> None:

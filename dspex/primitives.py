@@ -410,18 +410,19 @@ class Module:
 
     def named_sub_modules(self) -> list[tuple[str, Module]]:
         """This module (``"self"``) and every module below it, each once, depth first."""
+        # An explicit stack rather than a recursive closure: a nested function that calls itself
+        # is a reference cycle, left for the garbage collector on every call (and every acall).
         found: list[tuple[str, Module]] = []
         seen: set[int] = set()
-
-        def visit(path: str, module: Module) -> None:
+        stack: list[tuple[str, Module]] = [("self", self)]
+        while stack:
+            path, module = stack.pop()
             if id(module) in seen:
-                return
+                continue
             seen.add(id(module))
             found.append((path, module))
-            for segment, child in module.named_children():
-                visit(segment if path == "self" else f"{path}.{segment}", child)
-
-        visit("self", self)
+            children = module.named_children()
+            stack += [(_child_path(path, segment), child) for segment, child in reversed(children)]
         return found
 
     def named_predictors(self) -> list[tuple[str, Predict]]:
@@ -552,3 +553,7 @@ def _copy_value(value: Any, memo: dict[int, Any], where: str) -> Any:
         # Clients, locks and sockets cannot be copied; sharing them is what a copy of a program wants.
         logger.debug("sharing %s between copies (it cannot be deep-copied: %s)", where, exc)
         return value
+
+
+def _child_path(parent: str, segment: str) -> str:
+    return segment if parent == "self" else f"{parent}.{segment}"

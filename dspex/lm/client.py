@@ -173,10 +173,9 @@ class LM:
         self._policy = dataclasses.replace(retry_policy or RetryPolicy(), max_retries=max_retries)
         self._limiter = limiter
         self._breaker = breaker
-        # Per socket read and per connection (the whole answer has its own deadline in _send).
-        self._http_timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
-        )
+        # Per connection only: the whole answer has its own deadline in _send, which a per-read
+        # timeout of the same length could never beat (and it re-arms a timer on every read).
+        self._http_timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout)
         metrics.lm_model(model)
         metrics.lm_endpoint(self.api_base)
 
@@ -379,8 +378,8 @@ class LM:
         session = await get_session()
         payload = _encode_json(body)
         try:
-            # The session's timeouts are per connection and per socket read; asyncio.timeout makes
-            # them a deadline for the whole answer, so a server trickling bytes cannot hold a call.
+            # The request's own timeouts cover connecting; asyncio.timeout is the deadline for the
+            # whole answer, so a server trickling bytes cannot hold a call.
             async with asyncio.timeout(self.timeout):
                 async with session.post(
                     url,
@@ -465,9 +464,13 @@ def _unpickle(settings: LMSettings, cache_dir: Path | None, policy: RetryPolicy,
     return LM.from_settings(settings, cache_dir=cache_dir, retry_policy=policy, limiter=limiter)
 
 
+# httpx's encoding of ``json=``: compact, UTF-8, no NaN (kept so requests stay byte-identical). One
+# encoder for every request: json.dumps builds a new one per call when given options.
+_REQUEST_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _encode_json(body: Mapping[str, Any]) -> bytes:
-    # httpx's encoding of ``json=``: compact, UTF-8, no NaN (kept so requests stay byte-identical).
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return _REQUEST_ENCODER.encode(body).encode("utf-8")
 
 
 def _body_text(raw: bytes, charset: str | None) -> str:

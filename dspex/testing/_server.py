@@ -16,6 +16,7 @@ Faults are drawn from a random generator seeded with ``seed`` so a retried reque
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 DownMode = Literal["503", "drop"]
 _LOG_TEXT_CHARS = 160
+# Answers are the hot path of a load test: one compact encoder for all of them (json.dumps with
+# options builds a new encoder per call).
+_compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class SimLMConfig(BaseModel):
@@ -315,7 +319,7 @@ class SimulatedLM:
         call.text = done.question_text[:_LOG_TEXT_CHARS]
         await self._wait_turn(hold=True)
         self._count_completion(done)
-        return web.json_response(done.payload)
+        return web.json_response(done.payload, dumps=_compact_json)
 
     def _model_error(self, model: Any) -> web.Response | None:
         known = self.config.models

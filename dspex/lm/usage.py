@@ -53,23 +53,28 @@ class Usage(BaseModel):
         )
 
 
+_NO_USAGE = Usage()  # frozen, so one instance serves every empty tracker
+
+
 class UsageTracker:
     """A running sum of :class:`Usage`, safe to add to from several threads at once."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._usage = Usage()
+        # None until the first call: most trackers (one per task and per module call) see exactly
+        # one LM call, which then needs no addition and no new Usage.
+        self._usage: Usage | None = None
 
     @property
     def usage(self) -> Usage:
         """The sum so far."""
         with self._lock:
-            return self._usage
+            return self._usage if self._usage is not None else _NO_USAGE
 
     def add(self, usage: Usage) -> None:
         """Add one call's usage."""
         with self._lock:
-            self._usage = self._usage + usage
+            self._usage = usage if self._usage is None else self._usage + usage
 
     def __repr__(self) -> str:
         return f"UsageTracker({self.usage!r})"

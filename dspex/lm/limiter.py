@@ -26,8 +26,6 @@ import asyncio
 import collections
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from dspex.errors import ConfigurationError, LMRateLimitError, LMTimeoutError
 
@@ -92,6 +90,8 @@ class AdaptiveLimiter:
 
     async def pace(self) -> None:
         """Wait until the fixed caps (``max_rps``, ``max_tpm``) let one more request go."""
+        if self._requests is None and self._tokens is None:
+            return
         while True:
             with self._lock:
                 wait = max(_wait(self._tokens, 0.0), _wait(self._requests, 1.0))
@@ -128,23 +128,9 @@ class AdaptiveLimiter:
                 self._limit = max(self.minimum, self._limit * self.decrease)
             self._hold_until = max(self._hold_until, now + max(self.cooldown_s, retry_after or 0.0))
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def slot(self) -> _Slot:
         """Hold a slot for one call; its outcome (success, overload, other error) adjusts the limit."""
-        await self.acquire()
-        try:
-            await self.pace()
-            yield
-        except LMRateLimitError as exc:
-            self.record_overload(exc.retry_after)
-            raise
-        except LMTimeoutError:
-            self.record_overload()
-            raise
-        else:
-            self.record_success()
-        finally:
-            self.release()
+        return _Slot(self)
 
     def _wake_locked(self) -> None:
         while self._waiters and self._in_flight < int(self._limit):
@@ -164,6 +150,36 @@ class AdaptiveLimiter:
 
     def __repr__(self) -> str:
         return f"AdaptiveLimiter(limit={self.limit}, in_flight={self._in_flight})"
+
+
+class _Slot:
+    """``async with limiter.slot():`` one call's slot. A class rather than an async generator: a
+    worker opens one per LM call, and a generator-based context costs several times as much."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: AdaptiveLimiter) -> None:
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        await self._limiter.acquire()
+        try:
+            await self._limiter.pace()
+        except BaseException:
+            self._limiter.release()
+            raise
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
+        limiter = self._limiter
+        try:
+            if exc is None:
+                limiter.record_success()
+            elif isinstance(exc, LMRateLimitError):
+                limiter.record_overload(exc.retry_after)
+            elif isinstance(exc, LMTimeoutError):
+                limiter.record_overload()
+        finally:
+            limiter.release()
 
 
 class _Bucket:

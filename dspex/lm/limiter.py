@@ -153,8 +153,8 @@ class AdaptiveLimiter:
 
 
 class _Slot:
-    """``async with limiter.slot():`` one call's slot. A class rather than an async generator: a
-    worker opens one per LM call, and a generator-based context costs several times as much."""
+    """``async with limiter.slot():`` one call's slot. A class rather than @asynccontextmanager: a
+    worker opens one per LM call, and the decorator adds an async generator to each."""
 
     __slots__ = ("_limiter",)
 

@@ -140,7 +140,9 @@ def consumer_defaults(fast_groups: bool) -> dict[str, str]:
     return dict(FAST_GROUP_TIMING) if fast_groups else {}
 
 
-def client_config(settings: KafkaSettings, log: logging.Logger, **overrides: Any) -> dict[str, Any]:
+def client_config(
+    settings: KafkaSettings, log: logging.Logger | logging.LoggerAdapter[Any], **overrides: Any
+) -> dict[str, Any]:
     """confluent-kafka configuration whose librdkafka logs and errors go to ``log``.
 
     Without a ``logger`` librdkafka prints to stderr, which floods a terminal with connection
@@ -153,7 +155,7 @@ def client_config(settings: KafkaSettings, log: logging.Logger, **overrides: Any
     return config
 
 
-def _error_logger(log: logging.Logger) -> Any:
+def _error_logger(log: logging.Logger | logging.LoggerAdapter[Any]) -> Any:
     def log_error(error: Any) -> None:
         log.warning("kafka client error: %s", error)
 

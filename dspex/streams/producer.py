@@ -11,6 +11,15 @@ reports that arrived since the loop last took them (one per record cost a self-p
 loop wake-up each, a few percent of a predictor's CPU). When librdkafka's queue is full the
 producer waits and retries instead of dropping the record.
 
+librdkafka 2.x can leave a partition undeliverable for good once a produce response names its new
+leader as -1 (what a broker shutting down answers when no other replica can lead; librdkafka issue
+5430, still open): records for it wait until ``message.timeout.ms`` and fail, however soon the
+broker is back. Its one sign is a ``METADATAUPDATE ... new leader-1 not found in cache`` log line.
+When a producer logs it, the poll thread puts a fresh librdkafka producer in its place and purges
+the records still queued in the old one; each purged record is sent again through the new one,
+with its original future, so callers see one acknowledgement and nothing is lost. (Re-sent records
+may land after newer ones of the same partition: readers here take the first record per key.)
+
     >>> async with AsyncProducer(KafkaSettings()) as producer:  # doctest: +SKIP
     ...     delivery = await producer.produce("dspex.tasks", b"{...}", key=b"task-1")
 """
@@ -21,6 +30,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -82,6 +92,8 @@ class ProducerStats:
     delivered: int = 0
     failed: int = 0
     queue_full_waits: int = 0
+    replaced: int = 0  # librdkafka producers replaced after a lost partition leader (see above)
+    resent: int = 0  # records sent again through a replacement
 
 
 class AsyncProducer:
@@ -91,10 +103,16 @@ class AsyncProducer:
         """``config`` overrides librdkafka properties (the defaults are PRODUCER_DEFAULTS)."""
         statistics = {"statistics.interval.ms": _STATISTICS_INTERVAL_MS, "stats_cb": _statistics}
         overrides = {**PRODUCER_DEFAULTS, **statistics, **(config or {})}
+        self._leader_lost = threading.Event()
+        log = _LibrdkafkaLog(self._leader_lost)
+        self._config = client_config(settings, log, **overrides)
         try:
-            self._producer = Producer(client_config(settings, _librdkafka_logger, **overrides))
+            self._producer = Producer(self._config)
         except KafkaException as exc:
             raise KafkaError(f"could not create a producer: {exc}") from exc
+        # Replaced producers, polled until the records they still hold are delivered or purged.
+        self._retired: list[Producer] = []
+        self._resending: set[asyncio.Task[None]] = set()
         self.settings = settings
         self.stats = ProducerStats()
         self._stopping = threading.Event()
@@ -156,7 +174,12 @@ class AsyncProducer:
 
     async def flush(self, timeout: float = 30.0) -> int:
         """Wait until every queued record was acknowledged; returns how many are still queued."""
-        return int(await asyncio.to_thread(self._producer.flush, timeout))
+        deadline = time.monotonic() + timeout
+        remaining = int(await asyncio.to_thread(self._producer.flush, timeout))
+        while (self._retired or self._resending) and time.monotonic() < deadline:
+            await asyncio.sleep(_POLL_INTERVAL_S)  # the poll thread drains replaced producers
+            remaining = int(await asyncio.to_thread(self._producer.flush, 0))
+        return remaining + sum(len(retired) for retired in list(self._retired))
 
     async def aclose(self, timeout: float = 30.0) -> None:
         """Flush (bounded by ``timeout``) and stop the callback thread."""
@@ -170,7 +193,7 @@ class AsyncProducer:
 
     def __len__(self) -> int:
         """Records queued and not yet acknowledged."""
-        return len(self._producer)
+        return len(self._producer) + sum(len(retired) for retired in list(self._retired))
 
     async def _enqueue(self, topic: str, kwargs: dict[str, Any]) -> None:
         wait = _FULL_QUEUE_FIRST_WAIT_S
@@ -205,6 +228,9 @@ class AsyncProducer:
     def _settle(
         self, future: asyncio.Future[Delivery], error: RawKafkaError | None, message: Message
     ) -> None:
+        if error is not None and error.code() == RawKafkaError._PURGE_QUEUE and not future.done():
+            self._resend(future, message)  # purged by _replace_producer: only ours purge
+            return
         metrics.producer_delivery(str(message.topic()), error is None)
         if error is None:
             self.stats.delivered += 1
@@ -223,9 +249,79 @@ class AsyncProducer:
         else:
             future.set_result(outcome)
 
+    def _resend(self, future: asyncio.Future[Delivery], message: Message) -> None:
+        topic = str(message.topic())
+        kwargs: dict[str, Any] = {
+            "value": message.value(),
+            "key": message.key(),
+            "headers": message.headers(),
+        }
+        partition = message.partition()
+        if partition is not None and partition >= 0:
+            kwargs["partition"] = partition  # where the partitioner put it the first time
+        kwargs["on_delivery"] = self._reporter(future.get_loop(), future)
+        task = asyncio.get_running_loop().create_task(self._enqueue_for(future, topic, kwargs))
+        self._resending.add(task)
+        task.add_done_callback(self._resending.discard)
+
+    async def _enqueue_for(
+        self, future: asyncio.Future[Delivery], topic: str, kwargs: dict[str, Any]
+    ) -> None:
+        try:
+            await self._enqueue(topic, kwargs)
+        except KafkaError as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        self.stats.resent += 1
+
     def _serve_callbacks(self) -> None:
         while not self._stopping.is_set():
             self._producer.poll(_POLL_INTERVAL_S)
+            if self._leader_lost.is_set():
+                self._leader_lost.clear()
+                self._replace_producer()
+            if self._retired:
+                self._drain_retired()
+
+    def _replace_producer(self) -> None:
+        """(Poll thread) Put a fresh librdkafka producer in place of one that lost a leader."""
+        try:
+            fresh = Producer(self._config)
+        except KafkaException as exc:
+            logger.error("could not replace a producer that lost a partition leader: %s", exc)
+            return
+        retired, self._producer = self._producer, fresh
+        self._retired.append(retired)
+        self.stats.replaced += 1
+        logger.warning(
+            "a produce response named leader -1 for a partition, which librdkafka never recovers from "
+            "(issue 5430): replaced the producer; its %s queued records are sent again",
+            len(retired),
+        )
+
+    def _drain_retired(self) -> None:
+        """(Poll thread) Purge what replaced producers still queue (their reports re-send it) and
+        drop each once nothing is left in it; records in flight complete there as usual."""
+        for retired in list(self._retired):
+            retired.purge(in_queue=True, in_flight=False)
+            retired.poll(0)
+            if len(retired) == 0:
+                self._retired.remove(retired)
+
+
+class _LibrdkafkaLog(logging.LoggerAdapter):
+    """librdkafka's log lines to Python logging, watching for the lost-leader line (see above)."""
+
+    def __init__(self, leader_lost: threading.Event) -> None:
+        super().__init__(_librdkafka_logger, {})
+        self._leader_lost = leader_lost
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        # confluent-kafka calls log(level, "%s [%s] %s", facility, client name, text)
+        if len(args) == 3 and args[0] == "METADATAUPDATE" and "new leader-1 not found" in str(args[2]):
+            self._leader_lost.set()
+        super().log(level, msg, *args, **kwargs)
 
 
 _Report = tuple[asyncio.Future[Delivery], RawKafkaError | None, Message]

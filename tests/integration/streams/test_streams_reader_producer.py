@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import threading
 import time
 
 import pytest
@@ -12,8 +14,9 @@ from streams_kafka import produce_all, read_topic
 from dspex.errors import TopicError
 from dspex.schemas import Message as WireMessage
 from dspex.schemas import encode
+from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
-from dspex.streams.producer import AsyncProducer
+from dspex.streams.producer import AsyncProducer, _LibrdkafkaLog
 from dspex.streams.reader import CompactedReader
 from dspex.streams.topics import TopicRegistry
 
@@ -137,3 +140,51 @@ async def test_consume_ready_returns_once_records_are_there_not_after_its_timeou
     assert found == [b"v0", b"v1", b"v2"]
     # consume(1000, 20.0) would have held the records until its 20 s ran out
     assert took < 15.0, f"{took:.1f} s for 3 records already on the topic"
+
+
+async def test_a_producer_that_lost_a_partition_leader_is_replaced_and_its_queued_records_resent(
+    settings: KafkaSettings, registry: TopicRegistry
+) -> None:
+    # librdkafka issue 5430: after a produce response naming leader -1, a partition never delivers
+    # again. Its log line makes the producer replace itself; the long linger keeps the records
+    # queued (not in flight) when that happens, as a stuck partition's records are.
+    topic = registry.name("predictions")
+    async with AsyncProducer(settings, config={"linger.ms": 2_000}) as producer:
+        records = [(f"k{i}".encode(), f"v{i}".encode(), None) for i in range(50)]
+        pending = [await producer.send(topic, value, key=key) for key, value, _ in records]
+        librdkafka_log = producer._config["logger"]
+        librdkafka_log.log(
+            logging.WARNING,
+            "%s [%s] %s",
+            "METADATAUPDATE",
+            "dspex#producer-1",
+            f"[thrd:main]: Partition {topic}(abc)[3]: new leader-1 not found in cache",
+        )
+        deliveries = await asyncio.wait_for(asyncio.gather(*pending), timeout=30)
+        assert producer.stats.replaced == 1
+        assert producer.stats.resent == 50 and producer.stats.delivered == 50 and producer.stats.failed == 0
+        assert len(producer) == 0
+    assert len({(d.partition, d.offset) for d in deliveries}) == 50
+    admin = KafkaAdmin(settings)
+    partitions = [(topic, p) for p in range(admin.partition_counts([topic])[topic])]
+    assert sum(admin.end_offsets(partitions).values()) == 50  # each record once, none twice
+    seen = await asyncio.to_thread(read_topic, settings, topic, 50)
+    assert sorted(r.value or b"" for r in seen) == sorted(v for _, v, _ in records)
+
+
+def test_only_the_lost_leader_line_asks_for_a_new_producer() -> None:
+    lost = threading.Event()
+    log = _LibrdkafkaLog(lost)
+    log.log(
+        logging.WARNING, "%s [%s] %s", "METADATAUPDATE", "p", "Partition t[0]: new leader2 not found in cache"
+    )
+    log.log(logging.ERROR, "%s [%s] %s", "FAIL", "p", "Connect to ipv4#127.0.0.1:1 failed")
+    assert not lost.is_set()
+    log.log(
+        logging.WARNING,
+        "%s [%s] %s",
+        "METADATAUPDATE",
+        "p",
+        "Partition t[0]: new leader-1 not found in cache",
+    )
+    assert lost.is_set()

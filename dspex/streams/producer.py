@@ -296,7 +296,8 @@ class AsyncProducer:
         self.stats.replaced += 1
         logger.warning(
             "a produce response named leader -1 for a partition, which librdkafka never recovers from "
-            "(issue 5430): replaced the producer; its %s queued records are sent again",
+            "(issue 5430): replaced the producer; of its %s unacknowledged records, the queued ones "
+            "are sent again and those in flight complete where they are",
             len(retired),
         )
 

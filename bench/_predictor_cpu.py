@@ -26,13 +26,13 @@ from common import own_broker, process_cpu_s, start_sim
 
 from dspex._gc import tune_gc_for_worker
 from dspex.client import Client
+from dspex.configuration import context
 from dspex.lm import LM
 from dspex.modules import Predict
 from dspex.processors.common import WorkerOptions
 from dspex.processors.endpoints import EndpointOptions
 from dspex.processors.predictor import Predictor
 from dspex.processors.security import SecurityPolicy
-from dspex.settings import context
 from dspex.streams.admin import ensure_topics
 from dspex.streams.config import KafkaSettings
 from dspex.streams.topics import TopicRegistry

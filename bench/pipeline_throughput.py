@@ -43,10 +43,10 @@ import psutil
 from _pipeline_stack import BenchStack, CpuWindow, Sampler, progress
 from common import SimProcess, machine_summary, markdown_table, process_cpu_s, start_sim
 
+from dspex.configuration import context
 from dspex.evaluate import EvaluationResult
 from dspex.lm import LM
 from dspex.modules import Predict
-from dspex.settings import context
 from dspex.testing import arithmetic_dataset
 
 METRIC = "exact_match:answer"

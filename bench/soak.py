@@ -24,12 +24,12 @@ import psutil
 from common import machine_summary, markdown_table
 
 from dspex.client import Client
+from dspex.configuration import context
 from dspex.dev import DevBroker
 from dspex.dev.stack import LocalStack
 from dspex.evaluate import EvaluationResult
 from dspex.lm import LM
 from dspex.modules import ChainOfThought
-from dspex.settings import context
 from dspex.signatures import make_signature
 from dspex.testing import SimulatedLMServer, arithmetic_dataset
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from dspex import _dspy_paths
 from dspex import errors as _errors
+
+_dspy_paths.install()  # DSPy's import paths (dspex.teleprompt, dspex.predict.predict...) resolve
 
 __version__ = "0.1.0"
 
@@ -26,8 +29,11 @@ _EXPORTS: dict[str, str] = {
     "InputField": "dspex.signatures",
     "OutputField": "dspex.signatures",
     "make_signature": "dspex.signatures",
+    "infer_prefix": "dspex.signatures",
+    "ensure_signature": "dspex.signatures",
     "Example": "dspex.primitives",
     "Prediction": "dspex.primitives",
+    "Completions": "dspex.primitives.prediction",
     "Module": "dspex.primitives",
     "Predict": "dspex.modules",
     "ChainOfThought": "dspex.modules",
@@ -39,13 +45,30 @@ _EXPORTS: dict[str, str] = {
     "majority": "dspex.modules",
     "ChatAdapter": "dspex.adapters",
     "JSONAdapter": "dspex.adapters",
+    "XMLAdapter": "dspex.adapters",
+    "TwoStepAdapter": "dspex.adapters",
+    "Adapter": "dspex.adapters",
+    "Type": "dspex.adapters.types",
+    "Image": "dspex.adapters.types",
+    "Audio": "dspex.adapters.types",
+    "File": "dspex.adapters.types",
+    "History": "dspex.adapters.types",
+    "Reasoning": "dspex.adapters.types",
+    "Code": "dspex.adapters.types",
     "LM": "dspex.lm",
     "Usage": "dspex.lm",
     "track_usage": "dspex.lm",
     "register_prices": "dspex.lm",
-    "configure": "dspex.settings",
-    "context": "dspex.settings",
+    "configure": "dspex.configuration",
+    "context": "dspex.configuration",
+    "settings": "dspex.configuration",
+    "BaseLM": "dspex.lm",
+    "DummyLM": "dspex.utils",
+    "inspect_history": "dspex.lm.history",
+    "BaseCallback": "dspex.utils.callback",
     "Evaluate": "dspex.evaluate",
+    "Embedder": "dspex.lm.embedder",
+    "Teleprompter": "dspex.optimizers",
     "LabeledFewShot": "dspex.optimizers",
     "BootstrapFewShot": "dspex.optimizers",
     "BootstrapFewShotWithRandomSearch": "dspex.optimizers",
@@ -67,7 +90,7 @@ _EXPORTS: dict[str, str] = {
 _EXPORTS.update(dict.fromkeys(_errors.__all__, "dspex.errors"))
 
 # submodules reachable as attributes, e.g. dspex.metrics.exact_match("answer")
-_SUBMODULES = frozenset({"metrics", "testing", "schemas", "streams"})
+_SUBMODULES = frozenset({"metrics", "testing", "schemas", "streams", "utils", "evaluate", "primitives"})
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
@@ -89,8 +112,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dspex import metrics, schemas, streams, testing
-    from dspex.adapters import ChatAdapter, JSONAdapter
+    from dspex.adapters import Adapter, ChatAdapter, JSONAdapter, TwoStepAdapter, XMLAdapter
+    from dspex.adapters.types import Audio, Code, File, History, Image, Reasoning, Type
     from dspex.client import Client
+    from dspex.configuration import configure, context
     from dspex.errors import (
         AdapterParseError,
         BrokerUnavailableError,
@@ -117,6 +142,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from dspex.evaluate import Evaluate, EvaluationResult
     from dspex.lm import LM, Usage, register_prices, track_usage
+    from dspex.lm.embedder import Embedder
     from dspex.modules import (
         BestOfN,
         ChainOfThought,
@@ -138,8 +164,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         LabeledFewShot,
         LocalExecutor,
         MIPROv2,
+        Teleprompter,
     )
     from dspex.primitives import Example, Module, Prediction
+    from dspex.primitives.prediction import Completions
     from dspex.serialization import candidate_id, load
-    from dspex.settings import configure, context
-    from dspex.signatures import InputField, OutputField, Signature, make_signature
+    from dspex.signatures import (
+        InputField,
+        OutputField,
+        Signature,
+        ensure_signature,
+        infer_prefix,
+        make_signature,
+    )

@@ -1,18 +1,26 @@
 """Running coroutines from sync code, and sync code from coroutines.
 
-dspex is async inside; the sync API (``module(...)``, ``lm.complete(...)``) is a thin wrapper over
-:func:`run_sync`. Where the coroutine runs depends on who is calling:
+dspex is async inside; the sync API (``module(...)``, ``lm.complete(...)``, ``Evaluate(...)(program)``,
+``optimizer.compile(...)``, ``client.evaluate(...)``) is a thin wrapper over :func:`run_sync`, which
+blocks the calling thread while the coroutine runs on an event loop in *another* thread:
 
 - sync code in a worker thread that async dspex code dispatched (a sync ``forward`` run by
   :func:`run_in_thread`): the thread's context names a *home loop*, and the coroutine runs there, so
   the LM clients, trace and usage of the surrounding call are the ones it uses;
-- plain sync code (a script, a notebook cell, a thread of the user's): one process-wide *bridge* loop
-  in a background thread runs it, persistent so that LM HTTP clients stay warm between calls;
-- code already inside a running event loop on this thread: blocking here would deadlock the loop,
-  so :func:`run_sync` refuses with a :class:`~dspex.errors.ConfigurationError` saying to ``await``.
+- any other sync code (a script, a thread of the user's, a notebook cell, which Jupyter runs inside
+  its own running event loop): a process-wide *bridge* loop in a background thread runs it,
+  persistent so that LM HTTP sessions (one per loop, see :mod:`dspex.lm.transport`) stay warm
+  between calls. The caller's own loop, if any, is only paused, never patched (no nest_asyncio).
 
-In every case the caller's ``contextvars`` travel with the coroutine (settings overrides, the trace
-collector and the usage trackers of an enclosing call).
+A loop that a sync call is blocking can never be the target of a call it waits on, or the two would
+wait for each other forever. The loops blocked along the current call path travel in a context
+variable, and a call whose bridge is among them (sync code called straight from a coroutine that
+itself runs on the bridge) goes to the next helper loop: helper loops are created only as deep as
+such nesting goes, and are shared and persistent like the bridge.
+
+In every case the caller's ``contextvars`` travel with the coroutine (settings overrides such as
+``dspex.context(...)``, the trace collector and the usage trackers of an enclosing call), its
+exception reaches the caller unchanged, and a ``KeyboardInterrupt`` while waiting cancels it.
 """
 
 from __future__ import annotations
@@ -26,9 +34,7 @@ import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
-
-from dspex.errors import ConfigurationError
+from typing import Any, Generic, TypeVar
 
 __all__ = ["DEFAULT_THREAD_POOL_SIZE", "home_loop", "home_loop_context", "run_in_thread", "run_sync"]
 
@@ -42,6 +48,10 @@ DEFAULT_THREAD_POOL_SIZE = 512
 
 _home_loop: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
     "dspex_home_loop", default=None
+)
+# The loops that sync calls on the current call path are blocking (each waits for what it started).
+_blocked: contextvars.ContextVar[tuple[asyncio.AbstractEventLoop, ...]] = contextvars.ContextVar(
+    "dspex_blocked_loops", default=()
 )
 
 
@@ -61,17 +71,16 @@ def home_loop_context(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion from sync code and return its result (or raise its exception)."""
-    if _running_loop() is not None:
-        coro.close()  # never awaited: close it so Python does not warn about it
-        raise ConfigurationError(
-            "a sync dspex call was made from inside a running event loop, where blocking would "
-            "deadlock it; use `await module.acall(...)` (or `await lm.acomplete(...)`) inside async code"
-        )
-    loop = _home_loop.get()
-    if loop is None or loop.is_closed() or not loop.is_running():
-        loop = _bridge_loop()
-    return _submit(loop, coro).result()
+    """Run ``coro`` to completion from sync code and return its result (or raise its exception).
+
+    Works from plain sync code and from inside a running event loop alike (a Jupyter cell): that
+    loop is blocked for the duration of the call, as any sync call blocks it.
+    """
+    blocked = _blocked.get()
+    running = _running_loop()
+    if running is not None and running not in blocked:
+        blocked = (*blocked, running)
+    return _Call(_target_loop(blocked), coro, blocked).run()
 
 
 async def run_in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -100,58 +109,116 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _submit(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-    """Start ``coro`` as a task on ``loop`` (another thread's) in a copy of the caller's context."""
-    ctx = contextvars.copy_context()
-    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-    def start() -> None:
-        if not outcome.set_running_or_notify_cancel():
-            coro.close()
-            return
-        task = loop.create_task(coro, context=ctx)
-        task.add_done_callback(functools.partial(_copy_outcome, outcome))
-
-    loop.call_soon_threadsafe(start)
-    return outcome
+def _target_loop(blocked: tuple[asyncio.AbstractEventLoop, ...]) -> asyncio.AbstractEventLoop:
+    """The home loop if it can serve the call, else the first helper loop that is not blocked."""
+    home = _home_loop.get()
+    if home is not None and home not in blocked and home.is_running() and not home.is_closed():
+        return home
+    return _helper_loop(blocked)
 
 
-def _copy_outcome(outcome: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:
-    if task.cancelled():
-        outcome.set_exception(concurrent.futures.CancelledError())
-    elif (exc := task.exception()) is not None:
-        outcome.set_exception(exc)
-    else:
-        outcome.set_result(task.result())
+class _Call(Generic[T]):
+    """One coroutine run on another thread's loop, in a copy of the caller's context."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, T],
+        blocked: tuple[asyncio.AbstractEventLoop, ...],
+    ) -> None:
+        self.loop = loop
+        self.coro = coro
+        self.ctx = contextvars.copy_context()
+        self.ctx.run(_blocked.set, blocked)
+        self.outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self.task: asyncio.Task[T] | None = None
+
+    def run(self) -> T:
+        """Start the coroutine and block until it finishes; an interrupt meanwhile cancels it."""
+        # An interrupt (KeyboardInterrupt) can land anywhere in here, even inside
+        # call_soon_threadsafe after it queued _start: wherever it lands, the work must stop too.
+        try:
+            self.loop.call_soon_threadsafe(self._start)
+            return self.outcome.result()
+        except BaseException:
+            if not self.outcome.done():
+                self._stop()
+            raise
+
+    def _start(self) -> None:
+        self.task = self.loop.create_task(self.coro, context=self.ctx)
+        self.task.add_done_callback(self._finish)
+
+    def _stop(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._cancel)
+        except RuntimeError:  # the loop is closed: nothing runs there, only the coroutine is left
+            if self.task is None:
+                self.coro.close()  # never awaited: close it so Python does not warn about it
+
+    def _cancel(self) -> None:
+        # Callbacks run in order, so a queued _start has run by now and made the task.
+        if self.task is None:
+            self.coro.close()  # interrupted before _start was queued
+        else:
+            self.task.cancel()
+
+    def _finish(self, task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            self.outcome.set_exception(concurrent.futures.CancelledError())
+        elif (exc := task.exception()) is not None:
+            self.outcome.set_exception(exc)
+        else:
+            self.outcome.set_result(task.result())
 
 
-class _Bridge:
-    """The process-wide background event loop that plain sync callers share."""
+class _LoopThread:
+    """A persistent event loop in a daemon thread of its own (the bridge, or a deeper helper)."""
 
-    def __init__(self) -> None:
+    def __init__(self, depth: int) -> None:
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name="dspex-bridge-loop", daemon=True)
+        name = "dspex-bridge-loop" if depth == 0 else f"dspex-bridge-loop-{depth}"
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
+
+    @property
+    def usable(self) -> bool:
+        # A forked child inherits the object but not the thread: it needs a fresh one.
+        return self.pid == os.getpid() and self.thread.is_alive() and not self.loop.is_closed()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        while True:
+            try:
+                self.loop.run_forever()
+                return
+            except (KeyboardInterrupt, SystemExit):
+                # asyncio re-raises these out of the loop after storing them in the task that raised
+                # them; that task's caller gets them (its done callback runs once the loop resumes),
+                # so the loop goes on serving every other caller.
+                logger.debug("a coroutine on %s raised KeyboardInterrupt/SystemExit", self.thread.name)
 
 
-_bridge: _Bridge | None = None
+_helpers: list[_LoopThread] = []
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _lock = threading.Lock()
 
 
-def _bridge_loop() -> asyncio.AbstractEventLoop:
-    global _bridge
+def _helper_loop(blocked: tuple[asyncio.AbstractEventLoop, ...]) -> asyncio.AbstractEventLoop:
+    """The bridge (depth 0), or the shallowest helper loop not blocked on this call path."""
     with _lock:
-        # A forked child inherits the object but not the thread: start a fresh one there.
-        if _bridge is None or _bridge.pid != os.getpid() or _bridge.loop.is_closed():
-            _bridge = _Bridge()
-            logger.debug("started the dspex bridge event loop in pid %s", _bridge.pid)
-        return _bridge.loop
+        depth = 0
+        while True:
+            if depth == len(_helpers):
+                _helpers.append(_LoopThread(depth))
+                logger.debug("started dspex bridge event loop %d in pid %s", depth, os.getpid())
+            elif not _helpers[depth].usable:
+                _helpers[depth] = _LoopThread(depth)
+            loop = _helpers[depth].loop
+            if loop not in blocked:
+                return loop
+            depth += 1
 
 
 def _thread_pool() -> concurrent.futures.ThreadPoolExecutor:

@@ -2,13 +2,15 @@
 
 Everything dspex raises on purpose derives from :class:`DspexError`; foreign exceptions
 (aiohttp and httpx, confluent-kafka, pydantic, sqlite3) are translated at the boundary where they occur,
-with the original kept as ``__cause__``.
+with the original kept as ``__cause__``. Bad-input errors are also ``ValueError``s, as DSPy raises
+there, and DSPy 3.4.1's names (``DSPyError``, ``LMAuthError``, ``LMInvalidRequestError``,
+``LMTransportError``, ``LMUnsupportedModelError``, ``LMProviderError``) are aliases of the classes below.
 
     DspexError
-    ├── ConfigurationError            a setting or argument that cannot work; says what to change
+    ├── ConfigurationError            a setting or argument that cannot work (a ValueError)
     │   └── SecurityPolicyError       a job names code, an API base or key variable the worker does not allow
     ├── SignatureError                a malformed signature string or field definition
-    ├── InputError                    a module called with a missing or unknown input field
+    ├── InputError                    a module called with a missing or unknown input field (a ValueError)
     ├── AdapterParseError             LM output that cannot be parsed; carries the raw text
     ├── ProgramLoadError              a saved program that is corrupt or from a newer schema version
     ├── MetricError                   a metric that cannot be found or built
@@ -17,9 +19,11 @@ with the original kept as ``__cause__``.
     │   ├── LMServerError             5xx: transient, retried with backoff
     │   ├── LMTimeoutError            no answer in time: transient
     │   ├── LMConnectionError         the endpoint could not be reached: transient
+    │   ├── LMUnexpectedError         an answer the client cannot use
     │   └── LMRequestError            other 4xx: never retried, the provider's message kept
     │       ├── LMAuthenticationError 401 / 403: a systemic error, fails a whole job
-    │       └── LMNotFoundError       404: unknown model or path, systemic too
+    │       ├── LMNotFoundError       404: unknown model or path, systemic too
+    │       └── ContextWindowExceededError  the prompt is longer than the model's window
     ├── SchemaError                   a message that does not decode into its model
     ├── PoisonMessageError            a message no handler can ever process: dead-lettered, not retried
     ├── KafkaError                    a Kafka operation that failed; carries topic, partition, offset
@@ -33,24 +37,34 @@ with the original kept as ``__cause__``.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AdapterParseError",
     "BrokerAuthenticationError",
     "BrokerUnavailableError",
     "ConfigurationError",
+    "ContextWindowExceededError",
+    "DSPyError",
     "DevBrokerError",
     "DspexError",
     "InputError",
     "JobError",
     "KafkaError",
+    "LMAuthError",
     "LMAuthenticationError",
     "LMConnectionError",
     "LMError",
+    "LMInvalidRequestError",
     "LMNotFoundError",
+    "LMProviderError",
     "LMRateLimitError",
     "LMRequestError",
     "LMServerError",
     "LMTimeoutError",
+    "LMTransportError",
+    "LMUnexpectedError",
+    "LMUnsupportedModelError",
     "MetricError",
     "OptimizerError",
     "PoisonMessageError",
@@ -66,7 +80,7 @@ class DspexError(Exception):
     """Root of every error dspex raises on purpose."""
 
 
-class ConfigurationError(DspexError):
+class ConfigurationError(DspexError, ValueError):
     """A setting or argument that cannot work. The message says what to change."""
 
 
@@ -74,25 +88,47 @@ class SecurityPolicyError(ConfigurationError):
     """A job or message references something the worker was not started to allow."""
 
 
-class SignatureError(DspexError):
-    """A malformed signature string or field definition."""
+class SignatureError(DspexError, ValueError, TypeError):
+    """A malformed signature string or field definition (a ValueError and a TypeError, as in DSPy)."""
 
 
-class InputError(DspexError):
-    """A module was called with a missing or unknown input field."""
+class InputError(DspexError, ValueError):
+    """A module was called with a missing or unknown input field (also a ``ValueError``, what DSPy raises)."""
 
 
 class AdapterParseError(DspexError):
-    """LM output that could not be parsed into the signature's output fields."""
+    """LM output that could not be parsed into the signature's output fields.
 
-    def __init__(self, message: str, *, raw_text: str, adapter: str = "", field: str | None = None) -> None:
+    ``adapter_name``, ``signature``, ``lm_response`` and ``parsed_result`` are DSPy's attribute names.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw_text: str,
+        adapter: str = "",
+        field: str | None = None,
+        signature: Any = None,
+        parsed_result: Any = None,
+    ) -> None:
         super().__init__(message)
         self.raw_text = raw_text
         self.adapter = adapter
         self.field = field
+        self.signature = signature
+        self.parsed_result = parsed_result
+
+    @property
+    def adapter_name(self) -> str:
+        return self.adapter
+
+    @property
+    def lm_response(self) -> str:
+        return self.raw_text
 
 
-class ProgramLoadError(DspexError):
+class ProgramLoadError(DspexError, ValueError):
     """A saved program that is corrupt, or written by a newer schema version."""
 
 
@@ -109,7 +145,7 @@ class LMError(DspexError):
 
     def __init__(
         self,
-        message: str,
+        message: str = "",
         *,
         status: int | None = None,
         retry_after: float | None = None,
@@ -159,6 +195,23 @@ class LMAuthenticationError(LMRequestError):
 
 class LMNotFoundError(LMRequestError):
     """404: unknown model or endpoint path."""
+
+
+class ContextWindowExceededError(LMRequestError):
+    """The prompt is longer than the model's context window (DSPy's name; ReAct trims and retries)."""
+
+
+class LMUnexpectedError(LMError):
+    """An answer the client cannot use (e.g. structured output the provider did not honour)."""
+
+
+# DSPy 3.4.1's names for the same errors, so `except dspy.LMAuthError` keeps working with dspex.
+DSPyError = DspexError
+LMAuthError = LMAuthenticationError
+LMInvalidRequestError = LMRequestError
+LMTransportError = LMConnectionError
+LMUnsupportedModelError = LMNotFoundError
+LMProviderError = LMError
 
 
 class SchemaError(DspexError):

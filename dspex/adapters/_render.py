@@ -18,6 +18,7 @@ from typing import Any, Literal, Union
 from pydantic import PydanticUserError, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
+from dspex.adapters.types._prompt import custom_type_descriptions, is_reasoning, skips_type_note
 from dspex.signatures import FieldSpec
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "field_descriptions",
     "format_value",
     "json_schema_text",
+    "placeholder",
     "python_type_hint",
     "to_jsonable",
     "type_note",
@@ -45,6 +47,8 @@ def annotation_name(annotation: Any) -> str:
     if origin is types.UnionType:
         origin = Union  # X | Y reads like typing.Union, as on Python 3.14
     if origin is None:
+        if is_reasoning(annotation):  # DSPy names it str: it replaced ChainOfThought's text field
+            return "str"
         return str(getattr(annotation, "__name__", annotation))
     args = typing.get_args(annotation)
     if origin is Literal:
@@ -72,6 +76,8 @@ def field_descriptions(fields: Mapping[str, FieldSpec]) -> str:
     lines = []
     for number, spec in enumerate(fields.values(), start=1):
         line = f"{number}. `{spec.name}` ({annotation_name(spec.annotation)}): {spec.desc}"
+        for kind, description in custom_type_descriptions(spec.annotation):
+            line += f"\n    Type description of {annotation_name(kind)}: {description}"
         if spec.constraints:
             line += f"\nConstraints: {spec.constraint_text()}"
         lines.append(line)
@@ -80,12 +86,17 @@ def field_descriptions(fields: Mapping[str, FieldSpec]) -> str:
 
 def type_note(spec: FieldSpec) -> str:
     """The placeholder of a field in the structure section, with a note on the type of an output."""
-    note = _type_requirement(spec.annotation) if spec.role == "output" else ""
-    return f"{{{spec.name}}}{_INDENT}# note: the value you produce {note}" if note else f"{{{spec.name}}}"
+    return placeholder(spec.name, spec.annotation, is_output=spec.role == "output")
+
+
+def placeholder(name: str, annotation: Any, *, is_output: bool) -> str:
+    """``{name}``, and for an output whose type is not ``str`` a note on the values it allows."""
+    note = _type_requirement(annotation) if is_output else ""
+    return f"{{{name}}}{_INDENT}# note: the value you produce {note}" if note else f"{{{name}}}"
 
 
 def _type_requirement(annotation: Any) -> str:
-    if annotation is str:
+    if annotation is str or skips_type_note(annotation):
         return ""
     if annotation is bool:
         return "must be True or False"

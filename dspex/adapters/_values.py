@@ -1,7 +1,10 @@
 """Typed parsing of output values: LM text (or JSON data) into the field's type, validated by pydantic.
 
-Text is read as JSON first, then as a Python literal (``ast.literal_eval``: data only, never code),
-then kept as text; pydantic then validates the candidate against the field's type and constraints.
+The rules are DSPy 3.4.1's ``parse_value``: ``str`` takes the value as text; enums match a member's
+value, then its name; a ``Literal`` also accepts ``'a'``, ``"a"`` and ``Literal[a]``; a text-or-None
+union takes the text as written. Other text is read as JSON (repaired by ``json_repair`` when it is
+almost JSON), else as a Python literal (``ast.literal_eval``: data only, never code), else kept as
+text; pydantic then validates the candidate.
 """
 
 from __future__ import annotations
@@ -10,19 +13,27 @@ import ast
 import enum
 import functools
 import json
-import re
 import types
 import typing
 from typing import Annotated, Any, Literal, Union
 
+import json_repair
 from pydantic import Field, PydanticUserError, TypeAdapter, ValidationError
 
+from dspex.adapters.types._prompt import is_custom_type
 from dspex.errors import SignatureError
 from dspex.signatures import FieldSpec
 
-__all__ = ["FieldValueError", "allows_none", "load_text", "parse_field_value", "validator_for"]
+__all__ = [
+    "FieldValueError",
+    "annotation_allows_none",
+    "find_enum_member",
+    "load_text",
+    "parse_field_value",
+    "parse_value",
+    "validator_for",
+]
 
-_FENCE = re.compile(r"^```[\w-]*\s*\n(?P<body>.*?)\n?```$", re.DOTALL)
 # ast.literal_eval on megabytes of nested brackets is slow; LM values that large are not literals.
 _MAX_LITERAL_CHARS = 100_000
 
@@ -31,22 +42,29 @@ class FieldValueError(ValueError):
     """A value that does not validate against its field's type or constraints."""
 
 
-def allows_none(annotation: Any) -> bool:
-    """Whether ``annotation`` admits None (``X | None``, ``Optional[X]``, ``None``, ``Any``)."""
-    if annotation is None or annotation is type(None) or annotation is Any:
+def annotation_allows_none(annotation: Any) -> bool:
+    """Whether ``annotation`` admits None (``X | None``, ``Optional[X]``, ``None``, ``Annotated`` of one)."""
+    if annotation is None or annotation is type(None):
         return True
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        return any(allows_none(arg) for arg in typing.get_args(annotation))
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Annotated:
+        return bool(args) and annotation_allows_none(args[0])
+    if origin in (Union, types.UnionType):
+        return any(annotation_allows_none(arg) for arg in args)
     return False
 
 
 def validator_for(spec: FieldSpec) -> TypeAdapter[Any]:
     """The pydantic validator of a field: its type plus its constraints (``gt``, ``max_length`` ...)."""
-    items = tuple(spec.constraints.items())
+    return _validator_of(spec.annotation, tuple(spec.constraints.items()))
+
+
+def _validator_of(annotation: Any, constraints: tuple[tuple[str, Any], ...] = ()) -> TypeAdapter[Any]:
     try:
-        return _validator(spec.annotation, items)
+        return _validator(annotation, constraints)
     except TypeError:  # an unhashable annotation: build without the cache
-        return _validator.__wrapped__(spec.annotation, items)
+        return _validator.__wrapped__(annotation, constraints)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -61,81 +79,90 @@ def _validator(annotation: Any, constraints: tuple[tuple[str, Any], ...]) -> Typ
 
 
 def load_text(text: str) -> Any:
-    """Data from text: JSON, else a Python literal, else the (fence-stripped) text itself."""
-    body = strip_fence(text.strip())
+    """Data from text: JSON (repaired if need be), else a Python literal, else the text itself."""
     try:
-        return json.loads(body)
+        return json.loads(text)  # the common case, and much faster than json_repair
     except ValueError:
         pass
-    if len(body) <= _MAX_LITERAL_CHARS:
+    candidate = json_repair.loads(text)
+    if candidate != "" or text == "":  # json_repair answers "" when it found nothing to repair
+        return candidate
+    if len(text) <= _MAX_LITERAL_CHARS:
         try:
-            return ast.literal_eval(body)
+            return ast.literal_eval(text)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             pass
-    return body
+    return text
 
 
-def strip_fence(text: str) -> str:
-    """The body of a Markdown code block (```json ... ```), or ``text`` unchanged."""
-    match = _FENCE.match(text)
-    return match.group("body").strip() if match else text
+def find_enum_member(kind: type[enum.Enum], identifier: Any) -> enum.Enum:
+    """The member of ``kind`` whose value is ``identifier``, else the one so named; ValueError if none.
+
+    Values are tried first: in an explicitly-valued enum a value may equal another member's name.
+    """
+    for member in kind:
+        if member.value == identifier:
+            return member
+    if isinstance(identifier, str) and identifier in kind.__members__:
+        return kind[identifier]
+    raise ValueError(f"{identifier} is not a valid name or value for the enum {kind.__name__}")
+
+
+def parse_value(value: Any, annotation: Any) -> Any:
+    """``value`` (LM text or JSON data) as ``annotation``; a ``ValueError`` (pydantic's
+    ``ValidationError`` is one) when it does not fit."""
+    if annotation is str:
+        return str(value)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return find_enum_member(annotation, value)
+    if typing.get_origin(annotation) is Literal:
+        allowed = typing.get_args(annotation)
+        if value in allowed:
+            return value
+        if isinstance(value, str):
+            value = _literal_text(value)
+            if value in allowed:
+                return value
+            # not a member yet: "2" may still validate as 2 for Literal[1, 2]
+    validator = _validator_of(annotation)
+    if not isinstance(value, str) or _is_text_or_none(annotation):
+        return validator.validate_python(value)
+    try:
+        return validator.validate_python(load_text(value))
+    except ValidationError:
+        if not is_custom_type(annotation):
+            raise
+    # A special type (Code, Reasoning...) may read the raw text itself, e.g. a fenced code block.
+    return validator.validate_python(value)
 
 
 def parse_field_value(spec: FieldSpec, value: Any) -> Any:
-    """``value`` (LM text or JSON data) as the field's type; FieldValueError says why not."""
-    annotation = spec.annotation
-    if annotation is str and not spec.constraints:
-        return value if isinstance(value, str) else _as_text(value)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return _enum_member(annotation, value)
-    if typing.get_origin(annotation) is Literal:
-        value = _literal_choice(annotation, value)
-        if value in typing.get_args(annotation):
-            return value
-    if isinstance(value, str) and not _reads_raw_text(annotation):
-        value = load_text(value)
+    """``value`` as the field's type, then checked against its constraints; FieldValueError says why not."""
     try:
-        return validator_for(spec).validate_python(value)
+        parsed = parse_value(value, spec.annotation)
+        if spec.constraints:
+            parsed = validator_for(spec).validate_python(parsed)
     except ValidationError as exc:
         raise FieldValueError(_short_errors(exc)) from exc
+    except ValueError as exc:
+        raise FieldValueError(str(exc)) from exc
+    return parsed
 
 
-def _as_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value)
-
-
-def _reads_raw_text(annotation: Any) -> bool:
-    # A str field (with constraints) or a str-or-None union takes the text as written, as DSPy does.
-    if annotation is str:
-        return True
+def _is_text_or_none(annotation: Any) -> bool:
+    # `str | None`, `Optional[str]`, `Union[int, str, None]`: the text is taken as written, as DSPy does.
     args = typing.get_args(annotation)
     return typing.get_origin(annotation) in (Union, types.UnionType) and str in args and type(None) in args
 
 
-def _literal_choice(annotation: Any, value: Any) -> Any:
-    """The Literal member ``value`` names, also when written as 'a', "a" or Literal['a']."""
-    allowed = typing.get_args(annotation)
-    if value in allowed or not isinstance(value, str):
-        return value
+def _literal_text(value: str) -> str:
+    """The choice named by 'a', "a", Literal[a] or str[a]."""
     text = value.strip()
-    for wrapper in ("Literal[", "str["):
-        if text.startswith(wrapper) and text.endswith("]"):
-            text = text[len(wrapper) : -1]
+    if text.startswith(("Literal[", "str[")) and text.endswith("]"):
+        text = text[text.find("[") + 1 : -1]
     if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":
         text = text[1:-1]
-    return text  # not a member yet: "2" may still validate as 2 for Literal[1, 2]
-
-
-def _enum_member(kind: type[enum.Enum], value: Any) -> enum.Enum:
-    candidates = [value, value.strip()] if isinstance(value, str) else [value]
-    for candidate in candidates:
-        for member in kind:
-            if member.value == candidate:
-                return member
-        if isinstance(candidate, str) and candidate in kind.__members__:
-            return kind[candidate]
-    choices = ", ".join(str(member.value) for member in kind)
-    raise FieldValueError(f"{value!r} is not one of {kind.__name__}'s values ({choices})")
+    return text
 
 
 def _short_errors(exc: ValidationError) -> str:

@@ -3,6 +3,13 @@
 The message layout is DSPy's: one system message (field list, structure, objective), each demo as a
 user/assistant pair, then the current inputs as the last user message. Subclasses decide how the
 structure is described, how answers look, and how they are parsed.
+
+An adapter is called two ways:
+
+- DSPy's: ``adapter(lm, lm_kwargs, signature, demos, inputs)`` (or ``await adapter.acall(...)``)
+  calls ``lm(messages=..., **lm_kwargs)`` and returns one output dict per completion;
+- dspex's hot path: ``await adapter.acall_result(lm, signature, demos, inputs, config=...)`` calls
+  ``lm.acomplete`` once and returns an :class:`AdapterResult` (outputs, response, adapter name).
 """
 
 from __future__ import annotations
@@ -13,14 +20,26 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dspex.adapters._render import annotation_name, field_descriptions, format_value
-from dspex.adapters._values import FieldValueError, allows_none, parse_field_value
+from dspex.adapters._values import FieldValueError, parse_field_value
 from dspex.adapters.types import AdapterResult
+from dspex.adapters.types.base_type import expand_custom_types
+from dspex.adapters.types.history import (
+    format_conversation_history,
+    history_field_name,
+    signature_without_history,
+)
+from dspex.adapters.types.native import (
+    DEFAULT_NATIVE_RESPONSE_TYPES,
+    adapt_to_native_types,
+    complete_native_outputs,
+)
+from dspex.adapters.utils import apply_output_field_defaults
 from dspex.errors import AdapterParseError, ConfigurationError
+from dspex.lm.base import call_lm
 from dspex.signatures import FieldSpec, Signature, ensure_signature
 
 if TYPE_CHECKING:
-    from dspex.lm import LM
+    from dspex.lm import BaseLM
 
 __all__ = ["Adapter", "Message", "SignatureLike"]
 
@@ -35,33 +54,142 @@ INCOMPLETE_DEMO_PREFIX = (
 _MISSING_IN_INCOMPLETE = "Not supplied for this particular example. "
 _MISSING_IN_COMPLETE = "Not supplied for this conversation history message. "
 _PREVIEW_CHARS = 300
+# Request options only native function calling uses; without it they are dropped, as DSPy does.
+_TOOL_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls")
 
 
 class Adapter:
     """Base class of the adapters. Adapters hold no per-call state: one instance serves every task.
 
-    Subclasses implement :meth:`field_structure`, :meth:`output_requirements`,
-    :meth:`assistant_content` and :meth:`parse`; :meth:`request_options` adds request parameters.
+    Subclasses implement the ``format_*`` methods DSPy's adapters have and :meth:`parse`;
+    :meth:`request_options` adds request parameters (JSONAdapter's ``response_format``).
+    ``callbacks``, ``use_native_function_calling``, ``native_response_types`` and
+    ``parallel_tool_calls`` are DSPy's constructor arguments, kept on the instance.
     """
 
     name: ClassVar[str] = "base"
+    use_native_function_calling: bool = False
+    parallel_tool_calls: bool | None = None
 
-    # -- per-signature texts ----------------------------------------------------------------
-    def _per_signature(self, what: str, signature: type[Signature], build: Callable[[], str]) -> str:
-        """``build()`` once per signature class (the system message and the output reminder are
-        the same for every call of a predictor). Signatures are immutable (``with_*`` make new
-        classes); the guard on the fields and instructions objects covers code that swaps them."""
-        texts = self.__dict__.get("_texts")
-        if texts is None:
-            texts = self.__dict__["_texts"] = weakref.WeakKeyDictionary()
-        guard = (signature.instructions, signature.input_fields, signature.output_fields)
-        per_kind: dict[str, tuple[tuple[Any, ...], str]] = texts.setdefault(signature, {})
-        cached = per_kind.get(what)
-        if cached is not None and all(a is b for a, b in zip(cached[0], guard, strict=True)):
-            return cached[1]
-        text = build()
-        per_kind[what] = (guard, text)
-        return text
+    def __init__(
+        self,
+        callbacks: list[Any] | None = None,
+        use_native_function_calling: bool = False,
+        native_response_types: list[type] | None = None,
+        parallel_tool_calls: bool | None = None,
+    ) -> None:
+        self.callbacks: list[Any] = list(callbacks or [])
+        self.use_native_function_calling = use_native_function_calling
+        self.native_response_types: list[type] = list(native_response_types or DEFAULT_NATIVE_RESPONSE_TYPES)
+        self.parallel_tool_calls = parallel_tool_calls
+
+    # -- DSPy's call ------------------------------------------------------------------------
+    def __call__(
+        self,
+        lm: BaseLM,
+        lm_kwargs: dict[str, Any],
+        signature: SignatureLike,
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Format, call ``lm(messages=..., **lm_kwargs)``, parse: one output dict per completion."""
+        original = ensure_signature(signature)
+        sig, messages, kwargs = self.prepare_call(lm, lm_kwargs, original, demos, inputs)
+        return self._call_postprocess(sig, original, lm(messages=messages, **kwargs), lm, kwargs)
+
+    async def acall(
+        self,
+        lm: BaseLM,
+        lm_kwargs: dict[str, Any],
+        signature: SignatureLike,
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Async :meth:`__call__` (``await lm.acall(messages=..., **lm_kwargs)``)."""
+        original = ensure_signature(signature)
+        sig, messages, kwargs = self.prepare_call(lm, lm_kwargs, original, demos, inputs)
+        return self._call_postprocess(sig, original, await lm.acall(messages=messages, **kwargs), lm, kwargs)
+
+    def prepare_call(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: SignatureLike,
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+    ) -> tuple[type[Signature], list[Message], dict[str, Any]]:
+        """The signature, the messages and the request options of one DSPy-style call."""
+        sig = ensure_signature(signature)
+        kwargs = dict(lm_kwargs)
+        sig = adapt_to_native_types(sig, self.native_response_types, lm, kwargs)  # Reasoning, Citations
+        if not self.use_native_function_calling:
+            for key in _TOOL_OPTIONS:
+                kwargs.pop(key, None)
+        kwargs.update(self.request_options(sig, lm))
+        if kwargs.get("parallel_tool_calls") is not None:
+            kwargs.setdefault("tool_choice", "auto")
+        return sig, self.format(sig, demos, inputs), kwargs
+
+    def _call_postprocess(
+        self,
+        processed_signature: type[Signature],
+        original_signature: type[Signature],
+        outputs: Sequence[Any],
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """DSPy's step: parse against the signature sent, then complete to the one asked for."""
+        values = self.parse_completions(processed_signature, outputs)
+        native = self.native_response_types
+        return [
+            complete_native_outputs(original_signature, processed_signature, native, output, value)
+            for output, value in zip(outputs, values, strict=True)
+        ]
+
+    def parse_completions(self, signature: type[Signature], outputs: Sequence[Any]) -> list[dict[str, Any]]:
+        """Each completion (a text, or a dict with ``text`` and maybe ``logprobs``) parsed into outputs."""
+        values = []
+        for output in outputs:
+            text, logprobs = output, None
+            if isinstance(output, Mapping):
+                text, logprobs = output.get("text"), output.get("logprobs")
+            if not text:
+                detail = "The LM returned an empty or null response."
+                raise self.parse_error(signature, str(output), detail)
+            value = self.parse(signature, text)
+            for name in signature.output_fields:
+                value.setdefault(name, None)
+            if logprobs:
+                value["logprobs"] = logprobs
+            values.append(value)
+        return values
+
+    # -- dspex's hot path -------------------------------------------------------------------
+    async def acall_result(
+        self,
+        lm: BaseLM,
+        signature: SignatureLike,
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+        *,
+        config: Mapping[str, Any] | None = None,
+    ) -> AdapterResult:
+        """Format, call the LM once (this adapter's request options, then ``config`` on top), parse.
+
+        The call goes through :func:`dspex.lm.base.call_lm`: callbacks, history, and a DSPy-style
+        LM's own ``__call__`` when it overrides it."""
+        sig = ensure_signature(signature)
+        messages = self.format(sig, demos, inputs)
+        request = {**self.request_options(sig), **(config or {})}
+        response = await call_lm(lm, messages, request)
+        return AdapterResult(outputs=self.parse(sig, response.text), response=response, adapter=self.name)
+
+    def request_options(self, signature: SignatureLike, lm: Any = None) -> dict[str, Any]:
+        """Extra request parameters this adapter needs (e.g. ``response_format``); none by default.
+
+        ``lm`` is given on DSPy-style calls, where what the LM declares it supports decides.
+        """
+        return {}
 
     # -- formatting -------------------------------------------------------------------------
     def format(
@@ -69,63 +197,63 @@ class Adapter:
     ) -> list[Message]:
         """The OpenAI-style messages for one call: system, demo pairs, then the current inputs."""
         sig = ensure_signature(signature)
-        system = self._per_signature("system", sig, lambda: self.system_message(sig))
+        system = self.cached_text("system", sig, lambda: self.format_system_message(sig))
         messages: list[Message] = [{"role": "system", "content": system}]
         messages.extend(self.format_demos(sig, demos))
-        content = self.user_content(sig, inputs, main_request=True)
+        history = history_field_name(sig)  # looked up once per signature
+        if history is not None:  # earlier turns, then the request without the history field
+            inputs, sig = dict(inputs), signature_without_history(sig)
+            messages.extend(self.format_conversation_history(sig, history, inputs))
+        content = self.format_user_message_content(sig, inputs, main_request=True)
         if content:
             messages.append({"role": "user", "content": content})
-        return messages
+        return expand_custom_types(messages)  # Image/Audio/File... values become content parts
 
-    def system_message(self, signature: type[Signature]) -> str:
+    def format_conversation_history(
+        self, signature: type[Signature], history_field_name: str, inputs: dict[str, Any]
+    ) -> list[Message]:
+        """The ``History`` input as user/assistant turns (removed from ``inputs``); DSPy's hook."""
+        return format_conversation_history(self, signature, history_field_name, inputs)
+
+    def format_system_message(self, signature: type[Signature]) -> str:
         """Field list, then the structure of messages, then the objective (the instructions)."""
         return (
-            f"{self.field_description(signature)}\n"
-            f"{self.field_structure(signature)}\n"
-            f"{self.task_description(signature)}"
+            f"{self.format_field_description(signature)}\n"
+            f"{self.format_field_structure(signature)}\n"
+            f"{self.format_task_description(signature)}"
         )
 
-    def field_description(self, signature: type[Signature]) -> str:
-        return (
-            f"Your input fields are:\n{field_descriptions(signature.input_fields)}\n"
-            f"Your output fields are:\n{field_descriptions(signature.output_fields)}"
-        )
-
-    def task_description(self, signature: type[Signature]) -> str:
-        lines = textwrap.dedent(signature.instructions).splitlines()
-        objective = "".join(f"\n{' ' * 8}{line}" for line in lines)
-        return f"In adhering to this structure, your objective is: {objective}"
-
-    def field_structure(self, signature: type[Signature]) -> str:
+    def format_field_description(self, signature: type[Signature]) -> str:
+        """The input and output fields, with their types and descriptions."""
         raise NotImplementedError
 
-    def output_requirements(self, signature: type[Signature]) -> str:
+    def format_field_structure(self, signature: type[Signature]) -> str:
+        """How inputs are given and how the answer must be laid out."""
         raise NotImplementedError
 
-    def assistant_content(
-        self, signature: type[Signature], outputs: Mapping[str, Any], missing: str | None = None
-    ) -> str:
+    def format_task_description(self, signature: type[Signature]) -> str:
+        """The objective: the signature's instructions."""
         raise NotImplementedError
 
-    def user_content(
+    def format_user_message_content(
         self,
         signature: type[Signature],
-        values: Mapping[str, Any],
-        *,
+        inputs: Mapping[str, Any],
         prefix: str = "",
+        suffix: str = "",
         main_request: bool = False,
     ) -> str:
-        """The input fields present in ``values`` as ``[[ ## name ## ]]`` sections, and for the
-        current request (``main_request``) the reminder of the output format."""
-        parts = [prefix]
-        parts += [
-            section(spec, values[name]) for name, spec in signature.input_fields.items() if name in values
-        ]
-        if main_request:
-            parts.append(
-                self._per_signature("requirements", signature, lambda: self.output_requirements(signature))
-            )
-        return "\n\n".join(parts).strip()
+        """A user turn: the inputs present in ``inputs`` (and for the current request, a format reminder)."""
+        raise NotImplementedError
+
+    def format_assistant_message_content(
+        self,
+        signature: type[Signature],
+        outputs: Mapping[str, Any],
+        missing_field_message: str | None = None,
+    ) -> str:
+        """An assistant turn: the outputs, each absent one as ``missing_field_message``."""
+        raise NotImplementedError
 
     def format_demos(self, signature: type[Signature], demos: Sequence[Any]) -> list[Message]:
         """Demos as user/assistant pairs, DSPy's way: incomplete demos first, with a note, then complete ones.
@@ -151,68 +279,98 @@ class Adapter:
         self, signature: type[Signature], values: Mapping[str, Any], prefix: str, missing: str
     ) -> list[Message]:
         return [
-            {"role": "user", "content": self.user_content(signature, values, prefix=prefix)},
-            {"role": "assistant", "content": self.assistant_content(signature, values, missing)},
+            {"role": "user", "content": self.format_user_message_content(signature, values, prefix=prefix)},
+            {
+                "role": "assistant",
+                "content": self.format_assistant_message_content(signature, values, missing),
+            },
         ]
 
-    # -- parsing ----------------------------------------------------------------------------
-    def parse(self, signature: SignatureLike, text: str) -> dict[str, Any]:
-        """The typed output values in ``text``; AdapterParseError (with ``raw_text``) when it cannot."""
-        raise NotImplementedError
+    def cached_text(self, what: str, signature: type[Signature], build: Callable[[], str]) -> str:
+        """``build()`` once per signature class (the system message and the output reminder are
+        the same for every call of a predictor). Signatures are immutable (``with_*`` make new
+        classes); the guard on the fields and instructions objects covers code that swaps them."""
+        texts = self.__dict__.get("_texts")
+        if texts is None:
+            texts = self.__dict__["_texts"] = weakref.WeakKeyDictionary()
+        guard = (signature.instructions, signature.input_fields, signature.output_fields)
+        per_kind: dict[str, tuple[tuple[Any, ...], str]] = texts.setdefault(signature, {})
+        cached = per_kind.get(what)
+        if cached is not None and all(a is b for a, b in zip(cached[0], guard, strict=True)):
+            return cached[1]
+        text = build()
+        per_kind[what] = (guard, text)
+        return text
 
-    def request_options(self, signature: SignatureLike) -> dict[str, Any]:
-        """Extra request parameters this adapter needs (e.g. ``response_format``); none by default."""
-        return {}
+    # -- parsing ----------------------------------------------------------------------------
+    def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
+        """The typed output values in ``completion``; AdapterParseError (with the raw text) when it cannot."""
+        raise NotImplementedError
 
     def typed_outputs(
         self, signature: type[Signature], found: Mapping[str, Any], text: str
     ) -> dict[str, Any]:
-        """Validate each output in ``found``; an absent field whose type allows None becomes None."""
-        outputs: dict[str, Any] = {}
-        for name, spec in signature.output_fields.items():
-            if name in found:
-                outputs[name] = self._typed(spec, found[name], text)
-            elif allows_none(spec.annotation):
-                outputs[name] = None
-        missing = [name for name in signature.output_fields if name not in outputs]
-        if missing:
-            names = ", ".join(f"`{name}`" for name in missing)
-            raise self.parse_error(
-                f"the LM output has no {names} (signature {signature.signature_string!r})", text
-            )
+        """Each output in ``found`` validated; a missing optional output gets its default (or None).
+
+        A missing required output is a parse error.
+        """
+        typed = {
+            name: self.typed_value(signature, spec, found[name], text)
+            for name, spec in _present(signature, found)
+        }
+        outputs = apply_output_field_defaults(signature, typed)
+        if outputs.keys() != signature.output_fields.keys():
+            raise self.parse_error(signature, text, parsed=outputs)
         return outputs
 
-    def _typed(self, spec: FieldSpec, value: Any, text: str) -> Any:
+    def typed_value(self, signature: type[Signature], spec: FieldSpec, value: Any, text: str) -> Any:
+        """One output value as its field's type; a parse error naming the field when it is not one."""
         try:
             return parse_field_value(spec, value)
         except FieldValueError as exc:
             shown = value if isinstance(value, str) else repr(value)
-            kind = annotation_name(spec.annotation)
-            message = f"field `{spec.name}` value {_preview(shown)!r} is not a valid {kind}: {exc}"
-            raise self.parse_error(message, text, field=spec.name) from exc
+            detail = f"Failed to parse field {spec.name} with value {_preview(shown)!r}: {exc}"
+            raise self.parse_error(signature, text, detail, field=spec.name) from exc
 
-    def parse_error(self, message: str, text: str, *, field: str | None = None) -> AdapterParseError:
-        preview = f"; LM output starts: {_preview(text)!r}" if text else "; the LM output is empty"
+    def parse_error(
+        self,
+        signature: type[Signature],
+        text: str,
+        detail: str = "",
+        *,
+        field: str | None = None,
+        parsed: Mapping[str, Any] | None = None,
+    ) -> AdapterParseError:
+        """An AdapterParseError in DSPy's wording ("Adapter ChatAdapter failed to parse the LM response")."""
+        adapter = type(self).__name__
+        lines = [detail] if detail else []
+        lines.append(f"Adapter {adapter} failed to parse the LM response.")
+        lines.append(f"LM Response: {_preview(text)!r}" if text else "LM Response: (empty)")
+        lines.append(
+            f"Expected to find output fields in the LM response: [{', '.join(signature.output_fields)}]"
+        )
+        if parsed is not None:
+            lines.append(f"Actual output fields parsed from the LM response: [{', '.join(parsed)}]")
         return AdapterParseError(
-            f"{type(self).__name__}: {message}{preview}", raw_text=text, adapter=self.name, field=field
+            "\n\n".join(lines),
+            raw_text=text,
+            adapter=adapter,
+            field=field,
+            signature=signature,
+            parsed_result=dict(parsed) if parsed is not None else None,
         )
 
-    # -- calling ----------------------------------------------------------------------------
-    async def acall(
+    def format_finetune_data(
         self,
-        lm: LM,
-        signature: SignatureLike,
+        signature: type[Signature],
         demos: Sequence[Any],
         inputs: Mapping[str, Any],
-        *,
-        config: Mapping[str, Any] | None = None,
-    ) -> AdapterResult:
-        """Format, call ``lm.acomplete`` (this adapter's request options, then ``config`` on top), parse."""
+        outputs: Mapping[str, Any],
+    ) -> dict[str, list[Any]]:
+        """One call as OpenAI fine-tuning data: ``{"messages": [...format(), assistant answer]}``."""
         sig = ensure_signature(signature)
-        messages = self.format(sig, demos, inputs)
-        request = {**self.request_options(sig), **(config or {})}
-        response = await lm.acomplete(messages, **request)
-        return AdapterResult(outputs=self.parse(sig, response.text), response=response, adapter=self.name)
+        answer = {"role": "assistant", "content": self.format_assistant_message_content(sig, outputs)}
+        return {"messages": [*self.format(sig, demos, inputs), answer]}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -222,11 +380,6 @@ class Adapter:
         state = dict(self.__dict__)
         state.pop("_texts", None)
         return state
-
-
-def section(spec: FieldSpec, value: Any) -> str:
-    """One ``[[ ## name ## ]]`` section with its formatted value."""
-    return f"[[ ## {spec.name} ## ]]\n{format_value(spec.annotation, value)}"
 
 
 def demo_values(demo: Any, index: int = 0) -> dict[str, Any]:
@@ -240,6 +393,17 @@ def demo_values(demo: Any, index: int = 0) -> dict[str, Any]:
     if callable(items):
         return dict(items())
     raise ConfigurationError(f"demo #{index} is a {type(demo).__name__}; demos must be mappings or Examples")
+
+
+def task_objective(signature: type[Signature]) -> str:
+    """DSPy's objective line: the instructions, dedented, each line indented by eight spaces."""
+    lines = textwrap.dedent(signature.instructions).splitlines()
+    objective = "".join(f"\n{' ' * 8}{line}" for line in lines)
+    return f"In adhering to this structure, your objective is: {objective}"
+
+
+def _present(signature: type[Signature], found: Mapping[str, Any]) -> list[tuple[str, FieldSpec]]:
+    return [(name, spec) for name, spec in signature.output_fields.items() if name in found]
 
 
 def _has_any(values: Mapping[str, Any], names: Mapping[str, Any]) -> bool:

@@ -20,13 +20,13 @@ from rich.table import Table
 
 from dspex.cli._common import PrefixOption
 from dspex.client import Client
+from dspex.configuration import context
 from dspex.dev.broker import DevBroker
 from dspex.dev.stack import LocalStack
 from dspex.errors import ConfigurationError
 from dspex.evaluate import EvaluationResult
 from dspex.lm import LM
 from dspex.modules import ChainOfThought
-from dspex.settings import context
 from dspex.signatures import make_signature
 from dspex.streams.admin import ensure_topics
 from dspex.streams.config import KafkaSettings

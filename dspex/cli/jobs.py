@@ -22,6 +22,7 @@ from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fai
 from dspex.client import Client
 from dspex.client._progress import running_score
 from dspex.client._results import records_table
+from dspex.configuration import context
 from dspex.errors import DspexError
 from dspex.evaluate import EvaluationResult
 from dspex.lm import LM
@@ -29,7 +30,6 @@ from dspex.metrics import resolve_metric
 from dspex.primitives import Example, Module
 from dspex.schemas import JobStatus, ScoreRecord, WorkerHeartbeat
 from dspex.serialization import load
-from dspex.settings import context
 from dspex.streams.config import DEFAULT_BOOTSTRAP, KafkaSettings
 
 __all__ = ["ALIVE_AFTER_S", "client_for", "load_program", "read_dataset", "register", "split_inputs"]

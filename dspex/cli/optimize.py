@@ -15,11 +15,11 @@ import typer
 
 from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail
 from dspex.cli.jobs import client_for, load_program, read_dataset, split_inputs
+from dspex.configuration import context
 from dspex.errors import DspexError
 from dspex.lm import LM
 from dspex.metrics import resolve_metric
 from dspex.primitives import Module
-from dspex.settings import context
 from dspex.streams.config import DEFAULT_BOOTSTRAP
 
 __all__ = ["register"]

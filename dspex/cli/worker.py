@@ -35,6 +35,7 @@ import typer
 
 from dspex._gc import tune_gc_for_worker
 from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail, probe_or_exit
+from dspex.configuration import configure
 from dspex.errors import ConfigurationError, KafkaError
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
 from dspex.processors.aggregator import run_aggregator
@@ -219,6 +220,8 @@ def _serve(worker: Worker) -> None:
 
     async def main() -> None:
         tune_gc_for_worker()
+        # no LM call history and no DSPy trace list kept in a long-running worker: memory stays flat
+        configure(disable_history=True, trace=None)
         worker.install_signal_handlers()
         await worker.run()
 

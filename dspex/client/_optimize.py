@@ -21,12 +21,12 @@ from pydantic import ValidationError
 
 from dspex.client._cluster import Follow, follow_status
 from dspex.client._submit import Policy, _check_lm, _dump, _examples, lm_spec, metric_spec, new_job_id
+from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError, JobError
 from dspex.optimizers import Optimizer, optimizer_class
 from dspex.primitives import Example, Module
 from dspex.schemas import ExampleSet, OptimizeJob, OptimizeStatus, ProgramSpec
 from dspex.serialization import load_program
-from dspex.settings import current_settings
 from dspex.streams.config import KafkaSettings
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.reader import CompactedReader

@@ -14,13 +14,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError, MetricError, SecurityPolicyError
-from dspex.lm import LM
+from dspex.lm import LM, BaseLM
 from dspex.metrics import FieldMetric, metric_from_spec, metric_name, resolve_metric
 from dspex.primitives import Example, Module
 from dspex.schemas import DatasetSummary, EvalJob, LMSpec, MetricSpec, ProgramSpec, Task, program_candidate_id
 from dspex.serialization import dump_program, load_program
-from dspex.settings import current_settings
 
 __all__ = ["Limits", "Policy", "Submission", "build_submission", "lm_spec", "metric_spec", "new_job_id"]
 
@@ -218,10 +218,15 @@ def _program_lms(node: Mapping[str, Any], where: str) -> Iterator[tuple[str, Map
 # --------------------------------------------------------------------------- LM settings
 
 
-def lm_spec(lm: LM | Mapping[str, Any] | None) -> LMSpec | None:
+def lm_spec(lm: BaseLM | Mapping[str, Any] | None) -> LMSpec | None:
     """The LM's settings as they travel (never a key); None for no LM."""
     if lm is None:
         return None
+    if isinstance(lm, BaseLM) and not isinstance(lm, LM):
+        raise ConfigurationError(
+            f"{lm!r} cannot travel to the workers: they call LMs over HTTP, so a job needs a dspex.LM "
+            "(an OpenAI-compatible endpoint); a DummyLM or another in-process BaseLM runs only locally"
+        )
     settings = lm.settings().model_dump() if isinstance(lm, LM) else dict(lm)
     extra = settings.pop("request_kwargs", None) or {}
     try:

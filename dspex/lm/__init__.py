@@ -10,6 +10,7 @@ usage and cost.
 
 from __future__ import annotations
 
+from dspex.lm.base import BaseLM
 from dspex.lm.client import LM, LMResponse, LMSettings
 from dspex.lm.limiter import AdaptiveLimiter
 from dspex.lm.pricing import ModelPrice, PriceTable, register_prices
@@ -19,6 +20,7 @@ from dspex.lm.usage import Usage, UsageTracker, track_usage
 __all__ = [
     "LM",
     "AdaptiveLimiter",
+    "BaseLM",
     "LMResponse",
     "LMSettings",
     "ModelPrice",

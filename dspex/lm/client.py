@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from dspex.errors import (
     LMTimeoutError,
 )
 from dspex.lm import cache as cache_mod
+from dspex.lm.base import BUILTIN_LM_CLASS_PATH, LM_CLASS_STATE_KEY, MAX_HISTORY_SIZE, BaseLM
 from dspex.lm.breaker import CircuitBreaker
 from dspex.lm.limiter import AdaptiveLimiter, limiter_for
 from dspex.lm.pricing import DEFAULT_PRICES
@@ -52,6 +54,8 @@ _DEFAULT_API_BASES = {"openai": "https://api.openai.com/v1"}
 _DEFAULT_KEY_ENVS = {"openai": "OPENAI_API_KEY"}
 # Set by the client itself, or not supported yet (streaming, several choices per call).
 _RESERVED_KWARGS = frozenset({"model", "messages", "input", "stream", "n"})
+# DSPy LM arguments for its finetuning and provider layers; accepted and not sent in requests.
+_DSPY_ONLY_KWARGS = ("provider", "finetuning_model", "launch_kwargs", "train_kwargs", "use_developer_role")
 
 # Validates a 200 response's body and returns its JSON object; raises LMServerError when malformed.
 _Check = Callable[["LM", bytes], dict[str, Any]]
@@ -91,8 +95,15 @@ class LMResponse(BaseModel):
 
 
 def _split_model(model: str) -> tuple[str, str]:
+    """('provider', 'name') of 'provider/name'; a bare name is an OpenAI model, as in DSPy."""
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigurationError(
+            f"LM model must be 'provider/name' (e.g. 'openai/gpt-4o-mini'), got {model!r}"
+        )
     provider, sep, name = model.partition("/")
-    if not sep or not provider or not name:
+    if not sep:
+        return "openai", model
+    if not provider or not name:
         raise ConfigurationError(
             f"LM model must be 'provider/name' (e.g. 'openai/gpt-4o-mini'), got {model!r}"
         )
@@ -111,7 +122,7 @@ def _check_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in kwargs.items() if value is not None}
 
 
-class LM:
+class LM(BaseLM):
     """An OpenAI-compatible LM endpoint: chat completions and embeddings, with retries, a response
     cache, usage and cost.
 
@@ -132,8 +143,10 @@ class LM:
     def __init__(
         self,
         model: str,
+        model_type: str = "chat",
         *,
         api_base: str | None = None,
+        base_url: str | None = None,
         api_key_env: str | None = None,
         api_key: str | SecretStr | None = None,
         temperature: float = 0.0,
@@ -145,17 +158,28 @@ class LM:
         retry_policy: RetryPolicy | None = None,
         limiter: AdaptiveLimiter | bool = False,
         breaker: CircuitBreaker | None = None,
+        num_retries: int | None = None,
+        callbacks: list[Any] | None = None,
         **request_kwargs: Any,
     ) -> None:
+        if model_type != "chat":
+            raise ConfigurationError(
+                f"LM {model!r}: model_type={model_type!r} is not supported; dspex speaks chat completions "
+                "(model_type='chat')"
+            )
+        for ignored in _DSPY_ONLY_KWARGS:  # DSPy's finetuning/provider plumbing: nothing to send
+            request_kwargs.pop(ignored, None)
+        if num_retries is not None:  # DSPy's name
+            max_retries = num_retries
         provider, self._request_model = _split_model(model)
-        base = api_base or _DEFAULT_API_BASES.get(provider)
+        base = api_base or base_url or _DEFAULT_API_BASES.get(provider)
         if base is None:
             raise ConfigurationError(
                 f"LM {model!r} needs api_base=... (no default for provider {provider!r})"
             )
         try:
             self._settings = LMSettings(
-                model=model,
+                model=model if "/" in model else f"{provider}/{model}",
                 api_base=base.rstrip("/"),
                 api_key_env=api_key_env or _DEFAULT_KEY_ENVS.get(provider),
                 temperature=temperature,
@@ -176,19 +200,30 @@ class LM:
         # Per connection only: the whole answer has its own deadline in _send, which a per-read
         # timeout of the same length could never beat (and it re-arms a timer on every read).
         self._http_timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout)
+        self.history: deque[dict[str, Any]] = deque(maxlen=MAX_HISTORY_SIZE)
+        self.callbacks: list[Any] = list(callbacks or [])
         metrics.lm_model(model)
         metrics.lm_endpoint(self.api_base)
 
     # -- settings ------------------------------------------------------------------------------
 
     @property
-    def model(self) -> str:
+    def model(self) -> str:  # type: ignore[override]
         """'provider/name'; requests send the part after the first '/'."""
         return self._settings.model
 
     @property
     def api_base(self) -> str:
         return self._settings.api_base
+
+    @property
+    def kwargs(self) -> dict[str, Any]:  # type: ignore[override]
+        """DSPy's request options: temperature, max_tokens and the extra request keywords."""
+        return {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            **self._settings.request_kwargs,
+        }
 
     @property
     def api_key_env(self) -> str | None:
@@ -204,7 +239,7 @@ class LM:
         return self._settings.max_tokens
 
     @property
-    def cache(self) -> bool:
+    def cache(self) -> bool:  # type: ignore[override]
         return self._settings.cache
 
     @property
@@ -222,6 +257,39 @@ class LM:
     def settings(self) -> LMSettings:
         """The LM's portable settings (no key, no cache directory)."""
         return self._settings
+
+    @property
+    def supported_params(self) -> frozenset[str]:
+        """OpenAI-compatible chat completions take ``response_format`` (JSON mode)."""
+        return frozenset({"response_format"})
+
+    @property
+    def num_retries(self) -> int:
+        """DSPy's name for ``max_retries``."""
+        return self.max_retries
+
+    def dump_state(self) -> dict[str, Any]:
+        """DSPy 3.4.1's LM state (``dspy.LM(**state)`` rebuilds it; DSPy reads it as its built-in LM).
+
+        ``api_base`` is kept for non-OpenAI endpoints (DSPy drops it on load unless
+        ``allow_unsafe_lm_state=True``); the key never is, nor the variable naming it.
+        """
+        state: dict[str, Any] = {
+            LM_CLASS_STATE_KEY: BUILTIN_LM_CLASS_PATH,
+            "model": self.model,
+            "model_type": "chat",
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "num_retries": self.max_retries,
+            "cache": self.cache,
+            "finetuning_model": None,
+            "launch_kwargs": {},
+            "train_kwargs": {},
+            **self._settings.request_kwargs,
+        }
+        if self.api_base != _DEFAULT_API_BASES.get(self.model.partition("/")[0]):
+            state["api_base"] = self.api_base
+        return state
 
     @classmethod
     def from_settings(cls, settings: LMSettings, **overrides: Any) -> LM:

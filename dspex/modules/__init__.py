@@ -23,3 +23,13 @@ __all__ = [
     "Tool",
     "majority",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # DSPy's ``from dspy.predict import KNN``: KNN lives with the optimizers, which import this
+    # package, so it is loaded on first use rather than at import (no import cycle).
+    if name == "KNN":
+        from dspex.optimizers.knn import KNN
+
+        return KNN
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

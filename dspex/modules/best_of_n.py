@@ -18,13 +18,13 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Self
 
+from dspex.configuration import context, current_settings
 from dspex.errors import ConfigurationError, LMError, ProgramLoadError
 from dspex.primitives import Module, Prediction, detached_trace, record_trace_step
 from dspex.serialization import import_object, import_path_of
-from dspex.settings import current_settings
 
 __all__ = ["DEFAULT_ROLLOUT_TEMPERATURE", "Attempt", "BestOfN", "RewardFn"]
 
@@ -37,11 +37,13 @@ DEFAULT_ROLLOUT_TEMPERATURE: Final = 1.0
 
 @dataclass
 class Attempt:
-    """One finished attempt: its prediction, reward, and the rollout copy that produced it."""
+    """One finished attempt: its prediction, reward, the rollout copy that produced it, and the
+    ``(predictor, inputs, prediction)`` entries its predictors added to DSPy's trace."""
 
     prediction: Prediction
     reward: float
     rollout: Module
+    settings_trace: list[Any] = field(default_factory=list)
 
 
 class BestOfN(Module):
@@ -109,22 +111,28 @@ class BestOfN(Module):
                 best = attempt
             if attempt.reward >= self.threshold or index == self.N - 1:
                 break
-            advice = await self.feedback(inputs, attempt)
+            try:
+                advice = await self.feedback(inputs, attempt)
+            except Exception as exc:  # as in DSPy: a failure of this attempt, whose prediction still counts
+                failures += 1
+                self._on_failure(exc, index, failures, last=False)
         if best is None:  # only reached with N attempts all failed, which _on_failure raises for
             raise ConfigurationError(f"{type(self).__name__}: no attempt succeeded")
-        self._keep_trace(best.prediction)
+        self._keep_trace(best)
         return Prediction(best.prediction)
 
     async def _attempt(self, index: int, inputs: dict[str, Any], advice: Any) -> Attempt:
         rollout = self.rollout(index)
         self.prepare(rollout, advice)
-        with detached_trace():
+        # Each attempt gets DSPy's trace list of its own; the kept attempt's goes to the caller's.
+        own_trace: list[Any] | None = [] if current_settings().trace is not None else None
+        with detached_trace(), context(trace=own_trace):
             prediction = await rollout.acall(**inputs)
         reward = self.reward_fn(dict(inputs), prediction)
         if inspect.isawaitable(reward):
             reward = await reward
         logger.debug("%s attempt %d: reward %s", type(self).__name__, index, reward)
-        return Attempt(prediction, float(reward), rollout)
+        return Attempt(prediction, float(reward), rollout, own_trace or [])
 
     def _on_failure(self, exc: Exception, index: int, failures: int, *, last: bool) -> None:
         if isinstance(exc, ConfigurationError) or (isinstance(exc, LMError) and exc.systemic):
@@ -155,12 +163,18 @@ class BestOfN(Module):
         """What the next attempt should know about this one (Refine asks the LM); nothing in BestOfN."""
         return None
 
-    def _keep_trace(self, prediction: Prediction) -> None:
+    def _keep_trace(self, attempt: Attempt) -> None:
         # The attempt ran on a copy, in a trace of its own: record its steps against this module's own
         # predictors, so the caller's trace names them by their paths in the program.
         originals = dict(self.module.named_predictors())
-        for step in prediction.trace:
+        for step in attempt.prediction.trace:
             record_trace_step(originals.get(step.predictor_path, step.predictor), step.inputs, step.outputs)
+        outer = current_settings().trace
+        if outer is not None and attempt.settings_trace:
+            by_copy = {
+                id(copy): originals.get(path, copy) for path, copy in attempt.rollout.named_predictors()
+            }
+            outer.extend((by_copy.get(id(p), p), i, o) for p, i, o in attempt.settings_trace)
 
     # -- saving -------------------------------------------------------------------------------
 

@@ -10,14 +10,14 @@ DSPy 3.4.1 does it, so the prompts (and optimized programs) mean the same thing 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from typing import Any, ClassVar, Final, Self
 
-from dspex.adapters import Adapter
+from pydantic.fields import FieldInfo
+
 from dspex.errors import ProgramLoadError
-from dspex.lm import LM
 from dspex.modules.predict import Predict
-from dspex.primitives import Example, Module, Prediction
+from dspex.primitives import Module, Prediction
 from dspex.signatures import OutputField, Signature, ensure_signature
 
 __all__ = ["REASONING_DESC", "REASONING_FIELD", "ChainOfThought"]
@@ -29,7 +29,11 @@ REASONING_DESC: Final = "${reasoning}"  # DSPy 3.4.1's description of the field,
 class ChainOfThought(Module):
     """Reason step by step, then answer: ``pred.reasoning`` and the signature's outputs.
 
-    Takes :class:`Predict`'s arguments; the predictor is ``self.predict``.
+    ``ChainOfThought(signature, rationale_field=None, rationale_field_type=str, **config)`` as in DSPy:
+    ``rationale_field`` replaces the default ``OutputField(desc="${reasoning}")`` (its annotation is
+    then the field's type), ``rationale_field_type`` types the default one. ``**config`` goes to
+    :class:`Predict` (request options, ``callbacks``, and dspex's ``lm=``/``adapter=``/``demos=``).
+    The predictor is ``self.predict``.
     """
 
     program_alias: ClassVar[str | None] = "dspex.ChainOfThought"
@@ -37,14 +41,16 @@ class ChainOfThought(Module):
     def __init__(
         self,
         signature: str | type[Signature],
-        *,
-        lm: LM | None = None,
-        adapter: Adapter | None = None,
-        demos: Sequence[Example | Mapping[str, Any]] | None = None,
+        rationale_field: FieldInfo | None = None,
+        rationale_field_type: Any = str,
         **config: Any,
     ) -> None:
-        extended = ensure_signature(signature).prepend(REASONING_FIELD, OutputField(desc=REASONING_DESC), str)
-        self.predict = Predict(extended, lm=lm, adapter=adapter, demos=demos, **config)
+        extended = ensure_signature(signature).prepend(
+            REASONING_FIELD,
+            rationale_field if rationale_field is not None else OutputField(desc=REASONING_DESC),
+            rationale_field.annotation if rationale_field is not None else rationale_field_type,
+        )
+        self.predict = Predict(extended, **config)
 
     @property
     def signature(self) -> type[Signature]:
@@ -54,6 +60,10 @@ class ChainOfThought(Module):
     async def aforward(self, **inputs: Any) -> Prediction:
         """Call the predictor (``config=`` and ``lm=`` pass through)."""
         return await self.predict.acall(**inputs)
+
+    def forward(self, **inputs: Any) -> Prediction:
+        """DSPy's sync entry point: the same call as :meth:`aforward`."""
+        return self.predict(**inputs)
 
     @classmethod
     def new_for_load(cls, node: Mapping[str, Any], *, allow_modules: Collection[str] | None = None) -> Self:

@@ -18,10 +18,14 @@ Where dspex differs from DSPy, and why:
 
 - ``next_tool_name`` is a ``str`` field (DSPy: a ``Literal`` of the tool names), so that a name that is
   not a tool reaches ReAct and goes back to the LM as an observation instead of failing the parse.
-- Tools are described by their name, docstring and type hints, and checked when the module is built:
-  no docstring, a parameter without a hint, ``*args``/``**kwargs`` or a type pydantic cannot describe
-  as JSON is a :class:`~dspex.errors.ConfigurationError` naming the tool.
+- Tools are described by their name, docstring and type hints (as in DSPy, both may be missing: the
+  description is then empty and an unhinted parameter takes any JSON value), and checked when the
+  module is built: ``*args``/``**kwargs`` or a type pydantic cannot describe as JSON is a
+  :class:`~dspex.errors.ConfigurationError` naming the tool.
 - Arguments are validated with pydantic before the call; invalid ones go back as an observation.
+- As in DSPy, a tool that raises gives the LM ``"Execution error in <tool>: "`` and the traceback; an
+  LM call that overflows the context window (:class:`~dspex.errors.ContextWindowExceededError`) drops
+  the oldest tool call from the trajectory and retries, up to three times (:meth:`ReAct.truncate_trajectory`).
 - Async tools are awaited; sync tools run in a worker thread (:func:`dspex._sync.run_in_thread`), so a
   slow tool does not stall the other calls on the event loop.
 - A saved ReAct names its tools by import path; loading imports them under ``allow_modules``.
@@ -29,9 +33,11 @@ Where dspex differs from DSPy, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
+import traceback
 import typing
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,15 +46,15 @@ from typing import Any, ClassVar, Final, Self
 from pydantic import PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
-from dspex._sync import run_in_thread
+from dspex._sync import run_in_thread, run_sync
 from dspex.adapters import Adapter, ChatAdapter
-from dspex.errors import AdapterParseError, ConfigurationError, ProgramLoadError
+from dspex.configuration import current_settings
+from dspex.errors import AdapterParseError, ConfigurationError, ContextWindowExceededError, ProgramLoadError
 from dspex.lm import LM
 from dspex.modules.chain_of_thought import ChainOfThought
 from dspex.modules.predict import Predict
 from dspex.primitives import Module, Prediction
 from dspex.serialization import import_object, import_path_of
-from dspex.settings import current_settings
 from dspex.signatures import InputField, OutputField, Signature, ensure_signature, make_signature
 
 __all__ = ["FINISH", "ReAct", "Tool"]
@@ -57,6 +63,9 @@ logger = logging.getLogger(__name__)
 
 FINISH: Final = "finish"
 _FINISH_OBSERVATION: Final = "Completed."
+_TRUNCATION_ATTEMPTS: Final = 3
+_KEYS_PER_STEP: Final = 4  # thought, tool_name, tool_args, observation
+_TRACEBACK_FRAMES: Final = 5
 _DEFAULT_ADAPTER = ChatAdapter()
 
 
@@ -77,11 +86,7 @@ class Tool:
         if not callable(func):
             raise ConfigurationError(f"ReAct tools must be functions or coroutines, got {func!r}")
         name = getattr(func, "__name__", None) or type(func).__name__
-        desc = func.__doc__  # as written, indentation included: DSPy shows it so too
-        if not desc or not desc.strip():
-            raise ConfigurationError(
-                f"tool {name!r} has no docstring; ReAct shows it to the LM as the tool's description"
-            )
+        desc = func.__doc__ or ""  # as written, indentation included: DSPy shows it so too
         args: dict[str, dict[str, Any]] = {}
         validators: dict[str, TypeAdapter[Any]] = {}
         required: set[str] = set()
@@ -144,9 +149,7 @@ def _parameters(name: str, func: Callable[..., Any]) -> list[tuple[inspect.Param
                 f"tool {name!r}: parameter {param.name!r} is {param.kind.description}; "
                 "tools take named arguments only (the LM passes a JSON object)"
             )
-        if param.name not in hints:
-            raise ConfigurationError(f"tool {name!r}: parameter {param.name!r} has no type hint")
-        described.append((param, hints[param.name]))
+        described.append((param, hints.get(param.name, Any)))  # unhinted: any JSON value, as DSPy
     return described
 
 
@@ -206,12 +209,23 @@ def build_tools(tools: Sequence[Callable[..., Any]]) -> dict[str, Tool]:
         raise ConfigurationError(f"ReAct(tools=...) takes a list of functions, got {type(tools).__name__}")
     built: dict[str, Tool] = {}
     for func in tools:
-        tool = Tool.from_function(func)
+        tool = _as_tool(func)
         if tool.name == FINISH or tool.name in built:
             reason = "is reserved for ending the loop" if tool.name == FINISH else "is given twice"
             raise ConfigurationError(f"tool name {tool.name!r} {reason}; rename the function")
         built[tool.name] = tool
     return built
+
+
+def _as_tool(item: Any) -> Tool:
+    """A tool from a function, a :class:`Tool`, or a DSPy-style tool (``.func``, ``.name``, ``.desc``)."""
+    if isinstance(item, Tool):
+        return item
+    func, name = getattr(item, "func", None), getattr(item, "name", None)
+    if callable(func) and isinstance(name, str) and not inspect.isroutine(item):
+        built = Tool.from_function(func)
+        return dataclasses.replace(built, name=name, desc=getattr(item, "desc", None) or built.desc)
+    return Tool.from_function(item)
 
 
 def react_signature(signature: type[Signature], tools: Mapping[str, Tool]) -> type[Signature]:
@@ -255,7 +269,7 @@ def format_trajectory(trajectory: Mapping[str, Any], adapter: Adapter | None = N
     if not trajectory:
         return ""
     used = adapter or current_settings().adapter or _DEFAULT_ADAPTER
-    return used.user_content(_trajectory_signature(tuple(trajectory)), trajectory)
+    return used.format_user_message_content(_trajectory_signature(tuple(trajectory)), trajectory)
 
 
 class ReAct(Module):
@@ -272,7 +286,7 @@ class ReAct(Module):
         self,
         signature: str | type[Signature],
         tools: Sequence[Callable[..., Any]],
-        max_iters: int = 10,
+        max_iters: int = 20,
         *,
         lm: LM | None = None,
         adapter: Adapter | None = None,
@@ -290,10 +304,19 @@ class ReAct(Module):
         trajectory: dict[str, Any] = {}
         for step in range(max_iters):
             try:
-                pred = await self.react.acall(**inputs, trajectory=self._format(trajectory))
-            except AdapterParseError as exc:
+                pred = await self._async_call_with_potential_trajectory_truncation(
+                    self.react, trajectory, **inputs
+                )
+            except (AdapterParseError, ContextWindowExceededError) as exc:
                 # DSPy ends the loop here too: without a readable tool call there is nothing to run.
-                logger.warning("ReAct: ending the loop at step %d, unreadable tool call: %s", step, exc)
+                logger.warning(
+                    "ReAct: ending the trajectory at step %d: %s: %s", step, type(exc).__name__, exc
+                )
+                break
+            except ValueError as exc:
+                if isinstance(exc, ConfigurationError):
+                    raise
+                logger.warning("ReAct: ending the trajectory at step %d, no valid tool call: %s", step, exc)
                 break
             name = str(pred.next_tool_name).strip()
             trajectory[f"thought_{step}"] = pred.next_thought
@@ -302,8 +325,51 @@ class ReAct(Module):
             trajectory[f"observation_{step}"] = await self.observe(name, pred.next_tool_args)
             if name == FINISH:
                 break
-        extracted = await self.extract.acall(**inputs, trajectory=self._format(trajectory))
+        extracted = await self._async_call_with_potential_trajectory_truncation(
+            self.extract, trajectory, **inputs
+        )
         return Prediction({"trajectory": trajectory, **dict(extracted.items())})
+
+    def _call_with_potential_trajectory_truncation(
+        self, module: Any, trajectory: dict[str, Any], **inputs: Any
+    ) -> Any:
+        """Sync form of :meth:`_async_call_with_potential_trajectory_truncation` (DSPy's name)."""
+        return run_sync(self._async_call_with_potential_trajectory_truncation(module, trajectory, **inputs))
+
+    async def _async_call_with_potential_trajectory_truncation(
+        self, module: Any, trajectory: dict[str, Any], **inputs: Any
+    ) -> Any:
+        """Call ``module`` with the formatted trajectory; on a context overflow truncate it (in place)
+        and retry, three attempts in all."""
+        last_error: ContextWindowExceededError | None = None
+        for _ in range(_TRUNCATION_ATTEMPTS):
+            try:
+                return await _call(module, **inputs, trajectory=self._format(trajectory))
+            except ContextWindowExceededError as exc:
+                logger.warning(
+                    "Trajectory exceeded the context window, truncating the oldest tool call information."
+                )
+                last_error = exc
+                trajectory = self.truncate_trajectory(trajectory)
+        raise ContextWindowExceededError(
+            f"The context window was exceeded even after {_TRUNCATION_ATTEMPTS} attempts to truncate the "
+            "trajectory."
+        ) from last_error
+
+    def truncate_trajectory(self, trajectory: dict[str, Any]) -> dict[str, Any]:
+        """Drop the oldest tool call (its 4 keys) from ``trajectory``, in place; override to change how.
+
+        A trajectory of one tool call cannot be truncated: ContextWindowExceededError.
+        """
+        keys = list(trajectory)
+        if len(keys) <= _KEYS_PER_STEP:
+            raise ContextWindowExceededError(
+                "The trajectory is too long so your prompt exceeded the context window, but the trajectory "
+                "cannot be truncated because it only has one tool call."
+            )
+        for key in keys[:_KEYS_PER_STEP]:
+            trajectory.pop(key)
+        return trajectory
 
     async def observe(self, name: str, arguments: Any) -> Any:
         """What a tool call gives the LM: the result, or a message saying what went wrong."""
@@ -321,10 +387,10 @@ class ReAct(Module):
             return await tool.run(kwargs)
         except Exception as exc:  # the LM sees the error as the observation and can try again
             logger.info("ReAct tool %s failed: %s: %s", name, type(exc).__name__, exc)
-            return f"Execution error in {name}: {type(exc).__name__}: {exc}"
+            return f"Execution error in {name}: {_error_for_lm(exc)}"
 
     def _format(self, trajectory: Mapping[str, Any]) -> str:
-        return format_trajectory(trajectory, self.react.adapter)
+        return format_trajectory(trajectory, getattr(self.react, "adapter", None))
 
     # -- saving -------------------------------------------------------------------------------
 
@@ -345,6 +411,19 @@ class ReAct(Module):
 
     def __repr__(self) -> str:
         return f"ReAct({self.signature.signature_string!r}, tools={list(self.tools)})"
+
+
+async def _call(target: Any, **kwargs: Any) -> Any:
+    """Await a module's ``acall``; call anything else (a stand-in function, as DSPy's tests use)."""
+    acall = getattr(target, "acall", None)
+    result = acall(**kwargs) if acall is not None else target(**kwargs)
+    return await result if inspect.isawaitable(result) else result
+
+
+def _error_for_lm(exc: BaseException) -> str:
+    """DSPy's error text for the LM: a newline, then the traceback (at most 5 frames)."""
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=_TRACEBACK_FRAMES)
+    return "\n" + "".join(lines).strip()
 
 
 def _check_max_iters(value: Any) -> int:

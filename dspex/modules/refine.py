@@ -23,14 +23,14 @@ from pydantic_core import to_jsonable_python
 
 from dspex.adapters import Adapter, ChatAdapter
 from dspex.adapters.types import AdapterResult
+from dspex.configuration import current_settings
 from dspex.modules.best_of_n import Attempt, BestOfN, RewardFn
 from dspex.modules.predict import Predict
 from dspex.primitives import Module, detached_trace
-from dspex.settings import current_settings
 from dspex.signatures import InputField, OutputField, Signature
 
 if TYPE_CHECKING:
-    from dspex.lm import LM
+    from dspex.lm import BaseLM
 
 __all__ = ["HINT_FIELD", "OfferFeedback", "Refine"]
 
@@ -116,7 +116,7 @@ class Refine(BestOfN):
             advice = await advisor.acall(**advisor_inputs)
         return advice.advice
 
-    def _advisor_lm(self) -> LM | None:
+    def _advisor_lm(self) -> BaseLM | None:
         lms = [predictor.lm for predictor in self.module.predictors() if predictor.lm is not None]
         return lms[0] if lms else None  # None: the advisor uses dspex.context / configure's LM
 
@@ -138,9 +138,9 @@ class HintAdapter(Adapter):
         self.hint = hint
         self.name = inner.name  # type: ignore[misc]  # reports the wrapped adapter's name
 
-    async def acall(
+    async def acall_result(
         self,
-        lm: LM,
+        lm: BaseLM,
         signature: Any,
         demos: Sequence[Any],
         inputs: Mapping[str, Any],
@@ -149,7 +149,8 @@ class HintAdapter(Adapter):
     ) -> AdapterResult:
         """The inner adapter's call with the hint appended to the signature and the inputs."""
         hinted = signature.append(HINT_FIELD, InputField(desc=_HINT_DESC), str)
-        return await self.inner.acall(lm, hinted, demos, {**inputs, HINT_FIELD: self.hint}, config=config)
+        hinted_inputs = {**inputs, HINT_FIELD: self.hint}
+        return await self.inner.acall_result(lm, hinted, demos, hinted_inputs, config=config)
 
 
 def describe_predictors(program: Module) -> str:

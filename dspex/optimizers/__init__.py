@@ -10,16 +10,21 @@
 Every optimizer is a short loop over steps (:class:`OptimizerRun`): ``optimizer.start(...)`` gives a
 run whose ``step()`` does one executor call and whose ``state_dict()`` is JSON between steps, which
 is what a cluster worker checkpoints and resumes from.
+
+DSPy code reaches this package as ``dspex.teleprompt`` (``Teleprompter`` is ``Optimizer``), and its
+helpers as ``dspex.teleprompt.utils`` (:mod:`dspex.optimizers.utils`).
 """
 
 from __future__ import annotations
 
-from dspex.optimizers._base import Optimizer, OptimizerRun
+from dspex.optimizers._base import Optimizer, OptimizerRun, Teleprompter
+from dspex.optimizers.bettertogether import BetterTogether
 from dspex.optimizers.bootstrap import BootstrapFewShot
 from dspex.optimizers.budget import Budget
 from dspex.optimizers.copro import COPRO
 from dspex.optimizers.ensemble import Ensemble, EnsembledProgram
 from dspex.optimizers.executor import Executor, KafkaExecutor, LocalExecutor
+from dspex.optimizers.finetune import BootstrapFinetune
 from dspex.optimizers.history import History, Trial
 from dspex.optimizers.knn import KNN, KNNFewShot, KNNFewShotProgram
 from dspex.optimizers.labeled import LabeledFewShot
@@ -33,8 +38,10 @@ __all__ = [
     "KNN",
     "OPTIMIZERS",
     "SIMBA",
+    "BetterTogether",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
+    "BootstrapFinetune",
     "Budget",
     "Ensemble",
     "EnsembledProgram",
@@ -48,6 +55,7 @@ __all__ = [
     "MIPROv2",
     "Optimizer",
     "OptimizerRun",
+    "Teleprompter",
     "Trial",
     "optimizer_class",
     "optimizer_from_name",

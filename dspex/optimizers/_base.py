@@ -15,11 +15,12 @@ from __future__ import annotations
 import inspect
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dspex._sync import run_sync
+from dspex._sync import run_in_thread, run_sync
+from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError, OptimizerError
 from dspex.lm.usage import Usage, track_usage
 from dspex.metrics import FieldMetric
@@ -33,17 +34,19 @@ __all__ = [
     "Optimizer",
     "OptimizerRun",
     "StepCost",
+    "Teleprompter",
     "check_examples",
     "check_has_predictors",
     "check_int",
     "check_labels",
     "check_structure",
+    "effective_max_errors",
     "reject_unknown",
 ]
 
 logger = logging.getLogger(__name__)
 
-# DSPy's default for max_errors=None (dspy.settings.max_errors).
+# The default of dspex.settings.max_errors (DSPy's too); max_errors=None reads the current setting.
 DEFAULT_MAX_ERRORS = 10
 
 # The state_dict format; a checkpoint from a newer major version is refused.
@@ -51,6 +54,14 @@ STATE_VERSION = 1
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def effective_max_errors(max_errors: int | None) -> int:
+    """``max_errors``, or ``dspex.settings.max_errors`` when None (DSPy's rule)."""
+    if max_errors is not None:
+        return max_errors
+    configured = getattr(current_settings(), "max_errors", None)
+    return DEFAULT_MAX_ERRORS if configured is None else int(configured)
 
 
 def reject_unknown(where: str, unknown: Mapping[str, Any], accepted_from: Callable[..., Any]) -> None:
@@ -145,7 +156,7 @@ class OptimizerRun(ABC):
     def __init__(self, *, name: str, executor: Executor, budget: Budget, max_errors: int | None) -> None:
         self.executor = executor
         self.budget = budget
-        self.max_errors = DEFAULT_MAX_ERRORS if max_errors is None else max_errors
+        self.max_errors = effective_max_errors(max_errors)
         self.history = History(optimizer=name)
         self.step_index = 0
         self.errors = 0
@@ -253,19 +264,48 @@ class OptimizerRun(ABC):
     def _load_state(self, state: Mapping[str, Any]) -> None: ...
 
 
-class Optimizer(ABC):
-    """Base of the optimizers (DSPy's ``Teleprompter``): ``compile`` returns the optimized program.
+class Teleprompter:
+    """Base of the optimizers (DSPy's ``Teleprompter``; dspex also calls it ``Optimizer``).
 
-    ``history`` is the history of the last compile.
+    ``compile(student, *, trainset, teacher=None, valset=None, **kwargs)`` returns the optimized
+    program. A subclass defines either ``async def acompile(...)`` (dspex's optimizers: ``compile``
+    is then its sync wrapper) or a plain ``compile`` (as a DSPy teleprompter does: ``acompile`` then
+    runs it in a worker thread). ``history`` is the history of the last compile, where kept.
     """
 
     history: History | None = None
-    # Each optimizer defines ``async def acompile(...)`` with its own keyword-only arguments.
-    acompile: Callable[..., Coroutine[Any, Any, Module]]
 
-    def compile(self, *args: Any, **kwargs: Any) -> Module:
+    def __init__(self) -> None:
+        # Nothing of its own: get_params() is the subclass's attributes only, as in DSPy.
+        pass
+
+    def compile(
+        self,
+        student: Any,
+        *,
+        trainset: Sequence[Example] | None = None,
+        teacher: Module | None = None,
+        valset: Sequence[Example] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Sync form of ``acompile`` (inside async code, ``await optimizer.acompile(...)``)."""
-        return run_sync(self.acompile(*args, **kwargs))
+        if type(self).acompile is Teleprompter.acompile:
+            raise NotImplementedError(f"{type(self).__name__} defines neither compile nor acompile")
+        # Only the keywords given are passed: each optimizer's acompile has its own set.
+        given = {"trainset": trainset, "teacher": teacher, "valset": valset}
+        kwargs.update({name: value for name, value in given.items() if value is not None})
+        return run_sync(self.acompile(student, **kwargs))
+
+    async def acompile(self, *args: Any, **kwargs: Any) -> Any:
+        """The optimized program; a subclass that only defines ``compile`` runs it in a thread."""
+        if type(self).compile is Teleprompter.compile:
+            raise NotImplementedError(f"{type(self).__name__} defines neither compile nor acompile")
+        # A worker thread whose sync dspex calls come back to this loop (see dspex._sync).
+        return await run_in_thread(self.compile, *args, **kwargs)
+
+    def get_params(self) -> dict[str, Any]:
+        """The optimizer's attributes (its knobs among them), as DSPy's ``get_params``."""
+        return self.__dict__
 
     async def _run_all_steps(self, run: OptimizerRun) -> Module:
         """Every step of ``run``; its history stays on the optimizer even when a step fails."""
@@ -283,3 +323,7 @@ class Optimizer(ABC):
                 f"executor must implement dspex.optimizers.Executor (run, evaluate_many), got {executor!r}"
             )
         return executor
+
+
+# dspex's name for the same class (one class, so isinstance works with either name).
+Optimizer = Teleprompter

@@ -10,7 +10,11 @@ numeric metrics) gives one demo per predictor from its trace, inputs and outputs
 An example that fails is retried up to ``max_rounds`` times, round ``r > 0`` a fresh rollout
 (``rollout_id=r`` at temperature 1.0). The first ``max_bootstrapped_demos`` examples that pass are
 kept; every other training example is a raw (labeled) demo candidate, ``random.Random(0)`` picks up
-to ``max_labeled_demos`` minus the bootstrapped ones for each predictor.
+to ``max_labeled_demos`` minus the bootstrapped ones for each predictor. A teacher run or metric call
+that raises is an error of its bootstrap; the one that brings the count to ``max_errors`` (None:
+``dspex.settings.max_errors``) is raised as it is. The compiled program has ``_compiled = True``
+(a teacher so marked is used as it is) and its bootstrapped demos are Examples with
+``augmented=True``.
 
 What differs: the examples are not run one after another but in *waves*, all the attempts of a wave
 at once through the executor (sized from the success rate so far); the result is the same, since
@@ -72,15 +76,16 @@ class BootstrapSettings:
 def make_teacher(
     student: Module, teacher: Module | None, trainset: Sequence[Example], max_labeled: int
 ) -> Module:
-    """The teacher a bootstrap runs: given or the student, with labeled demos when it has none.
+    """The teacher a bootstrap runs: given or the student, with labeled demos unless compiled.
 
-    DSPy keeps a teacher it marked as compiled; here a teacher whose predictors already carry demos
-    is kept as it is (it was optimized before), any other gets ``max_labeled`` labeled demos.
+    As in DSPy: a copy of the teacher (of the student when None); one marked as compiled
+    (``_compiled``, what an optimizer's compile sets) is kept as it is, any other gets ``max_labeled``
+    labeled demos (LabeledFewShot on a reset copy).
     """
     base = (teacher or student).deepcopy()
     if teacher is not None:
         check_structure(student, teacher)
-    compiled = any(p.demos for p in base.predictors()) and teacher is not None
+    compiled = bool(getattr(base, "_compiled", False))
     if max_labeled and not compiled:
         return labeled_program(base, trainset, max_labeled)
     return base
@@ -134,6 +139,7 @@ class BootstrapTask:
         self.failed: set[int] = set()
         self.accepted: list[int] = []
         self.attempts = 0
+        self.errors = 0  # runs or metric calls that raised (DSPy counts them per bootstrap)
         self.done = max_bootstraps == 0 or not self.examples
 
     def pending(self) -> list[tuple[int, int]]:
@@ -184,7 +190,8 @@ class BootstrapTask:
         self.done = True
 
     def student(self, student: Module, settings: BootstrapSettings) -> Module:
-        """DSPy's ``_train``: bootstrapped demos first, then raw examples sampled with Random(0)."""
+        """DSPy's ``_train``: bootstrapped demos first, then raw examples sampled with Random(0);
+        the program is marked compiled (``_compiled = True``), as DSPy's compile marks it."""
         kept = set(self.accepted)
         raw = [ex for pos, ex in enumerate(self.examples) if pos not in kept]
         random.Random(0).shuffle(raw)
@@ -195,6 +202,7 @@ class BootstrapTask:
             augmented = traces[: settings.max_bootstrapped_demos]
             size = max(0, min(settings.max_labeled_demos - len(augmented), len(raw)))
             predictor.demos = augmented + rng.sample(raw, size)
+        program._compiled = True  # DSPy's flag: a teacher used as is
         return program
 
     def state(self) -> dict[str, Any]:
@@ -206,6 +214,7 @@ class BootstrapTask:
             "failed": sorted(self.failed),
             "accepted": self.accepted,
             "attempts": self.attempts,
+            "errors": self.errors,
             "done": self.done,
         }
 
@@ -216,6 +225,7 @@ class BootstrapTask:
         self.failed = {int(p) for p in state["failed"]}
         self.accepted = [int(p) for p in state["accepted"]]
         self.attempts, self.done = int(state["attempts"]), bool(state["done"])
+        self.errors = int(state.get("errors", 0))
 
 
 class BootstrapEngine:
@@ -260,14 +270,23 @@ class BootstrapEngine:
         return [(t, pos, pred) for (t, pos, _), pred in zip(group, preds, strict=True)]
 
     async def _record(self, run: OptimizerRun, results: list[tuple[int, int, Any]]) -> None:
+        """Judge each result in order. As in DSPy, a run or metric call that raises counts as an
+        error of its bootstrap; the one that brings a bootstrap to ``max_errors`` errors is raised
+        (the wave is recorded in the history first)."""
         errors: list[str] = []
+        fatal: Exception | None = None
         passed = 0
         for t, pos, pred in sorted(results, key=lambda r: (r[0], r[1])):
-            demos, error = await self._judge(self.tasks[t].examples[pos], pred)
-            if error:
-                errors.append(error)
+            task = self.tasks[t]
+            demos, exc = await self._judge(task.examples[pos], pred)
+            if exc is not None:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                task.errors += 1
+                if fatal is None and task.errors >= run.max_errors:
+                    fatal = exc
             passed += demos is not None
-            self.tasks[t].record(pos, demos)
+            task.record(pos, demos)
+        run.errors += len(errors)
         note = f"{passed} of {len(results)} runs passed; " + ", ".join(
             f"{len(task.accepted)}/{task.max_bootstraps}" for task in self.tasks
         )
@@ -282,23 +301,27 @@ class BootstrapEngine:
                 error=f"every run failed: {errors[0]}" if failed_all else None,
             )
         )
-        if errors:
-            run.count_errors(len(errors), errors[-1])
+        if fatal is not None:
+            reason = f"a bootstrap reached max_errors={run.max_errors}; last: {type(fatal).__name__}: {fatal}"
+            run.history.stopped = f"failed: {reason}"
+            fatal.add_note(f"{run.history.optimizer}: {reason}")
+            raise fatal
 
     async def _judge(
         self, example: Example, pred: Any
-    ) -> tuple[dict[str, dict[str, Any]] | None, str | None]:
-        """Demos from a passing run; None and the error text for a run or metric that raised."""
+    ) -> tuple[dict[str, dict[str, Any]] | None, Exception | None]:
+        """Demos from a passing run; None and the exception for a run or metric call that raised."""
         if isinstance(pred, Exception):
-            return None, f"{type(pred).__name__}: {pred}"
+            return None, pred
         if self.settings.metric is not None:
             try:
                 value = self.settings.metric(example, pred, pred.trace)
                 score, _ = score_of(await value if inspect.isawaitable(value) else value)
             except Exception as exc:
-                return None, f"{type(exc).__name__}: {exc}"
+                return None, exc
+            # DSPy's rule: a (truthy) threshold is compared with, else the value must be truthy.
             threshold = self.settings.metric_threshold
-            if not (score >= threshold if threshold is not None else bool(score)):
+            if not (score >= threshold if threshold else bool(score)):
                 return None, None
         return _demos_from_trace(pred, self.paths), None
 
@@ -323,33 +346,44 @@ def check_teacher_settings(teacher_settings: Mapping[str, Any] | None) -> LM | N
 
 
 class BootstrapFewShot(Optimizer):
-    """DSPy's ``BootstrapFewShot``, with budgets (``max_lm_calls``, ``max_cost_usd``)."""
+    """DSPy's ``BootstrapFewShot``, with budgets (``max_lm_calls``, ``max_cost_usd``).
+
+    ``max_errors`` (None: ``dspex.settings.max_errors``) as in DSPy: teacher runs and metric calls
+    that raise are counted, and the one that brings the count to ``max_errors`` is raised.
+    """
 
     def __init__(
         self,
         metric: Any = None,
-        *,
         metric_threshold: float | None = None,
         teacher_settings: Mapping[str, Any] | None = None,
         max_bootstrapped_demos: int = 4,
         max_labeled_demos: int = 16,
         max_rounds: int = 1,
         max_errors: int | None = None,
+        *,
         max_lm_calls: int | None = None,
         max_cost_usd: float | None = None,
         **unknown: Any,
     ) -> None:
+        super().__init__()
         reject_unknown("BootstrapFewShot", unknown, BootstrapFewShot.__init__)
         self.metric = None if metric is None else resolve_metric(metric)
+        self.metric_threshold = metric_threshold
+        self.teacher_settings = {} if teacher_settings is None else teacher_settings
+        self.max_bootstrapped_demos = check_int("max_bootstrapped_demos", max_bootstrapped_demos)
+        self.max_labeled_demos = check_int("max_labeled_demos", max_labeled_demos)
+        self.max_rounds = check_int("max_rounds", max_rounds, minimum=1)
+        self.max_errors = check_int("max_errors", max_errors, optional=True)
+        self.error_count = 0  # errors of the last compile (DSPy's attribute)
         self.settings = BootstrapSettings(
             metric=self.metric,
             metric_threshold=metric_threshold,
             teacher_lm=check_teacher_settings(teacher_settings),
-            max_bootstrapped_demos=check_int("max_bootstrapped_demos", max_bootstrapped_demos),
-            max_labeled_demos=check_int("max_labeled_demos", max_labeled_demos),
-            max_rounds=check_int("max_rounds", max_rounds, minimum=1),
+            max_bootstrapped_demos=self.max_bootstrapped_demos,
+            max_labeled_demos=self.max_labeled_demos,
+            max_rounds=self.max_rounds,
         )
-        self.max_errors = check_int("max_errors", max_errors, optional=True)
         self._limits = Budget(max_lm_calls, max_cost_usd)
 
     async def acompile(
@@ -367,7 +401,10 @@ class BootstrapFewShot(Optimizer):
         run = self.start(
             student, trainset=trainset, teacher=teacher, valset=valset, executor=executor, **unknown
         )
-        return await self._run_all_steps(run)
+        try:
+            return await self._run_all_steps(run)
+        finally:
+            self.error_count = run.errors
 
     def start(
         self,
@@ -408,9 +445,8 @@ class BootstrapFewShot(Optimizer):
     def _checked_sets(
         self, trainset: Sequence[Example], valset: Sequence[Example] | None
     ) -> tuple[list[Example], list[Example] | None]:
-        wanted = self.settings.max_bootstrapped_demos
-        why = f"max_bootstrapped_demos={wanted} needs at least {wanted}; lower it or give more examples"
-        train = check_examples("trainset", trainset, minimum=max(1, wanted), why=why)
+        # Fewer examples than max_bootstrapped_demos is fine, as in DSPy: fewer demos come out.
+        train = check_examples("trainset", trainset)
         if self.metric is not None:
             check_labels("trainset", train, self.metric)
         if valset is None:

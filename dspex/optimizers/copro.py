@@ -33,6 +33,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError
 from dspex.evaluate import EvaluationResult
 from dspex.lm import LM
@@ -71,7 +72,6 @@ from dspex.optimizers.history import Trial
 from dspex.optimizers.proposal import Proposal, propose_text
 from dspex.primitives import Example, Module
 from dspex.serialization import candidate_id
-from dspex.settings import current_settings
 from dspex.signatures import Signature
 
 __all__ = ["COPRO"]

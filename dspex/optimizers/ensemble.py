@@ -4,8 +4,9 @@
     ensemble(question="What is 3 + 4?").answer
 
 As in DSPy: each call runs ``size`` of the programs (all when None), chosen at random, and returns
-``reduce_fn(predictions)``, or the list of predictions without one. Here the programs run
-concurrently, and ``deterministic=True`` (which DSPy does not implement yet) chooses them by the
+``reduce_fn(predictions)``, or the list of predictions without one; ``Ensemble(deterministic=True)``
+fails as DSPy's does (AssertionError: not implemented there). Here the programs run concurrently,
+and an :class:`EnsembledProgram` built directly with ``deterministic=True`` chooses them by the
 content of the inputs, so the same inputs always go to the same programs. A compiled ensemble saves as
 JSON (its ``reduce_fn`` by import path, e.g. ``dspex.majority``), so cluster workers can run it.
 """
@@ -104,7 +105,9 @@ class EnsembledProgram(Module):
 class Ensemble(Optimizer):
     """DSPy's ``Ensemble(reduce_fn=None, size=None, deterministic=False)``.
 
-    ``max_lm_calls`` / ``max_cost_usd`` are accepted as on every optimizer; compile makes no LM call.
+    ``deterministic=True`` raises AssertionError, as in DSPy (build ``EnsembledProgram(...,
+    deterministic=True)`` for dspex's input-keyed choice). ``max_lm_calls`` / ``max_cost_usd`` are
+    accepted as on every optimizer; compile makes no LM call.
     """
 
     def __init__(
@@ -117,7 +120,11 @@ class Ensemble(Optimizer):
         max_cost_usd: float | None = None,
         **unknown: Any,
     ) -> None:
+        super().__init__()
         reject_unknown("Ensemble", unknown, Ensemble.__init__)
+        if deterministic is not False:
+            # DSPy's message, word for word: code that catches it keeps working.
+            raise AssertionError("TODO: Implement example hashing for deterministic ensemble.")
         if reduce_fn is not None and not callable(reduce_fn):
             raise ConfigurationError(f"reduce_fn must be callable (e.g. dspex.majority), got {reduce_fn!r}")
         self.reduce_fn = reduce_fn

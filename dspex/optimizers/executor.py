@@ -19,11 +19,11 @@ from contextlib import nullcontext
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from dspex._parallel import resolve_concurrency
+from dspex.configuration import context
 from dspex.errors import ConfigurationError, LMError
 from dspex.evaluate import Evaluate, EvaluationResult
 from dspex.lm import LM
 from dspex.primitives import Example, Module, Prediction
-from dspex.settings import context
 
 __all__ = [
     "Executor",

@@ -13,7 +13,6 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dspex.errors import ConfigurationError
 from dspex.metrics import resolve_metric
 from dspex.optimizers._base import (
     Optimizer,
@@ -56,6 +55,7 @@ class LabeledFewShot(Optimizer):
         max_cost_usd: float | None = None,
         **unknown: Any,
     ) -> None:
+        super().__init__()
         reject_unknown("LabeledFewShot", unknown, LabeledFewShot.__init__)
         self.k = check_int("k", k, minimum=1)
         self._budget = Budget(max_lm_calls, max_cost_usd)
@@ -71,7 +71,8 @@ class LabeledFewShot(Optimizer):
         executor: Executor | None = None,
         **unknown: Any,
     ) -> Module:
-        """``student`` with labeled demos. With ``valset`` and ``metric``, also evaluated once."""
+        """``student`` with labeled demos. With ``valset`` and ``metric``, also evaluated once (a
+        valset without a metric is not used)."""
         run = self.start(
             student,
             trainset=trainset,
@@ -99,12 +100,12 @@ class LabeledFewShot(Optimizer):
     ) -> OptimizerRun:
         """The run, checked and ready for its first step (or resumed from ``state``)."""
         reject_unknown("LabeledFewShot.compile", unknown, LabeledFewShot.start)
-        train = check_examples("trainset", trainset)
-        val = None if valset is None else check_examples("valset", valset)
+        train = check_examples("trainset", trainset, minimum=0)  # empty: the student, reset (DSPy)
+        # A valset is scored only with a metric; without one it is unused (DSPy's compile takes none,
+        # and a caller offering every optimizer the same keywords, as BetterTogether does, may give it).
+        val = None if valset is None or metric is None else check_examples("valset", valset)
         resolved = None
         if val is not None:
-            if metric is None:
-                raise ConfigurationError("LabeledFewShot.compile: a valset needs a metric to score it with")
             resolved = resolve_metric(metric)
             check_labels("valset", val, resolved)
         budget = Budget(self._budget.max_lm_calls, self._budget.max_cost_usd)

@@ -26,6 +26,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from dspex.configuration import context
 from dspex.evaluate import EvaluationResult
 from dspex.lm import LM
 from dspex.lm.usage import Usage
@@ -47,7 +48,6 @@ from dspex.optimizers.mipro_settings import RunPlan, ScheduledTrial, search_step
 from dspex.optimizers.random_search import CandidatePlan
 from dspex.primitives import Example, Module
 from dspex.serialization import candidate_id
-from dspex.settings import context
 
 __all__ = ["MiproRun", "MiproSetup", "demo_set_plans"]
 

@@ -19,11 +19,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from dspex.configuration import context
 from dspex.errors import AdapterParseError
 from dspex.lm import LM
 from dspex.optimizers.executor import ROLLOUT_TEMPERATURE, rollout_copy
 from dspex.primitives import Module
-from dspex.settings import context
 
 __all__ = ["PROPOSAL_ATTEMPTS", "Proposal", "clean_proposal", "propose_text"]
 

@@ -19,7 +19,7 @@ later candidates are not considered even though they were evaluated alongside.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -113,24 +113,35 @@ class BootstrapFewShotWithRandomSearch(Optimizer):
     def __init__(
         self,
         metric: Any,
-        *,
         teacher_settings: Mapping[str, Any] | None = None,
         max_bootstrapped_demos: int = 4,
         max_labeled_demos: int = 16,
         max_rounds: int = 1,
         num_candidate_programs: int = 16,
         num_threads: int | None = None,
-        concurrency: int | None = None,
         max_errors: int | None = None,
         stop_at_score: float | None = None,
         metric_threshold: float | None = None,
+        *,
+        concurrency: int | None = None,
         seed: int = 0,
         max_lm_calls: int | None = None,
         max_cost_usd: float | None = None,
         **unknown: Any,
     ) -> None:
+        super().__init__()
         reject_unknown("BootstrapFewShotWithRandomSearch", unknown, BootstrapFewShotWithRandomSearch.__init__)
         self.metric = resolve_metric(metric)
+        # DSPy's attributes, under DSPy's names.
+        self.teacher_settings = dict(teacher_settings or {})
+        self.max_rounds = max_rounds
+        self.num_threads = num_threads
+        self.stop_at_score = stop_at_score
+        self.metric_threshold = metric_threshold
+        self.min_num_samples = 1
+        self.max_num_samples = max_bootstrapped_demos
+        self.num_candidate_sets = num_candidate_programs
+        self.max_labeled_demos = max_labeled_demos
         self.settings = BootstrapSettings(
             metric=self.metric,
             metric_threshold=metric_threshold,
@@ -154,7 +165,7 @@ class BootstrapFewShotWithRandomSearch(Optimizer):
         trainset: Sequence[Example],
         teacher: Module | None = None,
         valset: Sequence[Example] | None = None,
-        restrict: Collection[int] | None = None,
+        restrict: Iterable[int] | None = None,
         labeled_sample: bool = True,
         executor: Executor | None = None,
         **unknown: Any,
@@ -182,7 +193,7 @@ class BootstrapFewShotWithRandomSearch(Optimizer):
         trainset: Sequence[Example],
         teacher: Module | None = None,
         valset: Sequence[Example] | None = None,
-        restrict: Collection[int] | None = None,
+        restrict: Iterable[int] | None = None,
         labeled_sample: bool = True,
         executor: Executor | None = None,
         state: Mapping[str, Any] | None = None,
@@ -217,22 +228,21 @@ class BootstrapFewShotWithRandomSearch(Optimizer):
     def _checked_sets(
         self, trainset: Sequence[Example], valset: Sequence[Example] | None
     ) -> tuple[list[Example], list[Example]]:
-        wanted = self.settings.max_bootstrapped_demos
-        why = f"max_bootstrapped_demos={wanted} needs at least {wanted}; lower it or give more examples"
-        train = check_examples("trainset", trainset, minimum=wanted, why=why)
+        train = check_examples("trainset", trainset)  # fewer than max_bootstrapped_demos: fine, as in DSPy
         check_labels("trainset", train, self.metric)
         val = train if valset is None else check_examples("valset", valset)
         check_labels("valset", val, self.metric)
         return train, val
 
 
-def _restrict(restrict: Collection[int] | None, num_candidates: int) -> set[int] | None:
+def _restrict(restrict: Iterable[int] | None, num_candidates: int) -> set[int] | None:
     if restrict is None:
         return None
-    chosen = set(restrict)
+    chosen = set(restrict)  # once: a single-use iterator is read here and nowhere else
     if not chosen & set(range(-3, num_candidates)):
         raise ConfigurationError(
-            f"restrict={sorted(chosen)} names no candidate seed in range(-3, {num_candidates})"
+            f"restrict={sorted(chosen)} names no candidate seed in range(-3, {num_candidates}); "
+            "no candidate program would be evaluated"
         )
     return chosen
 

@@ -18,12 +18,12 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
+from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError, LMError
 from dspex.lm import LM
 from dspex.optimizers.proposal import PROPOSAL_ATTEMPTS, propose_text
 from dspex.optimizers.simba_strategies import Trajectory, Variant
 from dspex.primitives import Example, Module
-from dspex.settings import current_settings
 from dspex.signatures import InputField, OutputField, Signature
 
 __all__ = ["WriteRules", "apply_rules", "parse_rules", "rule_inputs", "rule_lm", "write_rules"]

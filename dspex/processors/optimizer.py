@@ -36,6 +36,7 @@ from confluent_kafka import Message
 
 from dspex.client import Client
 from dspex.client._optimize import check_compile_options, cluster_optimizer, start_options
+from dspex.configuration import context
 from dspex.errors import ConfigurationError, DspexError, MetricError
 from dspex.metrics import metric_from_spec, resolve_metric
 from dspex.observability import metrics as prometheus
@@ -51,7 +52,6 @@ from dspex.schemas.programs import ProgramSpec
 from dspex.schemas.serde import decode
 from dspex.schemas.status import JobState, OptimizeStatus, TrialRecord
 from dspex.serialization import candidate_id, dump_program
-from dspex.settings import context
 from dspex.streams.consumer import ConsumerRuntime
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.reader import CompactedReader

@@ -31,13 +31,13 @@ import asyncio
 import logging
 import re
 import time
-from contextlib import AbstractContextManager, AsyncExitStack, nullcontext
+from contextlib import AbstractContextManager, AsyncExitStack
 from typing import Any
 
 from confluent_kafka import Message
 from pydantic_core import to_jsonable_python
 
-from dspex import settings as dspex_settings
+from dspex import configuration as dspex_settings
 from dspex.errors import (
     AdapterParseError,
     ConfigurationError,
@@ -205,8 +205,11 @@ class Predictor(Worker):
 
     @staticmethod
     def _lm_context(lm: LM | None) -> AbstractContextManager[Any]:
-        # Only set when the job named one: predictors with their own LM keep it either way.
-        return dspex_settings.context(lm=lm) if lm is not None else nullcontext()
+        # Only set when the job named one: predictors with their own LM keep it either way. A worker
+        # keeps no LM history and no DSPy trace list: each task's trace travels in its Prediction.
+        if lm is None:
+            return dspex_settings.context(disable_history=True, trace=None)
+        return dspex_settings.context(lm=lm, disable_history=True, trace=None)
 
     def _success(self, task: Task, prediction: Any, usage: Usage, latency: float) -> PredictionRecord:
         if not isinstance(prediction, Prediction):

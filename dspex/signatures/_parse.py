@@ -11,7 +11,7 @@ Every error names the character position and what was expected there.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,16 +30,22 @@ class ParsedField:
     role: FieldRole
     annotation: Any
     pos: int
+    typed: bool = True
 
 
 class _SignatureParser:
     def __init__(
-        self, text: str, custom_types: Mapping[str, Any] | None, allow_modules: Collection[str] | None
+        self,
+        text: str,
+        custom_types: Mapping[str, Any] | None,
+        allow_modules: Collection[str] | None,
+        lookup: Callable[[str], Any] | None,
     ) -> None:
         self.text = text
         self.pos = 0
         self.custom_types = custom_types
         self.allow_modules = allow_modules
+        self.lookup = lookup
 
     def fail(self, message: str, pos: int | None = None, detail: str = "") -> SignatureError:
         where = self.pos if pos is None else pos
@@ -90,9 +96,10 @@ class _SignatureParser:
             check_field_name(name)
         except SignatureError as exc:
             raise self.fail(f"bad field name {name!r}", start, str(exc)) from exc
-        annotation = self.annotation(name) if not self.at_end() and self.text[self.pos] == ":" else str
+        typed = not self.at_end() and self.text[self.pos] == ":"
+        annotation = self.annotation(name) if typed else str
         self.expect_separator(name, role)
-        return ParsedField(name, role, annotation, start)
+        return ParsedField(name, role, annotation, start, typed)
 
     def expect_separator(self, name: str, role: FieldRole) -> None:
         if self.at_end() or self.text[self.pos] == "," or (role == "input" and self.at_arrow()):
@@ -107,7 +114,11 @@ class _SignatureParser:
         start = self.pos
         try:
             annotation, self.pos = parse_type_at(
-                self.text, start, custom_types=self.custom_types, allow_modules=self.allow_modules
+                self.text,
+                start,
+                custom_types=self.custom_types,
+                allow_modules=self.allow_modules,
+                lookup=self.lookup,
             )
         except UnknownTypeError as exc:
             type_text = self.type_text(start)
@@ -133,6 +144,9 @@ class _SignatureParser:
         for parsed in fields:
             if parsed.name in seen:
                 first = seen[parsed.name]
+                if first.role != parsed.role:
+                    found = f"but found duplicates: {parsed.name!r}"
+                    raise self.fail(f"Input and output fields must have distinct names, {found}", parsed.pos)
                 where = f"already an {first.role} field at position {first.pos}"
                 raise self.fail(f"duplicate field name {parsed.name!r} ({where})", parsed.pos)
             seen[parsed.name] = parsed
@@ -144,8 +158,12 @@ def parse_signature_string(
     *,
     custom_types: Mapping[str, Any] | None = None,
     allow_modules: Collection[str] | None = None,
+    lookup: Callable[[str], Any] | None = None,
 ) -> list[ParsedField]:
-    """Parse ``"inputs -> outputs"`` into fields, inputs first; SignatureError names the position."""
+    """Parse ``"inputs -> outputs"`` into fields, inputs first; SignatureError names the position.
+
+    ``lookup(name)`` resolves type names nothing else knows (KeyError when it does not know either).
+    """
     if not isinstance(text, str):
         raise SignatureError(f"a signature string is needed, got {type(text).__name__}")
-    return _SignatureParser(text, custom_types, allow_modules).parse()
+    return _SignatureParser(text, custom_types, allow_modules, lookup).parse()

@@ -7,22 +7,35 @@ Two ways to write one::
         question: str = InputField()
         answer: int = OutputField(desc="a number")
 
-    QA2 = make_signature("question -> answer: int", "Answer the question with a number.")
+    QA2 = Signature("question -> answer: int", "Answer the question with a number.")
 
-A signature is a class and never changes: the helpers (``with_instructions``, ``append``, ``delete``
-...) return new classes. Two signatures are equal when their :meth:`Signature.dump` is equal.
+A signature is a class; the helpers (``with_instructions``, ``append``, ``delete``...) return new
+classes and leave the original alone. Instantiating a signature class with values
+(``QA(question="...", answer=3)``) gives a record of those values, as in DSPy. Two signature classes
+are ``==`` when their content (fields, types, descriptions, instructions) is the same; ``equals``
+is DSPy's comparison (instructions and each field's ``json_schema_extra``).
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
+import types
 import typing
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar
 
 from dspex.errors import SignatureError
 from dspex.ids import canonical_json
-from dspex.signatures._fields import FieldInfo, FieldRole, FieldSpec, InputField, OutputField
+from dspex.signatures._fields import (
+    IS_TYPE_UNDEFINED,
+    FieldInfo,
+    FieldRole,
+    FieldSpec,
+    InputField,
+    OutputField,
+    declare,
+)
 from dspex.signatures._parse import parse_signature_string
 from dspex.signatures._types import string_to_type, type_to_string
 
@@ -31,6 +44,7 @@ __all__ = ["Signature", "default_instructions", "ensure_signature", "make_signat
 # The namespace key that hands already-resolved fields to a class built by make_signature/helpers.
 _SPECS_KEY = "_dspex_field_specs"
 _DEFAULT_NAME = "StringSignature"
+_MAX_FRAMES = 100
 
 
 def default_instructions(inputs: Collection[str], outputs: Collection[str]) -> str:
@@ -41,37 +55,81 @@ def default_instructions(inputs: Collection[str], outputs: Collection[str]) -> s
 
 
 class _SignatureMeta(type):
-    """Equality, hashing and repr for signature classes, and ``Signature("a -> b")`` as DSPy spells it."""
+    """The class-level API of signatures (``fields``, ``instructions``...), kept on the metaclass as
+    DSPy does, so that a field may take any name an instance attribute can; plus equality, hashing,
+    repr, and ``Signature("a -> b")`` making a new class."""
+
+    _dspex_inputs: dict[str, FieldSpec]
+    _dspex_outputs: dict[str, FieldSpec]
+    _dspex_fields: dict[str, FieldSpec]
+    _dspex_instructions: str
+    _dspex_dump_text: str | None
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls is Signature:
+            # Signature("a -> b") makes a class; types named in the string are looked up from here.
+            kwargs.setdefault("_caller", sys._getframe(1))
             return make_signature(*args, **kwargs)
-        raise SignatureError(f"{cls.__name__} is a signature class: pass the class, don't instantiate it")
+        return super().__call__(*args, **kwargs)
+
+    @property
+    def instructions(cls) -> str:
+        """The instructions: the class docstring, or DSPy's default text for the fields."""
+        return cls._dspex_instructions
+
+    @instructions.setter
+    def instructions(cls, instructions: str) -> None:
+        # DSPy allows assigning instructions on a class; later calls see the new text.
+        if not isinstance(instructions, str):
+            raise SignatureError(f"instructions must be a string, got {type(instructions).__name__}")
+        cls._dspex_instructions = instructions
+        cls.__doc__ = instructions
+        cls._dspex_dump_text = None
+
+    @property
+    def input_fields(cls) -> dict[str, FieldSpec]:
+        """The input fields, in order: ``name -> FieldSpec`` (a pydantic ``FieldInfo``)."""
+        return cls._dspex_inputs
+
+    @property
+    def output_fields(cls) -> dict[str, FieldSpec]:
+        """The output fields, in order."""
+        return cls._dspex_outputs
+
+    @property
+    def fields(cls) -> dict[str, FieldSpec]:
+        """All fields, inputs first."""
+        return cls._dspex_fields
+
+    @property
+    def signature(cls) -> str:
+        """The fields as a signature string: ``"question, context -> answer"``."""
+        return f"{', '.join(cls._dspex_inputs)} -> {', '.join(cls._dspex_outputs)}"
+
+    @property
+    def signature_string(cls) -> str:
+        """The same as :attr:`signature` (dspex's earlier name)."""
+        return cls.signature
 
     def __eq__(cls, other: object) -> bool:
         if cls is other:
             return True
         if not isinstance(other, _SignatureMeta):
             return NotImplemented
-        return bool(cls._dump_text() == other._dump_text())
+        return cls._content_text() == other._content_text()
 
     def __hash__(cls) -> int:
-        return hash(cls._dump_text())
+        return hash(cls._content_text())
 
     def __repr__(cls) -> str:
-        fields = ", ".join(f"{spec.name}: {type_to_string(spec.annotation)}" for spec in cls.fields.values())
-        text = f"{cls.signature_string!r}, fields=[{fields}], instructions={cls.instructions!r}"
-        return f"{cls.__name__}({text})"
+        lines = [f"{name} = Field({spec!r})" for name, spec in cls._dspex_fields.items()]
+        body = "\n    ".join([f"instructions={cls.instructions!r}", *lines])
+        return f"{cls.__name__}({cls.signature}\n    {body}\n)"
 
-    # Declared for type checkers; set on every class by Signature.__init_subclass__.
-    fields: dict[str, FieldSpec]
-    signature_string: str
-    instructions: str
-
-    def _dump_text(cls) -> str:
+    def _content_text(cls) -> str:
         cached = cls.__dict__.get("_dspex_dump_text")
         if cached is None:
-            cached = canonical_json(cls.dump())  # type: ignore[attr-defined]
+            cached = canonical_json(_content(cls))  # type: ignore[arg-type]
             cls._dspex_dump_text = cached
         return str(cached)
 
@@ -79,16 +137,16 @@ class _SignatureMeta(type):
 class Signature(metaclass=_SignatureMeta):
     """Base class of every signature. Subclass it with annotated fields; the docstring is the instructions.
 
-    Class attributes (read-only by convention; the helpers make new classes):
-    ``instructions``, ``input_fields`` / ``output_fields`` / ``fields`` (ordered ``name -> FieldSpec``,
-    inputs first) and ``signature_string`` (``"question, context -> answer"``).
+    Class-level API (on the class, as in DSPy): ``instructions``, ``input_fields`` /
+    ``output_fields`` / ``fields`` (ordered ``name -> FieldSpec``, inputs first), ``signature``
+    (``"question, context -> answer"``), and the helpers below, which return new classes.
     """
 
-    instructions: ClassVar[str] = ""
-    input_fields: ClassVar[dict[str, FieldSpec]] = {}
-    output_fields: ClassVar[dict[str, FieldSpec]] = {}
-    fields: ClassVar[dict[str, FieldSpec]] = {}
-    signature_string: ClassVar[str] = " -> "
+    _dspex_inputs: ClassVar[dict[str, FieldSpec]] = {}
+    _dspex_outputs: ClassVar[dict[str, FieldSpec]] = {}
+    _dspex_fields: ClassVar[dict[str, FieldSpec]] = {}
+    _dspex_instructions: ClassVar[str] = ""
+    _dspex_dump_text: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -98,6 +156,27 @@ class Signature(metaclass=_SignatureMeta):
             specs = _class_form_specs(cls)
         _install(cls, list(specs), _class_instructions(cls, specs))
 
+    # -- instances: a record of values, as a pydantic model instance is in DSPy -----------------
+    def __init__(self, **values: Any) -> None:
+        fields = type(self).fields
+        missing = [name for name, spec in fields.items() if name not in values and spec.is_required()]
+        if missing:
+            raise SignatureError(f"{type(self).__name__} is missing value(s) for {', '.join(missing)}")
+        for name, spec in fields.items():
+            value = values[name] if name in values else spec.get_default(call_default_factory=True)
+            setattr(self, name, value)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return vars(self) == vars(other)
+
+    __hash__ = None  # type: ignore[assignment]  # instances hold values: not hashable, like pydantic's
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={value!r}" for name, value in vars(self).items())
+        return f"{type(self).__name__}({values})"
+
     # -- immutable helpers ------------------------------------------------------------------
     @classmethod
     def with_instructions(cls, instructions: str) -> type[Signature]:
@@ -105,17 +184,22 @@ class Signature(metaclass=_SignatureMeta):
         return _build(cls.__name__, cls.fields.values(), instructions)
 
     @classmethod
+    def append_instructions(cls, instructions: str) -> type[Signature]:
+        """A new signature with ``instructions`` added after the current ones, a blank line between."""
+        return _build(cls.__name__, cls.fields.values(), f"{cls.instructions}\n\n{instructions}")
+
+    @classmethod
     def insert(cls, index: int, name: str, field: FieldInfo, type_: Any = None) -> type[Signature]:
         """A new signature with ``field`` inserted at ``index`` among the inputs or the outputs (by its role).
 
         Negative indices count from the end, as in DSPy: ``-1`` appends. ``type_`` (a type or a type
-        string) defaults to ``str``.
+        string) defaults to the field's own annotation, else ``str``.
         """
         spec = _spec_for(cls, name, field, type_)
         section = [s for s in cls.fields.values() if s.role == spec.role]
         position = index + len(section) + 1 if index < 0 else index
         if not 0 <= position <= len(section):
-            where = f"the {len(section)} {spec.role} field(s) of {cls.signature_string!r}"
+            where = f"the {len(section)} {spec.role} field(s) of {cls.signature!r}"
             raise SignatureError(f"index {index} is out of range for {where}")
         section.insert(position, spec)
         others = [s for s in cls.fields.values() if s.role != spec.role]
@@ -134,9 +218,19 @@ class Signature(metaclass=_SignatureMeta):
 
     @classmethod
     def delete(cls, name: str) -> type[Signature]:
-        """A new signature without the field ``name`` (unlike DSPy, an unknown name is an error)."""
-        _require_field(cls, name)
+        """A new signature without the field ``name`` (the same fields if there is none, as in DSPy)."""
         return _build(cls.__name__, [s for s in cls.fields.values() if s.name != name], cls.instructions)
+
+    @classmethod
+    def with_updated_fields(cls, name: str, type_: Any = None, **kwargs: Any) -> type[Signature]:
+        """A new signature where field ``name`` has ``kwargs`` merged into its ``json_schema_extra``
+        (``prefix=``, ``desc=``...) and, if given, the type ``type_``."""
+        old = _require_field(cls, name)
+        changed = old._copy()
+        changed.json_schema_extra = {**old.extra, **kwargs}
+        new = FieldSpec.build(name, changed, old.annotation if type_ is None else _annotation(type_))
+        specs = [new if s.name == name else s for s in cls.fields.values()]
+        return _build(cls.__name__, specs, cls.instructions)
 
     @classmethod
     def with_updated_field(
@@ -150,33 +244,64 @@ class Signature(metaclass=_SignatureMeta):
     ) -> type[Signature]:
         """A new signature where field ``name`` has the given desc / prefix / type / constraints."""
         old = _require_field(cls, name)
-        info = FieldInfo(
-            old.role,
-            old.desc if desc is None else desc,
-            old.prefix if prefix is None else prefix,
-            dict(old.constraints if constraints is None else constraints),
-        )
-        new = _spec_for(cls, name, info, old.annotation if type_ is None else type_, replacing=True)
+        info: FieldInfo
+        if constraints is None:  # keep everything else the field has (default, pydantic arguments...)
+            changes: dict[str, Any] = {} if prefix is None else {"prefix": prefix}
+            if desc is not None:
+                changes["desc"] = desc or f"${{{name}}}"
+            info = old._copy()
+            info.json_schema_extra = {**old.extra, **changes}
+        else:
+            info = declare(
+                old.role,
+                old.desc if desc is None else desc,
+                old.prefix if prefix is None else prefix,
+                constraints,
+            )
+        new = FieldSpec.build(name, info, old.annotation if type_ is None else _annotation(type_))
         specs = [new if s.name == name else s for s in cls.fields.values()]
         return _build(cls.__name__, specs, cls.instructions)
 
+    @classmethod
+    def equals(cls, other: Any) -> bool:
+        """DSPy's comparison: the same instructions, field names and ``json_schema_extra`` per field."""
+        if not isinstance(other, _SignatureMeta) or cls.instructions != other.instructions:
+            return False
+        if list(cls.fields) != list(other.fields):
+            return set(cls.fields) == set(other.fields) and _same_extras(cls, other)
+        return _same_extras(cls, other)
+
     # -- serialization ----------------------------------------------------------------------
     @classmethod
-    def dump(cls) -> dict[str, Any]:
-        """The JSON-able form: ``{"instructions": ..., "fields": [{"name", "role", "type", "desc",
-        "prefix", "constraints"}, ...]}``, types written by :func:`type_to_string`."""
+    def dump_state(cls) -> dict[str, Any]:
+        """DSPy's saved form: ``{"instructions": ..., "fields": [{"prefix", "description"}, ...]}``."""
         fields = [
-            {
-                "name": spec.name,
-                "role": spec.role,
-                "type": type_to_string(spec.annotation),
-                "desc": spec.desc,
-                "prefix": spec.prefix,
-                "constraints": dict(spec.constraints),
-            }
+            {"prefix": spec.extra["prefix"], "description": spec.extra["desc"]}
             for spec in cls.fields.values()
         ]
         return {"instructions": cls.instructions, "fields": fields}
+
+    @classmethod
+    def load_state(cls, state: Mapping[str, Any]) -> type[Signature]:
+        """A new signature with the instructions and each field's prefix and description of ``state``
+        (from :meth:`dump_state`; fields matched by position)."""
+        try:
+            saved = list(state["fields"])
+            specs = list(cls.fields.values())
+            for position, item in enumerate(saved[: len(specs)]):
+                specs[position] = _with_extra(
+                    specs[position], prefix=item["prefix"], desc=item["description"]
+                )
+            instructions = state["instructions"]
+        except (KeyError, TypeError) as exc:
+            raise SignatureError(f"not a saved signature state (missing or malformed {exc})") from exc
+        return _build(cls.__name__, specs, instructions)
+
+    @classmethod
+    def dump(cls) -> dict[str, Any]:
+        """dspex's full JSON form: ``{"instructions": ..., "fields": [{"name", "role", "type", "desc",
+        "prefix", "constraints"}, ...]}``, types written by :func:`type_to_string`."""
+        return _content(cls, type_text=type_to_string)
 
     @classmethod
     def from_dump(
@@ -199,15 +324,49 @@ class Signature(metaclass=_SignatureMeta):
 # -- building classes ------------------------------------------------------------------------
 
 
+def _content(cls: type[Signature], type_text: Callable[[Any], str] | None = None) -> dict[str, Any]:
+    """What defines a signature: instructions, and each field's name, role, type and texts."""
+    write = type_text or _loose_type_text
+    fields = [
+        {
+            "name": spec.name,
+            "role": spec.role,
+            "type": write(spec.annotation),
+            "desc": spec.desc,
+            "prefix": spec.prefix,
+            "constraints": dict(spec.constraints),
+        }
+        for spec in cls.fields.values()
+    ]
+    return {"instructions": cls.instructions, "fields": fields}
+
+
+def _loose_type_text(annotation: Any) -> str:
+    # Equality and hashing work for every type; only dump() needs types that read back.
+    try:
+        return type_to_string(annotation)
+    except SignatureError:
+        return repr(annotation)
+
+
+def _same_extras(cls: _SignatureMeta, other: _SignatureMeta) -> bool:
+    mine, theirs = cls.fields, other.fields
+    return all(mine[name].json_schema_extra == theirs[name].json_schema_extra for name in mine)
+
+
+def _with_extra(spec: FieldSpec, **changes: Any) -> FieldSpec:
+    changed = spec._copy()
+    changed.json_schema_extra = {**spec.extra, **changes}
+    return FieldSpec.build(spec.name, changed, spec.annotation)
+
+
 def _install(cls: type[Signature], specs: list[FieldSpec], instructions: str) -> None:
     _check_unique(specs)
-    for spec in specs:
-        type_to_string(spec.annotation)  # every field type must be writable, so dump() always works
-    cls.input_fields = {s.name: s for s in specs if s.role == "input"}
-    cls.output_fields = {s.name: s for s in specs if s.role == "output"}
-    cls.fields = {**cls.input_fields, **cls.output_fields}
-    cls.signature_string = f"{', '.join(cls.input_fields)} -> {', '.join(cls.output_fields)}"
-    cls.instructions = instructions
+    cls._dspex_inputs = {s.name: s for s in specs if s.role == "input"}
+    cls._dspex_outputs = {s.name: s for s in specs if s.role == "output"}
+    cls._dspex_fields = {**cls._dspex_inputs, **cls._dspex_outputs}
+    cls._dspex_instructions = instructions
+    cls._dspex_dump_text = None
 
 
 def _build(name: str, specs: Collection[FieldSpec], instructions: str | None) -> type[Signature]:
@@ -221,11 +380,15 @@ def _build(name: str, specs: Collection[FieldSpec], instructions: str | None) ->
 
 
 def _check_unique(specs: list[FieldSpec]) -> None:
-    seen: set[str] = set()
+    seen: dict[str, FieldRole] = {}
     for spec in specs:
         if spec.name in seen:
+            if seen[spec.name] != spec.role:
+                raise SignatureError(
+                    f"Input and output fields must have distinct names, but found duplicates: {spec.name!r}"
+                )
             raise SignatureError(f"duplicate field name {spec.name!r}")
-        seen.add(spec.name)
+        seen[spec.name] = spec.role
 
 
 def _class_instructions(cls: type, specs: Collection[FieldSpec]) -> str:
@@ -245,7 +408,7 @@ def _default_for(specs: Collection[FieldSpec]) -> str:
 
 
 def _class_form_specs(cls: type) -> list[FieldSpec]:
-    """Fields of a class-form signature: the bases' fields, then this class's annotated fields in order."""
+    """Fields of a class-form signature: the bases' fields, then this class's fields in body order."""
     specs: dict[str, FieldSpec] = {}
     for base in reversed(cls.__mro__[1:]):
         if isinstance(base, _SignatureMeta):
@@ -253,24 +416,29 @@ def _class_form_specs(cls: type) -> list[FieldSpec]:
     own = _own_field_infos(cls)
     hints = _type_hints(cls, own)
     for name, info in own.items():
-        specs[name] = FieldSpec.build(name, info, hints.get(name, str))
-    return list(specs.values())
+        if name in hints:
+            specs[name] = FieldSpec.build(name, info, hints[name])
+        else:  # no annotation: str, marked as DSPy marks it
+            specs[name] = _with_extra(FieldSpec.build(name, info, str), **{IS_TYPE_UNDEFINED: True})
+    return _inputs_first(list(specs.values()))
+
+
+def _inputs_first(specs: list[FieldSpec]) -> list[FieldSpec]:
+    return [s for s in specs if s.role == "input"] + [s for s in specs if s.role == "output"]
 
 
 def _own_field_infos(cls: type) -> dict[str, FieldInfo]:
     annotations = inspect.get_annotations(cls)
     declared = {name: value for name, value in cls.__dict__.items() if isinstance(value, FieldInfo)}
-    order = [name for name in annotations if name in declared]
-    order += [name for name in declared if name not in annotations]
     for name in annotations:
         if name not in declared and not _is_classvar(annotations[name]):
             raise SignatureError(
                 f"field {name!r} of signature {cls.__name__} is neither an input nor an output: "
                 f"write `{name}: ... = InputField()` or `= OutputField()`"
             )
-    for name in order:  # the values are markers, not attributes: keep them off the class
+    for name in declared:  # the values are markers, not attributes: keep them off the class
         delattr(cls, name)
-    return {name: declared[name] for name in order}
+    return declared
 
 
 def _is_classvar(annotation: Any) -> bool:
@@ -280,6 +448,9 @@ def _is_classvar(annotation: Any) -> bool:
 
 def _type_hints(cls: type, own: Mapping[str, FieldInfo]) -> dict[str, Any]:
     """Resolve this class's annotations, so ``from __future__ import annotations`` in user code works."""
+    annotations = inspect.get_annotations(cls)
+    if not any(isinstance(annotations.get(name), str) for name in own):
+        return {name: annotations[name] for name in own if name in annotations}
     try:
         hints = typing.get_type_hints(cls)
     except (NameError, TypeError, AttributeError) as exc:
@@ -287,22 +458,24 @@ def _type_hints(cls: type, own: Mapping[str, FieldInfo]) -> dict[str, Any]:
     return {name: hints[name] for name in own if name in hints}
 
 
-def _spec_for(
-    cls: type[Signature], name: str, field: FieldInfo, type_: Any, *, replacing: bool = False
-) -> FieldSpec:
+def _annotation(type_: Any) -> Any:
+    return string_to_type(type_) if isinstance(type_, str) else type_
+
+
+def _spec_for(cls: type[Signature], name: str, field: FieldInfo, type_: Any) -> FieldSpec:
     if not isinstance(field, FieldInfo):
         raise SignatureError(f"field {name!r} needs InputField(...) or OutputField(...), got {field!r}")
-    if name in cls.fields and not replacing:
-        raise SignatureError(f"signature {cls.signature_string!r} already has a field {name!r}")
-    annotation = str if type_ is None else string_to_type(type_) if isinstance(type_, str) else type_
-    return FieldSpec.build(name, field, annotation)
+    if name in cls.fields:
+        raise SignatureError(f"signature {cls.signature!r} already has a field {name!r}")
+    if type_ is None:
+        type_ = field.annotation
+    return FieldSpec.build(name, field, str if type_ is None else _annotation(type_))
 
 
 def _require_field(cls: type[Signature], name: str) -> FieldSpec:
     if name not in cls.fields:
-        raise SignatureError(
-            f"signature {cls.signature_string!r} has no field {name!r} (fields: {', '.join(cls.fields)})"
-        )
+        known = ", ".join(cls.fields)
+        raise SignatureError(f"signature {cls.signature!r} has no field {name!r} (fields: {known})")
     return cls.fields[name]
 
 
@@ -313,7 +486,7 @@ def _spec_from_dump(
     if role not in ("input", "output"):
         raise SignatureError(f"field {item.get('name')!r} has role {role!r}; expected 'input' or 'output'")
     annotation = string_to_type(item["type"], custom_types, allow_modules=allow_modules)
-    info = FieldInfo(role, item.get("desc", ""), item.get("prefix"), dict(item.get("constraints") or {}))
+    info = declare(role, item.get("desc") or None, item.get("prefix"), item.get("constraints") or {})
     return FieldSpec.build(item["name"], info, annotation)
 
 
@@ -323,50 +496,99 @@ SignatureSpec = str | Mapping[str, Any] | type[Signature]
 
 
 def make_signature(
-    spec: SignatureSpec,
+    signature: SignatureSpec,
     instructions: str | None = None,
-    *,
+    signature_name: str = _DEFAULT_NAME,
     custom_types: Mapping[str, Any] | None = None,
-    name: str = _DEFAULT_NAME,
+    *,
+    name: str | None = None,
+    _caller: types.FrameType | None = None,
 ) -> type[Signature]:
     """Build a signature class.
 
-    ``spec`` is a string (``"question, context: list[str] -> answer: int"``), a mapping
+    ``signature`` is a string (``"question, context: list[str] -> answer: int"``), a mapping
     ``{name: (type, InputField(...))}`` (or ``{name: OutputField(...)}`` for a str field), or a
-    signature class (returned as is, or with new ``instructions``). Without ``instructions`` (or with ""), the
-    default is DSPy's: ``"Given the fields `question`, produce the fields `answer`."``.
-    ``custom_types`` maps names used in the string to types: ``{"Answer": Answer}``.
+    signature class (returned as is, or with new ``instructions``). Without ``instructions`` (or with
+    ""), the default is DSPy's: ``"Given the fields `question`, produce the fields `answer`."``.
+    Types named in a string resolve from ``custom_types`` (``{"Answer": Answer}``), the builtins and
+    ``typing`` names, ``"pkg.module:Name"`` import paths, and otherwise, as in DSPy, from the
+    caller's scope (local then global names, walking up the calling frames).
+    ``name`` (or DSPy's ``signature_name``) names the class.
     """
-    if isinstance(spec, type) and issubclass(spec, Signature):
-        return spec if instructions is None else spec.with_instructions(instructions)
-    if isinstance(spec, str):
-        parsed = parse_signature_string(spec, custom_types=custom_types)
-        specs = [FieldSpec.build(p.name, _info(p.role), p.annotation) for p in parsed]
-    elif isinstance(spec, Mapping):
-        specs = [_spec_from_mapping_item(key, value) for key, value in spec.items()]
+    class_name = name or signature_name
+    if isinstance(signature, type) and issubclass(signature, Signature):
+        return signature if instructions is None else signature.with_instructions(instructions)
+    if isinstance(signature, str):
+        scope = _CallerScope(_caller or sys._getframe(1))
+        parsed = parse_signature_string(signature, custom_types=custom_types, lookup=scope.lookup)
+        specs = [FieldSpec.build(p.name, _declared(p.role, p.typed), p.annotation) for p in parsed]
+    elif isinstance(signature, Mapping):
+        specs = [_spec_from_mapping_item(key, value) for key, value in signature.items()]
     else:
-        kind = type(spec).__name__
+        kind = type(signature).__name__
         raise SignatureError(f"cannot make a signature from a {kind}; pass a string, mapping or class")
-    return _build(name, specs, instructions)
+    return _build(class_name, specs, instructions)
 
 
-def _info(role: FieldRole) -> FieldInfo:
-    return typing.cast(FieldInfo, InputField() if role == "input" else OutputField())
+def _declared(role: FieldRole, typed: bool) -> FieldInfo:
+    # DSPy marks string-form inputs with whether their type was written (outputs are not marked).
+    if role == "input":
+        return typing.cast(FieldInfo, InputField(**{IS_TYPE_UNDEFINED: not typed}))
+    return typing.cast(FieldInfo, OutputField())
+
+
+class _CallerScope:
+    """Names visible where a signature string was written: each calling frame's locals, then globals.
+
+    dspex's own frames are skipped, so only user code decides what a name means.
+    """
+
+    def __init__(self, frame: types.FrameType | None) -> None:
+        self.frame = frame
+
+    def lookup(self, name: str) -> Any:
+        frame, seen = self.frame, 0
+        while frame is not None and seen < _MAX_FRAMES:
+            seen += 1
+            module = str(frame.f_globals.get("__name__", ""))
+            if module != "dspex" and not module.startswith("dspex."):
+                for namespace in (frame.f_locals, frame.f_globals):
+                    if name in namespace:
+                        return namespace[name]
+            frame = frame.f_back
+        raise KeyError(name)
 
 
 def _spec_from_mapping_item(name: Any, value: Any) -> FieldSpec:
     if not isinstance(name, str):
         raise SignatureError(f"field names must be strings, got {name!r}")
-    annotation, info = value if isinstance(value, tuple) and len(value) == 2 else (str, value)
+    if isinstance(value, FieldInfo):
+        annotation, info = value.annotation, value
+    elif isinstance(value, tuple) and len(value) == 2:
+        annotation, info = value
+    else:
+        raise SignatureError(f"field {name!r}: expected (type, InputField()/OutputField()), got {value!r}")
     if not isinstance(info, FieldInfo):
         raise SignatureError(f"field {name!r}: expected (type, InputField()/OutputField()), got {value!r}")
-    return FieldSpec.build(name, info, str if annotation is None else annotation)
+    annotation = str if annotation is None else annotation
+    if not _is_type_like(annotation):
+        raise SignatureError(f"field {name!r}: the type must be a type, got {annotation!r}")
+    return FieldSpec.build(name, info, annotation)
 
 
-def ensure_signature(value: SignatureSpec, instructions: str | None = None) -> type[Signature]:
-    """``value`` as a signature class: strings and mappings go through :func:`make_signature`."""
-    if isinstance(value, type) and issubclass(value, Signature):
+def _is_type_like(annotation: Any) -> bool:
+    return (
+        isinstance(annotation, type | types.UnionType | types.GenericAlias)
+        or typing.get_origin(annotation) is not None
+        or annotation is Any
+        or type(annotation).__module__ == "typing"
+    )
+
+
+def ensure_signature(signature: SignatureSpec, instructions: str | None = None) -> type[Signature]:
+    """``signature`` as a signature class: strings and mappings go through :func:`make_signature`."""
+    if isinstance(signature, type) and issubclass(signature, Signature):
         if instructions is not None:
-            raise SignatureError("instructions can only be given with a signature string or mapping")
-        return value
-    return make_signature(value, instructions)
+            raise SignatureError("Don't specify instructions when initializing with a Signature")
+        return signature
+    return make_signature(signature, instructions, _caller=sys._getframe(1))

@@ -13,7 +13,7 @@ import enum
 import importlib
 import types
 import typing
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -22,6 +22,7 @@ from dspex.errors import SecurityPolicyError, SignatureError
 __all__ = ["TypeSyntaxError", "UnknownTypeError", "parse_type_at", "string_to_type", "type_to_string"]
 
 _NONE_TYPE = type(None)
+_MISSING: Any = object()
 
 # Plain (unsubscripted) names a type string may use; typing's capitalised aliases map to builtins.
 _SIMPLE: dict[str, Any] = {
@@ -29,6 +30,7 @@ _SIMPLE: dict[str, Any] = {
     "None": _NONE_TYPE, "NoneType": _NONE_TYPE,
     "list": list, "dict": dict, "tuple": tuple, "set": set, "frozenset": frozenset,
     "List": list, "Dict": dict, "Tuple": tuple, "Set": set, "FrozenSet": frozenset,
+    "complex": complex, "bytearray": bytearray,
 }  # fmt: skip
 _SPECIAL = {"Optional", "Union", "Literal"}
 _ARITY = {list: 1, set: 1, frozenset: 1, dict: 2}
@@ -69,11 +71,13 @@ class _TypeParser:
         pos: int,
         custom_types: Mapping[str, Any] | None,
         allow_modules: Collection[str] | None,
+        lookup: Callable[[str], Any] | None = None,
     ) -> None:
         self.text = text
         self.pos = pos
         self.custom_types = dict(custom_types or {})
         self.allow_modules = allow_modules
+        self.lookup = lookup
 
     # -- characters -------------------------------------------------------------------------
     def skip_ws(self) -> None:
@@ -117,6 +121,11 @@ class _TypeParser:
         if self.text.startswith("...", self.pos):
             self.pos += 3
             return _Value(Ellipsis), start
+        if char == "(":  # a parenthesised union: str | (int | float)
+            self.pos += 1
+            inner, inner_start = self.union_at()
+            self.expect(")", "')' closing the parenthesis")
+            return self.as_type(inner, inner_start), start
         if not (char.isalpha() or char == "_"):
             raise TypeSyntaxError("a type name", self.pos)
         return self.named(start), start
@@ -194,8 +203,24 @@ class _TypeParser:
             return _SIMPLE[name]
         if name in _SPECIAL:
             return {"Optional": typing.Optional, "Union": Union, "Literal": Literal}[name]
+        found = self.resolve_in_scope(name)
+        if found is not _MISSING:
+            return found
         reason = f"{name!r} is not a known type name (known: {', '.join(KNOWN_NAMES)})"
         raise UnknownTypeError(name, start, reason + "; pass custom_types={...} or write 'pkg.module:Name'")
+
+    def resolve_in_scope(self, name: str) -> Any:
+        """``name`` (or ``Outer.Inner``) from custom_types or the caller's scope, if it names a type."""
+        head, *attributes = name.split(".")
+        obj = self.custom_types.get(head, _MISSING)
+        if obj is _MISSING and self.lookup is not None:
+            try:
+                obj = self.lookup(head)
+            except KeyError:
+                return _MISSING
+        for attribute in attributes:
+            obj = getattr(obj, attribute, _MISSING)
+        return obj if _is_type_form(obj) else _MISSING
 
     def imported(self, module: str, qualname: str, start: int) -> Any:
         path = f"{module}:{qualname}"
@@ -249,18 +274,31 @@ def _module_allowed(module: str, allow_modules: Collection[str]) -> bool:
     return any(module == allowed or module.startswith(allowed + ".") for allowed in allow_modules)
 
 
+def _is_type_form(obj: Any) -> bool:
+    """True for what may annotate a field: a class, a generic alias, a union, a typing special form."""
+    if obj is _MISSING or obj is None:
+        return False
+    return (
+        isinstance(obj, type | types.UnionType | types.GenericAlias)
+        or typing.get_origin(obj) is not None
+        or type(obj).__module__ == "typing"
+    )
+
+
 def parse_type_at(
     text: str,
     pos: int,
     *,
     custom_types: Mapping[str, Any] | None = None,
     allow_modules: Collection[str] | None = None,
+    lookup: Callable[[str], Any] | None = None,
 ) -> tuple[Any, int]:
     """Parse one type expression of ``text`` starting at ``pos``; return (type, end position).
 
+    Names nothing else knows are passed to ``lookup`` (KeyError: unknown), e.g. the caller's scope.
     Raises :class:`TypeSyntaxError` (or its :class:`UnknownTypeError`) with an absolute position.
     """
-    parser = _TypeParser(text, pos, custom_types, allow_modules)
+    parser = _TypeParser(text, pos, custom_types, allow_modules, lookup)
     parser.skip_ws()
     start = parser.pos
     value = parser.union()

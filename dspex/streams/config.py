@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from dspex.errors import ConfigurationError
 
@@ -66,6 +66,13 @@ class KafkaSettings(BaseModel):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     extra: dict[str, str] = Field(default_factory=dict)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            # ConfigurationError is a ValueError, which pydantic wraps: give the caller ours back
+            raise _own_error(exc) from None
 
     @model_validator(mode="after")
     def _check(self) -> KafkaSettings:
@@ -182,3 +189,12 @@ def _check_sasl(settings: KafkaSettings) -> None:
         raise ConfigurationError(
             f"SASL mechanism {settings.sasl_mechanism} needs sasl_username and sasl_password"
         )
+
+
+def _own_error(exc: ValidationError) -> Exception:
+    """The ConfigurationError a validator raised (pydantic wraps ValueErrors), else ``exc`` itself."""
+    for error in exc.errors():
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigurationError):
+            return cause
+    return exc

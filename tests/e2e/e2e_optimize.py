@@ -16,13 +16,13 @@ from typing import Any, cast
 
 from e2e_pipeline import JOB_TIMEOUT_S, METRIC, Pipeline, devset, predict_program, read_topic, wait_for
 
+from dspex.configuration import context
 from dspex.errors import KafkaError
 from dspex.lm import LM
 from dspex.optimizers import LocalExecutor, optimizer_from_name
 from dspex.primitives import Example, Module
 from dspex.schemas import OptimizerCheckpoint, OptimizeStatus, TrialRecord, decode
 from dspex.serialization import candidate_id
-from dspex.settings import context
 from dspex.testing import SimulatedLMServer
 
 READY_S = 120.0

@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from dspex.client import Client
+from dspex.configuration import context
 from dspex.dev.stack import LocalStack, WorkerKind, WorkerProcess
 from dspex.errors import DspexError, KafkaError
 from dspex.evaluate import Evaluate, EvaluationResult
@@ -27,7 +28,6 @@ from dspex.metrics import metric_from_name
 from dspex.modules import ChainOfThought, Predict
 from dspex.primitives import Example, Module
 from dspex.schemas import JobStatus, WorkerHeartbeat
-from dspex.settings import context
 from dspex.signatures import make_signature
 from dspex.streams.admin import KafkaAdmin, ensure_topics
 from dspex.streams.config import KafkaSettings

@@ -35,6 +35,7 @@ from e2e_pipeline import (
 )
 
 from dspex.client import Client
+from dspex.configuration import context
 from dspex.errors import ConfigurationError, KafkaError
 from dspex.lm import LM
 from dspex.optimizers import (
@@ -48,7 +49,6 @@ from dspex.optimizers.labeled import labeled_program
 from dspex.primitives import Example, Module, Prediction
 from dspex.schemas import EvalJob, JobMessage, OptimizeStatus, PredictionRecord, TrialRecord, decode
 from dspex.serialization import candidate_id
-from dspex.settings import context
 from dspex.testing import SimulatedLMServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

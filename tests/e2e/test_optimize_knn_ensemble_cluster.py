@@ -29,6 +29,7 @@ from e2e_pipeline import (
 )
 
 from dspex.client import Client
+from dspex.configuration import context
 from dspex.evaluate import EvaluationResult
 from dspex.lm import LM
 from dspex.modules import majority
@@ -36,7 +37,6 @@ from dspex.optimizers import Ensemble, KafkaExecutor, KNNFewShot
 from dspex.optimizers.labeled import labeled_program
 from dspex.primitives import Module
 from dspex.serialization import dump_program, load_program
-from dspex.settings import context
 from dspex.testing import SimulatedLMServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

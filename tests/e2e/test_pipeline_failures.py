@@ -32,10 +32,10 @@ from e2e_pipeline import (
 from pydantic import BaseModel
 
 from dspex.client._submit import Limits, Policy, build_submission
+from dspex.configuration import context
 from dspex.errors import JobError
 from dspex.lm import LM
 from dspex.schemas import DLQ_REASON_UNDECODABLE, DeadLetter, decode
-from dspex.settings import context
 from dspex.streams.serde import to_record
 from dspex.streams.topics import TopicRole
 from dspex.testing import SimulatedLMServer

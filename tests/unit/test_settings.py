@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from dspex import settings
+from dspex import configuration as settings
 from dspex.adapters import ChatAdapter, JSONAdapter
+from dspex.configuration import configure, context, current_settings
 from dspex.errors import ConfigurationError
 from dspex.lm import LM
-from dspex.settings import configure, context, current_settings
 
 
 def _lm(name: str) -> LM:
@@ -30,14 +30,15 @@ def restore_defaults() -> Iterator[None]:
 def test_configure_sets_process_defaults_and_none_clears(restore_defaults: None) -> None:
     lm, adapter = _lm("default"), JSONAdapter()
     configure(lm=lm, adapter=adapter)
-    assert current_settings() == settings.Settings(lm=lm, adapter=adapter)
+    # (the default DSPy trace list holds whatever predictors ran before in this process)
+    assert current_settings() == settings.Settings(lm=lm, adapter=adapter, trace=current_settings().trace)
     configure(adapter=None)  # a keyword left out keeps its value
     assert current_settings().lm is lm and current_settings().adapter is None
 
 
 def test_unknown_keyword_names_it_and_lists_the_accepted_ones() -> None:
     with pytest.raises(
-        ConfigurationError, match=r"unknown setting\(s\): max_tokens, trace; accepted: lm, adapter"
+        ConfigurationError, match=r"unknown setting\(s\): max_tokens; accepted: lm, adapter, rm, trace"
     ):
         configure(lm=None, trace=[], max_tokens=5)
     expected = r"context\(\) got unknown setting\(s\): temperature"
@@ -47,7 +48,7 @@ def test_unknown_keyword_names_it_and_lists_the_accepted_ones() -> None:
 
 def test_wrong_types_are_rejected_with_what_was_expected() -> None:
     with pytest.raises(
-        ConfigurationError, match=r"configure\(lm=...\) needs a dspex.LM or None, got builtins.str"
+        ConfigurationError, match=r"configure\(lm=...\) needs a dspex.BaseLM or None, got builtins.str"
     ):
         configure(lm="openai/gpt-4o-mini")  # type: ignore[arg-type]
     expected = r"needs a dspex\.Adapter"

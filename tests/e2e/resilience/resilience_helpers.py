@@ -23,6 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from dspex.client import Client
+from dspex.configuration import context
 from dspex.dev import DevBroker
 from dspex.dev._system import tail
 from dspex.dev.stack import LocalStack, WorkerKind, WorkerProcess
@@ -34,7 +35,6 @@ from dspex.modules import ChainOfThought
 from dspex.observability.lag import pipeline_groups
 from dspex.primitives import Example, Module
 from dspex.schemas import JobStatus, WorkerHeartbeat
-from dspex.settings import context
 from dspex.signatures import make_signature
 from dspex.streams.admin import group_lag
 from dspex.streams.config import KafkaSettings

@@ -258,7 +258,7 @@ class Survey(dspex.Signature):
     report: Report = dspex.OutputField()
 
 
-ADAPTERS = [ChatAdapter(json_fallback=False), JSONAdapter()]
+ADAPTERS = [ChatAdapter(use_json_adapter_fallback=False), JSONAdapter()]
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=["chat", "json"])
@@ -308,7 +308,7 @@ async def test_chat_falls_back_to_json_once_and_still_rejects(sim: SimulatedLMSe
     )
     with pytest.raises(AdapterParseError) as caught:
         await Predict(big, lm=lm).acall(question="What is 2 + 2?")
-    assert caught.value.adapter == "chat" and "[[ ## answer ## ]]" in caught.value.raw_text
+    assert caught.value.adapter == "ChatAdapter" and "[[ ## answer ## ]]" in caught.value.raw_text
     assert sim.control.stats()["completions_ok"] == 2  # the chat call, then the one JSON retry
 
 

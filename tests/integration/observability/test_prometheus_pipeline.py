@@ -28,10 +28,10 @@ from prom_tools import (
 )
 
 from dspex.client import Client
+from dspex.configuration import context
 from dspex.dev.stack import LocalStack
 from dspex.lm import LM
 from dspex.modules import Predict
-from dspex.settings import context
 from dspex.signatures import make_signature
 from dspex.testing import SimulatedLMServer, arithmetic_dataset
 

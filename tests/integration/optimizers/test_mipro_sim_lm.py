@@ -20,6 +20,7 @@ import optuna
 import pytest
 from dspy.teleprompt.mipro_optimizer_v2 import MIPROv2 as DSPyMIPROv2
 
+from dspex.configuration import context
 from dspex.lm import LM
 from dspex.metrics import numeric_equal
 from dspex.modules import Predict
@@ -27,7 +28,6 @@ from dspex.optimizers import LocalExecutor, MIPROv2
 from dspex.optimizers.mipro_run import MiproRun
 from dspex.primitives import Module
 from dspex.serialization import candidate_id
-from dspex.settings import context
 from dspex.testing import SimulatedLMServer, arithmetic_dataset
 from dspex.testing.task import arithmetic_rows, instruction_phrases_in
 

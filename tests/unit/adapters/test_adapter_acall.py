@@ -46,7 +46,7 @@ CHAT_OK = "[[ ## answer ## ]]\n5\n\n[[ ## completed ## ]]"
 
 async def test_chat_call_sends_messages_and_config() -> None:
     lm = scripted(CHAT_OK)
-    result = await ChatAdapter().acall(lm, SIG, [], {"question": "2+3?"}, config={"temperature": 0.7})
+    result = await ChatAdapter().acall_result(lm, SIG, [], {"question": "2+3?"}, config={"temperature": 0.7})
     assert isinstance(result, AdapterResult)
     assert result.outputs == {"answer": 5} and result.adapter == "chat" and result.response.text == CHAT_OK
     assert lm.calls[0]["messages"] == ChatAdapter().format(SIG, [], {"question": "2+3?"})
@@ -55,17 +55,17 @@ async def test_chat_call_sends_messages_and_config() -> None:
 
 async def test_json_call_adds_response_format_and_config_wins() -> None:
     lm = scripted('{"answer": 1}', '{"answer": 2}')
-    first = await JSONAdapter().acall(lm, SIG, [], {"question": "q"})
+    first = await JSONAdapter().acall_result(lm, SIG, [], {"question": "q"})
     assert first.outputs == {"answer": 1} and first.adapter == "json"
     assert lm.calls[0]["response_format"] == {"type": "json_object"}
     schema = {"type": "json_schema", "json_schema": {}}
-    await JSONAdapter().acall(lm, SIG, [], {"question": "q"}, config={"response_format": schema})
+    await JSONAdapter().acall_result(lm, SIG, [], {"question": "q"}, config={"response_format": schema})
     assert lm.calls[1]["response_format"] == schema
 
 
 async def test_chat_falls_back_to_json_once() -> None:
     lm = scripted("The answer is five.", '{"answer": 5}')
-    result = await ChatAdapter().acall(lm, SIG, [], {"question": "q"}, config={"rollout_id": 3})
+    result = await ChatAdapter().acall_result(lm, SIG, [], {"question": "q"}, config={"rollout_id": 3})
     assert result.outputs == {"answer": 5} and result.adapter == "json"
     assert len(lm.calls) == 2
     assert lm.calls[1]["response_format"] == {"type": "json_object"} and lm.calls[1]["rollout_id"] == 3
@@ -75,8 +75,8 @@ async def test_chat_falls_back_to_json_once() -> None:
 async def test_when_the_fallback_fails_too_the_chat_error_is_raised() -> None:
     lm = scripted("The answer is five.", "still not json")
     with pytest.raises(AdapterParseError) as info:
-        await ChatAdapter().acall(lm, SIG, [], {"question": "q"})
-    assert info.value.adapter == "chat" and info.value.raw_text == "The answer is five."
+        await ChatAdapter().acall_result(lm, SIG, [], {"question": "q"})
+    assert info.value.adapter == "ChatAdapter" and info.value.raw_text == "The answer is five."
     assert any("JSONAdapter fallback failed too" in note for note in info.value.__notes__)
     assert len(lm.calls) == 2
 
@@ -84,19 +84,19 @@ async def test_when_the_fallback_fails_too_the_chat_error_is_raised() -> None:
 async def test_no_fallback_when_disabled() -> None:
     lm = scripted("nonsense")
     with pytest.raises(AdapterParseError):
-        await ChatAdapter(json_fallback=False).acall(lm, SIG, [], {"question": "q"})
+        await ChatAdapter(use_json_adapter_fallback=False).acall_result(lm, SIG, [], {"question": "q"})
     assert len(lm.calls) == 1
 
 
 async def test_lm_errors_are_not_parse_errors_and_do_not_fall_back() -> None:
     lm = scripted(LMRequestError("bad request", status=400))
     with pytest.raises(LMRequestError):
-        await ChatAdapter().acall(lm, SIG, [], {"question": "q"})
+        await ChatAdapter().acall_result(lm, SIG, [], {"question": "q"})
     assert len(lm.calls) == 1
 
 
 async def test_json_adapter_does_not_fall_back() -> None:
     lm = scripted("no json")
     with pytest.raises(AdapterParseError) as info:
-        await JSONAdapter().acall(lm, SIG, [], {"question": "q"})
-    assert info.value.adapter == "json" and len(lm.calls) == 1
+        await JSONAdapter().acall_result(lm, SIG, [], {"question": "q"})
+    assert info.value.adapter == "JSONAdapter" and len(lm.calls) == 1

@@ -81,8 +81,9 @@ def test_missing_fields_are_named_and_raw_text_kept() -> None:
     text = "[[ ## reasoning ## ]]\nthinking"
     with pytest.raises(AdapterParseError) as info:
         ChatAdapter().parse(sig, text)
-    assert "`answer`" in str(info.value) and "`reasoning`" not in str(info.value)
-    assert info.value.raw_text == text and info.value.adapter == "chat"
+    assert "parsed from the LM response: [reasoning]" in str(info.value)
+    assert info.value.raw_text == text and info.value.adapter == "ChatAdapter"
+    assert info.value.parsed_result == {"reasoning": "thinking"}
 
 
 def test_missing_optional_field_becomes_none() -> None:
@@ -108,7 +109,7 @@ def test_values_that_do_not_validate_are_parse_errors(field: str, bad: str) -> N
         ChatAdapter().parse(Typed, text)
     assert info.value.field == field
     assert info.value.raw_text == text
-    assert f"field `{field}`" in str(info.value)
+    assert f"Failed to parse field {field} with value" in str(info.value)
 
 
 def test_literal_numbers_coerce_from_text() -> None:
@@ -118,7 +119,7 @@ def test_literal_numbers_coerce_from_text() -> None:
 
 
 def test_empty_output_is_a_parse_error() -> None:
-    with pytest.raises(AdapterParseError, match="the LM output is empty"):
+    with pytest.raises(AdapterParseError, match=r"LM Response: \(empty\)"):
         ChatAdapter().parse(make_signature("q -> a"), "")
 
 
@@ -126,7 +127,7 @@ def test_assistant_message_of_a_demo_reads_back() -> None:
     adapter = ChatAdapter()
     values = {"count": 2, "ratio": 1.5, "ok": False, "kind": "a", "tags": ["t"], "scores": {"k": 1},
               "point": Point(x=0, y=1), "mood": Mood.HAPPY, "note": "n"}  # fmt: skip
-    text = adapter.assistant_content(Typed, values)
+    text = adapter.format_assistant_message_content(Typed, values)
     assert adapter.parse(Typed, text) == values
 
 

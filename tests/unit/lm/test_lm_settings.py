@@ -60,7 +60,7 @@ def test_settings_refuse_unknown_fields() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"model": "gpt-4o-mini"}, "provider/name"),
+        ({"model": "/gpt-4o-mini"}, "provider/name"),
         ({"model": "sim/x"}, "needs api_base"),
         ({"model": "openai/x", "stream": True}, "stream"),
         ({"model": "openai/x", "n": 3}, "n > 1"),

@@ -31,7 +31,7 @@ class ScriptedAdapter(Adapter):
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    async def acall(
+    async def acall_result(
         self,
         lm: LM,
         signature: type[Signature],

@@ -7,9 +7,8 @@ import asyncio
 import pytest
 from dspex_example_programs import AsyncTwoStep, Fanout, ScriptedAdapter, SyncTwoStep, offline_lm
 
-from dspex.errors import ConfigurationError
+from dspex.configuration import context
 from dspex.primitives import Module, Prediction
-from dspex.settings import context
 
 
 def _steps(pred: Prediction) -> list[tuple[str, dict[str, object]]]:
@@ -96,19 +95,20 @@ async def test_gathered_sub_calls_inside_one_call_all_land_in_its_trace() -> Non
     assert sorted({s.predictor_path.split(".")[0] for s in pred.trace}) == [f"steps[{i}]" for i in range(5)]
 
 
-async def test_sync_call_of_a_sub_module_inside_aforward_says_to_await() -> None:
-    class Wrong(Module):
+async def test_sync_call_of_a_sub_module_inside_aforward_works_and_joins_the_trace() -> None:
+    # Blocking (the loop waits for the sub-call, which runs on dspex's bridge loop) but correct:
+    # settings and the trace travel with it, as in a notebook cell.
+    class Blocking(Module):
         def __init__(self) -> None:
             self.inner = AsyncTwoStep()
 
         async def aforward(self, question: str) -> Prediction:
             return self.inner(question=question)
 
-    with (
-        context(lm=offline_lm(), adapter=ScriptedAdapter()),
-        pytest.raises(ConfigurationError, match="await"),
-    ):
-        await Wrong().acall(question="q")
+    with context(lm=offline_lm(), adapter=ScriptedAdapter()):
+        pred = await Blocking().acall(question="q")
+    assert pred.answer == "answer(q,answer(q))"
+    assert [path for path, _ in _steps(pred)] == ["inner.draft.predict", "inner.check"]
 
 
 class _Plain(Module):

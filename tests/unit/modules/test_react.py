@@ -43,8 +43,6 @@ def finish(x: int) -> int:
 @pytest.mark.parametrize(
     ("tool", "message"),
     [
-        (no_doc, "tool 'no_doc' has no docstring"),
-        (no_hint, "tool 'no_hint': parameter 'a' has no type hint"),
         (star_args, "tool 'star_args': parameter 'values' is variadic positional"),
         (opaque, "tool 'opaque': parameter 'lock' has type"),
         (finish, "tool name 'finish' is reserved"),
@@ -54,6 +52,13 @@ def finish(x: int) -> int:
 def test_bad_tools_are_rejected_at_construction_naming_the_tool(tool: Any, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         ReAct("question -> answer", tools=[tool])
+
+
+def test_tools_without_docstring_or_hints_are_accepted_as_in_dspy() -> None:
+    agent = ReAct("question -> answer", tools=[no_doc, no_hint])
+    assert agent.tools["no_doc"].desc == "" and agent.tools["no_doc"].args == {"a": {"type": "integer"}}
+    assert agent.tools["no_hint"].args == {"a": {}}  # any JSON value
+    assert agent.tools["no_hint"].validate({"a": [1, "x"]}) == {"a": [1, "x"]}
 
 
 def test_a_tool_name_given_twice_is_rejected() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from dspex_optimizer_fakes import FakeExecutor, dataset
 
-from dspex.errors import ConfigurationError, MetricError, OptimizerError
+from dspex.errors import ConfigurationError, MetricError
 from dspex.lm.usage import Usage
 from dspex.metrics import exact_match
 from dspex.modules import Predict
@@ -81,11 +81,12 @@ def raising_metric(example: Any, prediction: Any, trace: Any = None) -> bool:
 
 
 async def test_a_metric_that_always_raises_fails_the_step_and_then_the_run() -> None:
+    # DSPy's rule: the error that brings the count to max_errors is raised as it is.
     optimizer = BootstrapFewShot(raising_metric, max_bootstrapped_demos=2, max_errors=3)
-    with pytest.raises(OptimizerError, match="the metric is broken") as caught:
+    with pytest.raises(RuntimeError, match="the metric is broken"):
         await optimizer.acompile(student(), trainset=dataset(10), executor=FakeExecutor())
-    history = caught.value.history
-    assert history is optimizer.history and history is not None
+    history = optimizer.history
+    assert history is not None
     assert history.trials[-1].failed and "every run failed" in (history.trials[-1].error or "")
     assert "max_errors=3" in (history.stopped or "")
 
@@ -94,8 +95,6 @@ async def test_a_metric_that_always_raises_fails_the_step_and_then_the_run() -> 
 
 BAD_INPUTS = [
     (lambda: BootstrapFewShot(METRIC), {"trainset": []}, "trainset has 0"),
-    (lambda: BootstrapFewShot(METRIC, max_bootstrapped_demos=4), {"trainset": dataset(3)}, "at least 4"),
-    (lambda: LabeledFewShot(k=2), {"trainset": []}, "trainset has 0"),
     (
         lambda: BootstrapFewShotWithRandomSearch(METRIC),
         {"trainset": dataset(8), "valset": [Example(question="q", label="x").with_inputs("question")]},

@@ -13,7 +13,7 @@ from dspex.modules import ChainOfThought, Predict, majority
 from dspex.optimizers import (
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
-    Ensemble,
+    EnsembledProgram,
     LabeledFewShot,
     optimizer_from_name,
 )
@@ -145,7 +145,7 @@ async def test_stop_at_score_ends_the_search_at_the_first_candidate_reaching_it(
 
 async def test_ensemble_deterministic_choice_depends_on_the_inputs_only() -> None:
     programs = [Predict("question -> answer") for _ in range(5)]
-    ensemble = await Ensemble(reduce_fn=majority, size=2, deterministic=True).acompile(programs)
+    ensemble = EnsembledProgram(programs, reduce_fn=majority, size=2, deterministic=True)
     first = ensemble._chosen({"question": "a"})
     assert all(ensemble._chosen({"question": "a"}) == first for _ in range(5))
     assert len(first) == 2 and {id(p) for p in first} <= {id(p) for p in ensemble.programs}

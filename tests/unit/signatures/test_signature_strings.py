@@ -92,7 +92,7 @@ def _error(text: str, **kwargs: Any) -> str:
         ("q: 'x' -> a", 3, "not a literal value"),
         ('q: Literal["a] -> b', 11, 'closing "'),
         ("q, q -> a", 3, "duplicate field name 'q'"),
-        ("q -> q", 5, "duplicate field name 'q'"),
+        ("q -> q", 5, "must have distinct names"),
         ("q -> completed", 5, "reserved"),
         ("q -> _hidden", 5, "starts with '_'"),
         ("1q -> a", 0, "field name expected"),
@@ -106,7 +106,7 @@ def test_malformed_strings_name_position_and_expectation(text: str, position: in
 
 
 def test_unknown_type_message_tells_how_to_fix() -> None:
-    message = _error("q -> a: Answer")
+    message = _error("q -> a: NowhereDefined")
     assert "custom_types" in message and "pkg.module:Name" in message
 
 

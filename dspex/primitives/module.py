@@ -19,219 +19,33 @@ import copy
 import functools
 import inspect
 import logging
-from collections.abc import Collection, Iterator, Mapping, Sequence
+import re
+from collections import deque
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
-from pydantic import BaseModel
-
-from dspex import serialization
+from dspex import _dspy_state, serialization
 from dspex._parallel import call_inputs, resolve_concurrency, run_bounded
 from dspex._sync import run_in_thread, run_sync
 from dspex.adapters import Adapter
-from dspex.errors import ConfigurationError, InputError, ProgramLoadError
-from dspex.lm import LM
-from dspex.lm.usage import Usage, track_usage
+from dspex.errors import ConfigurationError, ProgramLoadError
+from dspex.lm import BaseLM
+from dspex.lm.usage import track_usage
+from dspex.primitives.example import Example
+from dspex.primitives.prediction import Prediction
+from dspex.utils.callback import ACTIVE_CALL_ID, active_callbacks, notify_end, notify_start
 
 if TYPE_CHECKING:
     from dspex.modules.predict import Predict
 
-__all__ = ["Example", "Module", "Prediction", "TraceStep", "detached_trace", "record_trace_step"]
+__all__ = ["Module", "TraceStep", "detached_trace", "record_trace_step", "set_attribute_by_name"]
 
 logger = logging.getLogger(__name__)
 
 UNATTACHED_PATH = "<unattached>"
-
-
-class Example:
-    """One record of named fields, some of them marked as inputs (DSPy's ``Example``).
-
-    >>> ex = Example(question="What is 2 + 3?", answer="5").with_inputs("question")
-    >>> ex.question, ex["answer"], ex.inputs().to_dict(), ex.labels().to_dict()
-    ('What is 2 + 3?', '5', {'question': 'What is 2 + 3?'}, {'answer': '5'})
-
-    Fields are read as attributes or items; two examples are equal when their fields are.
-    """
-
-    _store: dict[str, Any]
-    _input_keys: frozenset[str] | None
-
-    def __init__(self, base: Example | Mapping[str, Any] | None = None, /, **fields: Any) -> None:
-        store = dict(base._store if isinstance(base, Example) else (base or {}))
-        store.update(fields)
-        object.__setattr__(self, "_store", store)
-        input_keys = base._input_keys if isinstance(base, Example) else None
-        object.__setattr__(self, "_input_keys", input_keys)
-
-    # -- field access -------------------------------------------------------------------------
-
-    def __getattr__(self, name: str) -> Any:
-        # Only called when normal lookup fails. Private and dunder names are never fields, which also
-        # keeps copy/pickle from recursing before `_store` exists.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self._store[name]
-        except KeyError:
-            raise AttributeError(f"{type(self).__name__} has no field {name!r}") from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name.startswith("_"):
-            object.__setattr__(self, name, value)
-        elif hasattr(type(self), name):
-            # Shadowing a method (ex.keys = ...) would break the object; a field of that name is fine.
-            raise AttributeError(
-                f"{name!r} is a {type(self).__name__} attribute; set the field as ex[{name!r}]"
-            )
-        else:
-            self._store[name] = value
-
-    def __getitem__(self, key: str) -> Any:
-        return self._store[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._store[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self._store[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._store
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._store))
-
-    def __len__(self) -> int:
-        return len(self._store)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Example) and self._store == other._store
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, equal by content: not hashable
-
-    def __repr__(self) -> str:
-        inputs = "" if self._input_keys is None else f", input_keys={sorted(self._input_keys)}"
-        return f"{type(self).__name__}({self._store!r}{inputs})"
-
-    def keys(self) -> list[str]:
-        """The field names, in insertion order."""
-        return list(self._store)
-
-    def values(self) -> list[Any]:
-        """The field values, in insertion order."""
-        return list(self._store.values())
-
-    def items(self) -> list[tuple[str, Any]]:
-        """``(name, value)`` pairs, in insertion order."""
-        return list(self._store.items())
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """The value of field ``key``, or ``default``."""
-        return self._store.get(key, default)
-
-    # -- inputs and labels --------------------------------------------------------------------
-
-    @property
-    def input_keys(self) -> frozenset[str] | None:
-        """The names marked as inputs by :meth:`with_inputs`, or None if never marked."""
-        return self._input_keys
-
-    def with_inputs(self, *names: str) -> Self:
-        """A copy with ``names`` marked as the inputs; the other fields are labels."""
-        copied = self.copy()
-        object.__setattr__(copied, "_input_keys", frozenset(names))
-        return copied
-
-    def inputs(self) -> Self:
-        """A copy holding only the input fields."""
-        keys = self._marked_inputs()
-        return self._subset(lambda name: name in keys)
-
-    def labels(self) -> Self:
-        """A copy holding only the fields that are not inputs."""
-        keys = self._marked_inputs()
-        return self._subset(lambda name: name not in keys)
-
-    def _marked_inputs(self) -> frozenset[str]:
-        if self._input_keys is None:
-            raise InputError(
-                f"no input fields are marked on {self!r}; call example.with_inputs('question', ...) first"
-            )
-        return self._input_keys
-
-    def _subset(self, keep: Any) -> Self:
-        subset = type(self)({name: value for name, value in self._store.items() if keep(name)})
-        object.__setattr__(subset, "_input_keys", self._input_keys)
-        return subset
-
-    # -- copies -------------------------------------------------------------------------------
-
-    def copy(self, **changes: Any) -> Self:
-        """A shallow copy, with ``changes`` applied to its fields."""
-        return type(self)(self, **changes)
-
-    def without(self, *names: str) -> Self:
-        """A copy without the fields ``names`` (KeyError for a field it does not have)."""
-        copied = self.copy()
-        for name in names:
-            del copied[name]
-        return copied
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict, nested examples and pydantic models converted too."""
-        return {name: _plain(value) for name, value in self._store.items()}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Example):
-        return value.to_dict()
-    if isinstance(value, BaseModel):
-        return value.model_dump()
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    return value
-
-
-class Prediction(Example):
-    """What a module returns: its output fields, plus the trace and usage of the call.
-
-    >>> pred = await qa.acall(question="What is 2 + 3?")
-    >>> pred.answer, pred.reasoning, pred.usage.total_tokens, [s.predictor_path for s in pred.trace]
-    """
-
-    _usage: Usage
-    _trace: list[TraceStep]
-    _adapter: str | None
-
-    def __init__(self, base: Example | Mapping[str, Any] | None = None, /, **fields: Any) -> None:
-        super().__init__(base, **fields)
-        known = base if isinstance(base, Prediction) else None
-        self._usage = known.usage if known else Usage()
-        self._trace = list(known.trace) if known else []
-        self._adapter = known.adapter if known else None
-
-    @property
-    def usage(self) -> Usage:
-        """Tokens, cost and LM calls of the call that produced this prediction."""
-        return self._usage
-
-    @property
-    def trace(self) -> list[TraceStep]:
-        """The predictor calls made by the call that produced this prediction, in order."""
-        return self._trace
-
-    @property
-    def adapter(self) -> str | None:
-        """The adapter that parsed the LM output ("chat" or "json"), for a predictor's output."""
-        return self._adapter
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={value!r}" for name, value in self._store.items())
-        return f"Prediction({fields})"
 
 
 @dataclass(frozen=True)
@@ -311,6 +125,14 @@ class Module:
     is_predictor: ClassVar[bool] = False
     # The short type name a built-in writes into program JSON instead of its import path.
     program_alias: ClassVar[str | None] = None
+    # DSPy's flags, as class defaults so that subclasses that never call super().__init__() have them:
+    # an optimizer marks what it returns compiled; callbacks given to this module only.
+    _compiled: bool = False
+    callbacks: Sequence[Any] = ()
+
+    def __init__(self, callbacks: Sequence[Any] | None = None) -> None:
+        self.callbacks = list(callbacks or [])
+        self._compiled = False
 
     # -- calling ------------------------------------------------------------------------------
 
@@ -324,11 +146,23 @@ class Module:
         paths = parent.paths if parent else self._predictor_paths()
         collector = _TraceCollector(parent, paths)
         token = _collector.set(collector)
+        callbacks = active_callbacks(self)
+        call_id = notify_start(callbacks, "module", self, dict(kwargs)) if callbacks else ""
+        # the calls made inside (sub-modules, LMs) see this call as their parent (DSPy's ACTIVE_CALL_ID)
+        call_token = ACTIVE_CALL_ID.set(call_id) if callbacks else None
         try:
             with track_usage() as tracker:
                 result = await self._dispatch(args, kwargs)
+        except BaseException as exc:
+            if callbacks:
+                notify_end(callbacks, "module", call_id, None, exc)
+            raise
         finally:
             _collector.reset(token)
+            if call_token is not None:
+                ACTIVE_CALL_ID.reset(call_token)
+        if callbacks:
+            notify_end(callbacks, "module", call_id, result, None)
         if isinstance(result, Prediction):
             result._trace = list(collector.steps)
             result._usage = tracker.usage
@@ -360,8 +194,15 @@ class Module:
         num_threads: int | None = None,
         max_errors: int | None = None,
         return_failed_examples: bool = False,
+        provide_traceback: bool | None = None,
+        disable_progress_bar: bool = False,
+        timeout: int = 120,
+        straggler_limit: int = 3,
     ) -> Any:
         """Call the module on many examples at once, at most ``concurrency`` in flight (sync form).
+
+        ``provide_traceback``, ``disable_progress_bar``, ``timeout`` and ``straggler_limit`` are DSPy's
+        thread-pool options, accepted for its callers; calls here are tasks with LM-level timeouts.
 
         ``num_threads`` is DSPy's name for ``concurrency``. Results are in example order (None for a
         failed one); ``return_failed_examples=True`` gives ``(results, failed_examples, exceptions)``.
@@ -408,8 +249,9 @@ class Module:
                 children += [(f"{name}[{k!r}]", v) for k, v in value.items() if isinstance(v, Module)]
         return children
 
-    def named_sub_modules(self) -> list[tuple[str, Module]]:
-        """This module (``"self"``) and every module below it, each once, depth first."""
+    def module_tree(self) -> list[tuple[str, Module]]:
+        """This module (``"self"``) and every module below it, each once, depth first, by the paths
+        :meth:`named_predictors` uses (``"generate"``, ``"steps[0]"``)."""
         # An explicit stack rather than a recursive closure: a nested function that calls itself
         # is a reference cycle, left for the garbage collector on every call (and every acall).
         found: list[tuple[str, Module]] = []
@@ -425,9 +267,40 @@ class Module:
             stack += [(_child_path(path, segment), child) for segment, child in reversed(children)]
         return found
 
+    def named_sub_modules(
+        self, type_: type | None = None, skip_compiled: bool = False
+    ) -> Iterator[tuple[str, Any]]:
+        """DSPy's walk: every object of ``type_`` (default Module) reachable through attributes, lists,
+        tuples and dicts, breadth first, each once, named ``self.sub.items[0][key]``."""
+        wanted = type_ or Module
+        queue: deque[tuple[str, Any]] = deque([("self", self)])
+        seen = {id(self)}
+        while queue:
+            name, item = queue.popleft()
+            if isinstance(item, wanted):
+                yield name, item
+            for child_name, child in _dspy_children(name, item, skip_compiled):
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    queue.append((child_name, child))
+
+    def named_parameters(self) -> list[tuple[str, Predict]]:
+        """DSPy's name for :meth:`named_predictors` (predictors are a program's parameters)."""
+        return self.named_predictors()
+
+    def parameters(self) -> list[Predict]:
+        """DSPy's name for :meth:`predictors`."""
+        return self.predictors()
+
+    def map_named_predictors(self, func: Callable[[Predict], Predict]) -> Self:
+        """Replace every predictor with ``func(predictor)``, in place; returns this module."""
+        for name, predictor in self.named_predictors():
+            set_attribute_by_name(self, name, func(predictor))
+        return self
+
     def named_predictors(self) -> list[tuple[str, Predict]]:
         """Every predictor with its attribute path (``"generate.predict"``; ``"self"`` for a Predict)."""
-        return [(path, cast("Predict", m)) for path, m in self.named_sub_modules() if m.is_predictor]
+        return [(path, cast("Predict", m)) for path, m in self.module_tree() if m.is_predictor]
 
     def predictors(self) -> list[Predict]:
         """Every predictor, in :meth:`named_predictors` order."""
@@ -441,9 +314,9 @@ class Module:
     def deepcopy(self) -> Self:
         """An independent copy (signatures, demos, config); LMs and adapters stay shared."""
         memo: dict[int, Any] = {}
-        for _, module in self.named_sub_modules():
+        for _, module in self.module_tree():
             for value in vars(module).values():
-                if isinstance(value, LM | Adapter):
+                if isinstance(value, BaseLM | Adapter):
                     memo[id(value)] = value
         return _copy_module(self, memo)
 
@@ -454,12 +327,12 @@ class Module:
             predictor.demos = []
         return copied
 
-    def set_lm(self, lm: LM | None) -> None:
+    def set_lm(self, lm: BaseLM | None) -> None:
         """Give every predictor this LM (None: fall back to ``dspex.context``/``configure``)."""
         for predictor in self.predictors():
             predictor.lm = lm
 
-    def get_lm(self) -> LM | None:
+    def get_lm(self) -> BaseLM | None:
         """The LM all predictors carry (None if none does); an error if they carry different ones."""
         lms = {id(p.lm): p.lm for p in self.predictors()}
         if len(lms) > 1:
@@ -471,34 +344,50 @@ class Module:
 
     # -- state and saving ---------------------------------------------------------------------
 
-    def dump_state(self) -> dict[str, Any]:
-        """Each predictor's state (signature, demos, LM settings, config) by attribute path."""
-        return {path: predictor.predictor_state() for path, predictor in self.named_predictors()}
+    def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
+        """DSPy's state: each predictor's :meth:`~dspex.Predict.dump_state` by its ``named_parameters``
+        name (``"generate.predict"``). ``json_mode=False`` keeps demo values JSON cannot hold."""
+        return _dspy_state.dump_module_state(self, json_mode=json_mode)
 
-    def load_state(self, state: Mapping[str, Any]) -> Self:
-        """Overlay a :meth:`dump_state` result onto this module's predictors, by path."""
-        predictors = dict(self.named_predictors())
-        unknown = sorted(set(state) - set(predictors))
-        if unknown:
-            raise ProgramLoadError(
-                f"the state names predictors {type(self).__qualname__} does not have: {unknown}; "
-                f"it has: {sorted(predictors)}"
-            )
-        for path, predictor_state in state.items():
-            predictors[path].load_predictor_state(predictor_state)
+    def load_state(self, state: Mapping[str, Any], *, allow_unsafe_lm_state: bool = False) -> Self:
+        """Lay a :meth:`dump_state` result (from dspex or DSPy) over this module's predictors, by
+        name; all are checked before any changes. ``allow_unsafe_lm_state``: keep the LM states'
+        ``api_base``/``base_url``/``model_list`` and allow custom LM classes (trusted files only)."""
+        _dspy_state.load_module_state(self, state, allow_unsafe_lm_state=allow_unsafe_lm_state)
         return self
 
     def dump(self) -> dict[str, Any]:
         """This program as self-describing JSON data (see :mod:`dspex.serialization`)."""
         return serialization.dump_program(self)
 
-    def save(self, path: str | Path) -> None:
-        """Write this program to a JSON file that ``dspex.load(path)`` rebuilds."""
-        serialization.save_program(self, path)
+    def save(
+        self, path: str | Path, save_program: bool = False, modules_to_serialize: Sequence[Any] | None = None
+    ) -> None:
+        """Save as DSPy does: ``"p.json"`` (DSPy's state JSON, which DSPy loads too, plus this program's
+        self-describing JSON, so ``dspex.load(path)`` rebuilds it), ``"p.pkl"``, or with
+        ``save_program=True`` a directory (see :func:`dspex.serialization.save`)."""
+        serialization.save(self, path, save_program=save_program, modules_to_serialize=modules_to_serialize)
 
-    def load(self, path: str | Path) -> Self:
-        """Overlay a saved program's state onto this instance (for modules built with arguments)."""
-        serialization.load_into(self, path)
+    def load(
+        self,
+        path: str | Path,
+        allow_pickle: bool = False,
+        allow_unsafe_lm_state: bool = False,
+        *,
+        allow_modules: Collection[str] | None = None,
+    ) -> Self:
+        """Load a saved program's state (from dspex or DSPy) into this instance; returns it.
+
+        ``allow_pickle``: read ``.pkl`` files and ``save_program`` directories (restricted
+        unpickler). ``allow_unsafe_lm_state``: keep saved LM endpoints (trusted files only).
+        """
+        serialization.load_into(
+            self,
+            path,
+            allow_modules=allow_modules,
+            allow_pickle=allow_pickle,
+            allow_unsafe_lm_state=allow_unsafe_lm_state,
+        )
         return self
 
     @classmethod
@@ -553,6 +442,38 @@ def _copy_value(value: Any, memo: dict[int, Any], where: str) -> Any:
         # Clients, locks and sockets cannot be copied; sharing them is what a copy of a program wants.
         logger.debug("sharing %s between copies (it cannot be deep-copied: %s)", where, exc)
         return value
+
+
+def _dspy_children(name: str, item: Any, skip_compiled: bool) -> list[tuple[str, Any]]:
+    if isinstance(item, Module):
+        if skip_compiled and getattr(item, "_compiled", False):
+            return []
+        return [(f"{name}.{key}", value) for key, value in vars(item).items()]
+    if isinstance(item, list | tuple):
+        return [(f"{name}[{i}]", value) for i, value in enumerate(item)]
+    if isinstance(item, dict):
+        return [(f"{name}[{key}]", value) for key, value in item.items()]
+    return []
+
+
+_PATH_PART = re.compile(r"\.?([A-Za-z_]\w*)|\[(\d+)\]|\[(['\"])(.*?)\3\]")
+
+
+def set_attribute_by_name(obj: Any, name: str, value: Any) -> None:
+    """Set what ``name`` (a path such as ``sub.items[0]['key'].predict``) points to below ``obj``."""
+    parts = [(m.group(1), m.group(2), m.group(4)) for m in _PATH_PART.finditer(name)]
+    if not parts:
+        raise ConfigurationError(f"cannot set {name!r}: not an attribute path")
+    target = obj
+    for attr, index, key in parts[:-1]:
+        target = getattr(target, attr) if attr else target[int(index)] if index else target[key]
+    attr, index, key = parts[-1]
+    if attr:
+        setattr(target, attr, value)
+    elif index:
+        target[int(index)] = value
+    else:
+        target[key] = value
 
 
 def _child_path(parent: str, segment: str) -> str:

@@ -1,0 +1,343 @@
+"""``BaseLM``: what modules call. :class:`~dspex.lm.LM` (OpenAI-compatible HTTP) is one; bring your own.
+
+Everything in dspex talks to an LM through one coroutine, ``acomplete(messages, **overrides) ->
+LMResponse``. A subclass implements that, or, as in DSPy, ``forward(prompt=None, messages=None,
+**kwargs)`` (or ``aforward``) returning an OpenAI-style chat completion (an object or a dict with
+``choices[i].message.content``, ``usage`` and ``model``)::
+
+    class Echo(dspex.BaseLM):
+        def forward(self, prompt=None, messages=None, **kwargs):
+            return {"choices": [{"message": {"content": messages[-1]["content"]}}], "model": self.model}
+
+Calling an LM directly is DSPy's: ``lm("hi")`` or ``lm(messages=[...])`` gives a list of strings,
+one per choice. Every call is remembered in ``lm.history`` (bounded; off with
+``dspex.configure(disable_history=True)``), which ``lm.inspect_history()`` prints.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy as copy_mod
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TextIO, cast
+
+from dspex._sync import run_sync
+from dspex.errors import ConfigurationError
+from dspex.lm.usage import Usage, record_usage
+
+if TYPE_CHECKING:
+    from dspex.lm.client import LMResponse
+
+__all__ = [
+    "BUILTIN_LM_CLASS_PATH",
+    "GLOBAL_HISTORY",
+    "LM_CLASS_STATE_KEY",
+    "MAX_HISTORY_SIZE",
+    "BaseLM",
+    "call_lm",
+    "record_call",
+]
+
+# DSPy's saved LM state names the LM's class under this key; its built-in LM is this path, which
+# dspex's LM writes too (so DSPy loads it) and reads as its own LM.
+LM_CLASS_STATE_KEY = "_dspy_lm_class"
+BUILTIN_LM_CLASS_PATH = "dspy.clients.lm.LM"
+_OWN_LM_CLASS_PATHS = frozenset({BUILTIN_LM_CLASS_PATH, "dspex.lm.client.LM"})
+
+# DSPy keeps the last 10,000 calls; so do we, per LM and process-wide, so a long run's memory stays flat.
+MAX_HISTORY_SIZE = 10_000
+GLOBAL_HISTORY: deque[dict[str, Any]] = deque(maxlen=MAX_HISTORY_SIZE)
+
+
+class BaseLM:
+    """The LM interface: ``acomplete`` (native), ``forward``/``aforward`` (DSPy's), ``__call__``."""
+
+    model: str
+    model_type: str = "chat"
+
+    def __init__(
+        self,
+        model: str,
+        model_type: str = "chat",
+        temperature: float | None = 0.0,
+        max_tokens: int | None = 1000,
+        cache: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        self.model = model
+        self.model_type = model_type
+        self.cache = cache
+        kwargs.pop(LM_CLASS_STATE_KEY, None)  # a class marker is the class's to write, never a kwarg
+        self.kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, **kwargs}
+        self.history: deque[dict[str, Any]] = deque(maxlen=MAX_HISTORY_SIZE)
+        self.callbacks: list[Any] = []
+
+    # -- the one call every module makes --------------------------------------------------
+
+    async def acomplete(
+        self, messages: Sequence[Mapping[str, Any]], *, rollout_id: int | None = None, **overrides: Any
+    ) -> LMResponse:
+        """One chat completion. The default runs DSPy's ``aforward``/``forward`` and reads its answer."""
+        kwargs = {**self.kwargs, **overrides}
+        if rollout_id is not None:
+            kwargs["rollout_id"] = rollout_id
+        started = time.perf_counter()
+        raw = await self.aforward(messages=[dict(m) for m in messages], **kwargs)
+        return _response_from(raw, self.model, time.perf_counter() - started)
+
+    def forward(
+        self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+    ) -> Any:
+        """DSPy's extension point: return an OpenAI-style chat completion for these messages."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement acomplete(messages, **overrides) or DSPy's "
+            "forward(prompt=None, messages=None, **kwargs)"
+        )
+
+    async def aforward(
+        self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+    ) -> Any:
+        """Async ``forward``; the default calls ``forward``."""
+        return self.forward(prompt=prompt, messages=messages, **kwargs)
+
+    # -- DSPy's direct call -------------------------------------------------------------------
+
+    def __call__(
+        self, prompt: str | None = None, messages: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """``lm("hi")`` / ``lm(messages=[...])``: the answer texts, one per choice."""
+        return run_sync(self.acall(prompt, messages, **kwargs))
+
+    async def acall(
+        self, prompt: str | None = None, messages: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """Async ``__call__``."""
+        chat = list(messages) if messages is not None else [{"role": "user", "content": prompt or ""}]
+        response = await call_lm(self, chat, kwargs)
+        return [response.text]
+
+    # -- copies and history -------------------------------------------------------------------
+
+    def copy(self, **kwargs: Any) -> BaseLM:
+        """A copy with some ``kwargs`` changed (``lm.copy(temperature=0.7)``); history starts empty."""
+        new = copy_mod.copy(self)
+        new.kwargs = {**self.kwargs}
+        for key, value in kwargs.items():
+            if key in ("model", "model_type", "cache"):
+                setattr(new, key, value)
+            elif value is None:
+                new.kwargs.pop(key, None)
+            else:
+                new.kwargs[key] = value
+        new.history = deque(maxlen=MAX_HISTORY_SIZE)
+        return new
+
+    def inspect_history(self, n: int = 1, file: TextIO | None = None) -> None:
+        """Print this LM's last ``n`` calls: messages and answers."""
+        from dspex.lm.history import pretty_print_history
+
+        pretty_print_history(list(self.history), n, file=file)
+
+    # What the LM declares it supports (DSPy's names): JSONAdapter asks for `response_format` only
+    # when it is listed. A subclass for an endpoint with structured outputs overrides these.
+    @property
+    def supported_params(self) -> frozenset[str]:
+        return frozenset()
+
+    @property
+    def supports_response_schema(self) -> bool:
+        return False
+
+    @property
+    def supports_function_calling(self) -> bool:
+        return False
+
+    @property
+    def temperature(self) -> float | None:
+        return self.kwargs.get("temperature")
+
+    @property
+    def max_tokens(self) -> int | None:
+        return self.kwargs.get("max_tokens")
+
+    def dump_state(self) -> dict[str, Any]:
+        """DSPy's LM state: the class, model, model_type, cache and request kwargs (never a key)."""
+        kwargs = {
+            key: value for key, value in self.kwargs.items() if key not in ("api_key", LM_CLASS_STATE_KEY)
+        }
+        return {
+            LM_CLASS_STATE_KEY: f"{type(self).__module__}.{type(self).__qualname__}",
+            "model": self.model,
+            "model_type": self.model_type,
+            "cache": self.cache,
+            "num_retries": getattr(self, "num_retries", 3),
+            **kwargs,
+        }
+
+    @classmethod
+    def load_state(cls, state: Mapping[str, Any], *, allow_custom_lm_class: bool = False) -> BaseLM:
+        """An LM from :meth:`dump_state` output. A class other than the built-in LM is imported only
+        with ``allow_custom_lm_class=True`` (loading trusted files: ``allow_unsafe_lm_state=True``)."""
+        state = dict(state)
+        class_path = state.pop(LM_CLASS_STATE_KEY, None)
+        if cls is not BaseLM:
+            return cls(**state)
+        if class_path is None or class_path in _OWN_LM_CLASS_PATHS:
+            from dspex.lm.client import LM
+
+            return LM(**_lm_arguments(state))
+        if not allow_custom_lm_class:
+            raise ConfigurationError(
+                f"Refusing to import custom serialized LM class `{class_path}`. "
+                "Pass allow_unsafe_lm_state=True when loading trusted files to enable custom LM classes."
+            )
+        lm_class = _import_class(class_path)
+        if not (isinstance(lm_class, type) and issubclass(lm_class, BaseLM)):
+            raise ConfigurationError(
+                f"Serialized LM class `{class_path}` must be a subclass of dspex.BaseLM."
+            )
+        return lm_class.load_state(state)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r})"
+
+
+async def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]) -> LMResponse:
+    """What every module's LM call goes through: ``lm.acomplete``, the callbacks' ``on_lm_start`` /
+    ``on_lm_end`` around it (when any are installed), and the call's line in the LM history."""
+    from dspex.utils.callback import active_callbacks, notify_end, notify_start
+
+    callbacks = active_callbacks(lm)
+    if not callbacks:
+        response = await _complete(lm, messages, request)
+        record_call(lm, messages, response, request)
+        return response
+    call_id = notify_start(callbacks, "lm", lm, {"messages": list(messages), **request})
+    try:
+        response = await _complete(lm, messages, request)
+    except BaseException as exc:
+        notify_end(callbacks, "lm", call_id, None, exc)
+        raise
+    record_call(lm, messages, response, request)
+    notify_end(callbacks, "lm", call_id, [response.text], None)
+    return response
+
+
+# Set while a user's own ``__call__`` override runs, so that its ``super().__call__`` goes to
+# ``acomplete`` instead of back into the override.
+_INSIDE_OVERRIDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "dspex_lm_call_override", default=False
+)
+
+
+async def _complete(lm: Any, messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]) -> LMResponse:
+    """``lm.acomplete``, or the LM's own ``__call__`` when a DSPy-style subclass overrides it."""
+    overrides_call = isinstance(lm, BaseLM) and type(lm).__call__ is not BaseLM.__call__
+    if not overrides_call or _INSIDE_OVERRIDE.get():
+        return cast("LMResponse", await lm.acomplete(messages, **request))
+    from dspex._sync import run_in_thread
+
+    started = time.perf_counter()
+    outputs = await run_in_thread(_call_override, lm, list(messages), dict(request))
+    first = outputs[0] if outputs else ""
+    text = first.get("text", "") if isinstance(first, Mapping) else str(first)
+    return _response_from(text, lm.model, time.perf_counter() - started)
+
+
+def _call_override(lm: BaseLM, messages: list[dict[str, Any]], request: dict[str, Any]) -> list[Any]:
+    token = _INSIDE_OVERRIDE.set(True)
+    try:
+        return lm(messages=messages, **request)
+    finally:
+        _INSIDE_OVERRIDE.reset(token)
+
+
+def record_call(
+    lm: BaseLM, messages: Sequence[Mapping[str, Any]], response: LMResponse, kwargs: Mapping[str, Any]
+) -> None:
+    """Append one call to ``lm.history`` and the process-wide history (unless history is disabled)."""
+    from dspex.configuration import current_settings
+
+    history = getattr(lm, "history", None)
+    if history is None or current_settings().disable_history:
+        return
+    usage = getattr(response, "usage", None)
+    entry = {
+        "prompt": None,
+        "messages": list(messages),
+        "kwargs": dict(kwargs),
+        "response": response,
+        "outputs": [response.text],
+        "usage": usage.model_dump() if usage is not None else {},
+        "cost": usage.cost_usd if usage is not None else None,
+        "timestamp": datetime.now().isoformat(),
+        "model": getattr(lm, "model", None),
+        "model_type": getattr(lm, "model_type", "chat"),
+    }
+    history.append(entry)
+    GLOBAL_HISTORY.append(entry)
+
+
+def _response_from(raw: Any, model: str, latency: float) -> LMResponse:
+    """An LMResponse from what a DSPy-style ``forward`` returned (object or dict, OpenAI's shape)."""
+    from dspex.lm.client import LMResponse
+
+    if isinstance(raw, str):
+        record_usage(Usage(lm_calls=1))
+        return LMResponse(text=raw, model=model, usage=Usage(lm_calls=1), latency_s=latency)
+    choices = _get(raw, "choices")
+    if not choices:
+        raise ConfigurationError(f"{model}: forward() returned no choices: {raw!r:.200}")
+    message = _get(choices[0], "message")
+    text = _get(message, "content") if message is not None else _get(choices[0], "text")
+    reported = _get(raw, "usage") or {}
+    prompt_tokens = int(_get(reported, "prompt_tokens") or 0)
+    completion_tokens = int(_get(reported, "completion_tokens") or 0)
+    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, lm_calls=1)
+    record_usage(usage)
+    return LMResponse(
+        text=text or "",
+        model=str(_get(raw, "model") or model),
+        usage=usage,
+        latency_s=latency,
+        finish_reason=_get(choices[0], "finish_reason"),
+    )
+
+
+def _lm_arguments(state: dict[str, Any]) -> dict[str, Any]:
+    """DSPy's LM state as arguments of dspex's LM (DSPy's finetuning fields carry nothing here)."""
+    for unused in ("finetuning_model", "launch_kwargs", "train_kwargs"):
+        state.pop(unused, None)
+    # DSPy writes null for "the provider's default"; dspex's LM keeps its own defaults then
+    return {key: value for key, value in state.items() if value is not None or key not in _NULLABLE}
+
+
+_NULLABLE = frozenset({"temperature", "max_tokens", "num_retries", "api_base", "base_url"})
+
+
+def _import_class(path: str) -> Any:
+    """The class at ``module.Class`` or ``module.Outer.Inner``: the longest importable module prefix."""
+    import importlib
+
+    parts = path.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            target: Any = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[split:]:
+                target = getattr(target, name)
+        except AttributeError as exc:
+            raise ConfigurationError(f"cannot import serialized LM class `{path}`: {exc}") from exc
+        return target
+    raise ConfigurationError(f"cannot import serialized LM class `{path}`: no module of it can be imported")
+
+
+def _get(obj: Any, name: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)

@@ -1,0 +1,13 @@
+"""DSPy's ``dspy.utils``: the scripted test LM, a toy vectorizer, callbacks.
+
+from dspex.utils import DummyLM
+dspex.configure(lm=DummyLM([{"answer": "4"}]))
+"""
+
+from __future__ import annotations
+
+from dspex import errors as exceptions  # DSPy's `dspy.utils.exceptions`
+from dspex.utils.callback import BaseCallback, with_callbacks
+from dspex.utils.dummies import DummyLM, DummyVectorizer, dummy_rm
+
+__all__ = ["BaseCallback", "DummyLM", "DummyVectorizer", "dummy_rm", "exceptions", "with_callbacks"]

@@ -1,0 +1,197 @@
+"""Callbacks: DSPy's ``BaseCallback``, the one instrumentation seam of the programming model.
+
+Subclass :class:`BaseCallback` and override the hooks you need; install callbacks process-wide with
+``dspex.configure(callbacks=[...])``, for a block with ``dspex.context(callbacks=[...])``, or on one
+component (``Predict(..., callbacks=[...])``, ``LM(..., callbacks=[...])``). Every start hook gets a
+``call_id`` that its end hook gets too. A hook that raises is logged and never breaks the call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+__all__ = ["ACTIVE_CALL_ID", "BaseCallback", "with_callbacks"]
+
+logger = logging.getLogger(__name__)
+
+# The call id of the innermost instrumented call running here (a module's, an LM's...).
+ACTIVE_CALL_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "dspex_active_call_id", default=None
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class BaseCallback:
+    """Hooks called before and after modules, LMs, adapters, tools, evaluations and compiles."""
+
+    def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """A module's forward is about to run with ``inputs``."""
+
+    def on_module_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """A module's forward returned ``outputs`` (None and ``exception`` when it raised)."""
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An LM is about to be called."""
+
+    def on_lm_end(self, call_id: str, outputs: Any | None, exception: BaseException | None = None) -> None:
+        """An LM call finished."""
+
+    def on_adapter_format_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An adapter is about to format a signature, demos and inputs into messages."""
+
+    def on_adapter_format_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """An adapter formatted its messages."""
+
+    def on_adapter_parse_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An adapter is about to parse an LM answer."""
+
+    def on_adapter_parse_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """An adapter parsed an LM answer."""
+
+    def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """A tool is about to run."""
+
+    def on_tool_end(self, call_id: str, outputs: Any | None, exception: BaseException | None = None) -> None:
+        """A tool returned."""
+
+    def on_evaluate_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An evaluation is about to start."""
+
+    def on_evaluate_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """An evaluation finished."""
+
+    def on_compile_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An optimizer's compile is about to start."""
+
+    def on_compile_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """An optimizer's compile finished."""
+
+
+def active_callbacks(instance: Any) -> list[BaseCallback]:
+    """The callbacks in effect for ``instance``: the settings' (global, then context), then its own."""
+    from dspex.configuration import current_settings
+
+    own: Iterable[BaseCallback] = getattr(instance, "callbacks", None) or ()
+    return [*current_settings().callbacks, *own]
+
+
+def _kind_of(instance: Any, method: str) -> str:
+    from dspex.adapters.base import Adapter
+    from dspex.lm.base import BaseLM
+
+    if isinstance(instance, BaseLM):
+        return "lm"
+    if isinstance(instance, Adapter):
+        return "adapter_parse" if method == "parse" else "adapter_format"
+    kind = getattr(instance, "callback_kind", None)
+    return kind if isinstance(kind, str) else "module"
+
+
+def notify_start(callbacks: list[BaseCallback], kind: str, instance: Any, inputs: dict[str, Any]) -> str:
+    """Call every ``on_<kind>_start``; the call id to pass to :func:`notify_end`."""
+    call_id = uuid.uuid4().hex
+    for callback in callbacks:
+        try:
+            getattr(callback, f"on_{kind}_start")(call_id=call_id, instance=instance, inputs=inputs)
+        except Exception:
+            logger.warning("callback %r failed in on_%s_start", callback, kind, exc_info=True)
+    return call_id
+
+
+def notify_end(
+    callbacks: list[BaseCallback], kind: str, call_id: str, outputs: Any, exception: BaseException | None
+) -> None:
+    """Call every ``on_<kind>_end`` (innermost semantics: in the order they were installed)."""
+    for callback in callbacks:
+        try:
+            getattr(callback, f"on_{kind}_end")(call_id=call_id, outputs=outputs, exception=exception)
+        except Exception:
+            logger.warning("callback %r failed in on_%s_end", callback, kind, exc_info=True)
+
+
+def _bound_inputs(
+    fn: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    try:
+        bound = inspect.signature(fn).bind(instance, *args, **kwargs)
+    except TypeError:
+        return dict(kwargs)
+    bound.apply_defaults()
+    inputs = dict(bound.arguments)
+    inputs.pop("self", None)
+    for name, parameter in inspect.signature(fn).parameters.items():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD and name in inputs:
+            inputs.update(inputs.pop(name))
+    return inputs
+
+
+def with_callbacks(fn: F) -> F:
+    """Decorate a method so the active callbacks hear its start and end (sync or async)."""
+
+    def start(
+        instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[list[BaseCallback], str, str]:
+        callbacks = active_callbacks(instance)
+        if not callbacks:
+            return callbacks, "", ""
+        kind = _kind_of(instance, fn.__name__)
+        return (
+            callbacks,
+            kind,
+            notify_start(callbacks, kind, instance, _bound_inputs(fn, instance, args, kwargs)),
+        )
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(instance: Any, *args: Any, **kwargs: Any) -> Any:
+            callbacks, kind, call_id = start(instance, args, kwargs)
+            if not callbacks:
+                return await fn(instance, *args, **kwargs)
+            token = ACTIVE_CALL_ID.set(call_id)
+            try:
+                result = await fn(instance, *args, **kwargs)
+            except BaseException as exc:
+                notify_end(callbacks, kind, call_id, None, exc)
+                raise
+            finally:
+                ACTIVE_CALL_ID.reset(token)
+            notify_end(callbacks, kind, call_id, result, None)
+            return result
+
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def sync_wrapper(instance: Any, *args: Any, **kwargs: Any) -> Any:
+        callbacks, kind, call_id = start(instance, args, kwargs)
+        if not callbacks:
+            return fn(instance, *args, **kwargs)
+        token = ACTIVE_CALL_ID.set(call_id)
+        try:
+            result = fn(instance, *args, **kwargs)
+        except BaseException as exc:
+            notify_end(callbacks, kind, call_id, None, exc)
+            raise
+        finally:
+            ACTIVE_CALL_ID.reset(token)
+        notify_end(callbacks, kind, call_id, result, None)
+        return result
+
+    return sync_wrapper  # type: ignore[return-value]

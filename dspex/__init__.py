@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "ChatAdapter": "dspex.adapters",
     "JSONAdapter": "dspex.adapters",
     "XMLAdapter": "dspex.adapters",
+    "BAMLAdapter": "dspex.adapters",
     "TwoStepAdapter": "dspex.adapters",
     "Adapter": "dspex.adapters",
     "Type": "dspex.adapters.types",
@@ -55,6 +56,9 @@ _EXPORTS: dict[str, str] = {
     "History": "dspex.adapters.types",
     "Reasoning": "dspex.adapters.types",
     "Code": "dspex.adapters.types",
+    "Tool": "dspex.adapters.types",
+    "ToolCalls": "dspex.adapters.types",
+    "ToolCallResults": "dspex.adapters.types",
     "LM": "dspex.lm",
     "Usage": "dspex.lm",
     "track_usage": "dspex.lm",
@@ -65,6 +69,15 @@ _EXPORTS: dict[str, str] = {
     "BaseLM": "dspex.lm",
     "DummyLM": "dspex.utils",
     "inspect_history": "dspex.lm.history",
+    "configure_cache": "dspex.lm.cache",
+    "asyncify": "dspex.utils",
+    "syncify": "dspex.utils",
+    "enable_logging": "dspex.utils",
+    "disable_logging": "dspex.utils",
+    "BetterTogether": "dspex.optimizers",
+    "BootstrapFinetune": "dspex.optimizers",
+    "BootstrapRS": "dspex.optimizers",
+    "BaseModule": "dspex.primitives",
     "BaseCallback": "dspex.utils.callback",
     "Evaluate": "dspex.evaluate",
     "Embedder": "dspex.lm.embedder",
@@ -90,7 +103,13 @@ _EXPORTS: dict[str, str] = {
 _EXPORTS.update(dict.fromkeys(_errors.__all__, "dspex.errors"))
 
 # submodules reachable as attributes, e.g. dspex.metrics.exact_match("answer")
-_SUBMODULES = frozenset({"metrics", "testing", "schemas", "streams", "utils", "evaluate", "primitives"})
+# DSPy's subpackages too (dspy.teleprompt, dspy.predict...), through dspex._dspy_paths where renamed
+_SUBMODULES = frozenset(
+    {
+        "metrics", "testing", "schemas", "streams", "utils", "evaluate", "primitives",
+        "adapters", "predict", "teleprompt", "signatures", "clients", "experimental",
+    }
+)  # fmt: skip
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
@@ -112,8 +131,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dspex import metrics, schemas, streams, testing
-    from dspex.adapters import Adapter, ChatAdapter, JSONAdapter, TwoStepAdapter, XMLAdapter
+    from dspex.adapters import Adapter, BAMLAdapter, ChatAdapter, JSONAdapter, TwoStepAdapter, XMLAdapter
     from dspex.adapters.types import Audio, Code, File, History, Image, Reasoning, Type
+    from dspex.adapters.types.tool import Tool, ToolCallResults, ToolCalls
     from dspex.client import Client
     from dspex.configuration import configure, context
     from dspex.errors import (

@@ -47,11 +47,26 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def clear_settings():
-    """Each test starts from fresh settings (what DSPy's own conftest does)."""
+    """Each test starts from fresh settings and a memory-only cache (what DSPy's own conftest does)."""
     import {pkg} as dspy
 
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True, disk_cache_dir=None)
     yield
-    dspy.configure(lm=None, adapter=None)
+    _reset_settings()
+
+
+def _reset_settings():
+    if "{pkg}" == "dspy":
+        import copy
+
+        import dspy
+        from dspy.dsp.utils.settings import DEFAULT_CONFIG
+
+        dspy.configure(**copy.deepcopy(DEFAULT_CONFIG), inherit_config=False)
+    else:
+        from dspex.configuration import reset_settings
+
+        reset_settings()
 
 
 @pytest.fixture

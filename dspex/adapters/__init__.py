@@ -14,6 +14,7 @@ extract the fields.
 
 from __future__ import annotations
 
+from dspex.adapters.baml_adapter import BAMLAdapter
 from dspex.adapters.base import Adapter
 from dspex.adapters.chat import ChatAdapter
 from dspex.adapters.json_adapter import JSONAdapter
@@ -21,4 +22,12 @@ from dspex.adapters.two_step_adapter import TwoStepAdapter
 from dspex.adapters.types import AdapterResult
 from dspex.adapters.xml_adapter import XMLAdapter
 
-__all__ = ["Adapter", "AdapterResult", "ChatAdapter", "JSONAdapter", "TwoStepAdapter", "XMLAdapter"]
+__all__ = [
+    "Adapter",
+    "AdapterResult",
+    "BAMLAdapter",
+    "ChatAdapter",
+    "JSONAdapter",
+    "TwoStepAdapter",
+    "XMLAdapter",
+]

@@ -19,6 +19,7 @@ from pydantic import PydanticUserError, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from dspex.adapters.types._prompt import custom_type_descriptions, is_reasoning, skips_type_note
+from dspex.adapters.types.tool import TOOL_CALLS_HINT, ToolCalls
 from dspex.signatures import FieldSpec
 
 __all__ = [
@@ -66,6 +67,8 @@ def _literal_arg(value: Any) -> str:
 
 def python_type_hint(annotation: Any) -> str:
     """The type reminder after an output field in the last user message; none for ``str``."""
+    if annotation is ToolCalls:
+        return TOOL_CALLS_HINT
     return (
         "" if annotation is str else f" (must be formatted as a valid Python {annotation_name(annotation)})"
     )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dspex.adapters._values import FieldValueError, parse_field_value
 from dspex.adapters.types import AdapterResult
+from dspex.adapters.types._tool_calling import parse_tool_call_outputs, plan_tool_calling, tool_call_fields
 from dspex.adapters.types.base_type import expand_custom_types
 from dspex.adapters.types.history import (
     format_conversation_history,
@@ -54,8 +55,6 @@ INCOMPLETE_DEMO_PREFIX = (
 _MISSING_IN_INCOMPLETE = "Not supplied for this particular example. "
 _MISSING_IN_COMPLETE = "Not supplied for this conversation history message. "
 _PREVIEW_CHARS = 300
-# Request options only native function calling uses; without it they are dropped, as DSPy does.
-_TOOL_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls")
 
 
 class Adapter:
@@ -121,10 +120,8 @@ class Adapter:
         """The signature, the messages and the request options of one DSPy-style call."""
         sig = ensure_signature(signature)
         kwargs = dict(lm_kwargs)
+        sig = plan_tool_calling(self, lm, kwargs, sig, inputs)  # tools into the request, or dropped
         sig = adapt_to_native_types(sig, self.native_response_types, lm, kwargs)  # Reasoning, Citations
-        if not self.use_native_function_calling:
-            for key in _TOOL_OPTIONS:
-                kwargs.pop(key, None)
         kwargs.update(self.request_options(sig, lm))
         if kwargs.get("parallel_tool_calls") is not None:
             kwargs.setdefault("tool_choice", "auto")
@@ -139,7 +136,11 @@ class Adapter:
         lm_kwargs: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
         """DSPy's step: parse against the signature sent, then complete to the one asked for."""
-        values = self.parse_completions(processed_signature, outputs)
+        original, calls_field = original_signature, tool_call_fields(original_signature)[1]
+        if calls_field is None:
+            values = self.parse_completions(processed_signature, outputs)
+        else:  # the provider's tool_calls become the ToolCalls output
+            values = parse_tool_call_outputs(self, processed_signature, original, outputs, calls_field)
         native = self.native_response_types
         return [
             complete_native_outputs(original_signature, processed_signature, native, output, value)
@@ -179,10 +180,31 @@ class Adapter:
         The call goes through :func:`dspex.lm.base.call_lm`: callbacks, history, and a DSPy-style
         LM's own ``__call__`` when it overrides it."""
         sig = ensure_signature(signature)
+        if tool_call_fields(sig)[1] is not None:
+            return await self._acall_result_with_tools(lm, sig, demos, inputs, config)
         messages = self.format(sig, demos, inputs)
         request = {**self.request_options(sig), **(config or {})}
         response = await call_lm(lm, messages, request)
         return AdapterResult(outputs=self.parse(sig, response.text), response=response, adapter=self.name)
+
+    async def _acall_result_with_tools(
+        self,
+        lm: BaseLM,
+        sig: type[Signature],
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+        config: Mapping[str, Any] | None,
+    ) -> AdapterResult:
+        """:meth:`acall_result` for a signature with a ``ToolCalls`` output (DSPy's native tool calling)."""
+        request = dict(config or {})
+        processed = plan_tool_calling(self, lm, request, sig, inputs)
+        request = {**self.request_options(processed), **request}
+        if request.get("parallel_tool_calls") is not None:
+            request.setdefault("tool_choice", "auto")
+        response = await call_lm(lm, self.format(processed, demos, inputs), request)
+        output = {"text": response.text, "tool_calls": response.tool_calls}
+        outputs = self._call_postprocess(processed, sig, [output], lm, request)[0]
+        return AdapterResult(outputs=outputs, response=response, adapter=self.name)
 
     def request_options(self, signature: SignatureLike, lm: Any = None) -> dict[str, Any]:
         """Extra request parameters this adapter needs (e.g. ``response_format``); none by default.

@@ -10,10 +10,12 @@ bar, and reads the job's per-example scores from the one scores partition its id
 Everything that can be refused (metric, examples, programs, LM settings, allow-lists) is checked
 before anything is produced.
 
-Outcomes: a ``completed`` job gives its results; a job the aggregator stopped at ``max_errors``
-or ``max_cost_usd`` gives the partial results with ``stopped_early=True`` (as local Evaluate
-does at ``max_errors``); any other failure, a cancellation, or ``timeout`` passing raises
-:class:`~dspex.errors.JobError`. Sync methods are thin wrappers of the async ones (``a``-prefixed).
+Outcomes, by the ``stop_reason`` the aggregator puts in the job's status (:mod:`dspex.client._stop`):
+a ``completed`` job gives its results; a job stopped at ``max_errors`` or ``max_cost_usd`` gives
+the partial results with ``stopped_early=True`` (as local Evaluate does at ``max_errors``); a
+systemic failure (a bad key, an unknown model) raises what local Evaluate raises, which is a
+:class:`~dspex.errors.JobError` too, whatever the limits; any other failure, a cancellation, or
+``timeout`` passing raises JobError. Sync methods are thin wrappers of the async ones (``a``-prefixed).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dspex.client import _cluster, _optimize, _runs
 from dspex.client._cluster import Follow
 from dspex.client._publish import Positions, positions, positions_of, publish
 from dspex.client._results import evaluation_result
+from dspex.client._stop import job_error, stopped_early
 from dspex.client._submit import Limits, Policy, Submission, build_submission
 from dspex.dev.probe import probe_metadata
 from dspex.errors import ConfigurationError, DspexError, JobError
@@ -146,8 +149,10 @@ class Client:
 
         ``metric``: a metric object (``dspex.metrics.exact_match("answer")``), its name
         (``"exact_match:answer"``) or an import path (``"mypkg.metrics:judge"``). The job stops at
-        more than ``max_errors`` failed examples or at ``max_cost_usd``; ``timeout`` (seconds, None
-        for no limit) bounds the wait. Returns an EvaluationResult, or the job id with ``wait=False``.
+        more than ``max_errors`` failed examples or a cost over ``max_cost_usd`` (partial results,
+        ``stopped_early``); a systemic error (a bad key) raises as local Evaluate does, whatever
+        the limits. ``timeout`` (seconds, None for no limit) bounds the wait. Returns an
+        EvaluationResult, or the job id with ``wait=False``.
 
             >>> with dspex.Client("127.0.0.1:9092") as client, dspex.context(lm=lm):  # doctest: +SKIP
             ...     result = client.evaluate(qa, devset, "exact_match:answer")
@@ -502,11 +507,12 @@ class Client:
         if not isinstance(status, JobStatus):
             raise JobError(f"no evaluation job {job_id} on {self.registry.name('status')}", job_id=job_id)
         records = await self.aresults(job_id)
+        # A job still running gives what is there so far; a finished one ends as a waited-for one
+        # (its limits unknown here: a status without stop_reason that failed raises).
+        stopped = stopped_early(status, records) if status.finished else True
         totals = {c.candidate_id: c.total for c in status.candidates}
         return [
-            evaluation_result(
-                cid, records, None, total=total, metric="score", stopped_early=not status.finished
-            )
+            evaluation_result(cid, records, None, total=total, metric="score", stopped_early=stopped)
             for cid, total in totals.items()
         ]
 
@@ -600,19 +606,20 @@ class Client:
     async def _aoutcomes(
         self, submitted: Sequence[_Submitted], *, timeout: float | None
     ) -> list[list[ScoreRecord]]:
-        """The score records of several jobs, once all are terminal (JobError unless all completed)."""
+        """The score records of several jobs, once all are terminal (JobError unless all completed:
+        for a systemic failure, the error a local run raises, as :func:`stopped_early` builds it)."""
         follows = [
             Follow(s.submission.job.job_id, s.where.status_partition, s.where.status_start) for s in submitted
         ]
         statuses = await _cluster.follow_statuses(self.settings, self.registry, follows, timeout=timeout)
-        for follow in follows:
-            if statuses[follow.job_id].state != "completed":
-                raise _job_error(statuses[follow.job_id])
         reads = [
             (Follow(f.job_id, s.where.scores_partition, s.where.scores_start), statuses[f.job_id])
             for f, s in zip(follows, submitted, strict=True)
         ]
         records = await _cluster.read_scores_of(self.settings, self.registry, reads)
+        for follow in follows:
+            if stopped_early(statuses[follow.job_id], records[follow.job_id]):  # these jobs set no limits
+                raise job_error(statuses[follow.job_id])
         return [records[s.submission.job.job_id] for s in submitted]
 
     async def _aoutcome(
@@ -638,9 +645,7 @@ class Client:
             await tail.cancel()
             raise
         records = await tail.finish(status)
-        stopped = _stopped_by_limit(status, job.max_errors, job.max_cost_usd)
-        if status.state != "completed" and not stopped:
-            raise _job_error(status)
+        stopped = stopped_early(status, records, max_errors=job.max_errors, max_cost_usd=job.max_cost_usd)
         elapsed = time.perf_counter() - submitted.submitted_at
         sub = submitted.submission
         return [
@@ -674,26 +679,6 @@ def _settings(bootstrap_servers: str | None, kafka: KafkaSettings | None) -> Kaf
             f"{kafka.bootstrap_servers!r}; pass one of them"
         )
     return kafka
-
-
-def _stopped_by_limit(status: Any, max_errors: int | None, max_cost_usd: float | None) -> bool:
-    """Whether a failed job was stopped by one of its own limits (partial results, not an error)."""
-    if not isinstance(status, JobStatus) or status.state != "failed":
-        return False
-    errors = max([status.errors, *(c.errors for c in status.candidates)])
-    over_errors = max_errors is not None and errors > max_errors
-    over_budget = max_cost_usd is not None and status.usage.cost_usd >= max_cost_usd
-    return over_errors or over_budget
-
-
-def _job_error(status: Any) -> JobError:
-    reason = getattr(status, "reason", None)
-    return JobError(
-        f"job {status.job_id} {status.state}" + (f": {reason}" if reason else ""),
-        job_id=status.job_id,
-        state=status.state,
-        reason=reason,
-    )
 
 
 def _candidate_order(status: Any, records: Sequence[ScoreRecord]) -> dict[str, int]:

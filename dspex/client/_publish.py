@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from dspex.client._submit import Submission
+from dspex.errors import DspexError
+from dspex.schemas import Cancel
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.partitioner import partition_for
 from dspex.streams.producer import AsyncProducer
@@ -17,6 +20,8 @@ from dspex.streams.serde import to_record
 from dspex.streams.topics import TopicRegistry, TopicRole
 
 __all__ = ["Positions", "positions", "positions_of", "publish"]
+
+logger = logging.getLogger(__name__)
 
 # Acknowledgements are awaited in chunks, so a million-task job does not hold a million futures.
 _ACK_CHUNK = 20_000
@@ -53,7 +58,26 @@ async def publish(producer: AsyncProducer, registry: TopicRegistry, submission: 
     worker that sees a task finds its program and its job."""
     await _send_all(producer, registry, "candidates", submission.specs)
     await _send_all(producer, registry, "jobs", [submission.job])
-    await _send_all(producer, registry, "tasks", submission.tasks())
+    try:
+        await _send_all(producer, registry, "tasks", submission.tasks())
+    except (Exception, asyncio.CancelledError) as exc:
+        # The job is out and some of its tasks are not: it could never complete. Say so, so that
+        # it fails (``tasks_missing``) and the workers skip the tasks that did go out.
+        await _report_missing_tasks(producer, registry, submission.job.job_id, exc)
+        raise
+
+
+async def _report_missing_tasks(
+    producer: AsyncProducer, registry: TopicRegistry, job_id: str, exc: BaseException
+) -> None:
+    reason = f"the client could not publish every task of the job: {type(exc).__name__}: {exc}"
+    cancel = Cancel(job_id=job_id, reason=reason, stop_reason="tasks_missing")
+    try:
+        await _send_all(producer, registry, "jobs", [cancel])
+    except DspexError as failed:  # the broker is gone too: the job stays unfinished, say which
+        logger.error("job %s lacks tasks and could not be failed: %s", job_id, failed)
+        return
+    exc.add_note(f"job {job_id} was failed (stop_reason tasks_missing): not every task was published")
 
 
 async def _send_all(

@@ -2,16 +2,17 @@
 
 Delivery is at-least-once, so a task may be scored twice; the first score per (candidate, example
 index) wins, the rule the aggregator and ``dspex results`` apply too. The score keeps local
-``Evaluate``'s meaning: 100 x the exact mean (``math.fsum``) with failures in the denominator.
+``Evaluate``'s meaning: 100 x the exact mean (``math.fsum``), rounded to 2 decimals as DSPy does,
+with failures in the denominator.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dspex.evaluate import EvaluationResult, ExampleResult
+from dspex.evaluate.result import mean_score
 from dspex.lm.usage import Usage
 from dspex.primitives import Example, Prediction
 from dspex.schemas import ScoreRecord, UsageRecord
@@ -57,7 +58,7 @@ def evaluation_result(
     """
     mine = sorted((r for r in records if r.candidate_id == candidate_id), key=lambda r: r.example_index)
     rows = [_example_result(r, _example(r, examples)) for r in mine]
-    score = 100.0 * math.fsum(r.score for r in rows) / len(rows) if rows else 0.0
+    score = mean_score([r.score for r in rows])  # local Evaluate's rule, rounding included
     usage = sum((usage_of(r.usage) for r in mine), Usage())
     return EvaluationResult(
         score=score,

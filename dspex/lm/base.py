@@ -24,6 +24,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
+from pydantic_core import to_jsonable_python
+
+from dspex._callers import CALLER_MODULES
 from dspex._sync import run_sync
 from dspex.errors import ConfigurationError
 from dspex.lm.usage import Usage, record_usage
@@ -117,6 +120,8 @@ class BaseLM:
         """Async ``__call__``."""
         chat = list(messages) if messages is not None else [{"role": "user", "content": prompt or ""}]
         response = await call_lm(self, chat, kwargs)
+        if response.tool_calls:  # DSPy's shape for a completion with function calls
+            return [{"text": response.text or None, "tool_calls": response.tool_calls}]
         return [response.text]
 
     # -- copies and history -------------------------------------------------------------------
@@ -262,7 +267,8 @@ def record_call(
     from dspex.configuration import current_settings
 
     history = getattr(lm, "history", None)
-    if history is None or current_settings().disable_history:
+    settings = current_settings()
+    if history is None or settings.disable_history:
         return
     usage = getattr(response, "usage", None)
     entry = {
@@ -279,6 +285,11 @@ def record_call(
     }
     history.append(entry)
     GLOBAL_HISTORY.append(entry)
+    for module in CALLER_MODULES.get():
+        kept = module.history
+        kept.append(entry)
+        if len(kept) > settings.max_history_size:
+            del kept[: len(kept) - settings.max_history_size]
 
 
 def _response_from(raw: Any, model: str, latency: float) -> LMResponse:
@@ -304,7 +315,16 @@ def _response_from(raw: Any, model: str, latency: float) -> LMResponse:
         usage=usage,
         latency_s=latency,
         finish_reason=_get(choices[0], "finish_reason"),
+        tool_calls=_tool_calls_of(message),
     )
+
+
+def _tool_calls_of(message: Any) -> list[dict[str, Any]] | None:
+    """The message's function calls as plain dicts (a provider SDK returns objects), or None."""
+    calls = _get(message, "tool_calls") if message is not None else None
+    if not calls:
+        return None
+    return [to_jsonable_python(call, fallback=vars) for call in calls]
 
 
 def _lm_arguments(state: dict[str, Any]) -> dict[str, Any]:

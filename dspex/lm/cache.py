@@ -32,7 +32,7 @@ from typing import Any
 from dspex.errors import ConfigurationError
 from dspex.ids import canonical_json, content_id
 
-__all__ = ["DEFAULT_CACHE_DIR", "ResponseCache", "cache_for", "cache_key"]
+__all__ = ["DEFAULT_CACHE_DIR", "ResponseCache", "cache_for", "cache_key", "configure_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +108,13 @@ def _set_up(conn: sqlite3.Connection) -> None:
 class ResponseCache:
     """Memory LRU + SQLite file for successful LM responses (JSON objects), shared by processes."""
 
-    def __init__(self, directory: Path, *, memory_entries: int = 10_000) -> None:
+    def __init__(
+        self, directory: Path, *, memory_entries: int = 10_000, disk: bool = True, memory: bool = True
+    ) -> None:
         self.path = directory / _FILE_NAME
-        self._memory = _MemoryLRU(memory_entries)
+        self.disk = disk
+        self.memory = memory
+        self._memory = _MemoryLRU(memory_entries if memory else 0)
         self._open_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
@@ -119,18 +123,20 @@ class ResponseCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored response for ``key`` (memory first, then disk), or None."""
-        value = self._memory.get(key)
-        if value is None:
+        value = self._memory.get(key) if self.memory else None
+        if value is None and self.disk:
             value = self._read_disk(key)
-            if value is not None:
+            if value is not None and self.memory:
                 self._memory.put(key, value)
         return value
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         """Store a response: in memory now, on disk by the writer thread shortly after."""
-        self._memory.put(key, value)
-        self._ensure_writer()
-        self._writes.put((key, canonical_json(value)))
+        if self.memory:
+            self._memory.put(key, value)
+        if self.disk:
+            self._ensure_writer()
+            self._writes.put((key, canonical_json(value)))
 
     def flush(self) -> None:
         """Block until every response put so far is committed to disk."""
@@ -187,17 +193,44 @@ class ResponseCache:
                 conn.execute("ROLLBACK")
 
 
-_caches: dict[Path, ResponseCache] = {}
+_caches: dict[tuple[Path, bool, bool], ResponseCache] = {}
 _caches_lock = threading.Lock()
 
 
-def cache_for(directory: str | Path | None = None) -> ResponseCache:
-    """The process-wide cache of ``directory`` (default ``~/.cache/dspex/lm``); one per directory."""
-    resolved = Path(directory if directory is not None else DEFAULT_CACHE_DIR).expanduser().resolve()
+# What `configure_cache` set for LMs created afterwards without a cache_dir of their own.
+_default_dir: Path = DEFAULT_CACHE_DIR
+_default_layers: tuple[bool, bool, int] = (True, True, 10_000)  # disk, memory, memory entries
+
+
+def configure_cache(
+    enable_disk_cache: bool = True,
+    enable_memory_cache: bool = True,
+    disk_cache_dir: str | Path | None = None,
+    disk_size_limit_bytes: int | None = None,
+    memory_max_entries: int = 10_000,
+) -> None:
+    """DSPy's ``configure_cache``: the response cache of LMs created from now on without a ``cache_dir``.
+
+    ``disk_size_limit_bytes`` is accepted and not enforced (the SQLite file grows; delete it to reset).
+    """
+    global _default_dir, _default_layers
     with _caches_lock:
-        cache = _caches.get(resolved)
+        _default_dir = Path(disk_cache_dir) if disk_cache_dir is not None else DEFAULT_CACHE_DIR
+        _default_layers = (enable_disk_cache, enable_memory_cache, memory_max_entries)
+
+
+def cache_for(directory: str | Path | None = None) -> ResponseCache | None:
+    """The process-wide cache of ``directory`` (default ``~/.cache/dspex/lm``, or what
+    :func:`configure_cache` set), one per directory; None when ``configure_cache`` turned both layers off."""
+    with _caches_lock:
+        disk, memory, entries = _default_layers if directory is None else (True, True, 10_000)
+        if not (disk or memory):
+            return None
+        resolved = Path(directory if directory is not None else _default_dir).expanduser().resolve()
+        key = (resolved, disk, memory)
+        cache = _caches.get(key)
         if cache is None:
-            cache = _caches[resolved] = ResponseCache(resolved)
+            cache = _caches[key] = ResponseCache(resolved, memory_entries=entries, disk=disk, memory=memory)
         return cache
 
 

@@ -92,6 +92,8 @@ class LMResponse(BaseModel):
     cached: bool = False
     latency_s: float = 0.0
     finish_reason: str | None = None
+    # the provider's function calls (OpenAI shape: id, type, function.name, function.arguments), if any
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 def _split_model(model: str) -> tuple[str, str]:
@@ -262,6 +264,11 @@ class LM(BaseLM):
     def supported_params(self) -> frozenset[str]:
         """OpenAI-compatible chat completions take ``response_format`` (JSON mode)."""
         return frozenset({"response_format"})
+
+    @property
+    def supports_function_calling(self) -> bool:
+        """OpenAI-compatible chat completions take ``tools`` (native function calling)."""
+        return True
 
     @property
     def num_retries(self) -> int:
@@ -490,9 +497,11 @@ class LM(BaseLM):
 
     def _chat_response(self, data: dict[str, Any], cached: bool, latency: float) -> LMResponse:
         choice = data["choices"][0]
+        message = choice.get("message") or {}
         usage = self._record(self.model, data, cached)
         return LMResponse(
-            text=(choice.get("message") or {}).get("content") or "",
+            text=message.get("content") or "",
+            tool_calls=message.get("tool_calls") or None,
             model=data.get("model") or self._request_model,
             usage=usage,
             cached=cached,

@@ -18,36 +18,35 @@ Where dspex differs from DSPy, and why:
 
 - ``next_tool_name`` is a ``str`` field (DSPy: a ``Literal`` of the tool names), so that a name that is
   not a tool reaches ReAct and goes back to the LM as an observation instead of failing the parse.
-- Tools are described by their name, docstring and type hints (as in DSPy, both may be missing: the
-  description is then empty and an unhinted parameter takes any JSON value), and checked when the
-  module is built: ``*args``/``**kwargs`` or a type pydantic cannot describe as JSON is a
-  :class:`~dspex.errors.ConfigurationError` naming the tool.
-- Arguments are validated with pydantic before the call; invalid ones go back as an observation.
+- Tools are :class:`dspex.Tool` objects (a plain function is wrapped in one), described by their name,
+  docstring and type hints (as in DSPy, both may be missing: the description is then empty and an
+  unhinted parameter takes any JSON value), and checked when the module is built: ``*args`` or a type
+  pydantic cannot describe as JSON is a :class:`~dspex.errors.ConfigurationError` naming the tool.
+- Arguments are checked (unknown, missing, against each JSON schema) before the call; invalid ones
+  go back to the LM as an observation instead of an execution error.
 - As in DSPy, a tool that raises gives the LM ``"Execution error in <tool>: "`` and the traceback; an
   LM call that overflows the context window (:class:`~dspex.errors.ContextWindowExceededError`) drops
   the oldest tool call from the trajectory and retries, up to three times (:meth:`ReAct.truncate_trajectory`).
-- Async tools are awaited; sync tools run in a worker thread (:func:`dspex._sync.run_in_thread`), so a
+- Async tools are awaited; sync tools run in a worker thread (:meth:`dspex.Tool.acall`), so a
   slow tool does not stall the other calls on the event loop.
 - A saved ReAct names its tools by import path; loading imports them under ``allow_modules``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import logging
 import traceback
 import typing
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Self
 
-from pydantic import PydanticUserError, TypeAdapter, ValidationError
-from pydantic_core import to_jsonable_python
+from pydantic import PydanticUserError, TypeAdapter
 
-from dspex._sync import run_in_thread, run_sync
+from dspex._sync import run_sync
 from dspex.adapters import Adapter, ChatAdapter
+from dspex.adapters.types.tool import Tool
 from dspex.configuration import current_settings
 from dspex.errors import AdapterParseError, ConfigurationError, ContextWindowExceededError, ProgramLoadError
 from dspex.lm import LM
@@ -69,70 +68,42 @@ _TRACEBACK_FRAMES: Final = 5
 _DEFAULT_ADAPTER = ChatAdapter()
 
 
-@dataclass(frozen=True)
-class Tool:
-    """A function the agent may call, as the LM sees it (name, description, JSON schema per argument)."""
+def build_tools(tools: Sequence[Any]) -> dict[str, Tool]:
+    """The tools by name; ConfigurationError for a bad tool, a duplicate name or one named ``finish``.
 
-    name: str
-    desc: str
-    func: Callable[..., Any] | None
-    args: dict[str, dict[str, Any]]
-    validators: dict[str, TypeAdapter[Any]]
-    required: frozenset[str]
+    Each item is a function (or coroutine function, or callable object), a :class:`Tool`, or a
+    DSPy-style tool object (``.func``, ``.name``, ``.desc``, e.g. one of DSPy's own).
+    """
+    if isinstance(tools, str | bytes) or not isinstance(tools, Sequence):
+        raise ConfigurationError(f"ReAct(tools=...) takes a list of functions, got {type(tools).__name__}")
+    built: dict[str, Tool] = {}
+    for item in tools:
+        tool = _as_tool(item)
+        name = tool.name or ""
+        if name == FINISH or name in built:
+            reason = "is reserved for ending the loop" if name == FINISH else "is given twice"
+            raise ConfigurationError(f"tool name {name!r} {reason}; rename the function")
+        built[name] = tool
+    return built
 
-    @classmethod
-    def from_function(cls, func: Callable[..., Any]) -> Tool:
-        """Describe ``func`` by its name, docstring and type hints (ConfigurationError naming it if not)."""
-        if not callable(func):
-            raise ConfigurationError(f"ReAct tools must be functions or coroutines, got {func!r}")
-        name = getattr(func, "__name__", None) or type(func).__name__
-        desc = func.__doc__ or ""  # as written, indentation included: DSPy shows it so too
-        args: dict[str, dict[str, Any]] = {}
-        validators: dict[str, TypeAdapter[Any]] = {}
-        required: set[str] = set()
-        for param, hint in _parameters(name, func):
-            validators[param.name], args[param.name] = _describe_parameter(name, param, hint)
-            if param.default is inspect.Parameter.empty:
-                required.add(param.name)
-        return cls(name, desc, func, args, validators, frozenset(required))
 
-    def describe(self) -> str:
-        """The tool's line in the instructions (DSPy's wording)."""
-        desc = self.desc.replace("\n", "  ")
-        return f"{self.name}, whose description is <desc>{desc}</desc>. It takes arguments {self.args}."
+def _as_tool(item: Any) -> Tool:
+    if isinstance(item, Tool):
+        return item
+    func, name = getattr(item, "func", None), getattr(item, "name", None)
+    if callable(func) and isinstance(name, str) and not inspect.isroutine(item):
+        return tool_from_function(func, name=name, desc=getattr(item, "desc", None) or None)
+    return tool_from_function(item)
 
-    def validate(self, arguments: Any) -> dict[str, Any]:
-        """The keyword arguments for a call; ValueError saying what is wrong with ``arguments``."""
-        if not isinstance(arguments, Mapping):
-            raise ValueError(f"arguments must be a JSON object, got {type(arguments).__name__}")
-        unknown = sorted(set(arguments) - set(self.validators))
-        missing = sorted(self.required - set(arguments))
-        if unknown or missing:
-            raise ValueError(
-                f"unknown arguments {unknown}, missing arguments {missing}; it takes {self.args}"
-            )
-        kwargs: dict[str, Any] = {}
-        problems = []
-        for key, value in arguments.items():
-            try:
-                kwargs[key] = self.validators[key].validate_python(value)
-            except ValidationError as exc:
-                problems.append(f"{key}: {_short(exc)}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return kwargs
 
-    async def run(self, kwargs: Mapping[str, Any]) -> Any:
-        """Call the tool: coroutines are awaited, sync functions run in a worker thread."""
-        if self.func is None:
-            return _FINISH_OBSERVATION
-        if inspect.iscoroutinefunction(self.func):
-            return await self.func(**kwargs)
-        result = await run_in_thread(self.func, **kwargs)
-        return await result if inspect.isawaitable(result) else result
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Tool:
-        return self  # immutable, and functions are shared by copies of a program anyway
+def tool_from_function(func: Any, *, name: str | None = None, desc: str | None = None) -> Tool:
+    """A :class:`Tool` for ``func``; ConfigurationError naming it when the LM could not call it."""
+    if not callable(func):
+        raise ConfigurationError(f"ReAct tools must be functions or coroutines, got {func!r}")
+    label = name or getattr(func, "__name__", None) or type(func).__name__
+    for param, hint in _parameters(label, func):
+        _check_describable(label, param, hint)
+    return Tool(func, name=name, desc=desc)
 
 
 def _parameters(name: str, func: Callable[..., Any]) -> list[tuple[inspect.Parameter, Any]]:
@@ -144,54 +115,42 @@ def _parameters(name: str, func: Callable[..., Any]) -> list[tuple[inspect.Param
         raise ConfigurationError(f"tool {name!r}: cannot read its signature or type hints ({exc})") from exc
     described = []
     for param in params:
-        if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+        if param.kind is param.VAR_POSITIONAL:
             raise ConfigurationError(
                 f"tool {name!r}: parameter {param.name!r} is {param.kind.description}; "
                 "tools take named arguments only (the LM passes a JSON object)"
             )
-        described.append((param, hints.get(param.name, Any)))  # unhinted: any JSON value, as DSPy
+        if param.kind is not param.VAR_KEYWORD:
+            described.append((param, hints.get(param.name, Any)))  # unhinted: any JSON value, as DSPy
     return described
 
 
-def _describe_parameter(
-    tool: str, param: inspect.Parameter, hint: Any
-) -> tuple[TypeAdapter[Any], dict[str, Any]]:
+def _check_describable(tool: str, param: inspect.Parameter, hint: Any) -> None:
     try:
-        validator: TypeAdapter[Any] = TypeAdapter(hint)
-        schema = _inline_refs(validator.json_schema())
+        TypeAdapter(hint).json_schema()
     except (PydanticUserError, TypeError) as exc:
         raise ConfigurationError(
             f"tool {tool!r}: parameter {param.name!r} has type {hint!r}, which cannot be described to "
             f"the LM as JSON ({type(exc).__name__}); use str, int, float, bool, list, dict, Literal or a "
             "pydantic model"
         ) from exc
-    if param.default is not inspect.Parameter.empty:
-        schema["default"] = to_jsonable_python(param.default, fallback=repr)
-    return validator, schema
 
 
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema with ``$ref``s to its ``$defs`` replaced by the definitions (LMs follow it better)."""
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return walk(defs[ref.removeprefix("#/$defs/")])
-            return {key: walk(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [walk(item) for item in node]
-        return node
-
-    return typing.cast(dict[str, Any], walk(schema))
+def check_arguments(tool: Tool, arguments: Any) -> dict[str, Any]:
+    """The keyword arguments for a call of ``tool``; ValueError saying what is wrong with ``arguments``."""
+    if not isinstance(arguments, Mapping):
+        raise ValueError(f"arguments must be a JSON object, got {type(arguments).__name__}")
+    args = tool.args or {}
+    unknown = [] if tool.has_kwargs else sorted(set(arguments) - set(args))
+    missing = sorted(name for name in _required(tool) if name not in arguments)
+    if unknown or missing:
+        raise ValueError(f"unknown arguments {unknown}, missing arguments {missing}; it takes {args}")
+    return tool.parse_arguments(arguments)
 
 
-def _short(exc: ValidationError) -> str:
-    errors = exc.errors()[:3]
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in errors
-    )
+def _required(tool: Tool) -> list[str]:
+    # as format_as_litellm_function_call tells the LM: an argument without a default is required
+    return [name for name, schema in (tool.args or {}).items() if "default" not in schema]
 
 
 def _finish_tool(signature: type[Signature]) -> Tool:
@@ -200,32 +159,11 @@ def _finish_tool(signature: type[Signature]) -> Tool:
         "Marks the task as complete. That is, signals that all information for producing the outputs, "
         f"i.e. {outputs}, are now available to be extracted."
     )
-    return Tool(FINISH, desc, None, {}, {}, frozenset())
+    return Tool(func=_finish, name=FINISH, desc=desc, args={})
 
 
-def build_tools(tools: Sequence[Callable[..., Any]]) -> dict[str, Tool]:
-    """The tools by name; ConfigurationError for a bad tool, a duplicate name or one named ``finish``."""
-    if isinstance(tools, str | bytes) or not isinstance(tools, Sequence):
-        raise ConfigurationError(f"ReAct(tools=...) takes a list of functions, got {type(tools).__name__}")
-    built: dict[str, Tool] = {}
-    for func in tools:
-        tool = _as_tool(func)
-        if tool.name == FINISH or tool.name in built:
-            reason = "is reserved for ending the loop" if tool.name == FINISH else "is given twice"
-            raise ConfigurationError(f"tool name {tool.name!r} {reason}; rename the function")
-        built[tool.name] = tool
-    return built
-
-
-def _as_tool(item: Any) -> Tool:
-    """A tool from a function, a :class:`Tool`, or a DSPy-style tool (``.func``, ``.name``, ``.desc``)."""
-    if isinstance(item, Tool):
-        return item
-    func, name = getattr(item, "func", None), getattr(item, "name", None)
-    if callable(func) and isinstance(name, str) and not inspect.isroutine(item):
-        built = Tool.from_function(func)
-        return dataclasses.replace(built, name=name, desc=getattr(item, "desc", None) or built.desc)
-    return Tool.from_function(item)
+def _finish() -> str:
+    return _FINISH_OBSERVATION
 
 
 def react_signature(signature: type[Signature], tools: Mapping[str, Tool]) -> type[Signature]:
@@ -246,7 +184,7 @@ def react_signature(signature: type[Signature], tools: Mapping[str, Tool]) -> ty
         "When selecting the next_tool_name and its next_tool_args, the tool must be one of:\n",
     ]
     every = [*tools.values(), _finish_tool(signature)]
-    lines += [f"({index}) {tool.describe()}" for index, tool in enumerate(every, start=1)]
+    lines += [f"({index}) {tool}" for index, tool in enumerate(every, start=1)]
     lines.append("When providing `next_tool_args`, the value inside the field must be in JSON format")
     step = signature.with_instructions("\n".join(lines))
     step = step.append("trajectory", InputField(), str)
@@ -285,7 +223,7 @@ class ReAct(Module):
     def __init__(
         self,
         signature: str | type[Signature],
-        tools: Sequence[Callable[..., Any]],
+        tools: Sequence[Callable[..., Any] | Tool],
         max_iters: int = 20,
         *,
         lm: LM | None = None,
@@ -380,11 +318,11 @@ class ReAct(Module):
             known = ", ".join([*self.tools, FINISH])
             return f"Unknown tool {name!r}: the tools are {known}. Call one of them."
         try:
-            kwargs = tool.validate(arguments)
+            kwargs = check_arguments(tool, arguments)
         except ValueError as exc:
             return f"Invalid arguments for {name}: {exc}"
         try:
-            return await tool.run(kwargs)
+            return await tool.acall(**kwargs)
         except Exception as exc:  # the LM sees the error as the observation and can try again
             logger.info("ReAct tool %s failed: %s: %s", name, type(exc).__name__, exc)
             return f"Execution error in {name}: {_error_for_lm(exc)}"

@@ -33,6 +33,8 @@ from dspex.optimizers.random_search import BootstrapFewShotWithRandomSearch
 from dspex.optimizers.registry import OPTIMIZERS, optimizer_class, optimizer_from_name
 from dspex.optimizers.simba import SIMBA
 
+BootstrapRS = BootstrapFewShotWithRandomSearch  # DSPy's short name
+
 __all__ = [
     "COPRO",
     "KNN",
@@ -42,6 +44,7 @@ __all__ = [
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapFinetune",
+    "BootstrapRS",
     "Budget",
     "Ensemble",
     "EnsembledProgram",

@@ -16,7 +16,10 @@ from dspex.primitives.module import (
 )
 from dspex.primitives.prediction import Completions, Prediction
 
+BaseModule = Module  # DSPy's base class name; dspex has one Module base
+
 __all__ = [
+    "BaseModule",
     "Completions",
     "Example",
     "Module",

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 from dspex import _dspy_state, serialization
+from dspex._callers import CALLER_MODULES
 from dspex._parallel import call_inputs, resolve_concurrency, run_bounded
 from dspex._sync import run_in_thread, run_sync
 from dspex.adapters import Adapter
@@ -134,6 +135,17 @@ class Module:
         self.callbacks = list(callbacks or [])
         self._compiled = False
 
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The LM calls made inside this module's calls (DSPy's per-module history), newest last;
+        at most ``dspex.settings.max_history_size``, none with ``disable_history=True``."""
+        history: list[dict[str, Any]] = self.__dict__.setdefault("history", [])
+        return history
+
+    @history.setter
+    def history(self, value: list[dict[str, Any]]) -> None:
+        self.__dict__["history"] = value
+
     # -- calling ------------------------------------------------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
@@ -146,6 +158,7 @@ class Module:
         paths = parent.paths if parent else self._predictor_paths()
         collector = _TraceCollector(parent, paths)
         token = _collector.set(collector)
+        callers_token = CALLER_MODULES.set((*CALLER_MODULES.get(), self))
         callbacks = active_callbacks(self)
         call_id = notify_start(callbacks, "module", self, dict(kwargs)) if callbacks else ""
         # the calls made inside (sub-modules, LMs) see this call as their parent (DSPy's ACTIVE_CALL_ID)
@@ -159,6 +172,7 @@ class Module:
             raise
         finally:
             _collector.reset(token)
+            CALLER_MODULES.reset(callers_token)
             if call_token is not None:
                 ACTIVE_CALL_ID.reset(call_token)
         if callbacks:
@@ -169,14 +183,14 @@ class Module:
         return cast(Prediction, result)
 
     async def _dispatch(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        cls = type(self)
-        if cls.aforward is not Module.aforward:
+        entry = _entry_point(type(self))
+        if entry == "aforward":
             return await self.aforward(*args, **kwargs)
-        if cls.forward is not Module.forward:
+        if entry == "forward":
             # A sync forward blocks: run it in a worker thread whose sync sub-module calls come back
             # to this loop (see dspex._sync), so the event loop keeps serving other calls.
             return await run_in_thread(self.forward, *args, **kwargs)
-        raise ConfigurationError(f"{cls.__qualname__} defines neither `aforward` nor `forward`")
+        raise ConfigurationError(f"{type(self).__qualname__} defines neither `aforward` nor `forward`")
 
     async def aforward(self, *args: Any, **kwargs: Any) -> Any:
         """Override with the program's async logic (preferred over :meth:`forward`)."""
@@ -442,6 +456,25 @@ def _copy_value(value: Any, memo: dict[int, Any], where: str) -> Any:
         # Clients, locks and sockets cannot be copied; sharing them is what a copy of a program wants.
         logger.debug("sharing %s between copies (it cannot be deep-copied: %s)", where, exc)
         return value
+
+
+_ENTRY_POINTS: dict[type, str | None] = {}
+
+
+def _entry_point(cls: type) -> str | None:
+    """Which of ``aforward``/``forward`` a call runs: the one defined closest to ``cls`` in its MRO
+    (``aforward`` when one class defines both), so a subclass of Predict that overrides only
+    ``forward`` is called through it. Decided once per class."""
+    if cls not in _ENTRY_POINTS:
+        chosen = None
+        for klass in cls.__mro__:
+            if klass is Module:
+                break
+            if "aforward" in klass.__dict__ or "forward" in klass.__dict__:
+                chosen = "aforward" if "aforward" in klass.__dict__ else "forward"
+                break
+        _ENTRY_POINTS[cls] = chosen
+    return _ENTRY_POINTS[cls]
 
 
 def _dspy_children(name: str, item: Any, skip_compiled: bool) -> list[tuple[str, Any]]:

@@ -38,7 +38,7 @@ class Prediction(Example):
     _usage: Usage
     _trace: list[TraceStep] | None  # None until read or set: most predictions never get one
     _adapter: str | None
-    _completions: Completions | None
+    _completions: Completions | _OneCompletion | None
     _lm_usage: dict[str, Any] | None
 
     def __init__(self, base: object = None, **fields: Any) -> None:
@@ -64,6 +64,11 @@ class Prediction(Example):
         >>> pred.answer, pred.completions.answer, len(pred.completions)
         ('4', ['4', '5'], 2)
         """
+        if isinstance(list_or_dict, list) and len(list_or_dict) == 1 and isinstance(list_or_dict[0], dict):
+            # One completion (nearly every call): its Completions is built only if someone reads it.
+            prediction = cls(list_or_dict[0])
+            _set_slot(prediction, "_completions", _OneCompletion(list_or_dict[0], signature))
+            return prediction
         completions = Completions(list_or_dict, signature=signature)
         prediction = cls({name: values[0] for name, values in completions.items() if values})
         _set_slot(prediction, "_completions", completions)
@@ -71,8 +76,14 @@ class Prediction(Example):
 
     @property
     def completions(self) -> Completions | None:
-        """Every completion of the call (see :meth:`from_completions`), or None if it made one."""
-        return self._completions
+        """Every completion of the call (see :meth:`from_completions`); None for a prediction that
+        was built directly."""
+        pending = self._completions
+        if isinstance(pending, _OneCompletion):
+            built = Completions([pending.fields], signature=pending.signature)
+            _set_slot(self, "_completions", built)
+            return built
+        return pending
 
     @property
     def usage(self) -> Usage:
@@ -107,7 +118,7 @@ class Prediction(Example):
     def __repr__(self) -> str:
         # DSPy's layout, one field a line: predictions are often long texts.
         fields = ",\n    ".join(f"{name}={value!r}" for name, value in self._store.items())
-        count = len(self._completions) if self._completions is not None else 1
+        count = len(self._completions) if isinstance(self._completions, Completions) else 1
         if count == 1:
             return f"Prediction(\n    {fields}\n)"
         omitted = f"({count - 1} completions omitted)"
@@ -152,6 +163,17 @@ def _with_score(prediction: Prediction, other: object, op: Callable[[float, floa
     if isinstance(other, int | float):
         return op(float(prediction), other)
     return NotImplemented
+
+
+class _OneCompletion:
+    """A prediction's one completion, as it came (later edits of the prediction's fields do not reach
+    it): :attr:`Prediction.completions` builds the ``Completions`` on first read."""
+
+    __slots__ = ("fields", "signature")
+
+    def __init__(self, fields: dict[str, Any], signature: Any) -> None:
+        self.fields = fields
+        self.signature = signature
 
 
 class Completions:

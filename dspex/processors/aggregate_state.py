@@ -27,8 +27,12 @@ Tokens, calls and cache hits are plain integers.
 Rules: the first score per (job, candidate, example index) wins; later ones change nothing.
 Scores that arrive before their job are aggregated anyway; a status exists once the job is known.
 A job fails on a systemic error (reason: that error's message), on more than ``max_errors``
-failed examples, or on a cost above ``max_cost_usd``; it is cancelled by a Cancel; it completes
-when every candidate has every example. Once terminal, nothing about it changes any more.
+failed examples, or on a cost above ``max_cost_usd`` (checked in that order: a bad key with
+``max_errors`` set is ``systemic``, never a limit); it is cancelled by a Cancel, and fails at once
+when its record on the jobs topic does not decode or its submitter says tasks are missing; it
+completes when every candidate has every example. Each end other than completing names its
+``stop_reason`` in the status, so readers never guess it from the counts. Once terminal, nothing
+about it changes any more.
 """
 
 from __future__ import annotations
@@ -48,8 +52,10 @@ from dspex.schemas import (
     JobState,
     JobStatus,
     ScoreRecord,
+    StopReason,
     UsageRecord,
     encode,
+    over_cost_budget,
     utc_now,
 )
 
@@ -58,6 +64,7 @@ __all__ = [
     "AggregateBatch",
     "BatchResult",
     "ChunkState",
+    "Decision",
     "JobMeta",
     "ScoreOutcome",
     "StatusClock",
@@ -65,6 +72,7 @@ __all__ = [
     "build_status",
     "chunk_key",
     "decide",
+    "invalid_job_id",
     "job_chunk_keys",
     "job_totals",
     "open_state",
@@ -219,6 +227,7 @@ class JobMeta:
     max_cost_usd: float | None = None
     outcome: JobState | None = None
     reason: str | None = None
+    stop_reason: StopReason | None = None  # absent in values written before stop reasons existed
     final: str | None = None  # the terminal JobStatus as sent (JSON), re-sent byte for byte
 
     @property
@@ -319,6 +328,7 @@ def build_status(
         updated_at=now,
         finished_at=now if state in ("completed", "failed", "cancelled") else None,
         reason=meta.reason if state in ("failed", "cancelled") else None,
+        stop_reason=meta.stop_reason if state in ("failed", "cancelled") else None,
     )
 
 
@@ -327,25 +337,43 @@ def open_state(totals: Mapping[str, Totals]) -> JobState:
     return "running" if any(t.done for t in totals.values()) else "pending"
 
 
-def decide(meta: JobMeta, totals: Mapping[str, Totals]) -> tuple[JobState, str | None] | None:
-    """The terminal state a known job has reached, with its reason; None while it runs."""
-    if meta.outcome is not None:  # a cancellation recorded earlier
-        return meta.outcome, meta.reason
+@dataclass(frozen=True)
+class Decision:
+    """A job's terminal state, the reason in words, and the typed reason readers act on."""
+
+    state: JobState
+    reason: str | None = None
+    stop_reason: StopReason | None = None
+
+
+def decide(meta: JobMeta, totals: Mapping[str, Totals]) -> Decision | None:
+    """The terminal state a known job has reached; None while it runs.
+
+    The systemic cause is decided first: a job failing on a bad key also crosses ``max_errors``
+    soon after, and must still fail as systemic (an error), never as a limit (partial results).
+    """
+    if meta.outcome is not None:  # a cancellation (or invalid job) recorded earlier
+        return Decision(meta.outcome, meta.reason, meta.stop_reason or _recorded_stop(meta.outcome))
     job = Totals()
     for candidate_totals in totals.values():
         job.merge(candidate_totals)
     if job.systemic is not None:
-        return "failed", job.systemic
+        return Decision("failed", job.systemic, "systemic")
     if meta.max_errors is not None and job.errors > meta.max_errors:
-        return "failed", f"{job.errors} examples failed, more than max_errors={meta.max_errors}"
-    if meta.max_cost_usd is not None and job.cost_usd > Fraction(meta.max_cost_usd):
-        return (
-            "failed",
-            f"cost ${float(job.cost_usd):.6f} is over the budget max_cost_usd=${meta.max_cost_usd}",
-        )
+        reason = f"{job.errors} examples failed, more than max_errors={meta.max_errors}"
+        return Decision("failed", reason, "max_errors")
+    # The float the status reports, compared as every reader compares it: one rule everywhere.
+    if over_cost_budget(float(job.cost_usd), meta.max_cost_usd):
+        reason = f"cost ${float(job.cost_usd):.6f} is over the budget max_cost_usd=${meta.max_cost_usd}"
+        return Decision("failed", reason, "max_cost")
     if all(t.done >= meta.num_examples for t in totals.values()):
-        return "completed", None
+        return Decision("completed")
     return None
+
+
+def _recorded_stop(outcome: JobState) -> StopReason | None:
+    # A cancellation stored by an aggregator from before stop reasons (no stop_reason in the value).
+    return "cancelled" if outcome == "cancelled" else None
 
 
 @dataclass
@@ -401,12 +429,38 @@ class AggregateBatch:
             self._dirty_jobs.add(meta.job_id)
 
     def add_cancel(self, cancel: Cancel, partition: int) -> None:
-        """Cancel a job that is not over yet (known or not: it is kept for when it arrives)."""
+        """Cancel a job that is not over yet (known or not: it is kept for when it arrives).
+
+        A Cancel saying the submitter could not publish every task fails the job instead
+        (``tasks_missing``): it could never complete.
+        """
         meta = self._meta(cancel.job_id, partition)
         self._touched[meta.job_id] = None
-        if meta.outcome is None:
-            meta.outcome, meta.reason = "cancelled", cancel.reason or "cancelled"
-            self._dirty_jobs.add(meta.job_id)
+        if meta.outcome is not None:
+            return
+        if cancel.stop_reason == "tasks_missing":
+            meta.outcome, meta.stop_reason = "failed", "tasks_missing"
+            meta.reason = cancel.reason or "the submitter could not publish every task of the job"
+        else:
+            meta.outcome, meta.stop_reason = "cancelled", "cancelled"
+            meta.reason = cancel.reason or "cancelled"
+        self._dirty_jobs.add(meta.job_id)
+
+    def add_invalid_job(self, job_id: str, partition: int, problem: str) -> None:
+        """Fail a job whose record on the jobs topic does not decode (``invalid_submit``).
+
+        Nobody can run it (the predictors cannot read it either), and without this its submitter
+        would wait for a status that never comes. A job already known or over keeps its state: a
+        bad duplicate of a job that was read changes nothing.
+        """
+        meta = self._meta(job_id, partition)
+        self._touched[meta.job_id] = None
+        if meta.known or meta.outcome is not None:
+            return
+        meta.known = True  # with no totals: its status says 0 tasks, failed
+        meta.outcome, meta.stop_reason = "failed", "invalid_submit"
+        meta.reason = f"the job's record on the jobs topic is invalid: {problem}"
+        self._dirty_jobs.add(meta.job_id)
 
     def finish(self) -> BatchResult:
         """Decide terminal states of the jobs this batch touched and collect what to write."""
@@ -429,9 +483,9 @@ class AggregateBatch:
         decision = decide(meta, totals)
         if decision is None:
             return
-        meta.outcome, meta.reason = decision
+        meta.outcome, meta.reason, meta.stop_reason = decision.state, decision.reason, decision.stop_reason
         now = self._clock.now()
-        status = build_status(meta, totals, state=decision[0], seq=self._clock.next_seq(now), now=now)
+        status = build_status(meta, totals, state=decision.state, seq=self._clock.next_seq(now), now=now)
         meta.final = encode(status).decode()
         self._dirty_jobs.add(meta.job_id)
         result.statuses.append((meta.job_id, meta.final.encode()))
@@ -467,6 +521,23 @@ class AggregateBatch:
 
 def _in_range(meta: JobMeta, record: ScoreRecord) -> bool:
     return record.candidate_id in meta.candidate_ids and record.example_index < meta.num_examples
+
+
+def invalid_job_id(key: bytes | None, value: bytes | None) -> str | None:
+    """The job to fail as ``invalid_submit`` for a jobs-topic record that did not decode: its key,
+    unless the record says it is an optimization (the optimizer coordinator's) or a Cancel (which
+    starts nothing), or has no usable key."""
+    try:
+        job_id = key.decode() if key else ""
+    except UnicodeDecodeError:
+        return None
+    try:
+        data = json.loads(value) if value else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("kind") in ("optimize", "cancel"):
+        return None
+    return job_id or None
 
 
 def status_fingerprint(status: JobStatus) -> str:

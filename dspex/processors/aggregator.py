@@ -57,6 +57,7 @@ from dspex.processors.aggregate_state import (
     JobMeta,
     StatusClock,
     build_status,
+    invalid_job_id,
     job_totals,
     open_state,
     status_fingerprint,
@@ -208,21 +209,29 @@ class Aggregator:
                 return
             job = decode(event.value, JobMessage)
         except SchemaError as exc:
-            # The DLQ is upstream's job; here a bad record is counted and skipped, never retried.
-            self.stats["undecodable"] += 1
-            logger.warning(
-                "skipping undecodable record %s[%s]@%s: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                exc,
-            )
+            self._skip_undecodable(batch, event, exc)
             return
         if isinstance(job, EvalJob):
             batch.add_job(job, message.partition)
         elif isinstance(job, Cancel):
             batch.add_cancel(job, message.partition)
         # OptimizeJob: the optimizer coordinator owns those statuses.
+
+    def _skip_undecodable(self, batch: AggregateBatch, event: EventT, exc: SchemaError) -> None:
+        """Count and skip a record nobody can read (the DLQ is upstream's job; never retried here).
+
+        An undecodable job record fails its job (``invalid_submit``): its submitter would otherwise
+        wait for a status that never comes.
+        """
+        message = event.message
+        self.stats["undecodable"] += 1
+        logger.warning(
+            "skipping undecodable record %s[%s]@%s: %s", message.topic, message.partition, message.offset, exc
+        )
+        if message.topic == self.registry.name("jobs"):
+            job_id = invalid_job_id(event.key, event.value)
+            if job_id is not None:
+                batch.add_invalid_job(job_id, message.partition, str(exc))
 
     def _write(self, table: Any, writes: dict[str, tuple[int, Any]]) -> list[Awaitable[Any]]:
         """Update the table and its changelog; the futures resolve once the broker has the records."""

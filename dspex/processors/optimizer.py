@@ -13,7 +13,10 @@ a Cancel stops the named optimization if this worker runs it):
    Ensemble) are refused;
 3. after every step: the checkpoint (key job_id), acknowledged by the broker before anything else,
    then the best program so far (candidates topic) and an OptimizeStatus (status topic);
-4. at the end: a terminal OptimizeStatus (``completed``, ``failed`` or ``cancelled`` with the reason).
+4. at the end: a terminal OptimizeStatus (``completed``, ``failed`` or ``cancelled`` with the reason
+   and its typed ``stop_reason``: the budget that ended a completed run, ``max_lm_calls`` or
+   ``max_cost``; for a failed one ``max_errors``, ``systemic`` (every run would fail the same way)
+   or ``invalid_submit`` (the job cannot be run as given); ``cancelled``).
 
 The job's message is done (its offset committable) only when the optimization ends, so the job of
 a killed worker is delivered again to the next owner, which resumes from the last checkpoint. On a
@@ -37,7 +40,14 @@ from confluent_kafka import Message
 from dspex.client import Client
 from dspex.client._optimize import check_compile_options, cluster_optimizer, start_options
 from dspex.configuration import context
-from dspex.errors import ConfigurationError, DspexError, MetricError
+from dspex.errors import (
+    ConfigurationError,
+    DspexError,
+    LMError,
+    MetricError,
+    OptimizerError,
+    ProgramLoadError,
+)
 from dspex.metrics import metric_from_spec, resolve_metric
 from dspex.observability import metrics as prometheus
 from dspex.optimizers import KafkaExecutor, OptimizerRun
@@ -50,13 +60,13 @@ from dspex.schemas.common import ExampleSet, MetricSpec, UsageRecord
 from dspex.schemas.jobs import Cancel, JobMessage, OptimizeJob
 from dspex.schemas.programs import ProgramSpec
 from dspex.schemas.serde import decode
-from dspex.schemas.status import JobState, OptimizeStatus, TrialRecord
+from dspex.schemas.status import JobState, OptimizeStatus, OptimizeStopReason, TrialRecord
 from dspex.serialization import candidate_id, dump_program
 from dspex.streams.consumer import ConsumerRuntime
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.reader import CompactedReader
 
-__all__ = ["OptimizeCoordinator", "examples_of", "metric_of"]
+__all__ = ["OptimizeCoordinator", "budget_stop", "examples_of", "failure_stop", "metric_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,12 +164,18 @@ class OptimizeCoordinator(Worker):
                 while not run.done:
                     await _until_cancelled(run.step(), cancel)
                     await self._after_step(job, run, started)
-            await self._publish(job, run, "completed", started, reason=run.history.stopped)
+            await self._publish(
+                job, run, "completed", started, reason=run.history.stopped, stop_reason=budget_stop(run)
+            )
         except _Cancelled:
-            await self._publish(job, run, "cancelled", started, reason=self._cancel_reason(job))
+            await self._publish(
+                job, run, "cancelled", started, reason=self._cancel_reason(job), stop_reason="cancelled"
+            )
         except DspexError as exc:
             logger.warning("optimization %s failed: %s", job.job_id, exc)
-            await self._publish(job, run, "failed", started, reason=getattr(exc, "reason", None) or str(exc))
+            reason = getattr(exc, "reason", None) or str(exc)
+            stop = failure_stop(exc, begun=run is not None)
+            await self._publish(job, run, "failed", started, reason=reason, stop_reason=stop)
         except Exception as exc:  # a bug, not bad input: the job still ends, with the reason
             logger.exception("optimization %s failed unexpectedly", job.job_id)
             await self._publish(job, run, "failed", started, reason=f"{type(exc).__name__}: {exc}")
@@ -235,6 +251,7 @@ class OptimizeCoordinator(Worker):
         started: Any,
         *,
         reason: str | None = None,
+        stop_reason: OptimizeStopReason | None = None,
     ) -> None:
         terminal = state != "running"
         best_id = run.history.best_candidate_id if run is not None else None
@@ -254,6 +271,7 @@ class OptimizeCoordinator(Worker):
             started_at=started,
             finished_at=utc_now() if terminal else None,
             reason=reason,
+            stop_reason=stop_reason,
         )
         await self.produce("status", status)
         if terminal:
@@ -299,6 +317,39 @@ def _optimizer(job: OptimizeJob, metric: Callable[..., Any]) -> Any:
         "max_cost_usd": job.max_cost_usd,
     }
     return cluster_optimizer(job.optimizer, job.knobs, offered)
+
+
+def budget_stop(run: OptimizerRun) -> OptimizeStopReason | None:
+    """The budget that ended a completed run, None for one that ran to its end (or reached its
+    target score). The run's history says "budget: ..." when a budget stopped it; of two budgets,
+    the one more used up is the one that bound."""
+    if not (run.history.stopped or "").startswith("budget"):
+        return None
+    budget = run.budget
+    calls = _share(budget.calls, budget.max_lm_calls)
+    cost = _share(budget.spent.cost_usd, budget.max_cost_usd)
+    if calls is None and cost is None:
+        return None
+    return "max_lm_calls" if cost is None or (calls is not None and calls >= cost) else "max_cost"
+
+
+def _share(spent: float, limit: float | None) -> float | None:
+    if limit is None:
+        return None
+    return spent / limit if limit > 0 else float("inf")
+
+
+def failure_stop(exc: DspexError, *, begun: bool) -> OptimizeStopReason | None:
+    """Why an optimization failed, typed: ``invalid_submit`` for a job that cannot even start as
+    given (optimizer, knobs, metric, examples, student), ``max_errors``, ``systemic`` for an error
+    every run would repeat (a bad key, an unknown model); None for anything else."""
+    if not begun and isinstance(exc, ConfigurationError | MetricError | ProgramLoadError):
+        return "invalid_submit"
+    if isinstance(exc, OptimizerError):
+        return "max_errors"
+    if isinstance(exc, ConfigurationError | ProgramLoadError) or (isinstance(exc, LMError) and exc.systemic):
+        return "systemic"
+    return None
 
 
 def _trials(run: OptimizerRun) -> list[TrialRecord]:

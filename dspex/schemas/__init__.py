@@ -64,13 +64,17 @@ from dspex.schemas.results import (
 )
 from dspex.schemas.serde import decode, encode, model_name, schema_error_reason
 from dspex.schemas.status import (
+    LIMIT_STOP_REASONS,
     TERMINAL_STATES,
     CandidateAggregate,
     JobState,
     JobStatus,
     OptimizeStatus,
+    OptimizeStopReason,
     StatusMessage,
+    StopReason,
     TrialRecord,
+    over_cost_budget,
 )
 from dspex.schemas.tasks import Task, task_id_for
 from dspex.schemas.workers import BreakerState, EndpointHealth, WorkerHeartbeat, WorkerKind
@@ -87,6 +91,7 @@ __all__ = [
     "HEADER_JOB_ID",
     "HEADER_SCHEMA",
     "KNOWN_DLQ_REASONS",
+    "LIMIT_STOP_REASONS",
     "MESSAGE_MODELS",
     "SCORE_SOURCE_DLQ",
     "SCORE_SOURCE_PREDICTOR",
@@ -116,11 +121,13 @@ __all__ = [
     "MetricSpec",
     "OptimizeJob",
     "OptimizeStatus",
+    "OptimizeStopReason",
     "OptimizerCheckpoint",
     "PredictionRecord",
     "ProgramSpec",
     "ScoreRecord",
     "StatusMessage",
+    "StopReason",
     "Task",
     "Timestamp",
     "TraceEntry",
@@ -137,6 +144,7 @@ __all__ = [
     "json_schemas",
     "key_for",
     "model_name",
+    "over_cost_budget",
     "parse_schema_header",
     "parse_version",
     "program_candidate_id",

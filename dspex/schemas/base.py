@@ -15,7 +15,16 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 __all__ = [
@@ -23,6 +32,7 @@ __all__ = [
     "Message",
     "Timestamp",
     "WireModel",
+    "known_or_none",
     "parse_version",
     "utc_now",
 ]
@@ -41,6 +51,21 @@ Timestamp = Annotated[AwareDatetime, Field(strict=False)]
 def utc_now() -> datetime:
     """The current time in UTC, timezone-aware (what every ``*_at`` field expects)."""
     return datetime.now(UTC)
+
+
+def known_or_none(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Wrap validator of an optional Literal field that a later minor version may extend: a string
+    this reader does not know reads as None (absent), so a newer writer's value never makes the
+    whole message unreadable; a value of the wrong type is still an error.
+
+        _reason = field_validator("stop_reason", mode="wrap")(known_or_none)
+    """
+    try:
+        return handler(value)
+    except ValidationError:
+        if isinstance(value, str):
+            return None
+        raise
 
 
 def parse_version(version: str) -> tuple[int, int]:

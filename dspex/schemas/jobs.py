@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from dspex.schemas.base import Message, Timestamp, WireModel, utc_now
+from dspex.schemas.base import Message, Timestamp, WireModel, known_or_none, utc_now
 from dspex.schemas.common import ExampleSet, LMSpec, MetricSpec
 
 __all__ = ["Cancel", "DatasetSummary", "EvalJob", "JobMessage", "OptimizeJob"]
@@ -79,12 +79,23 @@ class OptimizeJob(Message):
 
 
 class Cancel(Message):
-    """Stop a job: workers skip its remaining tasks and its status becomes ``cancelled``."""
+    """Stop a job: workers skip its remaining tasks and its status becomes ``cancelled``.
+
+    ``stop_reason="tasks_missing"`` is the submitter saying it could not publish every task of
+    the job: the job can never complete, so it ends ``failed`` with that stop reason instead.
+    """
 
     kind: Literal["cancel"] = "cancel"
     job_id: str
     reason: str = ""
+    stop_reason: Literal["cancelled", "tasks_missing"] | None = Field(
+        default=None, description='Why the job is stopped (absent: "cancelled", a user\'s request).'
+    )
     requested_at: Timestamp = Field(default_factory=utc_now)
+
+    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: stop_reason
+
+    _stop_reason_tolerant = field_validator("stop_reason", mode="wrap")(known_or_none)
 
 
 JobMessage = Annotated[EvalJob | OptimizeJob | Cancel, Field(discriminator="kind")]

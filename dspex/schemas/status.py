@@ -2,25 +2,57 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from dspex.schemas.base import Message, Timestamp, WireModel, utc_now
+from dspex.schemas.base import Message, Timestamp, WireModel, known_or_none, utc_now
 from dspex.schemas.common import UsageRecord
 
 __all__ = [
+    "LIMIT_STOP_REASONS",
     "TERMINAL_STATES",
     "CandidateAggregate",
     "JobState",
     "JobStatus",
     "OptimizeStatus",
+    "OptimizeStopReason",
     "StatusMessage",
+    "StopReason",
     "TrialRecord",
+    "over_cost_budget",
 ]
 
 JobState = Literal["pending", "running", "completed", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+StopReason = Literal["systemic", "max_errors", "max_cost", "cancelled", "tasks_missing", "invalid_submit"]
+"""Why an evaluation ended other than by completing, as its writer decided it.
+
+``systemic``: an error every task would repeat (a 401, an unknown model, a program the workers
+cannot build); ``max_errors`` / ``max_cost``: the job's own limits (partial results stand);
+``cancelled``: a Cancel; ``tasks_missing``: the submitter could not publish all the tasks;
+``invalid_submit``: the job's record on the jobs topic does not decode.
+"""
+
+OptimizeStopReason = Literal[
+    "max_lm_calls", "max_cost", "max_errors", "systemic", "cancelled", "invalid_submit"
+]
+"""Why an optimization stopped: its budget (``max_lm_calls``, ``max_cost``: it completes with the best
+program so far), or, when it failed or was cancelled, ``max_errors``, ``systemic``, ``cancelled``,
+``invalid_submit`` (the job cannot be run as given: optimizer, knobs, examples, student)."""
+
+LIMIT_STOP_REASONS: frozenset[str] = frozenset({"max_errors", "max_cost"})
+"""The stop reasons of an evaluation that leave partial results (``stopped_early``), not an error."""
+
+
+def over_cost_budget(cost_usd: float, max_cost_usd: float | None) -> bool:
+    """Whether ``cost_usd`` is over the budget: the ONE comparison the aggregator and clients use.
+
+    Strictly over: a job that spent exactly its budget is within it (as ``max_errors`` allows
+    exactly that many errors).
+    """
+    return max_cost_usd is not None and cost_usd > max_cost_usd
 
 
 class CandidateAggregate(WireModel):
@@ -40,8 +72,9 @@ class CandidateAggregate(WireModel):
 
     @property
     def score(self) -> float:
-        """100 x the mean score over the examples done so far (0 when none is)."""
-        return 100.0 * self.score_sum / self.done if self.done else 0.0
+        """100 x the mean score over the examples done so far (0 when none is), rounded to 2 decimals
+        as local ``Evaluate`` (and DSPy) round it."""
+        return round(100.0 * self.score_sum / self.done, 2) if self.done else 0.0
 
 
 class JobStatus(Message):
@@ -62,6 +95,16 @@ class JobStatus(Message):
     updated_at: Timestamp = Field(default_factory=utc_now)
     finished_at: Timestamp | None = None
     reason: str | None = Field(default=None, description="Why the job failed or was cancelled.")
+    stop_reason: StopReason | None = Field(
+        default=None,
+        description="Why the job ended other than by completing (absent: completed, running, or "
+        "written by an aggregator older than schema 1.1). Readers treat a value they do not know "
+        "as absent.",
+    )
+
+    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: stop_reason
+
+    _stop_reason_tolerant = field_validator("stop_reason", mode="wrap")(known_or_none)
 
     @property
     def finished(self) -> bool:
@@ -103,6 +146,16 @@ class OptimizeStatus(Message):
     updated_at: Timestamp = Field(default_factory=utc_now)
     finished_at: Timestamp | None = None
     reason: str | None = None
+    stop_reason: OptimizeStopReason | None = Field(
+        default=None,
+        description="Why the optimization stopped early: its budget (completed with the best program "
+        "so far) or why it failed or was cancelled (absent: ran to its end, or an older writer). "
+        "Readers treat a value they do not know as absent.",
+    )
+
+    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: stop_reason
+
+    _stop_reason_tolerant = field_validator("stop_reason", mode="wrap")(known_or_none)
 
     @property
     def finished(self) -> bool:

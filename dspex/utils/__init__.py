@@ -7,7 +7,20 @@ dspex.configure(lm=DummyLM([{"answer": "4"}]))
 from __future__ import annotations
 
 from dspex import errors as exceptions  # DSPy's `dspy.utils.exceptions`
+from dspex.utils.asyncify import asyncify, syncify
 from dspex.utils.callback import BaseCallback, with_callbacks
 from dspex.utils.dummies import DummyLM, DummyVectorizer, dummy_rm
+from dspex.utils.logging_utils import disable_logging, enable_logging
 
-__all__ = ["BaseCallback", "DummyLM", "DummyVectorizer", "dummy_rm", "exceptions", "with_callbacks"]
+__all__ = [
+    "BaseCallback",
+    "DummyLM",
+    "DummyVectorizer",
+    "asyncify",
+    "disable_logging",
+    "dummy_rm",
+    "enable_logging",
+    "exceptions",
+    "syncify",
+    "with_callbacks",
+]

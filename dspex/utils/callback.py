@@ -88,8 +88,14 @@ def active_callbacks(instance: Any) -> list[BaseCallback]:
     """The callbacks in effect for ``instance``: the settings' (global, then context), then its own."""
     from dspex.configuration import current_settings
 
+    installed = current_settings().callbacks
     own: Iterable[BaseCallback] = getattr(instance, "callbacks", None) or ()
-    return [*current_settings().callbacks, *own]
+    if not installed and not own:
+        return _NONE  # every module and LM call asks: no list built when nothing is installed
+    return [*installed, *own]
+
+
+_NONE: list[BaseCallback] = []
 
 
 def _kind_of(instance: Any, method: str) -> str:

@@ -91,10 +91,19 @@ class DummyLM(BaseLM):
         return None
 
     def _format_answer_fields(self, values: Mapping[str, Any]) -> str:
-        """The answer as the adapter expects it: a JSON object, or ``[[ ## name ## ]]`` sections."""
-        if getattr(self.adapter, "name", None) == "json":
-            return json.dumps(to_jsonable_python(dict(values)), ensure_ascii=False)
-        return "\n\n".join(f"[[ ## {name} ## ]]\n{_plain(value)}" for name, value in values.items())
+        """The answer as the adapter writes an assistant turn (``format_field_with_value``): a JSON
+        object for JSONAdapter, ``[[ ## name ## ]]`` sections for ChatAdapter, elements for XML."""
+        from dspex.adapters.chat import FieldInfoWithName
+        from dspex.signatures import OutputField
+
+        write = getattr(self.adapter, "format_field_with_value", None)
+        if write is None:
+            return "\n\n".join(f"[[ ## {name} ## ]]\n{_plain(value)}" for name, value in values.items())
+        fields = {FieldInfoWithName(name, OutputField()): value for name, value in values.items()}
+        try:
+            return str(write(fields, role="assistant"))
+        except TypeError:  # adapters whose assistant turns look like their user turns take no role
+            return str(write(fields))
 
     def get_convo(self, index: int) -> tuple[list[dict[str, Any]], list[str]]:
         """The messages and answers of the ``index``-th call in this LM's history."""

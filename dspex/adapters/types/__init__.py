@@ -18,6 +18,7 @@ from dspex.adapters.types.file import File
 from dspex.adapters.types.history import History
 from dspex.adapters.types.image import Image
 from dspex.adapters.types.reasoning import Reasoning
+from dspex.adapters.types.tool import Tool, ToolCallResults, ToolCalls
 
 if TYPE_CHECKING:  # the LM client is only a type here; adapters never import it at runtime
     from dspex.lm import LMResponse
@@ -32,6 +33,9 @@ __all__ = [
     "History",
     "Image",
     "Reasoning",
+    "Tool",
+    "ToolCallResults",
+    "ToolCalls",
     "Type",
 ]
 

@@ -187,11 +187,7 @@ def expand_custom_types(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     for index, message in enumerate(messages):
         content = message.get("content")
-        if (
-            message.get("role") == "user"
-            and isinstance(content, str)
-            and CUSTOM_TYPE_START_IDENTIFIER in content
-        ):
+        if type(content) is str and CUSTOM_TYPE_START_IDENTIFIER in content and message.get("role") == "user":
             messages[index] = {**message, "content": _content_parts(content)}
     return messages
 

@@ -14,10 +14,12 @@ user turn (its input fields) and an assistant turn (its output fields) before th
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import pydantic
+
+from dspex.adapters.types._cache import SignatureCache
+from dspex.adapters.types._tool_history import history_tool_turns
 
 if TYPE_CHECKING:
     from dspex.adapters.base import Adapter
@@ -37,30 +39,29 @@ class History(pydantic.BaseModel):
 
 
 # -- how the adapters lay a History out ---------------------------------------------------------
-# signature class -> (its input_fields object when looked at, history field name, signature without it)
-_PLANS: weakref.WeakKeyDictionary[type, tuple[Any, str | None, Any]] = weakref.WeakKeyDictionary()
+# per signature class: (history field name or None, the signature without that field)
+_PLANS: SignatureCache[tuple[str | None, Any]] = SignatureCache()
 
 
 def history_field_name(signature: type[Signature]) -> str | None:
     """The name of the signature's ``History`` input field, or None (looked up once per signature)."""
-    return _plan(signature)[1]
+    return _plan(signature)[0]
 
 
 def signature_without_history(signature: type[Signature]) -> type[Signature]:
     """The signature minus its ``History`` field (built once per signature); itself when it has none."""
-    plan = _plan(signature)
-    return plan[2] if plan[1] is not None else signature
+    name, without = _plan(signature)
+    return without if name is not None else signature
 
 
-def _plan(signature: type[Signature]) -> tuple[Any, str | None, Any]:
+def _plan(signature: type[Signature]) -> tuple[str | None, Any]:
+    return _PLANS.get(signature, signature.input_fields, _build_plan)
+
+
+def _build_plan(signature: Any) -> tuple[str | None, Any]:
     fields = signature.input_fields
-    plan = _PLANS.get(signature)
-    if plan is not None and plan[0] is fields:
-        return plan
     name = next((name for name, spec in fields.items() if spec.annotation == History), None)
-    plan = (fields, name, signature.delete(name) if name is not None else signature)
-    _PLANS[signature] = plan
-    return plan
+    return name, (signature.delete(name) if name is not None else signature)
 
 
 def format_conversation_history(
@@ -71,15 +72,22 @@ def format_conversation_history(
 ) -> list[dict[str, Any]]:
     """Each earlier message as a user turn (its inputs) and an assistant turn (its outputs), DSPy's way.
 
-    ``signature`` is the one without the history field. The history value is removed from
-    ``inputs``; a turn with nothing to show is left out. A user turn carries the format reminder
-    when the message has an input, as the current request does (same prefix: prompt caches reuse it).
+    ``signature`` is the one without the history field. The history value (a History, or its
+    dict form) is removed from ``inputs``; a turn with nothing to show is left out. A user turn
+    carries the format reminder when the message has an input, as the current request does (the
+    same prefix, so prompt caches reuse it).
     """
     history = inputs.pop(history_field_name, None)
     if history is None:
         return []
+    if not isinstance(history, History):  # e.g. {"messages": [...]} after a trip through JSON
+        history = History.model_validate(history)
     turns: list[dict[str, Any]] = []
     for message in history.messages:
+        tool_turns = history_tool_turns(adapter, signature, message)  # None: no tool calls in it
+        if tool_turns is not None:
+            turns.extend(tool_turns)
+            continue
         reminder = any(name in message for name in signature.input_fields)
         user = adapter.format_user_message_content(signature, message, main_request=reminder)
         if user:

@@ -10,10 +10,10 @@ qualify is worked out once per signature.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dspex.adapters.types._cache import SignatureCache
 from dspex.adapters.types.base_type import Type
 from dspex.adapters.types.citation import Citations
 from dspex.adapters.types.reasoning import Reasoning
@@ -26,24 +26,20 @@ __all__ = ["DEFAULT_NATIVE_RESPONSE_TYPES", "adapt_to_native_types", "complete_n
 
 DEFAULT_NATIVE_RESPONSE_TYPES: tuple[type[Type], ...] = (Citations, Reasoning)
 
-# signature class -> (its output_fields object when looked at, the (name, Type subclass) outputs)
-_TYPED_OUTPUTS: weakref.WeakKeyDictionary[type, tuple[Any, tuple[tuple[str, type[Type]], ...]]] = (
-    weakref.WeakKeyDictionary()
-)
+# per signature class: its outputs whose type is a Type subclass, as (name, type)
+_TYPED_OUTPUTS: SignatureCache[tuple[tuple[str, type[Type]], ...]] = SignatureCache()
 
 
 def _typed_outputs(signature: type[Signature]) -> tuple[tuple[str, type[Type]], ...]:
-    fields = signature.output_fields
-    cached = _TYPED_OUTPUTS.get(signature)
-    if cached is not None and cached[0] is fields:
-        return cached[1]
-    typed = tuple(
+    return _TYPED_OUTPUTS.get(signature, signature.output_fields, _find_typed_outputs)
+
+
+def _find_typed_outputs(signature: Any) -> tuple[tuple[str, type[Type]], ...]:
+    return tuple(
         (name, spec.annotation)
-        for name, spec in fields.items()
+        for name, spec in signature.output_fields.items()
         if isinstance(spec.annotation, type) and issubclass(spec.annotation, Type)
     )
-    _TYPED_OUTPUTS[signature] = (fields, typed)
-    return typed
 
 
 def _native_outputs(signature: type[Signature], native_types: Sequence[type]) -> list[tuple[str, type[Type]]]:
@@ -54,8 +50,12 @@ def adapt_to_native_types(
     signature: type[Signature], native_types: Sequence[type], lm: Any, lm_kwargs: dict[str, Any]
 ) -> type[Signature]:
     """The signature to format for this LM; ``lm_kwargs`` may gain options (e.g. ``reasoning_effort``)."""
-    for name, kind in _native_outputs(signature, native_types):
-        signature = kind.adapt_to_native_lm_feature(signature, name, lm, lm_kwargs)
+    typed = _typed_outputs(signature)
+    if not typed:  # the common case: nothing to adapt
+        return signature
+    for name, kind in typed:
+        if kind in native_types:
+            signature = kind.adapt_to_native_lm_feature(signature, name, lm, lm_kwargs)
     return signature
 
 

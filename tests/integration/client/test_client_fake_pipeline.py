@@ -85,10 +85,12 @@ async def test_evaluate_many_returns_what_local_evaluate_would(
         t for t in pipeline.tasks if t.example_index == 0 and t.candidate_id == dspex.candidate_id(PLAIN)
     )
     assert plain.results[0][2] == decide(first).score == 0.0
-    # predictions carry the outputs and their usage; a failed prediction is None with its error kept
+    # predictions carry the outputs and their usage; a failed one is an empty Prediction (as DSPy's
+    # results have it), None in its record, with its error kept
     assert plain.results[1][1] is not None and plain.results[1][1].answer == devset[1].answer
     assert plain.results[1][1].usage.lm_calls == 1
-    assert cot.results[5][1] is None and cot.error_messages == {5: "LMServerError: boom"}
+    assert cot.results[5][1] == dspex.Prediction() and cot.records[5].prediction is None
+    assert cot.error_messages == {5: "LMServerError: boom"}
 
 
 async def test_results_written_to_another_partition_than_the_jobs_are_still_found(

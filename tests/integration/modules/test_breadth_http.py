@@ -118,8 +118,10 @@ async def test_a_failing_tool_becomes_an_observation(lm: LM) -> None:
     agent = ReAct("question -> answer: int", tools=[broken_add, multiply], lm=lm)
     pred = await agent.acall(question="What is 3 + 4?")
 
-    error = "Execution error in add: RuntimeError: the adding service is offline"
-    assert pred.trajectory["observation_0"] == error
+    # DSPy's observation: the tool's name, then the traceback, ending with the error itself
+    error = pred.trajectory["observation_0"]
+    assert error.startswith("Execution error in add: ")
+    assert error.rstrip().endswith("RuntimeError: the adding service is offline")
     assert error in pred.trace[1].inputs["trajectory"]  # the LM saw it on the next step
     assert pred.trajectory["tool_name_1"] == "finish" and isinstance(pred.answer, int)
 

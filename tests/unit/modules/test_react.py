@@ -14,7 +14,7 @@ import dspex
 from dspex.adapters import ChatAdapter
 from dspex.errors import ConfigurationError, ProgramLoadError
 from dspex.modules import ReAct, Tool
-from dspex.modules.react import format_trajectory
+from dspex.modules.react import check_arguments, format_trajectory
 
 
 def no_doc(a: int) -> int:
@@ -58,7 +58,7 @@ def test_tools_without_docstring_or_hints_are_accepted_as_in_dspy() -> None:
     agent = ReAct("question -> answer", tools=[no_doc, no_hint])
     assert agent.tools["no_doc"].desc == "" and agent.tools["no_doc"].args == {"a": {"type": "integer"}}
     assert agent.tools["no_hint"].args == {"a": {}}  # any JSON value
-    assert agent.tools["no_hint"].validate({"a": [1, "x"]}) == {"a": [1, "x"]}
+    assert check_arguments(agent.tools["no_hint"], {"a": [1, "x"]}) == {"a": [1, "x"]}
 
 
 def test_a_tool_name_given_twice_is_rejected() -> None:
@@ -73,14 +73,14 @@ def test_max_iters_must_be_a_positive_integer(max_iters: Any) -> None:
 
 
 def test_tools_are_described_by_name_docstring_and_hints() -> None:
-    tool = Tool.from_function(search)
-    assert tool.describe() == (
+    tool = Tool(search)
+    assert str(tool) == (
         "search, whose description is <desc>Search the notes.        "
         "Returns up to `limit` matching lines.</desc>. "
         "It takes arguments {'query': {'type': 'string'}, 'limit': {'type': 'integer', 'default': 3}, "
         "'mode': {'enum': ['fast', 'exact'], 'type': 'string', 'default': 'fast'}}."
     )
-    point = Tool.from_function(describe_point)
+    point = Tool(describe_point)
     assert point.args["point"]["properties"] == {
         "x": {"title": "X", "type": "integer"},
         "y": {"title": "Y", "type": "integer"},
@@ -112,7 +112,7 @@ async def test_observations_say_what_went_wrong() -> None:
         "Unknown tool 'lookup': the tools are search, async_lookup, describe_point, finish. Call one of them."
     )
     invalid = await agent.observe("search", {"query": "x", "limit": "many"})
-    assert invalid.startswith("Invalid arguments for search: limit: Input should be a valid integer")
+    assert invalid == "Invalid arguments for search: Arg limit is invalid: 'many' is not of type 'integer'"
     missing = await agent.observe("search", {"limit": 2, "colour": "red"})
     assert missing.startswith(
         "Invalid arguments for search: unknown arguments ['colour'], missing arguments ['query']"
@@ -120,8 +120,9 @@ async def test_observations_say_what_went_wrong() -> None:
     assert await agent.observe("search", "query=x") == (
         "Invalid arguments for search: arguments must be a JSON object, got str"
     )
-    failing = await agent.observe("describe_point", {"point": {"x": 1, "y": "2"}})
-    assert failing == "(1, 2)"  # validated into a Point first
+    assert await agent.observe("describe_point", {"point": {"x": 1, "y": 2}}) == "(1, 2)"  # a Point first
+    strict = await agent.observe("describe_point", {"point": {"x": 1, "y": "2"}})
+    assert strict.endswith("Arg point is invalid: '2' is not of type 'integer'")
 
 
 async def test_sync_tools_run_in_a_worker_thread_and_async_tools_are_awaited() -> None:

@@ -67,7 +67,7 @@ def test_encoding_is_compact_utf8_json(sample: BaseModel) -> None:
     data = encode(sample)
     parsed = json.loads(data.decode("utf-8"))
     assert data == json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    assert parsed["schema_version"] == "1.0"
+    assert parsed["schema_version"] == type(sample).SCHEMA_VERSION  # type: ignore[attr-defined]
 
 
 def test_union_picks_the_model_by_kind(samples: list[BaseModel]) -> None:
@@ -166,8 +166,8 @@ def test_missing_version_on_the_wire_is_rejected_but_python_construction_fills_i
     del data["schema_version"]
     with pytest.raises(SchemaError, match="Cancel has no schema_version"):
         decode(json.dumps(data).encode(), Cancel)
-    assert Cancel(job_id="j").schema_version == "1.0"
-    assert Cancel.model_validate({"job_id": "j"}).schema_version == "1.0"
+    assert Cancel(job_id="j").schema_version == Cancel.SCHEMA_VERSION == "1.1"
+    assert Cancel.model_validate({"job_id": "j"}).schema_version == "1.1"
 
 
 def test_constructing_an_unknown_major_in_python_fails() -> None:

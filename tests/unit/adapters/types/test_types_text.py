@@ -81,3 +81,28 @@ def test_document_format_and_shorthand() -> None:
     assert str(doc) == "Document('Physics': 12 chars)"
     with pytest.raises(pydantic.ValidationError):
         Document(data=123)
+
+
+def test_history_in_its_json_form_formats_like_the_object() -> None:
+    class Chat(Signature):
+        history: dspex.History = InputField()
+        question: str = InputField()
+        answer: str = OutputField()
+
+    history = dspex.History(messages=[{"question": "q1", "answer": "a1"}])
+    adapter = dspex.ChatAdapter()
+    as_object = adapter.format(Chat, [], {"history": history, "question": "q2"})
+    as_json = adapter.format(Chat, [], {"history": history.model_dump(mode="json"), "question": "q2"})
+    assert as_json == as_object
+    assert [message["role"] for message in as_object] == ["system", "user", "assistant", "user"]
+
+
+def test_image_survives_a_trip_through_json() -> None:
+    # Inputs cross Kafka as JSON: an Image dumps to its marked text, which still becomes a part.
+    class Look(Signature):
+        image: dspex.Image = InputField()
+        caption: str = OutputField()
+
+    wire = dspex.Image("https://e.com/a.png").model_dump(mode="json")
+    messages = dspex.ChatAdapter().format(Look, [], {"image": wire})
+    assert {"type": "image_url", "image_url": {"url": "https://e.com/a.png"}} in messages[-1]["content"]

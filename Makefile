@@ -38,8 +38,8 @@ test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 check: install
-	$(BIN)/ruff check dspex tests bench examples
-	$(BIN)/ruff format --check dspex tests bench examples
+	$(BIN)/ruff check dspex tests bench examples scripts
+	$(BIN)/ruff format --check dspex tests bench examples scripts
 	$(BIN)/mypy
 
 bench: broker-jars

@@ -70,8 +70,8 @@ _EXPORTS: dict[str, str] = {
     "DummyLM": "dspex.utils",
     "inspect_history": "dspex.lm.history",
     "configure_cache": "dspex.lm.cache",
-    "asyncify": "dspex.utils",
-    "syncify": "dspex.utils",
+    "asyncify": "dspex.utils.asyncify",
+    "syncify": "dspex.utils.asyncify",
     "enable_logging": "dspex.utils",
     "disable_logging": "dspex.utils",
     "BetterTogether": "dspex.optimizers",
@@ -130,29 +130,77 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from dspex import metrics, schemas, streams, testing
-    from dspex.adapters import Adapter, BAMLAdapter, ChatAdapter, JSONAdapter, TwoStepAdapter, XMLAdapter
-    from dspex.adapters.types import Audio, Code, File, History, Image, Reasoning, Type
-    from dspex.adapters.types.tool import Tool, ToolCallResults, ToolCalls
-    from dspex.client import Client
-    from dspex.configuration import configure, context
+    from dspex import (
+        adapters,
+        clients,
+        evaluate,
+        experimental,
+        metrics,
+        predict,
+        primitives,
+        schemas,
+        signatures,
+        streams,
+        teleprompt,
+        testing,
+        utils,
+    )
+    from dspex.adapters import (
+        Adapter,
+        BAMLAdapter,
+        ChatAdapter,
+        JSONAdapter,
+        TwoStepAdapter,
+        XMLAdapter,
+    )
+    from dspex.adapters.types import (
+        Audio,
+        Code,
+        File,
+        History,
+        Image,
+        Reasoning,
+        Tool,
+        ToolCallResults,
+        ToolCalls,
+        Type,
+    )
+    from dspex.client import (
+        Client,
+    )
+    from dspex.configuration import (
+        configure,
+        context,
+        settings,
+    )
     from dspex.errors import (
         AdapterParseError,
+        BrokerAuthenticationError,
         BrokerUnavailableError,
         ConfigurationError,
+        ContextWindowExceededError,
         DevBrokerError,
         DspexError,
+        DSPyError,
         InputError,
+        JobError,
         KafkaError,
         LMAuthenticationError,
+        LMAuthError,
         LMConnectionError,
         LMError,
+        LMInvalidRequestError,
         LMNotFoundError,
+        LMProviderError,
         LMRateLimitError,
         LMRequestError,
         LMServerError,
         LMTimeoutError,
+        LMTransportError,
+        LMUnexpectedError,
+        LMUnsupportedModelError,
         MetricError,
+        OptimizerError,
         PoisonMessageError,
         ProgramLoadError,
         SchemaError,
@@ -160,9 +208,26 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         SignatureError,
         TopicError,
     )
-    from dspex.evaluate import Evaluate, EvaluationResult
-    from dspex.lm import LM, Usage, register_prices, track_usage
-    from dspex.lm.embedder import Embedder
+    from dspex.evaluate import (
+        Evaluate,
+        EvaluationResult,
+    )
+    from dspex.lm import (
+        LM,
+        BaseLM,
+        Usage,
+        register_prices,
+        track_usage,
+    )
+    from dspex.lm.cache import (
+        configure_cache,
+    )
+    from dspex.lm.embedder import (
+        Embedder,
+    )
+    from dspex.lm.history import (
+        inspect_history,
+    )
     from dspex.modules import (
         BestOfN,
         ChainOfThought,
@@ -177,8 +242,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         COPRO,
         KNN,
         SIMBA,
+        BetterTogether,
         BootstrapFewShot,
         BootstrapFewShotWithRandomSearch,
+        BootstrapFinetune,
+        BootstrapRS,
         Ensemble,
         KNNFewShot,
         LabeledFewShot,
@@ -186,9 +254,19 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         MIPROv2,
         Teleprompter,
     )
-    from dspex.primitives import Example, Module, Prediction
-    from dspex.primitives.prediction import Completions
-    from dspex.serialization import candidate_id, load
+    from dspex.primitives import (
+        BaseModule,
+        Example,
+        Module,
+        Prediction,
+    )
+    from dspex.primitives.prediction import (
+        Completions,
+    )
+    from dspex.serialization import (
+        candidate_id,
+        load,
+    )
     from dspex.signatures import (
         InputField,
         OutputField,
@@ -196,4 +274,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ensure_signature,
         infer_prefix,
         make_signature,
+    )
+    from dspex.utils import (
+        DummyLM,
+        disable_logging,
+        enable_logging,
+    )
+    from dspex.utils.asyncify import asyncify, syncify
+    from dspex.utils.callback import (
+        BaseCallback,
     )

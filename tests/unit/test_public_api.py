@@ -8,10 +8,41 @@ import sys
 import dspex
 
 EXPECTED_PROGRAMMING_MODEL = {
-    "Signature", "InputField", "OutputField", "make_signature", "Example", "Prediction", "Module",
-    "Predict", "ChainOfThought", "ChatAdapter", "JSONAdapter", "LM", "Usage", "track_usage",
-    "register_prices", "configure", "context", "Evaluate", "EvaluationResult", "load", "candidate_id",
+    "Signature", "InputField", "OutputField", "make_signature", "ensure_signature", "infer_prefix",
+    "Example", "Prediction", "Completions", "Module", "BaseModule",
+    "Predict", "ChainOfThought", "ReAct", "MultiChainComparison", "BestOfN", "Refine", "Parallel",
+    "majority", "Adapter", "ChatAdapter", "JSONAdapter", "XMLAdapter", "TwoStepAdapter", "BAMLAdapter",
+    "Type", "Image", "Audio", "File", "History", "Reasoning", "Code", "Tool", "ToolCalls",
+    "ToolCallResults", "LM", "BaseLM", "DummyLM", "Embedder", "Usage", "track_usage", "register_prices",
+    "configure", "context", "settings", "configure_cache", "inspect_history", "BaseCallback",
+    "asyncify", "syncify", "enable_logging", "disable_logging",
+    "Evaluate", "EvaluationResult", "load", "candidate_id",
 }  # fmt: skip
+EXPECTED_OPTIMIZERS = {
+    "Teleprompter", "LabeledFewShot", "BootstrapFewShot", "BootstrapFewShotWithRandomSearch",
+    "BootstrapRS", "KNNFewShot", "KNN", "Ensemble", "COPRO", "SIMBA", "MIPROv2", "BetterTogether",
+    "BootstrapFinetune", "LocalExecutor",
+}  # fmt: skip
+# dspex's own subpackages, and DSPy's (dspex.teleprompt, dspex.predict...) that DSPy code reaches
+EXPECTED_SUBMODULES = {
+    "metrics", "testing", "schemas", "streams", "utils", "evaluate", "primitives", "adapters",
+    "predict", "teleprompt", "signatures", "clients", "experimental",
+}  # fmt: skip
+
+
+def test_the_export_list_is_exactly_what_is_meant() -> None:
+    import dspex.errors as errors
+
+    expected = (
+        EXPECTED_PROGRAMMING_MODEL
+        | EXPECTED_OPTIMIZERS
+        | EXPECTED_SUBMODULES
+        | set(errors.__all__)
+        | {"Client", "__version__"}
+    )
+    exported = set(dspex.__all__)
+    assert exported == expected, {"unexpected": exported - expected, "missing": expected - exported}
+    assert len(dspex.__all__) == len(exported)  # no name listed twice
 
 
 def test_every_exported_name_resolves() -> None:

@@ -243,7 +243,7 @@ def check_final(job_id: str, final: JobStatus) -> None:
         assert (aggregate.done, aggregate.total) == (EXAMPLES, EXAMPLES)
         assert aggregate.errors == sum(r.error is not None for r in records)
         assert aggregate.score_sum == math.fsum(r.score for r in records)
-        assert aggregate.score == 100 * math.fsum(r.score for r in records) / EXAMPLES
+        assert aggregate.score == round(100 * math.fsum(r.score for r in records) / EXAMPLES, 2)
         assert aggregate.usage.prompt_tokens == sum(r.usage.prompt_tokens for r in records)
         assert aggregate.usage.cost_usd == math.fsum(r.usage.cost_usd for r in records)
         assert aggregate.usage.lm_calls == EXAMPLES

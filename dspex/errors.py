@@ -293,7 +293,7 @@ class OptimizerError(DspexError):
     """An optimization that cannot go on: more failed runs or metric calls than ``max_errors``.
 
     ``reason`` says what failed; ``history`` is the optimization's history up to the failure (a
-    :class:`dspex.optimizers.History`), the failing step recorded in it.
+    :class:`dspex.optimizers.TrialHistory`), the failing step recorded in it.
     """
 
     def __init__(self, message: str, *, reason: str, history: object = None) -> None:

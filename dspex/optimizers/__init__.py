@@ -25,7 +25,7 @@ from dspex.optimizers.copro import COPRO
 from dspex.optimizers.ensemble import Ensemble, EnsembledProgram
 from dspex.optimizers.executor import Executor, KafkaExecutor, LocalExecutor
 from dspex.optimizers.finetune import BootstrapFinetune
-from dspex.optimizers.history import History, Trial
+from dspex.optimizers.history import Trial, TrialHistory
 from dspex.optimizers.knn import KNN, KNNFewShot, KNNFewShotProgram
 from dspex.optimizers.labeled import LabeledFewShot
 from dspex.optimizers.mipro import MIPROv2
@@ -49,7 +49,6 @@ __all__ = [
     "Ensemble",
     "EnsembledProgram",
     "Executor",
-    "History",
     "KNNFewShot",
     "KNNFewShotProgram",
     "KafkaExecutor",
@@ -60,6 +59,7 @@ __all__ = [
     "OptimizerRun",
     "Teleprompter",
     "Trial",
+    "TrialHistory",
     "optimizer_class",
     "optimizer_from_name",
 ]

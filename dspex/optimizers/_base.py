@@ -26,7 +26,7 @@ from dspex.lm.usage import Usage, track_usage
 from dspex.metrics import FieldMetric
 from dspex.optimizers.budget import Budget
 from dspex.optimizers.executor import Executor, LocalExecutor
-from dspex.optimizers.history import History, Trial
+from dspex.optimizers.history import Trial, TrialHistory
 from dspex.primitives import Example, Module
 
 __all__ = [
@@ -157,7 +157,7 @@ class OptimizerRun(ABC):
         self.executor = executor
         self.budget = budget
         self.max_errors = effective_max_errors(max_errors)
-        self.history = History(optimizer=name)
+        self.history = TrialHistory(optimizer=name)
         self.step_index = 0
         self.errors = 0
         self.done = False
@@ -237,7 +237,7 @@ class OptimizerRun(ABC):
         self.step_index = int(data["step"])
         self.done = bool(data["done"])
         self.errors = int(data["errors"])
-        self.history = History.from_dict(data["history"])
+        self.history = TrialHistory.from_dict(data["history"])
         limits = (self.budget.max_lm_calls, self.budget.max_cost_usd)
         self.budget = Budget.from_dict(data["budget"])
         self.budget.max_lm_calls, self.budget.max_cost_usd = limits  # the caller's limits win
@@ -273,7 +273,7 @@ class Teleprompter:
     runs it in a worker thread). ``history`` is the history of the last compile, where kept.
     """
 
-    history: History | None = None
+    history: TrialHistory | None = None
 
     def __init__(self) -> None:
         # Nothing of its own: get_params() is the subclass's attributes only, as in DSPy.

@@ -25,7 +25,7 @@ from dspex.errors import ConfigurationError, ProgramLoadError
 from dspex.ids import content_id
 from dspex.optimizers._base import Optimizer, check_int, reject_unknown
 from dspex.optimizers.budget import Budget
-from dspex.optimizers.history import History, Trial
+from dspex.optimizers.history import Trial, TrialHistory
 from dspex.primitives import Module
 from dspex.serialization import import_object, import_path_of, load_node
 
@@ -141,7 +141,7 @@ class Ensemble(Optimizer):
             raise ConfigurationError(
                 f"Ensemble size={self.size} is more than the {len(items)} programs given"
             )
-        self.history = History(optimizer="Ensemble")
+        self.history = TrialHistory(optimizer="Ensemble")
         self.history.add(Trial(step=0, kind="ensemble", label=f"{len(items)} programs", num_examples=0))
         return EnsembledProgram(
             items, reduce_fn=self.reduce_fn, size=self.size, deterministic=self.deterministic

@@ -19,7 +19,7 @@ from typing import Any
 
 from dspex.lm.usage import Usage
 
-__all__ = ["History", "Trial"]
+__all__ = ["Trial", "TrialHistory"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Trial:
 
 
 @dataclass
-class History:
+class TrialHistory:
     """The trials of one optimization, in trial order, with the usage spent and why it stopped."""
 
     optimizer: str = ""
@@ -103,7 +103,7 @@ class History:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> History:
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialHistory:
         return cls(
             optimizer=str(data.get("optimizer", "")),
             trials=[Trial(**trial) for trial in data.get("trials", [])],
@@ -114,6 +114,6 @@ class History:
 
     def __repr__(self) -> str:
         return (
-            f"History({self.optimizer}: {len(self.trials)} trials, best={self.best_score}, "
+            f"TrialHistory({self.optimizer}: {len(self.trials)} trials, best={self.best_score}, "
             f"lm_calls={self.usage.lm_calls}, stopped={self.stopped!r})"
         )

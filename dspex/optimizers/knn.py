@@ -38,7 +38,7 @@ from dspex.metrics import resolve_metric
 from dspex.optimizers._base import Optimizer, check_examples, check_int, check_labels
 from dspex.optimizers.bootstrap import BootstrapFewShot
 from dspex.optimizers.executor import Executor, LocalExecutor
-from dspex.optimizers.history import History, Trial
+from dspex.optimizers.history import Trial, TrialHistory
 from dspex.primitives import Example, Module, Prediction, detached_trace, record_trace_step
 from dspex.serialization import dump_program, import_object, import_path_of, load_program
 
@@ -369,7 +369,7 @@ class KNNFewShot(Optimizer):
         self.executor_or_default(executor)  # checked for uniformity; calls run in the program's process
         with detached_trace():
             await self.knn.prepare()
-        history = History(optimizer="KNNFewShot")
+        history = TrialHistory(optimizer="KNNFewShot")
         history.add(
             Trial(step=0, kind="embed", label="trainset embedded", num_examples=len(self.knn.trainset))
         )

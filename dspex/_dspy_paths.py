@@ -51,7 +51,6 @@ DSPY_PATHS: Final[dict[str, str]] = {
     "dspex.teleprompt.bettertogether": "dspex.optimizers.bettertogether",
     "dspex.clients.embedding": "dspex.lm.embedder",
     "dspex.adapters.chat_adapter": "dspex.adapters.chat",
-    "dspex.adapters.base": "dspex.adapters.base",
     "dspex.signatures.signature": "dspex.signatures",
     "dspex.signatures.field": "dspex.signatures",
     "dspex.primitives.base_module": "dspex.primitives.module",

@@ -198,8 +198,9 @@ def _checked(where: str, values: Mapping[str, Any]) -> dict[str, Any]:
             wanted = " or ".join(
                 _type_name(t) for t in (expected if isinstance(expected, tuple) else (expected,))
             )
+            article = "an" if wanted[0] in "aeiou" else "a"
             raise ConfigurationError(
-                f"{where}({name}=...) needs a {wanted} or None, "
+                f"{where}({name}=...) needs {article} {wanted} or None, "
                 f"got {type(value).__module__}.{type(value).__qualname__}"
             )
     return given

@@ -107,3 +107,42 @@ def test_configure_from_another_thread_is_allowed(restore_defaults: None) -> Non
     thread.start()
     thread.join()
     assert current_settings().lm is lm
+
+
+@pytest.fixture
+def fresh_settings() -> Iterator[None]:
+    settings.reset_settings()
+    yield
+    settings.reset_settings()
+
+
+def test_the_settings_object_reads_dspys_settings_with_their_defaults(fresh_settings: None) -> None:
+    import dspex
+
+    assert (dspex.settings.lm, dspex.settings.num_threads, dspex.settings.max_errors) == (None, 8, 10)
+    assert dspex.settings.trace == [] and dspex.settings.callbacks == []
+    assert dspex.settings.warn_on_type_mismatch is True and dspex.settings.disable_history is False
+    with dspex.settings.context(max_errors=3):
+        assert dspex.settings.max_errors == 3 and dspex.settings.copy()["max_errors"] == 3
+    assert dspex.settings["max_errors"] == 10
+    with pytest.raises(AttributeError, match="no setting 'temprature'"):
+        _ = dspex.settings.temprature
+
+
+def test_any_thread_may_configure_and_open_blocks_see_it(fresh_settings: None) -> None:
+    with context(max_errors=1):
+        assert current_settings().num_threads == 8
+        worker = threading.Thread(target=lambda: configure(num_threads=3))
+        worker.start()
+        worker.join()
+        # the block's cached merge is stale after configure(): the new default shows through
+        assert (current_settings().num_threads, current_settings().max_errors) == (3, 1)
+    assert (current_settings().num_threads, current_settings().max_errors) == (3, 10)
+
+
+def test_settings_of_the_wrong_type_name_the_setting_and_the_type(fresh_settings: None) -> None:
+    with pytest.raises(ConfigurationError, match=r"configure\(num_threads=...\) needs an int or None"):
+        configure(num_threads="8")
+    wrong_callbacks = pytest.raises(ConfigurationError, match=r"context\(callbacks=...\) needs a list")
+    with wrong_callbacks, context(callbacks=object()):
+        pass

@@ -158,7 +158,7 @@ class Evaluate:
         """Evaluate ``program``; an argument given here replaces the constructor's for this call.
 
         ``overrides`` may also be ``concurrency``, ``failure_score``, ``max_errors`` or
-        ``provide_traceback``. Not from inside a running event loop: await :meth:`acall` there.
+        ``provide_traceback``. Inside async code, ``await`` :meth:`acall` instead.
         """
         given = _named(
             metric, devset, num_threads, display_progress, display_table, save_as_csv, save_as_json

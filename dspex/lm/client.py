@@ -355,7 +355,7 @@ class LM(BaseLM):
     def complete(
         self, messages: Sequence[Mapping[str, Any]], *, rollout_id: int | None = None, **overrides: Any
     ) -> LMResponse:
-        """Sync :meth:`acomplete` (not from inside a running event loop: ``await acomplete`` there)."""
+        """Sync :meth:`acomplete` (inside async code, ``await acomplete`` instead)."""
         return run_sync(self.acomplete(messages, rollout_id=rollout_id, **overrides))
 
     async def aembed(self, texts: Sequence[str], *, model: str | None = None) -> list[list[float]]:

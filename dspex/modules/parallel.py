@@ -73,7 +73,7 @@ class Parallel:
         return self.num_threads
 
     def __call__(self, exec_pairs: Sequence[Pair], num_threads: int | None = None) -> Any:
-        """Sync form of :meth:`acall` (not from inside a running event loop)."""
+        """Sync form of :meth:`acall` (works inside a running event loop too; see :mod:`dspex._sync`)."""
         return run_sync(self.acall(exec_pairs, num_threads))
 
     def forward(self, exec_pairs: Sequence[Pair], num_threads: int | None = None) -> Any:

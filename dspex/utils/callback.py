@@ -148,56 +148,61 @@ def _bound_inputs(
     return inputs
 
 
+class _Announced:
+    """One call the callbacks hear about: ``on_<kind>_start`` on entry (with this call's id as
+    ``ACTIVE_CALL_ID`` inside), ``on_<kind>_end`` on exit with ``result`` or the exception."""
+
+    __slots__ = ("call_id", "callbacks", "kind", "result", "token")
+
+    def __init__(
+        self, callbacks: list[BaseCallback], kind: str, instance: Any, inputs: dict[str, Any]
+    ) -> None:
+        self.callbacks, self.kind, self.result = callbacks, kind, None
+        self.call_id = notify_start(callbacks, kind, instance, inputs)
+        self.token = ACTIVE_CALL_ID.set(self.call_id)
+
+    def __enter__(self) -> _Announced:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> None:
+        if exc is not None:
+            notify_end(self.callbacks, self.kind, self.call_id, None, exc)
+            ACTIVE_CALL_ID.reset(self.token)
+        else:
+            ACTIVE_CALL_ID.reset(self.token)
+            notify_end(self.callbacks, self.kind, self.call_id, self.result, None)
+
+
 def with_callbacks(fn: F) -> F:
     """Decorate a method so the active callbacks hear its start and end (sync or async)."""
 
-    def start(
-        instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[list[BaseCallback], str, str]:
+    def announce(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Announced | None:
         callbacks = active_callbacks(instance)
         if not callbacks:
-            return callbacks, "", ""
+            return None
         kind = _kind_of(instance, fn.__name__)
-        return (
-            callbacks,
-            kind,
-            notify_start(callbacks, kind, instance, _bound_inputs(fn, instance, args, kwargs)),
-        )
+        return _Announced(callbacks, kind, instance, _bound_inputs(fn, instance, args, kwargs))
 
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def async_wrapper(instance: Any, *args: Any, **kwargs: Any) -> Any:
-            callbacks, kind, call_id = start(instance, args, kwargs)
-            if not callbacks:
+            announced = announce(instance, args, kwargs)
+            if announced is None:
                 return await fn(instance, *args, **kwargs)
-            token = ACTIVE_CALL_ID.set(call_id)
-            try:
-                result = await fn(instance, *args, **kwargs)
-            except BaseException as exc:
-                notify_end(callbacks, kind, call_id, None, exc)
-                raise
-            finally:
-                ACTIVE_CALL_ID.reset(token)
-            notify_end(callbacks, kind, call_id, result, None)
-            return result
+            with announced:
+                announced.result = await fn(instance, *args, **kwargs)
+            return announced.result
 
         return async_wrapper  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def sync_wrapper(instance: Any, *args: Any, **kwargs: Any) -> Any:
-        callbacks, kind, call_id = start(instance, args, kwargs)
-        if not callbacks:
+        announced = announce(instance, args, kwargs)
+        if announced is None:
             return fn(instance, *args, **kwargs)
-        token = ACTIVE_CALL_ID.set(call_id)
-        try:
-            result = fn(instance, *args, **kwargs)
-        except BaseException as exc:
-            notify_end(callbacks, kind, call_id, None, exc)
-            raise
-        finally:
-            ACTIVE_CALL_ID.reset(token)
-        notify_end(callbacks, kind, call_id, result, None)
-        return result
+        with announced:
+            announced.result = fn(instance, *args, **kwargs)
+        return announced.result
 
     return sync_wrapper  # type: ignore[return-value]

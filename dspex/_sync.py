@@ -54,6 +54,18 @@ _blocked: contextvars.ContextVar[tuple[asyncio.AbstractEventLoop, ...]] = contex
     "dspex_blocked_loops", default=()
 )
 
+# True on the call path of a sync entry point (``program(...)``), False under ``await program.acall``.
+_called_sync: contextvars.ContextVar[bool] = contextvars.ContextVar("dspex_called_sync", default=False)
+
+
+def called_from_sync() -> bool:
+    """Whether the current call path began at a sync entry point (through :func:`run_sync`).
+
+    A DSPy LM that overrides ``__call__`` is called the way the user called the program: its
+    ``__call__`` under a sync call, its own ``acall`` under an async one (as DSPy's ``Predict`` does).
+    """
+    return _called_sync.get()
+
 
 def home_loop() -> asyncio.AbstractEventLoop | None:
     """The event loop that sync code running in this context should send coroutines to, if any."""
@@ -130,6 +142,7 @@ class _Call(Generic[T]):
         self.coro = coro
         self.ctx = contextvars.copy_context()
         self.ctx.run(_blocked.set, blocked)
+        self.ctx.run(_called_sync.set, True)
         self.outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
         self.task: asyncio.Task[T] | None = None
 

@@ -20,8 +20,8 @@ import typer
 
 from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail, probe_or_exit
 from dspex.client import Client
-from dspex.client._progress import running_score
-from dspex.client._results import records_table
+from dspex.client.progress import running_score
+from dspex.client.results import records_table
 from dspex.configuration import context
 from dspex.errors import DspexError
 from dspex.evaluate import EvaluationResult

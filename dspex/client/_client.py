@@ -36,9 +36,9 @@ from dspex._sync import run_sync
 from dspex.client import _cluster, _optimize, _runs
 from dspex.client._cluster import Follow
 from dspex.client._publish import Positions, positions, positions_of, publish
-from dspex.client._results import evaluation_result
 from dspex.client._stop import job_error, stopped_early
 from dspex.client._submit import Limits, Policy, Submission, build_submission
+from dspex.client.results import evaluation_result
 from dspex.dev.probe import probe_metadata
 from dspex.errors import ConfigurationError, DspexError, JobError
 from dspex.evaluate import EvaluationResult

@@ -16,9 +16,9 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from dspex.client._progress import JobProgress
 from dspex.client._reader import AsyncPartitionReader, PartitionReader, keyed
-from dspex.client._results import dedupe, first_unseen
+from dspex.client.progress import JobProgress
+from dspex.client.results import dedupe, first_unseen
 from dspex.errors import JobError, KafkaError, SchemaError, TopicError
 from dspex.schemas import JobStatus, OptimizeStatus, ScoreRecord, StatusMessage, WorkerHeartbeat, decode
 from dspex.streams.admin import GroupLag, KafkaAdmin

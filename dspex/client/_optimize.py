@@ -12,7 +12,6 @@ which is read back from the candidates topic.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from dspex.client._cluster import Follow, follow_status
 from dspex.client._submit import Policy, _check_lm, _dump, _examples, lm_spec, metric_spec, new_job_id
 from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError, JobError
-from dspex.optimizers import Optimizer, optimizer_class
+from dspex.optimizers.registry import check_compile_options, cluster_optimizer
 from dspex.primitives import Example, Module
 from dspex.schemas import ExampleSet, OptimizeJob, OptimizeStatus, ProgramSpec
 from dspex.serialization import load_program
@@ -36,10 +35,7 @@ from dspex.streams.topics import TopicRegistry
 __all__ = [
     "OptimizeRequest",
     "build_optimize_job",
-    "check_compile_options",
-    "cluster_optimizer",
     "fetch_program",
-    "start_options",
     "submit_optimize",
     "wait_optimize",
 ]
@@ -101,45 +97,6 @@ def build_optimize_job(request: OptimizeRequest, policy: Policy) -> tuple[Progra
     except ValidationError as exc:
         raise ConfigurationError(f"invalid optimize job: {exc}") from exc
     return program.model_copy(update={"job_id": job.job_id}), job
-
-
-def cluster_optimizer(name: str, knobs: Mapping[str, Any], offered: Mapping[str, Any]) -> Optimizer:
-    """The optimizer of a cluster job: the job's ``offered`` values (metric, seed, limits) where its
-    constructor takes them, the knobs over them. ConfigurationError for an unknown name or knob, and
-    for an optimizer without a step-by-step run to checkpoint (``start``)."""
-    cls = optimizer_class(name)
-    if not callable(getattr(cls, "start", None)):
-        raise ConfigurationError(
-            f"{cls.__name__} cannot run as a cluster optimization: it has no step-by-step run to "
-            "checkpoint (KNNFewShot's program picks its demos on every call, Ensemble combines "
-            "programs you already have); compile it in your own process"
-        )
-    accepted = inspect.signature(cls.__init__).parameters
-    given = {key: value for key, value in offered.items() if key in accepted and value is not None}
-    return cls(**{**given, **dict(knobs)})
-
-
-# What the worker itself passes to ``start``: a job's compile options cannot name these.
-_RUN_ARGUMENTS = frozenset({"student", "trainset", "valset", "teacher", "executor", "state", "metric"})
-
-
-def check_compile_options(optimizer: Optimizer, options: Mapping[str, Any]) -> None:
-    """ConfigurationError unless every name of ``options`` is a keyword of the optimizer's compile
-    (``start``) that a cluster job may set; the values are checked by ``start`` itself."""
-    params = inspect.signature(optimizer.start).parameters.values()  # type: ignore[attr-defined]
-    accepted = sorted(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _RUN_ARGUMENTS)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ConfigurationError(
-            f"{type(optimizer).__name__}.compile takes no option {', '.join(map(repr, unknown))} in a "
-            f"cluster optimization; it takes: {', '.join(accepted) or 'none'}"
-        )
-
-
-def start_options(optimizer: Optimizer, metric: Any) -> dict[str, Any]:
-    """What ``optimizer.start`` takes besides the program and the sets: the metric, for optimizers
-    that take it there rather than in their constructor (LabeledFewShot)."""
-    return {"metric": metric} if "metric" in inspect.signature(optimizer.start).parameters else {}  # type: ignore[attr-defined]
 
 
 def _example_set(examples: Sequence[Example]) -> ExampleSet:

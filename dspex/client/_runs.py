@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspex import errors
-from dspex.client._results import usage_of
+from dspex.client.results import usage_of
 from dspex.errors import ConfigurationError, DspexError, LMError
 from dspex.primitives import Example, Module, Prediction, TraceStep
 from dspex.schemas import ErrorInfo, MetricSpec, ScoreRecord

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from dspex.lm.usage import Usage
@@ -16,60 +17,103 @@ from dspex.lm.usage import Usage
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Progress", "construct_result_table", "print_result_table", "truncate_cell"]
+__all__ = ["Progress", "ProgressBar", "construct_result_table", "print_result_table", "truncate_cell"]
 
 _MAX_WORDS = 25
 
 
-class Progress:
-    """A rich progress bar on stderr with running score, tokens, cost and rate; a no-op when off."""
+class ProgressBar:
+    """A rich bar on stderr: done/total, score, errors, tokens, cost and rate; a no-op when off.
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        self._bar: Any = _progress_bar() if enabled else None
+    The one bar of dspex: local evaluations (:class:`Progress`) and jobs followed through the
+    cluster (``dspex.client.progress.JobProgress``) both show theirs with it.
+    """
+
+    def __init__(
+        self, label: str, total: int | None, *, enabled: bool, unit: str = "ex/s", with_state: bool = False
+    ) -> None:
+        self._bar: Any = _rich_bar(unit, with_state) if enabled else None
         self._task: Any = None
-        self._total = total
+        self._label, self._total = label, total
         self._started = time.perf_counter()
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> ProgressBar:
         if self._bar is not None:
             self._bar.start()
-            fields = {"score": 0.0, "errors": 0, "tokens": 0, "cost": 0.0, "rate": 0.0}
-            self._task = self._bar.add_task("Evaluate", total=self._total, **fields)
+            fields = {"score": 0.0, "errors": 0, "tokens": 0, "cost": 0.0, "rate": 0.0, "state": "pending"}
+            self._task = self._bar.add_task(self._label, total=self._total, **fields)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._bar is not None:
             self._bar.stop()
 
-    def advance(self, *, done: int, score_sum: float, errors: int, usage: Usage) -> None:
-        """One more example finished; ``done`` of them so far, scoring ``score_sum`` in all."""
+    def show(
+        self,
+        *,
+        done: int,
+        score: float,
+        errors: int,
+        tokens: int,
+        cost: float,
+        total: int | EllipsisType | None = ...,
+        state: str | None = None,
+    ) -> None:
+        """Show ``done`` items finished (``score`` in percent); a ``total`` given replaces the bar's
+        (None: unknown)."""
         if self._bar is None:
             return
         elapsed = time.perf_counter() - self._started
-        fields = {
-            "score": 100.0 * score_sum / done if done else 0.0,
+        fields: dict[str, Any] = {
+            "completed": done,
+            "score": score,
             "errors": errors,
-            "tokens": usage.total_tokens,
-            "cost": usage.cost_usd,
+            "tokens": tokens,
+            "cost": cost,
             "rate": done / elapsed if elapsed > 0 else 0.0,
         }
-        self._bar.update(self._task, advance=1, **fields)
+        if total is not ...:
+            fields["total"] = total
+        if state is not None:
+            fields["state"] = state
+        self._bar.update(self._task, **fields)
 
 
-def _progress_bar() -> Any:
+class Progress:
+    """A local evaluation's bar: fed one finished example at a time."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._bar = ProgressBar("Evaluate", total, enabled=enabled)
+
+    def __enter__(self) -> Progress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._bar.__exit__(*exc_info)
+
+    def advance(self, *, done: int, score_sum: float, errors: int, usage: Usage) -> None:
+        """One more example finished; ``done`` of them so far, scoring ``score_sum`` in all."""
+        score = 100.0 * score_sum / done if done else 0.0
+        self._bar.show(done=done, score=score, errors=errors, tokens=usage.total_tokens, cost=usage.cost_usd)
+
+
+def _rich_bar(unit: str, with_state: bool) -> Any:
     from rich.console import Console  # rich only when a bar is asked for: keeps `import dspex` light
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
     from rich.progress import Progress as RichProgress
 
+    state = [TextColumn("{task.fields[state]}")] if with_state else []
     return RichProgress(
         TextColumn("[bold]{task.description}"),
+        *state,
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("score {task.fields[score]:.1f}%"),
         TextColumn("errors {task.fields[errors]}"),
         TextColumn("{task.fields[tokens]:,} tokens"),
         TextColumn("${task.fields[cost]:.4f}"),
-        TextColumn("{task.fields[rate]:.0f} ex/s"),
+        TextColumn(f"{{task.fields[rate]:.0f}} {unit}"),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         refresh_per_second=4,

@@ -22,8 +22,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic_core import PydanticUndefined
 
-from dspex.signatures import Signature
-from dspex.signatures._fields import IS_TYPE_UNDEFINED
+from dspex.signatures import IS_TYPE_UNDEFINED, Signature
 
 __all__ = ["InputPlan", "check_inputs", "input_plan", "is_value_compatible", "type_name"]
 

@@ -22,11 +22,11 @@ from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from dspex import _dspy_state
-from dspex._sync import run_in_thread, run_sync
+from dspex._sync import called_from_sync, run_in_thread, run_sync
 from dspex.adapters import Adapter, ChatAdapter, JSONAdapter
 from dspex.adapters.types import AdapterResult
 from dspex.configuration import Settings, current_settings
-from dspex.errors import ConfigurationError, InputError, ProgramLoadError
+from dspex.errors import ConfigurationError, InputError, ProgramLoadError, SignatureError
 from dspex.ids import canonical_json
 from dspex.lm import LM, BaseLM, LMSettings
 from dspex.modules._inputs import check_inputs, input_plan
@@ -153,8 +153,11 @@ class Predict(Module):
         """The outputs of each completion, and the name of the adapter that parsed them."""
         n = config.get("n") or 1
         if type(lm).__call__ is not _BASE_LM_CALL:
-            # An LM that overrides DSPy's __call__ answers through it, as in DSPy (n included).
+            # An LM that overrides DSPy's __call__ answers through it, as in DSPy (n included);
+            # under an async call, through its own acall when it has one.
             request = _with_sampling_temperature(dict(config), lm, n)
+            if not called_from_sync() and getattr(type(lm), "acall", None) is not _BASE_LM_ACALL:
+                return await adapter.acall(lm, request, sig, demos, inputs), adapter.name
             return await run_in_thread(adapter, lm, request, sig, demos, inputs), adapter.name
         if n > 1:
             results = await self._complete_n(adapter, lm, sig, demos, inputs, config, n)
@@ -220,9 +223,8 @@ class Predict(Module):
         allow_modules: Collection[str] | None = None,
     ) -> None:
         """Overlay a :meth:`predictor_state` result. ``lm_pool`` shares one LM per distinct settings."""
-        self.signature = Signature.from_dump(
-            _required(state, "signature", Mapping), allow_modules=allow_modules
-        )
+        saved = Signature.from_dump(_required(state, "signature", Mapping), allow_modules=allow_modules)
+        self.signature = _keep_own_fields(self.signature, saved)
         self.demos = [_as_example(demo) for demo in _required(state, "demos", list, [])]
         self.config = dict(_required(state, "config", Mapping, {}))
         self.lm = _lm_from_state(state.get("lm"), lm_pool if lm_pool is not None else {})
@@ -254,8 +256,23 @@ class Predict(Module):
         return f"{type(self).__name__}({self.signature.signature_string!r})"
 
 
+def _keep_own_fields(current: type[Signature], saved: type[Signature]) -> type[Signature]:
+    """``current`` with ``saved``'s instructions when their fields are the same, else ``saved``.
+
+    A dump keeps what defines a field, not every ``json_schema_extra`` key of it (such as DSPy's
+    ``IS_TYPE_UNDEFINED`` mark), so loading into a predictor built with the same fields keeps that
+    predictor's own field objects, as DSPy's ``load_state`` does.
+    """
+    try:
+        same = current.dump()["fields"] == saved.dump()["fields"]
+    except SignatureError:  # a type dump() cannot write: the saved signature is the safe answer
+        same = False
+    return current.with_instructions(saved.instructions) if same else saved
+
+
 _DEFAULT_ADAPTER = ChatAdapter()
 _BASE_LM_CALL = BaseLM.__call__
+_BASE_LM_ACALL = BaseLM.acall
 
 
 def _resolve_lm(lm: Any, predictor: Predict) -> BaseLM:

@@ -38,7 +38,6 @@ from typing import Any
 from confluent_kafka import Message
 
 from dspex.client import Client
-from dspex.client._optimize import check_compile_options, cluster_optimizer, start_options
 from dspex.configuration import context
 from dspex.errors import (
     ConfigurationError,
@@ -51,6 +50,7 @@ from dspex.errors import (
 from dspex.metrics import metric_from_spec, resolve_metric
 from dspex.observability import metrics as prometheus
 from dspex.optimizers import KafkaExecutor, OptimizerRun
+from dspex.optimizers.registry import check_compile_options, cluster_optimizer, start_options
 from dspex.primitives import Example
 from dspex.processors.candidates import CandidateCache
 from dspex.processors.common import Outcome, Worker

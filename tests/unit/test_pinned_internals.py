@@ -39,7 +39,10 @@ def test_the_installed_versions_are_the_pinned_minors() -> None:
 
 async def test_aiokafka_consumer_keeps_fetch_max_wait_ms_and_its_fetcher_reads_it() -> None:
     consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9", fetch_max_wait_ms=1234)
-    assert consumer._fetch_max_wait_ms == 1234
+    try:
+        assert consumer._fetch_max_wait_ms == 1234
+    finally:
+        await consumer.stop()  # never started, but unclosed it warns (ResourceWarning) when collected
     # start() builds the Fetcher from the attribute: setting it before start is what takes effect
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.start)
 

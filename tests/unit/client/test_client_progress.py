@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dspex.client._progress import JobProgress
+from dspex.client.progress import JobProgress
 from dspex.schemas import OptimizeStatus, TrialRecord, UsageRecord
 
 

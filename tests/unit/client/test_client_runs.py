@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 import dspex
-from dspex.client._optimize import OptimizeRequest, build_optimize_job, cluster_optimizer, start_options
+from dspex.client._optimize import OptimizeRequest, build_optimize_job
 from dspex.client._runs import RUN_METRIC, group_by_program, prediction_of, ran, remote_exception
 from dspex.client._submit import Limits, Policy, build_submission
 from dspex.errors import AdapterParseError, ConfigurationError, DspexError, LMAuthenticationError
 from dspex.metrics import resolve_metric
 from dspex.optimizers import LabeledFewShot
+from dspex.optimizers.registry import cluster_optimizer, start_options
 from dspex.primitives import Prediction
 from dspex.schemas import ErrorInfo, ScoreRecord, TraceEntry, UsageRecord
 from dspex.testing import arithmetic_dataset

@@ -97,3 +97,23 @@ def test_a_class_defined_in_a_function_cannot_be_loaded() -> None:
 
     with pytest.raises(ProgramLoadError, match="defined inside a function"):
         load_program(Local().dump())
+
+
+def test_load_into_same_fields_keeps_the_predictors_own_fields(tmp_path: Path) -> None:
+    saved = dspex.ChainOfThought("q -> a")
+    saved.predict.signature = saved.predict.signature.with_instructions("Answer tersely.")
+    path = tmp_path / "cot.json"
+    saved.save(path)
+    loaded = dspex.ChainOfThought("q -> a")
+    loaded.load(path)
+    # The untyped-field mark of a string signature survives, and the saved instructions apply.
+    assert loaded.predict.signature.input_fields["q"].json_schema_extra["IS_TYPE_UNDEFINED"] is True
+    assert str(loaded.predict.signature) == str(saved.predict.signature)
+
+
+def test_load_into_other_fields_takes_the_saved_signature(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    dspex.Predict("question -> answer").save(path)
+    loaded = dspex.Predict("q -> a")
+    loaded.load(path, allow_modules=[])
+    assert list(loaded.signature.fields) == ["question", "answer"]

@@ -3,6 +3,7 @@ constructor attributes, call keywords, warnings, DSPy's trace, n > 1, scripted L
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Literal
 
@@ -153,6 +154,27 @@ def test_an_lm_overriding_dspys_call_answers_through_it() -> None:
     lm = SpyLM()
     pred = Predict("question -> answer", lm=lm, n=2)(question="q")
     assert pred.completions.answer == ["first", "second"] and lm.calls[0]["kwargs"]["n"] == 2
+
+
+def test_an_lm_overriding_call_and_acall_is_called_the_way_the_program_was() -> None:
+    class BothWaysLM(dspex.BaseLM):
+        def __init__(self) -> None:
+            super().__init__("both")
+            self.ways: list[str] = []
+
+        def __call__(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> list[Any]:
+            self.ways.append("sync")
+            return ["[[ ## answer ## ]]\nfrom call"]
+
+        async def acall(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> list[Any]:
+            self.ways.append("async")
+            return ["[[ ## answer ## ]]\nfrom acall"]
+
+    lm = BothWaysLM()
+    predict = Predict("question -> answer", lm=lm)
+    assert predict(question="q").answer == "from call"
+    assert asyncio.run(predict.acall(question="q")).answer == "from acall"
+    assert lm.ways == ["sync", "async"]
 
 
 # -- ChainOfThought -------------------------------------------------------------------------------

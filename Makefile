@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install broker-jars system-deps demo test test-unit check lint typecheck bench clean
+.PHONY: help install sandbox-runtime broker-jars system-deps demo test test-unit check lint typecheck bench clean
 
 help:
 	@echo "make demo   - start a broker, simulated LM and workers, run an evaluation through Kafka"
@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) sandbox-runtime
+
+# Deno's npm:pyodide cached once in ~/.cache/dspex/deno for the offline code sandbox; a no-op when present.
+sandbox-runtime: $(STAMP)
+	$(BIN)/python -m dspex.sandbox.install
 
 # Apache Kafka's jars from Maven Central, copied once into the cache folder.
 broker-jars: install

@@ -4,6 +4,13 @@ Reproduce (about 7-9 minutes on a 2-core machine):
 
     .venv/bin/python bench/pipeline_throughput.py
     .venv/bin/python bench/pipeline_throughput.py --predictors 3 --concurrency 512 --fast-examples 4000
+    .venv/bin/python bench/pipeline_throughput.py --mode defaults   # what a new user gets (~6 minutes)
+
+``--mode defaults`` asks what the workers' default flags are worth: one job per LM latency (6,000
+examples at 100 ms, 10,000 at 1 s) with predictors on their default flags, and the same job with the
+tuned flags (``--concurrency C --lm-initial-limit C``), each job on a stack of its own (a fresh
+broker, fresh workers, so cold LM limiters: what a new user's first job meets), DSPy's Evaluate on the
+same simulated LM first. The rest of this text is about the default ``--mode tuned``.
 
 One run starts everything it measures and stops it at the end (also on failure or SIGTERM): a
 simulated LM subprocess (a simulation, not a model), a dev Kafka broker of its own on a free port
@@ -63,6 +70,12 @@ def _ints(text: str) -> list[int]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--mode", choices=["tuned", "defaults"], default="tuned",
+        help="tuned: warm-up + timed jobs with tuned flags; defaults: default vs tuned flags, fresh stacks",
+    )  # fmt: skip
+    parser.add_argument("--defaults-fast-examples", type=int, default=6000, help="defaults mode, 100 ms")
+    parser.add_argument("--defaults-slow-examples", type=int, default=10000, help="defaults mode, 1 s")
     parser.add_argument("--predictors", type=int, default=2, help="predictor processes")
     parser.add_argument("--concurrency", type=int, default=1024, help="tasks in flight per predictor")
     parser.add_argument("--fast-examples", type=int, default=20000, help="examples per job at 100 ms")
@@ -190,6 +203,10 @@ def _timed_job(
     )  # fmt: skip
 
 
+def _tuned_flags(args: argparse.Namespace) -> list[str]:
+    return ["--concurrency", str(args.concurrency), "--lm-initial-limit", str(args.concurrency)]
+
+
 def _rss(pid: int) -> int:
     return int(psutil.Process(pid).memory_info().rss)
 
@@ -198,8 +215,7 @@ def _pipeline_runs(
     args: argparse.Namespace, sim: SimProcess, bench: BenchStack
 ) -> tuple[list[PipelineRun], list[PipelineRun], dict[str, int]]:
     """The warm-up jobs, the timed jobs, and every process's RSS once the workers are ready."""
-    predictor_args = ["--concurrency", str(args.concurrency), "--lm-initial-limit", str(args.concurrency)]
-    predictor_args += ["--allow-api-base", sim.base_url]
+    predictor_args = [*_tuned_flags(args), "--allow-api-base", sim.base_url]
     _set_latency(sim, 0.1)
     bench.start(args.predictors, predictor_args)
     bench.wait_ready()
@@ -394,13 +410,112 @@ def _notes(args: argparse.Namespace, measured: Measured) -> str:
         f"- Predictor RSS with up to {max(slow.max_in_flight, default=0):,} tasks in flight (1 s run): "
         f"max {worst:.0f} MB (target < 300 MB).",
         _aggregator_note(measured),
-        "- Predictors run with `--lm-initial-limit` equal to `--concurrency`: the adaptive LM limit "
-        "otherwise starts at 32 and grows by about one per round trip, which a 1 s LM makes slow.",
+        "- Predictors run with `--lm-initial-limit` equal to `--concurrency` (tuned flags); "
+        "`--mode defaults` measures what the default flags give instead.",
         "- Wall time includes submitting every task and reading every per-example result back.",
         f"- Command: `{' '.join(['.venv/bin/python', 'bench/pipeline_throughput.py', *sys.argv[1:]])}` "
         f"(predictors {args.predictors}, concurrency {args.concurrency}).",
     ]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- defaults mode
+
+MODES = ("defaults", "tuned")
+
+
+def _fresh_stack_job(
+    args: argparse.Namespace, sim: SimProcess, work_dir: Path, mode: str, latency: float, examples: int
+) -> PipelineRun:
+    """One job on a stack of its own (fresh broker, fresh workers), predictors on ``mode``'s flags."""
+    flags = [] if mode == "defaults" else _tuned_flags(args)
+    bench = BenchStack(work_dir / f"{mode}-{latency * 1000:.0f}ms")
+    try:
+        _set_latency(sim, latency)
+        bench.start(args.predictors, [*flags, "--allow-api-base", sim.base_url])
+        bench.wait_ready()
+        # the machine is shared: the 1-minute load average as each job starts goes into its label
+        label = f"{mode}, {latency * 1000:.0f} ms (load {os.getloadavg()[0]:.1f})"
+        return _timed_job(bench, sim, label, latency, examples, DATASET_SEED)
+    finally:
+        bench.close()
+
+
+def _defaults_runs(
+    args: argparse.Namespace, sim: SimProcess, work_dir: Path
+) -> dict[tuple[str, float], PipelineRun]:
+    """Default vs tuned flags at each latency; the two modes alternate so that load drift hits both."""
+    runs: dict[tuple[str, float], PipelineRun] = {}
+    for latency, examples in ((0.1, args.defaults_fast_examples), (1.0, args.defaults_slow_examples)):
+        for mode in MODES:
+            runs[mode, latency] = _fresh_stack_job(args, sim, work_dir, mode, latency, examples)
+    return runs
+
+
+def _defaults_report(
+    args: argparse.Namespace, runs: dict[tuple[str, float], PipelineRun], dspy: list[dict[str, Any]],
+    load_before: str,
+) -> str:  # fmt: skip
+    tuned_flags = " ".join(_tuned_flags(args))
+    rows: list[list[Any]] = []
+    for run in runs.values():
+        latency = run.latency_s
+        predictors = [n for n in run.max_rss if n.startswith("predict")]
+        rows.append([
+            f"dspex pipeline, {run.label}", f"{latency * 1000:.0f} ms", run.examples, run.wall_s, run.rate,
+            f"{run.score:.1f}", run.errors, f"{run.rate / runs['tuned', latency].rate:.0%}",
+            f"{run.rate / _dspy_best(dspy, latency):.2f}x", "+".join(map(str, run.max_in_flight)) or "-",
+            max(run.max_rss[n] for n in predictors) / MB if predictors else 0.0,
+            1000 * run.machine_cpu_s / run.examples,
+        ])  # fmt: skip
+    for r in dspy:
+        rate = r["examples"] / r["wall_s"]
+        rows.append([
+            f"DSPy Evaluate, {r['width']} threads", f"{r['latency'] * 1000:.0f} ms", r["examples"],
+            r["wall_s"], rate, f"{r['score']:.1f}", "-", "-", f"{rate / _dspy_best(dspy, r['latency']):.2f}x",
+            "-", "-", "-",
+        ])  # fmt: skip
+    headers = ["engine, predictor flags", "LM latency", "examples", "wall s", "examples/s", "score",
+               "errors", "vs tuned", "vs DSPy best", "max in flight seen", "predictor max RSS MB",
+               "machine CPU ms/example"]  # fmt: skip
+    intro = (
+        f"Default vs tuned worker flags ({args.predictors} predictors + scorer + aggregator, each job "
+        "on a fresh broker with fresh workers), DSPy 3.4.1 `Evaluate` side by side; simulated LM, cache "
+        f"off, metric `{METRIC}`; {load_before} before the run, {machine_summary()} at the end (the "
+        "machine is shared with other work).\n"
+    )
+    return "\n".join(
+        [intro, markdown_table(headers, rows), "", _defaults_notes(args, runs, dspy, tuned_flags)]
+    )
+
+
+def _dspy_best(dspy: list[dict[str, Any]], latency: float) -> float:
+    best = _best_dspy(dspy, latency)
+    return float(best["examples"] / best["wall_s"])
+
+
+def _defaults_notes(
+    args: argparse.Namespace, runs: dict[tuple[str, float], PipelineRun], dspy: list[dict[str, Any]],
+    tuned_flags: str,
+) -> str:  # fmt: skip
+    share = {lat: runs["defaults", lat].rate / runs["tuned", lat].rate for lat in (0.1, 1.0)}
+    fast = runs["defaults", 0.1].rate / _dspy_best(dspy, 0.1)
+    lines = [
+        f"- Targets (issue 18): defaults >= 90% of tuned at both latencies -> {share[0.1]:.0%} at 100 ms, "
+        f"{share[1.0]:.0%} at 1 s; defaults >= 4.5x DSPy's best at 100 ms -> {fast:.2f}x.",
+        f"- defaults: predictors started with no flag but `--allow-api-base`; tuned: `{tuned_flags}`.",
+        f"- Errors: {sum(run.errors for run in runs.values())} over every dspex job.",
+        f"- Command: `{' '.join(['.venv/bin/python', 'bench/pipeline_throughput.py', *sys.argv[1:]])}`.",
+    ]
+    return "\n".join(lines)
+
+
+def _defaults_main(args: argparse.Namespace, work_dir: Path, load_before: str) -> None:
+    with start_sim(latency=0.1) as sim:
+        progress(f"simulated LM at {sim.base_url} (pid {sim.process.pid}); work dir {work_dir}")
+        dspy = _dspy_runs(args, sim)
+        runs = _defaults_runs(args, sim, work_dir)
+    print(_defaults_report(args, runs, dspy, load_before))
 
 
 # --------------------------------------------------------------------------- main
@@ -417,6 +532,10 @@ def main() -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="dspex-bench-pipeline-"))
     ok = False
     try:
+        if args.mode == "defaults":
+            _defaults_main(args, work_dir, load_before)
+            ok = True
+            return 0
         with start_sim(latency=0.1) as sim:
             progress(f"simulated LM at {sim.base_url} (pid {sim.process.pid}); work dir {work_dir}")
             dspy = _dspy_runs(args, sim)

@@ -38,9 +38,20 @@ _EXPORTS: dict[str, str] = {
     "Predict": "dspex.modules",
     "ChainOfThought": "dspex.modules",
     "ReAct": "dspex.modules",
+    "ReActV2": "dspex.modules",
+    "ProgramOfThought": "dspex.modules",
+    "CodeAct": "dspex.modules",
     "MultiChainComparison": "dspex.modules",
     "BestOfN": "dspex.modules",
     "Refine": "dspex.modules",
+    "RLM": "dspex.modules",
+    "CodeInterpreter": "dspex.primitives",
+    "CodeInterpreterError": "dspex.primitives",
+    "CodeExecutionError": "dspex.primitives",
+    "FinalOutput": "dspex.primitives",
+    "PythonInterpreter": "dspex.primitives",
+    "SandboxSerializable": "dspex.primitives",
+    "resolve_interpreter_factory": "dspex.primitives",
     "Parallel": "dspex.modules",
     "majority": "dspex.modules",
     "ChatAdapter": "dspex.adapters",
@@ -75,6 +86,7 @@ _EXPORTS: dict[str, str] = {
     "enable_logging": "dspex.utils",
     "disable_logging": "dspex.utils",
     "BetterTogether": "dspex.optimizers",
+    "GEPA": "dspex.optimizers",
     "BootstrapFinetune": "dspex.optimizers",
     "BootstrapRS": "dspex.optimizers",
     "BaseModule": "dspex.primitives",
@@ -95,6 +107,7 @@ _EXPORTS: dict[str, str] = {
     "EvaluationResult": "dspex.evaluate",
     "load": "dspex.serialization",
     "candidate_id": "dspex.serialization",
+    "streamify": "dspex.streaming",
     # the Kafka client: imports confluent-kafka only when first used
     "Client": "dspex.client",
 }
@@ -107,7 +120,7 @@ _EXPORTS.update(dict.fromkeys(_errors.__all__, "dspex.errors"))
 _SUBMODULES = frozenset(
     {
         "metrics", "testing", "schemas", "streams", "utils", "evaluate", "primitives",
-        "adapters", "predict", "teleprompt", "signatures", "clients", "experimental",
+        "adapters", "predict", "teleprompt", "signatures", "clients", "experimental", "streaming",
     }
 )  # fmt: skip
 
@@ -140,6 +153,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         primitives,
         schemas,
         signatures,
+        streaming,
         streams,
         teleprompt,
         testing,
@@ -229,17 +243,22 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         inspect_history,
     )
     from dspex.modules import (
+        RLM,
         BestOfN,
         ChainOfThought,
+        CodeAct,
         MultiChainComparison,
         Parallel,
         Predict,
+        ProgramOfThought,
         ReAct,
+        ReActV2,
         Refine,
         majority,
     )
     from dspex.optimizers import (
         COPRO,
+        GEPA,
         KNN,
         SIMBA,
         BetterTogether,
@@ -256,9 +275,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from dspex.primitives import (
         BaseModule,
+        CodeExecutionError,
+        CodeInterpreter,
+        CodeInterpreterError,
         Example,
+        FinalOutput,
         Module,
         Prediction,
+        PythonInterpreter,
+        SandboxSerializable,
+        resolve_interpreter_factory,
     )
     from dspex.primitives.prediction import (
         Completions,
@@ -275,6 +301,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         infer_prefix,
         make_signature,
     )
+    from dspex.streaming.streamify import streamify
     from dspex.utils import (
         DummyLM,
         disable_logging,

@@ -28,9 +28,13 @@ DSPY_PATHS: Final[dict[str, str]] = {
     "dspex.predict.predict": "dspex.modules.predict",
     "dspex.predict.chain_of_thought": "dspex.modules.chain_of_thought",
     "dspex.predict.react": "dspex.modules.react",
+    "dspex.predict.react_v2": "dspex.modules.react_v2",
+    "dspex.predict.program_of_thought": "dspex.modules.program_of_thought",
+    "dspex.predict.code_act": "dspex.modules.code_act",
     "dspex.predict.multi_chain_comparison": "dspex.modules.multi_chain_comparison",
     "dspex.predict.best_of_n": "dspex.modules.best_of_n",
     "dspex.predict.refine": "dspex.modules.refine",
+    "dspex.predict.rlm": "dspex.modules.rlm",
     "dspex.predict.parallel": "dspex.modules.parallel",
     "dspex.predict.aggregation": "dspex.modules.aggregation",
     "dspex.predict.knn": "dspex.optimizers.knn",
@@ -49,12 +53,20 @@ DSPY_PATHS: Final[dict[str, str]] = {
     "dspex.teleprompt.bootstrap_trace": "dspex.optimizers.bootstrap_trace",
     "dspex.teleprompt.bootstrap_finetune": "dspex.optimizers.finetune",
     "dspex.teleprompt.bettertogether": "dspex.optimizers.bettertogether",
+    "dspex.teleprompt.gepa": "dspex.optimizers.gepa",
+    "dspex.teleprompt.gepa.gepa": "dspex.optimizers.gepa.gepa",
+    "dspex.teleprompt.gepa.gepa_utils": "dspex.optimizers.gepa.adapter",
+    "dspex.teleprompt.gepa.gepa_flex_utils": "dspex.optimizers.gepa.adapter",
+    "dspex.teleprompt.gepa.instruction_proposal": "dspex.optimizers.gepa.proposer",
     "dspex.clients.embedding": "dspex.lm.embedder",
     "dspex.adapters.chat_adapter": "dspex.adapters.chat",
     "dspex.signatures.signature": "dspex.signatures",
     "dspex.signatures.field": "dspex.signatures",
     "dspex.primitives.base_module": "dspex.primitives.module",
     "dspex.utils.exceptions": "dspex.errors",
+    "dspex.dsp": "dspex.utils",
+    "dspex.dsp.utils": "dspex.utils",
+    "dspex.dsp.utils.utils": "dspex.utils.dotdict",
     "dspex.utils.callback_context": "dspex.utils.callback",
     "dspex.clients": "dspex.lm",
     "dspex.clients.lm": "dspex.lm.client",
@@ -63,8 +75,8 @@ DSPY_PATHS: Final[dict[str, str]] = {
 
 
 class _AliasLoader(importlib.abc.Loader):
-    def __init__(self, target: str) -> None:
-        self._target = target
+    def __init__(self, alias: str, target: str) -> None:
+        self._alias, self._target = alias, target
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         # The import system stores what this returns under the alias name: the real module itself.
@@ -75,6 +87,16 @@ class _AliasLoader(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         # Nothing to run; the import system has just overwritten __spec__ with the alias's: undo it.
         module.__spec__ = self._real_spec
+        _bind_loaded_children(self._alias)
+
+
+def _bind_loaded_children(alias: str) -> None:
+    """Alias the children of ``alias`` whose modules are loaded already, as a DSPy package's
+    ``__init__`` imports its submodules (``import dspy.clients`` then ``dspy.clients.lm.LM``)."""
+    prefix = alias + "."
+    for name, real in DSPY_PATHS.items():
+        if name.startswith(prefix) and "." not in name[len(prefix) :] and real in sys.modules:
+            importlib.import_module(name)
 
 
 class _DspyPathFinder(importlib.abc.MetaPathFinder):
@@ -84,7 +106,7 @@ class _DspyPathFinder(importlib.abc.MetaPathFinder):
         real = DSPY_PATHS.get(fullname)
         if real is None or real == fullname:
             return None
-        return importlib.machinery.ModuleSpec(fullname, _AliasLoader(real))
+        return importlib.machinery.ModuleSpec(fullname, _AliasLoader(fullname, real))
 
 
 def install() -> None:

@@ -22,10 +22,10 @@ from __future__ import annotations
 import contextvars
 import enum
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from dspex.adapters import Adapter
 from dspex.errors import ConfigurationError
@@ -77,11 +77,14 @@ class Settings:
     warn_on_type_mismatch: bool = True
     interpreter_factory: Any = None
     branch_idx: int = 0
+    # DSPy's switch for experimental features; dspex reads it nowhere, but programs set it.
+    experimental: bool = False
 
 
 ACCEPTED_SETTINGS: Final = tuple(f.name for f in fields(Settings))
 _EXPECTED_TYPES: Final[Mapping[str, type | tuple[type, ...]]] = {
-    "lm": BaseLM,
+    # A BaseLM for modules; any callable is kept, as DSPy keeps it (RLM's sub-LM may be a function).
+    "lm": (BaseLM, cast(type, Callable)),
     "adapter": Adapter,
     "callbacks": list,
     "num_threads": int,

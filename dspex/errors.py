@@ -43,11 +43,14 @@ __all__ = [
     "AdapterParseError",
     "BrokerAuthenticationError",
     "BrokerUnavailableError",
+    "CodeExecutionError",
+    "CodeInterpreterError",
     "ConfigurationError",
     "ContextWindowExceededError",
     "DSPyError",
     "DevBrokerError",
     "DspexError",
+    "FeedbackMetricError",
     "InputError",
     "JobError",
     "KafkaError",
@@ -69,6 +72,8 @@ __all__ = [
     "OptimizerError",
     "PoisonMessageError",
     "ProgramLoadError",
+    "ProgramOfThoughtError",
+    "ReflectionParseError",
     "SchemaError",
     "SecurityPolicyError",
     "SignatureError",
@@ -300,6 +305,29 @@ class OptimizerError(DspexError):
         super().__init__(message)
         self.reason = reason
         self.history = history
+
+
+class CodeInterpreterError(DspexError, RuntimeError):
+    """A code interpreter itself failed (setup, process or protocol): resubmitting code cannot fix it."""
+
+
+class CodeExecutionError(CodeInterpreterError):
+    """The submitted code (or a tool it called) raised inside a healthy interpreter."""
+
+
+class ProgramOfThoughtError(DspexError, RuntimeError):
+    """Every attempt of ProgramOfThought to write code that runs failed; the message ends with the
+    last error (a RuntimeError, as DSPy raises)."""
+
+
+class FeedbackMetricError(ConfigurationError, TypeError):
+    """A GEPA metric that cannot work: it does not take GEPA's five arguments, or returned neither a
+    number nor a ``Prediction`` with a ``score``. A TypeError as in DSPy, and a ConfigurationError so
+    an evaluation stops at it instead of scoring every example as a failure."""
+
+
+class ReflectionParseError(DspexError, ValueError):
+    """The reflection LM's answer held no usable instruction, twice (a failed proposal, not a crash)."""
 
 
 class DevBrokerError(DspexError):

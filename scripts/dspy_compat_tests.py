@@ -178,6 +178,10 @@ def _rewrite_imports(text: str) -> str:
     """What a DSPy user changes: the imports, and nothing else."""
     text = re.sub(r"^(\s*)import dspy\s*$", r"\1import dspex as dspy", text, flags=re.M)
     text = re.sub(r"^(\s*)from dspy(\.|\s)", r"\1from dspex\2", text, flags=re.M)
+    # `import dspy.clients` binds the name dspy and loads the submodule: both, under dspex.
+    text = re.sub(
+        r"^(\s*)import dspy\.(\S+)\s*$", r"\1import dspex.\2; import dspex as dspy", text, flags=re.M
+    )
     return text
 
 

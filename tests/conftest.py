@@ -89,8 +89,12 @@ def _docker_answers(timeout: float = 2.0) -> bool:
 def _docker_socket(host: str, timeout: float) -> socket.socket | None:
     if host.startswith("unix://"):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(host.removeprefix("unix://"))
+        try:
+            sock.settimeout(timeout)
+            sock.connect(host.removeprefix("unix://"))
+        except OSError:
+            sock.close()  # no engine behind the path: the caller never sees this socket to close it
+            raise
         return sock
     if host.startswith("tcp://"):
         address, _, port = host.removeprefix("tcp://").rpartition(":")

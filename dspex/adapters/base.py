@@ -198,6 +198,7 @@ class Adapter:
         """:meth:`acall_result` for a signature with a ``ToolCalls`` output (DSPy's native tool calling)."""
         request = dict(config or {})
         processed = plan_tool_calling(self, lm, request, sig, inputs)
+        processed = adapt_to_native_types(processed, self.native_response_types, lm, request)  # Reasoning
         request = {**self.request_options(processed), **request}
         if request.get("parallel_tool_calls") is not None:
             request.setdefault("tool_choice", "auto")

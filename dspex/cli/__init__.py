@@ -8,13 +8,16 @@ exit code 2 for bad usage).
 from __future__ import annotations
 
 import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
 
 import typer
 
+import dspex
 from dspex.cli import dashboard, demo, dev, dlq, jobs, optimize, schemas, simlm, topics, worker
 from dspex.errors import DspexError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "installed_version", "main"]
 
 app = typer.Typer(
     name="dspex",
@@ -25,6 +28,31 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold API keys
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dspex {installed_version()}")
+        raise typer.Exit()
+
+
+def installed_version() -> str:
+    """The installed distribution's version (the package's own when it is not installed)."""
+    try:
+        return version("dspex")
+    except PackageNotFoundError:
+        return dspex.__version__
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """DSPy's programming model on Kafka: evaluate and optimize LM programs with scaled-out workers."""
+
 
 for _module in (demo, dev, schemas, topics, worker, jobs, optimize, dlq, dashboard, simlm):
     _module.register(app)

@@ -7,6 +7,7 @@ failed or was cancelled), with the reason on stderr; 2 bad usage (typer).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import sys
@@ -19,23 +20,30 @@ from typing import Annotated, Any, Literal
 import typer
 
 from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail, probe_or_exit
+from dspex.cli._ids import SHORT_ID, ResolvedJob, on_jobs_topic, resolve_job
+from dspex.cli._status_view import ALIVE_AFTER_S, describe_job, describe_overview, overview
 from dspex.client import Client
-from dspex.client.progress import running_score
 from dspex.client.results import records_table
-from dspex.configuration import context
+from dspex.configuration import context, current_settings
 from dspex.errors import DspexError
 from dspex.evaluate import EvaluationResult
 from dspex.lm import LM
 from dspex.metrics import resolve_metric
 from dspex.primitives import Example, Module
-from dspex.schemas import JobStatus, ScoreRecord, WorkerHeartbeat
+from dspex.schemas import PRIORITIES, ScoreRecord
 from dspex.serialization import load
 from dspex.streams.config import DEFAULT_BOOTSTRAP, KafkaSettings
 
-__all__ = ["ALIVE_AFTER_S", "client_for", "load_program", "read_dataset", "register", "split_inputs"]
-
-ALIVE_AFTER_S = 30.0
-"""A worker whose last heartbeat is older than this is shown as not alive."""
+__all__ = [
+    "ALIVE_AFTER_S",
+    "check_lms",
+    "client_for",
+    "load_program",
+    "read_dataset",
+    "register",
+    "resolve",
+    "split_inputs",
+]
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 Format = Literal["table", "json", "csv"]
@@ -107,6 +115,23 @@ _EVAL_EPILOG = (
 )
 
 
+def _priority(value: str | None) -> str | None:
+    if value is not None and value not in PRIORITIES:
+        raise typer.BadParameter(f"unknown priority {value!r}: use one of {', '.join(PRIORITIES)}")
+    return value
+
+
+PriorityOption = Annotated[
+    str | None,
+    typer.Option(
+        "--priority",
+        metavar="|".join(PRIORITIES),
+        callback=_priority,
+        help="Share of the workers against other jobs (default normal: a fair share, whatever the size).",
+    ),
+]
+
+
 def eval_command(
     program: Annotated[
         Path, typer.Argument(metavar="PROGRAM.json", help="A program saved with module.save().")
@@ -125,6 +150,7 @@ def eval_command(
         int | None, typer.Option("--max-errors", min=0, help="Failed examples allowed.")
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="A label for the job.")] = None,
+    priority: PriorityOption = None,
     failure_score: Annotated[float, typer.Option("--failure-score", help="Score of a failed example.")] = 0.0,
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0, help="Stop waiting after S seconds.")
@@ -156,28 +182,46 @@ def eval_command(
     except DspexError as exc:
         fail(str(exc))
     module = load_program(program, allow_module)
+    check_lms(module, context_lm)
     options: dict[str, Any] = {
         "name": name or program.stem, "failure_score": failure_score, "max_errors": max_errors,
-        "max_cost_usd": max_cost,
+        "max_cost_usd": max_cost, "priority": priority,
     }  # fmt: skip
     with client_for(bootstrap, prefix, allow_modules=allow_module) as client, context(lm=context_lm):
+        job_id = str(client.evaluate(module, devset, metric, wait=False, **options))
         if not wait:
-            job_id = client.evaluate(module, devset, metric, wait=False, **options)
             typer.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
             return
-        result = client.evaluate(
-            module, devset, metric, display_progress=not as_json, timeout=timeout, **options
+        typer.echo(
+            f"job {job_id} ({options['name']}) submitted; `dspex status {job_id[:SHORT_ID]}`", err=True
         )
-        if isinstance(result, EvaluationResult):  # always, with wait=True
-            _show_result(result, as_json)
+        client.wait(job_id, timeout=timeout, display_progress=not as_json)
+        [result] = client.collect(job_id)
+    _show_result(job_id, result, as_json)
 
 
-def _show_result(result: EvaluationResult, as_json: bool) -> None:
+def check_lms(module: Module, lm: LM | None) -> None:
+    """Exit 1 when a predictor has no LM and none is given (``--lm`` or the context): every one
+    of its tasks would fail on the workers, which have no LM of their own."""
+    if lm is not None or current_settings().lm is not None:
+        return
+    missing = [path for path, predictor in module.named_predictors() if predictor.lm is None]
+    if missing:
+        which = "the program's predictor" if missing == ["self"] else f"predictors {', '.join(missing)}"
+        fail(
+            f"no LM for {which}: pass "
+            "--lm PROVIDER/MODEL (with --api-base and --api-key-env as needed), or save the program "
+            "with an LM set on every predictor; nothing was submitted"
+        )
+
+
+def _show_result(job_id: str, result: EvaluationResult, as_json: bool) -> None:
     summary = {key: value for key, value in result.to_dict().items() if key != "results"}
     if as_json:
-        typer.echo(json.dumps(summary, default=str))
+        typer.echo(json.dumps({"job_id": job_id, **summary}, default=str))
         return
     typer.echo(
+        f"job {job_id}\n"
         f"{result.metric}: {result.score:.2f}% over {result.processed}/{result.total} examples "
         f"({result.errors} errors{', stopped early' if result.stopped_early else ''}); "
         f"{result.usage.total_tokens:,} tokens, ${result.usage.cost_usd:.4f}"
@@ -189,93 +233,46 @@ def _show_result(result: EvaluationResult, as_json: bool) -> None:
 
 def status_command(
     job: Annotated[
-        str | None, typer.Argument(metavar="[JOB]", help="A job id; none: the whole cluster.")
+        str | None,
+        typer.Argument(metavar="[JOB]", help="A job id, or its first characters; none: the whole cluster."),
     ] = None,
     as_json: JsonOption = False,
     bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
     prefix: PrefixOption = DEFAULT_PREFIX,
 ) -> None:
-    """Show one job (state, progress, per-candidate scores), or every job, the workers alive and the
-    lag of each worker group."""
+    """Show one job (state, times, progress, per-candidate scores), or every job oldest first, the
+    workers alive and the lag of each worker group."""
     with client_for(bootstrap, prefix) as client:
         if job is not None:
-            status = client.status(job)
-            if status is None:
-                fail(f"no job {job} on {client.registry.name('status')}")
-            typer.echo(status.model_dump_json() if as_json else _describe_job(status))
+            found = resolve(client, job, submitted=True)
+            typer.echo(_job_json(found) if as_json else describe_job(found, datetime.now(UTC)))
             return
-        overview = _overview(client)
-    typer.echo(json.dumps(overview, default=str) if as_json else _describe_overview(overview))
+        cluster = overview(client)
+    typer.echo(json.dumps(cluster, default=str) if as_json else describe_overview(cluster))
 
 
-def _overview(client: Client) -> dict[str, Any]:
-    jobs = client.jobs()
-    now = datetime.now(UTC)
-    workers = [_worker_row(beat, now) for beat in client.workers()]
-    try:
-        lag: dict[str, Any] = {
-            kind: {"group": found.group, "total": found.total, "by_topic": found.by_topic()}
-            for kind, found in client.lag().items()
-        }
-    except DspexError as exc:
-        lag = {"error": str(exc)}
-    return {
-        "jobs": [status.model_dump(mode="json") for status in jobs.values()],
-        "workers": workers,
-        "lag": lag,
-    }
+def resolve(client: Client, given: str, *, submitted: bool = False) -> ResolvedJob:
+    """The job ``given`` (an id or a unique prefix of one) names on ``client``'s cluster; see
+    :func:`dspex.cli._ids.resolve_job`. ``submitted``: an exact id found only on the jobs topic
+    counts too."""
+    probe = None
+    if submitted:
+        jobs_topic = client.registry.name("jobs")
+        probe = functools.partial(on_jobs_topic, client.settings, jobs_topic)
+    return resolve_job(client, given, where=client.registry.name("status"), submitted=probe)
 
 
-def _worker_row(beat: WorkerHeartbeat, now: datetime) -> dict[str, Any]:
-    age = (now - beat.sent_at).total_seconds()
-    return {**beat.model_dump(mode="json"), "age_s": round(age, 1), "alive": age <= ALIVE_AFTER_S}
-
-
-def _describe_job(status: Any) -> str:
-    lines = [f"job {status.job_id}{f' ({status.name})' if status.name else ''}: {status.state}"]
-    if status.reason:
-        lines.append(f"  reason: {status.reason}")
-    if isinstance(status, JobStatus):
-        lines.append(
-            f"  progress: {status.done}/{status.total_tasks} tasks, {status.errors} errors, "
-            f"score {running_score(status):.2f}%, {status.usage.total_tokens:,} tokens, "
-            f"${status.usage.cost_usd:.4f}"
-        )
-        for c in status.candidates:
-            lines.append(
-                f"  candidate {c.candidate_id[:16]}: {c.score:.2f}% ({c.done}/{c.total}, {c.errors} errors)"
-            )
-    else:
-        lines.append(f"  optimizer {status.optimizer}: {len(status.steps)} steps, best {status.best_score}")
-    return "\n".join(lines)
-
-
-def _describe_overview(overview: dict[str, Any]) -> str:
-    lines = [f"jobs ({len(overview['jobs'])}):"]
-    for job in overview["jobs"]:
-        done = f"{job.get('done', '-')}/{job.get('total_tasks', '-')}"
-        lines.append(f"  {job['job_id']}  {job['state']:<9}  {done:>13}  {job.get('name') or ''}")
-    alive = [w for w in overview["workers"] if w["alive"]]
-    lines.append(f"workers alive ({len(alive)} of {len(overview['workers'])} seen):")
-    for w in overview["workers"]:
-        state = "alive" if w["alive"] else f"silent {w['age_s']:.0f} s"
-        lines.append(
-            f"  {w['kind']:<9} {w['worker_id']}  {w['host']}:{w['pid']}  in flight {w['in_flight']}  {state}"
-        )
-    lines.append("lag per group:")
-    if "error" in overview["lag"]:
-        lines.append(f"  unavailable: {overview['lag']['error']}")
-    for kind, found in overview["lag"].items():
-        if kind != "error":
-            lines.append(f"  {found['group']:<30} {found['total']}")
-    return "\n".join(lines)
+def _job_json(found: ResolvedJob) -> str:
+    if found.status is None:
+        return json.dumps({"job_id": found.job_id, "state": "submitted", "status": None})
+    return str(found.status.model_dump_json())
 
 
 # --------------------------------------------------------------------------- results and cancel
 
 
 def results_command(
-    job: Annotated[str, typer.Argument(metavar="JOB", help="A job id.")],
+    job: Annotated[str, typer.Argument(metavar="JOB", help="A job id, or its first characters.")],
     output_format: Annotated[Format, typer.Option("--format", help="table, json (lines) or csv.")] = "table",
     stream: Annotated[
         bool,
@@ -292,13 +289,12 @@ def results_command(
     if stream and output_format != "json":
         fail(f"--stream prints JSON lines; it cannot be combined with --format {output_format}")
     with client_for(bootstrap, prefix) as client:
+        job_id = resolve(client, job).job_id
         if stream:
-            for record in client.iter_results(job):
+            for record in client.iter_results(job_id):
                 typer.echo(record.model_dump_json())
             return
-        records = client.results(job)
-        if not records and client.status(job) is None:
-            fail(f"no job {job} on {client.registry.name('status')}")
+        records = client.results(job_id)
     _print_records(records, output_format)
 
 
@@ -341,20 +337,24 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def cancel_command(
-    job: Annotated[str, typer.Argument(metavar="JOB", help="A job id.")],
+    job: Annotated[str, typer.Argument(metavar="JOB", help="A job id, or its first characters.")],
     reason: Annotated[str, typer.Option("--reason", help="Why; shown in the job's status.")] = "",
     bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
     prefix: PrefixOption = DEFAULT_PREFIX,
 ) -> None:
-    """Stop a job: workers skip its remaining tasks and its status becomes cancelled."""
+    """Stop a job: workers skip its remaining tasks and its status becomes cancelled.
+
+    A job the cluster does not know (no status, not on the jobs topic) exits 1.
+    """
     with client_for(bootstrap, prefix) as client:
-        status = client.status(job)
+        found = resolve(client, job, submitted=True)
+        status = found.status
         if status is not None and status.finished:
-            typer.echo(f"job {job} already {status.state}; nothing to cancel")
+            typer.echo(f"job {found.job_id} already {status.state}; nothing to cancel")
             return
-        client.cancel(job, reason or "cancelled with `dspex cancel`")
-    note = "" if status is not None else " (no status seen yet for it)"
-    typer.echo(f"cancel requested for job {job}{note}")
+        client.cancel(found.job_id, reason or "cancelled with `dspex cancel`")
+    note = "" if status is not None else " (submitted, no status seen yet for it)"
+    typer.echo(f"cancel requested for job {found.job_id}{note}")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,18 +8,24 @@ optimization that failed or was cancelled), with the reason on stderr; 2 bad usa
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail
-from dspex.cli.jobs import client_for, load_program, read_dataset, split_inputs
+from dspex.cli._ids import SHORT_ID
+from dspex.cli._optimize_view import OptimizeProgress, planned_candidates, summary
+from dspex.cli.jobs import check_lms, client_for, load_program, read_dataset, split_inputs
+from dspex.client import Client
 from dspex.configuration import context
 from dspex.errors import DspexError
 from dspex.lm import LM
 from dspex.metrics import resolve_metric
 from dspex.primitives import Module
+from dspex.schemas import OptimizeStatus
+from dspex.serialization import candidate_id
 from dspex.streams.config import DEFAULT_BOOTSTRAP
 
 __all__ = ["register"]
@@ -70,6 +76,9 @@ def optimize_command(
         str | None, typer.Option("--api-key-env", help="Variable holding its key.")
     ] = None,
     allow_module: Annotated[list[str] | None, typer.Option("--allow-module", help="Allowed code.")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="A label for the job (default: the file's name).")
+    ] = None,
     bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
     prefix: PrefixOption = DEFAULT_PREFIX,
 ) -> None:
@@ -85,35 +94,50 @@ def optimize_command(
     except DspexError as exc:
         fail(str(exc))
     student = load_program(program, allow_module)
-    limits: dict[str, Any] = {"name": program.stem, "seed": seed, "max_lm_calls": max_lm_calls,
+    check_lms(student, run_lm)
+    label = name or program.stem
+    limits: dict[str, Any] = {"name": label, "seed": seed, "max_lm_calls": max_lm_calls,
                               "max_cost_usd": max_cost}  # fmt: skip
     limits = {key: value for key, value in limits.items() if value is not None}
     with client_for(bootstrap, prefix, allow_modules=allow_module) as client, context(lm=run_lm):
-        result = client.optimize(
-            student,
-            train,
-            val,
-            metric,
-            optimizer=optimizer,
-            knobs=knobs,
-            compile_options=compile_options,
-            wait=wait,
-            timeout=timeout,
-            display_progress=True,
-            **limits,
-        )
-    if isinstance(result, Module):
-        _save(result, output)
-    else:
-        typer.echo(result)  # the job id, with --no-wait
+        job_id = str(
+            client.optimize(
+                student, train, val, metric, optimizer=optimizer, knobs=knobs,
+                compile_options=compile_options, wait=False, **limits,
+            )
+        )  # fmt: skip
+        if not wait:
+            typer.echo(job_id)
+            return
+        typer.echo(f"job {job_id} ({label}) submitted; `dspex status {job_id[:SHORT_ID]}`", err=True)
+        started = time.perf_counter()
+        planned = planned_candidates(optimizer, knobs, compile_options)
+        status = _follow(client, job_id, planned, timeout, label)
+        wall_s = time.perf_counter() - started
+        if status.state != "completed":
+            typer.echo(summary(status, student_id=candidate_id(student), wall_s=wall_s, saved=None), err=True)
+            fail(f"optimization {job_id} {status.state}: {status.reason or 'no reason given'}")
+        best = client.best_program(status)
+    saved = _save(best, output)
+    typer.echo(summary(status, student_id=candidate_id(student), wall_s=wall_s, saved=saved), err=True)
 
 
-def _save(best: Module, output: Path | None) -> None:
+def _follow(client: Client, job_id: str, planned: int | None, timeout: float | None, label: str) -> Any:
+    """The optimization's terminal status, its progress shown meanwhile (JobError on ``timeout``)."""
+    with OptimizeProgress(job_id, planned, label=f"optimize {label}") as shown:
+        status = client.wait(job_id, timeout=timeout, on_status=shown.update)
+    if not isinstance(status, OptimizeStatus):
+        fail(f"job {job_id} is not an optimization")
+    return status
+
+
+def _save(best: Module, output: Path | None) -> str:
+    """Where the best program went: the file ``output``, else stdout (as JSON)."""
     if output is None:
         typer.echo(json.dumps(best.dump(), indent=2))
-    else:
-        best.save(output)
-        typer.echo(f"saved the best program to {output}", err=True)
+        return "printed on stdout"
+    best.save(output)
+    return f"saved to {output}"
 
 
 def register(app: typer.Typer) -> None:

@@ -15,9 +15,10 @@ __all__ = ["register"]
 _HELP = """Run a SIMULATED OpenAI-compatible LM server (not a real model) for demos, tests and benchmarks.
 
 It answers DSPy-style chat prompts for the arithmetic task (accuracy depends on the prompt's demos
-and instructions, deterministically per request), serves embeddings, and can add latency, rate
-limits (429 with Retry-After), injected 500s and hanging requests. Admin endpoints under /admin
-(stats, hold/release, down/up, config, reset) steer it at runtime.
+and instructions, deterministically per request), answers requests with tools by scripted native
+tool calls (an agent calls its tools, then submit), streams (SSE) when asked, serves embeddings,
+and can add latency, rate limits (429 with Retry-After), injected 500s and hanging
+requests. Admin endpoints under /admin (stats, hold/release, down/up, config, reset) steer it at runtime.
 
 Example:
 
@@ -63,11 +64,18 @@ def sim_lm(
     seed: Annotated[
         int, typer.Option(help="seed of the fault and jitter draws (answers never depend on it)")
     ] = 0,
+    stream_delay: Annotated[
+        float, typer.Option(help="seconds between the chunks of a streamed answer (stream: true)")
+    ] = 0.0,
+    stream_chunk_chars: Annotated[
+        int, typer.Option(help="characters of content or tool arguments per streamed chunk")
+    ] = 4,
 ) -> None:
     knobs: dict[str, object] = {
         "latency": latency, "jitter": jitter, "rate": rate, "burst": burst, "fail": fail,
         "timeout_rate": timeout_rate, "hang_seconds": hang_seconds, "models": model or None,
-        "down_after": down_after, "seed": seed,
+        "down_after": down_after, "seed": seed, "stream_delay": stream_delay,
+        "stream_chunk_chars": stream_chunk_chars,
     }  # fmt: skip
     try:
         config = _config(knobs, require_api_key_env)

@@ -2,8 +2,12 @@
 
 Each process is one member of its kind's consumer group (``<prefix>predict``, ``<prefix>score``);
 start more of the same kind to scale out, up to the partition count of its input topic. On SIGTERM
-or SIGINT a worker stops taking messages, gives running ones ``--drain-timeout`` seconds, commits
-what is done and leaves the group; whatever was not finished is handled again by another member.
+or SIGINT a worker stops taking messages, gives running ones ``--drain-timeout`` seconds (at most
+5), commits what is done and leaves the group; whatever was not finished is handled again by another
+member. Whatever it waits for (a broker that is gone included), it exits within 8 s of the signal,
+logging what it left undone, and at once on a second SIGTERM or SIGINT; its child processes
+(code sandboxes) end with it. While Kafka is unreachable it logs one warning, a summary every 10 s
+and one line when Kafka is back (:mod:`dspex.streams.outage`).
 
 Choices worth knowing:
 
@@ -13,7 +17,8 @@ Choices worth knowing:
   heartbeats), so a killed worker's partitions move in seconds; OFF by default (Kafka's timing,
   right for production). `make demo` and the end-to-end tests turn it on.
 * LM flow control per endpoint: an adaptive concurrency limit (starts at ``--lm-initial-limit``,
-  grows while calls succeed, halves on 429s and timeouts, at most ``--concurrency``), optional fixed
+  doubles per round trip until the first 429 or timeout, then grows by about one per round trip,
+  halves on 429s and timeouts, at most ``--concurrency``), optional fixed
   caps ``--max-rps`` and ``--max-tpm`` per worker, and a circuit breaker that pauses the worker's
   partitions after ``--breaker-failures`` consecutive connection failures or 5xx answers.
 * Security: see ``--allow-module``, ``--allow-api-base`` and ``--allow-key-env``; with none given a
@@ -88,6 +93,15 @@ AllowModuleOption = Annotated[
         "dspex's own modules are always allowed.",
     ),
 ]
+CallbackOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--callback",
+        help="A dspex callback (BaseCallback subclass or instance) by import path 'pkg.mod:Name', from "
+        "an --allow-module module; repeatable. It runs in every program this worker runs, and what it "
+        "hears is stored in each prediction's result (callback_events).",
+    ),
+]
 AllowApiBaseOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -102,6 +116,15 @@ AllowKeyEnvOption = Annotated[
         "--allow-key-env",
         help="Environment variable whose API key jobs may use; repeatable. Default: keys are sent "
         "to loopback API bases only.",
+    ),
+]
+SandboxPoolOption = Annotated[
+    int,
+    typer.Option(
+        "--sandbox-pool",
+        min=0,
+        help="Warm code sandboxes (Deno + Pyodide) for RLM, ProgramOfThought and CodeAct programs; "
+        "0 (default): this worker runs no code and such tasks fail with that reason.",
     ),
 ]
 WorkerIdOption = Annotated[
@@ -124,11 +147,20 @@ FastGroupsOption = Annotated[
 ]
 DrainOption = Annotated[
     float,
-    typer.Option("--drain-timeout", min=0.1, help="Seconds running messages get to finish on shutdown."),
+    typer.Option(
+        "--drain-timeout",
+        min=0.1,
+        help="Seconds running messages get to finish when partitions are revoked (on shutdown: at most 5).",
+    ),
 ]
 
 InitialLimitOption = Annotated[
-    int, typer.Option("--lm-initial-limit", min=1, help="Starting concurrency limit per LM endpoint.")
+    int,
+    typer.Option(
+        "--lm-initial-limit",
+        min=1,
+        help="Starting concurrency limit per LM endpoint (doubles per round trip until the first 429).",
+    ),
 ]
 MaxRpsOption = Annotated[
     float | None,
@@ -181,6 +213,8 @@ def _options(
     fast_groups: bool,
     drain_timeout: float,
     endpoints: EndpointOptions | None = None,
+    callbacks: list[str] | None = None,
+    sandbox_pool: int = 0,
 ) -> WorkerOptions:
     try:
         policy = SecurityPolicy(
@@ -200,6 +234,8 @@ def _options(
             metrics_port=metrics_port,
             targets_dir=targets_dir,
             endpoints=endpoints or EndpointOptions(),
+            callbacks=tuple(callbacks or ()),
+            sandbox_pool=sandbox_pool,
         )
     except ConfigurationError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -244,13 +280,18 @@ def _configure_logging() -> None:
 
 @worker_app.command(
     "predict",
-    epilog="Example: dspex worker predict --bootstrap 127.0.0.1:9092 --prefix dspex. --concurrency 256 "
+    epilog="Example: dspex worker predict --bootstrap 127.0.0.1:9092 --prefix dspex. --concurrency 1024 "
     "--allow-api-base https://api.openai.com/v1 --allow-key-env OPENAI_API_KEY",
 )
 def predict(
     bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
     prefix: PrefixOption = DEFAULT_PREFIX,
-    concurrency: ConcurrencyOption = 256,
+    # 1,024 in flight, the LM limit from 256 (slow start: 1,024 two round trips later). The old 256 /
+    # 32 (additive ramp) did 622/s at 100 ms and 129/s at 1 s against 1,587/s and 803/s with 1,024 /
+    # 1,024 (issue 18); these defaults match 1,024 / 1,024 (bench/pipeline_throughput.py --mode
+    # defaults: 485 vs 407/s at 100 ms, 681 vs 627/s at 1 s, 2 cores at load 8-14, 0 errors), and
+    # a predictor with 1,024 in flight stayed at 160 MB RSS.
+    concurrency: ConcurrencyOption = 1024,
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
     targets_dir: TargetsDirOption = DEFAULT_TARGETS_DIR,
@@ -261,11 +302,13 @@ def predict(
     lm_cache_dir: LMCacheOption = None,
     fast_groups: FastGroupsOption = False,
     drain_timeout: DrainOption = 10.0,
-    lm_initial_limit: InitialLimitOption = 32,
+    lm_initial_limit: InitialLimitOption = 256,
     max_rps: MaxRpsOption = None,
     max_tpm: MaxTpmOption = None,
     breaker_failures: BreakerFailuresOption = 5,
     breaker_open_s: BreakerOpenOption = 1.0,
+    callback: CallbackOption = None,
+    sandbox_pool: SandboxPoolOption = 0,
 ) -> None:
     """Run programs on tasks and publish predictions (consumer group PREFIXpredict).
 
@@ -275,7 +318,8 @@ def predict(
     endpoints = _endpoint_options(lm_initial_limit, max_rps, max_tpm, breaker_failures, breaker_open_s)
     options = _options(
         prefix, concurrency, metrics_port, metrics_host, targets_dir, allow_module, allow_api_base,
-        allow_key_env, worker_id, lm_cache_dir, fast_groups, drain_timeout, endpoints,
+        allow_key_env, worker_id, lm_cache_dir, fast_groups, drain_timeout, endpoints, callback,
+        sandbox_pool,
     )  # fmt: skip
     _serve(Predictor(_settings(bootstrap), options))
 

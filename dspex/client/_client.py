@@ -25,10 +25,10 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, TypedDict, Unpack, overload
 
 from pydantic import ValidationError
 
@@ -43,14 +43,14 @@ from dspex.dev.probe import probe_metadata
 from dspex.errors import ConfigurationError, DspexError, JobError
 from dspex.evaluate import EvaluationResult
 from dspex.primitives import Example, Module, Prediction
-from dspex.schemas import Cancel, JobStatus, ScoreRecord, WorkerHeartbeat
+from dspex.schemas import Cancel, JobStatus, OptimizeStatus, Priority, ScoreRecord, WorkerHeartbeat
 from dspex.streams.admin import GroupLag, KafkaAdmin
 from dspex.streams.config import KafkaSettings
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.serde import to_record
 from dspex.streams.topics import TopicRegistry
 
-__all__ = ["Client"]
+__all__ = ["Client", "EvaluateOptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,53 @@ Program = Module | Mapping[str, Any]
 
 # Below the 10 s in which an unreachable broker must be reported.
 CONNECT_TIMEOUT_S = 8.0
+
+
+class EvaluateOptions(TypedDict, total=False):
+    """The options of :meth:`Client.evaluate`, :meth:`~Client.aevaluate`, :meth:`~Client.evaluate_many`
+    and :meth:`~Client.aevaluate_many`, all keywords, each optional (its default in brackets).
+
+    ``name`` (None: one is made up): the job's name, shown with its status. ``failure_score`` (0.0):
+    the score of an example whose program or metric failed. ``max_errors`` (None: no limit) and
+    ``max_cost_usd`` (None: no limit): the job stops at more failed examples, or a higher cost, with
+    partial results (``stopped_early``). ``priority`` (None: "normal"): "interactive", "normal" or
+    "bulk", the job's share of the predictors. ``display_progress`` (True): a progress bar while
+    waiting. ``timeout`` (None: no limit): seconds to wait before JobError (the job keeps running).
+    """
+
+    name: str | None
+    failure_score: float
+    max_errors: int | None
+    max_cost_usd: float | None
+    priority: Priority | None
+    display_progress: bool
+    timeout: float | None
+
+
+@dataclass(frozen=True)
+class _EvaluateCall:
+    """One call of the evaluate methods: the job's limits and how to wait for it."""
+
+    limits: Limits
+    wait: bool = True
+    display_progress: bool = True
+    timeout: float | None = None
+
+    @classmethod
+    def of(cls, method: str, wait: bool, options: EvaluateOptions) -> _EvaluateCall:
+        """The call of ``method(..., wait=wait, **options)``; TypeError for an unknown keyword, as a
+        signature that listed the options would raise."""
+        unknown = sorted(set(options) - EvaluateOptions.__optional_keys__)
+        if unknown:
+            raise TypeError(f"Client.{method}() got an unexpected keyword argument {unknown[0]!r}")
+        limits = Limits(
+            options.get("name"),
+            options.get("failure_score", 0.0),
+            options.get("max_errors"),
+            options.get("max_cost_usd"),
+            priority=options.get("priority"),
+        )
+        return cls(limits, wait, options.get("display_progress", True), options.get("timeout"))
 
 
 @dataclass(frozen=True)
@@ -131,89 +178,114 @@ class Client:
 
     # -- evaluation --------------------------------------------------------------------------------
 
+    @overload
     def evaluate(
-        self,
-        program: Program,
-        devset: Sequence[Example],
-        metric: Any,
-        *,
-        wait: bool = True,
-        name: str | None = None,
-        failure_score: float = 0.0,
-        max_errors: int | None = None,
-        max_cost_usd: float | None = None,
-        display_progress: bool = True,
-        timeout: float | None = None,
-    ) -> EvaluationResult | str:
+        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        wait: Literal[True] = True, **options: Unpack[EvaluateOptions],
+    ) -> EvaluationResult: ...  # fmt: skip
+    @overload
+    def evaluate(
+        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        wait: Literal[False], **options: Unpack[EvaluateOptions],
+    ) -> str: ...  # fmt: skip
+    @overload
+    def evaluate(
+        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        wait: bool, **options: Unpack[EvaluateOptions],
+    ) -> EvaluationResult | str: ...  # fmt: skip
+    def evaluate(
+        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        wait: bool = True, **options: Unpack[EvaluateOptions],
+    ) -> EvaluationResult | str:  # fmt: skip
         """Evaluate ``program`` on ``devset`` with ``metric`` through the cluster.
 
         ``metric``: a metric object (``dspex.metrics.exact_match("answer")``), its name
         (``"exact_match:answer"``) or an import path (``"mypkg.metrics:judge"``). The job stops at
         more than ``max_errors`` failed examples or a cost over ``max_cost_usd`` (partial results,
-        ``stopped_early``); a systemic error (a bad key) raises as local Evaluate does, whatever
-        the limits. ``timeout`` (seconds, None for no limit) bounds the wait. Returns an
-        EvaluationResult, or the job id with ``wait=False``.
+        ``stopped_early``). ``priority`` ("interactive", "normal" or "bulk"; None: normal) weighs the
+        job against the others the predictors run: every job gets a share of them whatever its size,
+        interactive ones a larger one (ConfigurationError for another name). A systemic error (a bad
+        key) raises as local Evaluate does, whatever the limits. ``timeout`` (seconds, None for no
+        limit) bounds the wait. Returns an EvaluationResult, or the job id with ``wait=False``.
+        The options (keywords): :class:`EvaluateOptions`.
 
             >>> with dspex.Client("127.0.0.1:9092") as client, dspex.context(lm=lm):  # doctest: +SKIP
             ...     result = client.evaluate(qa, devset, "exact_match:answer")
         """
-        limits = Limits(name, failure_score, max_errors, max_cost_usd)
-        return run_sync(self._aevaluate_one(program, devset, metric, limits, wait, display_progress, timeout))
+        call = _EvaluateCall.of("evaluate", wait, options)
+        return run_sync(self._aevaluate_one(program, devset, metric, call))
 
+    @overload
     async def aevaluate(
-        self,
-        program: Program,
-        devset: Sequence[Example],
-        metric: Any,
-        *,
-        wait: bool = True,
-        name: str | None = None,
-        failure_score: float = 0.0,
-        max_errors: int | None = None,
-        max_cost_usd: float | None = None,
-        display_progress: bool = True,
-        timeout: float | None = None,
-    ) -> EvaluationResult | str:
+        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        wait: Literal[True] = True, **options: Unpack[EvaluateOptions],
+    ) -> EvaluationResult: ...  # fmt: skip
+    @overload
+    async def aevaluate(
+        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        wait: Literal[False], **options: Unpack[EvaluateOptions],
+    ) -> str: ...  # fmt: skip
+    @overload
+    async def aevaluate(
+        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        wait: bool, **options: Unpack[EvaluateOptions],
+    ) -> EvaluationResult | str: ...  # fmt: skip
+    async def aevaluate(
+        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        wait: bool = True, **options: Unpack[EvaluateOptions],
+    ) -> EvaluationResult | str:  # fmt: skip
         """Async form of :meth:`evaluate`."""
-        limits = Limits(name, failure_score, max_errors, max_cost_usd)
-        return await self._aevaluate_one(program, devset, metric, limits, wait, display_progress, timeout)
+        return await self._aevaluate_one(
+            program, devset, metric, _EvaluateCall.of("aevaluate", wait, options)
+        )
 
+    @overload
     def evaluate_many(
-        self,
-        programs: Sequence[Program],
-        devset: Sequence[Example],
-        metric: Any,
-        *,
-        wait: bool = True,
-        name: str | None = None,
-        failure_score: float = 0.0,
-        max_errors: int | None = None,
-        max_cost_usd: float | None = None,
-        display_progress: bool = True,
-        timeout: float | None = None,
-    ) -> list[EvaluationResult] | str:
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        wait: Literal[True] = True, **options: Unpack[EvaluateOptions],
+    ) -> list[EvaluationResult]: ...  # fmt: skip
+    @overload
+    def evaluate_many(
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        wait: Literal[False], **options: Unpack[EvaluateOptions],
+    ) -> str: ...  # fmt: skip
+    @overload
+    def evaluate_many(
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        wait: bool, **options: Unpack[EvaluateOptions],
+    ) -> list[EvaluationResult] | str: ...  # fmt: skip
+    def evaluate_many(
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        wait: bool = True, **options: Unpack[EvaluateOptions],
+    ) -> list[EvaluationResult] | str:  # fmt: skip
         """Evaluate several programs as ONE job, all their tasks at once: one result per program, in
         the order given (or the job id with ``wait=False``). Options as :meth:`evaluate`."""
-        limits = Limits(name, failure_score, max_errors, max_cost_usd)
-        return run_sync(self._aevaluate(programs, devset, metric, limits, wait, display_progress, timeout))
+        call = _EvaluateCall.of("evaluate_many", wait, options)
+        return run_sync(self._aevaluate(programs, devset, metric, call))
 
+    @overload
     async def aevaluate_many(
-        self,
-        programs: Sequence[Program],
-        devset: Sequence[Example],
-        metric: Any,
-        *,
-        wait: bool = True,
-        name: str | None = None,
-        failure_score: float = 0.0,
-        max_errors: int | None = None,
-        max_cost_usd: float | None = None,
-        display_progress: bool = True,
-        timeout: float | None = None,
-    ) -> list[EvaluationResult] | str:
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        wait: Literal[True] = True, **options: Unpack[EvaluateOptions],
+    ) -> list[EvaluationResult]: ...  # fmt: skip
+    @overload
+    async def aevaluate_many(
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        wait: Literal[False], **options: Unpack[EvaluateOptions],
+    ) -> str: ...  # fmt: skip
+    @overload
+    async def aevaluate_many(
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        wait: bool, **options: Unpack[EvaluateOptions],
+    ) -> list[EvaluationResult] | str: ...  # fmt: skip
+    async def aevaluate_many(
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        wait: bool = True, **options: Unpack[EvaluateOptions],
+    ) -> list[EvaluationResult] | str:  # fmt: skip
         """Async form of :meth:`evaluate_many`."""
-        limits = Limits(name, failure_score, max_errors, max_cost_usd)
-        return await self._aevaluate(programs, devset, metric, limits, wait, display_progress, timeout)
+        return await self._aevaluate(
+            programs, devset, metric, _EvaluateCall.of("aevaluate_many", wait, options)
+        )
 
     async def arun(
         self,
@@ -296,25 +368,18 @@ class Client:
         return [found[position] for position in range(len(examples))]
 
     async def _aevaluate_one(
-        self, program: Program, devset: Sequence[Example], metric: Any, limits: Limits, *flags: Any
+        self, program: Program, devset: Sequence[Example], metric: Any, call: _EvaluateCall
     ) -> EvaluationResult | str:
-        outcome = await self._aevaluate([program], devset, metric, limits, *flags)
+        outcome = await self._aevaluate([program], devset, metric, call)
         return outcome if isinstance(outcome, str) else outcome[0]
 
     async def _aevaluate(
-        self,
-        programs: Sequence[Program],
-        devset: Sequence[Example],
-        metric: Any,
-        limits: Limits,
-        wait: bool,
-        display_progress: bool,
-        timeout: float | None,
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, call: _EvaluateCall
     ) -> list[EvaluationResult] | str:
-        submitted = await self._asubmit(programs, devset, metric, limits)
-        if not wait:
+        submitted = await self._asubmit(programs, devset, metric, call.limits)
+        if not call.wait:
             return submitted.submission.job.job_id
-        return await self._aoutcome(submitted, display_progress=display_progress, timeout=timeout)
+        return await self._aoutcome(submitted, display_progress=call.display_progress, timeout=call.timeout)
 
     # -- optimization ------------------------------------------------------------------------------
 
@@ -391,25 +456,40 @@ class Client:
                     logger.warning("could not cancel job %s after its caller stopped: %s", job_id, exc)
             raise
 
-    def status(self, job_id: str) -> Any:
+    def status(self, job_id: str) -> JobStatus | OptimizeStatus | None:
         """The latest JobStatus (or OptimizeStatus) of ``job_id``; None when it has none."""
         return run_sync(self.astatus(job_id))
 
-    async def astatus(self, job_id: str) -> Any:
+    async def astatus(self, job_id: str) -> JobStatus | OptimizeStatus | None:
         """Async form of :meth:`status`."""
         await self._aready(create_topics=False)
         return await _cluster.read_status(self.settings, self.registry, job_id)
 
-    def wait(self, job_id: str, *, timeout: float | None = None, display_progress: bool = False) -> Any:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        display_progress: bool = False,
+        on_status: Callable[[JobStatus | OptimizeStatus], None] | None = None,
+    ) -> JobStatus | OptimizeStatus:
         """Block until ``job_id`` is completed, failed or cancelled; returns that final status.
 
-        JobError when ``timeout`` seconds pass first (the job keeps running).
+        JobError when ``timeout`` seconds pass first (the job keeps running). ``on_status`` sees
+        every status read meanwhile (a display of the caller's own).
         """
-        return run_sync(self.await_job(job_id, timeout=timeout, display_progress=display_progress))
+        return run_sync(
+            self.await_job(job_id, timeout=timeout, display_progress=display_progress, on_status=on_status)
+        )
 
     async def await_job(
-        self, job_id: str, *, timeout: float | None = None, display_progress: bool = False
-    ) -> Any:
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        display_progress: bool = False,
+        on_status: Callable[[JobStatus | OptimizeStatus], None] | None = None,
+    ) -> JobStatus | OptimizeStatus:
         """Async form of :meth:`wait`."""
         await self._aready(create_topics=False)
         known = self._submitted.get(job_id)
@@ -420,8 +500,21 @@ class Client:
             total=known.submission.job.total_tasks if known else 0,
             display_progress=display_progress,
             timeout=timeout,
+            on_status=on_status,
         )
         return await _cluster.follow_status(self.settings, self.registry, follow)
+
+    def best_program(self, status: OptimizeStatus) -> Module:
+        """The best program of a completed optimization (its terminal ``status``, from :meth:`wait`),
+        read from the candidates topic; JobError when it names none or the program is not there."""
+        return run_sync(self.abest_program(status))
+
+    async def abest_program(self, status: OptimizeStatus) -> Module:
+        """Async form of :meth:`best_program`."""
+        await self._aready(create_topics=False)
+        return await _optimize.fetch_program(
+            self.settings, self.registry, status, allow_modules=self.policy.allow_modules
+        )
 
     def results(self, job_id: str) -> list[ScoreRecord]:
         """The job's per-example score records, de-duplicated (the first per candidate and example

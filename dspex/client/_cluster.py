@@ -68,6 +68,7 @@ class Follow:
     display_progress: bool = False
     timeout: float | None = None
     label: str | None = None
+    on_status: Callable[[Any], None] | None = None  # sees every status read (a caller's own display)
 
 
 def _decode_status(value: bytes | None) -> Any:
@@ -114,6 +115,8 @@ async def follow_status(settings: KafkaSettings, registry: TopicRegistry, follow
                     raise _timed_out(follow, latest)
                 for value in keyed(await run(reader.poll, _POLL_S), follow.job_id):
                     latest = _decode_status(value) or latest
+                    if follow.on_status is not None and latest is not None:
+                        follow.on_status(latest)
                     if isinstance(latest, JobStatus):
                         bar.update(latest)
                     elif isinstance(latest, OptimizeStatus):

@@ -19,10 +19,29 @@ from dspex.errors import ConfigurationError, MetricError, SecurityPolicyError
 from dspex.lm import LM, BaseLM
 from dspex.metrics import FieldMetric, metric_from_spec, metric_name, resolve_metric
 from dspex.primitives import Example, Module
-from dspex.schemas import DatasetSummary, EvalJob, LMSpec, MetricSpec, ProgramSpec, Task, program_candidate_id
+from dspex.schemas import (
+    PRIORITIES,
+    DatasetSummary,
+    EvalJob,
+    LMSpec,
+    MetricSpec,
+    Priority,
+    ProgramSpec,
+    Task,
+    program_candidate_id,
+)
 from dspex.serialization import dump_program, load_program
 
-__all__ = ["Limits", "Policy", "Submission", "build_submission", "lm_spec", "metric_spec", "new_job_id"]
+__all__ = [
+    "Limits",
+    "Policy",
+    "Submission",
+    "build_submission",
+    "check_priority",
+    "lm_spec",
+    "metric_spec",
+    "new_job_id",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,7 @@ class Submission:
                     example=row,
                     input_keys=self.input_keys[index],
                     lm=lm,
+                    priority=self.job.priority,
                 )
 
 
@@ -68,7 +88,10 @@ def new_job_id() -> str:
 
 @dataclass(frozen=True)
 class Limits:
-    """What a job is called and where it stops: ``max_errors`` failed examples, ``max_cost_usd``."""
+    """What a job is called and where it stops: ``max_errors`` failed examples, ``max_cost_usd``.
+
+    ``priority``: its share of the predictors against other jobs (None: ``normal``).
+    """
 
     name: str | None = None
     failure_score: float = 0.0
@@ -76,6 +99,7 @@ class Limits:
     max_cost_usd: float | None = None
     source: str | None = None
     parent_job_id: str | None = None  # the optimization that asked for the job
+    priority: str | None = None
 
 
 def build_submission(
@@ -116,6 +140,7 @@ def _job(
     limits: Limits,
 ) -> EvalJob:
     keys = sorted({key for keys in input_keys for key in keys})
+    priority = check_priority(limits.priority)
     if not math.isfinite(limits.failure_score):
         raise ConfigurationError(f"failure_score must be a finite number, got {limits.failure_score!r}")
     try:
@@ -131,9 +156,20 @@ def _job(
             max_cost_usd=limits.max_cost_usd,
             dataset=DatasetSummary(name=limits.name, source=limits.source, input_keys=keys),
             parent_job_id=limits.parent_job_id,
+            priority=priority,
         )
     except ValidationError as exc:
         raise ConfigurationError(f"invalid evaluation job: {exc}") from exc
+
+
+def check_priority(priority: str | None) -> Priority | None:
+    """``priority`` if it names one (None stays None: normal); ConfigurationError naming the valid ones."""
+    if priority is None:
+        return None
+    for known in PRIORITIES:
+        if priority == known:
+            return known
+    raise ConfigurationError(f"unknown priority {priority!r}: use one of {', '.join(PRIORITIES)}")
 
 
 # --------------------------------------------------------------------------- metric

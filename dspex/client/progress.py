@@ -22,8 +22,10 @@ class JobProgress:
 
     def __init__(self, job_id: str, total: int, *, enabled: bool, label: str | None = None) -> None:
         self._total = total
+        # total 0 (an optimization's, unknown up front) must stay unknown: rich would show it as
+        # finished (n/0) and stop its clock.
         self._bar = ProgressBar(
-            label or f"job {job_id[:12]}", total, enabled=enabled, unit="tasks/s", with_state=True
+            label or f"job {job_id[:12]}", total or None, enabled=enabled, unit="tasks/s", with_state=True
         )
 
     def __enter__(self) -> JobProgress:

@@ -475,6 +475,7 @@ class DevBroker:
 
         Returns the pid that was stopped, or None when no broker of this data directory ran.
         """
+        self._reap_own_child()
         if not self._pid_file.exists():
             return None  # nothing to stop; and no lock file left in a directory that never was one
         with file_lock(self.data_dir / ".lock"):
@@ -485,6 +486,12 @@ class DevBroker:
             self._terminate(pid, timeout)
             self._pid_file.unlink(missing_ok=True)
             return pid
+
+    def _reap_own_child(self) -> None:
+        # Another DevBroker (or the CLI) may have stopped the broker this object started: collect
+        # its exit status, or the child stays a zombie and its Popen warns when collected.
+        if self._process is not None and self._process.poll() is not None:
+            self._process = None
 
     def _terminate(self, pid: int, timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):

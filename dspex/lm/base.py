@@ -213,7 +213,7 @@ class BaseLM:
 async def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]) -> LMResponse:
     """What every module's LM call goes through: ``lm.acomplete``, the callbacks' ``on_lm_start`` /
     ``on_lm_end`` around it (when any are installed), and the call's line in the LM history."""
-    from dspex.utils.callback import active_callbacks, notify_end, notify_start
+    from dspex.utils.callback import ACTIVE_CALL_ID, active_callbacks, notify_end, notify_start
 
     callbacks = active_callbacks(lm)
     if not callbacks:
@@ -221,11 +221,16 @@ async def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], request: Mappi
         record_call(lm, messages, response, request)
         return response
     call_id = notify_start(callbacks, "lm", lm, {"messages": list(messages), **request})
+    # inside, the LM's attempt and request events (dspex.lm.events) name this call, as DSPy's
+    # instrumented calls set ACTIVE_CALL_ID for what they run
+    token = ACTIVE_CALL_ID.set(call_id)
     try:
         response = await _complete(lm, messages, request)
     except BaseException as exc:
         notify_end(callbacks, "lm", call_id, None, exc)
         raise
+    finally:
+        ACTIVE_CALL_ID.reset(token)
     record_call(lm, messages, response, request)
     notify_end(callbacks, "lm", call_id, [response.text], None)
     return response

@@ -1,7 +1,8 @@
 """A circuit breaker per LM endpoint: stop calling a provider that is down, probe it, resume.
 
-States: ``closed`` (calls go through), ``open`` (calls wait, nothing is sent), ``half_open`` (one
-probe call at a time goes through; the others wait for its verdict).
+States: ``closed`` (calls go through), ``open`` (nothing is sent: :meth:`~CircuitBreaker.acquire`
+waits, as LM calls do; :meth:`~CircuitBreaker.try_acquire` refuses at once, as tool calls do),
+``half_open`` (one probe call at a time goes through; the others wait or are refused).
 
 * ``failure_threshold`` consecutive connection failures or 5xx answers (across every call of the
   endpoint; any success resets the count) open the breaker.
@@ -102,6 +103,15 @@ class CircuitBreaker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(future), wait_s)
 
+    def try_acquire(self) -> bool | None:
+        """:meth:`acquire` without waiting: None when no call may go now (open, or a probe is out).
+
+        For callers that answer at once instead of waiting (ReActV2's tools tell the LM the tool is
+        unavailable). Call it from a coroutine: a move to half-open notifies on the running loop.
+        """
+        with self._lock:
+            return self._try_locked()[0]
+
     def record_success(self, probe: bool = False) -> None:
         """The endpoint answered (any HTTP answer but a 5xx): reset the count; a probe closes it."""
         with self._lock:
@@ -131,7 +141,8 @@ class CircuitBreaker:
             failures, wait = self._failures, self._open_for
         why = "the probe call failed" if probe else f"{failures} consecutive failures"
         logger.warning(
-            "circuit breaker of %s open (%s); probing again in %.1f s (calls wait, they do not fail)",
+            # neutral on purpose: LM calls wait while it is open, tool calls are refused at once
+            "circuit breaker of %s open (%s); no call goes through until a probe in %.1f s",
             self.endpoint,
             why,
             wait,

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -36,14 +37,16 @@ from dspex.errors import (
     LMTimeoutError,
 )
 from dspex.lm import cache as cache_mod
+from dspex.lm._sse import send_streamed
 from dspex.lm.base import BUILTIN_LM_CLASS_PATH, LM_CLASS_STATE_KEY, MAX_HISTORY_SIZE, BaseLM
 from dspex.lm.breaker import CircuitBreaker
+from dspex.lm.events import ATTEMPT_HOOK, REQUEST_HOOK, AttemptOutcome, LMAttempt, LMRequest, emit, listeners
 from dspex.lm.limiter import AdaptiveLimiter, limiter_for
 from dspex.lm.pricing import DEFAULT_PRICES
 from dspex.lm.retry import RetryPolicy, error_for_status, with_retries
+from dspex.lm.sse import open_stream_sink
 from dspex.lm.transport import aclose_client, get_session
 from dspex.lm.usage import Usage, record_usage
-from dspex.observability import metrics
 
 __all__ = ["LM", "LMResponse", "LMSettings"]
 
@@ -59,6 +62,8 @@ _DSPY_ONLY_KWARGS = ("provider", "finetuning_model", "launch_kwargs", "train_kwa
 
 # Validates a 200 response's body and returns its JSON object; raises LMServerError when malformed.
 _Check = Callable[["LM", bytes], dict[str, Any]]
+# One HTTP attempt (url, body, check) -> the answer: LM._send, or a streamed one (dspex.lm._sse).
+_Send = Callable[[str, dict[str, Any], _Check], Awaitable[dict[str, Any]]]
 _JSON = {"Content-Type": "application/json"}
 
 
@@ -146,22 +151,23 @@ class LM(BaseLM):
         self,
         model: str,
         model_type: str = "chat",
+        # DSPy's positional order up to num_retries, so LM("m", "chat", 0.0, 1000, True) works.
+        temperature: float = 0.0,
+        max_tokens: int = 1000,
+        cache: bool = True,
+        callbacks: list[Any] | None = None,
+        num_retries: int | None = None,
         *,
         api_base: str | None = None,
         base_url: str | None = None,
         api_key_env: str | None = None,
         api_key: str | SecretStr | None = None,
-        temperature: float = 0.0,
-        max_tokens: int = 1000,
-        cache: bool = True,
         cache_dir: str | Path | None = None,
         max_retries: int = 5,
         timeout: float = 120.0,
         retry_policy: RetryPolicy | None = None,
         limiter: AdaptiveLimiter | bool = False,
         breaker: CircuitBreaker | None = None,
-        num_retries: int | None = None,
-        callbacks: list[Any] | None = None,
         **request_kwargs: Any,
     ) -> None:
         if model_type != "chat":
@@ -204,8 +210,6 @@ class LM(BaseLM):
         self._http_timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout)
         self.history: deque[dict[str, Any]] = deque(maxlen=MAX_HISTORY_SIZE)
         self.callbacks: list[Any] = list(callbacks or [])
-        metrics.lm_model(model)
-        metrics.lm_endpoint(self.api_base)
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -349,8 +353,10 @@ class LM(BaseLM):
         body.update(_check_kwargs(overrides))
         if rollout_id is not None:
             body["seed"] = rollout_id
-        data, cached, latency = await self._call("/chat/completions", body, _check_chat)
-        return self._chat_response(data, cached, latency)
+        sink = open_stream_sink()  # set only under dspex.streamify: then this call may stream
+        send = None if sink is None else functools.partial(send_streamed, self, sink)
+        data, usage, latency = await self._call("/chat/completions", body, _check_chat, self.model, send)
+        return self._chat_response(data, usage.cache_hits > 0, latency, usage)
 
     def complete(
         self, messages: Sequence[Mapping[str, Any]], *, rollout_id: int | None = None, **overrides: Any
@@ -363,8 +369,7 @@ class LM(BaseLM):
         bare name; the default is this LM's model."""
         name = _split_model(model)[1] if model and "/" in model else (model or self._request_model)
         body = {"model": name, "input": list(texts)}
-        data, cached, _ = await self._call("/embeddings", body, _check_embeddings)
-        self._record(model or self.model, data, cached)
+        data, _, _ = await self._call("/embeddings", body, _check_embeddings, model or self.model)
         items = sorted(data["data"], key=lambda item: item.get("index", 0))
         return [list(item["embedding"]) for item in items]
 
@@ -378,34 +383,51 @@ class LM(BaseLM):
     # -- internals -----------------------------------------------------------------------------
 
     async def _call(
-        self, path: str, body: dict[str, Any], check: _Check
-    ) -> tuple[dict[str, Any], bool, float]:
+        self, path: str, body: dict[str, Any], check: _Check, priced_as: str, send: _Send | None = None
+    ) -> tuple[dict[str, Any], Usage, float]:
+        """The answer to ``body`` (from the cache, or the endpoint with retries), its usage priced as
+        ``priced_as``, and the call's duration; the callbacks hear every attempt and the call.
+        ``send`` makes each attempt (default: one JSON answer; a stream under dspex.streamify)."""
         started = time.perf_counter()
+        callbacks = listeners(self)
         cache = self._cache
         key = cache_mod.cache_key(self.api_base, body) if cache is not None else ""
         hit = cache.get(key) if cache is not None else None
         if hit is not None:
-            metrics.lm_request(self.model, "cache_hit")
-            return hit, True, time.perf_counter() - started
+            usage = self._record(priced_as, hit, cached=True)
+            latency = time.perf_counter() - started
+            if callbacks:
+                self._announce_request(callbacks, "cache_hit", latency, priced_as, usage)
+            return hit, usage, latency
         url = self.api_base + path
         try:
             data = await with_retries(
-                lambda: self._attempt(url, body, check), self._policy, breaker=self._breaker
+                lambda: self._attempt(url, body, check, callbacks, send or self._send),
+                self._policy,
+                breaker=self._breaker,
             )
-        except LMError:
-            metrics.lm_request(self.model, "error")
+        except LMError as exc:
+            if callbacks:
+                self._announce_request(
+                    callbacks, "error", time.perf_counter() - started, priced_as, None, exc
+                )
             raise
-        metrics.lm_latency(self.model, time.perf_counter() - started)
+        latency = time.perf_counter() - started
         if cache is not None:
             cache.put(key, data)
-        return data, False, time.perf_counter() - started
+        usage = self._record(priced_as, data, cached=False)
+        if callbacks:
+            self._announce_request(callbacks, "ok", latency, priced_as, usage)
+        return data, usage, latency
 
-    async def _attempt(self, url: str, body: dict[str, Any], check: _Check) -> dict[str, Any]:
+    async def _attempt(
+        self, url: str, body: dict[str, Any], check: _Check, callbacks: list[Any], send: _Send
+    ) -> dict[str, Any]:
         if self._breaker is None:
-            return await self._limited(url, body, check)
+            return await self._limited(url, body, check, callbacks, send)
         probe = await self._breaker.acquire()  # waits while the endpoint is down
         try:
-            data = await self._limited(url, body, check)
+            data = await self._limited(url, body, check, callbacks, send)
         except (LMConnectionError, LMServerError):
             self._breaker.record_failure(probe)
             raise
@@ -422,32 +444,69 @@ class LM(BaseLM):
         self._breaker.record_success(probe)
         return data
 
-    async def _limited(self, url: str, body: dict[str, Any], check: _Check) -> dict[str, Any]:
+    async def _limited(
+        self, url: str, body: dict[str, Any], check: _Check, callbacks: list[Any], send: _Send
+    ) -> dict[str, Any]:
+        """One HTTP attempt, inside a limiter slot when there is a limiter."""
         limiter = limiter_for(self.api_base, self._limiter)
+        queued = sent = time.perf_counter()
         try:
             if limiter is None:
-                data = await self._send(url, body, check)
+                data = await send(url, body, check)
             else:
-                try:
-                    async with limiter.slot():
-                        data = await self._send(url, body, check)
-                    limiter.record_tokens(_total_tokens(data))
-                finally:
-                    metrics.set_limiter_limit(self.api_base, limiter.limit)
+                async with limiter.slot():
+                    sent = time.perf_counter()
+                    data = await send(url, body, check)
+                limiter.record_tokens(_total_tokens(data))
         except LMError as exc:
-            self._count_failed_attempt(exc)
+            if callbacks:
+                self._announce_attempt(callbacks, limiter, queued, sent, exc)
             raise
-        metrics.lm_request(self.model, "ok")
+        if callbacks:
+            self._announce_attempt(callbacks, limiter, queued, sent, None)
         return data
 
-    def _count_failed_attempt(self, exc: LMError) -> None:
-        # A 429 is flow control and a transient error is retried (unless retries ran out, when
-        # the call also counts once as "error"); any other error ends the call.
-        metrics.lm_error(self.model, exc)
-        if isinstance(exc, LMRateLimitError):
-            metrics.lm_request(self.model, "rate_limited")
-        elif isinstance(exc, _TRANSIENT):
-            metrics.lm_request(self.model, "retried")
+    def _announce_attempt(
+        self,
+        callbacks: list[Any],
+        limiter: AdaptiveLimiter | None,
+        queued: float,
+        sent: float,
+        exc: LMError | None,
+    ) -> None:
+        attempt = LMAttempt(
+            model=self.model,
+            endpoint=self.api_base,
+            outcome=_attempt_outcome(exc),
+            queue_wait_s=sent - queued,
+            duration_s=time.perf_counter() - sent,
+            status=200 if exc is None else exc.status,  # an answer that passed the checks is a 200
+            error=None if exc is None else type(exc).__name__,
+            limiter_limit=None if limiter is None else limiter.limit,
+        )
+        emit(callbacks, ATTEMPT_HOOK, self, attempt)
+
+    def _announce_request(
+        self,
+        callbacks: list[Any],
+        outcome: Literal["ok", "cache_hit", "error"],
+        latency: float,
+        priced_as: str,
+        usage: Usage | None,
+        exc: LMError | None = None,
+    ) -> None:
+        request = LMRequest(
+            model=self.model,
+            endpoint=self.api_base,
+            outcome=outcome,
+            duration_s=latency,
+            priced_as=priced_as,
+            prompt_tokens=usage.prompt_tokens if usage is not None else 0,
+            completion_tokens=usage.completion_tokens if usage is not None else 0,
+            cost_usd=usage.cost_usd if usage is not None else 0.0,
+            error=None if exc is None else type(exc).__name__,
+        )
+        emit(callbacks, REQUEST_HOOK, self, request)
 
     async def _send(self, url: str, body: dict[str, Any], check: _Check) -> dict[str, Any]:
         session = await get_session()
@@ -495,10 +554,14 @@ class LM(BaseLM):
         key = self._key()
         return {**_JSON, "Authorization": f"Bearer {key}"} if key else _JSON
 
-    def _chat_response(self, data: dict[str, Any], cached: bool, latency: float) -> LMResponse:
+    def _chat_response(
+        self, data: dict[str, Any], cached: bool, latency: float, usage: Usage | None = None
+    ) -> LMResponse:
+        """The response of a chat answer; ``usage`` None records it here (else the caller did)."""
         choice = data["choices"][0]
         message = choice.get("message") or {}
-        usage = self._record(self.model, data, cached)
+        if usage is None:
+            usage = self._record(self.model, data, cached=cached)
         return LMResponse(
             text=message.get("content") or "",
             tool_calls=message.get("tool_calls") or None,
@@ -509,7 +572,7 @@ class LM(BaseLM):
             finish_reason=choice.get("finish_reason"),
         )
 
-    def _record(self, priced_as: str, data: Mapping[str, Any], cached: bool) -> Usage:
+    def _record(self, priced_as: str, data: Mapping[str, Any], *, cached: bool) -> Usage:
         if cached:
             usage = Usage(lm_calls=1, cache_hits=1)
         else:
@@ -524,10 +587,16 @@ class LM(BaseLM):
                 lm_calls=1,
                 cache_hits=0,
             )
-            metrics.lm_tokens(priced_as, prompt, completion)
-            metrics.lm_cost(priced_as, cost)
         record_usage(usage)
         return usage
+
+
+def _attempt_outcome(exc: LMError | None) -> AttemptOutcome:
+    if exc is None:
+        return "ok"
+    if isinstance(exc, LMRateLimitError):
+        return "rate_limited"
+    return "transient" if isinstance(exc, _TRANSIENT) else "failed"
 
 
 def _total_tokens(data: Mapping[str, Any]) -> int:

@@ -1,11 +1,19 @@
-"""Adaptive concurrency per LM endpoint (AIMD): find a provider's real limit instead of guessing one.
+"""Adaptive concurrency per LM endpoint: find a provider's real limit instead of guessing one.
 
-The limit starts modest and grows additively while calls succeed (about ``increase`` per round trip of
-a full window: each success adds ``increase / limit``), and is cut multiplicatively (``* decrease``)
-when the endpoint says it is overloaded: a 429 or a timeout. After a cut the limit holds still for a
-cooldown (at least ``cooldown_s``, longer if the 429 carried a ``Retry-After``), so that a burst of
-429s from one window of calls cuts once, not once per call. The retry loop still makes the call that
-got the 429 wait its ``Retry-After``; the limiter only decides how many calls run at once.
+Two phases, as TCP finds a path's capacity:
+
+* slow start (``slow_start=True``, the default): every success adds one slot, so a full window of
+  successes doubles the limit each round trip (16 -> 1,024 in six), until the first 429 or timeout
+  (or ``maximum``). It grows only while at least half of the limit is in use, so that a lightly
+  loaded limiter does not drift to its maximum and then hit a provider with a burst it never tried;
+* AIMD after that first overload: each success adds ``increase / limit`` (about ``increase`` per
+  round trip of a full window).
+
+A 429 or a timeout cuts the limit multiplicatively (``* decrease``) and ends slow start for good.
+After a cut the limit holds still for a cooldown (at least ``cooldown_s``, longer if the 429
+carried a ``Retry-After``), so that a burst of 429s from one window of calls cuts once, not once
+per call. The retry loop still makes the call that got the 429 wait its ``Retry-After``; the
+limiter only decides how many calls run at once.
 
     limiter = AdaptiveLimiter(initial=16, maximum=512)
     async with limiter.slot():
@@ -26,6 +34,7 @@ import asyncio
 import collections
 import threading
 import time
+from collections.abc import Callable
 
 from dspex.errors import ConfigurationError, LMRateLimitError, LMTimeoutError
 
@@ -33,7 +42,8 @@ __all__ = ["AdaptiveLimiter", "limiter_for"]
 
 
 class AdaptiveLimiter:
-    """An AIMD concurrency limit with ``acquire`` / ``release`` and an async ``slot()`` context."""
+    """An adaptive concurrency limit (slow start, then AIMD) with ``acquire`` / ``release`` and an
+    async ``slot()`` context. ``clock`` (seconds, monotonic) is for tests."""
 
     def __init__(
         self,
@@ -46,6 +56,8 @@ class AdaptiveLimiter:
         cooldown_s: float = 1.0,
         max_rps: float | None = None,
         max_tpm: float | None = None,
+        slow_start: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 1 <= minimum <= initial <= maximum:
             raise ConfigurationError(
@@ -56,17 +68,24 @@ class AdaptiveLimiter:
         self.minimum, self.maximum = float(minimum), float(maximum)
         self.increase, self.decrease, self.cooldown_s = increase, decrease, cooldown_s
         self._limit = float(initial)
+        self._slow_start = slow_start
+        self._clock = clock
         self._in_flight = 0
         self._hold_until = 0.0
         self._lock = threading.Lock()
         self._waiters: collections.deque[_Waiter] = collections.deque()
-        self._requests = _Bucket(max_rps, max_rps) if max_rps else None
-        self._tokens = _Bucket(max_tpm / 60.0, max_tpm / 6.0) if max_tpm else None
+        self._requests = _Bucket(max_rps, max_rps, clock) if max_rps else None
+        self._tokens = _Bucket(max_tpm / 60.0, max_tpm / 6.0, clock) if max_tpm else None
 
     @property
     def limit(self) -> int:
         """How many calls may run at once now."""
         return int(self._limit)
+
+    @property
+    def in_slow_start(self) -> bool:
+        """True until the first 429 or timeout: the limit still doubles per round trip."""
+        return self._slow_start
 
     @property
     def in_flight(self) -> int:
@@ -116,17 +135,25 @@ class AdaptiveLimiter:
     def record_success(self) -> None:
         """A call succeeded: grow the limit (unless cooling down)."""
         with self._lock:
-            if time.monotonic() >= self._hold_until:
-                self._limit = min(self.maximum, self._limit + self.increase / self._limit)
+            if self._clock() >= self._hold_until:
+                self._limit = min(self.maximum, self._limit + self._growth_locked())
             self._wake_locked()
 
     def record_overload(self, retry_after: float | None = None) -> None:
-        """A 429 or a timeout: cut the limit once per cooldown, and hold it for the cooldown."""
-        now = time.monotonic()
+        """A 429 or a timeout: end slow start, cut the limit once per cooldown, hold it for the cooldown."""
+        now = self._clock()
         with self._lock:
+            self._slow_start = False
             if now >= self._hold_until:
                 self._limit = max(self.minimum, self._limit * self.decrease)
             self._hold_until = max(self._hold_until, now + max(self.cooldown_s, retry_after or 0.0))
+
+    def _growth_locked(self) -> float:
+        if not self._slow_start:
+            return self.increase / self._limit
+        # One slot per success doubles a full window per round trip. A window less than half used
+        # says nothing about the endpoint's capacity: no growth (TCP's congestion-window validation).
+        return 1.0 if 2 * self._in_flight >= self._limit else 0.0
 
     def slot(self) -> _Slot:
         """Hold a slot for one call; its outcome (success, overload, other error) adjusts the limit."""
@@ -149,7 +176,8 @@ class AdaptiveLimiter:
                 self._wake_locked()
 
     def __repr__(self) -> str:
-        return f"AdaptiveLimiter(limit={self.limit}, in_flight={self._in_flight})"
+        phase = "slow start" if self._slow_start else "aimd"
+        return f"AdaptiveLimiter(limit={self.limit}, in_flight={self._in_flight}, {phase})"
 
 
 class _Slot:
@@ -185,15 +213,16 @@ class _Slot:
 class _Bucket:
     """A token bucket: ``rate`` per second, holding up to ``capacity``; may go into debt."""
 
-    def __init__(self, rate: float, capacity: float) -> None:
+    def __init__(self, rate: float, capacity: float, clock: Callable[[], float] = time.monotonic) -> None:
         if rate <= 0:
             raise ConfigurationError(f"a rate cap must be > 0, got {rate}")
         self.rate, self.capacity = rate, max(1.0, capacity)
         self.level = self.capacity
-        self._at = time.monotonic()
+        self._clock = clock
+        self._at = clock()
 
     def refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self.level = min(self.capacity, self.level + (now - self._at) * self.rate)
         self._at = now
 

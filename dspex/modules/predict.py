@@ -13,6 +13,7 @@ as DSPy checks them: with warnings, never by refusing the call (see :mod:`dspex.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import secrets
 from collections.abc import Collection, Mapping, Sequence
@@ -212,7 +213,7 @@ class Predict(Module):
             # Another BaseLM has no portable settings: the DSPy part of a saved file carries its state.
             "lm": self.lm.settings().model_dump(mode="json") if isinstance(self.lm, LM) else None,
             "config": config,
-            "adapter": self.adapter.name if self.adapter else None,
+            "adapter": _adapter_state(self.adapter),
         }
 
     def load_predictor_state(
@@ -228,7 +229,7 @@ class Predict(Module):
         self.demos = [_as_example(demo) for demo in _required(state, "demos", list, [])]
         self.config = dict(_required(state, "config", Mapping, {}))
         self.lm = _lm_from_state(state.get("lm"), lm_pool if lm_pool is not None else {})
-        self.adapter = _adapter_from_name(state.get("adapter"))
+        self.adapter = _adapter_from_state(state.get("adapter"))
 
     def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
         """DSPy's predictor state: ``traces``, ``train``, ``demos`` (as dicts), ``signature``
@@ -347,12 +348,33 @@ def _lm_from_state(data: Any, pool: dict[str, LM]) -> LM | None:
     return pool[key]
 
 
-def _adapter_from_name(name: Any) -> Adapter | None:
-    if name is None:
+def _adapter_state(adapter: Adapter | None) -> str | dict[str, Any] | None:
+    """An adapter as its name, with the constructor options it was given when they are not the
+    defaults (``{"name": "chat", "options": {"use_native_function_calling": true}}``), so a worker
+    rebuilds the same adapter. Only plain JSON values are kept (callbacks and types are not)."""
+    if adapter is None:
         return None
+    options = {}
+    for param in inspect.signature(type(adapter).__init__).parameters.values():
+        value = getattr(adapter, param.name, param.default)
+        plain = value is None or isinstance(value, bool | int | float | str)
+        if plain and param.default is not param.empty and value != param.default:
+            options[param.name] = value
+    return {"name": adapter.name, "options": options} if options else adapter.name
+
+
+def _adapter_from_state(state: Any) -> Adapter | None:
+    if state is None:
+        return None
+    name, options = (
+        (state.get("name"), state.get("options") or {}) if isinstance(state, Mapping) else (state, {})
+    )
     if name not in ADAPTERS_BY_NAME:
         raise ProgramLoadError(f"unknown adapter {name!r}; known: {sorted(ADAPTERS_BY_NAME)}")
-    return ADAPTERS_BY_NAME[name]()
+    try:
+        return ADAPTERS_BY_NAME[name](**options)
+    except TypeError as exc:
+        raise ProgramLoadError(f"adapter {name!r}: options {options!r} do not fit it ({exc})") from exc
 
 
 def serialize_object(obj: Any) -> Any:

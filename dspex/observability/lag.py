@@ -23,6 +23,7 @@ from dspex.errors import DspexError
 from dspex.observability import metrics
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings, client_config
+from dspex.streams.outage import REACHABILITY, is_connection_text, is_transient_text
 from dspex.streams.topics import TopicRegistry
 
 __all__ = ["GroupLagExporter", "pipeline_groups"]
@@ -98,7 +99,12 @@ class GroupLagExporter:
             except (DspexError, KafkaException, TimeoutError) as exc:
                 # TimeoutError: a describe request unanswered while the broker restarts; this thread
                 # must live on (it died of one once, and the lag metrics stopped with it)
-                logger.warning("could not read the lag of group %s: %s", group, exc)
+                if isinstance(exc, TimeoutError) or is_transient_text(str(exc)) or REACHABILITY.down:
+                    REACHABILITY.transient("lag", f"group {group}: {exc!r}")  # a broker away or restarting
+                elif is_connection_text(str(exc)):
+                    REACHABILITY.unreachable("lag", str(exc))
+                else:
+                    logger.warning("could not read the lag of group %s: %s", group, exc)
         self.rounds += 1
         if self._on_poll is not None:
             self._on_poll()

@@ -31,14 +31,25 @@ Metrics (label sets in braces):
     dspex_kafka_client_rx_messages_total{role}         role: consumer | producer
     dspex_kafka_client_tx_messages_total{role}
     dspex_kafka_client_queued_messages{role}           messages waiting in librdkafka's queues
-  LM client (dspex.lm.client)
+  LM calls (recorded from the LM's callback events by dspex.observability.callbacks.PrometheusCallback)
     dspex_lm_requests_total{model,outcome}             ok | retried | rate_limited | error | cache_hit
-    dspex_lm_request_duration_seconds{model}           histogram of answered calls (retries included), to 60 s
+    dspex_lm_request_duration_seconds{model}           answered calls as the caller waits for them: limiter
+                                                       and breaker waits, retries and backoff included
+    dspex_lm_attempt_duration_seconds{model,outcome}   one HTTP attempt alone (ok | rate_limited |
+                                                       transient | failed)
+    dspex_lm_queue_wait_seconds{endpoint}              an attempt's wait for the endpoint's limiter
     dspex_lm_tokens_total{model,direction}             prompt | completion
     dspex_lm_cost_usd_total{model}
     dspex_lm_errors_total{model,error}                 error class of failed attempts (LMServerError, ...)
     dspex_lm_limiter_limit{endpoint}                   the adaptive limiter's current concurrency limit
     dspex_circuit_breaker_state{endpoint}              0 closed, 1 half-open, 2 open
+  code sandbox (a predictor's --sandbox-pool; executions recorded by PrometheusCallback's
+  on_interpreter_execute_* hooks, the pool gauges read from the pool at scrape time)
+    dspex_sandbox_executions_total{outcome}            ok | code_error | output | timeout | memory |
+                                                       crash | startup | refused | other
+    dspex_sandbox_pool_size                            warm sandbox processes the pool keeps
+    dspex_sandbox_busy                                 processes leased to running sessions now
+    dspex_sandbox_idle                                 warm processes waiting for a session
   aggregator process (dspex.processors.aggregator, dspex.observability.lag)
     dspex_consumer_group_lag_messages{group,topic}     committed vs end offsets, through the admin API
     dspex_consumer_group_members{group}                live members of the group
@@ -52,13 +63,16 @@ Metrics (label sets in braces):
     dspex_optimizer_steps_total{optimizer}
     dspex_optimizer_best_score_percent{dspex_job}
 
+The programming model (dspex.lm, modules, adapters) imports nothing from here: the LM series are
+written by a callback the workers install.
+
     >>> lm_request("openai/gpt-4o-mini", "ok")
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Literal
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
@@ -70,15 +84,19 @@ __all__ = [
     "HANDLER_DURATION",
     "JOB_FINAL_STATES",
     "JOB_LABEL",
+    "LM_ATTEMPT_OUTCOMES",
     "LM_CALLS",
     "LM_LATENCY_BUCKETS",
     "LM_OUTCOMES",
     "MESSAGES_CONSUMED",
     "MESSAGES_PRODUCED",
+    "SANDBOX_OUTCOMES",
     "SCORE_OUTCOMES",
     "TASKS_IN_FLIGHT",
     "ConsumeOutcome",
     "LMOutcome",
+    "LMSeries",
+    "SandboxOutcome",
     "aggregator_scores",
     "child",
     "consumer_assignment",
@@ -90,11 +108,13 @@ __all__ = [
     "job_ended",
     "job_progress",
     "kafka_client_stats",
+    "lm_attempt",
     "lm_cost",
     "lm_endpoint",
     "lm_error",
     "lm_latency",
     "lm_model",
+    "lm_queue_wait",
     "lm_request",
     "lm_tokens",
     "optimizer_best_score",
@@ -106,6 +126,8 @@ __all__ = [
     "prepare_worker",
     "producer_delivery",
     "running_jobs",
+    "sandbox_execution",
+    "sandbox_pool_gauges",
     "set_breaker_state",
     "set_limiter_limit",
 ]
@@ -118,7 +140,17 @@ ConsumeOutcome = Literal["ok", "skipped", "dead_lettered"]
 CONSUME_OUTCOMES: Final = ("ok", "skipped", "dead_lettered")
 LMOutcome = Literal["ok", "retried", "rate_limited", "error", "cache_hit"]
 LM_OUTCOMES: Final = ("ok", "retried", "rate_limited", "error", "cache_hit")
+LM_ATTEMPT_OUTCOMES: Final = ("ok", "rate_limited", "transient", "failed")  # dspex.lm.events.AttemptOutcome
 TOKEN_DIRECTIONS: Final = ("prompt", "completion")
+# code_error: the code raised or did not parse (the session lives); output: it printed past the
+# limit; timeout, memory, crash, startup: the session was lost (dspex.sandbox.errors kinds);
+# refused: a worker without --sandbox-pool was asked for an interpreter.
+SandboxOutcome = Literal[
+    "ok", "code_error", "output", "timeout", "memory", "crash", "startup", "refused", "other"
+]
+SANDBOX_OUTCOMES: Final = (
+    "ok", "code_error", "output", "timeout", "memory", "crash", "startup", "refused", "other"
+)  # fmt: skip
 PRODUCE_OUTCOMES: Final = ("delivered", "failed")
 JOB_FINAL_STATES: Final = ("completed", "failed", "cancelled")
 SCORE_OUTCOMES: Final = ("counted", "duplicate", "ignored", "undecodable")
@@ -130,6 +162,8 @@ DLQ_REASON_OTHER: Final = "other"
 JOB_LABEL: Final = "dspex_job"
 _MAX_DLQ_REASONS = 32  # reasons are code constants; past this many, a bug is making them up
 LM_LATENCY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 45, 60)
+# Most attempts get a slot at once: the low buckets tell "no wait" from "a little".
+_QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60)
 _HANDLER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 # ----------------------------------------------------------------------------- worker
@@ -202,9 +236,26 @@ _LM_REQUESTS = Counter(
 )
 _LM_LATENCY = Histogram(
     "dspex_lm_request_duration_seconds",
-    "Duration of answered LM calls (retries and waits included), cache hits excluded.",
+    "Duration of answered LM calls as the caller waits for them: from the call's start to its answer, "
+    "with the waits for the endpoint's concurrency limiter and circuit breaker, every attempt, retries "
+    "and their backoff; cache hits and failed calls excluded. The HTTP attempt alone is "
+    "dspex_lm_attempt_duration_seconds, the limiter wait dspex_lm_queue_wait_seconds.",
     ["model"],
     buckets=LM_LATENCY_BUCKETS,
+)
+_LM_ATTEMPT = Histogram(
+    "dspex_lm_attempt_duration_seconds",
+    "Duration of one HTTP attempt of an LM call alone (request sent to answer read, no queueing), by "
+    "outcome: ok, rate_limited (429), transient (timeout, connection failure, 5xx), failed.",
+    ["model", "outcome"],
+    buckets=LM_LATENCY_BUCKETS,
+)
+_LM_QUEUE_WAIT = Histogram(
+    "dspex_lm_queue_wait_seconds",
+    "Time an LM attempt waited for the endpoint's adaptive concurrency limiter (and its rate caps) "
+    "before its request was sent.",
+    ["endpoint"],
+    buckets=_QUEUE_WAIT_BUCKETS,
 )
 _LM_TOKENS = Counter(
     "dspex_lm_tokens", "Tokens by model and direction (prompt, completion).", ["model", "direction"]
@@ -221,6 +272,15 @@ _BREAKER_STATE = Gauge(
     "Circuit breaker per LM endpoint: 0 closed, 1 half-open, 2 open.",
     ["endpoint"],
 )
+
+# ----------------------------------------------------------------------------- code sandbox
+
+_SANDBOX_EXECUTIONS = Counter(
+    "dspex_sandbox_executions", "Sandbox code executions by outcome (failure kinds included).", ["outcome"]
+)
+_SANDBOX_POOL_SIZE = Gauge("dspex_sandbox_pool_size", "Warm sandbox processes the pool keeps.")
+_SANDBOX_BUSY = Gauge("dspex_sandbox_busy", "Sandbox processes leased to running sessions now.")
+_SANDBOX_IDLE = Gauge("dspex_sandbox_idle", "Warm sandbox processes waiting for a session.")
 
 # ----------------------------------------------------------------------------- aggregator process
 
@@ -313,10 +373,39 @@ def lm_model(model: str) -> None:
         _LM_TOKENS.labels(model=model, direction=direction)
     _LM_COST.labels(model=model)
     _LM_LATENCY.labels(model=model)
+    for outcome in LM_ATTEMPT_OUTCOMES:
+        _LM_ATTEMPT.labels(model=model, outcome=outcome)
+
+
+class LMSeries:
+    """The series of one LM model at one endpoint, created at 0 and looked up once: every LM call
+    writes several of them (:class:`~dspex.observability.callbacks.PrometheusCallback` keeps these)."""
+
+    __slots__ = (
+        "attempts",
+        "completion_tokens",
+        "cost",
+        "latency",
+        "prompt_tokens",
+        "queue_wait",
+        "requests",
+    )
+
+    def __init__(self, model: str, endpoint: str) -> None:
+        lm_model(model)
+        lm_endpoint(endpoint)
+        self.requests = {outcome: child(_LM_REQUESTS, model, outcome) for outcome in LM_OUTCOMES}
+        self.attempts = {outcome: child(_LM_ATTEMPT, model, outcome) for outcome in LM_ATTEMPT_OUTCOMES}
+        self.latency = child(_LM_LATENCY, model)
+        self.prompt_tokens = child(_LM_TOKENS, model, "prompt")
+        self.completion_tokens = child(_LM_TOKENS, model, "completion")
+        self.cost = child(_LM_COST, model)
+        self.queue_wait = child(_LM_QUEUE_WAIT, endpoint)
 
 
 def lm_endpoint(endpoint: str) -> None:
-    """Create an endpoint's breaker series: closed until a circuit breaker says otherwise."""
+    """Create an endpoint's series: queue wait, and the breaker closed until one says otherwise."""
+    _LM_QUEUE_WAIT.labels(endpoint=endpoint)
     with _lock:
         if (endpoint,) not in _BREAKER_STATE._metrics:
             _BREAKER_STATE.labels(endpoint=endpoint).set(BREAKER_STATES["closed"])
@@ -387,6 +476,16 @@ def lm_latency(model: str, seconds: float) -> None:
     child(_LM_LATENCY, model).observe(seconds)
 
 
+def lm_attempt(model: str, outcome: str, seconds: float) -> None:
+    """How long one HTTP attempt took, by how it ended (:data:`LM_ATTEMPT_OUTCOMES`)."""
+    child(_LM_ATTEMPT, model, outcome).observe(seconds)
+
+
+def lm_queue_wait(endpoint: str, seconds: float) -> None:
+    """How long an attempt waited for the endpoint's concurrency limiter."""
+    child(_LM_QUEUE_WAIT, endpoint).observe(seconds)
+
+
 def lm_tokens(model: str, prompt: int, completion: int) -> None:
     """Tokens an LM call used."""
     child(_LM_TOKENS, model, "prompt").inc(prompt)
@@ -398,9 +497,9 @@ def lm_cost(model: str, usd: float) -> None:
     child(_LM_COST, model).inc(usd)
 
 
-def lm_error(model: str, error: BaseException) -> None:
-    """A failed LM attempt, by its error class (a small, fixed set of dspex classes)."""
-    _LM_ERRORS.labels(model=model, error=type(error).__name__).inc()
+def lm_error(model: str, error: str) -> None:
+    """A failed LM attempt, by its error class name (a small, fixed set of dspex classes)."""
+    child(_LM_ERRORS, model, error).inc()
 
 
 def set_limiter_limit(endpoint: str, limit: float) -> None:
@@ -411,6 +510,20 @@ def set_limiter_limit(endpoint: str, limit: float) -> None:
 def set_breaker_state(endpoint: str, state: Literal["closed", "half_open", "open"]) -> None:
     """The circuit breaker's state for ``endpoint`` now."""
     _BREAKER_STATE.labels(endpoint=endpoint).set(BREAKER_STATES[state])
+
+
+def sandbox_execution(outcome: SandboxOutcome) -> None:
+    """One sandbox execution ended with ``outcome``."""
+    child(_SANDBOX_EXECUTIONS, outcome).inc()
+
+
+def sandbox_pool_gauges(stats: Callable[[], Mapping[str, int]]) -> None:
+    """Read the pool gauges from ``stats`` (a pool's ``stats``) at every scrape; outcomes at 0."""
+    for outcome in SANDBOX_OUTCOMES:
+        child(_SANDBOX_EXECUTIONS, outcome)
+    _SANDBOX_POOL_SIZE.set_function(lambda: stats().get("size", 0))
+    _SANDBOX_BUSY.set_function(lambda: stats().get("active", 0))
+    _SANDBOX_IDLE.set_function(lambda: stats().get("idle", 0))
 
 
 def group_lag(group: str, topic: str, lag: int) -> None:

@@ -4,7 +4,9 @@ An optimization is an :class:`OptimizerRun`: a sequence of steps, each a call to
 bootstrap wave, an evaluation of all candidates), with a JSON-able :meth:`~OptimizerRun.state_dict`
 between steps. ``compile`` is the short loop ``while not run.done: await run.step()``; a cluster
 worker runs the same loop and writes ``state_dict()`` to its checkpoint topic after every step, and a
-restarted worker rebuilds the run with ``optimizer.start(..., state=checkpoint)`` and goes on.
+restarted worker rebuilds the run with ``optimizer.start(..., state=checkpoint)`` and goes on. The
+checkpoint is a versioned model (:mod:`dspex.optimizers.checkpoint`): the envelope here, each
+optimizer's own part in its :attr:`~OptimizerRun.state_model`.
 
 Before each step the run asks its budget what still fits; before the first, every input is checked,
 so bad input fails before any LM call.
@@ -17,7 +19,9 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
 
 from dspex._sync import run_in_thread, run_sync
 from dspex.configuration import current_settings
@@ -25,6 +29,7 @@ from dspex.errors import ConfigurationError, OptimizerError
 from dspex.lm.usage import Usage, track_usage
 from dspex.metrics import FieldMetric
 from dspex.optimizers.budget import Budget
+from dspex.optimizers.checkpoint import BudgetRecord, RunCheckpoint, read_checkpoint, read_state
 from dspex.optimizers.executor import Executor, LocalExecutor
 from dspex.optimizers.history import Trial, TrialHistory
 from dspex.primitives import Example, Module
@@ -48,9 +53,6 @@ logger = logging.getLogger(__name__)
 
 # The default of dspex.settings.max_errors (DSPy's too); max_errors=None reads the current setting.
 DEFAULT_MAX_ERRORS = 10
-
-# The state_dict format; a checkpoint from a newer major version is refused.
-STATE_VERSION = 1
 
 
 # --------------------------------------------------------------------------- checks
@@ -153,6 +155,10 @@ class StepCost:
 class OptimizerRun(ABC):
     """One optimization in progress: call :meth:`step` until :attr:`done`, then :meth:`result`."""
 
+    # The model of this optimizer's part of a checkpoint (dspex.optimizers.checkpoint); None: plain
+    # JSON data, which _load_state gets back unchecked.
+    state_model: ClassVar[type[BaseModel] | None] = None
+
     def __init__(self, *, name: str, executor: Executor, budget: Budget, max_errors: int | None) -> None:
         self.executor = executor
         self.budget = budget
@@ -217,31 +223,33 @@ class OptimizerRun(ABC):
     # -- state -----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to go on from here, as JSON data (for checkpoints)."""
-        return {
-            "version": STATE_VERSION,
-            "step": self.step_index,
-            "done": self.done,
-            "errors": self.errors,
-            "history": self.history.to_dict(),
-            "budget": self.budget.to_dict(),
-            "state": self._state(),
-        }
+        """Everything needed to go on from here, as JSON data (a :class:`RunCheckpoint`, dumped)."""
+        state = self._state()
+        checkpoint = RunCheckpoint(
+            step=self.step_index,
+            done=self.done,
+            errors=self.errors,
+            history=self.history,
+            budget=BudgetRecord.of(self.budget),
+            state=state.model_dump(mode="json") if isinstance(state, BaseModel) else dict(state),
+        )
+        return checkpoint.model_dump(mode="json")
 
     def load_state_dict(self, data: Mapping[str, Any]) -> None:
-        """Continue from a :meth:`state_dict` of a run of the same optimizer, program and data."""
-        if data.get("version") != STATE_VERSION:
-            raise ConfigurationError(
-                f"optimizer state version {data.get('version')!r}; this dspex reads {STATE_VERSION}"
-            )
-        self.step_index = int(data["step"])
-        self.done = bool(data["done"])
-        self.errors = int(data["errors"])
-        self.history = TrialHistory.from_dict(data["history"])
-        limits = (self.budget.max_lm_calls, self.budget.max_cost_usd)
-        self.budget = Budget.from_dict(data["budget"])
-        self.budget.max_lm_calls, self.budget.max_cost_usd = limits  # the caller's limits win
-        self._load_state(data["state"])
+        """Continue from a :meth:`state_dict` of a run of the same optimizer, program and data.
+
+        ConfigurationError (one line) for a checkpoint of another version, of another optimizer, or
+        with a field of the wrong type; nothing of the run is changed then.
+        """
+        checkpoint = read_checkpoint(data)
+        written_by, mine = checkpoint.history.optimizer, self.history.optimizer
+        if written_by and mine and written_by != mine:
+            raise ConfigurationError(f"this optimizer checkpoint is of a {written_by} run, not {mine}")
+        model = self.state_model
+        self._load_state(checkpoint.state if model is None else read_state(model, checkpoint.state))
+        self.step_index, self.done, self.errors = checkpoint.step, checkpoint.done, checkpoint.errors
+        self.history = checkpoint.history
+        self.budget = checkpoint.budget.restore(self.budget)  # the caller's limits win
 
     # -- what each optimizer defines -------------------------------------------------------------
 
@@ -258,19 +266,28 @@ class OptimizerRun(ABC):
         """The optimized program (the best so far when the run stopped early)."""
 
     @abstractmethod
-    def _state(self) -> dict[str, Any]: ...
+    def _state(self) -> BaseModel | dict[str, Any]:
+        """This optimizer's part of the checkpoint: a :attr:`state_model` (plain JSON data when
+        there is none)."""
 
     @abstractmethod
-    def _load_state(self, state: Mapping[str, Any]) -> None: ...
+    def _load_state(self, state: Any) -> None:
+        """Go on from ``state``: what :meth:`_state` gave, validated as a :attr:`state_model`."""
 
 
 class Teleprompter:
     """Base of the optimizers (DSPy's ``Teleprompter``; dspex also calls it ``Optimizer``).
 
     ``compile(student, *, trainset, teacher=None, valset=None, **kwargs)`` returns the optimized
-    program. A subclass defines either ``async def acompile(...)`` (dspex's optimizers: ``compile``
-    is then its sync wrapper) or a plain ``compile`` (as a DSPy teleprompter does: ``acompile`` then
-    runs it in a worker thread). ``history`` is the history of the last compile, where kept.
+    program. A subclass defines one of:
+
+    - ``start(student, *, trainset, ..., executor=None, state=None)``, the step-by-step run (dspex's
+      optimizers): ``acompile`` and ``compile`` are then made from it, taking the same keywords
+      (``state`` aside) and showing them to ``inspect.signature``;
+    - ``async def acompile(...)``: ``compile`` is then its sync wrapper, with its keywords;
+    - a plain ``compile`` (as a DSPy teleprompter does): ``acompile`` then runs it in a worker thread.
+
+    ``history`` is the history of the last compile, where kept.
     """
 
     history: TrialHistory | None = None
@@ -278,6 +295,15 @@ class Teleprompter:
     def __init__(self) -> None:
         # Nothing of its own: get_params() is the subclass's attributes only, as in DSPy.
         pass
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The compile keywords are written once, on start; what DSPy's callers introspect
+        # (inspect.signature(optimizer.compile), as its BetterTogether does) is derived from there.
+        super().__init_subclass__(**kwargs)
+        if "start" in vars(cls) and "acompile" not in vars(cls):
+            cls.acompile = _stepwise_acompile(cls)  # type: ignore[method-assign]
+        if "compile" not in vars(cls) and _compile_is_generic(cls):
+            cls.compile = _sync_compile(cls)  # type: ignore[method-assign]
 
     def compile(
         self,
@@ -313,6 +339,16 @@ class Teleprompter:
             return await run.run_to_end()
         finally:
             self.history = run.history
+            self._keep_from_run(run)
+
+    async def _compile_by_steps(self, *args: Any, **kwargs: Any) -> Module:
+        """What a ``start``-defined optimizer's ``acompile`` does: start the run, take every step."""
+        run: OptimizerRun = self.start(*args, **kwargs)  # type: ignore[attr-defined]
+        return await self._run_all_steps(run)
+
+    def _keep_from_run(self, run: OptimizerRun) -> None:
+        """Keep what DSPy's optimizer leaves on itself after a compile, besides the history
+        (BootstrapFewShot's ``error_count``); also when a step failed."""
 
     @staticmethod
     def executor_or_default(executor: Executor | None) -> Executor:
@@ -327,3 +363,60 @@ class Teleprompter:
 
 # dspex's name for the same class (one class, so isinstance works with either name).
 Optimizer = Teleprompter
+
+
+# --------------------------------------------------------------------------- compile from start
+
+# Marks the compile functions made below, so a subclass's is made again from its own acompile.
+_MADE = "__dspex_made_from__"
+
+
+def _stepwise_acompile(cls: type[Teleprompter]) -> Callable[..., Any]:
+    """``cls.acompile``: ``cls.start``'s run to its end, with start's keywords as its signature."""
+
+    async def acompile(self: Teleprompter, *args: Any, **kwargs: Any) -> Module:
+        return await self._compile_by_steps(*args, **kwargs)
+
+    start = vars(cls)["start"]
+    doc = (
+        "The optimized program: :meth:`start`'s run, every step taken (``compile`` is the sync form; "
+        f"unknown keywords are a ConfigurationError).\n\n:meth:`start`: {inspect.getdoc(start) or ''}"
+    )
+    return _made(acompile, cls, _compile_signature(start), doc)
+
+
+def _sync_compile(cls: type[Teleprompter]) -> Callable[..., Any]:
+    """``cls.compile``: the generic sync wrapper, showing ``cls.acompile``'s signature."""
+
+    def compile(self: Teleprompter, *args: Any, **kwargs: Any) -> Any:
+        return Teleprompter.compile(self, *args, **kwargs)
+
+    signature = inspect.signature(cls.acompile)
+    doc = "Sync form of :meth:`acompile` (inside async code, ``await optimizer.acompile(...)``)."
+    return _made(compile, cls, signature, doc)
+
+
+def _compile_is_generic(cls: type[Teleprompter]) -> bool:
+    """Whether ``cls.compile`` is the generic wrapper of an ``acompile`` of the class's own line
+    (not a DSPy-style compile that ``acompile`` runs in a thread)."""
+    generic = cls.compile is Teleprompter.compile or hasattr(cls.compile, _MADE)
+    return generic and cls.acompile is not Teleprompter.acompile
+
+
+def _compile_signature(start: Callable[..., Any]) -> inspect.Signature:
+    """``start``'s signature as compile shows it: without ``state`` (a worker's resume) and without
+    the ``**unknown`` catch-all (start refuses those, listing the accepted keywords)."""
+    signature = inspect.signature(start)
+    kept = [p for p in signature.parameters.values() if p.name != "state" and p.kind is not p.VAR_KEYWORD]
+    return signature.replace(parameters=kept, return_annotation="Module")
+
+
+def _made(
+    function: Callable[..., Any], cls: type, signature: inspect.Signature, doc: str
+) -> Callable[..., Any]:
+    function.__signature__ = signature  # type: ignore[attr-defined]
+    function.__doc__ = doc
+    function.__module__ = cls.__module__
+    function.__qualname__ = f"{cls.__qualname__}.{function.__name__}"
+    setattr(function, _MADE, True)
+    return function

@@ -19,7 +19,7 @@ that raises is an error of its bootstrap; the one that brings the count to ``max
 What differs: the examples are not run one after another but in *waves*, all the attempts of a wave
 at once through the executor (sized from the success rate so far); the result is the same, since
 each example's outcome does not depend on the others. :class:`BootstrapTask` is one such bootstrap,
-with a JSON-able state; BootstrapFewShotWithRandomSearch runs many of them in the same waves.
+with a checkpoint model of its state; BootstrapFewShotWithRandomSearch runs many of them in the same waves.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from dspex.optimizers._base import (
     reject_unknown,
 )
 from dspex.optimizers.budget import Budget
+from dspex.optimizers.checkpoint import BootstrapState, BootstrapTaskState
 from dspex.optimizers.executor import Executor
 from dspex.optimizers.history import Trial
 from dspex.optimizers.labeled import labeled_program
@@ -205,27 +206,24 @@ class BootstrapTask:
         program._compiled = True  # DSPy's flag: a teacher used as is
         return program
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "opened": self.opened,
-            "committed": self.committed,
-            "rounds": {str(k): v for k, v in self.rounds.items()},
-            "passed": {str(k): v for k, v in self.passed.items()},
-            "failed": sorted(self.failed),
-            "accepted": self.accepted,
-            "attempts": self.attempts,
-            "errors": self.errors,
-            "done": self.done,
-        }
+    def state(self) -> BootstrapTaskState:
+        return BootstrapTaskState(
+            opened=self.opened,
+            committed=self.committed,
+            rounds=self.rounds,
+            passed=self.passed,
+            failed=sorted(self.failed),
+            accepted=self.accepted,
+            attempts=self.attempts,
+            errors=self.errors,
+            done=self.done,
+        )
 
-    def load(self, state: Mapping[str, Any]) -> None:
-        self.opened, self.committed = int(state["opened"]), int(state["committed"])
-        self.rounds = {int(k): int(v) for k, v in state["rounds"].items()}
-        self.passed = {int(k): v for k, v in state["passed"].items()}
-        self.failed = {int(p) for p in state["failed"]}
-        self.accepted = [int(p) for p in state["accepted"]]
-        self.attempts, self.done = int(state["attempts"]), bool(state["done"])
-        self.errors = int(state.get("errors", 0))
+    def load(self, state: BootstrapTaskState) -> None:
+        self.opened, self.committed = state.opened, state.committed
+        self.rounds, self.passed = dict(state.rounds), dict(state.passed)
+        self.failed, self.accepted = set(state.failed), list(state.accepted)
+        self.attempts, self.errors, self.done = state.attempts, state.errors, state.done
 
 
 class BootstrapEngine:
@@ -325,10 +323,14 @@ class BootstrapEngine:
                 return None, None
         return _demos_from_trace(pred, self.paths), None
 
-    def state(self) -> list[dict[str, Any]]:
+    def state(self) -> list[BootstrapTaskState]:
         return [task.state() for task in self.tasks]
 
-    def load(self, state: Sequence[Mapping[str, Any]]) -> None:
+    def load(self, state: Sequence[BootstrapTaskState]) -> None:
+        if len(state) != len(self.tasks):
+            raise ConfigurationError(
+                f"this optimizer checkpoint has {len(state)} bootstrap(s); this run makes {len(self.tasks)}"
+            )
         for task, task_state in zip(self.tasks, state, strict=True):
             task.load(task_state)
 
@@ -386,26 +388,6 @@ class BootstrapFewShot(Optimizer):
         )
         self._limits = Budget(max_lm_calls, max_cost_usd)
 
-    async def acompile(
-        self,
-        student: Module,
-        *,
-        trainset: Sequence[Example],
-        teacher: Module | None = None,
-        valset: Sequence[Example] | None = None,
-        executor: Executor | None = None,
-        **unknown: Any,
-    ) -> Module:
-        """The student with bootstrapped and labeled demos. With a ``valset``, it is evaluated once
-        (for the history; DSPy does not)."""
-        run = self.start(
-            student, trainset=trainset, teacher=teacher, valset=valset, executor=executor, **unknown
-        )
-        try:
-            return await self._run_all_steps(run)
-        finally:
-            self.error_count = run.errors
-
     def start(
         self,
         student: Module,
@@ -417,13 +399,18 @@ class BootstrapFewShot(Optimizer):
         state: Mapping[str, Any] | None = None,
         **unknown: Any,
     ) -> OptimizerRun:
-        """The run, checked and ready for its first step (or resumed from ``state``)."""
+        """The run, checked and ready for its first step (or resumed from ``state``). Its result:
+        the student with bootstrapped and labeled demos; with a ``valset``, evaluated once (for the
+        history; DSPy does not)."""
         reject_unknown("BootstrapFewShot.compile", unknown, BootstrapFewShot.start)
         train, val = self._checked_sets(trainset, valset)
         run = self.unchecked_run(student, train, teacher, val, self.executor_or_default(executor))
         if state is not None:
             run.load_state_dict(state)
         return run
+
+    def _keep_from_run(self, run: OptimizerRun) -> None:
+        self.error_count = run.errors
 
     def unchecked_run(
         self,
@@ -460,6 +447,8 @@ class BootstrapFewShot(Optimizer):
 
 class _BootstrapRun(OptimizerRun):
     """Steps: bootstrap waves until enough demos; then, with a valset, one evaluation."""
+
+    state_model = BootstrapState
 
     def __init__(
         self,
@@ -523,9 +512,9 @@ class _BootstrapRun(OptimizerRun):
     def result(self) -> Module:
         return self._built()
 
-    def _state(self) -> dict[str, Any]:
-        return {"tasks": self.engine.state()}
+    def _state(self) -> BootstrapState:
+        return BootstrapState(tasks=self.engine.state())
 
-    def _load_state(self, state: Mapping[str, Any]) -> None:
-        self.engine.load(state["tasks"])
+    def _load_state(self, state: BootstrapState) -> None:
+        self.engine.load(state.tasks)
         self.program = None

@@ -7,16 +7,15 @@ budget is spent), so a run ends within one step of the limit, usually below it.
 What counts: the calls sent to a provider (``Usage.lm_calls - Usage.cache_hits``: a cache hit costs
 nothing and never reaches the provider) and their cost. In-process calls are measured with
 :func:`dspex.track_usage` around each step; calls made elsewhere (a Kafka executor's workers) are
-charged from the usage their results report.
+charged from the usage their results report. A checkpoint holds what was spent
+(:class:`dspex.optimizers.checkpoint.BudgetRecord`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from dspex.errors import ConfigurationError
 from dspex.lm.usage import Usage
@@ -77,20 +76,3 @@ class Budget:
             cost_per_run = self.spent.cost_usd / self.runs
             limits.append(math.floor((self.max_cost_usd - self.spent.cost_usd) / cost_per_run))
         return max(0, min(limits)) if limits else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "max_lm_calls": self.max_lm_calls,
-            "max_cost_usd": self.max_cost_usd,
-            "spent": self.spent.model_dump(),
-            "runs": self.runs,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Budget:
-        return cls(
-            max_lm_calls=data.get("max_lm_calls"),
-            max_cost_usd=data.get("max_cost_usd"),
-            spent=Usage(**data.get("spent", {})),
-            runs=int(data.get("runs", 0)),
-        )

@@ -51,6 +51,7 @@ from dspex.optimizers._base import (
     reject_unknown,
 )
 from dspex.optimizers.budget import Budget
+from dspex.optimizers.checkpoint import CoproPhase, CoproState
 from dspex.optimizers.copro_proposer import (
     INSTRUCTION_FIELD,
     PREFIX_FIELD,
@@ -60,7 +61,6 @@ from dspex.optimizers.copro_proposer import (
     ProposalFromAttempts,
     Scored,
     Setting,
-    as_setting,
     attempts_text,
     current_setting,
     describe,
@@ -141,22 +141,6 @@ class COPRO(Optimizer):
         self.seed = check_int("seed", seed, minimum=-(2**63))
         self._limits = Budget(max_lm_calls, max_cost_usd)
 
-    async def acompile(
-        self,
-        student: Module,
-        *,
-        trainset: Sequence[Example],
-        eval_kwargs: Mapping[str, Any] | None = None,
-        valset: Sequence[Example] | None = None,
-        executor: Executor | None = None,
-        **unknown: Any,
-    ) -> Module:
-        """The best program found (``student`` itself is left unchanged)."""
-        run = self.start(
-            student, trainset=trainset, eval_kwargs=eval_kwargs, valset=valset, executor=executor, **unknown
-        )
-        return await self._run_all_steps(run)
-
     def start(
         self,
         student: Module,
@@ -168,7 +152,8 @@ class COPRO(Optimizer):
         state: Mapping[str, Any] | None = None,
         **unknown: Any,
     ) -> _COPRORun:
-        """The run, checked and ready for its first step (or resumed from ``state``)."""
+        """The run, checked and ready for its first step (or resumed from ``state``). Its result:
+        the best program found (``student`` itself is left unchanged)."""
         reject_unknown("COPRO.compile", unknown, COPRO.start)
         check_has_predictors("COPRO", student)
         options = _eval_options(eval_kwargs)
@@ -202,6 +187,8 @@ def _eval_options(eval_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
 class _COPRORun(OptimizerRun):
     """Steps: propose (every predictor's proposals at once), evaluate (every candidate at once), x depth."""
 
+    state_model = CoproState
+
     def __init__(
         self,
         optimizer: COPRO,
@@ -216,7 +203,8 @@ class _COPRORun(OptimizerRun):
         self.eval_options = eval_options
         self.paths = [path for path, _ in student.named_predictors()]
         self.original: list[Setting] = [current_setting(p) for _, p in student.named_predictors()]
-        self.round, self.phase = 0, "propose"
+        self.round = 0
+        self.phase: CoproPhase = "propose"
         self.current: list[Setting] = list(self.original)  # each predictor's best so far
         self.latest: list[list[Setting]] = [[] for _ in self.paths]  # proposed for the next evaluation
         self.proposed: list[list[Setting]] = [[] for _ in self.paths]  # everything proposed so far
@@ -452,30 +440,30 @@ class _COPRORun(OptimizerRun):
 
     # -- state -----------------------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
-        return {
-            "round": self.round,
-            "phase": self.phase,
-            "current": [list(s) for s in self.current],
-            "latest": [[list(s) for s in pool] for pool in self.latest],
-            "proposed": [[list(s) for s in pool] for pool in self.proposed],
-            "evaluated": [[e.to_dict() for e in pool] for pool in self.evaluated],
-            "known": dict(self.known),
-            "stats": self.stats,
-            "total_calls": self.total_calls,
-        }
+    def _state(self) -> CoproState:
+        return CoproState(
+            round=self.round,
+            phase=self.phase,
+            current=self.current,
+            latest=self.latest,
+            proposed=self.proposed,
+            evaluated=self.evaluated,
+            known=self.known,
+            stats=self.stats,
+            total_calls=self.total_calls,
+        )
 
-    def _load_state(self, state: Mapping[str, Any]) -> None:
-        if len(state["current"]) != len(self.paths):
+    def _load_state(self, state: CoproState) -> None:
+        if len(state.current) != len(self.paths):
             raise ConfigurationError("this COPRO state is of a program with other predictors")
-        self.round, self.phase = int(state["round"]), state["phase"]
-        self.current = [as_setting(s) for s in state["current"]]
-        self.latest = [[as_setting(s) for s in pool] for pool in state["latest"]]
-        self.proposed = [[as_setting(s) for s in pool] for pool in state["proposed"]]
-        self.evaluated = [[Scored.from_dict(e) for e in pool] for pool in state["evaluated"]]
-        self.known = {str(k): float(v) for k, v in state["known"].items()}
-        self.stats = state["stats"]
-        self.total_calls = int(state["total_calls"])
+        self.round, self.phase = state.round, state.phase
+        self.current = list(state.current)
+        self.latest = [list(pool) for pool in state.latest]
+        self.proposed = [list(pool) for pool in state.proposed]
+        self.evaluated = [list(pool) for pool in state.evaluated]
+        self.known = dict(state.known)
+        self.stats = state.stats
+        self.total_calls = state.total_calls
         self._result = None
 
 

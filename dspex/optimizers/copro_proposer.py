@@ -1,4 +1,4 @@
-"""What COPRO asks its prompt model, and the small records it keeps between steps (all JSON-able).
+"""What COPRO asks its prompt model, and the small records it keeps between steps (in its checkpoint).
 
 A *setting* is one predictor's ``(instruction, prefix of its last output field)``; a program is one
 setting per predictor, so every candidate rebuilds from the student and a tuple of settings.
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import statistics
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from pydantic import ConfigDict
 
 from dspex.modules import Predict
 from dspex.signatures import InputField, OutputField, Signature
@@ -67,25 +68,14 @@ class ProposalFromAttempts(Signature):
 class Scored:
     """One evaluated candidate of one predictor: its setting, the program it was scored in, the score."""
 
+    # validated as part of a checkpoint (dspex.optimizers.checkpoint.CoproState)
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
     predictor: int
     setting: Setting
     program: tuple[Setting, ...]
     score: float
     depth: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "predictor": self.predictor,
-            "setting": list(self.setting),
-            "program": [list(s) for s in self.program],
-            "score": self.score,
-            "depth": self.depth,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Scored:
-        program = tuple(as_setting(s) for s in data["program"])
-        return cls(int(data["predictor"]), as_setting(data["setting"]), program, data["score"], data["depth"])
 
 
 def as_setting(value: Sequence[str]) -> Setting:

@@ -34,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ConfigDict
+
 from dspex.lm import LM
 from dspex.modules import Predict
 from dspex.optimizers.proposal import Proposal, propose_text
@@ -185,20 +187,12 @@ def _examples_text(examples: Sequence[Example]) -> str:
 class Grounding:
     """What every proposal is grounded in (None: switched off, or its request was skipped)."""
 
+    # validated as part of a checkpoint (dspex.optimizers.checkpoint.MiproState)
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
     dataset_summary: str | None = None
     program_description: str | None = None
     module_descriptions: tuple[str | None, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset_summary": self.dataset_summary,
-            "program_description": self.program_description,
-            "module_descriptions": list(self.module_descriptions),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Grounding:
-        return cls(data["dataset_summary"], data["program_description"], tuple(data["module_descriptions"]))
 
 
 class GroundedProposer:

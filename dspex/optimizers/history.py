@@ -13,9 +13,10 @@ which for candidates is candidate order, whatever order their evaluations finish
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+from pydantic import ConfigDict, TypeAdapter
 
 from dspex.lm.usage import Usage
 
@@ -25,6 +26,9 @@ __all__ = ["Trial", "TrialHistory"]
 @dataclass(frozen=True)
 class Trial:
     """One entry of the history. ``best_so_far`` is the best score among this and earlier trials."""
+
+    # validated as part of a checkpoint (dspex.optimizers.checkpoint): unknown fields are an error
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     step: int
     kind: str
@@ -61,6 +65,8 @@ class Trial:
 class TrialHistory:
     """The trials of one optimization, in trial order, with the usage spent and why it stopped."""
 
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
     optimizer: str = ""
     trials: list[Trial] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
@@ -93,27 +99,14 @@ class TrialHistory:
         return [trial.best_so_far for trial in self.trials]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able: goes into checkpoints and status messages."""
-        return {
-            "optimizer": self.optimizer,
-            "trials": [trial.to_dict() for trial in self.trials],
-            "usage": self.usage.model_dump(),
-            "stopped": self.stopped,
-            "best_candidate_id": self.best_candidate_id,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrialHistory:
-        return cls(
-            optimizer=str(data.get("optimizer", "")),
-            trials=[Trial(**trial) for trial in data.get("trials", [])],
-            usage=Usage(**data.get("usage", {})),
-            stopped=data.get("stopped"),
-            best_candidate_id=data.get("best_candidate_id"),
-        )
+        """The history as JSON data (the form checkpoints hold it in)."""
+        return _HISTORY.dump_python(self, mode="json")
 
     def __repr__(self) -> str:
         return (
             f"TrialHistory({self.optimizer}: {len(self.trials)} trials, best={self.best_score}, "
             f"lm_calls={self.usage.lm_calls}, stopped={self.stopped!r})"
         )
+
+
+_HISTORY: TypeAdapter[TrialHistory] = TypeAdapter(TrialHistory)

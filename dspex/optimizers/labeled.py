@@ -24,6 +24,7 @@ from dspex.optimizers._base import (
     reject_unknown,
 )
 from dspex.optimizers.budget import Budget
+from dspex.optimizers.checkpoint import LabeledState
 from dspex.optimizers.executor import Executor
 from dspex.optimizers.history import Trial
 from dspex.primitives import Example, Module
@@ -60,32 +61,6 @@ class LabeledFewShot(Optimizer):
         self.k = check_int("k", k, minimum=1)
         self._budget = Budget(max_lm_calls, max_cost_usd)
 
-    async def acompile(
-        self,
-        student: Module,
-        *,
-        trainset: Sequence[Example],
-        sample: bool = True,
-        valset: Sequence[Example] | None = None,
-        metric: Any = None,
-        executor: Executor | None = None,
-        **unknown: Any,
-    ) -> Module:
-        """``student`` with labeled demos. With ``valset`` and ``metric``, also evaluated once (a
-        valset without a metric is not used)."""
-        run = self.start(
-            student,
-            trainset=trainset,
-            sample=sample,
-            valset=valset,
-            metric=metric,
-            executor=executor,
-            **unknown,
-        )
-        program = await run.run_to_end()
-        self.history = run.history
-        return program
-
     def start(
         self,
         student: Module,
@@ -98,7 +73,9 @@ class LabeledFewShot(Optimizer):
         state: Mapping[str, Any] | None = None,
         **unknown: Any,
     ) -> OptimizerRun:
-        """The run, checked and ready for its first step (or resumed from ``state``)."""
+        """The run, checked and ready for its first step (or resumed from ``state``). Its result:
+        ``student`` with labeled demos; with ``valset`` and ``metric``, also evaluated once (a
+        valset without a metric is not used)."""
         reject_unknown("LabeledFewShot.compile", unknown, LabeledFewShot.start)
         train = check_examples("trainset", trainset, minimum=0)  # empty: the student, reset (DSPy)
         # A valset is scored only with a metric; without one it is unused (DSPy's compile takes none,
@@ -123,6 +100,8 @@ class LabeledFewShot(Optimizer):
 
 class _LabeledRun(OptimizerRun):
     """Zero steps without a valset; one evaluation step with one."""
+
+    state_model = LabeledState
 
     def __init__(
         self,
@@ -162,8 +141,8 @@ class _LabeledRun(OptimizerRun):
     def result(self) -> Module:
         return self.program
 
-    def _state(self) -> dict[str, Any]:
-        return {}
+    def _state(self) -> LabeledState:
+        return LabeledState()
 
-    def _load_state(self, state: Mapping[str, Any]) -> None:
+    def _load_state(self, state: LabeledState) -> None:
         pass

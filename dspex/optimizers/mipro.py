@@ -143,11 +143,6 @@ class MIPROv2(Optimizer):
         self._limits = Budget(max_lm_calls, max_cost_usd)
         self.trials_per_step = check_trials_per_step(trials_per_step)
 
-    async def acompile(self, student: Module, *, trainset: Sequence[Example], **options: Any) -> Module:
-        """The best program found (see :meth:`start` for the options, DSPy's ``compile`` ones)."""
-        run = self.start(student, trainset=trainset, **options)
-        return await self._run_all_steps(run)
-
     def start(
         self,
         student: Module,
@@ -173,7 +168,8 @@ class MIPROv2(Optimizer):
         state: Mapping[str, Any] | None = None,
         **unknown: Any,
     ) -> MiproRun:
-        """The run, checked and ready for its first step (or resumed from ``state``)."""
+        """The run, checked and ready for its first step (or resumed from ``state``). Its result:
+        the best program found; the keywords are DSPy's ``compile`` ones."""
         reject_unknown("MIPROv2.compile", unknown, MIPROv2.start)
         if requires_permission_to_run:
             raise ConfigurationError("requires_permission_to_run=True: MIPROv2 asks for no confirmation")

@@ -33,6 +33,14 @@ from dspex.lm.usage import Usage
 from dspex.optimizers._base import OptimizerRun, StepCost
 from dspex.optimizers.bootstrap import BootstrapEngine, BootstrapSettings, BootstrapTask, make_teacher
 from dspex.optimizers.budget import Budget
+from dspex.optimizers.checkpoint import (
+    BestTrial,
+    EvaluatedTrial,
+    MiproPhase,
+    MiproState,
+    restore_rng,
+    rng_state,
+)
 from dspex.optimizers.executor import Executor
 from dspex.optimizers.grounded import (
     GroundedProposer,
@@ -116,6 +124,8 @@ class MiproRun(OptimizerRun):
     instruction proposal in one step), ``search`` (a step per batch of sampled trials, and one per
     full evaluation)."""
 
+    state_model = MiproState
+
     def __init__(self, setup: MiproSetup, executor: Executor, rng: random.Random) -> None:
         budget = Budget(setup.limits.max_lm_calls, setup.limits.max_cost_usd)
         super().__init__(name=setup.name, executor=executor, budget=budget, max_errors=setup.max_errors)
@@ -132,7 +142,7 @@ class MiproRun(OptimizerRun):
             trials_per_step=setup.trials_per_step,
             modelled_from=TPE_STARTUP_TRIALS,
         )
-        self.phase = "bootstrap"
+        self.phase: MiproPhase = "bootstrap"
         self.position = 0  # next batch of self.schedule
         self.instructions: list[list[str]] = []
         self.grounding_seed = 0
@@ -141,7 +151,7 @@ class MiproRun(OptimizerRun):
         self.default_score: float | None = None
         self.search: SearchRecord | None = None
         self.best: tuple[float, Params] | None = None
-        self.evaluated: list[dict[str, Any]] = []  # {"number", "params", "score", "full"} in trial order
+        self.evaluated: list[EvaluatedTrial] = []  # in trial order
         self._demo_sets: list[list[list[Example]]] | None = None
 
     @property
@@ -402,7 +412,7 @@ class MiproRun(OptimizerRun):
         self, number: int, params: Params, score: float, label: str, *, full: bool, size: int = 0
     ) -> None:
         program = self.program(params)
-        self.evaluated.append({"number": number, "params": params, "score": score, "full": full})
+        self.evaluated.append(EvaluatedTrial(number=number, params=params, score=score, full=full))
         choice = combo_key(params)
         if full:
             trial = Trial(
@@ -486,47 +496,40 @@ class MiproRun(OptimizerRun):
             best.total_calls = self.budget.calls  # type: ignore[attr-defined]
         return best
 
-    def _entry(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+    def _entry(self, entry: EvaluatedTrial) -> dict[str, Any]:
         return {"score": entry["score"], "program": self.program(entry["params"]), "full_eval": entry["full"]}
 
     # -- state -----------------------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
-        version, internal, gauss = self.rng.getstate()
-        return {
-            "phase": self.phase,
-            "position": self.position,
-            "rng": [version, list(internal), gauss],
-            "tasks": self.engine.state(),
-            "instructions": self.instructions,
-            "grounding_seed": self.grounding_seed,
-            "observed": None if self.observed is None else self.observed.to_dict(),
-            "grounding": None if self.grounding is None else self.grounding.to_dict(),
-            "default_score": self.default_score,
-            "search": self.search.to_dict() if self.search is not None else None,
-            "best": None if self.best is None else {"score": self.best[0], "params": self.best[1]},
-            "evaluated": self.evaluated,
-        }
-
-    def _load_state(self, state: Mapping[str, Any]) -> None:
-        self.phase, self.position = str(state["phase"]), int(state["position"])
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
-        self.engine.load(state["tasks"])
-        self.instructions = [list(found) for found in state["instructions"]]
-        self.grounding_seed = int(state["grounding_seed"])
-        observed, grounding = state["observed"], state["grounding"]
-        self.observed = None if observed is None else Grounding.from_dict(observed)
-        self.grounding = None if grounding is None else Grounding.from_dict(grounding)
-        self.default_score = state["default_score"]
-        self.search = None
-        if state["search"] is not None:
-            self._new_search().load(state["search"])
-        best = state["best"]
-        self.best = (
-            None if best is None else (float(best["score"]), {k: int(v) for k, v in best["params"].items()})
+    def _state(self) -> MiproState:
+        return MiproState(
+            phase=self.phase,
+            position=self.position,
+            rng=rng_state(self.rng),
+            tasks=self.engine.state(),
+            instructions=self.instructions,
+            grounding_seed=self.grounding_seed,
+            observed=self.observed,
+            grounding=self.grounding,
+            default_score=self.default_score,
+            search=None if self.search is None else self.search.state(),
+            best=None if self.best is None else BestTrial(score=self.best[0], params=self.best[1]),
+            evaluated=self.evaluated,
         )
-        self.evaluated = [dict(entry) for entry in state["evaluated"]]
+
+    def _load_state(self, state: MiproState) -> None:
+        self.phase, self.position = state.phase, state.position
+        restore_rng(self.rng, state.rng)
+        self.engine.load(state.tasks)
+        self.instructions = [list(found) for found in state.instructions]
+        self.grounding_seed = state.grounding_seed
+        self.observed, self.grounding = state.observed, state.grounding
+        self.default_score = state.default_score
+        self.search = None
+        if state.search is not None:
+            self._new_search().load(state.search)
+        self.best = None if state.best is None else (state.best.score, dict(state.best.params))
+        self.evaluated = [EvaluatedTrial(**entry) for entry in state.evaluated]
         self._demo_sets = None
 
 

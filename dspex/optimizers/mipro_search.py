@@ -27,9 +27,10 @@ import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import optuna
+
+from dspex.optimizers.checkpoint import SearchState, ToldTrial
 
 __all__ = ["TPE_STARTUP_TRIALS", "Params", "SearchRecord", "ask_batch", "combo_key"]
 
@@ -52,7 +53,7 @@ class SearchRecord:
 
     num_instructions: list[int]
     num_demo_sets: list[int] | None  # None: zero-shot, only instructions are searched
-    told: list[dict[str, Any]] = field(default_factory=list)  # {"number", "params", "value"} in order
+    told: list[ToldTrial] = field(default_factory=list)  # in trial order
     minibatch_scores: dict[str, list[float]] = field(default_factory=dict)  # combo key -> scores
     combos: dict[str, Params] = field(default_factory=dict)  # combo key -> params (first seen order)
     fully_evaluated: dict[str, float] = field(default_factory=dict)  # combo key -> full score
@@ -99,7 +100,7 @@ class SearchRecord:
         return params
 
     def tell(self, number: int, params: Params, value: float) -> None:
-        self.told.append({"number": number, "params": dict(params), "value": float(value)})
+        self.told.append(ToldTrial(number=number, params=dict(params), value=float(value)))
 
     def add_minibatch(self, params: Params, score: float) -> None:
         key = combo_key(params)
@@ -117,19 +118,20 @@ class SearchRecord:
                 return key, self.combos[key], sum(scores) / len(scores)
         return None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "told": self.told,
-            "minibatch_scores": self.minibatch_scores,
-            "combos": self.combos,
-            "fully_evaluated": self.fully_evaluated,
-        }
+    def state(self) -> SearchState:
+        """The record as its checkpoint holds it (the space, ``num_*``, is rebuilt by the run)."""
+        return SearchState(
+            told=self.told,
+            minibatch_scores=self.minibatch_scores,
+            combos=self.combos,
+            fully_evaluated=self.fully_evaluated,
+        )
 
-    def load(self, data: Mapping[str, Any]) -> None:
-        self.told = [dict(entry) for entry in data["told"]]
-        self.minibatch_scores = {k: [float(s) for s in v] for k, v in data["minibatch_scores"].items()}
-        self.combos = {k: {n: int(i) for n, i in v.items()} for k, v in data["combos"].items()}
-        self.fully_evaluated = {k: float(v) for k, v in data["fully_evaluated"].items()}
+    def load(self, state: SearchState) -> None:
+        self.told = list(state.told)
+        self.minibatch_scores = {key: list(scores) for key, scores in state.minibatch_scores.items()}
+        self.combos = dict(state.combos)
+        self.fully_evaluated = dict(state.fully_evaluated)
 
 
 def ask_batch(record: SearchRecord, seed: int, numbers: Sequence[int]) -> list[Params]:

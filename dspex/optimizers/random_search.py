@@ -44,6 +44,7 @@ from dspex.optimizers.bootstrap import (
     make_teacher,
 )
 from dspex.optimizers.budget import Budget
+from dspex.optimizers.checkpoint import RandomSearchState
 from dspex.optimizers.executor import Executor, LocalExecutor
 from dspex.optimizers.history import Trial
 from dspex.optimizers.labeled import labeled_program
@@ -158,34 +159,6 @@ class BootstrapFewShotWithRandomSearch(Optimizer):
         self._limits = Budget(max_lm_calls, max_cost_usd)
         self.candidate_programs: list[dict[str, Any]] = []
 
-    async def acompile(
-        self,
-        student: Module,
-        *,
-        trainset: Sequence[Example],
-        teacher: Module | None = None,
-        valset: Sequence[Example] | None = None,
-        restrict: Iterable[int] | None = None,
-        labeled_sample: bool = True,
-        executor: Executor | None = None,
-        **unknown: Any,
-    ) -> Module:
-        """The best candidate on ``valset`` (the trainset when not given, as in DSPy)."""
-        run = self.start(
-            student,
-            trainset=trainset,
-            teacher=teacher,
-            valset=valset,
-            restrict=restrict,
-            labeled_sample=labeled_sample,
-            executor=executor,
-            **unknown,
-        )
-        try:
-            return await self._run_all_steps(run)
-        finally:
-            self.candidate_programs = run.candidate_programs
-
     def start(
         self,
         student: Module,
@@ -199,7 +172,8 @@ class BootstrapFewShotWithRandomSearch(Optimizer):
         state: Mapping[str, Any] | None = None,
         **unknown: Any,
     ) -> _RandomSearchRun:
-        """The run, checked and ready for its first step (or resumed from ``state``)."""
+        """The run, checked and ready for its first step (or resumed from ``state``). Its result:
+        the best candidate on ``valset`` (the trainset when not given, as in DSPy)."""
         reject_unknown(
             "BootstrapFewShotWithRandomSearch.compile", unknown, BootstrapFewShotWithRandomSearch.start
         )
@@ -225,6 +199,10 @@ class BootstrapFewShotWithRandomSearch(Optimizer):
             run.load_state_dict(state)
         return run
 
+    def _keep_from_run(self, run: OptimizerRun) -> None:
+        if isinstance(run, _RandomSearchRun):
+            self.candidate_programs = run.candidate_programs
+
     def _checked_sets(
         self, trainset: Sequence[Example], valset: Sequence[Example] | None
     ) -> tuple[list[Example], list[Example]]:
@@ -249,6 +227,8 @@ def _restrict(restrict: Iterable[int] | None, num_candidates: int) -> set[int] |
 
 class _RandomSearchRun(OptimizerRun):
     """Steps: bootstrap waves for every bootstrapped candidate together, then one evaluation of all."""
+
+    state_model = RandomSearchState
 
     def __init__(
         self,
@@ -383,16 +363,19 @@ class _RandomSearchRun(OptimizerRun):
 
     # -- state -----------------------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
-        return {
-            "tasks": {str(seed): task.state() for seed, task in self.tasks.items()},
-            "best": self.best_index,
-        }
+    def _state(self) -> RandomSearchState:
+        tasks = {seed: task.state() for seed, task in self.tasks.items()}
+        return RandomSearchState(tasks=tasks, best=self.best_index)
 
-    def _load_state(self, state: Mapping[str, Any]) -> None:
-        for seed, task_state in state["tasks"].items():
-            self.tasks[int(seed)].load(task_state)
-        self.best_index = state.get("best")
+    def _load_state(self, state: RandomSearchState) -> None:
+        if set(state.tasks) != set(self.tasks):
+            raise ConfigurationError(
+                f"this optimizer checkpoint bootstraps candidate seeds {sorted(state.tasks)}; "
+                f"this run's are {sorted(self.tasks)}"
+            )
+        for seed, task_state in state.tasks.items():
+            self.tasks[seed].load(task_state)
+        self.best_index = state.best
         self.programs = None
 
 

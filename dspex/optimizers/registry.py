@@ -16,6 +16,7 @@ from dspex.optimizers._base import Optimizer
 from dspex.optimizers.bootstrap import BootstrapFewShot
 from dspex.optimizers.copro import COPRO
 from dspex.optimizers.ensemble import Ensemble
+from dspex.optimizers.gepa import GEPA
 from dspex.optimizers.knn import KNNFewShot
 from dspex.optimizers.labeled import LabeledFewShot
 from dspex.optimizers.mipro import MIPROv2
@@ -41,6 +42,7 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "simba": SIMBA,
     "copro": COPRO,
     "mipro": MIPROv2,
+    "gepa": GEPA,
 }
 _BY_CLASS_NAME = {cls.__name__: cls for cls in OPTIMIZERS.values()}
 

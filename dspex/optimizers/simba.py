@@ -58,6 +58,7 @@ from dspex.optimizers._base import (
 )
 from dspex.optimizers.bootstrap import check_teacher_settings
 from dspex.optimizers.budget import Budget
+from dspex.optimizers.checkpoint import SimbaPhase, SimbaState, restore_rng, rng_state
 from dspex.optimizers.executor import (
     ROLLOUT_TEMPERATURE,
     Executor,
@@ -147,20 +148,6 @@ class SIMBA(Optimizer):
         # DSPy: without demos to keep, only rules
         self.strategies = (DEMO, RULE) if self.max_demos > 0 else (RULE,)
 
-    async def acompile(
-        self,
-        student: Module,
-        *,
-        trainset: Sequence[Example],
-        seed: int | None = None,
-        valset: Sequence[Example] | None = None,
-        executor: Executor | None = None,
-        **unknown: Any,
-    ) -> Module:
-        """The best program found (``student`` itself is left unchanged)."""
-        run = self.start(student, trainset=trainset, seed=seed, valset=valset, executor=executor, **unknown)
-        return await self._run_all_steps(run)
-
     def start(
         self,
         student: Module,
@@ -172,7 +159,8 @@ class SIMBA(Optimizer):
         state: Mapping[str, Any] | None = None,
         **unknown: Any,
     ) -> _SimbaRun:
-        """The run, checked and ready for its first step (or resumed from ``state``)."""
+        """The run, checked and ready for its first step (or resumed from ``state``). Its result:
+        the best program found (``student`` itself is left unchanged)."""
         reject_unknown("SIMBA.compile", unknown, SIMBA.start)
         check_has_predictors("SIMBA", student)
         why = f"bsize={self.bsize} needs at least {self.bsize}; lower bsize or give more examples"
@@ -210,6 +198,8 @@ class _Plan:
 class _SimbaRun(OptimizerRun):
     """Steps: sample + build candidates, score them on the minibatch, x max_steps; then the final choice."""
 
+    state_model = SimbaState
+
     def __init__(
         self,
         optimizer: SIMBA,
@@ -232,7 +222,8 @@ class _SimbaRun(OptimizerRun):
         self.position = 0
         self.pool = [Member(Variant.of(self.student), [], "student")]
         self.winners = [0]
-        self.phase, self.batch_index = "sample", 0
+        self.phase: SimbaPhase = "sample"
+        self.batch_index = 0
         self.batch: list[int] = []
         self.pending: list[Member] = []
         self.final: list[tuple[int, float]] = []  # (pool index, trainset score) of the final choice
@@ -490,34 +481,30 @@ class _SimbaRun(OptimizerRun):
 
     # -- state -----------------------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
-        version, internal, gauss = self.rng.getstate()
-        return {
-            "rng": [version, list(internal), gauss],
-            "order": self.order,
-            "position": self.position,
-            "pool": [member.to_dict() for member in self.pool],
-            "winners": self.winners,
-            "phase": self.phase,
-            "batch_index": self.batch_index,
-            "batch": self.batch,
-            "pending": [member.to_dict() for member in self.pending],
-            "final": [list(entry) for entry in self.final],
-            "logs": self.logs,
-        }
+    def _state(self) -> SimbaState:
+        return SimbaState(
+            rng=rng_state(self.rng),
+            order=self.order,
+            position=self.position,
+            pool=self.pool,
+            winners=self.winners,
+            phase=self.phase,
+            batch_index=self.batch_index,
+            batch=self.batch,
+            pending=self.pending,
+            final=self.final,
+            logs=self.logs,
+        )
 
-    def _load_state(self, state: Mapping[str, Any]) -> None:
-        pool = [Member.from_dict(m) for m in state["pool"]]
-        if any(len(m.variant.instructions) != len(self.paths) for m in pool):
+    def _load_state(self, state: SimbaState) -> None:
+        if any(len(m.variant.instructions) != len(self.paths) for m in state.pool):
             raise ConfigurationError(
                 f"this SIMBA state is of a program with other predictors than {self.paths}"
             )
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
-        self.order, self.position = [int(i) for i in state["order"]], int(state["position"])
-        self.pool, self.winners = pool, [int(i) for i in state["winners"]]
-        self.phase, self.batch_index = str(state["phase"]), int(state["batch_index"])
-        self.batch = [int(i) for i in state["batch"]]
-        self.pending = [Member.from_dict(m) for m in state["pending"]]
-        self.final = [(int(i), float(score)) for i, score in state["final"]]
-        self.logs = [dict(entry) for entry in state["logs"]]
+        restore_rng(self.rng, state.rng)
+        self.order, self.position = list(state.order), state.position
+        self.pool, self.winners = list(state.pool), list(state.winners)
+        self.phase, self.batch_index = state.phase, state.batch_index
+        self.batch, self.pending = list(state.batch), list(state.pending)
+        self.final = list(state.final)
+        self.logs = [dict(entry) for entry in state.logs]

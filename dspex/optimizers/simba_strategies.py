@@ -1,9 +1,10 @@
 """SIMBA's pieces: program variants, the pool, scored trajectories, buckets, sampling, demos.
 
 A *variant* is what SIMBA changes in a program (each predictor's instructions and demos), so every
-program of the pool rebuilds from the student and a JSON-able variant. A *trajectory* is one sampled
-run of a pool program on a minibatch example, with its score and its trace. A *bucket* holds the
-trajectories of one example, best first; buckets whose runs disagree most come first.
+program of the pool rebuilds from the student and a variant (what a checkpoint holds). A *trajectory*
+is one sampled run of a pool program on a minibatch example, with its score and its trace. A
+*bucket* holds the trajectories of one example, best first; buckets whose runs disagree most come
+first.
 
 :func:`append_demo` is the first strategy (the best trajectory becomes one demo per predictor); the
 second, an LM-written rule, is in :mod:`dspex.optimizers.simba_rules`.
@@ -14,10 +15,11 @@ from __future__ import annotations
 import inspect
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ConfigDict
 from pydantic_core import to_jsonable_python
 
 from dspex.metrics import score_of
@@ -52,6 +54,9 @@ _TRUNCATED = " ... (truncated)"
 class Variant:
     """Each predictor's instructions and demos (demos as JSON dicts), in predictor order."""
 
+    # validated as part of a checkpoint (dspex.optimizers.checkpoint.SimbaState)
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
     instructions: tuple[str, ...]
     demos: tuple[tuple[dict[str, Any], ...], ...]
 
@@ -76,17 +81,12 @@ class Variant:
         kept = tuple(tuple(d for i, d in enumerate(demos) if i not in positions) for demos in self.demos)
         return Variant(self.instructions, kept)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"instructions": list(self.instructions), "demos": [list(d) for d in self.demos]}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Variant:
-        return cls(tuple(data["instructions"]), tuple(tuple(d) for d in data["demos"]))
-
 
 @dataclass
 class Member:
     """A program of the pool: its variant, its minibatch scores (the metric's scale) and its origin."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     variant: Variant
     scores: list[float]
@@ -95,13 +95,6 @@ class Member:
     @property
     def average(self) -> float:
         return sum(self.scores) / len(self.scores) if self.scores else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"variant": self.variant.to_dict(), "scores": self.scores, "label": self.label}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Member:
-        return cls(Variant.from_dict(data["variant"]), [float(s) for s in data["scores"]], str(data["label"]))
 
 
 def top_programs(averages: Sequence[float], k: int) -> list[int]:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeAlias, cast, overload
 
 from dspex import _dspy_state, serialization
 from dspex._callers import CALLER_MODULES
@@ -42,11 +42,24 @@ from dspex.utils.callback import ACTIVE_CALL_ID, active_callbacks, notify_end, n
 if TYPE_CHECKING:
     from dspex.modules.predict import Predict
 
-__all__ = ["Module", "TraceStep", "detached_trace", "record_trace_step", "set_attribute_by_name"]
+__all__ = [
+    "BatchWithFailures",
+    "Module",
+    "TraceStep",
+    "detached_trace",
+    "record_trace_step",
+    "set_attribute_by_name",
+]
 
 logger = logging.getLogger(__name__)
 
 UNATTACHED_PATH = "<unattached>"
+
+BatchWithFailures: TypeAlias = tuple[
+    list[Prediction | None], list[Example | Mapping[str, Any]], list[Exception]
+]
+"""What ``batch(..., return_failed_examples=True)`` gives (DSPy's triple): the results in example order
+(None for a failed one), the failed examples and their exceptions, in example order."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +213,27 @@ class Module:
         """Override with the program's sync logic; it runs in a worker thread under :meth:`acall`."""
         raise ConfigurationError(f"{type(self).__qualname__} does not define `forward`")
 
+    @overload
+    def batch(
+        self, examples: Sequence[Example | Mapping[str, Any]], *, concurrency: int | None = None,
+        num_threads: int | None = None, max_errors: int | None = None,
+        return_failed_examples: Literal[False] = False, provide_traceback: bool | None = None,
+        disable_progress_bar: bool = False, timeout: int = 120, straggler_limit: int = 3,
+    ) -> list[Prediction | None]: ...  # fmt: skip
+    @overload
+    def batch(
+        self, examples: Sequence[Example | Mapping[str, Any]], *, concurrency: int | None = None,
+        num_threads: int | None = None, max_errors: int | None = None,
+        return_failed_examples: Literal[True], provide_traceback: bool | None = None,
+        disable_progress_bar: bool = False, timeout: int = 120, straggler_limit: int = 3,
+    ) -> BatchWithFailures: ...  # fmt: skip
+    @overload
+    def batch(
+        self, examples: Sequence[Example | Mapping[str, Any]], *, concurrency: int | None = None,
+        num_threads: int | None = None, max_errors: int | None = None,
+        return_failed_examples: bool, provide_traceback: bool | None = None,
+        disable_progress_bar: bool = False, timeout: int = 120, straggler_limit: int = 3,
+    ) -> list[Prediction | None] | BatchWithFailures: ...  # fmt: skip
     def batch(
         self,
         examples: Sequence[Example | Mapping[str, Any]],
@@ -212,7 +246,7 @@ class Module:
         disable_progress_bar: bool = False,
         timeout: int = 120,
         straggler_limit: int = 3,
-    ) -> Any:
+    ) -> list[Prediction | None] | BatchWithFailures:
         """Call the module on many examples at once, at most ``concurrency`` in flight (sync form).
 
         ``provide_traceback``, ``disable_progress_bar``, ``timeout`` and ``straggler_limit`` are DSPy's
@@ -232,6 +266,22 @@ class Module:
             )
         )
 
+    @overload
+    async def abatch(
+        self, examples: Sequence[Example | Mapping[str, Any]], *, concurrency: int | None = None,
+        num_threads: int | None = None, max_errors: int | None = None,
+        return_failed_examples: Literal[False] = False,
+    ) -> list[Prediction | None]: ...  # fmt: skip
+    @overload
+    async def abatch(
+        self, examples: Sequence[Example | Mapping[str, Any]], *, concurrency: int | None = None,
+        num_threads: int | None = None, max_errors: int | None = None, return_failed_examples: Literal[True],
+    ) -> BatchWithFailures: ...  # fmt: skip
+    @overload
+    async def abatch(
+        self, examples: Sequence[Example | Mapping[str, Any]], *, concurrency: int | None = None,
+        num_threads: int | None = None, max_errors: int | None = None, return_failed_examples: bool,
+    ) -> list[Prediction | None] | BatchWithFailures: ...  # fmt: skip
     async def abatch(
         self,
         examples: Sequence[Example | Mapping[str, Any]],
@@ -240,7 +290,7 @@ class Module:
         num_threads: int | None = None,
         max_errors: int | None = None,
         return_failed_examples: bool = False,
-    ) -> Any:
+    ) -> list[Prediction | None] | BatchWithFailures:
         """:meth:`batch` for async code: ``preds = await program.abatch(devset, concurrency=32)``."""
         bound = resolve_concurrency(concurrency, num_threads)
         calls = [functools.partial(self.acall, **call_inputs(ex, i)) for i, ex in enumerate(examples)]

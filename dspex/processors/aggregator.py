@@ -64,8 +64,11 @@ from dspex.processors.aggregate_state import (
 )
 from dspex.processors.common import dspex_version
 from dspex.processors.heartbeat import HEARTBEAT_INTERVAL_S
+from dspex.processors.stopping import StopGuard
 from dspex.schemas import (
     Cancel,
+    DeadLetter,
+    ErrorInfo,
     EvalJob,
     JobMessage,
     ScoreRecord,
@@ -76,8 +79,12 @@ from dspex.schemas import (
     key_for,
 )
 from dspex.schemas.base import utc_now
+from dspex.schemas.results import SCORE_SOURCE_DLQ
+from dspex.schemas.serde import schema_error_reason
+from dspex.schemas.tasks import task_id_for
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
+from dspex.streams.outage import REACHABILITY, is_connection_text, quiet_aiokafka_loggers
 from dspex.streams.topics import TopicRegistry
 
 __all__ = [
@@ -149,6 +156,9 @@ class Aggregator:
         )
         self.status_topic = self.app.topic(self.registry.name("status"), key_type=bytes, value_type=bytes)
         self.workers_topic = self.app.topic(self.registry.name("workers"), key_type=bytes, value_type=bytes)
+        self.dlq_topic = self.app.topic(self.registry.name("dlq"), key_type=bytes, value_type=bytes)
+        self.scores_topic = self.app.topic(self.registry.name("scores"), key_type=bytes, value_type=bytes)
+        self._dead: list[DeadLetter] = []  # the current batch's poison, dead-lettered before it is acked
         # JSON keys and values: str keys and dict values come back as such from the changelog.
         schema: Any = faust.Schema(key_serializer="json", value_serializer="json")
         table_options: dict[str, Any] = {"partitions": partitions, "schema": schema}
@@ -175,10 +185,12 @@ class Aggregator:
         """Apply one batch of events: table writes, terminal statuses, clean-up, then positions."""
         batch = AggregateBatch(self.jobs, self.chunks, self._clock)
         positions = SourcePositions(self.positions.data)
+        self._dead = []
         for event in events:
             self._admit(batch, positions, event)
         result = batch.finish()
         sent = [*self._write(self.jobs, result.jobs), *self._write(self.chunks, result.chunks)]
+        sent += [await send for send in map(self._dead_letter, self._dead)]
         async with self._send_lock:
             for job_id, value in result.statuses:
                 sent.append(await self._send_status(job_id, value))
@@ -218,20 +230,58 @@ class Aggregator:
         # OptimizeJob: the optimizer coordinator owns those statuses.
 
     def _skip_undecodable(self, batch: AggregateBatch, event: EventT, exc: SchemaError) -> None:
-        """Count and skip a record nobody can read (the DLQ is upstream's job; never retried here).
+        """Count and skip a record nobody can read (never retried here).
 
-        An undecodable job record fails its job (``invalid_submit``): its submitter would otherwise
-        wait for a status that never comes.
+        A scores record goes to the DLQ with its reason, and a score marked as an error for its
+        task when its headers name one, as every worker does with its poison: the job completes
+        and reports it. An undecodable job record fails its job (``invalid_submit``): its
+        submitter would otherwise wait for a status that never comes.
         """
         message = event.message
         self.stats["undecodable"] += 1
         logger.warning(
             "skipping undecodable record %s[%s]@%s: %s", message.topic, message.partition, message.offset, exc
         )
+        if message.topic == self.registry.name("scores"):
+            self._dead.append(self._letter(message, exc))
         if message.topic == self.registry.name("jobs"):
             job_id = invalid_job_id(event.key, event.value)
             if job_id is not None:
                 batch.add_invalid_job(job_id, message.partition, str(exc))
+
+    def _letter(self, message: Any, exc: SchemaError) -> DeadLetter:
+        return DeadLetter.build(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            headers=message.headers,
+            error=exc,
+            reason=schema_error_reason(exc),
+            worker_id=self.worker_id,
+            consumer_group=self.app.conf.id,
+        )
+
+    async def _dead_letter(self, letter: DeadLetter) -> Awaitable[Any]:
+        """Send ``letter`` to the DLQ and its task's error score to scores; resolves once both are on
+        the broker (the batch's positions move past the poison only then)."""
+        self.stats["dead_lettered"] += 1
+        sent = [
+            await self.dlq_topic.send(
+                key=key_for("dlq", letter), value=encode(letter), headers=list(headers_for(letter))
+            )
+        ]
+        score = _dead_letter_score(letter, self.worker_id)
+        if score is not None:
+            sent.append(
+                await self.scores_topic.send(
+                    key=key_for("scores", score), value=encode(score), headers=list(headers_for(score))
+                )
+            )
+        else:
+            logger.warning("dead letter from %s names no job; not accounted", letter.original_topic)
+        return asyncio.gather(*sent)
 
     def _write(self, table: Any, writes: dict[str, tuple[int, Any]]) -> list[Awaitable[Any]]:
         """Update the table and its changelog; the futures resolve once the broker has the records."""
@@ -299,11 +349,38 @@ class Aggregator:
     async def _beat(self, app: faust.App) -> None:
         beat = self.heartbeat()
         try:
-            await self.workers_topic.send(
+            delivered = await self.workers_topic.send(
                 key=key_for("workers", beat), value=encode(beat), headers=list(headers_for(beat))
             )
         except Exception as exc:  # a missed heartbeat is not worth stopping the aggregator for
-            logger.warning("heartbeat of %s not sent: %s", self.worker_id, exc)
+            if is_connection_text(repr(exc)):
+                REACHABILITY.unreachable("heartbeat", repr(exc))
+            else:
+                logger.warning("heartbeat of %s not sent: %s", self.worker_id, exc)
+            return
+        if isinstance(delivered, asyncio.Future):  # a delivered heartbeat: Kafka answers (again)
+            delivered.add_done_callback(_note_delivery)
+
+
+def _dead_letter_score(letter: DeadLetter, worker_id: str) -> ScoreRecord | None:
+    """The error score that accounts a dead-lettered record to its task, when its headers name one.
+
+    The aggregator does not know the job's ``failure_score`` (it is not in the jobs table): the
+    error score counts 0.0, the default.
+    """
+    if letter.job_id is None or letter.candidate_id is None or letter.example_index is None:
+        return None
+    message = f"dead-lettered by the aggregate worker ({letter.reason}): {letter.error}"
+    return ScoreRecord(
+        job_id=letter.job_id,
+        candidate_id=letter.candidate_id,
+        example_index=letter.example_index,
+        task_id=task_id_for(letter.job_id, letter.candidate_id, letter.example_index),
+        score=0.0,
+        error=ErrorInfo(type=letter.error_type, message=message[:2000], systemic=False),
+        source=SCORE_SOURCE_DLQ,
+        worker_id=worker_id,
+    )
 
 
 def _runs_here(value: Any, owned: set[int]) -> bool:
@@ -311,6 +388,11 @@ def _runs_here(value: Any, owned: set[int]) -> bool:
     return (
         bool(value) and value.get("final") is None and value.get("known") and value.get("partition") in owned
     )
+
+
+def _note_delivery(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        REACHABILITY.reachable()
 
 
 def _settled(app: faust.App) -> bool:
@@ -475,7 +557,11 @@ def run_aggregator(
         if observed.server is not None:
             aggregator.metrics_url = observed.server.url
     tune_gc_for_worker()  # a process of its own from here on: see dspex._gc
-    worker = faust.Worker(aggregator.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    quiet_aiokafka_loggers()  # a broker outage: one warning and a summary every 10 s, not a flood
+    worker = _GuardedWorker(aggregator.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.guard = StopGuard(
+        aggregator.worker_id, request_stop=worker.stop_on_signal, left_undone=_left_undone
+    )
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
@@ -485,6 +571,32 @@ def run_aggregator(
         if observed is not None:
             observed.stop()
         logger.info("aggregator stopped: %s", dict(aggregator.stats))
+
+
+class _GuardedWorker(faust.Worker):
+    """faust's worker whose SIGTERM / SIGINT go through dspex's stop guard.
+
+    faust's own handlers ignore a second signal, and its stop waits without a timeout in the
+    producer's flush while the broker is down (aiokafka): the guard bounds the whole stop.
+    """
+
+    guard: StopGuard | None = None
+
+    def _install_signal_handlers_unix(self) -> None:
+        super()._install_signal_handlers_unix()
+        if self.guard is not None:
+            self.guard.install(self.loop)
+
+    def stop_on_signal(self) -> None:
+        """faust's graceful stop, as its own SIGTERM handler starts it (runs on the loop)."""
+        self._on_sigterm()
+
+
+def _left_undone() -> str:
+    return (
+        "scores and jobs records faust had not committed are read again on restart; those already "
+        "counted are recognised as duplicates (the positions table), so nothing counts twice"
+    )
 
 
 def _parse(argv: Iterable[str] | None) -> argparse.Namespace:

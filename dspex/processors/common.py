@@ -30,7 +30,7 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from contextlib import AsyncExitStack
+from contextlib import AbstractContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Literal
 from confluent_kafka import Message
 from pydantic import BaseModel
 
+from dspex.configuration import context, current_settings
 from dspex.errors import ConfigurationError, LMError, ProgramLoadError
 from dspex.lm.breaker import BreakerState
 from dspex.observability.metrics import (
@@ -50,11 +51,13 @@ from dspex.observability.metrics import (
     prepare_worker,
 )
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR, MetricsServer
+from dspex.processors.callbacks import check_callback_path, worker_callbacks
 from dspex.processors.endpoints import EndpointOptions, Endpoints
 from dspex.processors.heartbeat import HEARTBEAT_INTERVAL_S, HeartbeatPublisher
 from dspex.processors.jobcache import JobCache
 from dspex.processors.lms import LMPool
 from dspex.processors.security import SecurityPolicy
+from dspex.processors.stopping import StopGuard
 from dspex.schemas.base import utc_now
 from dspex.schemas.common import ErrorInfo
 from dspex.schemas.dlq import DLQ_REASON_SECURITY_POLICY, DeadLetter
@@ -90,6 +93,8 @@ SYSTEMIC_DLQ_REASONS = frozenset({DLQ_REASON_SECURITY_POLICY, DLQ_REASON_UNKNOWN
 
 Outcome = Literal["ok", "skipped"]
 _TRIMMED_MESSAGE = 2000
+# Seconds running handlers get on SIGTERM: with the commit and the close, within the stop deadline.
+SHUTDOWN_DRAIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -98,11 +103,15 @@ class WorkerOptions:
 
     ``metrics_port`` None picks a free port in 9400-9499; ``metrics`` False serves none (tests).
     ``lm_cache_dir`` None keeps the LM response cache off, so every task is answered by the LM.
+    ``callbacks``: user callbacks by import path (``--callback pkg.mod:Name``), installed in every
+    program the worker runs; a predictor stores their events in each prediction's result.
+    ``sandbox_pool``: warm code sandboxes of a predictor (``--sandbox-pool``); 0 runs no code.
     """
 
     prefix: str = "dspex."
     worker_id: str | None = None
-    concurrency: int = 256
+    # The predictor's default (``dspex worker predict``); the CLI passes its own for the other kinds.
+    concurrency: int = 1024
     policy: SecurityPolicy = field(default_factory=SecurityPolicy)
     fast_groups: bool = False
     drain_timeout: float = 10.0
@@ -115,10 +124,16 @@ class WorkerOptions:
     metrics_port: int | None = None
     targets_dir: Path | None = DEFAULT_TARGETS_DIR
     endpoints: EndpointOptions = field(default_factory=EndpointOptions)
+    callbacks: tuple[str, ...] = ()
+    sandbox_pool: int = 0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ConfigurationError(f"--concurrency must be >= 1, got {self.concurrency}")
+        if self.sandbox_pool < 0:
+            raise ConfigurationError(f"--sandbox-pool must be >= 0, got {self.sandbox_pool}")
+        for path in self.callbacks:
+            check_callback_path(path)
 
 
 def default_worker_id(kind: str) -> str:
@@ -170,6 +185,8 @@ class Worker(ABC):
         self.endpoints = Endpoints(self.options.endpoints, max_limit=self.options.concurrency)
         self.endpoints.add_listener(self._breaker_changed)
         self.lms = LMPool(self.options.policy, cache_dir=self.options.lm_cache_dir, endpoints=self.endpoints)
+        # what run() installs in the programs it runs: the LM metrics, the user's (_with_callbacks)
+        self.callbacks: list[Any] = []
         self.runtime: ConsumerRuntime | None = None
         self.heartbeats: HeartbeatPublisher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -186,6 +203,7 @@ class Worker(ABC):
     async def run(self) -> None:
         """Start, consume until asked to stop, drain, and stop everything in reverse order."""
         async with AsyncExitStack() as stack:
+            stack.enter_context(self._with_callbacks())
             runtime = await self._start(stack)
             logger.info(
                 "%s worker %s in group %s; %s",
@@ -205,16 +223,32 @@ class Worker(ABC):
     def install_signal_handlers(
         self, signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
     ) -> None:
-        """Make SIGTERM and SIGINT drain and stop this worker (call from the running loop)."""
-        loop = asyncio.get_running_loop()
-        for sig in signals:
-            loop.add_signal_handler(sig, self.request_stop)
+        """Make SIGTERM and SIGINT drain and stop this worker (call from the running loop).
+
+        The process exits within :data:`~dspex.processors.stopping.STOP_DEADLINE_S` of the first
+        signal whatever it waits for (a broker that is gone included), at once on a second one.
+        """
+        guard = StopGuard(self.worker_id, request_stop=self.request_stop, left_undone=self.left_undone)
+        guard.install(asyncio.get_running_loop(), signals)
+
+    def left_undone(self) -> str:
+        """What stopping now would leave undone (logged when a stop has to be forced)."""
+        if self.runtime is None:
+            return "the worker had not started consuming; nothing to commit"
+        return self.runtime.describe_undone()
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until the worker owns partitions of its input topic (TimeoutError after ``timeout``)."""
         await asyncio.wait_for(self._runtime_created.wait(), timeout)
         if self.runtime is not None:
             await self.runtime.wait_assigned(timeout)
+
+    def _with_callbacks(self) -> AbstractContextManager[Any]:
+        # The handlers' tasks start inside run() and inherit this context: every program the worker
+        # runs reports to these callbacks (on top of any configured process-wide). The LM metrics
+        # are one of them: the programming model records none itself.
+        self.callbacks = worker_callbacks(self.options.callbacks, self.options.policy)
+        return context(callbacks=[*current_settings().callbacks, *self.callbacks])
 
     async def _start(self, stack: AsyncExitStack) -> ConsumerRuntime:
         self._loop = asyncio.get_running_loop()
@@ -259,6 +293,12 @@ class Worker(ABC):
         )
 
     def _runtime(self, producer: AsyncProducer) -> ConsumerRuntime:
+        runtime = self._new_runtime(producer)
+        # the drain on stop leaves room under the stop deadline for the last commit and the close
+        runtime.shutdown_drain_timeout = min(self.options.drain_timeout, SHUTDOWN_DRAIN_S)
+        return runtime
+
+    def _new_runtime(self, producer: AsyncProducer) -> ConsumerRuntime:
         return ConsumerRuntime(
             self.settings,
             group_id=self.group_id,
@@ -268,15 +308,19 @@ class Worker(ABC):
             dlq_topic=self.registry.name("dlq"),
             decoder=self.input_model,
             max_in_flight=self.options.concurrency,
-            # A backlog of up to one more window waits behind the running handlers, so a finished
-            # handler is replaced at once instead of after the next pause/resume round trip.
-            high_watermark=2 * self.options.concurrency,
-            low_watermark=self.options.concurrency + self.options.concurrency // 2,
             drain_timeout=self.options.drain_timeout,
             fast_groups=self.options.fast_groups,
             worker_id=self.worker_id,
             on_dead_letter=self._account_dead_letter,
+            **self.runtime_options(),
         )
+
+    def runtime_options(self) -> dict[str, Any]:
+        """The kind's backlog options for its ConsumerRuntime (watermarks, backlog, dispatch limit)."""
+        # A backlog of up to one more window waits behind the running handlers, so a finished
+        # handler is replaced at once instead of after the next pause/resume round trip.
+        concurrency = self.options.concurrency
+        return {"high_watermark": 2 * concurrency, "low_watermark": concurrency + concurrency // 2}
 
     # ---------------------------------------------------------------- for the kinds
 
@@ -306,7 +350,7 @@ class Worker(ABC):
             group_id=self.group_id,
             version=dspex_version(),
             started_at=self._started_at,
-            in_flight=runtime.outstanding if runtime is not None else 0,
+            in_flight=runtime.running if runtime is not None else 0,  # the read-ahead is not in flight
             limit=self.endpoints.limit() or float(self.options.concurrency),
             breaker_state=self.endpoints.worst_state(),
             endpoints=self.endpoints.health(),

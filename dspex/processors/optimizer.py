@@ -189,6 +189,9 @@ class OptimizeCoordinator(Worker):
         lm = self.lms.for_spec(job.lm) if job.lm is not None else None
         metric = metric_of(job.metric, self.options.policy.modules)
         optimizer = _optimizer(job, metric)
+        bind_lms = getattr(optimizer, "bind_worker_lms", None)
+        if bind_lms is not None:
+            bind_lms(self.lms)  # the optimizer's own LMs (GEPA's reflection LM) under this worker's policy
         check_compile_options(optimizer, job.compile_options)  # a job not built by dspex.Client
         checkpoint = await self._checkpoint(job.job_id)
         run: OptimizerRun = optimizer.start(

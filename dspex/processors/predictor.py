@@ -1,5 +1,9 @@
 """The predictor worker: tasks in, predictions out (``dspex worker predict``).
 
+Tasks are read ahead of the running ones into one queue per job and started from the jobs in
+turn, weighted by priority (:mod:`dspex.processors.fairqueue`), so that a small job is not stuck
+behind a big one; no more start than the LM endpoints can take (their limits plus headroom).
+
 For each Task (consumer group ``<prefix>predict``, up to ``--concurrency`` in flight):
 
 1. skip it when its job was cancelled or has failed (committed, nothing produced); a task whose
@@ -11,6 +15,10 @@ For each Task (consumer group ``<prefix>predict``, up to ``--concurrency`` in fl
 3. run ``await program.acall(**inputs)`` with the job's LM in the context;
 4. produce a PredictionRecord (outputs, trace, usage, latency, adapter) keyed by task id, and return
    only once the broker acknowledged it, so the task's offset is committed only after its result.
+
+Programs that run model-written code (RLM, ProgramOfThought, CodeAct) get their interpreters
+from the worker's sandbox pool (``--sandbox-pool N``, :mod:`dspex.sandbox.worker`); without one
+their tasks fail at once with that reason (a failed example, not systemic), before any LM call.
 
 Running tasks of a job stop as soon as the job is cancelled or fails (the job cache's event for it):
 they are cancelled where they are, their LM requests included, and count as skipped. A task still
@@ -31,7 +39,7 @@ import asyncio
 import logging
 import re
 import time
-from contextlib import AbstractContextManager, AsyncExitStack
+from contextlib import AbstractContextManager, AsyncExitStack, nullcontext
 from typing import Any
 
 from confluent_kafka import Message
@@ -47,16 +55,20 @@ from dspex.errors import (
     SecurityPolicyError,
 )
 from dspex.lm import LM, Usage, track_usage
-from dspex.observability.metrics import LM_CALLS, child
+from dspex.observability.metrics import LM_CALLS, child, sandbox_execution, sandbox_pool_gauges
+from dspex.observability.recorder import recording
 from dspex.primitives import Module, Prediction
 from dspex.processors.candidates import CandidateCache
 from dspex.processors.common import Outcome, Worker, WorkerOptions, error_info
+from dspex.processors.fairqueue import READ_AHEAD_BYTES, READ_AHEAD_MESSAGES, FairQueue, job_flow
+from dspex.sandbox.worker import WorkerSandbox, worker_sandbox
 from dspex.schemas.base import utc_now
 from dspex.schemas.common import ErrorInfo, TraceEntry, UsageRecord
 from dspex.schemas.dlq import DLQ_REASON_SECURITY_POLICY
 from dspex.schemas.results import PredictionRecord
 from dspex.schemas.tasks import Task
 from dspex.streams.config import KafkaSettings
+from dspex.streams.consumer import message_size
 
 __all__ = ["Predictor"]
 
@@ -65,6 +77,13 @@ logger = logging.getLogger(__name__)
 _RAW_TEXT_KEPT = 500
 DEADLINE_ERROR = "DeadlineExceeded"
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+# Tasks started beyond the LM limit: those resolving their program or producing their result hold
+# no LM slot, so the LM stays busy while they do (at 100 ms LM latency a task spends some 40 ms
+# outside its call: adapter, result produced with a 20 ms linger). The cost: a task that starts
+# waits in the limiter behind at most half a window, half a round trip.
+DISPATCH_HEADROOM_MIN = 16
+DISPATCH_HEADROOM_SHARE = 0.5
+_WINDOW_REFRESH_S = 0.05
 
 
 class Predictor(Worker):
@@ -75,13 +94,58 @@ class Predictor(Worker):
     input_model = Task
 
     candidates: CandidateCache | None = None
+    sandbox: WorkerSandbox | None = None
 
-    def __init__(self, settings: KafkaSettings, options: WorkerOptions | None = None) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        options: WorkerOptions | None = None,
+        *,
+        read_ahead: int = READ_AHEAD_MESSAGES,
+        read_ahead_bytes: int = READ_AHEAD_BYTES,
+    ) -> None:
+        """``read_ahead`` messages and ``read_ahead_bytes`` bytes may wait in the fair queue."""
         super().__init__(settings, options)
+        if read_ahead < 1 or read_ahead_bytes < 1:
+            raise ConfigurationError("read_ahead and read_ahead_bytes must be >= 1")
+        self.read_ahead = read_ahead
+        self.read_ahead_bytes = read_ahead_bytes
+        self._window = self.options.concurrency
+        self._window_at = -_WINDOW_REFRESH_S
         # Running handler tasks per job, and a watcher per such job that cancels them if it stops.
         self._running: dict[str, set[asyncio.Task[Any]]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._stopping: set[asyncio.Task[Any]] = set()
+
+    def runtime_options(self) -> dict[str, Any]:
+        """Read ahead into per-job fair queues; start tasks as the LM endpoints can take them."""
+        concurrency = self.options.concurrency
+        return {
+            # Paused once the queue holds read_ahead tasks beyond the running ones (or its bytes).
+            "high_watermark": concurrency + self.read_ahead,
+            "low_watermark": concurrency + self.read_ahead // 2,
+            "max_backlog_bytes": self.read_ahead_bytes,
+            "backlog": FairQueue(job_flow, message_size),
+            "dispatch_limit": self.dispatch_limit,
+        }
+
+    def dispatch_limit(self) -> int:
+        """How many tasks may run now: the sum of the LM endpoints' limits, plus headroom.
+
+        DESIGN: the limiter lets waiting calls go first come, first served. Tasks started far
+        beyond its limit would wait there in arrival order and the fair queue's order would be
+        lost (a provider's 429s cut the limit well below ``--concurrency``; the limiter also starts
+        low and ramps). So tasks start only as the LM can take them, and the rest wait in the fair
+        queue. Before the first LM exists, ``--concurrency``.
+        """
+        now = time.monotonic()
+        if now - self._window_at >= _WINDOW_REFRESH_S:  # health() takes a lock: not on every start
+            self._window_at = now
+            limits = [endpoint.limit for endpoint in self.endpoints.health()]
+            total = sum(limits)
+            headroom = max(DISPATCH_HEADROOM_MIN, int(total * DISPATCH_HEADROOM_SHARE))
+            self._window = int(total) + headroom if limits else self.options.concurrency
+        return self._window
 
     async def open_caches(self, stack: AsyncExitStack) -> None:
         cache = CandidateCache(
@@ -93,6 +157,10 @@ class Predictor(Worker):
         )
         self.candidates = await stack.enter_async_context(cache)
         stack.callback(self._stop_watchers)
+        # the handlers start after this, in this context: they see the pool (or the refusal)
+        self.sandbox = stack.enter_context(worker_sandbox(self.options.sandbox_pool))
+        if self.sandbox.pool is not None and self.options.metrics:
+            sandbox_pool_gauges(self.sandbox.pool.stats)
 
     def _stop_watchers(self) -> None:
         for watcher in self._watchers.values():
@@ -160,13 +228,26 @@ class Predictor(Worker):
     async def predict(self, task: Task) -> PredictionRecord:
         """Run ``task``; a failure of the program or its LM becomes a record with an error.
 
+        With user callbacks (``--callback``) the record carries what they heard (``callback_events``).
         Raises PoisonMessageError for tasks that must be dead-lettered (unknown candidate, a
         program or LM the policy refuses).
         """
+        if not self.options.callbacks:
+            return await self._predict(task)
+        with recording() as log:
+            record = await self._predict(task)
+        events = log.recorded()
+        return record if events is None else record.model_copy(update={"callback_events": events})
+
+    async def _predict(self, task: Task) -> PredictionRecord:
         try:
             program, lm = await self._resolve(task)
         except (ProgramLoadError, ConfigurationError) as exc:  # every task of the job fails alike
             return self._record(task, error=error_info(exc), usage=Usage(), latency=0.0)
+        refused = self.sandbox.refusal(task.candidate_id, program) if self.sandbox is not None else None
+        if refused is not None:  # no LM call spent on a program this worker cannot run
+            sandbox_execution("refused")
+            return self._record(task, error=error_info(refused), usage=Usage(), latency=0.0)
         left = _time_left(task)
         if left is not None and left <= 0:
             return self._record(task, error=_expired(task, -left), usage=Usage(), latency=0.0)
@@ -174,7 +255,7 @@ class Predictor(Worker):
             started = time.perf_counter()
             try:
                 with self._lm_context(lm):
-                    prediction = await _within(left, program.acall(**task.inputs))
+                    prediction = await _within(left, self._run(task, program))
             except _DeadlineReached:
                 latency = time.perf_counter() - started
                 self._count_lm(tracker.usage, None)
@@ -189,6 +270,12 @@ class Predictor(Worker):
         latency = time.perf_counter() - started
         self._count_lm(tracker.usage, None)
         return self._success(task, prediction, tracker.usage, latency)
+
+    async def _run(self, task: Task, program: Module) -> Any:
+        # a program running code waits for a sandbox slot first (see WorkerSandbox.slot)
+        slot = self.sandbox.slot(task.candidate_id, program) if self.sandbox is not None else nullcontext()
+        async with slot:
+            return await program.acall(**task.inputs)
 
     async def _resolve(self, task: Task) -> tuple[Module, LM | None]:
         """The program and the job's LM (None: the program's predictors bring their own)."""

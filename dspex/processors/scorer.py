@@ -135,6 +135,7 @@ class Scorer(Worker):
             outputs=record.outputs,
             score=score,
             trace=record.trace,
+            callback_events=record.callback_events,
             usage=record.usage,
             latency_s=record.latency_s,
             example=record.example,

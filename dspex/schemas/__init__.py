@@ -15,11 +15,14 @@ from __future__ import annotations
 from dspex.schemas.base import Message, Timestamp, WireModel, parse_version, utc_now
 from dspex.schemas.checkpoints import OptimizerCheckpoint
 from dspex.schemas.common import (
+    PRIORITIES,
+    CallbackEvent,
     ErrorInfo,
     ExampleSet,
     LMSpec,
     MetricKind,
     MetricSpec,
+    Priority,
     TraceEntry,
     UsageRecord,
 )
@@ -39,11 +42,13 @@ from dspex.schemas.headers import (
     HEADER_CANDIDATE_ID,
     HEADER_EXAMPLE_INDEX,
     HEADER_JOB_ID,
+    HEADER_PRIORITY,
     HEADER_SCHEMA,
     HeaderIds,
     headers_for,
     ids_from_headers,
     parse_schema_header,
+    priority_from_headers,
 )
 from dspex.schemas.jobs import Cancel, DatasetSummary, EvalJob, JobMessage, OptimizeJob
 from dspex.schemas.programs import ProgramSpec, program_candidate_id
@@ -89,10 +94,12 @@ __all__ = [
     "HEADER_CANDIDATE_ID",
     "HEADER_EXAMPLE_INDEX",
     "HEADER_JOB_ID",
+    "HEADER_PRIORITY",
     "HEADER_SCHEMA",
     "KNOWN_DLQ_REASONS",
     "LIMIT_STOP_REASONS",
     "MESSAGE_MODELS",
+    "PRIORITIES",
     "SCORE_SOURCE_DLQ",
     "SCORE_SOURCE_PREDICTOR",
     "SCORE_SOURCE_SCORER",
@@ -102,6 +109,7 @@ __all__ = [
     "TOPIC_VALUE_MODELS",
     "UNION_TYPES",
     "BreakerState",
+    "CallbackEvent",
     "Cancel",
     "CandidateAggregate",
     "DatasetSummary",
@@ -124,6 +132,7 @@ __all__ = [
     "OptimizeStopReason",
     "OptimizerCheckpoint",
     "PredictionRecord",
+    "Priority",
     "ProgramSpec",
     "ScoreRecord",
     "StatusMessage",
@@ -147,6 +156,7 @@ __all__ = [
     "over_cost_budget",
     "parse_schema_header",
     "parse_version",
+    "priority_from_headers",
     "program_candidate_id",
     "schema_error_reason",
     "task_id_for",

@@ -9,15 +9,23 @@ from pydantic import Field, model_validator
 from dspex.schemas.base import WireModel
 
 __all__ = [
+    "PRIORITIES",
     "SECRET_LIKE_KEYS",
+    "CallbackEvent",
     "ErrorInfo",
     "ExampleSet",
     "LMSpec",
     "MetricKind",
     "MetricSpec",
+    "Priority",
     "TraceEntry",
     "UsageRecord",
 ]
+
+Priority = Literal["interactive", "normal", "bulk"]
+"""How a job shares the predictors with other jobs: its weight in their fair queues
+(:mod:`dspex.processors.fairqueue`). Absent on the wire means ``normal``."""
+PRIORITIES: tuple[Priority, ...] = ("interactive", "normal", "bulk")
 
 # Request options a job may not carry in LMSpec.extra: keys come only from the worker's environment.
 SECRET_LIKE_KEYS = frozenset(
@@ -137,6 +145,26 @@ class TraceEntry(WireModel):
     predictor: str = Field(description='Attribute path of the predictor, e.g. "generate.predict".')
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+
+
+class CallbackEvent(WireModel):
+    """One hook call of a user's callback while a worker ran a prediction (``--callback``).
+
+    ``data`` is what the hook was given, in JSON form with long strings cut: the inputs of a start
+    hook, the outputs of an end hook, the event of ``on_lm_attempt`` / ``on_lm_request``.
+    ``returned`` is what the hook returned, when not None (a way for a callback to put its own
+    findings into the result).
+    """
+
+    callback: str = Field(description='Import path the worker installed the callback by, "pkg.mod:Name".')
+    hook: str = Field(description='The hook called, e.g. "on_module_start".')
+    call_id: str | None = None
+    at_s: float = Field(default=0.0, ge=0, description="Seconds since the prediction started.")
+    instance: str | None = Field(default=None, description="Class name of the called component.")
+    data: Any = None
+    error: str | None = Field(default=None, description="The exception the call ended with (end hooks).")
+    returned: Any = None
+    hook_error: str | None = Field(default=None, description="The hook's own exception, if it raised.")
 
 
 class ExampleSet(WireModel):

@@ -16,6 +16,7 @@ __all__ = [
     "HEADER_CANDIDATE_ID",
     "HEADER_EXAMPLE_INDEX",
     "HEADER_JOB_ID",
+    "HEADER_PRIORITY",
     "HEADER_SCHEMA",
     "HeaderIds",
     "HeaderValue",
@@ -23,12 +24,15 @@ __all__ = [
     "headers_for",
     "ids_from_headers",
     "parse_schema_header",
+    "priority_from_headers",
     "schema_header_value",
 ]
 
 HEADER_JOB_ID = "dspex-job-id"
 HEADER_CANDIDATE_ID = "dspex-candidate-id"
 HEADER_EXAMPLE_INDEX = "dspex-example-index"
+HEADER_PRIORITY = "dspex-priority"
+"""The job's priority on tasks that have one (absent: normal), readable before the value is decoded."""
 HEADER_SCHEMA = "dspex-schema"
 """Model name and schema version of the value, e.g. ``b"Task/1.0"``."""
 
@@ -66,6 +70,7 @@ def headers_for(model: BaseModel) -> list[tuple[str, bytes]]:
         (HEADER_JOB_ID, "job_id"),
         (HEADER_CANDIDATE_ID, "candidate_id"),
         (HEADER_EXAMPLE_INDEX, "example_index"),
+        (HEADER_PRIORITY, "priority"),
     ):
         value = getattr(model, field, None)
         if value is not None:
@@ -85,6 +90,12 @@ def ids_from_headers(headers: Headers) -> HeaderIds:
         candidate_id=_text(found.get(HEADER_CANDIDATE_ID)),
         example_index=_index(found.get(HEADER_EXAMPLE_INDEX)),
     )
+
+
+def priority_from_headers(headers: Headers) -> str | None:
+    """The priority named in ``headers`` (None when absent or unreadable; the reader decides what an
+    unknown name means). Never raises."""
+    return _text(_as_dict(headers).get(HEADER_PRIORITY))
 
 
 def _as_dict(headers: Headers) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from dspex.schemas.base import Message, Timestamp, WireModel, known_or_none, utc_now
-from dspex.schemas.common import ExampleSet, LMSpec, MetricSpec
+from dspex.schemas.common import ExampleSet, LMSpec, MetricSpec, Priority
 
 __all__ = ["Cancel", "DatasetSummary", "EvalJob", "JobMessage", "OptimizeJob"]
 
@@ -27,7 +27,11 @@ class EvalJob(Message):
     The tasks (one per candidate x example) go to the tasks topic; the job's total is
     ``len(candidate_ids) * num_examples``. ``lm`` is the LM in effect where the job was submitted
     (None: each program uses its own). Limits: ``max_errors`` failed examples, ``max_cost_usd``.
+    ``priority`` (None: ``normal``) is the job's weight in the predictors' fair queues; every task
+    of the job carries it too.
     """
+
+    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: priority
 
     kind: Literal["eval"] = "eval"
     job_id: str
@@ -41,7 +45,11 @@ class EvalJob(Message):
     max_cost_usd: float | None = Field(default=None, ge=0)
     dataset: DatasetSummary | None = None
     parent_job_id: str | None = Field(default=None, description="The optimization that asked for it.")
+    priority: Priority | None = Field(default=None, description="Fair-share weight; None: normal.")
     created_at: Timestamp = Field(default_factory=utc_now)
+
+    # A priority a newer writer adds reads as None (normal) here instead of failing the whole job.
+    _priority_tolerant = field_validator("priority", mode="wrap")(known_or_none)
 
     @property
     def total_tasks(self) -> int:

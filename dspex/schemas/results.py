@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
 from dspex.schemas.base import Message, Timestamp, utc_now
-from dspex.schemas.common import ErrorInfo, TraceEntry, UsageRecord
+from dspex.schemas.common import CallbackEvent, ErrorInfo, TraceEntry, UsageRecord
 
 __all__ = [
     "SCORE_SOURCE_DLQ",
@@ -28,8 +28,12 @@ class PredictionRecord(Message):
     """What running a task gave: outputs, or an error, with trace, usage and latency.
 
     Named so as not to clash with ``dspex.Prediction``, the programming model's result object.
-    The example travels along because the scorer needs its labels.
+    The example travels along because the scorer needs its labels. ``callback_events``: what the
+    worker's user callbacks (``dspex worker predict --callback``) heard during the run; absent when
+    the worker has none.
     """
+
+    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: callback_events
 
     task_id: str
     job_id: str
@@ -38,6 +42,7 @@ class PredictionRecord(Message):
     example: dict[str, Any]
     outputs: dict[str, Any] | None = None
     trace: list[TraceEntry] = Field(default_factory=list)
+    callback_events: list[CallbackEvent] | None = None
     usage: UsageRecord = Field(default_factory=UsageRecord)
     adapter: str | None = Field(default=None, description="Which adapter answered.")
     latency_s: float = Field(default=0.0, ge=0)
@@ -58,8 +63,11 @@ class ScoreRecord(Message):
 
     A failed prediction or metric scores the job's ``failure_score`` and keeps the ``error``;
     ``source`` says who wrote it ("scorer", or "dlq" when a dead-lettered task was accounted to
-    its job). Readers keep the first score per (job, candidate, example index).
+    its job). Readers keep the first score per (job, candidate, example index). ``callback_events``
+    are the prediction's (see :class:`PredictionRecord`).
     """
+
+    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: callback_events
 
     job_id: str
     candidate_id: str
@@ -69,6 +77,7 @@ class ScoreRecord(Message):
     score: float
     feedback: str | None = None
     trace: list[TraceEntry] = Field(default_factory=list)
+    callback_events: list[CallbackEvent] | None = None
     usage: UsageRecord = Field(default_factory=UsageRecord, description="Prediction plus metric usage.")
     latency_s: float | None = Field(default=None, ge=0)
     error: ErrorInfo | None = None

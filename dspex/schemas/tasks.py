@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dspex.ids import content_id
-from dspex.schemas.base import Message, Timestamp
-from dspex.schemas.common import LMSpec
+from dspex.schemas.base import Message, Timestamp, known_or_none
+from dspex.schemas.common import LMSpec, Priority
 
 __all__ = ["Task", "task_id_for"]
 
@@ -17,14 +17,20 @@ def task_id_for(job_id: str, candidate_id: str, example_index: int) -> str:
     """The task id: content id of ``{"job_id", "candidate_id", "example_index"}``.
 
     Left out on purpose: the example's contents (the index names it within the job), ``attempt``
-    (a retry is the same task), ``lm`` and ``deadline`` (how to run it, not what it is).
+    (a retry is the same task), ``lm``, ``deadline`` and ``priority`` (how to run it, not what it is).
     Redelivered or re-published tasks therefore get the same id, which makes consumers idempotent.
     """
     return content_id({"job_id": job_id, "candidate_id": candidate_id, "example_index": example_index})
 
 
 class Task(Message):
-    """Run candidate ``candidate_id`` on example ``example_index`` of job ``job_id``."""
+    """Run candidate ``candidate_id`` on example ``example_index`` of job ``job_id``.
+
+    ``priority`` is the job's (None: ``normal``); it travels in the ``dspex-priority`` header too,
+    so that a predictor can queue a task fairly before decoding it.
+    """
+
+    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: priority
 
     task_id: str = Field(description="task_id_for(job_id, candidate_id, example_index).")
     job_id: str
@@ -35,6 +41,9 @@ class Task(Message):
     attempt: int = Field(default=0, ge=0)
     lm: LMSpec | None = Field(default=None, description="The job's LM, for programs without their own.")
     deadline: Timestamp | None = None
+    priority: Priority | None = Field(default=None, description="The job's priority; None: normal.")
+
+    _priority_tolerant = field_validator("priority", mode="wrap")(known_or_none)
 
     @classmethod
     def build(

@@ -271,7 +271,9 @@ def _import_class(module: str, qualname: str, pos: int, allow_modules: Collectio
 
 
 def _module_allowed(module: str, allow_modules: Collection[str]) -> bool:
-    return any(module == allowed or module.startswith(allowed + ".") for allowed in allow_modules)
+    # dspex's own types (History, Tool, ToolCalls...) are always allowed, as serialization.import_object does
+    trusted = (*allow_modules, "dspex")
+    return any(module == allowed or module.startswith(allowed + ".") for allowed in trusted)
 
 
 def _is_type_form(obj: Any) -> bool:

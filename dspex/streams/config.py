@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from dspex.errors import ConfigurationError
+from dspex.streams.outage import QuietClientLog
 
 __all__ = [
     "DEFAULT_BOOTSTRAP",
@@ -154,19 +155,17 @@ def client_config(
 
     Without a ``logger`` librdkafka prints to stderr, which floods a terminal with connection
     retries when no broker answers; through Python logging they obey the application's levels.
+    Connection failures are folded into one process-wide outage report
+    (:mod:`dspex.streams.outage`): a warning, a summary every 10 s, a line when Kafka is back.
     """
+    quiet = QuietClientLog(log)
     config = settings.confluent()
-    config["logger"] = log
-    config["error_cb"] = _error_logger(log)
+    config["logger"] = quiet
+    config["error_cb"] = quiet.error
+    # an idle connection the broker closes is no news (librdkafka logs each one by default)
+    config["log.connection.close"] = False
     config.update(overrides)
     return config
-
-
-def _error_logger(log: logging.Logger | logging.LoggerAdapter[Any]) -> Any:
-    def log_error(error: Any) -> None:
-        log.warning("kafka client error: %s", error)
-
-    return log_error
 
 
 def _check_bootstrap(bootstrap: str) -> None:

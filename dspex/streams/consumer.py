@@ -7,6 +7,10 @@ acknowledged by the broker, and only then does the message count as done. Around
 * backpressure: above the high watermark of outstanding messages every assigned partition is
   paused (polling goes on, so the member stays in the group), below the low watermark they
   resume; partitions assigned while paused are paused at once;
+* read-ahead and dispatch order: received messages wait in a backlog (``backlog``: arrival order
+  unless the processor brings a scheduler, as the predictor does with its per-job fair queue) until
+  a handler slot is free; ``max_backlog_bytes`` bounds its bytes as the watermarks bound its count,
+  and ``dispatch_limit`` may hold the running handlers below ``max_in_flight`` for a while;
 * holding: :meth:`~ConsumerRuntime.pause_all` pauses every partition whatever the watermarks
   say, until :meth:`~ConsumerRuntime.resume_all` (a worker does it while an LM endpoint is down);
 * contiguous commits: per partition, the committed offset never passes a message that is not
@@ -50,7 +54,6 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -69,11 +72,19 @@ from dspex.schemas import (
 )
 from dspex.streams.config import KafkaSettings, client_config, consumer_defaults
 from dspex.streams.dlq import dead_letter
-from dspex.streams.flow import MembershipWatch, OffsetTracker, TopicPartitionKey, Watermarks
+from dspex.streams.flow import (
+    Backlog,
+    FifoBacklog,
+    MembershipWatch,
+    OffsetTracker,
+    TopicPartitionKey,
+    Watermarks,
+)
+from dspex.streams.outage import REACHABILITY, is_connection_error
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.serde import message_position, model_decoder
 
-__all__ = ["CommitHook", "ConsumerRuntime", "Decoder", "Handler", "RuntimeStats"]
+__all__ = ["CommitHook", "ConsumerRuntime", "Decoder", "Handler", "RuntimeStats", "message_size"]
 
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("dspex.streams.librdkafka.consumer")
@@ -139,6 +150,9 @@ class ConsumerRuntime:
         on_commit: CommitHook | None = None,
         on_dead_letter: DeadLetterHook | None = None,
         rejoin_after: float | None = None,
+        backlog: Backlog[Message] | None = None,
+        max_backlog_bytes: int | None = None,
+        dispatch_limit: Callable[[], int] | None = None,
     ) -> None:
         """Configure only; nothing connects until :meth:`run`.
 
@@ -150,6 +164,9 @@ class ConsumerRuntime:
         is committed; ``on_dead_letter`` runs after a dead letter was acknowledged (processors
         use it to emit an error Score for the task). ``rejoin_after`` (seconds out of the group
         before the member is replaced) defaults to REJOIN_AFTER_SESSIONS session timeouts.
+        ``backlog`` orders the messages waiting for a handler (default: arrival order);
+        ``max_backlog_bytes`` pauses the partitions while it holds that many bytes (None: no byte
+        bound); ``dispatch_limit()`` is how many handlers may run now (capped at ``max_in_flight``).
         """
         if max_in_flight < 1:
             raise ConfigurationError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -163,6 +180,8 @@ class ConsumerRuntime:
         self.dlq_topic = dlq_topic
         self.max_in_flight = max_in_flight
         self.drain_timeout = drain_timeout
+        # on stop (not on revoke): a worker lowers it so that the whole stop fits its deadline
+        self.shutdown_drain_timeout = drain_timeout
         self.commit_interval = commit_interval
         self.poll_timeout = poll_timeout
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -177,7 +196,9 @@ class ConsumerRuntime:
         self._rejoin_requested = False
         self._generation = 0  # of consumers: one more each time the member is replaced
         self._tracker = OffsetTracker()
-        self._backlog: deque[Message] = deque()
+        self._backlog: Backlog[Message] = backlog if backlog is not None else FifoBacklog(message_size)
+        self._max_backlog_bytes = max_backlog_bytes
+        self._dispatch_limit = dispatch_limit
         self._running: dict[asyncio.Task[None], TopicPartitionKey] = {}
         self._assigned: set[TopicPartitionKey] = set()
         self._paused: set[TopicPartitionKey] = set()
@@ -288,6 +309,20 @@ class ConsumerRuntime:
             self._report_partitions()
 
     @property
+    def running(self) -> int:
+        """Messages whose handler runs now (the backlog not included)."""
+        return len(self._running)
+
+    def describe_undone(self) -> str:
+        """What stopping this member now would leave undone (for the log line of a forced stop)."""
+        pending = self._tracker.pending_commits()
+        offsets = ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(pending.items())) or "none"
+        return (
+            f"{len(self._running)} handlers running and {len(self._backlog)} messages read ahead are "
+            f"left to the next owner; done, not yet sent for commit: {offsets}"
+        )
+
+    @property
     def outstanding(self) -> int:
         """Messages received and not yet finished: running handlers plus the backlog."""
         return len(self._running) + len(self._backlog)
@@ -312,7 +347,7 @@ class ConsumerRuntime:
 
     async def _wait_for_room(self) -> None:
         self._room.clear()
-        if self.outstanding > self._watermarks.low and not self._stop_requested:
+        if not self._has_room() and not self._stop_requested:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._room.wait(), self.poll_timeout)
 
@@ -323,20 +358,26 @@ class ConsumerRuntime:
     def _accept(self, message: Message) -> None:
         error = message.error()
         if error is not None:
-            if error.code() != RawKafkaError._PARTITION_EOF:
+            if is_connection_error(error):
+                REACHABILITY.unreachable("consumer", str(error))
+            elif error.code() != RawKafkaError._PARTITION_EOF:
                 logger.warning("consumer error in group %s: %s", self.group_id, error)
             return
+        REACHABILITY.reachable()
         topic, partition, offset = message_position(message)
         tp = (topic, partition)
         if tp not in self._assigned:
             return  # fetched just before its partition was revoked; the new owner reads it
         self.stats.received += 1
         self._tracker.started(tp, offset)
-        self._backlog.append(message)
+        self._backlog.push(message)
 
     def _start_ready(self) -> None:
-        while self._backlog and len(self._running) < self.max_in_flight and not self._stop_requested:
-            message = self._backlog.popleft()
+        limit = self._handler_limit()
+        while len(self._backlog) and len(self._running) < limit and not self._stop_requested:
+            message = self._backlog.pop()
+            if message is None:
+                break
             tp = message_position(message)[:2]
             if tp not in self._assigned:
                 continue
@@ -348,8 +389,22 @@ class ConsumerRuntime:
         self.stats.backlog = len(self._backlog)
         metrics.consumer_outstanding(self.group_id, self.outstanding)
 
+    def _handler_limit(self) -> int:
+        if self._dispatch_limit is None:
+            return self.max_in_flight
+        return max(1, min(self.max_in_flight, self._dispatch_limit()))
+
+    def _fill(self) -> float:
+        """How full the backlog's byte budget is (1.0: at the budget; 0.0 without one)."""
+        if not self._max_backlog_bytes:
+            return 0.0
+        return self._backlog.nbytes / self._max_backlog_bytes
+
+    def _has_room(self) -> bool:
+        return self._watermarks.has_room(self.outstanding, self._fill())
+
     async def _apply_pressure(self) -> None:
-        change = self._watermarks.update(self.outstanding)
+        change = self._watermarks.update(self.outstanding, self._fill())
         if change == "pause":
             self.stats.pauses += 1
             await self._kafka(self._pause_assigned)
@@ -384,7 +439,7 @@ class ConsumerRuntime:
             self._fatal = self._fatal or task.exception()
             self.request_stop()
         self._start_ready()
-        if self.outstanding <= self._watermarks.low:
+        if self._has_room():
             self._room.set()
 
     async def _dead_letter(self, message: Message, exc: Exception) -> None:
@@ -417,7 +472,8 @@ class ConsumerRuntime:
     async def _drain(self) -> None:
         # Backlog messages never started: they stay uncommitted and are read again later.
         self._backlog.clear()
-        await self._finish_or_cancel(list(self._running), self.drain_timeout)
+        timeout = min(self.drain_timeout, self.shutdown_drain_timeout)
+        await self._finish_or_cancel(list(self._running), timeout)
         await self._commit(asynchronous=False)
 
     async def _finish_or_cancel(self, tasks: list[asyncio.Task[None]], timeout: float) -> None:
@@ -436,7 +492,7 @@ class ConsumerRuntime:
         self.stats.rebalances += 1
         self._assigned -= tps
         self._paused -= tps
-        self._backlog = deque(m for m in self._backlog if message_position(m)[:2] not in tps)
+        self._backlog.drop(lambda message: message_position(message)[:2] in tps)
         tasks = [task for task, tp in self._running.items() if tp in tps]
         await self._finish_or_cancel(tasks, 0 if lost else self.drain_timeout)
         offsets = (
@@ -682,9 +738,14 @@ class ConsumerRuntime:
             self._rejoin_requested = True
 
     def _commit_reported(self, error: RawKafkaError | None, partitions: list[TopicPartition]) -> None:
-        if error is not None and error.code() != RawKafkaError._NO_OFFSET:
+        if error is None:
+            REACHABILITY.reachable()
+        elif error.code() != RawKafkaError._NO_OFFSET:
             self.stats.commit_failures += 1
-            logger.warning("commit failed in group %s: %s", self.group_id, error)
+            if is_connection_error(error):  # Kafka is away: the outage report says so, once
+                REACHABILITY.unreachable("commit", str(error))
+            else:
+                logger.warning("commit failed in group %s: %s", self.group_id, error)
 
 
 def _close_quietly(consumer: Consumer, group_id: str) -> None:
@@ -704,6 +765,11 @@ def _as_decoder(decoder: Decoder | type[BaseModel] | None) -> Decoder:
 
 def _raw_value(message: Message) -> bytes | None:
     return message.value()
+
+
+def message_size(message: Message) -> int:
+    """Bytes of a message's key and value: what a backlog's byte budget counts."""
+    return len(message.value() or b"") + len(message.key() or b"")
 
 
 def _show(partitions: list[TopicPartition]) -> str:

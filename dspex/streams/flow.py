@@ -1,9 +1,12 @@
-"""Bookkeeping of the consumer runtime, with no Kafka in it: contiguous commits and watermarks.
+"""Bookkeeping of the consumer runtime, with no Kafka in it: contiguous commits, watermarks, backlog.
 
 Handlers finish out of order, but a committed offset promises that every earlier message of its
 partition is done. :class:`OffsetTracker` therefore commits, per partition, only up to the
 first message that is still in progress. :class:`Watermarks` turns the number of outstanding
 messages into pause and resume decisions with hysteresis, so a consumer does not flap.
+A :class:`Backlog` holds messages received and not yet started and decides which starts next:
+:class:`FifoBacklog` in arrival order (the default), or a scheduler of the processor's own (the
+predictor's fair queue, :mod:`dspex.processors.fairqueue`).
 :class:`MembershipWatch` tells from librdkafka's statistics when a member is stuck out of its group.
 
     >>> tracker = OffsetTracker()
@@ -20,16 +23,88 @@ messages into pause and resume decisions with hysteresis, so a consumer does not
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Generic, Literal, Protocol, TypeVar
 
 from dspex.errors import ConfigurationError
 
-__all__ = ["MembershipWatch", "OffsetTracker", "PressureChange", "TopicPartitionKey", "Watermarks"]
+__all__ = [
+    "Backlog",
+    "FifoBacklog",
+    "MembershipWatch",
+    "OffsetTracker",
+    "PressureChange",
+    "TopicPartitionKey",
+    "Watermarks",
+]
 
 TopicPartitionKey = tuple[str, int]
 PressureChange = Literal["pause", "resume"]
+T = TypeVar("T")
+
+
+class Backlog(Protocol[T]):
+    """Messages received and not started yet; :meth:`pop` decides which one starts next.
+
+    Whatever the order, commits stay contiguous: the offset tracker holds back a partition's commit
+    at its oldest message not done, however late the backlog starts it.
+    """
+
+    def push(self, item: T) -> None:
+        """Queue ``item`` (just received)."""
+
+    def pop(self) -> T | None:
+        """The item to start now (None when empty)."""
+
+    def drop(self, gone: Callable[[T], bool]) -> None:
+        """Forget every queued item for which ``gone(item)`` holds (their partition was revoked)."""
+
+    def clear(self) -> None:
+        """Forget everything (draining: what never started stays uncommitted)."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes queued, as the size function given to the backlog counts them."""
+
+
+class FifoBacklog(Generic[T]):
+    """A :class:`Backlog` that starts items in the order they arrived."""
+
+    def __init__(self, size_of: Callable[[T], int] = lambda _: 0) -> None:
+        self._size_of = size_of
+        self._items: deque[tuple[T, int]] = deque()
+        self._bytes = 0
+
+    def push(self, item: T) -> None:
+        size = self._size_of(item)
+        self._items.append((item, size))
+        self._bytes += size
+
+    def pop(self) -> T | None:
+        if not self._items:
+            return None
+        item, size = self._items.popleft()
+        self._bytes -= size
+        return item
+
+    def drop(self, gone: Callable[[T], bool]) -> None:
+        self._items = deque(entry for entry in self._items if not gone(entry[0]))
+        self._bytes = sum(size for _, size in self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
 
 @dataclass
@@ -106,7 +181,11 @@ class OffsetTracker:
 
 
 class Watermarks:
-    """Pause at ``high`` outstanding messages or more; resume at ``low`` or fewer."""
+    """Pause at ``high`` outstanding messages or more; resume at ``low`` or fewer.
+
+    A byte budget may hold partitions paused too: :meth:`update` takes how full it is (``fill``,
+    1.0 = at the budget): paused at 1.0 or more, resumed only once at half of it or less.
+    """
 
     def __init__(self, high: int, low: int) -> None:
         if high < 1 or not 0 <= low < high:
@@ -117,15 +196,19 @@ class Watermarks:
         self.low = low
         self.paused = False
 
-    def update(self, outstanding: int) -> PressureChange | None:
-        """The change to apply for ``outstanding`` messages, if any (and record it)."""
-        if not self.paused and outstanding >= self.high:
+    def update(self, outstanding: int, fill: float = 0.0) -> PressureChange | None:
+        """The change to apply for ``outstanding`` messages (and a byte budget ``fill``), if any."""
+        if not self.paused and (outstanding >= self.high or fill >= 1.0):
             self.paused = True
             return "pause"
-        if self.paused and outstanding <= self.low:
+        if self.paused and self.has_room(outstanding, fill):
             self.paused = False
             return "resume"
         return None
+
+    def has_room(self, outstanding: int, fill: float = 0.0) -> bool:
+        """Whether paused partitions may resume: at the low watermark and half the byte budget."""
+        return outstanding <= self.low and fill <= 0.5
 
 
 class MembershipWatch:

@@ -44,6 +44,7 @@ from confluent_kafka import KafkaException, Message, Producer
 from dspex.errors import KafkaError
 from dspex.observability import metrics
 from dspex.streams.config import KafkaSettings, client_config
+from dspex.streams.outage import REACHABILITY
 from dspex.streams.serde import RawHeaders, Record, message_position
 from dspex.streams.topics import LARGE_MESSAGE_BYTES
 
@@ -233,6 +234,7 @@ class AsyncProducer:
             return
         metrics.producer_delivery(str(message.topic()), error is None)
         if error is None:
+            REACHABILITY.reachable()  # the first delivery after an outage ends it in the log
             self.stats.delivered += 1
             outcome: Delivery | KafkaError = Delivery(*message_position(message))
         else:

@@ -1,4 +1,8 @@
-"""Turning a chat request body into the simulated LM's chat.completion payload."""
+"""Turning a chat request body into the simulated LM's chat.completion payload.
+
+A request with ``tools`` may be answered with ``tool_calls`` (:mod:`dspex.testing._tools`); any other
+with content (:mod:`dspex.testing._respond`).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dspex.ids import content_id
-from dspex.testing._prompt import message_text, read_prompt
+from dspex.testing._prompt import PromptView, message_text, read_prompt
 from dspex.testing._respond import compose_answer, garbled
+from dspex.testing._tools import ToolTurn, text_tool_turn, tool_turn
 
 __all__ = ["Completion", "build_completion", "estimate_tokens", "request_hash"]
 
@@ -57,6 +62,34 @@ def _choice(index: int, content: str, max_tokens: Any) -> tuple[dict[str, Any], 
     return {"index": index, "message": message, "finish_reason": finish, "logprobs": None}, tokens
 
 
+def _tool_choice(index: int, turn: ToolTurn) -> tuple[dict[str, Any], int]:
+    # max_tokens does not cut tool calls: a cut call would be invalid JSON, which no test wants
+    message = {"role": "assistant", "content": turn.content, "tool_calls": turn.tool_calls}
+    chars = len(turn.content or "") + sum(len(call["function"]["arguments"]) for call in turn.tool_calls)
+    choice = {"index": index, "message": message, "finish_reason": "tool_calls", "logprobs": None}
+    return choice, estimate_tokens(chars)
+
+
+def _answer(
+    index: int,
+    body: Mapping[str, Any],
+    view: PromptView,
+    digest: str,
+    garble: float,
+    garble_fields: str | None,
+) -> tuple[dict[str, Any], int, bool | None]:
+    """One choice, its completion tokens and whether its arithmetic answer is correct."""
+    turn = tool_turn(body, view, digest)
+    if turn is not None:
+        return (*_tool_choice(index, turn), turn.correct)
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    turn = text_tool_turn(body, view, digest)
+    if turn is not None and turn.content is not None:
+        return (*_choice(index, turn.content, max_tokens), turn.correct)
+    answer = garbled(compose_answer(view, digest), view, digest, garble, garble_fields)
+    return (*_choice(index, answer.content, max_tokens), answer.correct)
+
+
 def build_completion(
     body: Mapping[str, Any], *, garble: float = 0.0, garble_fields: str | None = None
 ) -> Completion:
@@ -68,19 +101,17 @@ def build_completion(
     view = read_prompt(messages, body.get("response_format"))
     digest = request_hash(body)
     n = body["n"] if isinstance(body.get("n"), int) and body["n"] > 1 else 1
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     hashes = [digest if i == 0 else content_id({"h": digest, "i": i}) for i in range(n)]
-    answers = [garbled(compose_answer(view, h), view, h, garble, garble_fields) for h in hashes]
-    built = [_choice(i, a.content, max_tokens) for i, a in enumerate(answers)]
+    built = [_answer(i, body, view, h, garble, garble_fields) for i, h in enumerate(hashes)]
     prompt_tokens = estimate_tokens(sum(len(t) for t in texts))
-    completion_tokens = sum(tokens for _, tokens in built)
+    completion_tokens = sum(tokens for _, tokens, _ in built)
     payload = {
         "id": f"chatcmpl-sim-{digest[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body["model"],
         "system_fingerprint": "dspex-simulated",
-        "choices": [choice for choice, _ in built],
+        "choices": [choice for choice, _, _ in built],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -89,6 +120,6 @@ def build_completion(
     }
     question = view.question.text if view.question else view.last_user.strip()
     return Completion(
-        payload, body["model"], digest, _prompt_hash(texts), view.demo_count, answers[0].correct,
+        payload, body["model"], digest, _prompt_hash(texts), view.demo_count, built[0][2],
         question, prompt_tokens, completion_tokens,
     )  # fmt: skip

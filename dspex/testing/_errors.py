@@ -96,12 +96,15 @@ async def read_json(request: web.Request) -> dict[str, Any] | web.Response:
 
 
 def check_chat_body(body: dict[str, Any]) -> web.Response | None:
-    """A 400 for a chat request without a model or messages, or asking for streaming."""
+    """A 400 for a chat request without a model or messages, or with odd tools or stream options."""
     if not isinstance(body.get("model"), str):
         return bad_request("`model` is required")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         return bad_request("`messages` must be a non-empty list of objects")
-    if body.get("stream"):
-        return bad_request("streaming is not supported")
+    if body.get("stream_options") is not None and not isinstance(body.get("stream_options"), dict):
+        return bad_request("`stream_options` must be an object")
+    tools = body.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        return bad_request("`tools` must be a list of objects")
     return None

@@ -29,6 +29,7 @@ __all__ = [
     "answer_field",
     "message_text",
     "read_prompt",
+    "sections",
     "tool_calls",
 ]
 
@@ -172,7 +173,8 @@ def tool_calls(inputs: Mapping[str, str]) -> list[dict[str, str]]:
     return [steps[index] for index in sorted(steps)]
 
 
-def _sections(text: str) -> dict[str, str]:
+def sections(text: str) -> dict[str, str]:
+    """A message's ``[[ ## name ## ]]`` sections, by name (the "Respond with..." tail left out)."""
     tail = text.rfind(_RESPOND_TAIL)
     if tail >= 0:
         text = text[:tail]
@@ -189,7 +191,7 @@ def _assistant_outputs(text: str) -> dict[str, str]:
         except ValueError:
             return {}
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-    return _sections(stripped)
+    return sections(stripped)
 
 
 def _find_question(values: Mapping[str, str]) -> Question | None:
@@ -210,7 +212,7 @@ def answer_field(names: Sequence[str]) -> str | None:
 
 @lru_cache(maxsize=8192)
 def _demo_correct(user: str, assistant: str) -> bool:
-    question = _find_question(_sections(user))
+    question = _find_question(sections(user))
     outputs = _assistant_outputs(assistant)
     name = answer_field(list(outputs))
     if question is None or name is None:
@@ -236,7 +238,7 @@ def read_prompt(messages: Sequence[Mapping[str, Any]], response_format: Any) -> 
     system = _system_view(system_text) if system_text else None
     user_index = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     last_user = message_text(messages[user_index].get("content")) if user_index >= 0 else ""
-    inputs = _sections(last_user) if system is not None else {}
+    inputs = sections(last_user) if system is not None else {}
     demo_count, correct = _count_demos(messages[:user_index]) if user_index > 0 else (0, 0)
     json_mode = bool(response_format) or _JSON_REQUEST in last_user
     question = _find_question(inputs) if system is not None else parse_question(last_user)

@@ -15,6 +15,9 @@ are ignored on purpose, so a test can make the simulation give a value that does
 
 Agents and feedback:
 
+- RLM and ProgramOfThought code steps on an arithmetic question get code that computes the answer,
+  and ProgramOfThought's answer step answers with what the code produced (see :mod:`._code`).
+
 - A ReAct step (outputs ``next_thought``, ``next_tool_name``, ``next_tool_args``, tools listed in the
   instructions) on an arithmetic question calls the tool named for its operation (``add``/``sum``/
   ``plus``, ``sub``/``minus``, ``mul``/``times``/``product``) with the two numbers as its first two
@@ -33,10 +36,20 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from dspex.testing._code import code_output_number, code_step
 from dspex.testing._prompt import FieldDecl, PromptView, ToolDecl, answer_field, tool_calls
-from dspex.testing.task import Question, accuracy, instruction_phrases_in, near_miss
+from dspex.testing._reflect import is_reflection_prompt, reflect, reflect_fields
+from dspex.testing.task import Question, accuracy, instruction_phrases_in, near_miss, secret_phrase_in
 
-__all__ = ["Answer", "compose_answer", "garbled", "hash_fraction"]
+__all__ = [
+    "Answer",
+    "compose_answer",
+    "garbled",
+    "hash_fraction",
+    "render_outputs",
+    "solve_question",
+    "tool_words",
+]
 
 _LITERAL_OPTION = re.compile(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"")
 _OPENERS = (
@@ -183,8 +196,13 @@ def _advice_text(draw: int) -> str:
     return f"Recompute the answer{step} and {check} it before replying (simulated advice {draw % 10000:04d})."
 
 
+def tool_words(op: str) -> tuple[str, ...]:
+    """Words in the name of a tool that performs ``op`` (``+``, ``-`` or ``*``)."""
+    return _TOOL_WORDS.get(op, ())
+
+
 def _tool_for(question: Question, tools: tuple[ToolDecl, ...]) -> ToolDecl | None:
-    words = _TOOL_WORDS.get(question.op, ())
+    words = tool_words(question.op)
     for tool in tools:
         if tool.name != _FINISH and len(tool.args) >= 2 and any(w in tool.name.lower() for w in words):
             return tool
@@ -247,13 +265,26 @@ def _solve(view: PromptView, request_hash: str) -> tuple[int | None, bool | None
     if question is None:
         return None, None
     observed = _observed_number(view)
+    if observed is None:  # ProgramOfThought's answer step: the number its code produced
+        observed = code_output_number(view)
     if observed is not None:  # an agent's tool already computed it: answer with the observation
         return observed, observed == question.answer
+    return solve_question(view, question, request_hash)
+
+
+def solve_question(
+    view: PromptView, question: Question | None, request_hash: str
+) -> tuple[int | None, bool | None]:
+    """The answer to ``question`` by the accuracy model (the prompt's demos, instructions and
+    reasoning), and whether it is correct; (None, None) without a question."""
+    if question is None:
+        return None, None
     outputs = [decl.name for decl in view.system.outputs] if view.system else []
     p = accuracy(
         correct_demos=view.correct_demos,
         instruction_phrases=instruction_phrases_in(view.system.instructions) if view.system else 0,
         reasoning="reasoning" in outputs,
+        secret_phrase=secret_phrase_in(view.system.instructions) if view.system else False,
     )
     if hash_fraction(request_hash) < p:
         return question.answer, True
@@ -282,6 +313,12 @@ def _field_values(
     if all(name in names for name in _REACT_OUTPUTS):
         step = _react_step(view)
         return {d.name: step.get(d.name, _plausible(d, _draw(request_hash, d.name))) for d in outputs}, None
+    code = code_step(view)
+    if code is not None:  # RLM or ProgramOfThought writing code for an arithmetic question (see _code)
+        return {d.name: code.get(d.name, _plausible(d, _draw(request_hash, d.name))) for d in outputs}, None
+    reflected = reflect_fields(view.inputs, names, _draw(request_hash, "reflection"))
+    if reflected is not None:  # DSPy's GEPA proposer (see _reflect)
+        return reflected, None
     value, correct = _solve(view, request_hash)
     answer_name = answer_field(names)
     schemas = view.system.schemas if view.system else {}
@@ -299,8 +336,21 @@ def _field_values(
     return values, correct
 
 
+def render_outputs(view: PromptView, values: dict[str, Any], request_hash: str) -> str:
+    """The prompt's declared outputs in its adapter's format: ``values`` where given, else a
+    plausible value of the field's type."""
+    outputs = view.system.outputs if view.system else ()
+    filled = {}
+    for decl in outputs:
+        given = decl.name in values
+        filled[decl.name] = values[decl.name] if given else _plausible(decl, _draw(request_hash, decl.name))
+    return json.dumps(filled, ensure_ascii=False) if view.json_mode else _render_chat(filled)
+
+
 def compose_answer(view: PromptView, request_hash: str) -> Answer:
     """The simulated LM's reply to the request ``view``, deterministic in ``request_hash``."""
+    if view.system is None and is_reflection_prompt(view.last_user):
+        return Answer(reflect(view.last_user, _draw(request_hash, "reflection")), None)
     if view.system is None or not view.system.outputs:
         value, correct = _solve(view, request_hash)
         text = str(value) if value is not None else f"This is a simulated response ({request_hash[:8]})."

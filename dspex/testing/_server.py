@@ -1,7 +1,9 @@
 """The simulated LM's state and HTTP handlers (a simulation, not a real model).
 
 Endpoints: ``POST /v1/chat/completions`` (DSPy ChatAdapter and JSONAdapter formats, see
-:mod:`dspex.testing.task` for the arithmetic task and its accuracy model), ``POST /v1/embeddings``,
+:mod:`dspex.testing.task` for the arithmetic task and its accuracy model; native tool calls for
+requests with ``tools``, see :mod:`dspex.testing._tools`; ``stream: true`` answers as server-sent
+chunks, see :mod:`dspex.testing._stream`), ``POST /v1/embeddings``,
 ``GET /v1/models``, and the admin endpoints a test drives it with: ``GET /admin/stats``,
 ``GET /admin/requests?limit=N``, ``GET|POST /admin/config``, ``POST /admin/hold`` (``{"after": N}``
 lets N more requests through first), ``POST /admin/release``, ``POST /admin/down`` (``{"mode":
@@ -33,6 +35,7 @@ from dspex.testing import _errors as err
 from dspex.testing._admin import admin_routes
 from dspex.testing._completion import Completion, build_completion
 from dspex.testing._embed import DEFAULT_DIMENSIONS, embed
+from dspex.testing._stream import DONE_EVENT, sse_event, stream_chunks
 
 __all__ = ["DownMode", "SimLMConfig", "SimulatedLM", "make_app", "start_server"]
 
@@ -43,6 +46,7 @@ _LOG_TEXT_CHARS = 160
 # Answers are the hot path of a load test: compact JSON (json_response's default adds spaces), one
 # encoder for all of them.
 _compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
 class SimLMConfig(BaseModel):
@@ -76,6 +80,12 @@ class SimLMConfig(BaseModel):
         default=None,
         description="garble only answers to signatures with an output field name containing this",
     )
+    stream_delay: float = Field(
+        default=0.0, ge=0, description="seconds between the chunks of a streamed answer (stream: true)"
+    )
+    stream_chunk_chars: int = Field(
+        default=4, ge=1, description="characters of content or tool arguments per streamed chunk"
+    )
 
     def updated(self, **knobs: Any) -> SimLMConfig:
         """A copy with ``knobs`` changed; an unknown or invalid knob -> ConfigurationError."""
@@ -106,7 +116,7 @@ class _Call:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-_Handler = Callable[[web.Request, _Call], Awaitable[web.Response]]
+_Handler = Callable[[web.Request, _Call], Awaitable[web.StreamResponse]]
 
 
 class SimulatedLM:
@@ -285,7 +295,7 @@ class SimulatedLM:
                 self._down, self._ok_until_down = "503", None
 
     # ---- /v1 handlers ------------------------------------------------------------------------
-    async def _serve(self, path: str, request: web.Request, handler: _Handler) -> web.Response:
+    async def _serve(self, path: str, request: web.Request, handler: _Handler) -> web.StreamResponse:
         call = self._begin(path)
         try:
             try:
@@ -299,11 +309,11 @@ class SimulatedLM:
         finally:
             self._end(call)
 
-    async def chat_completions(self, request: web.Request) -> web.Response:
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/chat/completions``."""
         return await self._serve("chat", request, self._chat)
 
-    async def _chat(self, request: web.Request, call: _Call) -> web.Response:
+    async def _chat(self, request: web.Request, call: _Call) -> web.StreamResponse:
         body = await err.read_json(request)
         if isinstance(body, web.Response):
             return body
@@ -318,8 +328,34 @@ class SimulatedLM:
         call.prompt_hash, call.demos, call.correct = done.prompt_hash, done.demos, done.correct
         call.text = done.question_text[:_LOG_TEXT_CHARS]
         await self._wait_turn(hold=True)
+        if body.get("stream"):
+            return await self._stream(request, body, done)
         self._count_completion(done)
         return web.json_response(done.payload, dumps=_compact_json)
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], done: Completion
+    ) -> web.StreamResponse:
+        """Send ``done`` as server-sent chunks, ``stream_delay`` apart (see :mod:`dspex.testing._stream`)."""
+        options = body.get("stream_options") or {}
+        chunks = stream_chunks(
+            done.payload,
+            chunk_chars=self.config.stream_chunk_chars,
+            include_usage=bool(options.get("include_usage")),
+        )
+        response = web.StreamResponse(headers=_SSE_HEADERS)
+        await response.prepare(request)
+        try:
+            for index, chunk in enumerate(chunks):
+                if index and self.config.stream_delay:
+                    await asyncio.sleep(self.config.stream_delay)
+                await response.write(sse_event(chunk))
+            await response.write(DONE_EVENT)
+            await response.write_eof()
+        except ConnectionResetError:  # the client stopped reading: not an answer, not a bug
+            return response
+        self._count_completion(done)
+        return response
 
     def _model_error(self, model: Any) -> web.Response | None:
         known = self.config.models
@@ -327,7 +363,7 @@ class SimulatedLM:
             return None
         return err.model_not_found(str(model))
 
-    async def embeddings(self, request: web.Request) -> web.Response:
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/embeddings``."""
         return await self._serve("embeddings", request, self._embeddings)
 

@@ -1,8 +1,9 @@
 """A simulated OpenAI-compatible LM server, for demos, tests and benchmarks. Not a real model.
 
 Endpoints: ``POST /v1/chat/completions`` (DSPy ChatAdapter and JSONAdapter formats; see
-:mod:`dspex.testing.task` for the arithmetic task and its accuracy model), ``POST /v1/embeddings``,
-``GET /v1/models``, and the admin endpoints a test drives it with:
+:mod:`dspex.testing.task` for the arithmetic task and its accuracy model; scripted native tool calls
+for requests with ``tools``; server-sent chunks for ``stream: true``, ``--stream-delay`` apart),
+``POST /v1/embeddings``, ``GET /v1/models``, and the admin endpoints a test drives it with:
 
 - ``GET /admin/stats``: counters (requests by status, completions, in flight now and at most, held,
   tokens, correct/incorrect arithmetic answers) and the configuration (the API key masked);
@@ -83,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port-file", help="write the bound port to this file once listening")
     parser.add_argument("--config-json", help="knobs as a JSON object (flags below override it)")
     numeric = {"latency": float, "jitter": float, "rate": float, "burst": float, "fail": float,
-               "timeout-rate": float, "hang-seconds": float, "down-after": int, "seed": int}  # fmt: skip
+               "timeout-rate": float, "hang-seconds": float, "down-after": int, "seed": int,
+               "stream-delay": float, "stream-chunk-chars": int}  # fmt: skip
     for flag, kind in numeric.items():
         parser.add_argument(f"--{flag}", type=kind)
     parser.add_argument("--model", action="append", dest="models", help="a known model (repeatable)")
@@ -106,6 +108,8 @@ def config_from_args(args: argparse.Namespace) -> SimLMConfig:
         "down_after",
         "seed",
         "models",
+        "stream_delay",
+        "stream_chunk_chars",
     )
     knobs.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
     if args.require_api_key_env:

@@ -13,6 +13,7 @@ probability ``p``::
       + 0.10 x min(correct_demos, 4)           DEMO_BONUS per worked example, up to MAX_BONUS_DEMOS
       + 0.08 x instruction phrases present     INSTRUCTION_BONUS per phrase in INSTRUCTION_PHRASES
       + 0.04 if the outputs ask for `reasoning` REASONING_BONUS (ChainOfThought)
+      + 0.35 if a secret phrase is present     SECRET_PHRASE_BONUS, any phrase of SECRET_PHRASES
     p = min(p, 0.97)                           MAX_ACCURACY
 
 - ``correct_demos`` counts the demo pairs (earlier user/assistant messages) whose user message asks an
@@ -21,6 +22,12 @@ probability ``p``::
 - The instruction phrases are searched, case-insensitively, in the signature's instructions only (the
   text after "your objective is:" in the system message), never in field descriptions:
   ``"step by step"`` and ``"double-check"`` (``"double check"`` counts too).
+
+- The secret phrases (GEPA's task, :mod:`dspex.testing.gepa_task`) are searched the same way. No
+  proposal of the simulated LM ever contains one on its own: a reflection that reads one in the
+  metric's feedback (``say "<phrase>"``) copies it into the new instruction. Which phrase a task's
+  feedback names is drawn from its seed (:func:`secret_phrase`), so it is found only by reading the
+  feedback, never from scores alone.
 
 Whether one request is answered correctly is deterministic: the content id of the request's
 ``model``, ``messages``, ``seed`` and ``temperature`` is mapped to ``u`` in [0, 1) and the answer is
@@ -50,6 +57,8 @@ __all__ = [
     "MAX_ACCURACY",
     "MAX_BONUS_DEMOS",
     "REASONING_BONUS",
+    "SECRET_PHRASES",
+    "SECRET_PHRASE_BONUS",
     "Question",
     "accuracy",
     "arithmetic_dataset",
@@ -57,6 +66,8 @@ __all__ = [
     "instruction_phrases_in",
     "near_miss",
     "parse_question",
+    "secret_phrase",
+    "secret_phrase_in",
 ]
 
 BASE_ACCURACY = 0.45
@@ -69,6 +80,18 @@ MAX_ACCURACY = 0.97
 INSTRUCTION_PHRASES: tuple[tuple[str, ...], ...] = (
     ("step by step",),
     ("double-check", "double check"),
+)
+
+SECRET_PHRASE_BONUS = 0.35
+SECRET_PHRASES: tuple[str, ...] = (
+    "mind the carried digits",
+    "read the operator twice",
+    "align the columns first",
+    "count the borrows",
+    "work from the units digit",
+    "keep a running tally",
+    "trace each column",
+    "recite the times table",
 )
 
 _QUESTION = re.compile(r"^\s*(?:what is\s+)?(-?\d+)\s*([-+*])\s*(-?\d+)\s*\??\s*$", re.IGNORECASE)
@@ -109,10 +132,25 @@ def instruction_phrases_in(instructions: str) -> int:
     return sum(any(spelling in lowered for spelling in group) for group in INSTRUCTION_PHRASES)
 
 
-def accuracy(*, correct_demos: int, instruction_phrases: int, reasoning: bool) -> float:
+def secret_phrase(seed: int) -> str:
+    """The secret phrase the feedback of the task with this seed names (the same for a seed)."""
+    return random.Random(f"dspex-secret-phrase-{seed}").choice(SECRET_PHRASES)
+
+
+def secret_phrase_in(instructions: str) -> bool:
+    """Whether the instructions carry one of the secret phrases."""
+    lowered = instructions.lower()
+    return any(phrase in lowered for phrase in SECRET_PHRASES)
+
+
+def accuracy(
+    *, correct_demos: int, instruction_phrases: int, reasoning: bool, secret_phrase: bool = False
+) -> float:
     """The probability that the simulated LM answers correctly, per the module's accuracy model."""
     p = BASE_ACCURACY + DEMO_BONUS * min(correct_demos, MAX_BONUS_DEMOS)
     p += INSTRUCTION_BONUS * instruction_phrases
+    if secret_phrase:
+        p += SECRET_PHRASE_BONUS
     if reasoning:
         p += REASONING_BONUS
     return min(p, MAX_ACCURACY)

@@ -4,6 +4,10 @@ Subclass :class:`BaseCallback` and override the hooks you need; install callback
 ``dspex.configure(callbacks=[...])``, for a block with ``dspex.context(callbacks=[...])``, or on one
 component (``Predict(..., callbacks=[...])``, ``LM(..., callbacks=[...])``). Every start hook gets a
 ``call_id`` that its end hook gets too. A hook that raises is logged and never breaks the call.
+
+Beyond DSPy's hooks, dspex's LM reports each HTTP attempt (``on_lm_attempt``) and each call as a
+whole (``on_lm_request``): see :mod:`dspex.lm.events`. Metrics attach here too
+(``dspex.observability.callbacks.PrometheusCallback``, installed by the workers).
 """
 
 from __future__ import annotations
@@ -11,10 +15,14 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import itertools
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from dspex.lm.events import LMAttempt, LMRequest
 
 __all__ = ["ACTIVE_CALL_ID", "BaseCallback", "with_callbacks"]
 
@@ -29,7 +37,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class BaseCallback:
-    """Hooks called before and after modules, LMs, adapters, tools, evaluations and compiles."""
+    """Hooks called before and after modules, LMs, adapters, tools, evaluations, compiles and code
+    interpreter executions and tool calls."""
 
     def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         """A module's forward is about to run with ``inputs``."""
@@ -44,6 +53,12 @@ class BaseCallback:
 
     def on_lm_end(self, call_id: str, outputs: Any | None, exception: BaseException | None = None) -> None:
         """An LM call finished."""
+
+    def on_lm_attempt(self, call_id: str | None, instance: Any, attempt: LMAttempt) -> None:
+        """dspex extension: one HTTP attempt of an LM call ended (queue wait, duration, status)."""
+
+    def on_lm_request(self, call_id: str | None, instance: Any, request: LMRequest) -> None:
+        """dspex extension: an LM call ended as a whole (duration, outcome, usage and cost)."""
 
     def on_adapter_format_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         """An adapter is about to format a signature, demos and inputs into messages."""
@@ -83,6 +98,38 @@ class BaseCallback:
     ) -> None:
         """An optimizer's compile finished."""
 
+    def on_interpreter_execute_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """A code interpreter is about to run ``inputs["code"]`` (with ``inputs["variables"]``)."""
+
+    def on_interpreter_execute_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """An execution ended: its output (a ``FinalOutput`` after ``SUBMIT``) or the exception."""
+
+    def on_interpreter_tool_call_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """Code in an interpreter called the host tool ``inputs["tool_name"]``."""
+
+    def on_interpreter_tool_call_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """A host tool called from an interpreter returned."""
+
+    def on_interpreter_startup_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """A code interpreter is about to start its session (DSPy's hook; sessions may start lazily)."""
+
+    def on_interpreter_startup_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """A code interpreter's session started (or failed to)."""
+
+    def on_interpreter_shutdown_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """A code interpreter is about to end its session."""
+
+    def on_interpreter_shutdown_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """A code interpreter's session ended."""
+
 
 def active_callbacks(instance: Any) -> list[BaseCallback]:
     """The callbacks in effect for ``instance``: the settings' (global, then context), then its own."""
@@ -110,9 +157,20 @@ def _kind_of(instance: Any, method: str) -> str:
     return kind if isinstance(kind, str) else "module"
 
 
+# Call ids as DSPy's (32 hex digits), unique per process run, without uuid4's system call per id:
+# workers install callbacks, so every module and LM call of every task takes one.
+_CALL_ID_PREFIX = uuid.uuid4().hex[:16]
+_call_numbers = itertools.count()
+
+
+def new_call_id() -> str:
+    """A call id no other call of any process run shares (a random prefix and a counter)."""
+    return f"{_CALL_ID_PREFIX}{next(_call_numbers):016x}"
+
+
 def notify_start(callbacks: list[BaseCallback], kind: str, instance: Any, inputs: dict[str, Any]) -> str:
     """Call every ``on_<kind>_start``; the call id to pass to :func:`notify_end`."""
-    call_id = uuid.uuid4().hex
+    call_id = new_call_id()
     for callback in callbacks:
         try:
             getattr(callback, f"on_{kind}_start")(call_id=call_id, instance=instance, inputs=inputs)

@@ -17,16 +17,19 @@ EXPECTED_PROGRAMMING_MODEL = {
     "configure", "context", "settings", "configure_cache", "inspect_history", "BaseCallback",
     "asyncify", "syncify", "enable_logging", "disable_logging",
     "Evaluate", "EvaluationResult", "load", "candidate_id",
+    "ReActV2", "ProgramOfThought", "CodeAct", "RLM", "CodeInterpreter", "CodeInterpreterError",
+    "CodeExecutionError", "FinalOutput", "PythonInterpreter", "SandboxSerializable",
+    "resolve_interpreter_factory", "streamify",
 }  # fmt: skip
 EXPECTED_OPTIMIZERS = {
     "Teleprompter", "LabeledFewShot", "BootstrapFewShot", "BootstrapFewShotWithRandomSearch",
     "BootstrapRS", "KNNFewShot", "KNN", "Ensemble", "COPRO", "SIMBA", "MIPROv2", "BetterTogether",
-    "BootstrapFinetune", "LocalExecutor",
+    "BootstrapFinetune", "LocalExecutor", "GEPA",
 }  # fmt: skip
 # dspex's own subpackages, and DSPy's (dspex.teleprompt, dspex.predict...) that DSPy code reaches
 EXPECTED_SUBMODULES = {
     "metrics", "testing", "schemas", "streams", "utils", "evaluate", "primitives", "adapters",
-    "predict", "teleprompt", "signatures", "clients", "experimental",
+    "predict", "teleprompt", "signatures", "clients", "experimental", "streaming",
 }  # fmt: skip
 
 

@@ -48,12 +48,21 @@ def test_unknown_keyword_names_it_and_lists_the_accepted_ones() -> None:
 
 def test_wrong_types_are_rejected_with_what_was_expected() -> None:
     with pytest.raises(
-        ConfigurationError, match=r"configure\(lm=...\) needs a dspex.BaseLM or None, got builtins.str"
+        ConfigurationError,
+        match=r"configure\(lm=...\) needs a dspex.BaseLM or Callable or None, got builtins.str",
     ):
         configure(lm="openai/gpt-4o-mini")  # type: ignore[arg-type]
     expected = r"needs a dspex\.Adapter"
     with pytest.raises(ConfigurationError, match=expected), context(adapter=ChatAdapter):  # type: ignore[arg-type]
         pass
+
+
+def test_dspys_experimental_switch_and_a_callable_lm_are_kept(restore_defaults: None) -> None:
+    def plain_lm(**kwargs: object) -> list[str]:
+        return ["text"]
+
+    with context(experimental=True, lm=plain_lm):  # type: ignore[arg-type]
+        assert current_settings().experimental is True and current_settings().lm is plain_lm
 
 
 def test_context_overrides_inside_the_block_only(restore_defaults: None) -> None:

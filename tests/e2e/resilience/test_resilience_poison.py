@@ -32,7 +32,8 @@ from typer.testing import CliRunner
 
 from dspex.cli import dlq
 from dspex.modules import ChainOfThought
-from dspex.schemas import EvalJob, LMSpec, MetricSpec, ProgramSpec, Task
+from dspex.schemas import EvalJob, LMSpec, MetricSpec, ProgramSpec, ScoreRecord, Task
+from dspex.schemas.tasks import task_id_for
 from dspex.serialization import dump_program
 from dspex.signatures import make_signature
 from dspex.streams.admin import KafkaAdmin
@@ -212,3 +213,34 @@ def test_no_topic_carries_the_api_key(keyed: Keyed) -> None:
     assert scanned > 100_000
     for worker in pipeline.stack.workers:
         assert API_KEY not in worker.log_path.read_text(errors="replace"), f"{worker.name} logged the key"
+
+
+def test_scores_topic_poison_is_dead_lettered_and_accounted(keyed: Keyed) -> None:
+    # Example 1's only score is poison (its headers still name the task): the job completes only
+    # if the aggregator dead-letters it and counts an error for that task, as every worker does.
+    pipeline, registry = keyed.pipeline, keyed.registry
+    lm = LMSpec(model="openai/simulated", api_base=keyed.sim.base_url, api_key_env=KEY_ENV, cache=False)
+    spec = ProgramSpec.build(dump_program(program()))
+    job_id = f"poison-scores-{uuid.uuid4().hex[:6]}"
+    job, tasks = _job(job_id, spec.candidate_id, 2, lm)
+    real = ScoreRecord(
+        job_id=job_id,
+        candidate_id=spec.candidate_id,
+        example_index=1,
+        task_id=task_id_for(job_id, spec.candidate_id, 1),
+        score=1.0,
+    )
+    poison = _broken(to_record(real, role="scores"), b"\xff not a score")
+    items = [*_records(keyed, job, tasks[:1], spec), (registry.name("scores"), poison)]
+    _publish(keyed.settings, items)
+
+    status = pipeline.client.wait(job_id, timeout=90)
+    assert (status.state, status.done, status.errors) == ("completed", 2, 1), status
+    [failed] = [record for record in pipeline.client.results(job_id) if record.error is not None]
+    assert failed.example_index == 1 and "undecodable" in (failed.error.message if failed.error else "")
+    letters = dlq.read_dead_letters(keyed.settings, registry.name("dlq"))
+    mine = [item.letter for item in letters if item.letter.job_id == job_id]
+    assert [(letter.original_topic, letter.reason, letter.example_index) for letter in mine] == [
+        (registry.name("scores"), "undecodable", 1)
+    ]
+    assert mine[0].value_bytes() == b"\xff not a score"

@@ -46,7 +46,9 @@ def _kafka(settings: KafkaSettings, registry: TopicRegistry) -> list[str]:
 
 
 def _eval_args(files: tuple[Path, Path]) -> list[str]:
-    return ["eval", str(files[0]), str(files[1]), "--inputs", "question", "--metric", "exact_match:answer"]
+    # --lm: the program has none, and eval refuses a program whose predictors have no LM
+    return ["eval", str(files[0]), str(files[1]), "--inputs", "question", "--metric", "exact_match:answer",
+            "--lm", "openai/test-model"]  # fmt: skip
 
 
 def half_right(task: Task) -> Outcome:
@@ -94,6 +96,8 @@ def test_eval_wait_then_status_results_and_cancel_agree(
     summary = json.loads(result.stdout)
     assert (summary["score"], summary["processed"], summary["errors"]) == (50.0, N, 0)
     job_id = pipeline.tasks[0].job_id
+    assert summary["job_id"] == job_id
+    assert f"job {job_id} (cli-test) submitted" in result.stderr
 
     status = json.loads(runner.invoke(app, ["status", job_id, "--json", *_kafka(settings, registry)]).stdout)
     assert (status["state"], status["done"], status["total_tasks"]) == ("completed", N, N)

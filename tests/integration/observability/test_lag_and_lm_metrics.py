@@ -1,5 +1,6 @@
-"""Group lag from the admin API (with no member alive) and the LM client's metrics against the
-simulated LM (a simulation, not a model) with a 429 burst."""
+"""Group lag from the admin API (with no member alive) and the LM metrics (written by the
+PrometheusCallback from the LM's callback events) against the simulated LM (a simulation, not a
+model) with a 429 burst."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from dspex.configuration import context
 from dspex.lm import LM
 from dspex.lm.retry import RetryPolicy
 from dspex.observability.aggregator import AggregatorMetrics
+from dspex.observability.callbacks import PrometheusCallback
 from dspex.observability.lag import GroupLagExporter, pipeline_groups
 from dspex.schemas import JobStatus, encode
 from dspex.streams.admin import ensure_topics
@@ -71,9 +74,11 @@ async def test_lm_requests_latency_tokens_and_429s_are_counted(
     with SimulatedLMServer(in_process=True, rate=5.0, burst=1.0) as sim:
         model = f"sim/metrics-{id(sim)}"
         lm = LM(model, api_base=sim.base_url, cache=False, retry_policy=RetryPolicy(base_delay=0.01))
-        assert sample("dspex_lm_requests_total", model=model, outcome="rate_limited") == 0  # pre-created
         messages = [[{"role": "user", "content": f"What is {i} + 1?"}] for i in range(6)]
-        await asyncio.gather(*(lm.acomplete(m) for m in messages))
+        with context(callbacks=[PrometheusCallback()]):
+            await lm.acall(messages=messages[0])
+            assert sample("dspex_lm_requests_total", model=model, outcome="rate_limited") == 0  # pre-created
+            await asyncio.gather(*(lm.acall(messages=m) for m in messages[1:]))
         await lm.aclose()
     assert sample("dspex_lm_requests_total", model=model, outcome="ok") == 6
     assert (sample("dspex_lm_requests_total", model=model, outcome="rate_limited") or 0) >= 1

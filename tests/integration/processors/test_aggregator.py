@@ -400,6 +400,12 @@ def test_the_aggregator_consumer_long_polls_briefly(
     async def worker_consumer_wait_ms() -> int:  # aiokafka wants a running loop to build one
         thread = aggregator.app.consumer._thread
         consumer = thread._create_worker_consumer(aggregator.app.transport)
-        return int(consumer._fetch_max_wait_ms)
+        try:
+            return int(consumer._fetch_max_wait_ms)
+        finally:
+            # neither ever ran, so nothing else closes them: the consumer (never started) and
+            # the event loop the consumer thread made for itself when it was built
+            await consumer.stop()
+            thread.thread_loop.close()
 
     assert asyncio.run(worker_consumer_wait_ms()) == FETCH_MAX_WAIT_MS == 100

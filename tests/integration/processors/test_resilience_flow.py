@@ -30,7 +30,8 @@ def _worker(settings: KafkaSettings, registry: TopicRegistry, base_url: str, **f
         policy=SecurityPolicy(allow_api_bases=[base_url]),
         endpoints=EndpointOptions(**flow),  # type: ignore[arg-type]
     )
-    return Predictor(settings, options)
+    # A read-ahead of 4 beyond the 4 running: the partitions pause at 8 outstanding tasks.
+    return Predictor(settings, options, read_ahead=4)
 
 
 async def test_a_saturated_limiter_pauses_the_partitions(

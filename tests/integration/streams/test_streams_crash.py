@@ -38,6 +38,17 @@ def start_worker(settings: KafkaSettings, group: str, registry: TopicRegistry) -
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def reap(process: subprocess.Popen[str]) -> None:
+    """Kill the worker if it still runs, wait for it, and close its pipes (the killed one's are
+    never read)."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(10)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def test_killed_consumer_loses_nothing(
     settings: KafkaSettings, registry: TopicRegistry, unique_group: Callable[[str], str]
 ) -> None:
@@ -68,9 +79,8 @@ def test_killed_consumer_loses_nothing(
         assert second.returncode == 0, f"the survivor did not stop cleanly:\n{stderr[-3000:]}"
     finally:
         for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait(10)
+            if process is not None:
+                reap(process)
         outputs.close()
 
     values = Counter(record.value for record in outputs.records)

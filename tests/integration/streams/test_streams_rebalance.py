@@ -1,5 +1,9 @@
 """A second member joins while the first has 64 handlers in flight and its partitions paused.
 
+Deterministic by construction, not by fetch timing: the first wave is exactly 8 messages on each
+of the 8 partitions, so the first member's 64 in-flight messages hold every partition, whichever
+order the broker serves them in; the rest is produced only once it is full and paused.
+
 Checked against the handlers' own log: no offset is ever committed past a message that has
 not finished (seen both in the runtime's commit hook and by polling the group's committed
 offsets from outside), the partitions the first member keeps stay paused and deliver nothing,
@@ -16,7 +20,7 @@ from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Message
-from streams_kafka import fully_committed, produce_all, wait_until, wait_until_async
+from streams_kafka import fully_committed, wait_until, wait_until_async
 
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
@@ -31,9 +35,7 @@ PARTITIONS = 8
 MAX_IN_FLIGHT = 64
 DRAIN_S = 2.0
 
-# Small producer batches and small fetches per partition, so that the first member's 64
-# messages come from every partition rather than from the first one fetched.
-SMALL_BATCHES = {"batch.num.messages": 4, "linger.ms": 0}
+PER_PARTITION_HELD = MAX_IN_FLIGHT // PARTITIONS  # the first wave: what the first member holds
 SMALL_FETCHES = {"max.partition.fetch.bytes": 256}
 
 
@@ -70,6 +72,15 @@ async def watch_committed(admin: KafkaAdmin, group: str, topic: str, log: Handle
         await asyncio.sleep(0.05)
 
 
+async def produce_wave(producer: AsyncProducer, topic: str, indices: range) -> None:
+    """Messages ``k{i}`` for ``i`` in ``indices``, message i on partition i % PARTITIONS."""
+    pending = [
+        await producer.send(topic, f"v{i}".encode(), key=f"k{i}".encode(), partition=i % PARTITIONS)
+        for i in indices
+    ]
+    await asyncio.gather(*pending)
+
+
 async def test_rebalance_under_load_never_commits_past_unfinished_work(
     settings: KafkaSettings, registry: TopicRegistry, unique_group: Callable[[str], str]
 ) -> None:
@@ -81,9 +92,7 @@ async def test_rebalance_under_load_never_commits_past_unfinished_work(
     handled_by_b = 0
 
     async with AsyncProducer(settings) as producer:
-        async with AsyncProducer(settings, config=SMALL_BATCHES) as input_producer:
-            inputs = [(f"k{i}".encode(), f"v{i}".encode(), None) for i in range(MESSAGES)]
-            await produce_all(input_producer, tasks, inputs)
+        await produce_wave(producer, tasks, range(MAX_IN_FLIGHT))
 
         started_by_a: set[tuple[int, int]] = set()
 
@@ -133,8 +142,9 @@ async def test_rebalance_under_load_never_commits_past_unfinished_work(
                     30,
                     "the first member full and paused",
                 )
-                held = {partition for partition, _ in started_by_a - log.finished}
-                assert len(held) >= 5, f"in-flight messages come from partitions {held} only"
+                held = Counter(partition for partition, _ in started_by_a - log.finished)
+                assert held == dict.fromkeys(range(PARTITIONS), PER_PARTITION_HELD), held
+                await produce_wave(producer, tasks, range(MAX_IN_FLIGHT, MESSAGES))
 
                 async with b:
                     await wait_until(

@@ -77,7 +77,7 @@ def test_an_unknown_metric_is_refused_before_connecting(
 def test_a_valid_submission_reaches_for_the_broker(app: typer.Typer, program: Path, tmp_path: Path) -> None:
     data = tmp_path / "dev.jsonl"
     data.write_text('{"question": "1+1?", "answer": "2"}\n', "utf-8")
-    result = _eval(app, program, data)
+    result = _eval(app, program, data, "--lm", "openai/test-model")
     assert result.exit_code == 1
     assert f"no Kafka broker answered at {DEAD}" in result.stderr
 

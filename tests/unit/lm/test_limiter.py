@@ -1,4 +1,4 @@
-"""The adaptive (AIMD) concurrency limiter."""
+"""The adaptive concurrency limiter: slow start, then AIMD."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dspex.lm.limiter import AdaptiveLimiter
 
 
 def test_success_grows_additively_up_to_the_maximum() -> None:
-    limiter = AdaptiveLimiter(initial=4, maximum=6, cooldown_s=0)
+    limiter = AdaptiveLimiter(initial=4, maximum=6, cooldown_s=0, slow_start=False)
     for _ in range(3):
         limiter.record_success()
     assert limiter.limit == 4  # +1/limit per success: a part of a window adds less than one
@@ -105,3 +105,95 @@ async def test_a_limiter_is_shared_across_event_loops_in_threads() -> None:
 
     await asyncio.gather(asyncio.to_thread(other_loop), *(hold() for _ in range(20)))
     assert limiter.in_flight == 0
+
+
+class FakeClock:
+    """Monotonic seconds that move only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _settle() -> None:
+    # Let every task that was just handed a slot (or woken to ask for one) run up to its next wait.
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def _in_flight_per_round_trip(limiter: AdaptiveLimiter, clock: FakeClock, rounds: int) -> list[int]:
+    """Callers always waiting (a backlog of 2,048); every round trip (0.1 s on the fake clock) each call
+    in flight succeeds. Returns the calls in flight at the start of round trip 0, 1, ..., ``rounds``."""
+    loop = asyncio.get_running_loop()
+    round_trip = [loop.create_future()]
+
+    async def call() -> None:
+        async with limiter.slot():
+            await round_trip[0]  # the round trip current when this call got its slot
+
+    callers = [asyncio.ensure_future(call()) for _ in range(2048)]
+    await _settle()
+    seen = [limiter.in_flight]
+    for _ in range(rounds):
+        clock.now += 0.1
+        ending, round_trip[0] = round_trip[0], loop.create_future()
+        ending.set_result(None)
+        await _settle()
+        seen.append(limiter.in_flight)
+    for caller in callers:
+        caller.cancel()
+    await asyncio.gather(*callers, return_exceptions=True)
+    return seen
+
+
+async def test_slow_start_reaches_1024_in_flight_within_6_round_trips() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(clock=clock)  # the default initial limit (16)
+    seen = await _in_flight_per_round_trip(limiter, clock, rounds=6)
+    assert seen == [16, 32, 64, 128, 256, 512, 1024]  # doubles per round trip
+    assert limiter.in_slow_start and limiter.limit == 1024
+
+
+async def test_the_first_429_ends_slow_start_and_halves() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial=16, cooldown_s=1.0, clock=clock)
+    assert await _in_flight_per_round_trip(limiter, clock, rounds=2) == [16, 32, 64]
+    with pytest.raises(LMRateLimitError):
+        async with limiter.slot():
+            raise LMRateLimitError("429", retry_after=None)
+    assert limiter.limit == 32 and not limiter.in_slow_start
+    clock.now += 1.0  # past the cooldown
+    # AIMD: a full window adds 1/limit per success, just under one slot per round trip.
+    assert await _in_flight_per_round_trip(limiter, clock, rounds=2) == [32, 32, 33]
+
+
+async def test_a_timeout_ends_slow_start_too() -> None:
+    limiter = AdaptiveLimiter(initial=16, cooldown_s=0, clock=FakeClock())
+    with pytest.raises(LMTimeoutError):
+        async with limiter.slot():
+            raise LMTimeoutError("t")
+    assert limiter.limit == 8 and not limiter.in_slow_start
+
+
+def test_slow_start_grows_only_while_half_the_limit_is_in_use() -> None:
+    limiter = AdaptiveLimiter(initial=16, clock=FakeClock())
+    for _ in range(100):
+        limiter.record_success()  # nothing in flight: no evidence the endpoint takes more
+    assert limiter.limit == 16 and limiter.in_slow_start
+
+
+async def test_slow_start_stops_at_the_maximum() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial=16, maximum=100, clock=clock)
+    seen = await _in_flight_per_round_trip(limiter, clock, rounds=4)
+    assert seen == [16, 32, 64, 100, 100]
+
+
+async def test_a_retry_after_holds_the_limit_past_the_cooldown() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial=64, cooldown_s=1.0, clock=clock)
+    limiter.record_overload(retry_after=5.0)
+    clock.now += 3.0  # past cooldown_s, not past the Retry-After
+    assert await _in_flight_per_round_trip(limiter, clock, rounds=1) == [32, 32]

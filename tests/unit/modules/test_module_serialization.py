@@ -117,3 +117,20 @@ def test_load_into_other_fields_takes_the_saved_signature(tmp_path: Path) -> Non
     loaded = dspex.Predict("q -> a")
     loaded.load(path, allow_modules=[])
     assert list(loaded.signature.fields) == ["question", "answer"]
+
+
+def test_an_adapter_given_options_is_rebuilt_with_them() -> None:
+    predict = Predict("question -> answer", adapter=dspex.ChatAdapter(use_native_function_calling=True))
+    state = predict.predictor_state()
+    assert state["adapter"] == {"name": "chat", "options": {"use_native_function_calling": True}}
+    loaded = Predict("question -> answer")
+    loaded.load_predictor_state(state)
+    assert isinstance(loaded.adapter, dspex.ChatAdapter) and loaded.adapter.use_native_function_calling
+    # an adapter with its defaults is saved by name alone, as before
+    assert Predict("q -> a", adapter=dspex.JSONAdapter()).predictor_state()["adapter"] == "json"
+
+
+def test_unfit_adapter_options_are_a_load_error() -> None:
+    state = Predict("q -> a").predictor_state() | {"adapter": {"name": "chat", "options": {"nope": 1}}}
+    with pytest.raises(ProgramLoadError, match="adapter 'chat': options"):
+        Predict("q -> a").load_predictor_state(state)

@@ -24,6 +24,7 @@ from dspex.lm import LM
 from dspex.metrics import exact_match
 from dspex.modules import Predict
 from dspex.optimizers import MIPROv2, optimizer_from_name
+from dspex.optimizers.checkpoint import SearchState, read_state
 from dspex.optimizers.mipro_search import TPE_STARTUP_TRIALS, Params, SearchRecord, ask_batch
 from dspex.optimizers.mipro_settings import batches, resolve_run, search_steps, trial_schedule
 from dspex.primitives import Module
@@ -196,7 +197,7 @@ def test_a_batch_of_asks_is_the_same_after_rebuilding_from_json() -> None:
         record.tell(number, params, float(number))
         record.add_minibatch(params, float(number))
     copy = SearchRecord([3, 3], [6, 6])
-    copy.load(json.loads(json.dumps(record.to_dict())))
+    copy.load(read_state(SearchState, json.loads(json.dumps(record.state().model_dump(mode="json")))))
     assert ask_batch(copy, 9, [4, 5]) == ask_batch(record, 9, [4, 5])
     assert ask_batch(record, 9, [4, 5]) != ask_batch(record, 10, [4, 5])  # the seed matters
     best = record.best_untried()

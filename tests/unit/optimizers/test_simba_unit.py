@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from dspex_optimizer_fakes import FakeExecutor, dataset, sim_lm_of
+from pydantic import TypeAdapter
 
 from dspex.errors import ConfigurationError
 from dspex.lm import LM
@@ -173,7 +174,8 @@ def test_demo_and_rule_strategies() -> None:
     assert parse_rules("Check the sum.", ["self"]) == {"self": "Check the sum."}
     assert parse_rules("Check the sum.", ["a", "b"]) is None
     assert parse_rules('{"nobody": "x"}', ["self"]) is None
-    assert Variant.from_dict(json.loads(json.dumps(ruled.to_dict()))) == ruled
+    as_json = TypeAdapter(Variant)
+    assert as_json.validate_json(as_json.dump_json(ruled), strict=True) == ruled  # as a checkpoint holds it
 
 
 # --------------------------------------------------------------------------- runs (fake executor)

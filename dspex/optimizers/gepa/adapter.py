@@ -1,0 +1,454 @@
+"""gepa's adapter over dspex programs: evaluate candidates, build reflective datasets, propose texts.
+
+gepa (the ``gepa`` package) owns the search: Pareto selection, minibatch acceptance, merges. It
+asks this adapter for four things, each called from the thread gepa's engine runs in:
+
+- ``evaluate(batch, candidate, capture_traces)``: the program with the candidate's instructions on
+  a batch. Without traces the runs go through the optimizer's :class:`~dspex.optimizers.Executor`
+  (asyncio in this process, bounded; the cluster with a KafkaExecutor); with traces, through
+  ``bootstrap_trace_data`` (asyncio, bounded by ``num_threads``), which keeps each predictor step;
+- ``batch_evaluate(items)``: several (candidate, batch) pairs at once, the ``num_threads`` bound
+  shared between them, so gepa's several proposals per iteration are evaluated together;
+- ``make_reflective_dataset``: for each predictor to update, one record per run of its inputs,
+  outputs and the metric's feedback for that predictor (``pred_name``, ``pred_trace``);
+- ``propose_new_texts``: the instruction proposer, with the reflection LM as the current LM.
+
+Sync code in gepa's thread reaches dspex's event loop through :func:`dspex._sync.run_sync`, so
+LM calls use the same clients, caches, usage trackers and budgets as everything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
+from typing import Any
+
+from gepa import EvaluationBatch
+
+from dspex._sync import run_sync
+from dspex.adapters.chat import ChatAdapter
+from dspex.adapters.types.base_type import Type
+from dspex.adapters.types.history import History
+from dspex.configuration import context, current_settings
+from dspex.errors import ConfigurationError, DspexError
+from dspex.lm.usage import Usage
+from dspex.optimizers import bootstrap_trace as bootstrap_trace_module
+from dspex.optimizers.bootstrap_trace import FailedPrediction, TraceData
+from dspex.optimizers.executor import Executor, LocalExecutor
+from dspex.optimizers.gepa.budgets import SpendStopper
+from dspex.optimizers.gepa.feedback import (
+    FeedbackMetricError,
+    PredictorFeedbackFn,
+    checked_score,
+    make_feedback_fn,
+    split_score,
+)
+from dspex.optimizers.gepa.proposer import InstructionProposer, ReflectiveExample
+from dspex.primitives import Example, Module
+
+__all__ = [
+    "BudgetStop",
+    "DspyAdapter",
+    "ReflectiveDatasetError",
+    "bootstrap_trace_module",
+    "evaluate_with_trace",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class BudgetStop(DspexError):
+    """The LM-call / USD budget is spent: no new evaluation starts (GEPA returns the best so far)."""
+
+
+class ReflectiveDatasetError(DspexError, ValueError):
+    """No run of the minibatch gave a record for any predictor to update (gepa skips the proposal)."""
+
+
+class DspyAdapter:
+    """gepa's ``GEPAAdapter`` for a dspex program whose components are its predictors' instructions.
+
+    ``executor`` (dspex's): where evaluations without traces run (default: a LocalExecutor bounded
+    by ``num_threads``). ``stopper``: the LM-call / USD budget, checked before each evaluation.
+    """
+
+    def __init__(
+        self,
+        student_module: Module,
+        metric_fn: Callable[..., Any],
+        feedback_map: Mapping[str, PredictorFeedbackFn],
+        failure_score: float = 0.0,
+        num_threads: int | None = None,
+        add_format_failure_as_feedback: bool = False,
+        rng: random.Random | None = None,
+        reflection_lm: Any = None,
+        custom_instruction_proposer: Any = None,
+        warn_on_score_mismatch: bool = True,
+        reflection_minibatch_size: int | None = None,
+        *,
+        executor: Executor | None = None,
+        stopper: SpendStopper | None = None,
+    ) -> None:
+        self.student = student_module
+        self.metric_fn = metric_fn
+        self.feedback_map = dict(feedback_map)
+        self.failure_score = failure_score
+        self.num_threads = num_threads
+        self.add_format_failure_as_feedback = add_format_failure_as_feedback
+        self.rng = rng or random.Random(0)
+        self.reflection_lm = reflection_lm
+        self.custom_instruction_proposer = custom_instruction_proposer
+        self.proposer = custom_instruction_proposer or InstructionProposer()
+        self.warn_on_score_mismatch = warn_on_score_mismatch
+        self.reflection_minibatch_size = reflection_minibatch_size
+        self.executor = executor
+        self.stopper = stopper
+
+    # -- programs --------------------------------------------------------------------------------
+
+    def build_program(self, candidate: Mapping[str, str]) -> Module:
+        """A copy of the student with each named predictor's instructions from ``candidate``."""
+        program = self.student.deepcopy()
+        for name, predictor in program.named_predictors():
+            if name in candidate:
+                predictor.signature = predictor.signature.with_instructions(candidate[name])
+        return program
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        batch: Sequence[Example],
+        candidate: Mapping[str, str],
+        capture_traces: bool = False,
+        num_threads: int | None = None,
+    ) -> EvaluationBatch:
+        """Scores (and traces when asked) of the candidate's program on ``batch``, in batch order."""
+        self._check_budget()
+        program = self._gated(self.build_program(candidate))
+        threads = self.num_threads if num_threads is None else num_threads
+        if capture_traces:
+            evaluation = evaluate_with_trace(
+                program,
+                batch,
+                metric_fn=self.metric_fn,
+                num_threads=threads,
+                failure_score=self.failure_score,
+                callback_metadata=self._callback_metadata(batch),
+                capture_traces=True,
+            )
+        else:
+            evaluation = self._evaluate_on_executor(program, batch, threads)
+        # An evaluation that reached the cap is left unfinished (runs not yet started were refused):
+        # it is dropped, and the run ends with the state of its last finished iteration.
+        self._check_budget()
+        return evaluation
+
+    def batch_evaluate(
+        self, items: Sequence[tuple[Mapping[str, str], Sequence[Example]]], *, capture_traces: bool = True
+    ) -> list[EvaluationBatch]:
+        """Every (candidate, batch) pair at once; the ``num_threads`` bound is split between them."""
+        total = self.num_threads or current_settings().num_threads
+        workers = min(len(items), total) or 1
+        share, extra = divmod(total, workers)
+
+        def one(work: tuple[Any, tuple[Mapping[str, str], Sequence[Example]], int]) -> EvaluationBatch:
+            ctx, (candidate, batch), threads = work
+            return ctx.run(
+                self.evaluate, batch, candidate, capture_traces=capture_traces, num_threads=threads
+            )
+
+        # Each pair waits in its own thread (gepa's engine is sync); the runs themselves happen on
+        # dspex's event loop. Each thread gets the caller's context: LM, settings, usage trackers.
+        work = [(copy_context(), item, share + (index < extra)) for index, item in enumerate(items)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, work))
+
+    def _evaluate_on_executor(
+        self, program: Module, batch: Sequence[Example], threads: int | None
+    ) -> EvaluationBatch:
+        executor = self.executor or LocalExecutor(threads or current_settings().num_threads)
+        runs = run_sync(executor.run(program, list(batch)))
+        if getattr(executor, "remote", False) and self.stopper is not None:
+            # the workers' LM calls count against the cap too (they come back with the results)
+            for run in runs:
+                usage = getattr(run, "usage", None)
+                if isinstance(usage, Usage):
+                    self.stopper.add_remote(usage)
+        outputs: list[Any] = []
+        raw_scores: list[Any] = []
+        for example, run in zip(batch, runs, strict=True):
+            if isinstance(run, Exception):
+                logger.debug("a run failed; it scores failure_score: %s", run)
+                outputs.append(None)
+                raw_scores.append(None)
+                continue
+            outputs.append(run)
+            raw_scores.append(score_run(self.metric_fn, example, run, None, self.failure_score))
+        return self._make_evaluation_batch(outputs=outputs, raw_scores=raw_scores, trajectories=None)
+
+    def _make_evaluation_batch(
+        self, outputs: list[Any], raw_scores: Sequence[Any], trajectories: list[TraceData] | None
+    ) -> EvaluationBatch:
+        """gepa's EvaluationBatch from what the metric returned (None: failed, ``failure_score``)."""
+        parts = [split_score(raw) for raw in raw_scores]
+        scores = [self.failure_score if score is None else score for score, _ in parts]
+        objectives = [objective for _, objective in parts]
+        return EvaluationBatch(
+            outputs=outputs,
+            scores=scores,
+            trajectories=trajectories,
+            objective_scores=objectives if any(objectives) else None,
+        )
+
+    def _callback_metadata(self, batch: Sequence[Example]) -> dict[str, Any]:
+        # Minibatch evaluations are many and small: callbacks that log evaluations skip them.
+        size = self.reflection_minibatch_size
+        if size is None or len(batch) > size:
+            return {"metric_key": "eval_full"}
+        return {"disable_logging": True}
+
+    def _gated(self, program: Module) -> Module:
+        """``program``, refusing to start a run once the budget is spent (in-process runs only: a
+        remote executor's workers run the program itself)."""
+        if self.stopper is None or getattr(self.executor, "remote", False):
+            return program
+        return _SpendGate(program, self.stopper)
+
+    def _check_budget(self) -> None:
+        reason = self.stopper.exhausted() if self.stopper is not None else None
+        if reason is not None:
+            raise BudgetStop(reason)
+
+    # -- checkpoint state ------------------------------------------------------------------------
+
+    def get_adapter_state(self) -> dict[str, Any]:
+        """What gepa saves with its state: the RNG that picks trace steps for reflection."""
+        return {"rng_state": self.rng.getstate()}
+
+    def set_adapter_state(self, state: Mapping[str, Any]) -> None:
+        if "rng_state" in state:
+            self.rng.setstate(_as_rng_state(state["rng_state"]))
+
+    # -- reflection ------------------------------------------------------------------------------
+
+    def make_reflective_dataset(
+        self, candidate: Mapping[str, str], eval_batch: EvaluationBatch, components_to_update: list[str]
+    ) -> dict[str, list[ReflectiveExample]]:
+        """For each predictor to update, one record per usable run: inputs, outputs and feedback."""
+        predictors = dict(self.build_program(candidate).named_predictors())
+        dataset: dict[str, list[ReflectiveExample]] = {}
+        for name in components_to_update:
+            if name not in predictors:
+                raise ConfigurationError(
+                    f"GEPA was asked to update {name!r}, which is not a predictor of the program"
+                )
+            records = [
+                record
+                for trajectory in eval_batch.trajectories or []
+                if (record := self._record(name, predictors[name], trajectory)) is not None
+            ]
+            if records:
+                dataset[name] = records
+            else:
+                logger.warning("no usable run of predictor %s in this minibatch to reflect on", name)
+        if not dataset:
+            raise ReflectiveDatasetError("No valid predictions found for any module.")
+        return dataset
+
+    def _record(self, name: str, predictor: Any, trajectory: Mapping[str, Any]) -> ReflectiveExample | None:
+        step = self._step_to_show(predictor, trajectory)
+        if step is None:
+            return None
+        _, inputs, outputs = step
+        record: dict[str, Any] = {
+            "Inputs": self._shown_inputs(inputs),
+            "Generated Outputs": _shown_outputs(outputs),
+        }
+        if isinstance(outputs, FailedPrediction):
+            record["Feedback"] = _format_feedback(predictor)
+        else:
+            record["Feedback"] = self._feedback(name, predictor, step, trajectory)
+        return record  # type: ignore[return-value]  # the three keys of a ReflectiveExample
+
+    def _step_to_show(self, predictor: Any, trajectory: Mapping[str, Any]) -> Any:
+        """The predictor's step to reflect on: a failed parse first, else one picked by the seeded RNG."""
+        steps = [step for step in trajectory["trace"] if step[0].signature.equals(predictor.signature)]
+        if not self.add_format_failure_as_feedback:
+            steps = [step for step in steps if not isinstance(step[2], FailedPrediction)]
+        failed = next((step for step in steps if isinstance(step[2], FailedPrediction)), None)
+        if failed is not None:
+            return failed
+        if not steps or isinstance(trajectory["prediction"], FailedPrediction):
+            return None
+        return self.rng.choice(steps)
+
+    def _shown_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        shown: dict[str, Any] = {}
+        for key, value in inputs.items():
+            if isinstance(value, History):
+                shown["Context"] = _history_text(value)
+            elif isinstance(value, Type) and self.custom_instruction_proposer is not None:
+                shown[key] = value  # a custom proposer may send images as images
+            else:
+                shown[key] = str(value)
+        return shown
+
+    def _feedback(self, name: str, predictor: Any, step: Any, trajectory: Mapping[str, Any]) -> str:
+        feedback_fn = self.feedback_map.get(name) or make_feedback_fn(self.metric_fn, name, predictor)
+        result = feedback_fn(
+            predictor_output=step[2],
+            predictor_inputs=step[1],
+            module_inputs=trajectory["example"],
+            module_outputs=trajectory["prediction"],
+            captured_trace=trajectory["trace"],
+        )
+        run_score, _ = split_score(trajectory.get("score"))
+        if result["score"] != run_score and self.warn_on_score_mismatch:
+            logger.warning(
+                "the metric's score for predictor %s (%s) differs from its score for the run (%s): GEPA "
+                "uses the run's score and only the predictor's feedback text (a non-deterministic metric "
+                "does this too; warn_on_score_mismatch=False silences this)",
+                name,
+                result["score"],
+                run_score,
+            )
+            self.warn_on_score_mismatch = False
+        return str(result["feedback"])
+
+    # -- proposals -------------------------------------------------------------------------------
+
+    def propose_new_texts(
+        self,
+        candidate: dict[str, str],
+        reflective_dataset: Mapping[str, Sequence[Mapping[str, Any]]],
+        components_to_update: list[str],
+    ) -> dict[str, str]:
+        """New instruction texts from the proposer, with the reflection LM as the current LM."""
+        if self.stopper is not None and self.stopper.exhausted() is not None:
+            return {}  # no proposal: gepa skips the child, and its stop condition ends the run
+        lm = self.reflection_lm or current_settings().lm
+        with context(lm=lm):
+            proposals = self.proposer(
+                candidate=candidate,
+                reflective_dataset=reflective_dataset,
+                components_to_update=components_to_update,
+            )
+        return dict(proposals)
+
+
+class _SpendGate(Module):
+    """Runs the program unless the LM-call / USD budget is spent: spend past the cap is then at most
+    the runs already in flight (``num_threads``), not a whole evaluation."""
+
+    def __init__(self, program: Module, stopper: SpendStopper) -> None:
+        super().__init__()
+        self.program = program
+        self._stopper = stopper
+
+    async def aforward(self, **inputs: Any) -> Any:
+        reason = self._stopper.exhausted()
+        if reason is not None:
+            raise BudgetStop(reason)
+        return await self.program.acall(**inputs)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score_run(
+    metric: Callable[..., Any], example: Example, prediction: Any, trace: Any, failure_score: float
+) -> Any:
+    """What the metric returned for one run (checked), or None when the metric raised."""
+    try:
+        return checked_score(metric(example, prediction, trace, None, None), metric)
+    except FeedbackMetricError:
+        raise  # a metric that returns no score would fail every run: stop at its first call
+    except Exception as exc:  # the user's metric failing on one run scores that run as a failure
+        logger.warning(
+            "the metric raised on a run; it scores failure_score=%s: %s: %s",
+            failure_score,
+            type(exc).__name__,
+            exc,
+        )
+        return None
+
+
+def evaluate_with_trace(
+    program: Module,
+    batch: Sequence[Example],
+    *,
+    metric_fn: Callable[..., Any],
+    num_threads: int | None,
+    failure_score: float,
+    callback_metadata: Mapping[str, Any] | None,
+    capture_traces: bool,
+) -> EvaluationBatch:
+    """Run ``program`` on ``batch`` keeping each run's trace, and score each run with the metric.
+
+    Runs that failed (dropped by ``bootstrap_trace_data``) and failed parses score ``failure_score``;
+    each kept trajectory gets the metric's result as ``score`` (for the reflective dataset).
+    """
+    trajectories = bootstrap_trace_module.bootstrap_trace_data(
+        program=program,
+        dataset=list(batch),
+        metric=None,  # scored just below, with the feedback metric's checks
+        num_threads=num_threads,
+        raise_on_error=False,
+        capture_failed_parses=True,
+        failure_score=failure_score,
+        format_failure_score=failure_score,
+        callback_metadata=dict(callback_metadata or {}),
+    )
+    outputs: list[Any] = [None] * len(batch)
+    raw_scores: list[Any] = [None] * len(batch)
+    for trajectory in trajectories:
+        index, prediction = trajectory["example_ind"], trajectory["prediction"]
+        outputs[index] = prediction
+        if not isinstance(prediction, FailedPrediction):
+            raw_scores[index] = score_run(
+                metric_fn, trajectory["example"], prediction, trajectory["trace"], failure_score
+            )
+        trajectory["score"] = raw_scores[index]
+    parts = [split_score(raw) for raw in raw_scores]
+    objectives = [objective for _, objective in parts]
+    return EvaluationBatch(
+        outputs=outputs,
+        scores=[failure_score if score is None else score for score, _ in parts],
+        trajectories=list(trajectories) if capture_traces else None,
+        objective_scores=objectives if any(objectives) else None,
+    )
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _history_text(history: History) -> str:
+    lines = "".join(f"  {i}: {message}\n" for i, message in enumerate(history.messages))
+    return f"```json\n{lines}```"
+
+
+def _shown_outputs(outputs: Any) -> dict[str, str] | str:
+    if isinstance(outputs, FailedPrediction):
+        return (
+            "Couldn't parse the output as per the expected output format. The model's raw response was:\n"
+            f"```\n{outputs.completion_text}\n```\n\n"
+        )
+    return {key: str(value) for key, value in outputs.items()}
+
+
+def _format_feedback(predictor: Any) -> str:
+    """For a failed parse: the message structure the predictor's answer had to follow."""
+    messages = ChatAdapter().format(predictor.signature, [], {})
+    structure = "".join(f"{message['role']}: {message['content']}\n" for message in messages)
+    return "Your output failed to parse. Follow this structure:\n" + structure
+
+
+def _as_rng_state(state: Any) -> Any:
+    # A state read back from JSON has lists where random.Random wants tuples.
+    if isinstance(state, list):
+        return tuple(_as_rng_state(item) if isinstance(item, list) else item for item in state)
+    return state

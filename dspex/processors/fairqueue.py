@@ -1,0 +1,174 @@
+"""Fair sharing of a predictor between jobs: a per-job queue, served by deficit round robin.
+
+The problem it solves: a job's tasks spread over every partition of the tasks topic, so a small
+job submitted after a big one sits behind all of the big job's tasks in each partition. Read in
+arrival order, it would finish when the big one does.
+
+DESIGN. A predictor reads ahead of its running handlers (up to ``READ_AHEAD_MESSAGES`` messages and
+``READ_AHEAD_BYTES`` bytes; past that its partitions pause, as under backpressure) into one queue
+per job, keyed by the ``dspex-job-id`` header, so nothing is decoded to queue it. Whenever a
+handler slot frees, the next task comes from the jobs in turn (deficit round robin, one unit per
+task): in each round a job may start as many tasks as its weight, so jobs share the slots in
+proportion to their weights whatever their sizes, and a job that arrives gets its first slot
+within one round. The weight comes from the ``dspex-priority`` header: ``interactive`` 16,
+``normal`` (also no header) 4, ``bulk`` 1; bulk is served less, never starved.
+
+Each job of an optimization (one per candidate evaluation, or per batch of them) is a job of its
+own here, so an optimization's evaluations share the predictors fairly with each other and with
+everything else: none waits for another to finish.
+
+What it does not change: offsets are still committed per partition only up to the oldest message
+not done (the consumer's OffsetTracker), so a small job's tasks finishing ahead of a big job's
+earlier ones make nothing committable early; after a crash they run again (at-least-once, with
+deterministic ids downstream). Fairness holds within the read-ahead window: a small job behind
+more than ``READ_AHEAD_MESSAGES`` tasks of other jobs in a predictor's partitions waits until the
+window reaches it (more predictors widen the window: each reads its own partitions).
+
+    >>> queue = FairQueue(lambda item: (item[0], 1))
+    >>> for item in [("big", 1), ("big", 2), ("big", 3), ("small", 1)]:
+    ...     queue.push(item)
+    >>> [queue.pop() for _ in range(4)]
+    [('big', 1), ('small', 1), ('big', 2), ('big', 3)]
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from confluent_kafka import Message
+
+from dspex.schemas.common import Priority
+from dspex.schemas.headers import ids_from_headers, priority_from_headers
+
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "PRIORITY_WEIGHTS",
+    "READ_AHEAD_BYTES",
+    "READ_AHEAD_MESSAGES",
+    "FairQueue",
+    "job_flow",
+    "weight_of",
+]
+
+T = TypeVar("T")
+Flow = tuple[str, int]  # (flow key, weight)
+
+DEFAULT_PRIORITY: Priority = "normal"
+# interactive : normal : bulk = 16 : 4 : 1. A round serves every waiting job at least once, so a
+# new job waits at most the sum of the others' weights for its first slot.
+PRIORITY_WEIGHTS: Mapping[str, int] = {"interactive": 16, "normal": 4, "bulk": 1}
+READ_AHEAD_MESSAGES = 10_000
+READ_AHEAD_BYTES = 64 * 1024 * 1024
+
+
+def weight_of(priority: str | None) -> int:
+    """The fair-queue weight of a priority name (None or a name this reader does not know: normal)."""
+    default = PRIORITY_WEIGHTS[DEFAULT_PRIORITY]
+    return default if priority is None else PRIORITY_WEIGHTS.get(priority, default)
+
+
+def job_flow(message: Message) -> Flow:
+    """A task message's flow: its job (from headers; "" when unreadable) and its priority's weight."""
+    headers = message.headers()
+    return ids_from_headers(headers).job_id or "", weight_of(priority_from_headers(headers))
+
+
+@dataclass
+class _Flow(Generic[T]):
+    key: str
+    weight: int
+    items: deque[tuple[T, int]] = field(default_factory=deque)  # (item, size)
+    deficit: int = 0
+
+
+class FairQueue(Generic[T]):
+    """A :class:`~dspex.streams.flow.Backlog` serving flows by weighted deficit round robin.
+
+    ``classify(item)`` gives the item's flow key and weight (>= 1); ``size_of(item)`` its bytes.
+    Within a flow, items leave in arrival order.
+    """
+
+    def __init__(self, classify: Callable[[T], Flow], size_of: Callable[[T], int] = lambda _: 0) -> None:
+        self._classify = classify
+        self._size_of = size_of
+        self._flows: dict[str, _Flow[T]] = {}
+        self._ring: deque[_Flow[T]] = deque()  # flows with items; the head's turn is now
+        self._turn_open = False  # whether the head already got its quantum for this turn
+        self._count = 0
+        self._bytes = 0
+
+    def push(self, item: T) -> None:
+        """Queue ``item`` at the end of its flow (a new flow joins at the end of the round)."""
+        key, weight = self._classify(item)
+        flow = self._flows.get(key)
+        if flow is None:
+            flow = self._flows[key] = _Flow(key, max(1, weight))
+            self._ring.append(flow)
+        else:
+            flow.weight = max(1, weight)  # the latest word on the job's priority
+        size = self._size_of(item)
+        flow.items.append((item, size))
+        self._count += 1
+        self._bytes += size
+
+    def pop(self) -> T | None:
+        """The next item: the head flow's while its turn lasts, then the next flow's."""
+        while self._ring:
+            flow = self._ring[0]
+            if not self._turn_open:
+                flow.deficit += flow.weight
+                self._turn_open = True
+            if flow.deficit >= 1:
+                return self._take(flow)
+            self._end_turn()
+        return None
+
+    def drop(self, gone: Callable[[T], bool]) -> None:
+        """Forget the items for which ``gone(item)`` holds (a revoked partition's)."""
+        for flow in list(self._ring):
+            flow.items = deque(entry for entry in flow.items if not gone(entry[0]))
+            if not flow.items:
+                self._retire(flow)
+        self._count = sum(len(flow.items) for flow in self._ring)
+        self._bytes = sum(size for flow in self._ring for _, size in flow.items)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._flows.clear()
+        self._ring.clear()
+        self._turn_open = False
+        self._count = self._bytes = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes queued (as ``size_of`` counts them)."""
+        return self._bytes
+
+    def queued(self) -> dict[str, int]:
+        """Items queued per flow (for logs and tests)."""
+        return {flow.key: len(flow.items) for flow in self._ring}
+
+    def _take(self, flow: _Flow[T]) -> T:
+        item, size = flow.items.popleft()
+        flow.deficit -= 1
+        self._count -= 1
+        self._bytes -= size
+        if not flow.items:
+            self._retire(flow)  # an idle flow keeps no credit: DRR's rule, so bursts stay bounded
+        return item
+
+    def _end_turn(self) -> None:
+        self._ring.rotate(-1)
+        self._turn_open = False
+
+    def _retire(self, flow: _Flow[T]) -> None:
+        if self._ring and self._ring[0] is flow:
+            self._turn_open = False
+        self._ring.remove(flow)
+        del self._flows[flow.key]

@@ -1,0 +1,26 @@
+"""A program the sandbox end-to-end test ships to its predictors (started with ``--allow-module``).
+
+``RLM`` alone cannot be rebuilt from a saved program yet (its constructor needs the signature), so
+the test's program wraps one in a class whose constructor takes no arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspex
+from dspex.modules.rlm import RLM
+
+
+class ArithmeticRLM(dspex.Module):
+    """Answers an arithmetic question with code run in the sandbox (RLM, at most 3 steps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rlm = RLM("question -> answer", max_iters=3)
+
+    async def aforward(self, question: str) -> Any:
+        return await self.rlm.acall(question=question)
+
+    def forward(self, question: str) -> Any:
+        return self.rlm(question=question)

@@ -1,0 +1,89 @@
+"""The gepa adapter alone: evaluation (executor and traced), batch evaluation, reflective datasets."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from typing import Any
+
+from gepa import EvaluationBatch
+from gepa_fakes import MAGIC, ScriptedLM, dataset, feedback_metric
+
+from dspex.configuration import context, current_settings
+from dspex.modules import Predict
+from dspex.optimizers.gepa.adapter import DspyAdapter
+from dspex.primitives import Prediction
+
+
+def adapter(**kwargs: Any) -> DspyAdapter:
+    return DspyAdapter(Predict("question -> answer"), feedback_metric, {}, **kwargs)
+
+
+def test_build_program_sets_instructions_on_a_copy() -> None:
+    a = adapter()
+    program = a.build_program({"self": f"Say {MAGIC}."})
+    assert program.signature.instructions == f"Say {MAGIC}."
+    assert a.student.signature.instructions != program.signature.instructions
+
+
+def test_evaluate_scores_in_batch_order_with_and_without_traces() -> None:
+    a = adapter(num_threads=4)
+    batch = dataset(5)
+    with context(lm=ScriptedLM()):
+        plain = a.evaluate(batch, {"self": f"Say {MAGIC}."})
+        traced = a.evaluate(batch, {"self": "No word."}, capture_traces=True)
+    assert plain.scores == [1.0] * 5 and plain.trajectories is None
+    assert [o.answer for o in plain.outputs] == [str(i + 1) for i in range(5)]
+    assert traced.scores == [0.0] * 5 and traced.trajectories is not None
+    assert [t["example_ind"] for t in traced.trajectories] == list(range(5))
+    assert all(t["score"]["score"] == 0.0 for t in traced.trajectories)
+
+
+def test_reflective_dataset_carries_the_predictor_feedback() -> None:
+    a = adapter()
+    with context(lm=ScriptedLM()):
+        traced = a.evaluate(dataset(2), {"self": "No word."}, capture_traces=True)
+    records = a.make_reflective_dataset({"self": "No word."}, traced, ["self"])["self"]
+    assert records[0]["Inputs"] == {"question": "What is 0 + 1?"}
+    assert records[0]["Generated Outputs"] == {"answer": "0"}
+    assert f"the magic word is {MAGIC}" in records[0]["Feedback"]
+
+
+def test_batch_evaluate_runs_pairs_together_and_splits_the_bound() -> None:
+    a = adapter(num_threads=5)
+    barrier = threading.Barrier(2)
+    calls: list[tuple[int | None, bool]] = []
+    lm = ScriptedLM()
+
+    def evaluate(
+        batch: Any, candidate: Any, capture_traces: bool = False, num_threads: int | None = None
+    ) -> Any:
+        barrier.wait(timeout=5)  # both pairs are in flight at once
+        calls.append((num_threads, capture_traces))
+        return EvaluationBatch(outputs=[current_settings().lm], scores=[1.0])
+
+    a.evaluate = evaluate  # type: ignore[method-assign]
+    with context(lm=lm):
+        results = a.batch_evaluate([({"self": "a"}, []), ({"self": "b"}, [])])
+    assert [r.outputs[0] for r in results] == [lm, lm]  # the caller's context reached each thread
+    assert sorted(calls) == [(2, True), (3, True)]
+
+
+def test_adapter_state_survives_json() -> None:
+    a = adapter(rng=random.Random(7))
+    state = json.loads(json.dumps(a.get_adapter_state()))
+    expected = a.rng.random()
+    a.rng.random()
+    a.set_adapter_state(state)
+    assert a.rng.random() == expected
+
+
+def test_objective_scores_are_forwarded_only_when_present() -> None:
+    a = adapter()
+    batch = a._make_evaluation_batch(
+        [None, None], [Prediction(score=0.5, objective_scores={"x": 1.0}), 0.25], None
+    )
+    assert batch.scores == [0.5, 0.25] and batch.objective_scores == [{"x": 1.0}, {}]
+    assert a._make_evaluation_batch([None], [None], None).scores == [0.0]
+    assert a._make_evaluation_batch([None], [1.0], None).objective_scores is None

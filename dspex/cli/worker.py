@@ -44,6 +44,7 @@ from dspex.configuration import configure
 from dspex.errors import ConfigurationError, KafkaError
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
 from dspex.processors.aggregator import run_aggregator
+from dspex.processors.aggregator_options import AggregatorOptions
 from dspex.processors.common import Worker, WorkerOptions
 from dspex.processors.endpoints import EndpointOptions
 from dspex.processors.predictor import Predictor
@@ -421,8 +422,7 @@ def aggregate(
     _configure_logging()
     state_dir = data_dir if data_dir is not None else DEFAULT_AGGREGATE_DIR.expanduser() / (prefix or "_")
     try:
-        run_aggregator(
-            settings,
+        options = AggregatorOptions(
             prefix=prefix,
             web_port=web_port,
             data_dir=state_dir,
@@ -432,6 +432,7 @@ def aggregate(
             metrics_port=metrics_port,
             targets_dir=targets_dir,
         )
+        run_aggregator(settings, options)
     except (ConfigurationError, KafkaError) as exc:
         fail(str(exc))
 

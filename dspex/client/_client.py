@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypedDict, Unpack, overload
 
-from pydantic import ValidationError
-
 from dspex._sync import run_sync
 from dspex.client import _cluster, _optimize, _runs
 from dspex.client._cluster import Follow
@@ -761,11 +759,9 @@ async def _next_batch(batches: AsyncGenerator[list[ScoreRecord], None]) -> list[
 
 def _settings(bootstrap_servers: str | None, kafka: KafkaSettings | None) -> KafkaSettings:
     if kafka is None:
-        # As the workers do: DSPEX_KAFKA_* (bootstrap, SASL, SSL) fill what the caller did not give.
-        try:
-            return KafkaSettings.from_env(os.environ, bootstrap_servers=bootstrap_servers)
-        except ValidationError as exc:
-            raise ConfigurationError(f"the DSPEX_KAFKA_* environment settings are invalid: {exc}") from exc
+        # As the workers do: DSPEX_KAFKA_* (bootstrap, SASL, SSL) fill what the caller did not give;
+        # a wrong value is a one-line ConfigurationError naming the variable (from_env).
+        return KafkaSettings.from_env(os.environ, bootstrap_servers=bootstrap_servers)
     if bootstrap_servers is not None and bootstrap_servers != kafka.bootstrap_servers:
         raise ConfigurationError(
             f"bootstrap_servers={bootstrap_servers!r} disagrees with kafka.bootstrap_servers="

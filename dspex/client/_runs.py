@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspex import errors
-from dspex.client.results import usage_of
+from dspex.client.results import coerce_outputs, output_types, usage_of
 from dspex.errors import ConfigurationError, DspexError, LMError
 from dspex.primitives import Example, Module, Prediction, TraceStep
 from dspex.schemas import ErrorInfo, MetricSpec, ScoreRecord
@@ -69,13 +69,14 @@ def group_by_program(programs: Module | Sequence[Module], count: int) -> list[Pr
 
 
 def prediction_of(record: ScoreRecord | None, program: Module) -> Prediction | Exception:
-    """A run's outcome from its score record: the prediction, its usage and its trace (steps
-    naming ``program``'s predictors by path), or the exception the run raised."""
+    """A run's outcome from its score record: the prediction (pydantic-typed outputs rebuilt from
+    ``program``'s signatures), its usage and its trace (steps naming ``program``'s predictors by
+    path), or the exception the run raised."""
     if record is None:
         return DspexError("the cluster returned no result for this example")
     if record.outputs is None:
         return remote_exception(record.error)
-    prediction = Prediction(record.outputs)
+    prediction = Prediction(coerce_outputs(record.outputs, output_types(program)))
     prediction._usage = usage_of(record.usage)
     predictors = dict(program.named_predictors())
     prediction._trace = [

@@ -8,16 +8,30 @@ with failures in the denominator.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+import logging
+import types
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Union, get_args, get_origin
+
+import pydantic
 
 from dspex.evaluate import EvaluationResult, ExampleResult
 from dspex.evaluate.result import mean_score
 from dspex.lm.usage import Usage
-from dspex.primitives import Example, Prediction
+from dspex.primitives import Example, Module, Prediction
 from dspex.schemas import ScoreRecord, UsageRecord
 
-__all__ = ["dedupe", "evaluation_result", "first_unseen", "records_table", "usage_of"]
+__all__ = [
+    "coerce_outputs",
+    "dedupe",
+    "evaluation_result",
+    "first_unseen",
+    "output_types",
+    "records_table",
+    "usage_of",
+]
+
+logger = logging.getLogger(__name__)
 
 
 def dedupe(records: Iterable[ScoreRecord]) -> list[ScoreRecord]:
@@ -51,13 +65,15 @@ def evaluation_result(
     metric: str,
     stopped_early: bool = False,
     elapsed_s: float = 0.0,
+    field_types: Mapping[str, type[pydantic.BaseModel]] | None = None,
 ) -> EvaluationResult:
     """The result of one candidate, from its de-duplicated records.
 
     ``examples`` are the devset as submitted (None: rebuilt from the records, when they carry it).
+    ``field_types``: the candidate's :func:`output_types`, so typed outputs come back typed.
     """
     mine = sorted((r for r in records if r.candidate_id == candidate_id), key=lambda r: r.example_index)
-    rows = [_example_result(r, _example(r, examples)) for r in mine]
+    rows = [_example_result(r, _example(r, examples), field_types) for r in mine]
     score = mean_score([r.score for r in rows])  # local Evaluate's rule, rounding included
     usage = sum((usage_of(r.usage) for r in mine), Usage())
     return EvaluationResult(
@@ -78,11 +94,13 @@ def _example(record: ScoreRecord, examples: Sequence[Example] | None) -> Example
     return Example(record.example or {})
 
 
-def _example_result(record: ScoreRecord, example: Example) -> ExampleResult:
+def _example_result(
+    record: ScoreRecord, example: Example, field_types: Mapping[str, type[pydantic.BaseModel]] | None
+) -> ExampleResult:
     return ExampleResult(
         index=record.example_index,
         example=example,
-        prediction=_prediction(record),
+        prediction=_prediction(record, field_types),
         score=record.score,
         feedback=record.feedback,
         error=None if record.error is None else f"{record.error.type}: {record.error.message}",
@@ -90,12 +108,65 @@ def _example_result(record: ScoreRecord, example: Example) -> ExampleResult:
     )
 
 
-def _prediction(record: ScoreRecord) -> Prediction | None:
+def _prediction(
+    record: ScoreRecord, field_types: Mapping[str, type[pydantic.BaseModel]] | None = None
+) -> Prediction | None:
     if record.outputs is None:
         return None
-    prediction = Prediction(record.outputs)
+    prediction = Prediction(coerce_outputs(record.outputs, field_types or {}))
     prediction._usage = usage_of(record.usage)
     return prediction
+
+
+# -- typed outputs ----------------------------------------------------------------------------------
+
+
+def output_types(program: Module) -> dict[str, type[pydantic.BaseModel]]:
+    """The fields of ``program`` whose declared type is a pydantic model (``dspex.History``, ``Tool``
+    calls, a user's model), by name: the records carry them as plain JSON.
+
+    Looked up in the program's own ``signature``, then its predictors' outputs, then their inputs
+    (ReActV2 returns its predictor's ``history`` input); the first declaration of a name wins.
+    """
+    signatures = [getattr(program, "signature", None)]
+    signatures += [getattr(predictor, "signature", None) for _, predictor in program.named_predictors()]
+    fields: list[Mapping[str, Any]] = []
+    for kind in ("output_fields", "input_fields"):
+        fields += [getattr(sig, kind) for sig in signatures if isinstance(getattr(sig, kind, None), Mapping)]
+    found: dict[str, type[pydantic.BaseModel]] = {}
+    for declared in fields:
+        for name, info in declared.items():
+            model = _model_type(getattr(info, "annotation", None))
+            if model is not None:
+                found.setdefault(name, model)
+    return found
+
+
+def coerce_outputs(
+    outputs: Mapping[str, Any], field_types: Mapping[str, type[pydantic.BaseModel]]
+) -> dict[str, Any]:
+    """``outputs`` with each JSON value of a pydantic-typed field rebuilt as that type; a value that
+    does not validate is kept as it came (the record is still the truth, only less typed)."""
+    coerced = dict(outputs)
+    for name, model in field_types.items():
+        value = coerced.get(name)
+        if value is None or isinstance(value, model):
+            continue
+        try:
+            coerced[name] = model.model_validate(value)
+        except pydantic.ValidationError as exc:
+            logger.debug("output %r is not a valid %s; kept as JSON: %s", name, model.__name__, exc)
+    return coerced
+
+
+def _model_type(annotation: Any) -> type[pydantic.BaseModel] | None:
+    """The pydantic model an annotation names: ``Model`` or ``Model | None``; else None."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        models = [arg for arg in get_args(annotation) if arg is not type(None)]
+        annotation = models[0] if len(models) == 1 else None
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    return None
 
 
 def records_table(records: Sequence[ScoreRecord]) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import threading
 import traceback
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -38,7 +39,8 @@ from pydantic_core import to_jsonable_python
 
 from dspex.adapters.types.tool import Tool, ToolCalls
 from dspex.errors import ConfigurationError
-from dspex.lm.breaker import CircuitBreaker
+from dspex.lm.breaker import BreakerState, CircuitBreaker
+from dspex.utils.callback import active_callbacks
 
 __all__ = ["POLICY_ATTRIBUTE", "ToolOutcome", "ToolPolicy", "ToolRunner", "error_for_lm", "tool_policy"]
 
@@ -47,6 +49,7 @@ POLICY_ATTRIBUTE: Final = "__dspex_tool_policy__"
 _TRACEBACK_FRAMES: Final = 5  # DSPy's format_error_for_lm(err, traceback_frames=5)
 
 F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -149,14 +152,18 @@ class ToolRunner:
         key = policy.service or name
         with self._lock:
             breaker = self._breakers.get(key)
+            made = breaker is None
             if breaker is None:
                 breaker = self._breakers[key] = CircuitBreaker(
                     f"tool {key}",
                     failure_threshold=policy.failure_threshold,
                     open_s=policy.open_s,
                     max_open_s=policy.max_open_s,
+                    on_change=_BreakerAnnouncer(key),
                 )
-            return breaker
+        if made:  # a new service: its series exists (closed) before its first change
+            _announce_breaker_state(key, "closed")
+        return breaker
 
     async def run_turn(
         self,
@@ -231,6 +238,33 @@ class ToolRunner:
                 return _observation(name, value)
         assert failed is not None  # the loop ran at least once and every attempt failed
         return _error(name, failed, policy.retries + 1)
+
+
+class _BreakerAnnouncer:
+    """A breaker's listener: tells the callbacks in effect where the change happened (the calling
+    turn's context) ``on_tool_breaker_state``, so metrics stay out of the programming model."""
+
+    __slots__ = ("service",)
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __call__(self, breaker: CircuitBreaker, state: BreakerState) -> None:
+        _announce_breaker_state(self.service, state)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        return self
+
+
+def _announce_breaker_state(service: str, state: BreakerState) -> None:
+    for callback in active_callbacks(None):
+        hook = getattr(callback, "on_tool_breaker_state", None)
+        if hook is None:  # a callback that does not subclass BaseCallback
+            continue
+        try:
+            hook(service, state)
+        except Exception:  # a callback's bug must not break the agent
+            logger.warning("callback %r failed in on_tool_breaker_state", callback, exc_info=True)
 
 
 def _batches(indices: Sequence[int], alone: Callable[[int], bool]) -> list[list[int]]:

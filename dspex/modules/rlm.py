@@ -33,17 +33,18 @@ Where dspex differs from DSPy, and why:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import pydantic
 
 from dspex._sync import run_in_thread, run_sync
 from dspex.adapters.types.tool import Tool
 from dspex.adapters.utils import parse_value
-from dspex.errors import InputError
+from dspex.errors import InputError, ProgramLoadError
+from dspex.lm import LM, LMSettings
 from dspex.modules._rlm_prompts import (
     build_action_signature,
     build_extract_signature,
@@ -80,6 +81,7 @@ from dspex.primitives.code_interpreter import (
 )
 from dspex.primitives.repl_types import REPLEntry, REPLHistory, REPLVariable
 from dspex.primitives.sandbox_serializable import SandboxSerializable, build_repl_variable
+from dspex.serialization import import_object, import_path_of
 from dspex.signatures import Signature, ensure_signature
 
 if TYPE_CHECKING:
@@ -94,6 +96,18 @@ _strip_code_fences = strip_code_fences
 
 _NO_OUTPUT = "(no output - did you forget to print?)"
 _EXTRACT_REASONING = "Extract forced final output"
+
+
+def _sub_lm_state(sub_lm: Any) -> dict[str, Any] | None:
+    """``sub_lm`` as saved: a :class:`~dspex.LM`'s settings (no key); any other sub-LM is not portable."""
+    if isinstance(sub_lm, LM):
+        return sub_lm.settings().model_dump(mode="json")
+    if sub_lm is not None:
+        # As Predict does for an LM it cannot describe: the loaded program uses the configured LM.
+        logger.warning(
+            "RLM sub_lm %r is not a dspex.LM and is not saved; a loaded copy uses the configured LM", sub_lm
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,63 @@ class RLM(Module):
         )
         self.generate_action = Predict(self._action_signature)
         self.extract = Predict(build_extract_signature(self.signature))
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def program_state(self) -> dict[str, Any]:
+        """The settings a worker rebuilds this RLM from (its predictors are saved as children).
+
+        Tools are saved by import path, ``sub_lm`` as its LM settings (never a key); the interpreter
+        factory is not saved, the loading process provides one. The runtime notes the prompt was
+        built with are kept so a call on another runtime swaps them as it would here.
+        """
+        return {
+            "signature": self.signature.dump(),
+            "max_iters": self.max_iters,
+            "max_llm_calls": self.max_llm_calls,
+            "max_output_chars": self.max_output_chars,
+            "verbose": self.verbose,
+            "tools": [
+                import_path_of(tool.func, what=f"RLM tool {name!r}") for name, tool in self.tools.items()
+            ],
+            "sub_lm": _sub_lm_state(self.sub_lm),
+            "execution_instructions": self._initial_execution_instructions,
+        }
+
+    @classmethod
+    def new_for_load(cls, node: Mapping[str, Any], *, allow_modules: Collection[str] | None = None) -> Self:
+        """Rebuilt from :meth:`program_state`, its tools imported under ``allow_modules``; the
+        predictors' saved state (instructions, demos, LMs) is overlaid after."""
+        state = node.get("state")
+        if not isinstance(state, Mapping):
+            raise ProgramLoadError("a saved RLM needs its 'state' object")
+        try:
+            signature = Signature.from_dump(state["signature"], allow_modules=allow_modules)
+            tools = [
+                import_object(path, allow_modules=allow_modules, what="RLM tool") for path in state["tools"]
+            ]
+            sub_lm = (
+                None
+                if state.get("sub_lm") is None
+                else LM.from_settings(LMSettings.model_validate(state["sub_lm"]))
+            )
+            rlm = cls(
+                signature,
+                max_iters=state["max_iters"],
+                max_llm_calls=state["max_llm_calls"],
+                max_output_chars=state["max_output_chars"],
+                verbose=bool(state.get("verbose", False)),
+                tools=tools,
+                sub_lm=sub_lm,
+            )
+        except (KeyError, TypeError, pydantic.ValidationError) as exc:
+            raise ProgramLoadError(f"a saved RLM's state is incomplete or invalid ({exc!r})") from exc
+        saved_notes = state.get("execution_instructions")
+        if isinstance(saved_notes, str):
+            # The saved prompt (overlaid onto generate_action next) describes the saving process's
+            # runtime: remember it, so a call here replaces exactly that fragment.
+            rlm._initial_execution_instructions = saved_notes
+        return rlm
 
     @property
     def tools(self) -> dict[str, Tool]:

@@ -43,6 +43,12 @@ Metrics (label sets in braces):
     dspex_lm_errors_total{model,error}                 error class of failed attempts (LMServerError, ...)
     dspex_lm_limiter_limit{endpoint}                   the adaptive limiter's current concurrency limit
     dspex_circuit_breaker_state{endpoint}              0 closed, 1 half-open, 2 open
+  agent tools (ReActV2's tool calls, recorded by PrometheusCallback's on_tool_* hooks and its
+  on_tool_breaker_state hook; ``tool`` is bounded: the first 50 names a process sees, then "other")
+    dspex_tool_calls_total{tool,outcome}               ok | error | timeout | cancelled
+    dspex_tool_duration_seconds{tool}                  histogram, one call of the tool (one attempt)
+    dspex_tool_breaker_state{tool}                     per tool service (the tool's name by default):
+                                                       0 closed, 1 half-open, 2 open
   code sandbox (a predictor's --sandbox-pool; executions recorded by PrometheusCallback's
   on_interpreter_execute_* hooks, the pool gauges read from the pool at scrape time)
     dspex_sandbox_executions_total{outcome}            ok | code_error | output | timeout | memory |
@@ -93,10 +99,13 @@ __all__ = [
     "SANDBOX_OUTCOMES",
     "SCORE_OUTCOMES",
     "TASKS_IN_FLIGHT",
+    "TOOL_LABEL_OTHER",
+    "TOOL_OUTCOMES",
     "ConsumeOutcome",
     "LMOutcome",
     "LMSeries",
     "SandboxOutcome",
+    "ToolCallOutcome",
     "aggregator_scores",
     "child",
     "consumer_assignment",
@@ -130,6 +139,9 @@ __all__ = [
     "sandbox_pool_gauges",
     "set_breaker_state",
     "set_limiter_limit",
+    "set_tool_breaker_state",
+    "tool_call",
+    "tool_label",
 ]
 
 # The *_created companion series double every counter and histogram; nothing reads them, and
@@ -161,6 +173,14 @@ DLQ_REASON_OTHER: Final = "other"
 # ours to "exported_job".
 JOB_LABEL: Final = "dspex_job"
 _MAX_DLQ_REASONS = 32  # reasons are code constants; past this many, a bug is making them up
+# timeout: the tool raised TimeoutError; cancelled: the call was cut off from outside (the tool
+# runner's policy timeout cancels an overrunning call, so most of these are timeouts).
+ToolCallOutcome = Literal["ok", "error", "timeout", "cancelled"]
+TOOL_OUTCOMES: Final = ("ok", "error", "timeout", "cancelled")
+TOOL_LABEL_OTHER: Final = "other"
+# Tool names come from programs (and MCP servers): a process keeps the first this many as labels.
+MAX_TOOL_LABELS: Final = 50
+_TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 LM_LATENCY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 45, 60)
 # Most attempts get a slot at once: the low buckets tell "no wait" from "a little".
 _QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60)
@@ -273,6 +293,26 @@ _BREAKER_STATE = Gauge(
     ["endpoint"],
 )
 
+# ----------------------------------------------------------------------------- agent tools
+
+_TOOL_CALLS = Counter(
+    "dspex_tool_calls",
+    "Tool calls of agents (ReActV2), by tool and outcome (ok, error, timeout, cancelled).",
+    ["tool", "outcome"],
+)
+_TOOL_DURATION = Histogram(
+    "dspex_tool_duration_seconds",
+    "Duration of one tool call (one attempt: retries are separate calls), by tool.",
+    ["tool"],
+    buckets=_TOOL_BUCKETS,
+)
+_TOOL_BREAKER_STATE = Gauge(
+    "dspex_tool_breaker_state",
+    "Circuit breaker per tool service (the tool's name unless its policy names a service): "
+    "0 closed, 1 half-open, 2 open.",
+    ["tool"],
+)
+
 # ----------------------------------------------------------------------------- code sandbox
 
 _SANDBOX_EXECUTIONS = Counter(
@@ -312,6 +352,7 @@ _OPT_BEST = Gauge(
 
 _lock = threading.Lock()
 _dlq_reasons: set[str] = set()
+_tool_labels: set[str] = set()
 _running_jobs: set[str] = set()
 _children: dict[tuple[int, tuple[str, ...]], Any] = {}  # (metric id, label values) -> child
 _stats_seen: dict[tuple[str, str], tuple[int, int]] = {}  # (role, client name) -> last (rxmsgs, txmsgs)
@@ -510,6 +551,29 @@ def set_limiter_limit(endpoint: str, limit: float) -> None:
 def set_breaker_state(endpoint: str, state: Literal["closed", "half_open", "open"]) -> None:
     """The circuit breaker's state for ``endpoint`` now."""
     _BREAKER_STATE.labels(endpoint=endpoint).set(BREAKER_STATES[state])
+
+
+def tool_label(name: str) -> str:
+    """The ``tool`` label of a tool (or tool service) called ``name``: itself for the first
+    :data:`MAX_TOOL_LABELS` names this process sees, then ``"other"`` (the label stays bounded)."""
+    if name in _tool_labels:
+        return name
+    with _lock:
+        if len(_tool_labels) >= MAX_TOOL_LABELS:
+            return TOOL_LABEL_OTHER
+        _tool_labels.add(name)
+    return name
+
+
+def tool_call(tool: str, outcome: ToolCallOutcome, seconds: float) -> None:
+    """One call of ``tool`` (a bounded label, see :func:`tool_label`) ended with ``outcome``."""
+    child(_TOOL_CALLS, tool, outcome).inc()
+    child(_TOOL_DURATION, tool).observe(seconds)
+
+
+def set_tool_breaker_state(tool: str, state: Literal["closed", "half_open", "open"]) -> None:
+    """The circuit breaker of the tool service ``tool`` (a bounded label) is in ``state`` now."""
+    child(_TOOL_BREAKER_STATE, tool).set(BREAKER_STATES[state])
 
 
 def sandbox_execution(outcome: SandboxOutcome) -> None:

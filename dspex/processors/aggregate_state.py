@@ -24,7 +24,14 @@ sum of floats is exact in any order, and ``float()`` of it is the correctly roun
 bits ``math.fsum`` gives for the same scores, so the client's local and distributed scores agree.
 Tokens, calls and cache hits are plain integers.
 
-Rules: the first score per (job, candidate, example index) wins; later ones change nothing.
+Rules: the first score per (job, candidate, example index) wins; later ones change nothing,
+except usage: a task run again after a redelivery or rebalance made LM calls of its own, so the
+usage of every distinct (task, ``attempt_id``) is charged once. Each chunk keeps, beside its bitmap
+and in the same value, a 4-byte fingerprint of the counted attempt per index (``attempts``) and the
+fingerprints of later attempts (``repeats``): a record sent or read twice is recognised, a real
+repeat is added. Records without an attempt id (older writers, dead letters) add usage only when
+first. Limits: a repeat whose score arrives after the job's terminal status is not in that status;
+after a kill -9 of a predictor the calls it had in flight were answered but never reported.
 Scores that arrive before their job are aggregated anyway; a status exists once the job is known.
 A job fails on a systemic error (reason: that error's message), on more than ``max_errors``
 failed examples, or on a cost above ``max_cost_usd`` (checked in that order: a bad key with
@@ -38,6 +45,7 @@ about it changes any more.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -63,12 +71,14 @@ __all__ = [
     "CHUNK_SIZE",
     "AggregateBatch",
     "BatchResult",
+    "ChunkAdd",
     "ChunkState",
     "Decision",
     "JobMeta",
     "ScoreOutcome",
     "StatusClock",
     "Totals",
+    "attempt_fingerprint",
     "build_status",
     "chunk_key",
     "decide",
@@ -124,14 +134,17 @@ class Totals:
         self.done += 1
         self.errors += record.error is not None
         self.score_sum += Fraction(record.score)
-        usage = record.usage
+        self.add_usage(record.usage)
+        if self.systemic is None and record.error is not None and record.error.systemic:
+            self.systemic = record.error.message
+
+    def add_usage(self, usage: UsageRecord) -> None:
+        """Charge one attempt's LM usage (also of repeated attempts of a counted example)."""
         self.prompt_tokens += usage.prompt_tokens
         self.completion_tokens += usage.completion_tokens
         self.cost_usd += Fraction(usage.cost_usd)
         self.lm_calls += usage.lm_calls
         self.cache_hits += usage.cache_hits
-        if self.systemic is None and record.error is not None and record.error.systemic:
-            self.systemic = record.error.message
 
     def merge(self, other: Totals) -> None:
         """Add ``other``'s sums to these."""
@@ -184,31 +197,82 @@ class Totals:
         )
 
 
+ChunkAdd = Literal["counted", "repeat", "duplicate"]
+"""What adding a score to a chunk did: counted it, charged only its usage (a new attempt of a
+counted example), or nothing."""
+
+
+def attempt_fingerprint(attempt_id: str) -> int:
+    """A 4-byte, non-zero fingerprint of an attempt id (ids of one task collide with odds 2**-32)."""
+    value = int.from_bytes(hashlib.blake2b(attempt_id.encode(), digest_size=4).digest(), "big")
+    return value or 1
+
+
 @dataclass
 class ChunkState:
-    """One chunk: which of its 1,024 example indices were counted, and their sums."""
+    """One chunk: which of its 1,024 example indices were counted, and their sums.
+
+    ``attempts`` (4 bytes per index, created on first need) holds the fingerprint of the counted
+    record's attempt, 0 when it had none; ``repeats`` the fingerprints of later attempts by index.
+    """
 
     bits: bytearray = field(default_factory=lambda: bytearray(_CHUNK_BYTES))
     totals: Totals = field(default_factory=Totals)
+    attempts: bytearray | None = None
+    repeats: dict[int, list[int]] = field(default_factory=dict)
 
-    def add(self, offset: int, record: ScoreRecord) -> bool:
-        """Count ``record`` at ``offset`` (0..1023) unless that index was counted already."""
+    def add(self, offset: int, record: ScoreRecord) -> ChunkAdd:
+        """Count ``record`` at ``offset`` (0..1023) unless that index was counted already; a new
+        attempt of a counted index adds its usage only."""
         byte, mask = offset >> 3, 1 << (offset & 7)
+        fingerprint = attempt_fingerprint(record.attempt_id) if record.attempt_id is not None else 0
         if self.bits[byte] & mask:
-            return False
+            if not fingerprint or fingerprint in self._seen(offset):
+                return "duplicate"
+            self.repeats.setdefault(offset, []).append(fingerprint)
+            self.totals.add_usage(record.usage)
+            return "repeat"
         self.bits[byte] |= mask
         self.totals.add_record(record)
-        return True
+        if fingerprint:
+            self._set_first(offset, fingerprint)
+        return "counted"
+
+    def _seen(self, offset: int) -> list[int]:
+        first = self._first(offset)
+        return ([first] if first else []) + self.repeats.get(offset, [])
+
+    def _first(self, offset: int) -> int:
+        if self.attempts is None:
+            return 0
+        return int.from_bytes(self.attempts[offset * 4 : offset * 4 + 4], "big")
+
+    def _set_first(self, offset: int, fingerprint: int) -> None:
+        if self.attempts is None:
+            self.attempts = bytearray(CHUNK_SIZE * 4)
+        self.attempts[offset * 4 : offset * 4 + 4] = fingerprint.to_bytes(4, "big")
 
     def to_value(self) -> dict[str, Any]:
         """The table value: JSON-able, rewritten whole on every update."""
-        return {"bits": base64.b64encode(bytes(self.bits)).decode("ascii"), **self.totals.to_value()}
+        value = {"bits": base64.b64encode(bytes(self.bits)).decode("ascii"), **self.totals.to_value()}
+        if self.attempts is not None:
+            value["attempts"] = base64.b64encode(bytes(self.attempts)).decode("ascii")
+        if self.repeats:
+            value["repeats"] = {str(offset): list(seen) for offset, seen in self.repeats.items()}
+        return value
 
     @classmethod
     def from_value(cls, value: Mapping[str, Any] | None) -> ChunkState:
         if value is None:
             return cls()
-        return cls(bytearray(base64.b64decode(value["bits"])), Totals.from_value(value))
+        attempts = value.get("attempts")  # absent in values written before attempt ids
+        repeats = value.get("repeats") or {}
+        return cls(
+            bytearray(base64.b64decode(value["bits"])),
+            Totals.from_value(value),
+            bytearray(base64.b64decode(attempts)) if attempts else None,
+            {int(offset): [int(f) for f in seen] for offset, seen in repeats.items()},
+        )
 
 
 @dataclass
@@ -415,10 +479,12 @@ class AggregateBatch:
             return "ignored"
         chunk, offset = divmod(record.example_index, CHUNK_SIZE)
         key = chunk_key(record.job_id, record.candidate_id, chunk)
-        if not self._chunk(key).add(offset, record):
+        added = self._chunk(key).add(offset, record)
+        if added == "duplicate":
             return "duplicate"
         self._dirty_chunks[key] = meta.partition
-        return "counted"
+        # A repeat changed only the usage: as a score it is a duplicate (the stats say so).
+        return "counted" if added == "counted" else "duplicate"
 
     def add_job(self, job: EvalJob, partition: int) -> None:
         """Learn a job's totals and limits (a repeated EvalJob changes nothing)."""

@@ -30,7 +30,6 @@ HOST:PORT --prefix dspex. --data-dir DIR``; from Python, :func:`run_aggregator` 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -39,7 +38,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import faust
@@ -48,7 +46,6 @@ from faust.types import EventT
 from dspex._gc import tune_gc_for_worker
 from dspex.errors import ConfigurationError, SchemaError
 from dspex.observability.aggregator import AggregatorMetrics
-from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
 from dspex.processors.aggregate_fetch import use_prompt_fetch
 from dspex.processors.aggregate_resync import PartitionResync, SourcePositions
 from dspex.processors.aggregate_state import (
@@ -62,6 +59,7 @@ from dspex.processors.aggregate_state import (
     open_state,
     status_fingerprint,
 )
+from dspex.processors.aggregator_options import AggregatorOptions, parse_options
 from dspex.processors.common import dspex_version
 from dspex.processors.heartbeat import HEARTBEAT_INTERVAL_S
 from dspex.processors.stopping import StopGuard
@@ -113,21 +111,17 @@ class Aggregator:
     def __init__(
         self,
         settings: KafkaSettings,
+        options: AggregatorOptions,
         *,
-        prefix: str,
-        data_dir: Path,
         partitions: int,
         replication_factor: int = 1,
-        fast_groups: bool = False,
-        status_interval: float = 1.0,
-        web_port: int | None = None,
-        worker_id: str | None = None,
-        commit_interval: float | None = None,
-        commit_every: int | None = None,
     ) -> None:
-        """Build the app; nothing touches the broker until it runs (see :func:`build_aggregator`)."""
-        self.registry = TopicRegistry(prefix)
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        """Build the app; nothing touches the broker until it runs (see :func:`build_aggregator`).
+
+        ``partitions`` and ``replication_factor`` are what the broker has (not options).
+        """
+        self.registry = TopicRegistry(options.prefix)
+        self.worker_id = options.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.stats: Counter[str] = Counter()
         self.on_status: Callable[[bytes], None] | None = None  # sees every status sent (metrics)
         self.metrics_url: str | None = None  # in the heartbeat, when /metrics is served
@@ -137,15 +131,9 @@ class Aggregator:
         # Statuses are enqueued one at a time, so a running status the timer built before a job
         # ended can never land on the topic after that job's terminal status.
         self._send_lock = asyncio.Lock()
-        (data_dir / self.worker_id).mkdir(parents=True, exist_ok=True)
-        options = _app_options(
-            settings, prefix, data_dir / self.worker_id, partitions, replication_factor, fast_groups, web_port
-        )
-        if commit_interval is not None:
-            options["broker_commit_interval"] = commit_interval
-        if commit_every is not None:
-            options["broker_commit_every"] = commit_every
-        self.app = faust.App(**options)
+        (options.data_dir / self.worker_id).mkdir(parents=True, exist_ok=True)
+        app_options = _app_options(settings, options, self.worker_id, partitions, replication_factor)
+        self.app = faust.App(**app_options)
         use_prompt_fetch(self.app)
         self.sources = self.app.topic(
             self.registry.name("scores"),
@@ -167,7 +155,7 @@ class Aggregator:
         self.positions = self.app.Table("positions", help="topic:partition -> next offset", **table_options)
         self._resync = PartitionResync(self.app, self.positions, self.stats)
         self.app.agent(self.sources, name="aggregate", concurrency=1)(self._consume)
-        self.app.timer(status_interval, name="aggregate-status")(self._tick)
+        self.app.timer(options.status_interval, name="aggregate-status")(self._tick)
         self.app.timer(HEARTBEAT_INTERVAL_S, name="aggregate-heartbeat")(self._beat)
 
     async def _consume(self, stream: Any) -> None:
@@ -404,20 +392,19 @@ def _settled(app: faust.App) -> bool:
 
 def _app_options(
     settings: KafkaSettings,
-    prefix: str,
-    datadir: Path,
+    given: AggregatorOptions,
+    worker_id: str,
     partitions: int,
     replication_factor: int,
-    fast_groups: bool,
-    web_port: int | None,
 ) -> dict[str, Any]:
+    web_port = given.web_port
     options: dict[str, Any] = {
-        "id": f"{prefix}aggregate",
+        "id": f"{given.prefix}aggregate",
         "broker": [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         "broker_client_id": settings.client_id,
         "broker_credentials": _credentials(settings),
         "store": "memory://",  # tables are rebuilt from their changelogs on start
-        "datadir": str(datadir),
+        "datadir": str(given.data_dir / worker_id),
         "web_enabled": web_port is not None,
         "web_port": web_port or 6066,
         "web_bind": "127.0.0.1",
@@ -430,8 +417,12 @@ def _app_options(
         "producer_acks": -1,
         "consumer_max_fetch_size": 4 * 1024 * 1024,  # scores carry outputs and traces
     }
-    if fast_groups:
+    if given.fast_groups:
         options.update(broker_session_timeout=6.0, broker_heartbeat_interval=1.0)
+    if given.commit_interval is not None:
+        options["broker_commit_interval"] = given.commit_interval
+    if given.commit_every is not None:
+        options["broker_commit_every"] = given.commit_every
     return options
 
 
@@ -455,19 +446,7 @@ def _credentials(settings: KafkaSettings) -> Any:
     )
 
 
-def build_aggregator(
-    settings: KafkaSettings,
-    *,
-    prefix: str,
-    data_dir: Path,
-    fast_groups: bool,
-    status_interval: float = 1.0,
-    web_port: int | None = None,
-    worker_id: str | None = None,
-    replication_factor: int | None = None,
-    commit_interval: float | None = None,
-    commit_every: int | None = None,
-) -> Aggregator:
+def build_aggregator(settings: KafkaSettings, options: AggregatorOptions) -> Aggregator:
     """Create our topics if missing, check jobs and scores are co-partitioned, build the app.
 
     ``replication_factor`` (topics we create and faust's changelogs) defaults to the number of
@@ -475,23 +454,11 @@ def build_aggregator(
     """
     admin = KafkaAdmin(settings)
     brokers = admin.probe()
-    replicas = replication_factor or min(brokers, 3)
-    registry = TopicRegistry(prefix, replication_factor=replicas)
+    replicas = options.replication_factor or min(brokers, 3)
+    registry = TopicRegistry(options.prefix, replication_factor=replicas)
     admin.ensure_topics(registry)
     partitions = _copartitioned(admin, registry)
-    return Aggregator(
-        settings,
-        prefix=prefix,
-        data_dir=data_dir,
-        partitions=partitions,
-        replication_factor=replicas,
-        fast_groups=fast_groups,
-        status_interval=status_interval,
-        web_port=web_port,
-        worker_id=worker_id,
-        commit_interval=commit_interval,
-        commit_every=commit_every,
-    )
+    return Aggregator(settings, options, partitions=partitions, replication_factor=replicas)
 
 
 def _copartitioned(admin: KafkaAdmin, registry: TopicRegistry) -> int:
@@ -506,59 +473,31 @@ def _copartitioned(admin: KafkaAdmin, registry: TopicRegistry) -> int:
     return counts[names[0]]
 
 
-def run_aggregator(
-    settings: KafkaSettings,
-    *,
-    prefix: str,
-    web_port: int | None = None,
-    data_dir: Path,
-    fast_groups: bool,
-    status_interval: float = 1.0,
-    worker_id: str | None = None,
-    replication_factor: int | None = None,
-    commit_interval: float | None = None,
-    commit_every: int | None = None,
-    loglevel: str = "info",
-    metrics: bool = True,
-    metrics_host: str = DEFAULT_METRICS_HOST,
-    metrics_port: int | None = None,
-    targets_dir: Path | None = DEFAULT_TARGETS_DIR,
-) -> None:
+def run_aggregator(settings: KafkaSettings, options: AggregatorOptions) -> None:
     """Run the aggregator until SIGTERM or SIGINT (blocking; faust's worker owns the event loop).
 
     With ``metrics`` it serves /metrics (job gauges, and every pipeline group's lag read through the
     admin API every 5 s) on ``metrics_port`` or a free port in 9400-9499, registered in ``targets_dir``
     for Prometheus; a port in use is a ConfigurationError before anything starts.
     """
-    aggregator = build_aggregator(
-        settings,
-        prefix=prefix,
-        data_dir=data_dir,
-        fast_groups=fast_groups,
-        status_interval=status_interval,
-        web_port=web_port,
-        worker_id=worker_id,
-        replication_factor=replication_factor,
-        commit_interval=commit_interval,
-        commit_every=commit_every,
-    )
+    aggregator = build_aggregator(settings, options)
     observed = None
-    if metrics:
+    if options.metrics:
         observed = AggregatorMetrics(
             settings,
-            prefix=prefix,
+            prefix=options.prefix,
             worker_id=aggregator.worker_id,
             stats=aggregator.stats,
-            host=metrics_host,
-            port=metrics_port,
-            targets_dir=targets_dir,
+            host=options.metrics_host,
+            port=options.metrics_port,
+            targets_dir=options.targets_dir,
         ).start()
         aggregator.on_status = observed.status_sent
         if observed.server is not None:
             aggregator.metrics_url = observed.server.url
     tune_gc_for_worker()  # a process of its own from here on: see dspex._gc
     quiet_aiokafka_loggers()  # a broker outage: one warning and a summary every 10 s, not a flood
-    worker = _GuardedWorker(aggregator.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = _GuardedWorker(aggregator.app, loglevel=options.loglevel, quiet=True, redirect_stdouts=False)
     worker.guard = StopGuard(
         aggregator.worker_id, request_stop=worker.stop_on_signal, left_undone=_left_undone
     )
@@ -599,47 +538,11 @@ def _left_undone() -> str:
     )
 
 
-def _parse(argv: Iterable[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dspex.processors.aggregator", description=__doc__)
-    parser.add_argument("--bootstrap", default=os.environ.get("DSPEX_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    parser.add_argument("--prefix", default="dspex.")
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--fast-groups", action="store_true", help="short session timeout (dev, tests)")
-    parser.add_argument("--status-interval", type=float, default=1.0)
-    parser.add_argument("--web-port", type=int, default=None)
-    parser.add_argument("--worker-id", default=None)
-    parser.add_argument("--replication-factor", type=int, default=None)
-    parser.add_argument("--commit-interval", type=float, default=None, help="seconds (faust: 2.8)")
-    parser.add_argument("--commit-every", type=int, default=None, help="records (faust: 10,000)")
-    parser.add_argument("--loglevel", default="info")
-    parser.add_argument("--no-metrics", action="store_true", help="serve no /metrics")
-    parser.add_argument("--metrics-host", default=DEFAULT_METRICS_HOST)
-    parser.add_argument("--metrics-port", type=int, default=None, help="default: free port in 9400-9499")
-    parser.add_argument("--prometheus-targets-dir", type=Path, default=DEFAULT_TARGETS_DIR)
-    return parser.parse_args(None if argv is None else list(argv))
-
-
 def main(argv: Iterable[str] | None = None) -> int:
     """Command-line entry point (tests start the aggregator this way in a subprocess)."""
-    args = _parse(argv)
-    settings = KafkaSettings.from_env(os.environ, bootstrap_servers=args.bootstrap)
-    run_aggregator(
-        settings,
-        prefix=args.prefix,
-        web_port=args.web_port,
-        data_dir=args.data_dir,
-        fast_groups=args.fast_groups,
-        status_interval=args.status_interval,
-        worker_id=args.worker_id,
-        replication_factor=args.replication_factor,
-        commit_interval=args.commit_interval,
-        commit_every=args.commit_every,
-        loglevel=args.loglevel,
-        metrics=not args.no_metrics,
-        metrics_host=args.metrics_host,
-        metrics_port=args.metrics_port,
-        targets_dir=args.prometheus_targets_dir,
-    )
+    prog = "python -m dspex.processors.aggregator"
+    bootstrap, options = parse_options(argv, prog, description=__doc__)
+    run_aggregator(KafkaSettings.from_env(os.environ, bootstrap_servers=bootstrap), options)
     return 0
 
 

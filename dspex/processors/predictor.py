@@ -69,6 +69,7 @@ from dspex.schemas.results import PredictionRecord
 from dspex.schemas.tasks import Task
 from dspex.streams.config import KafkaSettings
 from dspex.streams.consumer import message_size
+from dspex.utils.callback import new_call_id
 
 __all__ = ["Predictor"]
 
@@ -323,6 +324,9 @@ class Predictor(Worker):
             usage=_usage_record(usage),
             latency_s=latency,
             attempt=task.attempt,
+            # One record per run of the task: a run after a redelivery made LM calls of its own,
+            # and the aggregator charges each distinct attempt id once (see ScoreRecord).
+            attempt_id=new_call_id(),  # unique per process run: a random prefix and a counter
             worker_id=self.worker_id,
             **fields,
         )

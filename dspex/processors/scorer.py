@@ -140,6 +140,7 @@ class Scorer(Worker):
             latency_s=record.latency_s,
             example=record.example,
             source=SCORE_SOURCE_SCORER,
+            attempt_id=record.attempt_id,
             worker_id=self.worker_id,
             **fields,
         )

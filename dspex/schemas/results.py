@@ -30,10 +30,11 @@ class PredictionRecord(Message):
     Named so as not to clash with ``dspex.Prediction``, the programming model's result object.
     The example travels along because the scorer needs its labels. ``callback_events``: what the
     worker's user callbacks (``dspex worker predict --callback``) heard during the run; absent when
-    the worker has none.
+    the worker has none. ``attempt_id``: a random id of this run of the task (each delivery of a
+    task runs it again, with its own LM calls); absent from writers that predate it.
     """
 
-    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: callback_events
+    SCHEMA_VERSION: ClassVar[str] = "1.2"  # 1.1: callback_events; 1.2: attempt_id
 
     task_id: str
     job_id: str
@@ -48,6 +49,7 @@ class PredictionRecord(Message):
     latency_s: float = Field(default=0.0, ge=0)
     error: ErrorInfo | None = None
     attempt: int = Field(default=0, ge=0)
+    attempt_id: str | None = Field(default=None, description="Random id of this run of the task.")
     worker_id: str
     produced_at: Timestamp = Field(default_factory=utc_now)
 
@@ -65,9 +67,14 @@ class ScoreRecord(Message):
     ``source`` says who wrote it ("scorer", or "dlq" when a dead-lettered task was accounted to
     its job). Readers keep the first score per (job, candidate, example index). ``callback_events``
     are the prediction's (see :class:`PredictionRecord`).
+
+    ``attempt_id`` is the prediction's: readers count the first score per example, but the usage of
+    every distinct (task id, attempt id), so LM calls of a task run again after a redelivery are
+    charged while a record sent twice is not. Absent (older writers, dead letters): only the first
+    score's usage counts.
     """
 
-    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: callback_events
+    SCHEMA_VERSION: ClassVar[str] = "1.2"  # 1.1: callback_events; 1.2: attempt_id
 
     job_id: str
     candidate_id: str
@@ -83,6 +90,7 @@ class ScoreRecord(Message):
     error: ErrorInfo | None = None
     example: dict[str, Any] | None = Field(default=None, description="The example, when the writer keeps it.")
     source: str = SCORE_SOURCE_SCORER
+    attempt_id: str | None = Field(default=None, description="The prediction's attempt id.")
     worker_id: str | None = None
     scored_at: Timestamp = Field(default_factory=utc_now)
 

@@ -3,7 +3,8 @@
 Every client dspex creates (confluent-kafka producers, consumers and admin clients, and the
 aiokafka clients under faust-streaming) is configured from the same :class:`KafkaSettings`, so
 SASL and SSL settings reach all of them. Environment variables are read only by
-:meth:`KafkaSettings.from_env`, which the CLI calls at its edge.
+:meth:`KafkaSettings.from_env` (through pydantic-settings, ``DSPEX_KAFKA_`` prefix), which the
+CLI and :class:`dspex.Client` call at their edge.
 
     >>> settings = KafkaSettings(bootstrap_servers="127.0.0.1:9092")
     >>> settings.confluent()["bootstrap.servers"]
@@ -14,10 +15,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from dspex.errors import ConfigurationError
 from dspex.streams.outage import QuietClientLog
@@ -31,6 +38,7 @@ __all__ = [
     "SecurityProtocol",
     "client_config",
     "consumer_defaults",
+    "settings_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,6 +53,7 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"
 FAST_GROUP_TIMING: dict[str, str] = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
 
 _HOST_PORT = re.compile(r"^[^\s:,]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")
+_EXTRA_VARIABLE = ENV_PREFIX + "EXTRA"
 _PASSWORD_MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
 
 
@@ -72,8 +81,12 @@ class KafkaSettings(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            # ConfigurationError is a ValueError, which pydantic wraps: give the caller ours back
-            raise _own_error(exc) from None
+            raise settings_error(exc, self._label) from None
+
+    @classmethod
+    def _label(cls, field: str) -> str:
+        """How an error names the field a bad value was given for."""
+        return f"KafkaSettings.{field}"
 
     @model_validator(mode="after")
     def _check(self) -> KafkaSettings:
@@ -87,16 +100,12 @@ class KafkaSettings(BaseModel):
         """Settings from ``DSPEX_KAFKA_*`` variables in ``env``; ``overrides`` win over them.
 
         ``DSPEX_KAFKA_BOOTSTRAP`` names the brokers; the other variables are the field names in
-        upper case (``DSPEX_KAFKA_SASL_PASSWORD``, ``DSPEX_KAFKA_SSL_CAFILE``, ...).
+        upper case (``DSPEX_KAFKA_SASL_PASSWORD``, ``DSPEX_KAFKA_SSL_CAFILE``, ...). A value of
+        the wrong type is a :class:`ConfigurationError` naming the variable and what it expects.
         """
-        values: dict[str, Any] = {}
-        if env.get(ENV_PREFIX + "BOOTSTRAP"):
-            values["bootstrap_servers"] = env[ENV_PREFIX + "BOOTSTRAP"]
-        for name in cls.model_fields:
-            if name not in ("bootstrap_servers", "extra") and env.get(ENV_PREFIX + name.upper()):
-                values[name] = env[ENV_PREFIX + name.upper()]
-        values.update({key: value for key, value in overrides.items() if value is not None})
-        return cls(**values)
+        given = {key: value for key, value in overrides.items() if value is not None}
+        read = _env_model(env, given)(**given)
+        return cls(**{name: getattr(read, name) for name in cls.model_fields})
 
     def confluent(self) -> dict[str, Any]:
         """librdkafka properties for confluent-kafka's Producer, Consumer and AdminClient."""
@@ -190,10 +199,71 @@ def _check_sasl(settings: KafkaSettings) -> None:
         )
 
 
-def _own_error(exc: ValidationError) -> Exception:
-    """The ConfigurationError a validator raised (pydantic wraps ValueErrors), else ``exc`` itself."""
-    for error in exc.errors():
-        cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, ConfigurationError):
-            return cause
-    return exc
+class _KafkaEnv(KafkaSettings, BaseSettings):
+    """:class:`KafkaSettings` as pydantic-settings reads them from ``DSPEX_KAFKA_*`` variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True, extra="forbid"
+    )
+
+    # the one variable not named after its field: DSPEX_KAFKA_BOOTSTRAP
+    bootstrap_servers: str = Field(
+        default=DEFAULT_BOOTSTRAP,
+        validation_alias=AliasChoices("bootstrap_servers", ENV_PREFIX + "BOOTSTRAP"),
+    )
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The environment source over a given mapping rather than ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # ``extra`` (librdkafka properties) is set in Python only, never from one variable
+        return {
+            key.lower(): value for key, value in self._env.items() if value != "" and key != _EXTRA_VARIABLE
+        }
+
+
+def _env_model(env: Mapping[str, str], given: Mapping[str, Any]) -> type[_KafkaEnv]:
+    """A :class:`_KafkaEnv` reading ``env``, with ``given`` (the keyword arguments) first."""
+
+    class _FromMapping(_KafkaEnv):
+        @classmethod
+        def _label(cls, field: str) -> str:
+            if field in given:
+                return KafkaSettings._label(field)
+            return ENV_PREFIX + ("BOOTSTRAP" if field == "bootstrap_servers" else field.upper())
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, _MappingEnvSource(settings_cls, env))
+
+    return _FromMapping
+
+
+def settings_error(exc: ValidationError, label: Callable[[str], str]) -> ConfigurationError:
+    """One line for the first bad value: where it came from (``label(field)``), what it should be.
+
+    A :class:`ConfigurationError` raised by a validator (pydantic wraps ValueErrors) comes back
+    as it was; secrets (fields named ``*password*``) are never echoed. Every settings object of
+    dspex reports a bad value through this.
+    """
+    error = exc.errors()[0]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigurationError):
+        return cause
+    field = str(error["loc"][0]) if error["loc"] else "settings"
+    if field == ENV_PREFIX.lower() + "bootstrap":
+        field = "bootstrap_servers"
+    shown = "" if "password" in field else f" (got {error.get('input')!r})"
+    return ConfigurationError(f"{label(field)}: {error['msg']}{shown}")

@@ -82,6 +82,11 @@ class BaseCallback:
     def on_tool_end(self, call_id: str, outputs: Any | None, exception: BaseException | None = None) -> None:
         """A tool returned."""
 
+    def on_tool_breaker_state(self, service: str, state: str) -> None:
+        """dspex extension: the circuit breaker of a tool service (ReActV2's tool runner; the tool's
+        name unless its policy names a service) was made (``"closed"``) or changed state
+        (``"open"``, ``"half_open"``, ``"closed"``)."""
+
     def on_evaluate_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         """An evaluation is about to start."""
 

@@ -24,25 +24,24 @@ from dspex.streams.topics import TopicRegistry
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
 runner = CliRunner()
-NOW = datetime.now(UTC).replace(microsecond=0)
 
 # Two ids share "aaaa1111"; the optimization's is unique from its first character.
 OLDEST, MIDDLE, NEWEST = "aaaa1111" + "0" * 24, "aaaa1111" + "f" * 24, "bbbb" + "2" * 28
 
 
-def _statuses() -> list[Any]:
+def _statuses(now: datetime) -> list[Any]:
     return [  # written newest first: the order on the topic must not decide the listing
         OptimizeStatus(
             job_id=NEWEST, name="opt", state="running", optimizer="bootstrap-rs",
-            started_at=NOW - timedelta(minutes=1),
+            started_at=now - timedelta(minutes=1),
         ),
         JobStatus(
             job_id=MIDDLE, name="middle", state="running", total_tasks=10, done=3,
-            started_at=NOW - timedelta(minutes=5),
+            started_at=now - timedelta(minutes=5),
         ),
         JobStatus(
             job_id=OLDEST, name="oldest", state="completed", total_tasks=4, done=4,
-            started_at=NOW - timedelta(hours=2), finished_at=NOW - timedelta(hours=1, minutes=59),
+            started_at=now - timedelta(hours=2), finished_at=now - timedelta(hours=1, minutes=59),
         ),
     ]  # fmt: skip
 
@@ -63,8 +62,14 @@ def _write(settings: KafkaSettings, registry: TopicRegistry, records: list[Any])
 
 
 @pytest.fixture
-def cli(settings: KafkaSettings, registry: TopicRegistry) -> Any:
-    _write(settings, registry, _statuses())
+def now() -> datetime:
+    # Taken when the test runs (not when the module is collected), so the ages shown are the ones set.
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def cli(settings: KafkaSettings, registry: TopicRegistry, now: datetime) -> Any:
+    _write(settings, registry, _statuses(now))
 
     def invoke(*args: str) -> Result:
         return runner.invoke(
@@ -74,7 +79,7 @@ def cli(settings: KafkaSettings, registry: TopicRegistry) -> Any:
     return invoke
 
 
-def test_status_lists_jobs_oldest_first_with_times_and_ages(cli: Any) -> None:
+def test_status_lists_jobs_oldest_first_with_times_and_ages(cli: Any, now: datetime) -> None:
     overview = json.loads(cli("status", "--json").stdout)
     assert [job["job_id"] for job in overview["jobs"]] == [OLDEST, MIDDLE, NEWEST]
     ages = [job["age_s"] for job in overview["jobs"]]
@@ -88,7 +93,7 @@ def test_status_lists_jobs_oldest_first_with_times_and_ages(cli: Any) -> None:
     assert lines[2].split()[:4] == ["aaaa11110000", "eval", "completed", "4/4"]
     assert lines[3].split()[:3] == ["aaaa1111ffff", "eval", "running"]
     assert lines[4].split()[:3] == ["bbbb22222222", "optimize", "running"]
-    assert (NOW - timedelta(hours=2)).strftime("%Y-%m-%d %H:%M:%SZ") in lines[2]
+    assert (now - timedelta(hours=2)).strftime("%Y-%m-%d %H:%M:%SZ") in lines[2]
     assert " 2h00m " in lines[2] or " 1h59m " in lines[2] or " 2h01m " in lines[2]
     again = cli("status").stdout.splitlines()[:5]
     assert [line.split()[:2] for line in again] == [line.split()[:2] for line in lines[:5]]  # same order

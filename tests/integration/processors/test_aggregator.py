@@ -393,9 +393,11 @@ def test_the_aggregator_consumer_long_polls_briefly(
     # busy partition behind a fetch of the idle ones (see dspex.processors.aggregate_fetch)
     from dspex.processors.aggregate_fetch import FETCH_MAX_WAIT_MS
     from dspex.processors.aggregator import build_aggregator
+    from dspex.processors.aggregator_options import AggregatorOptions
 
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
-    aggregator = build_aggregator(settings, prefix=topic_prefix, data_dir=tmp_path, fast_groups=True)
+    options = AggregatorOptions(prefix=topic_prefix, data_dir=tmp_path, fast_groups=True)
+    aggregator = build_aggregator(settings, options)
 
     async def worker_consumer_wait_ms() -> int:  # aiokafka wants a running loop to build one
         thread = aggregator.app.consumer._thread

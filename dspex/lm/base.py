@@ -213,9 +213,9 @@ class BaseLM:
 async def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]) -> LMResponse:
     """What every module's LM call goes through: ``lm.acomplete``, the callbacks' ``on_lm_start`` /
     ``on_lm_end`` around it (when any are installed), and the call's line in the LM history."""
-    from dspex.utils.callback import ACTIVE_CALL_ID, active_callbacks, notify_end, notify_start
+    from dspex.utils.callback import ACTIVE_CALL_ID, active_callbacks, listening, notify_end, notify_start
 
-    callbacks = active_callbacks(lm)
+    callbacks = listening(active_callbacks(lm), "lm")
     if not callbacks:
         response = await _complete(lm, messages, request)
         record_call(lm, messages, response, request)

@@ -37,7 +37,7 @@ from dspex.lm import BaseLM
 from dspex.lm.usage import track_usage
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
-from dspex.utils.callback import ACTIVE_CALL_ID, active_callbacks, notify_end, notify_start
+from dspex.utils.callback import ACTIVE_CALL_ID, active_callbacks, listening, notify_end, notify_start
 
 if TYPE_CHECKING:
     from dspex.modules.predict import Predict
@@ -172,7 +172,7 @@ class Module:
         collector = _TraceCollector(parent, paths)
         token = _collector.set(collector)
         callers_token = CALLER_MODULES.set((*CALLER_MODULES.get(), self))
-        callbacks = active_callbacks(self)
+        callbacks = listening(active_callbacks(self), "module")
         call_id = notify_start(callbacks, "module", self, dict(kwargs)) if callbacks else ""
         # the calls made inside (sub-modules, LMs) see this call as their parent (DSPy's ACTIVE_CALL_ID)
         call_token = ACTIVE_CALL_ID.set(call_id) if callbacks else None

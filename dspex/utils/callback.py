@@ -148,6 +148,29 @@ def active_callbacks(instance: Any) -> list[BaseCallback]:
 
 
 _NONE: list[BaseCallback] = []
+_LISTENS: dict[tuple[type, str], bool] = {}
+
+
+def listening(callbacks: list[BaseCallback], kind: str) -> list[BaseCallback]:
+    """The callbacks among ``callbacks`` that override ``on_<kind>_start`` or ``on_<kind>_end``.
+
+    Workers install a metrics callback that hears LM attempts and tools only: without this filter
+    every module, adapter and LM call of every task would bind its inputs and announce itself to
+    hooks that do nothing (a measured tenth of a predictor's CPU).
+    """
+    if not callbacks:
+        return _NONE
+    heard = [callback for callback in callbacks if _listens(type(callback), kind)]
+    return heard if heard else _NONE
+
+
+def _listens(cls: type, kind: str) -> bool:
+    found = _LISTENS.get((cls, kind))
+    if found is None:
+        hooks = (f"on_{kind}_start", f"on_{kind}_end")
+        found = any(getattr(cls, hook, None) is not getattr(BaseCallback, hook, None) for hook in hooks)
+        _LISTENS[(cls, kind)] = found
+    return found
 
 
 def _kind_of(instance: Any, method: str) -> str:
@@ -244,6 +267,9 @@ def with_callbacks(fn: F) -> F:
         if not callbacks:
             return None
         kind = _kind_of(instance, fn.__name__)
+        callbacks = listening(callbacks, kind)
+        if not callbacks:
+            return None
         return _Announced(callbacks, kind, instance, _bound_inputs(fn, instance, args, kwargs))
 
     if inspect.iscoroutinefunction(fn):

@@ -56,16 +56,16 @@ from dspex.modules.program_of_thought import (
     parse_code,
     reject_interpreter_keyword,
     saved_state,
+    start_code_module,
 )
 from dspex.modules.react import format_trajectory
 from dspex.primitives import Module, Prediction
 from dspex.primitives.code_interpreter import (
     CodeInterpreter,
     InterpreterFactory,
-    check_factory,
 )
 from dspex.serialization import import_object, import_path_of
-from dspex.signatures import InputField, OutputField, Signature, ensure_signature
+from dspex.signatures import InputField, OutputField, Signature
 
 __all__ = ["CodeAct", "codeact_instructions"]
 
@@ -94,15 +94,9 @@ class CodeAct(Module):
         adapter: Adapter | None = None,
     ) -> None:
         super().__init__()
-        warnings.warn(
-            "CodeAct is deprecated and will be removed in 3.5. RLM is the preferred replacement.",
-            DeprecationWarning,
-            stacklevel=2,
+        self.signature, self.max_iters = start_code_module(
+            "CodeAct", signature, max_iters, interpreter_factory
         )
-        if interpreter_factory is not None:
-            check_factory(interpreter_factory, "interpreter_factory")
-        self.signature: type[Signature] = ensure_signature(signature)
-        self.max_iters = check_max_iters(max_iters, "CodeAct")
         self.tools: dict[str, Tool] = _build_tools(tools)
         for tool in self.tools.values():
             _tool_source(tool)  # refuse a tool whose source cannot be read now, not at the first call

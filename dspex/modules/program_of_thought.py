@@ -74,6 +74,24 @@ _ASSIGN: Final = re.compile(r"(?<![=!<>])=(?!=)")
 _ASSIGNED_NAME: Final = re.compile(r"^(\w+)\s*=(?!=)")
 
 
+def start_code_module(
+    name: str,
+    signature: str | type[Signature],
+    max_iters: int,
+    interpreter_factory: InterpreterFactory | None,
+) -> tuple[type[Signature], int]:
+    """What ProgramOfThought's and CodeAct's constructors share: DSPy's deprecation warning, the
+    factory and ``max_iters`` checked, the signature resolved."""
+    warnings.warn(
+        f"{name} is deprecated and will be removed in 3.5. RLM is the preferred replacement.",
+        DeprecationWarning,
+        stacklevel=3,  # the line that built the module
+    )
+    if interpreter_factory is not None:
+        check_factory(interpreter_factory, "interpreter_factory")
+    return ensure_signature(signature), check_max_iters(max_iters, name)
+
+
 class ProgramOfThought(Module):
     """Solve a task by writing and running Python: see the module docstring.
 
@@ -92,15 +110,9 @@ class ProgramOfThought(Module):
         adapter: Adapter | None = None,
     ) -> None:
         super().__init__()
-        warnings.warn(
-            "ProgramOfThought is deprecated and will be removed in 3.5. RLM is the preferred replacement.",
-            DeprecationWarning,
-            stacklevel=2,
+        self.signature, self.max_iters = start_code_module(
+            "ProgramOfThought", signature, max_iters, interpreter_factory
         )
-        if interpreter_factory is not None:
-            check_factory(interpreter_factory, "interpreter_factory")
-        self.signature: type[Signature] = ensure_signature(signature)
-        self.max_iters = check_max_iters(max_iters, "ProgramOfThought")
         self._interpreter_factory = interpreter_factory
         self.code_generate = ChainOfThought(self._mode_signature("generate"), lm=lm, adapter=adapter)
         self.code_regenerate = ChainOfThought(self._mode_signature("regenerate"), lm=lm, adapter=adapter)

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install sandbox-runtime broker-jars system-deps demo test test-unit check lint typecheck bench clean
+.PHONY: help install sandbox-runtime broker-jars system-deps k8s-tools asyncapi-tools demo test test-unit check lint typecheck bench clean
 
 help:
 	@echo "make demo   - start a broker, simulated LM and workers, run an evaluation through Kafka"
@@ -32,10 +32,32 @@ broker-jars: install
 system-deps:
 	bash infra/ci/install-system-deps.sh
 
+# Helm (built once from the Go module proxy) and the KEDA and prometheus-operator models with their
+# schemas (npm), in the cache folder, for tests/infra; each skipped when present at its version.
+HELM_VERSION := v4.3.2
+K8S_TOOLS    := $(HOME)/.cache/dspex
+K8S_MODELS   := @kubernetes-models/keda@2.0.0 @kubernetes-models/prometheus-operator@6.0.0
+K8S_STAMP    := $(K8S_TOOLS)/npm/k8s-models/.installed-keda-2.0.0-prometheus-operator-6.0.0
+k8s-tools:
+	go version -m $(K8S_TOOLS)/bin/helm 2>/dev/null | grep -q 'helm.sh/helm/v4[[:space:]]*$(HELM_VERSION)' \
+		|| GOBIN=$(K8S_TOOLS)/bin go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	test -f $(K8S_STAMP) || { \
+		npm install --prefix $(K8S_TOOLS)/npm/k8s-models --save-exact --no-audit --no-fund --loglevel=error $(K8S_MODELS) \
+		&& touch $(K8S_STAMP); }
+
+# @asyncapi/parser (npm) in the cache folder, for the check of docs/asyncapi.yaml; skipped when present.
+ASYNCAPI_PARSER := @asyncapi/parser@3.6.6
+ASYNCAPI_DIR    := $(HOME)/.cache/dspex/npm/asyncapi
+ASYNCAPI_STAMP  := $(ASYNCAPI_DIR)/.installed-parser-3.6.6
+asyncapi-tools:
+	test -f $(ASYNCAPI_STAMP) || { \
+		npm install --prefix $(ASYNCAPI_DIR) --save-exact --no-audit --no-fund --loglevel=error $(ASYNCAPI_PARSER) \
+		&& touch $(ASYNCAPI_STAMP); }
+
 demo: broker-jars
 	$(BIN)/dspex demo
 
-test: broker-jars system-deps
+test: broker-jars system-deps k8s-tools asyncapi-tools
 	CI=$${CI:-} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install

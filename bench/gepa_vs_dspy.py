@@ -11,12 +11,19 @@ training / 20 validation examples, LM cache off, the reflection LM being the sim
 task is :mod:`dspex.testing.gepa_task`: for seed ``s`` the metric's feedback names
 ``secret_phrase(s)``, which raises the simulated LM's accuracy when the instructions carry it; the
 GEPA seed is ``s`` as well. dspex runs with ``num_threads=64`` (runs on the event loop), DSPy with
-``num_threads=16`` (threads). ``--dspex-proposals N`` lets dspex evaluate N proposals per
-iteration together (gepa's ``IndependentSampling``): a different search at the same metric-call
-budget, fewer and wider iterations.
+``num_threads=16`` (threads); dspex at its defaults otherwise (``reuse_runs`` on: a candidate's run
+on an example is made once and reused, and the parents' minibatches of the next iterations are run
+ahead together; gepa's decisions and metric-call count are unchanged). ``--dspex-proposals N``
+lets dspex evaluate N proposals per iteration together (gepa's ``IndependentSampling`` or
+``SameParentSampling``, ``--dspex-sampling``; ``--dspex-selection best``: gepa's
+``BestImprovement``): a different search at the same metric-call budget, fewer and wider iterations.
 
 Measured in the child: wall time over ``compile`` only, the simulated LM's ``completions_ok`` delta,
-and the held-out score (percent correct on 50 other examples, one evaluation after compile).
+the held-out score (percent correct on 50 other examples, one evaluation after compile), and, from a
+gepa callback both engines take, where the iterations' time went (:class:`_Phases`): how many
+iterations were skipped (perfect parent minibatch), rejected or accepted, how many reflections
+were made, and the seconds spent on the parents' minibatches, the reflections, the children's
+minibatches and the valset evaluations.
 """
 
 from __future__ import annotations
@@ -48,16 +55,96 @@ def _parser() -> argparse.ArgumentParser:
         help="dspex only: gepa's IndependentSampling(N), N proposals per iteration evaluated together "
         "(1: gepa's default single mutation, the like-for-like comparison)",
     )
+    parser.add_argument(
+        "--dspex-sampling",
+        choices=["independent", "same_parent"],
+        default="independent",
+        help="with --dspex-proposals N > 1: gepa's IndependentSampling(N) or SameParentSampling(N)",
+    )
+    parser.add_argument(
+        "--dspex-selection",
+        choices=["all", "best"],
+        default="all",
+        help="which of an iteration's children that pass gepa's acceptance rule are scored on the "
+        "valset: all (gepa's AllImprovements) or the best one (gepa's BestImprovement)",
+    )
+    parser.add_argument(
+        "--dspex-reuse-runs",
+        choices=["on", "off"],
+        default="on",
+        help="dspex's reuse_runs (off: every evaluation calls the LM again, no parent prefetch)",
+    )
+    parser.add_argument(
+        "--engines",
+        type=lambda text: [part for part in text.split(",") if part],
+        default=["dspy", "dspex"],
+        help="which engines to run (dspy,dspex); the table needs both",
+    )
     parser.add_argument("--child", choices=["dspex", "dspy"], help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     return parser
 
 
+class _Phases:
+    """A gepa callback (both engines take gepa's callbacks): where an iteration's wall time goes.
+
+    Per iteration its kind (``skipped``: the parent's minibatch was perfect, no reflection;
+    ``rejected``; ``accepted``; ``merge``) and the time of each phase: the parents' minibatch
+    evaluation, the reflection(s), the children's minibatch evaluation, and the rest (the valset
+    evaluation of accepted children, merges).
+    """
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+        self.started = 0.0
+        self.mark = 0.0
+        self.kind = ""
+
+    def _phase(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.mark
+        self.mark = now
+
+    def on_iteration_start(self, event: Any) -> None:
+        self.started = self.mark = time.perf_counter()
+        self.kind = "rejected"
+
+    def on_evaluation_start(self, event: Any) -> None:
+        self._phase("other" if event["candidate_idx"] is not None else "reflection")
+
+    def on_evaluation_end(self, event: Any) -> None:
+        self._phase("parent minibatch" if event["candidate_idx"] is not None else "child minibatch")
+
+    def on_evaluation_skipped(self, event: Any) -> None:
+        if event["reason"] == "all_scores_perfect" and self.kind == "rejected":
+            self.kind = "skipped"
+
+    def on_candidate_accepted(self, event: Any) -> None:
+        self.kind = "accepted"
+        self.kinds["children accepted"] = self.kinds.get("children accepted", 0) + 1
+
+    def on_proposal_end(self, event: Any) -> None:
+        self.kinds["proposals"] = self.kinds.get("proposals", 0) + 1
+
+    def on_merge_attempted(self, event: Any) -> None:
+        self.kind = "merge"
+
+    def on_iteration_end(self, event: Any) -> None:
+        self._phase("valset / merge" if self.kind in ("accepted", "merge") else "other")
+        self.kinds[self.kind] = self.kinds.get(self.kind, 0) + 1
+        self.seconds["iterations"] = self.seconds.get("iterations", 0.0) + time.perf_counter() - self.started
+
+    def summary(self) -> dict[str, Any]:
+        return {"kinds": self.kinds, "seconds": {k: round(v, 2) for k, v in self.seconds.items()}}
+
+
 def _dspex_child(args: argparse.Namespace) -> dict[str, Any]:
     import asyncio
 
-    from gepa.strategies.proposal_sampling import IndependentSampling
+    from gepa.strategies.proposal_sampling import IndependentSampling, SameParentSampling
+    from gepa.strategies.proposal_selection import BestImprovement
 
     from dspex.configuration import context
     from dspex.evaluate import Evaluate
@@ -69,9 +156,21 @@ def _dspex_child(args: argparse.Namespace) -> dict[str, Any]:
 
     lm = LM("openai/sim", api_base=args.base_url, api_key="sim", cache=False)
     metric = phrase_feedback_metric(args.seed)
-    sampling = IndependentSampling(args.dspex_proposals) if args.dspex_proposals > 1 else None
+    n = args.dspex_proposals
+    sampler = IndependentSampling if args.dspex_sampling == "independent" else SameParentSampling
+    sampling = sampler(n) if n > 1 else None
+    selection = BestImprovement() if args.dspex_selection == "best" else None
+    phases = _Phases()
     optimizer = GEPA(
-        metric, auto="light", reflection_lm=lm, num_threads=64, seed=args.seed, sampling_strategy=sampling
+        metric,
+        auto="light",
+        reflection_lm=lm,
+        num_threads=64,
+        seed=args.seed,
+        sampling_strategy=sampling,
+        selection_strategy=selection,
+        reuse_runs=args.dspex_reuse_runs == "on",
+        gepa_kwargs={"callbacks": [phases]},
     )
     train, val = arithmetic_dataset(TRAIN, seed=TRAIN_SEED), arithmetic_dataset(VAL, seed=VAL_SEED)
 
@@ -86,6 +185,7 @@ def _dspex_child(args: argparse.Namespace) -> dict[str, Any]:
             "wall_s": wall,
             "held_out": float(held_out.score),
             "instructions": best.signature.instructions,
+            "phases": phases.summary(),
         }
 
     return asyncio.run(go())
@@ -116,7 +216,15 @@ def _dspy_child(args: argparse.Namespace) -> dict[str, Any]:
         feedback = f'wrong: expected {example.answer}, got {got}. Instructions that say "{phrase}" do better.'
         return dspy.Prediction(score=0.0, feedback=feedback)
 
-    optimizer = dspy.GEPA(metric=metric, auto="light", reflection_lm=lm, num_threads=16, seed=args.seed)
+    phases = _Phases()
+    optimizer = dspy.GEPA(
+        metric=metric,
+        auto="light",
+        reflection_lm=lm,
+        num_threads=16,
+        seed=args.seed,
+        gepa_kwargs={"callbacks": [phases]},
+    )
     started = time.perf_counter()
     best = optimizer.compile(
         dspy.Predict("question -> answer"),
@@ -129,7 +237,12 @@ def _dspy_child(args: argparse.Namespace) -> dict[str, Any]:
     )
     held_out = evaluate(best)
     instructions = best.predictors()[0].signature.instructions
-    return {"wall_s": wall, "held_out": float(held_out.score), "instructions": instructions}
+    return {
+        "wall_s": wall,
+        "held_out": float(held_out.score),
+        "instructions": instructions,
+        "phases": phases.summary(),
+    }
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -149,11 +262,20 @@ def main() -> None:
         with start_sim(latency=latency) as sim:
             for seed in args.seeds:
                 found: dict[str, dict[str, Any]] = {}
-                for engine in ("dspy", "dspex"):
+                for engine in args.engines:
                     argv = [sys.executable, __file__, "--child", engine, "--base-url", sim.base_url]
                     argv += ["--seed", str(seed), "--dspex-proposals", str(args.dspex_proposals)]
+                    argv += [
+                        "--dspex-sampling",
+                        args.dspex_sampling,
+                        "--dspex-selection",
+                        args.dspex_selection,
+                    ]
+                    argv += ["--dspex-reuse-runs", args.dspex_reuse_runs]
                     found[engine] = run_child_json(argv, timeout_s=7200)
                     print(f"{engine} at {latency} s, seed {seed}: {found[engine]}", file=sys.stderr)
+                if set(found) != {"dspy", "dspex"}:
+                    continue
                 theirs, ours = found["dspy"], found["dspex"]
                 ratio = ours["wall_s"] / theirs["wall_s"] if theirs["wall_s"] else float("nan")
                 rows.append([

@@ -36,8 +36,8 @@ from dspex.lm.base import BaseLM
 from dspex.primitives.example import Example
 
 if TYPE_CHECKING:
-    from dspex.modules.predict import Predict
     from dspex.primitives import Module
+    from dspex.primitives.module import Predictor
     from dspex.signatures import Signature
 
 __all__ = [
@@ -86,7 +86,7 @@ def dependency_versions() -> dict[str, str]:
     return versions
 
 
-def state_predictors(module: Module) -> list[tuple[str, Predict]]:
+def state_predictors(module: Module) -> list[tuple[str, Predictor]]:
     """The predictors a state names, under DSPy's ``named_parameters()`` names."""
     named = getattr(module, "named_parameters", None)
     if callable(named):
@@ -105,7 +105,7 @@ def dump_module_state(module: Module, *, json_mode: bool = True) -> dict[str, An
     return {name: dump_predictor_state(p, json_mode=json_mode) for name, p in state_predictors(module)}
 
 
-def dump_predictor_state(predictor: Predict, *, json_mode: bool = True) -> dict[str, Any]:
+def dump_predictor_state(predictor: Predictor, *, json_mode: bool = True) -> dict[str, Any]:
     """DSPy's ``Predict.dump_state()``; ``config`` is added when the predictor has request options."""
     state: dict[str, Any] = {
         "traces": list(getattr(predictor, "traces", None) or []),
@@ -171,7 +171,7 @@ class PreparedPredictor:
     traces: list[Any]
     train: list[Any]
 
-    def apply(self, predictor: Predict) -> None:
+    def apply(self, predictor: Predictor) -> None:
         predictor.signature = self.signature
         predictor.demos = self.demos
         predictor.lm = self.lm
@@ -248,7 +248,7 @@ def check_state_names(module: Module, state: Mapping[str, Any], source: str) -> 
 
 
 def prepare_predictor_state(
-    predictor: Predict,
+    predictor: Predictor,
     state: Any,
     *,
     allow_unsafe_lm_state: bool = False,
@@ -314,7 +314,7 @@ def _prepared_demo(demo: Any, where: str) -> Example:
     raise ProgramLoadError(f"{where}: a demo is a {type(demo).__name__}, expected an object of field values")
 
 
-def _prepared_signature(predictor: Predict, saved: Mapping[str, Any], where: str) -> type[Signature]:
+def _prepared_signature(predictor: Predictor, saved: Mapping[str, Any], where: str) -> type[Signature]:
     instructions = saved.get("instructions")
     fields = saved.get("fields")
     if not isinstance(instructions, str) or not isinstance(fields, list):
@@ -342,7 +342,7 @@ def _prepared_signature(predictor: Predict, saved: Mapping[str, Any], where: str
 
 
 def _prepared_lm(
-    predictor: Predict,
+    predictor: Predictor,
     state: Mapping[str, Any],
     allow_unsafe: bool,
     where: str,
@@ -352,7 +352,7 @@ def _prepared_lm(
     saved = _field(state, "lm", Mapping, where, "an LM state object or null", default=None)
     if saved is None:
         return None
-    own = predictor.lm
+    own: BaseLM | None = predictor.lm
     if keep_equal and own is not None and _lm_state(own) == dict(saved):
         return own
     sanitized, dropped = _sanitized_lm_state(saved, allow_unsafe)

@@ -36,7 +36,14 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
-__all__ = ["DEFAULT_THREAD_POOL_SIZE", "home_loop", "home_loop_context", "run_in_thread", "run_sync"]
+__all__ = [
+    "DEFAULT_THREAD_POOL_SIZE",
+    "home_loop",
+    "home_loop_context",
+    "is_blocked",
+    "run_in_thread",
+    "run_sync",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +77,11 @@ def called_from_sync() -> bool:
 def home_loop() -> asyncio.AbstractEventLoop | None:
     """The event loop that sync code running in this context should send coroutines to, if any."""
     return _home_loop.get()
+
+
+def is_blocked(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a sync call on the current call path is blocking ``loop`` (work sent there never runs)."""
+    return loop in _blocked.get()
 
 
 @contextmanager

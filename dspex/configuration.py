@@ -79,6 +79,9 @@ class Settings:
     branch_idx: int = 0
     # DSPy's switch for experimental features; dspex reads it nowhere, but programs set it.
     experimental: bool = False
+    # dspex: OpenTelemetry tracing of this process (dspex.observability.tracing); None: off.
+    # configure() only, as a URL, True (the OTEL_* variables) or a TracingSettings.
+    tracing: Any = None
 
 
 ACCEPTED_SETTINGS: Final = tuple(f.name for f in fields(Settings))
@@ -129,6 +132,12 @@ def configure(**kwargs: Any) -> None:
     """
     given = _checked("configure", kwargs)
     global _defaults, _defaults_version
+    if "tracing" in given:  # process-wide: a provider and the callback that feeds it
+        from dspex.observability.tracing import with_setting
+
+        given["tracing"], given["callbacks"] = with_setting(
+            given.get("callbacks", _defaults.callbacks), given["tracing"]
+        )
     with _defaults_lock:
         _defaults = replace(_defaults, **given)
         _defaults_version += 1
@@ -142,6 +151,8 @@ def context(**kwargs: Any) -> Iterator[Settings]:
     ...     pred = qa(question="What is 2 + 3?")
     """
     given = _checked("context", kwargs)
+    if "tracing" in given:
+        raise ConfigurationError("tracing is process-wide: set it with dspex.configure(tracing=...)")
     outer = _overrides.get()
     token = _overrides.set(_Overrides({**(outer.values if outer else {}), **given}))
     try:

@@ -35,11 +35,14 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, runtime_checkable
 
 from dspex.errors import MetricError, SecurityPolicyError
+
+if TYPE_CHECKING:
+    from dspex.primitives import Example, Prediction
 
 __all__ = [
     "F1",
@@ -47,9 +50,11 @@ __all__ = [
     "ExactMatch",
     "FieldMetric",
     "Metric",
+    "MetricLike",
     "MetricResult",
     "MetricValue",
     "NumericEqual",
+    "TraceMetric",
     "contains",
     "exact_match",
     "f1",
@@ -80,9 +85,32 @@ MetricValue: TypeAlias = bool | float | MetricResult | tuple[float, str | None]
 
 @runtime_checkable
 class Metric(Protocol):
-    """What Evaluate, the optimizers and the scorer call."""
+    """A metric as Evaluate and the scorer call it: ``metric(example, prediction)``.
 
-    def __call__(self, example: Any, prediction: Any, trace: Any = None) -> Any: ...
+    Any function ``def metric(example, pred, trace=None)`` is one (parameter names are free; an
+    ``async def`` too, and a Module such as ``SemanticF1``). It returns a bool, a number, a
+    :class:`MetricResult`, a ``(score, feedback)`` pair or a Prediction with a ``score``.
+    """
+
+    def __call__(
+        self, example: Example, prediction: Prediction, /
+    ) -> MetricValue | Prediction | Awaitable[MetricValue | Prediction]: ...
+
+
+@runtime_checkable
+class TraceMetric(Protocol):
+    """A metric as the bootstrapping optimizers call it: ``metric(example, prediction, trace)``, where
+    ``trace`` holds the run's predictor steps when demos are bootstrapped (a metric may be stricter
+    then), and ``metric(example, prediction)`` when they evaluate. ``def metric(example, pred,
+    trace=None)`` is one; a two-parameter function is only a :class:`Metric`."""
+
+    def __call__(
+        self, example: Example, prediction: Prediction, trace: Any = None, /
+    ) -> MetricValue | Prediction | Awaitable[MetricValue | Prediction]: ...
+
+
+MetricLike: TypeAlias = Metric | str | Mapping[str, Any]
+"""What :func:`resolve_metric` takes: a metric, a built-in's name or an import path, or a built-in's spec."""
 
 
 # --------------------------------------------------------------------------- scores
@@ -374,7 +402,7 @@ def metric_from_spec(spec: str | Mapping[str, Any]) -> FieldMetric:
         raise MetricError(f"metric {name!r} does not take options {sorted(options)}") from exc
 
 
-def resolve_metric(metric: Any, *, allow_modules: Collection[str] | None = None) -> Callable[..., Any]:
+def resolve_metric(metric: MetricLike, *, allow_modules: Collection[str] | None = None) -> Callable[..., Any]:
     """A callable metric from a metric object, a spec, a built-in name or an import path.
 
     ``"exact_match:answer"`` names a built-in; ``"pkg.mod:func"`` (any name whose left part is not a
@@ -386,7 +414,8 @@ def resolve_metric(metric: Any, *, allow_modules: Collection[str] | None = None)
     if not isinstance(metric, str):
         if not callable(metric):
             raise MetricError(f"a metric must be callable, a name or an import path, got {metric!r}")
-        return metric
+        checked: Callable[..., Any] = metric
+        return checked
     module, sep, attribute = metric.partition(":")
     if module in _BUILTINS or not sep:
         return metric_from_name(metric)
@@ -411,7 +440,8 @@ def _import_metric(
     target = _walk_attributes(target, attribute, spec)
     if not callable(target):
         raise MetricError(f"metric {spec!r} is not callable ({type(target).__name__})")
-    return target
+    function: Callable[..., Any] = target
+    return function
 
 
 def _walk_attributes(target: Any, dotted: str, spec: str) -> Any:

@@ -414,7 +414,7 @@ class _Loader:
 
     def build(self, node: Mapping[str, Any], where: str) -> Module:
         cls = self.resolve(self.field(node, "type", str, where), where)
-        module = self.guard(where, lambda: cls.new_for_load(node, allow_modules=self.allow_modules))
+        module: Module = self.guard(where, lambda: cls.new_for_load(node, allow_modules=self.allow_modules))
         self.overlay(module, node, where)
         return module
 

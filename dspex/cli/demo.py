@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -112,7 +112,7 @@ def _evaluate(bootstrap: str, prefix: str, api_base: str, examples: int) -> Eval
     console.print(f"evaluating ChainOfThought('question -> answer') on {examples} arithmetic questions")
     with Client(bootstrap, prefix=prefix) as client, context(lm=lm):
         result = client.evaluate(program, devset, "numeric_equal:answer", name="demo")
-    return cast(EvaluationResult, result)  # wait=True gives the result, not the job id
+    return result
 
 
 def _report(result: EvaluationResult, bootstrap: str, prefix: str, api_base: str) -> None:

@@ -151,6 +151,12 @@ def eval_command(
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="A label for the job.")] = None,
     priority: PriorityOption = None,
+    num_threads: Annotated[
+        int | None,
+        typer.Option(
+            "--num-threads", min=1, help="Examples run at once per predictor (more than allowed: clamped)."
+        ),
+    ] = None,
     failure_score: Annotated[float, typer.Option("--failure-score", help="Score of a failed example.")] = 0.0,
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0, help="Stop waiting after S seconds.")
@@ -185,7 +191,7 @@ def eval_command(
     check_lms(module, context_lm)
     options: dict[str, Any] = {
         "name": name or program.stem, "failure_score": failure_score, "max_errors": max_errors,
-        "max_cost_usd": max_cost, "priority": priority,
+        "max_cost_usd": max_cost, "priority": priority, "num_threads": num_threads,
     }  # fmt: skip
     with client_for(bootstrap, prefix, allow_modules=allow_module) as client, context(lm=context_lm):
         job_id = str(client.evaluate(module, devset, metric, wait=False, **options))

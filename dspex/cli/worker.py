@@ -1,4 +1,4 @@
-"""`dspex worker predict|score|aggregate|optimize`: run one pipeline worker until SIGTERM or Ctrl-C.
+"""`dspex worker predict|score|aggregate|optimize|intake`: run one pipeline worker until SIGTERM or Ctrl-C.
 
 Each process is one member of its kind's consumer group (``<prefix>predict``, ``<prefix>score``);
 start more of the same kind to scale out, up to the partition count of its input topic. On SIGTERM
@@ -21,9 +21,11 @@ Choices worth knowing:
   halves on 429s and timeouts, at most ``--concurrency``), optional fixed
   caps ``--max-rps`` and ``--max-tpm`` per worker, and a circuit breaker that pauses the worker's
   partitions after ``--breaker-failures`` consecutive connection failures or 5xx answers.
-* Security: see ``--allow-module``, ``--allow-api-base`` and ``--allow-key-env``; with none given a
-  worker runs dspex's own modules against loopback LMs only.
+* Security: see ``--allow-module``, ``--allow-api-base``, ``--allow-key-env`` and ``--allow-mcp-server``;
+  with none given a worker runs dspex's own modules against loopback LMs only, and no MCP server.
 * Debugging a stuck worker: ``kill -USR1 <pid>`` writes the stack of every thread to its stderr.
+* Options: declared once in :class:`~dspex.cli._worker_options.WorkerSettings`; one not given on
+  the command line may come from ``DSPEX_WORKER_<OPTION>`` (``DSPEX_WORKER_CONCURRENCY=64``).
 """
 
 from __future__ import annotations
@@ -40,17 +42,18 @@ import typer
 
 from dspex._gc import tune_gc_for_worker
 from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail, probe_or_exit
+from dspex.cli._worker_options import WorkerSettings, given_values, worker_command, worker_option
 from dspex.configuration import configure
 from dspex.errors import ConfigurationError, KafkaError
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
 from dspex.processors.aggregator import run_aggregator
 from dspex.processors.aggregator_options import AggregatorOptions
 from dspex.processors.common import Worker, WorkerOptions
-from dspex.processors.endpoints import EndpointOptions
 from dspex.processors.predictor import Predictor
 from dspex.processors.scorer import Scorer
-from dspex.processors.security import SecurityPolicy
+from dspex.schemas.submit import DEFAULT_TASKS_TIMEOUT_S
 from dspex.streams.config import DEFAULT_BOOTSTRAP, KafkaSettings
+from dspex.utils.mcp import restrict_mcp_servers
 
 __all__ = ["DEFAULT_AGGREGATE_DIR", "register"]
 
@@ -59,187 +62,31 @@ DEFAULT_AGGREGATE_DIR = Path("~/.cache/dspex/aggregate")
 worker_app = typer.Typer(
     name="worker",
     help="Run a pipeline worker: predict (tasks -> predictions), score (-> scores), aggregate (-> status), "
-    "optimize (optimize jobs -> checkpoints, best programs, status).",
+    "optimize (optimize jobs -> checkpoints, best programs, status), "
+    "intake (submit messages -> candidates, jobs, tasks).",
     no_args_is_help=True,
 )
 
-ConcurrencyOption = Annotated[
-    int, typer.Option("--concurrency", min=1, help="Messages in flight at once in this process.")
-]
-MetricsPortOption = Annotated[
-    int | None,
-    typer.Option(
-        "--metrics-port",
-        min=1,
-        max=65535,
-        help="Port of /metrics (default: the first free port in 9400-9499). A port in use is an error.",
-    ),
-]
-MetricsHostOption = Annotated[
-    str, typer.Option("--metrics-host", help="Interface /metrics binds to; keep loopback unless you mean it.")
-]
-TargetsDirOption = Annotated[
-    Path,
-    typer.Option(
-        "--prometheus-targets-dir",
-        envvar="DSPEX_PROMETHEUS_TARGETS_DIR",
-        help="Where this worker registers its /metrics for Prometheus file_sd discovery (removed on stop).",
-    ),
-]
-AllowModuleOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--allow-module",
-        help="Module (or package) jobs may import program classes and metrics from; repeatable. "
-        "dspex's own modules are always allowed.",
-    ),
-]
-CallbackOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--callback",
-        help="A dspex callback (BaseCallback subclass or instance) by import path 'pkg.mod:Name', from "
-        "an --allow-module module; repeatable. It runs in every program this worker runs, and what it "
-        "hears is stored in each prediction's result (callback_events).",
-    ),
-]
-AllowApiBaseOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--allow-api-base",
-        help="LM API base jobs may point at (the URL and paths under it); repeatable. "
-        "Default: loopback API bases only (127.0.0.1, localhost, ::1, any port).",
-    ),
-]
-AllowKeyEnvOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--allow-key-env",
-        help="Environment variable whose API key jobs may use; repeatable. Default: keys are sent "
-        "to loopback API bases only.",
-    ),
-]
-SandboxPoolOption = Annotated[
-    int,
-    typer.Option(
-        "--sandbox-pool",
-        min=0,
-        help="Warm code sandboxes (Deno + Pyodide) for RLM, ProgramOfThought and CodeAct programs; "
-        "0 (default): this worker runs no code and such tasks fail with that reason.",
-    ),
-]
-WorkerIdOption = Annotated[
-    str | None, typer.Option("--worker-id", help="Name in heartbeats and metrics (default KIND-HOST-PID).")
-]
-LMCacheOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--lm-cache-dir",
-        help="Turn the LM response cache on, in this directory (default: off, every task calls the LM).",
-    ),
-]
-FastGroupsOption = Annotated[
-    bool,
-    typer.Option(
-        "--fast-groups/--no-fast-groups",
-        envvar="DSPEX_FAST_GROUPS",
-        help="Short consumer-group timing (6 s session) for tests and the dev broker; off = Kafka's.",
-    ),
-]
-DrainOption = Annotated[
-    float,
-    typer.Option(
-        "--drain-timeout",
-        min=0.1,
-        help="Seconds running messages get to finish when partitions are revoked (on shutdown: at most 5).",
-    ),
-]
-
-InitialLimitOption = Annotated[
-    int,
-    typer.Option(
-        "--lm-initial-limit",
-        min=1,
-        help="Starting concurrency limit per LM endpoint (doubles per round trip until the first 429).",
-    ),
-]
-MaxRpsOption = Annotated[
-    float | None,
-    typer.Option("--max-rps", min=0.001, help="Fixed cap: LM requests/s per endpoint (default none)."),
-]
-MaxTpmOption = Annotated[
-    float | None,
-    typer.Option("--max-tpm", min=1, help="Fixed cap: LM tokens per minute per endpoint (default none)."),
-]
-BreakerFailuresOption = Annotated[
-    int,
-    typer.Option(
-        "--breaker-failures",
-        min=1,
-        help="Consecutive connection failures or 5xx answers that open an endpoint's circuit breaker.",
-    ),
-]
-BreakerOpenOption = Annotated[
-    float,
-    typer.Option("--breaker-open-s", min=0.01, help="Seconds an open breaker waits before a probe call."),
-]
-
-
-def _endpoint_options(
-    initial_limit: int, max_rps: float | None, max_tpm: float | None, failures: int, open_s: float
-) -> EndpointOptions:
-    try:
-        return EndpointOptions(
-            initial_limit=initial_limit,
-            max_rps=max_rps,
-            max_tpm=max_tpm,
-            breaker_failures=failures,
-            breaker_open_s=open_s,
-        )
-    except ConfigurationError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-
-
-def _options(
-    prefix: str,
-    concurrency: int,
-    metrics_port: int | None,
-    metrics_host: str,
-    targets_dir: Path,
-    allow_module: list[str] | None,
-    allow_api_base: list[str] | None,
-    allow_key_env: list[str] | None,
-    worker_id: str | None,
-    lm_cache_dir: Path | None,
-    fast_groups: bool,
-    drain_timeout: float,
-    endpoints: EndpointOptions | None = None,
-    callbacks: list[str] | None = None,
-    sandbox_pool: int = 0,
-) -> WorkerOptions:
-    try:
-        policy = SecurityPolicy(
-            allow_modules=allow_module or (),
-            allow_api_bases=allow_api_base,
-            allow_key_envs=allow_key_env,
-        )
-        return WorkerOptions(
-            prefix=prefix,
-            worker_id=worker_id,
-            concurrency=concurrency,
-            policy=policy,
-            fast_groups=fast_groups,
-            drain_timeout=drain_timeout,
-            lm_cache_dir=lm_cache_dir,
-            metrics_host=metrics_host,
-            metrics_port=metrics_port,
-            targets_dir=targets_dir,
-            endpoints=endpoints or EndpointOptions(),
-            callbacks=tuple(callbacks or ()),
-            sandbox_pool=sandbox_pool,
-        )
-    except ConfigurationError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+# The options of predict, score and optimize, in the order their help lists them.
+_COMMON = (
+    "prefix",
+    "concurrency",
+    "metrics_port",
+    "metrics_host",
+    "targets_dir",
+    "allow_module",
+    "allow_api_base",
+    "allow_key_env",
+    "worker_id",
+    "lm_cache_dir",
+    "fast_groups",
+    "otlp_endpoint",
+)
+_FLOW_CONTROL = ("lm_initial_limit", "max_rps", "max_tpm", "breaker_failures", "breaker_open_s")
+# Parameters of `aggregate` that are not AggregatorOptions fields as they stand.
+_AGGREGATE_OWN = frozenset({"bootstrap", "prefix", "data_dir"})
+# Parameters of `intake` that are not WorkerSettings fields.
+_INTAKE_OWN = frozenset({"bootstrap", "tasks_timeout"})
 
 
 def _settings(bootstrap: str) -> KafkaSettings:
@@ -257,6 +104,8 @@ def _serve(worker: Worker) -> None:
 
     async def main() -> None:
         tune_gc_for_worker()
+        # MCP tools built in this process reach only the servers this worker allows
+        restrict_mcp_servers(worker.options.policy.check_mcp_server)
         # no LM call history and no DSPy trace list kept in a long-running worker: memory stays flat
         configure(disable_history=True, trace=None)
         worker.install_signal_handlers()
@@ -279,101 +128,56 @@ def _configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-@worker_app.command(
+@worker_command(
+    worker_app,
     "predict",
+    (
+        *_COMMON,
+        "allow_mcp_server",
+        "allow_media_fetch",
+        "drain_timeout",
+        *_FLOW_CONTROL,
+        "callback",
+        "sandbox_pool",
+    ),
     epilog="Example: dspex worker predict --bootstrap 127.0.0.1:9092 --prefix dspex. --concurrency 1024 "
     "--allow-api-base https://api.openai.com/v1 --allow-key-env OPENAI_API_KEY",
 )
-def predict(
-    bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
-    prefix: PrefixOption = DEFAULT_PREFIX,
-    # 1,024 in flight, the LM limit from 256 (slow start: 1,024 two round trips later). The old 256 /
-    # 32 (additive ramp) did 622/s at 100 ms and 129/s at 1 s against 1,587/s and 803/s with 1,024 /
-    # 1,024 (issue 18); these defaults match 1,024 / 1,024 (bench/pipeline_throughput.py --mode
-    # defaults: 485 vs 407/s at 100 ms, 681 vs 627/s at 1 s, 2 cores at load 8-14, 0 errors), and
-    # a predictor with 1,024 in flight stayed at 160 MB RSS.
-    concurrency: ConcurrencyOption = 1024,
-    metrics_port: MetricsPortOption = None,
-    metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
-    targets_dir: TargetsDirOption = DEFAULT_TARGETS_DIR,
-    allow_module: AllowModuleOption = None,
-    allow_api_base: AllowApiBaseOption = None,
-    allow_key_env: AllowKeyEnvOption = None,
-    worker_id: WorkerIdOption = None,
-    lm_cache_dir: LMCacheOption = None,
-    fast_groups: FastGroupsOption = False,
-    drain_timeout: DrainOption = 10.0,
-    lm_initial_limit: InitialLimitOption = 256,
-    max_rps: MaxRpsOption = None,
-    max_tpm: MaxTpmOption = None,
-    breaker_failures: BreakerFailuresOption = 5,
-    breaker_open_s: BreakerOpenOption = 1.0,
-    callback: CallbackOption = None,
-    sandbox_pool: SandboxPoolOption = 0,
-) -> None:
+def predict(bootstrap: str, options: WorkerOptions) -> None:
     """Run programs on tasks and publish predictions (consumer group PREFIXpredict).
 
     API keys come from this process's environment only, named by the job's LM settings and allowed
     by --allow-key-env; nothing is sent to an API base outside --allow-api-base.
     """
-    endpoints = _endpoint_options(lm_initial_limit, max_rps, max_tpm, breaker_failures, breaker_open_s)
-    options = _options(
-        prefix, concurrency, metrics_port, metrics_host, targets_dir, allow_module, allow_api_base,
-        allow_key_env, worker_id, lm_cache_dir, fast_groups, drain_timeout, endpoints, callback,
-        sandbox_pool,
-    )  # fmt: skip
     _serve(Predictor(_settings(bootstrap), options))
 
 
-@worker_app.command(
+@worker_command(
+    worker_app,
     "score",
+    (*_COMMON, "drain_timeout"),
     epilog="Example: dspex worker score --bootstrap 127.0.0.1:9092 --prefix dspex. "
     "--allow-module mypkg.metrics",
+    defaults={"concurrency": 256},
 )
-def score(
-    bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
-    prefix: PrefixOption = DEFAULT_PREFIX,
-    concurrency: ConcurrencyOption = 256,
-    metrics_port: MetricsPortOption = None,
-    metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
-    targets_dir: TargetsDirOption = DEFAULT_TARGETS_DIR,
-    allow_module: AllowModuleOption = None,
-    allow_api_base: AllowApiBaseOption = None,
-    allow_key_env: AllowKeyEnvOption = None,
-    worker_id: WorkerIdOption = None,
-    lm_cache_dir: LMCacheOption = None,
-    fast_groups: FastGroupsOption = False,
-    drain_timeout: DrainOption = 10.0,
-) -> None:
+def score(bootstrap: str, options: WorkerOptions) -> None:
     """Score predictions with their job's metric and publish scores (consumer group PREFIXscore).
 
     Metrics by built-in name (exact_match:answer) or by import path from an --allow-module module.
     """
-    options = _options(
-        prefix, concurrency, metrics_port, metrics_host, targets_dir, allow_module, allow_api_base,
-        allow_key_env, worker_id, lm_cache_dir, fast_groups, drain_timeout,
-    )  # fmt: skip
     _serve(Scorer(_settings(bootstrap), options))
 
 
-@worker_app.command(
+@worker_command(
+    worker_app,
     "optimize",
+    (*_COMMON, "allow_mcp_server"),
     epilog="Example: dspex worker optimize --bootstrap 127.0.0.1:9092 --prefix dspex. --fast-groups",
+    defaults={"concurrency": 16},
+    # an optimize worker gives a step up at once on a rebalance: its runtime drains for 0.1 s
+    fixed={"drain_timeout": 0.1},
 )
-def optimize(
-    bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
-    prefix: PrefixOption = DEFAULT_PREFIX,
-    concurrency: ConcurrencyOption = 16,
-    metrics_port: MetricsPortOption = None,
-    metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
-    targets_dir: TargetsDirOption = DEFAULT_TARGETS_DIR,
-    allow_module: AllowModuleOption = None,
-    allow_api_base: AllowApiBaseOption = None,
-    allow_key_env: AllowKeyEnvOption = None,
-    worker_id: WorkerIdOption = None,
-    lm_cache_dir: LMCacheOption = None,
-    fast_groups: FastGroupsOption = False,
-) -> None:
+def optimize(bootstrap: str, options: WorkerOptions) -> None:
     """Run optimize jobs, checkpointing every step (consumer group PREFIXoptimize).
 
     Evaluations go to the cluster as evaluation jobs; bootstrapping runs in this process with the
@@ -383,10 +187,6 @@ def optimize(
     # Imported here: the coordinator brings the client along, which no other worker kind needs.
     from dspex.processors.optimizer import OptimizeCoordinator
 
-    options = _options(
-        prefix, concurrency, metrics_port, metrics_host, targets_dir, allow_module, allow_api_base,
-        allow_key_env, worker_id, lm_cache_dir, fast_groups, 0.1,
-    )  # fmt: skip
     _serve(OptimizeCoordinator(_settings(bootstrap), options))
 
 
@@ -395,6 +195,7 @@ def optimize(
     epilog="Example: dspex worker aggregate --bootstrap 127.0.0.1:9092 --prefix dspex. --fast-groups",
 )
 def aggregate(
+    ctx: typer.Context,
     bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
     prefix: PrefixOption = DEFAULT_PREFIX,
     web_port: Annotated[
@@ -407,11 +208,11 @@ def aggregate(
             "--data-dir", help="faust's local table state (default ~/.cache/dspex/aggregate/PREFIX)."
         ),
     ] = None,
-    worker_id: WorkerIdOption = None,
-    fast_groups: FastGroupsOption = False,
-    metrics_port: MetricsPortOption = None,
-    metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
-    targets_dir: TargetsDirOption = DEFAULT_TARGETS_DIR,
+    worker_id: Annotated[str | None, worker_option("worker_id")] = None,
+    fast_groups: Annotated[bool, worker_option("fast_groups")] = False,
+    metrics_port: Annotated[int | None, worker_option("metrics_port")] = None,
+    metrics_host: Annotated[str, worker_option("metrics_host")] = DEFAULT_METRICS_HOST,
+    targets_dir: Annotated[Path, worker_option("targets_dir")] = DEFAULT_TARGETS_DIR,
 ) -> None:
     """Aggregate scores into job status (a faust app, consumer group PREFIXaggregate).
 
@@ -422,19 +223,56 @@ def aggregate(
     _configure_logging()
     state_dir = data_dir if data_dir is not None else DEFAULT_AGGREGATE_DIR.expanduser() / (prefix or "_")
     try:
-        options = AggregatorOptions(
-            prefix=prefix,
-            web_port=web_port,
-            data_dir=state_dir,
-            fast_groups=fast_groups,
-            worker_id=worker_id,
-            metrics_host=metrics_host,
-            metrics_port=metrics_port,
-            targets_dir=targets_dir,
-        )
+        # what the command line does not give, AggregatorOptions reads from DSPEX_AGGREGATOR_*
+        given = {name: value for name, value in given_values(ctx).items() if name not in _AGGREGATE_OWN}
+        options = AggregatorOptions(prefix=prefix, data_dir=state_dir, **given)
         run_aggregator(settings, options)
     except (ConfigurationError, KafkaError) as exc:
         fail(str(exc))
+
+
+@worker_app.command(
+    "intake",
+    epilog="Example: dspex worker intake --bootstrap 127.0.0.1:9092 --prefix dspex. --allow-module mypkg",
+)
+def intake(
+    ctx: typer.Context,
+    bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
+    prefix: PrefixOption = DEFAULT_PREFIX,
+    tasks_timeout: Annotated[
+        float,
+        typer.Option(
+            "--tasks-timeout",
+            min=0.001,
+            help="Seconds after which an evaluation with nothing done fails as tasks_missing.",
+        ),
+    ] = DEFAULT_TASKS_TIMEOUT_S,
+    concurrency: Annotated[int, worker_option("concurrency")] = 16,
+    allow_module: Annotated[list[str] | None, worker_option("allow_module")] = None,
+    allow_api_base: Annotated[list[str] | None, worker_option("allow_api_base")] = None,
+    allow_key_env: Annotated[list[str] | None, worker_option("allow_key_env")] = None,
+    worker_id: Annotated[str | None, worker_option("worker_id")] = None,
+    fast_groups: Annotated[bool, worker_option("fast_groups")] = False,
+    metrics_port: Annotated[int | None, worker_option("metrics_port")] = None,
+    metrics_host: Annotated[str, worker_option("metrics_host")] = DEFAULT_METRICS_HOST,
+    targets_dir: Annotated[Path, worker_option("targets_dir")] = DEFAULT_TARGETS_DIR,
+) -> None:
+    """Expand submit messages into candidates, jobs and tasks (consumer group PREFIXintake).
+
+    Any producer may submit an evaluation as one JSON message on PREFIXsubmit (docs/protocol.md).
+    A message that fails validation goes to the DLQ and its job fails (invalid_submit); an
+    evaluation with nothing done --tasks-timeout seconds after its submission fails (tasks_missing).
+    """
+    # Imported here: the intake expands submissions with the client's code, which no other kind needs.
+    from dspex.processors.intake import Intake
+
+    given = {name: value for name, value in given_values(ctx).items() if name not in _INTAKE_OWN}
+    try:
+        worker_settings = WorkerSettings.from_env(os.environ, given, {"concurrency": 16})
+        options = worker_settings.worker_options()
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    _serve(Intake(_settings(bootstrap), options, tasks_timeout_s=tasks_timeout))
 
 
 def register(app: typer.Typer) -> None:

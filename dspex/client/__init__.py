@@ -11,5 +11,7 @@ from __future__ import annotations
 
 from dspex.client._client import Client
 from dspex.client._cluster import WORKER_GROUPS
+from dspex.client._publish import publish
+from dspex.client._submit import Limits, Policy, Submission, build_submission
 
-__all__ = ["WORKER_GROUPS", "Client"]
+__all__ = ["WORKER_GROUPS", "Client", "Limits", "Policy", "Submission", "build_submission", "publish"]

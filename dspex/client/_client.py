@@ -26,7 +26,8 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal, TypedDict, Unpack, overload
 
@@ -40,9 +41,12 @@ from dspex.client.results import evaluation_result
 from dspex.dev.probe import probe_metadata
 from dspex.errors import ConfigurationError, DspexError, JobError
 from dspex.evaluate import EvaluationResult
+from dspex.metrics import MetricLike
 from dspex.primitives import Example, Module, Prediction
 from dspex.schemas import Cancel, JobStatus, OptimizeStatus, Priority, ScoreRecord, WorkerHeartbeat
+from dspex.schemas.base import utc_now
 from dspex.streams.admin import GroupLag, KafkaAdmin
+from dspex.streams.blobs import BlobSettings, BlobWriter
 from dspex.streams.config import KafkaSettings
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.serde import to_record
@@ -56,6 +60,8 @@ Program = Module | Mapping[str, Any]
 
 # Below the 10 s in which an unreachable broker must be reported.
 CONNECT_TIMEOUT_S = 8.0
+# Predictors whose last heartbeat is older than this do not count for a job's in-flight allowance.
+ALLOWANCE_HEARTBEAT_AGE_S = 60.0
 
 
 class EvaluateOptions(TypedDict, total=False):
@@ -66,7 +72,10 @@ class EvaluateOptions(TypedDict, total=False):
     the score of an example whose program or metric failed. ``max_errors`` (None: no limit) and
     ``max_cost_usd`` (None: no limit): the job stops at more failed examples, or a higher cost, with
     partial results (``stopped_early``). ``priority`` (None: "normal"): "interactive", "normal" or
-    "bulk", the job's share of the predictors. ``display_progress`` (True): a progress bar while
+    "bulk", the job's share of the predictors. ``num_threads`` (None: as many as the predictors give
+    it): how many of the job's examples may run at once in each predictor, DSPy's ``num_threads``
+    (exactly so with one predictor); more than the live predictors allow is clamped to that, and the
+    job's status says so (``note``). ``display_progress`` (True): a progress bar while
     waiting. ``timeout`` (None: no limit): seconds to wait before JobError (the job keeps running).
     """
 
@@ -75,6 +84,7 @@ class EvaluateOptions(TypedDict, total=False):
     max_errors: int | None
     max_cost_usd: float | None
     priority: Priority | None
+    num_threads: int | None
     display_progress: bool
     timeout: float | None
 
@@ -101,6 +111,7 @@ class _EvaluateCall:
             options.get("max_errors"),
             options.get("max_cost_usd"),
             priority=options.get("priority"),
+            num_threads=options.get("num_threads"),
         )
         return cls(limits, wait, options.get("display_progress", True), options.get("timeout"))
 
@@ -127,13 +138,15 @@ class Client:
         allow_api_bases: Collection[str] | None = None,
         allow_key_envs: Collection[str] | None = None,
         connect_timeout: float = CONNECT_TIMEOUT_S,
+        blobs: BlobSettings | None = None,
     ) -> None:
         """``kafka`` carries security settings (SASL/SSL); ``bootstrap_servers`` alone is enough
         for a plain broker. Without ``kafka``, the ``DSPEX_KAFKA_*`` environment variables the
         workers read fill in the rest (``DSPEX_KAFKA_BOOTSTRAP`` when ``bootstrap_servers`` is None,
         then 127.0.0.1:9092; ``DSPEX_KAFKA_SASL_*``, ``DSPEX_KAFKA_SSL_*``). The ``allow_*`` lists
         refuse at submit time what workers started with the same lists would refuse (None: no
-        check)."""
+        check). ``blobs``: when example values travel through the blobs topic and how large they may
+        be (:class:`~dspex.streams.blobs.BlobSettings`; default: over 256 KiB, at most 64 MiB)."""
         self.settings = _settings(bootstrap_servers, kafka)
         self.registry = TopicRegistry(prefix)
         self.policy = Policy(allow_modules, allow_api_bases, allow_key_envs)
@@ -143,6 +156,8 @@ class Client:
         self._connected = False
         self._topics_ready = False
         self._submitted: dict[str, _Submitted] = {}
+        self.blob_settings = blobs or BlobSettings()
+        self._blobs = BlobWriter(self.blob_settings)
 
     def __repr__(self) -> str:
         return f"Client({self.settings.bootstrap_servers!r}, prefix={self.registry.prefix!r})"
@@ -178,21 +193,21 @@ class Client:
 
     @overload
     def evaluate(
-        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        self, program: Program, devset: Sequence[Example], metric: MetricLike, *,
         wait: Literal[True] = True, **options: Unpack[EvaluateOptions],
     ) -> EvaluationResult: ...  # fmt: skip
     @overload
     def evaluate(
-        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        self, program: Program, devset: Sequence[Example], metric: MetricLike, *,
         wait: Literal[False], **options: Unpack[EvaluateOptions],
     ) -> str: ...  # fmt: skip
     @overload
     def evaluate(
-        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        self, program: Program, devset: Sequence[Example], metric: MetricLike, *,
         wait: bool, **options: Unpack[EvaluateOptions],
     ) -> EvaluationResult | str: ...  # fmt: skip
     def evaluate(
-        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        self, program: Program, devset: Sequence[Example], metric: MetricLike, *,
         wait: bool = True, **options: Unpack[EvaluateOptions],
     ) -> EvaluationResult | str:  # fmt: skip
         """Evaluate ``program`` on ``devset`` with ``metric`` through the cluster.
@@ -215,21 +230,21 @@ class Client:
 
     @overload
     async def aevaluate(
-        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        self, program: Program, devset: Sequence[Example], metric: MetricLike, *,
         wait: Literal[True] = True, **options: Unpack[EvaluateOptions],
     ) -> EvaluationResult: ...  # fmt: skip
     @overload
     async def aevaluate(
-        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        self, program: Program, devset: Sequence[Example], metric: MetricLike, *,
         wait: Literal[False], **options: Unpack[EvaluateOptions],
     ) -> str: ...  # fmt: skip
     @overload
     async def aevaluate(
-        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        self, program: Program, devset: Sequence[Example], metric: MetricLike, *,
         wait: bool, **options: Unpack[EvaluateOptions],
     ) -> EvaluationResult | str: ...  # fmt: skip
     async def aevaluate(
-        self, program: Program, devset: Sequence[Example], metric: Any, *,
+        self, program: Program, devset: Sequence[Example], metric: MetricLike, *,
         wait: bool = True, **options: Unpack[EvaluateOptions],
     ) -> EvaluationResult | str:  # fmt: skip
         """Async form of :meth:`evaluate`."""
@@ -239,21 +254,21 @@ class Client:
 
     @overload
     def evaluate_many(
-        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: MetricLike, *,
         wait: Literal[True] = True, **options: Unpack[EvaluateOptions],
     ) -> list[EvaluationResult]: ...  # fmt: skip
     @overload
     def evaluate_many(
-        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: MetricLike, *,
         wait: Literal[False], **options: Unpack[EvaluateOptions],
     ) -> str: ...  # fmt: skip
     @overload
     def evaluate_many(
-        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: MetricLike, *,
         wait: bool, **options: Unpack[EvaluateOptions],
     ) -> list[EvaluationResult] | str: ...  # fmt: skip
     def evaluate_many(
-        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: MetricLike, *,
         wait: bool = True, **options: Unpack[EvaluateOptions],
     ) -> list[EvaluationResult] | str:  # fmt: skip
         """Evaluate several programs as ONE job, all their tasks at once: one result per program, in
@@ -263,21 +278,21 @@ class Client:
 
     @overload
     async def aevaluate_many(
-        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: MetricLike, *,
         wait: Literal[True] = True, **options: Unpack[EvaluateOptions],
     ) -> list[EvaluationResult]: ...  # fmt: skip
     @overload
     async def aevaluate_many(
-        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: MetricLike, *,
         wait: Literal[False], **options: Unpack[EvaluateOptions],
     ) -> str: ...  # fmt: skip
     @overload
     async def aevaluate_many(
-        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: MetricLike, *,
         wait: bool, **options: Unpack[EvaluateOptions],
     ) -> list[EvaluationResult] | str: ...  # fmt: skip
     async def aevaluate_many(
-        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, *,
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: MetricLike, *,
         wait: bool = True, **options: Unpack[EvaluateOptions],
     ) -> list[EvaluationResult] | str:  # fmt: skip
         """Async form of :meth:`evaluate_many`."""
@@ -289,7 +304,7 @@ class Client:
         self,
         candidates: Sequence[Program],
         examples: Sequence[Example],
-        metric: Any,
+        metric: MetricLike,
         *,
         name: str | None = None,
         failure_score: float = 0.0,
@@ -349,7 +364,7 @@ class Client:
         submissions = [
             build_submission(
                 [group.program], _runs.examples_at(examples, group.positions), _runs.RUN_METRIC,
-                policy=self.policy, limits=limits,
+                policy=self.policy, limits=limits, blob_settings=self.blob_settings,
             )
             for group in groups
         ]  # fmt: skip
@@ -366,13 +381,13 @@ class Client:
         return [found[position] for position in range(len(examples))]
 
     async def _aevaluate_one(
-        self, program: Program, devset: Sequence[Example], metric: Any, call: _EvaluateCall
+        self, program: Program, devset: Sequence[Example], metric: MetricLike, call: _EvaluateCall
     ) -> EvaluationResult | str:
         outcome = await self._aevaluate([program], devset, metric, call)
         return outcome if isinstance(outcome, str) else outcome[0]
 
     async def _aevaluate(
-        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, call: _EvaluateCall
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: MetricLike, call: _EvaluateCall
     ) -> list[EvaluationResult] | str:
         submitted = await self._asubmit(programs, devset, metric, call.limits)
         if not call.wait:
@@ -381,18 +396,33 @@ class Client:
 
     # -- optimization ------------------------------------------------------------------------------
 
+    @overload
+    def optimize(
+        self, program: Program, trainset: Sequence[Example], valset: Sequence[Example] | None,
+        metric: MetricLike, *, wait: Literal[True] = True, **options: Any,
+    ) -> Module: ...  # fmt: skip
+    @overload
+    def optimize(
+        self, program: Program, trainset: Sequence[Example], valset: Sequence[Example] | None,
+        metric: MetricLike, *, wait: Literal[False], **options: Any,
+    ) -> str: ...  # fmt: skip
+    @overload
+    def optimize(
+        self, program: Program, trainset: Sequence[Example], valset: Sequence[Example] | None,
+        metric: MetricLike, *, wait: bool, **options: Any,
+    ) -> Module | str: ...  # fmt: skip
     def optimize(self, program: Program, trainset: Sequence[Example], valset: Sequence[Example] | None,
-                 metric: Any, **options: Any) -> Module | str:  # fmt: skip
+                 metric: MetricLike, *, wait: bool = True, **options: Any) -> Module | str:  # fmt: skip
         """Optimize ``program`` on the cluster (``dspex worker optimize``); returns the best program,
         or the job id with ``wait=False``. Options: see :meth:`aoptimize`."""
-        return run_sync(self.aoptimize(program, trainset, valset, metric, **options))
+        return run_sync(self.aoptimize(program, trainset, valset, metric, wait=wait, **options))
 
     async def aoptimize(
         self,
         program: Program,
         trainset: Sequence[Example],
         valset: Sequence[Example] | None,
-        metric: Any,
+        metric: MetricLike,
         *,
         optimizer: str = "bootstrap-rs",
         knobs: Mapping[str, Any] | None = None,
@@ -663,12 +693,17 @@ class Client:
         return self._producer
 
     async def _asubmit(
-        self, programs: Sequence[Program], devset: Sequence[Example], metric: Any, limits: Limits
+        self, programs: Sequence[Program], devset: Sequence[Example], metric: MetricLike, limits: Limits
     ) -> _Submitted:
-        submission = build_submission(list(programs), devset, metric, policy=self.policy, limits=limits)
+        if limits.num_threads is not None:  # clamped to what the live predictors allow
+            limits = replace(limits, in_flight_allowance=await self._ain_flight_allowance())
+        blobs = self.blob_settings
+        submission = build_submission(
+            list(programs), devset, metric, policy=self.policy, limits=limits, blob_settings=blobs
+        )
         await self._aready(create_topics=True)
         where = await asyncio.to_thread(positions, self._admin, self.registry, submission.job.job_id)
-        await publish(self._get_producer(), self.registry, submission)
+        await publish(self._get_producer(), self.registry, submission, self._blobs)
         submitted = _Submitted(submission, where, time.perf_counter())
         self._submitted[submission.job.job_id] = submitted
         logger.info(
@@ -679,13 +714,22 @@ class Client:
         )
         return submitted
 
+    async def _ain_flight_allowance(self) -> int | None:
+        """The most tasks of one job a live predictor runs at once (None: no predictor says)."""
+        fresh_after = utc_now() - timedelta(seconds=ALLOWANCE_HEARTBEAT_AGE_S)
+        beats = await self.aworkers()
+        allowed = [
+            b.concurrency for b in beats if b.kind == "predict" and b.concurrency and b.sent_at >= fresh_after
+        ]
+        return max(allowed) if allowed else None
+
     async def _asubmit_all(self, submissions: Sequence[Submission]) -> list[_Submitted]:
         """Publish several jobs at once (each one's programs, job and tasks in order)."""
         await self._aready(create_topics=True)
         job_ids = [submission.job.job_id for submission in submissions]
         where = await asyncio.to_thread(positions_of, self._admin, self.registry, job_ids)
         producer = self._get_producer()
-        await asyncio.gather(*(publish(producer, self.registry, s) for s in submissions))
+        await asyncio.gather(*(publish(producer, self.registry, s, self._blobs) for s in submissions))
         now = time.perf_counter()
         # Not kept in self._submitted: an optimizer makes many of these, read once, right away.
         submitted = [_Submitted(s, w, now) for s, w in zip(submissions, where, strict=True)]
@@ -735,6 +779,10 @@ class Client:
         except BaseException:
             await tail.cancel()
             raise
+        if not isinstance(status, JobStatus):  # an evaluation's id never carries an optimization's status
+            raise JobError(
+                f"job {job.job_id} has a {status.kind} status, not an evaluation's", job_id=job.job_id
+            )
         records = await tail.finish(status)
         stopped = stopped_early(status, records, max_errors=job.max_errors, max_cost_usd=job.max_cost_usd)
         elapsed = time.perf_counter() - submitted.submitted_at

@@ -20,7 +20,15 @@ from dspex.client._reader import AsyncPartitionReader, PartitionReader, keyed
 from dspex.client.progress import JobProgress
 from dspex.client.results import dedupe, first_unseen
 from dspex.errors import JobError, KafkaError, SchemaError, TopicError
-from dspex.schemas import JobStatus, OptimizeStatus, ScoreRecord, StatusMessage, WorkerHeartbeat, decode
+from dspex.schemas import (
+    JobStatus,
+    OptimizeStatus,
+    ScoreRecord,
+    StatusMessage,
+    WorkerHeartbeat,
+    decode,
+    is_usage_report,
+)
 from dspex.streams.admin import GroupLag, KafkaAdmin
 from dspex.streams.config import KafkaSettings
 from dspex.streams.topics import TopicRegistry
@@ -71,15 +79,18 @@ class Follow:
     on_status: Callable[[Any], None] | None = None  # sees every status read (a caller's own display)
 
 
-def _decode_status(value: bytes | None) -> Any:
+def _decode_status(value: bytes | None) -> JobStatus | OptimizeStatus | None:
     try:
-        return decode(value, StatusMessage)
+        status: JobStatus | OptimizeStatus = decode(value, StatusMessage)  # a union: decode gives Any
     except SchemaError as exc:
         logger.warning("skipping an unreadable status: %s", exc)
         return None
+    return status
 
 
-async def read_status(settings: KafkaSettings, registry: TopicRegistry, job_id: str) -> Any:
+async def read_status(
+    settings: KafkaSettings, registry: TopicRegistry, job_id: str
+) -> JobStatus | OptimizeStatus | None:
     """The latest status of ``job_id`` (JobStatus or OptimizeStatus), or None if it has none."""
     async with _reader(settings, registry.name("status")) as (reader, run):
         try:
@@ -88,20 +99,22 @@ async def read_status(settings: KafkaSettings, registry: TopicRegistry, job_id: 
             return None
         await run(reader.assign, {partition: None})
         values = keyed(await run(reader.read_to_end), job_id)
-    latest = None
+    latest: JobStatus | OptimizeStatus | None = None
     for value in values:
         latest = None if value is None else (_decode_status(value) or latest)
     return latest
 
 
-async def follow_status(settings: KafkaSettings, registry: TopicRegistry, follow: Follow) -> Any:
+async def follow_status(
+    settings: KafkaSettings, registry: TopicRegistry, follow: Follow
+) -> JobStatus | OptimizeStatus:
     """Wait until ``follow.job_id`` reaches a terminal state; returns that status.
 
     JobError when ``follow.timeout`` seconds pass first (the job keeps running).
     """
     loop = asyncio.get_running_loop()
     deadline = None if follow.timeout is None else loop.time() + follow.timeout
-    latest: Any = None
+    latest: JobStatus | OptimizeStatus | None = None
     async with _reader(settings, registry.name("status")) as (reader, run):
         partition = follow.partition
         if partition is None:
@@ -330,6 +343,8 @@ def _start_offset(reader: PartitionReader, partition: int, status: Any) -> int |
 def _scores(values: Iterable[bytes | None]) -> list[ScoreRecord]:
     records = []
     for value in values:
+        if is_usage_report(value):  # a cancelled run's LM usage (the aggregator's), never a result
+            continue
         try:
             records.append(decode(value, ScoreRecord))
         except SchemaError as exc:

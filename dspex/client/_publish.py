@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,8 +13,10 @@ from pydantic import BaseModel
 
 from dspex.client._submit import Submission
 from dspex.errors import DspexError
+from dspex.observability.tracing import kafka as tracing_kafka
 from dspex.schemas import Cancel
 from dspex.streams.admin import KafkaAdmin
+from dspex.streams.blobs import BlobRef, BlobWriter
 from dspex.streams.partitioner import partition_for
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.serde import to_record
@@ -53,13 +56,24 @@ def positions_of(admin: KafkaAdmin, registry: TopicRegistry, job_ids: Sequence[s
     return [Positions(s, ends[(status, s)], r, ends[(scores, r)]) for s, r in where]
 
 
-async def publish(producer: AsyncProducer, registry: TopicRegistry, submission: Submission) -> None:
-    """Candidates, then the job, then its tasks, each acknowledged before the next starts, so a
-    worker that sees a task finds its program and its job."""
+async def publish(
+    producer: AsyncProducer,
+    registry: TopicRegistry,
+    submission: Submission,
+    blobs: BlobWriter | None = None,
+) -> None:
+    """Large values (blobs topic), candidates, then the job, then its tasks, each acknowledged
+    before the next starts, so a worker that sees a task finds its values, its program and its job.
+    ``blobs`` remembers the values it wrote before (None: a writer for this submission only)."""
+    refs: dict[str, BlobRef] = {}
+    if submission.blobs.values:
+        writer = blobs or BlobWriter()
+        refs = await writer.write_all(producer, registry.name("blobs"), submission.blobs.values)
     await _send_all(producer, registry, "candidates", submission.specs)
     await _send_all(producer, registry, "jobs", [submission.job])
     try:
-        await _send_all(producer, registry, "tasks", submission.tasks())
+        with tracing_kafka.job_submitted(submission.job):  # the span each example's trace links to
+            await _send_all(producer, registry, "tasks", submission.tasks(refs))
     except (Exception, asyncio.CancelledError) as exc:
         # The job is out and some of its tasks are not: it could never complete. Say so, so that
         # it fails (``tasks_missing``) and the workers skip the tasks that did go out.
@@ -86,7 +100,8 @@ async def _send_all(
     topic = registry.name(role)
     pending: list[asyncio.Future[Any]] = []
     for model in models:
-        record = to_record(model, role=role)
+        with tracing_kafka.submitted(model) if role == "tasks" else nullcontext():  # each example a trace
+            record = to_record(model, role=role)
         pending.append(await producer.send(topic, record.value, key=record.key, headers=record.headers))
         if len(pending) >= _ACK_CHUNK:
             await asyncio.gather(*pending)

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dspex.adapters.types.base_type import has_custom_type_marker
+from dspex.adapters.types.image import check_images
 from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError, MetricError, SecurityPolicyError
 from dspex.lm import LM, BaseLM
@@ -31,6 +33,7 @@ from dspex.schemas import (
     program_candidate_id,
 )
 from dspex.serialization import dump_program, load_program
+from dspex.streams.blobs import BlobPlan, BlobRef, BlobSettings, plan_blobs
 
 __all__ = [
     "Limits",
@@ -38,6 +41,7 @@ __all__ = [
     "Submission",
     "build_submission",
     "check_priority",
+    "in_flight_budget",
     "lm_spec",
     "metric_spec",
     "new_job_id",
@@ -64,20 +68,23 @@ class Submission:
     input_keys: list[list[str]]
     metric: str
     program_ids: list[str] = field(default_factory=list)  # one per program given, duplicates kept
+    blobs: BlobPlan = field(default_factory=BlobPlan)  # values that travel through the blobs topic
 
-    def tasks(self) -> Iterator[Task]:
-        """Every task, candidate by candidate, in example order."""
+    def tasks(self, refs: Mapping[str, BlobRef] | None = None) -> Iterator[Task]:
+        """Every task, candidate by candidate, in example order; large values as their ``refs``."""
         lm = self.job.lm
+        refs = refs or {}
         for candidate_id in self.job.candidate_ids:
             for index, row in enumerate(self.rows):
                 yield Task.build(
                     job_id=self.job.job_id,
                     candidate_id=candidate_id,
                     example_index=index,
-                    example=row,
+                    example=self.blobs.apply(index, row, refs),
                     input_keys=self.input_keys[index],
                     lm=lm,
                     priority=self.job.priority,
+                    max_in_flight=self.job.max_in_flight,
                 )
 
 
@@ -91,6 +98,8 @@ class Limits:
     """What a job is called and where it stops: ``max_errors`` failed examples, ``max_cost_usd``.
 
     ``priority``: its share of the predictors against other jobs (None: ``normal``).
+    ``num_threads``: how many of its tasks may run at once per predictor (None: no cap of its own),
+    clamped to ``in_flight_allowance`` (the live predictors' ``--concurrency``; None: unknown).
     """
 
     name: str | None = None
@@ -100,6 +109,8 @@ class Limits:
     source: str | None = None
     parent_job_id: str | None = None  # the optimization that asked for the job
     priority: str | None = None
+    num_threads: int | None = None
+    in_flight_allowance: int | None = None
 
 
 def build_submission(
@@ -110,15 +121,19 @@ def build_submission(
     policy: Policy,
     limits: Limits,
     job_id: str | None = None,
+    blob_settings: BlobSettings | None = None,
 ) -> Submission:
     """Check everything and build the messages; raises before anything reaches Kafka.
 
-    ``metric``: anything :func:`metric_spec` takes, or a MetricSpec used as it is.
+    ``metric``: anything :func:`metric_spec` takes, or a MetricSpec used as it is. Input values
+    over ``blob_settings.threshold_bytes`` go through the blobs topic; one too large, or an image
+    that cannot be read, is an InputError naming the field and the example.
     """
     if not programs:
         raise ConfigurationError("no programs to evaluate: pass at least one")
     spec = metric if isinstance(metric, MetricSpec) else metric_spec(metric, policy.allow_modules)
     examples, rows, input_keys = _examples(devset)
+    blobs = plan_blobs(rows, input_keys, blob_settings or BlobSettings())
     dumped = [_dump(program, policy) for program in programs]
     program_ids = [program_candidate_id(data) for data in dumped]
     lm = lm_spec(current_settings().lm)
@@ -127,7 +142,7 @@ def build_submission(
     unique = dict(zip(program_ids, dumped, strict=True))  # the same program twice runs once
     specs = [ProgramSpec(candidate_id=cid, program=data, job_id=job_id) for cid, data in unique.items()]
     job = _job(job_id, list(unique), spec, lm, len(rows), input_keys, limits)
-    return Submission(job, specs, examples, rows, input_keys, spec.name, program_ids)
+    return Submission(job, specs, examples, rows, input_keys, spec.name, program_ids, blobs=blobs)
 
 
 def _job(
@@ -141,6 +156,7 @@ def _job(
 ) -> EvalJob:
     keys = sorted({key for keys in input_keys for key in keys})
     priority = check_priority(limits.priority)
+    max_in_flight, asked = in_flight_budget(limits.num_threads, limits.in_flight_allowance)
     if not math.isfinite(limits.failure_score):
         raise ConfigurationError(f"failure_score must be a finite number, got {limits.failure_score!r}")
     try:
@@ -157,9 +173,25 @@ def _job(
             dataset=DatasetSummary(name=limits.name, source=limits.source, input_keys=keys),
             parent_job_id=limits.parent_job_id,
             priority=priority,
+            max_in_flight=max_in_flight,
+            max_in_flight_asked=asked,
         )
     except ValidationError as exc:
         raise ConfigurationError(f"invalid evaluation job: {exc}") from exc
+
+
+def in_flight_budget(num_threads: int | None, allowance: int | None) -> tuple[int | None, int | None]:
+    """The job's ``max_in_flight`` and, when the allowance clamped it, what was asked.
+
+    ConfigurationError unless ``num_threads`` is a positive whole number (or None).
+    """
+    if num_threads is None:
+        return None, None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ConfigurationError(f"num_threads must be a whole number >= 1, got {num_threads!r}")
+    if allowance is not None and num_threads > allowance:
+        return allowance, num_threads
+    return num_threads, None
 
 
 def check_priority(priority: str | None) -> Priority | None:
@@ -228,9 +260,22 @@ def _examples(devset: Sequence[Example]) -> tuple[list[Example], list[dict[str, 
             raise ConfigurationError(
                 f"devset example {index} has no input fields marked; call example.with_inputs('question')"
             )
-        rows.append(example.to_dict())
+        row = example.to_dict()
+        if _may_hold_images(row):  # an Image becomes its marked text; lists of them lists of those
+            check_images(example, f"example {index}")
+        rows.append(row)
         keys.append(sorted(example.input_keys))
     return examples, rows, keys
+
+
+def _may_hold_images(row: Mapping[str, Any]) -> bool:
+    for value in row.values():  # a loop, not any(): this runs once per example of every job
+        if type(value) is str:
+            if has_custom_type_marker(value):
+                return True
+        elif isinstance(value, list | tuple):
+            return True
+    return False
 
 
 def _dump(program: Module | Mapping[str, Any], policy: Policy) -> dict[str, Any]:

@@ -187,7 +187,9 @@ class DevBroker:
 
     def is_fetched(self) -> bool:
         """Whether the jars are already in the cache folder."""
-        return (self.libs_dir / _FETCHED_MARKER).is_file()
+        # a cache fetched before the pom named kafka-tools lacks the console tools: fetched again
+        tools = self.libs_dir / f"kafka-tools-{kafka_version()}.jar"
+        return (self.libs_dir / _FETCHED_MARKER).is_file() and tools.is_file()
 
     def fetch(self) -> Path:
         """Copy Kafka's jars from Maven Central into the cache folder, once; returns the libs folder."""
@@ -205,8 +207,13 @@ class DevBroker:
             pom.write_text(_resource_text(POM_RESOURCE), encoding="utf-8")
             self._run_maven(mvn, pom, staging / "libs")
             (staging / "libs" / _FETCHED_MARKER).write_text(kafka_version(), encoding="utf-8")
-            shutil.rmtree(self.libs_dir, ignore_errors=True)
-            (staging / "libs").rename(self.libs_dir)
+            if self.libs_dir.is_dir():
+                # jars only added: a broker running from this folder keeps every jar it has
+                for jar in sorted((staging / "libs").iterdir()):
+                    if not (self.libs_dir / jar.name).exists() or jar.name == _FETCHED_MARKER:
+                        shutil.copy2(jar, self.libs_dir / jar.name)
+            else:
+                (staging / "libs").rename(self.libs_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

@@ -56,7 +56,7 @@ from dspex.evaluate._calls import (
 from dspex.evaluate.display import Progress, construct_result_table, print_result_table
 from dspex.evaluate.result import EvaluationResult, ExampleResult, dspy_rows, write_csv, write_json
 from dspex.lm.usage import UsageTracker, track_usage
-from dspex.metrics import metric_name, resolve_metric, score_of
+from dspex.metrics import MetricLike, metric_name, resolve_metric, score_of
 from dspex.primitives import Example, Prediction
 from dspex.utils.callback import with_callbacks
 
@@ -101,7 +101,7 @@ class Evaluate:
         self,
         *,
         devset: Sequence[Example],
-        metric: Any = None,
+        metric: MetricLike | None = None,
         num_threads: int | None = None,
         display_progress: bool = False,
         display_table: bool | int = False,
@@ -145,7 +145,7 @@ class Evaluate:
     def __call__(
         self,
         program: Any,
-        metric: Any = None,
+        metric: MetricLike | None = None,
         devset: Sequence[Example] | None = None,
         num_threads: int | None = None,
         display_progress: bool | None = None,
@@ -175,7 +175,7 @@ class Evaluate:
     async def acall(
         self,
         program: Any,
-        metric: Any = None,
+        metric: MetricLike | None = None,
         devset: Sequence[Example] | None = None,
         num_threads: int | None = None,
         display_progress: bool | None = None,

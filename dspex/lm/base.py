@@ -110,13 +110,14 @@ class BaseLM:
 
     def __call__(
         self, prompt: str | None = None, messages: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any
-    ) -> list[Any]:
-        """``lm("hi")`` / ``lm(messages=[...])``: the answer texts, one per choice."""
+    ) -> list[str | dict[str, Any]]:
+        """``lm("hi")`` / ``lm(messages=[...])``: the answer texts, one per choice (with tool calls,
+        ``{"text": ..., "tool_calls": [...]}`` as DSPy gives them)."""
         return run_sync(self.acall(prompt, messages, **kwargs))
 
     async def acall(
         self, prompt: str | None = None, messages: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any
-    ) -> list[Any]:
+    ) -> list[str | dict[str, Any]]:
         """Async ``__call__``."""
         chat = list(messages) if messages is not None else [{"role": "user", "content": prompt or ""}]
         response = await call_lm(self, chat, kwargs)

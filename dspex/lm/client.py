@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import io
 import json
 import logging
 import os
@@ -517,7 +518,7 @@ class LM(BaseLM):
             async with asyncio.timeout(self.timeout):
                 async with session.post(
                     url,
-                    data=payload,
+                    data=_body(payload),
                     headers=self._headers(),
                     timeout=self._http_timeout,
                     allow_redirects=False,
@@ -617,6 +618,15 @@ _REQUEST_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), a
 
 def _encode_json(body: Mapping[str, Any]) -> bytes:
     return _REQUEST_ENCODER.encode(body).encode("utf-8")
+
+
+# aiohttp warns (ResourceWarning) when given more raw bytes than this; a file object is streamed.
+_LARGE_BODY_BYTES = 1024 * 1024
+
+
+def _body(payload: bytes) -> bytes | io.BytesIO:
+    """The request body as aiohttp takes it without a warning (requests with images run to MBs)."""
+    return io.BytesIO(payload) if len(payload) > _LARGE_BODY_BYTES else payload
 
 
 def _body_text(raw: bytes, charset: str | None) -> str:

@@ -26,6 +26,14 @@ the bucket and the next ones wait for it to refill).
 
 The limiter is safe to share across threads and event loops (waiters are woken on their own loop).
 ``LM(..., limiter=True)`` uses one per API base for the process.
+
+Calls waiting for a slot are served per flow in turn, not first come first served: a worker runs
+each job's calls inside ``limiter_flow(job_id)``, and a freed slot goes to the next flow with a
+waiting call (round robin), so a small job's calls do not wait behind every call a big job queued
+before them. Within a flow, and for calls outside any flow (one flow of their own), arrival order.
+
+    with limiter_flow("job-1"):
+        await lm.acall(...)  # waits its turn among the flows, not behind every earlier call
 """
 
 from __future__ import annotations
@@ -34,11 +42,25 @@ import asyncio
 import collections
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from dspex.errors import ConfigurationError, LMRateLimitError, LMTimeoutError
 
-__all__ = ["AdaptiveLimiter", "limiter_for"]
+__all__ = ["AdaptiveLimiter", "limiter_flow", "limiter_for"]
+
+_FLOW: ContextVar[str] = ContextVar("dspex_limiter_flow", default="")
+
+
+@contextmanager
+def limiter_flow(key: str) -> Iterator[None]:
+    """Wait for limiter slots as flow ``key`` in this context (flows take turns; see the module docs)."""
+    token = _FLOW.set(key)
+    try:
+        yield
+    finally:
+        _FLOW.reset(token)
 
 
 class AdaptiveLimiter:
@@ -73,7 +95,10 @@ class AdaptiveLimiter:
         self._in_flight = 0
         self._hold_until = 0.0
         self._lock = threading.Lock()
-        self._waiters: collections.deque[_Waiter] = collections.deque()
+        # Waiting calls per flow; `_turns` holds the flows with waiters, the next one to serve first.
+        self._waiters: dict[str, collections.deque[_Waiter]] = {}
+        self._turns: collections.deque[str] = collections.deque()
+        self._queued = 0
         self._requests = _Bucket(max_rps, max_rps, clock) if max_rps else None
         self._tokens = _Bucket(max_tpm / 60.0, max_tpm / 6.0, clock) if max_tpm else None
 
@@ -92,15 +117,20 @@ class AdaptiveLimiter:
         """How many calls hold a slot now."""
         return self._in_flight
 
+    @property
+    def waiting(self) -> int:
+        """How many calls wait for a slot now (cancelled ones included until their turn comes)."""
+        return self._queued
+
     async def acquire(self) -> None:
         """Wait for a free slot."""
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self._in_flight < int(self._limit) and not self._waiters:
+            if self._in_flight < int(self._limit) and not self._queued:
                 self._in_flight += 1
                 return
             waiter = _Waiter(loop)
-            self._waiters.append(waiter)
+            self._enqueue_locked(_FLOW.get(), waiter)
         try:
             await waiter.future
         except asyncio.CancelledError:
@@ -159,9 +189,29 @@ class AdaptiveLimiter:
         """Hold a slot for one call; its outcome (success, overload, other error) adjusts the limit."""
         return _Slot(self)
 
+    def _enqueue_locked(self, flow: str, waiter: _Waiter) -> None:
+        queue = self._waiters.get(flow)
+        if queue is None:
+            queue = self._waiters[flow] = collections.deque()
+            self._turns.append(flow)  # a flow that starts waiting joins at the end of the round
+        queue.append(waiter)
+        self._queued += 1
+
+    def _next_waiter_locked(self) -> _Waiter:
+        flow = self._turns[0]
+        queue = self._waiters[flow]
+        waiter = queue.popleft()
+        self._queued -= 1
+        if queue:
+            self._turns.rotate(-1)
+        else:
+            del self._waiters[flow]
+            self._turns.popleft()
+        return waiter
+
     def _wake_locked(self) -> None:
-        while self._waiters and self._in_flight < int(self._limit):
-            waiter = self._waiters.popleft()
+        while self._queued and self._in_flight < int(self._limit):
+            waiter = self._next_waiter_locked()
             if waiter.future.done():  # cancelled while queued
                 continue
             self._in_flight += 1

@@ -20,8 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
+from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from dspex.adapters.types.base_type import Type, has_custom_type_marker
 from dspex.signatures import IS_TYPE_UNDEFINED, Signature
 
 __all__ = ["InputPlan", "check_inputs", "input_plan", "is_value_compatible", "type_name"]
@@ -125,9 +127,20 @@ def _checker(annotation: Any) -> Check:
     # The common case, a plain class, as one isinstance (str also takes a list of str, as DSPy allows).
     if annotation is str:
         return lambda value: isinstance(value, str) or _all_str(value)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return lambda value: isinstance(value, annotation) or _wire_form(value, annotation)
     if isinstance(annotation, type) and get_origin(annotation) is None and not get_args(annotation):
         return lambda value: isinstance(value, annotation)
     return lambda value: is_value_compatible(value, annotation)
+
+
+def _wire_form(value: Any, annotation: type[BaseModel]) -> bool:
+    # How an Image, a History or another model arrives in a worker: a special type's formatted
+    # (marked) text, or the model's dump, which the adapters format as they do the object. Not a
+    # mismatch, so no warning (one quoting megabytes of image data, once per task).
+    if isinstance(value, str):
+        return issubclass(annotation, Type) and has_custom_type_marker(value)
+    return isinstance(value, dict) and bool(value) and set(value) <= set(annotation.model_fields)
 
 
 def _all_str(value: Any) -> bool:

@@ -77,7 +77,7 @@ def _completions_of(votes: Votes) -> tuple[list[Example | Mapping[str, Any]], An
 def _default_field(completions: list[Example | Mapping[str, Any]], signature: Any) -> str:
     outputs = getattr(signature, "output_fields", None)
     if outputs:
-        return list(outputs)[-1]
+        return str(list(outputs)[-1])
     return list(completions[0].keys())[-1]
 
 

@@ -31,7 +31,8 @@ from dspex.errors import ConfigurationError, InputError, ProgramLoadError, Signa
 from dspex.ids import canonical_json
 from dspex.lm import LM, BaseLM, LMSettings
 from dspex.modules._inputs import check_inputs, input_plan
-from dspex.primitives import Example, Module, Prediction, record_trace_step
+from dspex.primitives import Example, Prediction, record_trace_step
+from dspex.primitives.module import Predictor
 from dspex.signatures import Signature, ensure_signature
 
 __all__ = ["ADAPTERS_BY_NAME", "Predict", "serialize_object"]
@@ -50,7 +51,7 @@ _LOW_TEMPERATURE = 0.15
 _N_TEMPERATURE = 0.7
 
 
-class Predict(Module):
+class Predict(Predictor):
     """A predictor: formats the signature, inputs and demos for the LM, and parses its answer.
 
     ``Predict(signature, callbacks=None, **config)`` as in DSPy: ``**config`` are request options for

@@ -169,9 +169,10 @@ class ProgramOfThought(Module):
         inputs = {name: kwargs[name] for name in self.signature.input_fields if name in kwargs}
         async with interpreter_session(interpreter, self._interpreter_factory) as session:
             code, output = await self._run_until_success(session, inputs)
-        return await call_predictor(
+        answer: Prediction = await call_predictor(
             self.generate_output, **inputs, final_generated_code=code, code_output=output
         )
+        return answer
 
     def forward(self, interpreter: CodeInterpreter | None = None, /, **kwargs: Any) -> Prediction:
         """DSPy's sync entry point: the same call as :meth:`aforward`."""

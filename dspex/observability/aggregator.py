@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,6 +34,7 @@ __all__ = ["AggregatorMetrics"]
 logger = logging.getLogger(__name__)
 
 _TERMINAL = frozenset(metrics.JOB_FINAL_STATES)
+_ENDED_REMEMBERED = 100_000  # job ids, about 10 MB: far more than finish within the late-usage window
 
 
 class AggregatorMetrics:
@@ -56,7 +58,12 @@ class AggregatorMetrics:
         self.server = None
         if serve:
             self.server = MetricsServer(
-                kind="aggregate", worker_id=worker_id, host=host, port=port, targets_dir=targets_dir
+                kind="aggregate",
+                worker_id=worker_id,
+                host=host,
+                port=port,
+                targets_dir=targets_dir,
+                labels={"prefix": prefix},
             )
         groups = pipeline_groups(prefix)
         self.lag = GroupLagExporter(settings, groups, interval=lag_interval, on_poll=self.sync)
@@ -64,6 +71,9 @@ class AggregatorMetrics:
         self._stats = stats
         self._exported: dict[str, int] = {}
         self._seen: dict[str, float] = {}  # running job -> monotonic time of its last status
+        # Jobs already counted as finished: a terminal status is sent again when usage arrives
+        # late (issue 18's cost truth), and the job must count once. Oldest forgotten first.
+        self._ended: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def start(self) -> AggregatorMetrics:
@@ -90,13 +100,23 @@ class AggregatorMetrics:
         if state in _TERMINAL:
             with self._lock:
                 self._seen.pop(job_id, None)
-            metrics.job_ended(job_id, state)
+                first = self._remember_ended(job_id)
+            metrics.job_ended(job_id, state if first else None)
             return
         with self._lock:
             self._seen[job_id] = time.monotonic()
         usage = status.get("usage") or {}
         done, total = int(status.get("done") or 0), int(status.get("total_tasks") or 0)
         metrics.job_progress(job_id, done=done, total=total, cost_usd=float(usage.get("cost_usd") or 0.0))
+
+    def _remember_ended(self, job_id: str) -> bool:
+        """Whether this is the job's first terminal status here (the caller holds the lock)."""
+        if job_id in self._ended:
+            return False
+        self._ended[job_id] = None
+        if len(self._ended) > _ENDED_REMEMBERED:
+            self._ended.popitem(last=False)
+        return True
 
     def sync(self) -> None:
         """Mirror the aggregator's counters and drop the series of jobs no longer reported here."""

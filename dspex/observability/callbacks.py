@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 from dspex.errors import CodeExecutionError
 from dspex.lm.events import LMAttempt, LMRequest
@@ -114,7 +114,7 @@ def sandbox_outcome(exception: BaseException | None) -> metrics.SandboxOutcome:
         return "ok"
     kind = getattr(exception, "kind", None)  # the sandbox's errors name their failure kind
     if kind in metrics.SANDBOX_OUTCOMES:
-        return kind
+        return cast(metrics.SandboxOutcome, kind)  # one of them, checked just above
     if isinstance(exception, CodeExecutionError | SyntaxError):
         return "code_error"
     return "other"

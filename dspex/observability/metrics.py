@@ -146,7 +146,7 @@ __all__ = [
 
 # The *_created companion series double every counter and histogram; nothing reads them, and
 # promtool wants counters to look like counters.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 ConsumeOutcome = Literal["ok", "skipped", "dead_lettered"]
 CONSUME_OUTCOMES: Final = ("ok", "skipped", "dead_lettered")

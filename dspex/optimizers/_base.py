@@ -307,13 +307,13 @@ class Teleprompter:
 
     def compile(
         self,
-        student: Any,
+        student: Module,
         *,
         trainset: Sequence[Example] | None = None,
         teacher: Module | None = None,
         valset: Sequence[Example] | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> Module:
         """Sync form of ``acompile`` (inside async code, ``await optimizer.acompile(...)``)."""
         if type(self).acompile is Teleprompter.acompile:
             raise NotImplementedError(f"{type(self).__name__} defines neither compile nor acompile")
@@ -322,7 +322,7 @@ class Teleprompter:
         kwargs.update({name: value for name, value in given.items() if value is not None})
         return run_sync(self.acompile(student, **kwargs))
 
-    async def acompile(self, *args: Any, **kwargs: Any) -> Any:
+    async def acompile(self, *args: Any, **kwargs: Any) -> Module:
         """The optimized program; a subclass that only defines ``compile`` runs it in a thread."""
         if type(self).compile is Teleprompter.compile:
             raise NotImplementedError(f"{type(self).__name__} defines neither compile nor acompile")
@@ -388,7 +388,7 @@ def _stepwise_acompile(cls: type[Teleprompter]) -> Callable[..., Any]:
 def _sync_compile(cls: type[Teleprompter]) -> Callable[..., Any]:
     """``cls.compile``: the generic sync wrapper, showing ``cls.acompile``'s signature."""
 
-    def compile(self: Teleprompter, *args: Any, **kwargs: Any) -> Any:
+    def compile(self: Teleprompter, *args: Any, **kwargs: Any) -> Module:
         return Teleprompter.compile(self, *args, **kwargs)
 
     signature = inspect.signature(cls.acompile)

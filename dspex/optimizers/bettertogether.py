@@ -27,6 +27,7 @@ from typing import Any
 from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError
 from dspex.evaluate import Evaluate
+from dspex.metrics import TraceMetric
 from dspex.optimizers._base import Teleprompter
 from dspex.optimizers.finetune import (
     BootstrapFinetune,
@@ -64,7 +65,7 @@ class BetterTogether(Teleprompter):
 
     STRAT_SEP = " -> "
 
-    def __init__(self, metric: Any, **optimizers: Teleprompter) -> None:
+    def __init__(self, metric: TraceMetric, **optimizers: Teleprompter) -> None:
         super().__init__()
         self.metric = metric
         if not optimizers:

@@ -37,7 +37,7 @@ from pydantic_core import to_jsonable_python
 from dspex.errors import ConfigurationError
 from dspex.ids import content_id
 from dspex.lm import LM, Usage
-from dspex.metrics import resolve_metric, score_of
+from dspex.metrics import TraceMetric, resolve_metric, score_of
 from dspex.optimizers._base import (
     Optimizer,
     OptimizerRun,
@@ -356,7 +356,7 @@ class BootstrapFewShot(Optimizer):
 
     def __init__(
         self,
-        metric: Any = None,
+        metric: TraceMetric | str | None = None,
         metric_threshold: float | None = None,
         teacher_settings: Mapping[str, Any] | None = None,
         max_bootstrapped_demos: int = 4,

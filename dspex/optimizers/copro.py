@@ -38,7 +38,7 @@ from dspex.errors import ConfigurationError
 from dspex.evaluate import EvaluationResult
 from dspex.lm import LM
 from dspex.lm.usage import Usage
-from dspex.metrics import resolve_metric
+from dspex.metrics import MetricLike, resolve_metric
 from dspex.modules import Predict
 from dspex.optimizers._base import (
     Optimizer,
@@ -104,7 +104,7 @@ class COPRO(Optimizer):
     def __init__(
         self,
         prompt_model: LM | None = None,
-        metric: Any = None,
+        metric: MetricLike | None = None,
         breadth: int = 10,
         depth: int = 3,
         init_temperature: float = 1.4,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pydantic import ConfigDict
 
-from dspex.modules import Predict
+from dspex.primitives.module import Predictor
 from dspex.signatures import InputField, OutputField, Signature
 
 __all__ = [
@@ -118,7 +118,7 @@ def summary(depth: int, scores: list[float]) -> dict[str, float]:
     }
 
 
-def current_setting(predictor: Predict) -> Setting:
+def current_setting(predictor: Predictor) -> Setting:
     signature = predictor.signature
     last = list(signature.output_fields.values())[-1]
     return signature.instructions, last.prefix

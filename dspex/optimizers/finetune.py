@@ -30,6 +30,7 @@ from dspex.adapters import ChatAdapter
 from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError
 from dspex.lm.base import BaseLM
+from dspex.metrics import TraceMetric
 from dspex.modules import Predict
 from dspex.optimizers._base import Teleprompter, check_structure
 from dspex.optimizers.bootstrap_trace import bootstrap_trace_data
@@ -71,7 +72,7 @@ class BootstrapFinetune(FinetuneTeleprompter):
 
     def __init__(
         self,
-        metric: Any = None,
+        metric: TraceMetric | None = None,
         multitask: bool = True,
         train_kwargs: Mapping[Any, Any] | None = None,
         adapter: Any = None,

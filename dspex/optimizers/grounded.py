@@ -40,6 +40,7 @@ from dspex.lm import LM
 from dspex.modules import Predict
 from dspex.optimizers.proposal import Proposal, propose_text
 from dspex.primitives import Example, Module
+from dspex.primitives.module import Predictor
 from dspex.signatures import InputField, OutputField, Signature
 
 __all__ = [
@@ -155,18 +156,18 @@ def program_code(program: Module) -> str:
     return "\n".join(lines)
 
 
-def module_outline(predictor: Predict) -> str:
+def module_outline(predictor: Predictor) -> str:
     signature = predictor.signature
     inputs, outputs = ", ".join(signature.input_fields), ", ".join(signature.output_fields)
     return f"{type(predictor).__name__}({inputs}) -> {outputs}"
 
 
-def _example_text(example: Example, predictor: Predict) -> str:
+def _example_text(example: Example, predictor: Predictor) -> str:
     fields = predictor.signature.fields.values()
     return "\n".join(f"{spec.prefix} {example.get(spec.name)}" for spec in fields if spec.name in example)
 
 
-def task_demos(demo_sets: Sequence[Sequence[Example]], demo_set: int, predictor: Predict) -> str:
+def task_demos(demo_sets: Sequence[Sequence[Example]], demo_set: int, predictor: Predictor) -> str:
     """Up to three bootstrapped demos from set ``demo_set`` and the sets after it (wrapping around).
 
     Demo set 0 is the zero-shot program's (no demos), so a proposal for it sees none, as in DSPy.

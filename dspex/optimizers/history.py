@@ -100,7 +100,8 @@ class TrialHistory:
 
     def to_dict(self) -> dict[str, Any]:
         """The history as JSON data (the form checkpoints hold it in)."""
-        return _HISTORY.dump_python(self, mode="json")
+        data: dict[str, Any] = _HISTORY.dump_python(self, mode="json")
+        return data
 
     def __repr__(self) -> str:
         return (

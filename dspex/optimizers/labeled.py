@@ -13,7 +13,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dspex.metrics import resolve_metric
+from dspex.metrics import MetricLike, resolve_metric
 from dspex.optimizers._base import (
     Optimizer,
     OptimizerRun,
@@ -68,7 +68,7 @@ class LabeledFewShot(Optimizer):
         trainset: Sequence[Example],
         sample: bool = True,
         valset: Sequence[Example] | None = None,
-        metric: Any = None,
+        metric: MetricLike | None = None,
         executor: Executor | None = None,
         state: Mapping[str, Any] | None = None,
         **unknown: Any,
@@ -82,7 +82,7 @@ class LabeledFewShot(Optimizer):
         # and a caller offering every optimizer the same keywords, as BetterTogether does, may give it).
         val = None if valset is None or metric is None else check_examples("valset", valset)
         resolved = None
-        if val is not None:
+        if val is not None and metric is not None:
             resolved = resolve_metric(metric)
             check_labels("valset", val, resolved)
         budget = Budget(self._budget.max_lm_calls, self._budget.max_cost_usd)

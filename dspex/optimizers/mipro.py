@@ -37,7 +37,7 @@ from typing import Any
 
 from dspex.errors import ConfigurationError
 from dspex.lm import LM
-from dspex.metrics import resolve_metric
+from dspex.metrics import TraceMetric, resolve_metric
 from dspex.optimizers._base import Optimizer, check_examples, check_int, check_labels, reject_unknown
 from dspex.optimizers.bootstrap import BootstrapSettings, check_teacher_settings
 from dspex.optimizers.budget import Budget
@@ -93,7 +93,7 @@ class MIPROv2(Optimizer):
 
     def __init__(
         self,
-        metric: Any,
+        metric: TraceMetric | str,
         prompt_model: LM | None = None,
         task_model: LM | None = None,
         teacher_settings: Mapping[str, Any] | None = None,

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from dspex.errors import ConfigurationError
 from dspex.evaluate import EvaluationResult
 from dspex.lm.usage import Usage
-from dspex.metrics import resolve_metric
+from dspex.metrics import TraceMetric, resolve_metric
 from dspex.optimizers._base import (
     Optimizer,
     OptimizerRun,
@@ -113,7 +113,7 @@ class BootstrapFewShotWithRandomSearch(Optimizer):
 
     def __init__(
         self,
-        metric: Any,
+        metric: TraceMetric | str,
         teacher_settings: Mapping[str, Any] | None = None,
         max_bootstrapped_demos: int = 4,
         max_labeled_demos: int = 16,

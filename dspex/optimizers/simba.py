@@ -44,7 +44,7 @@ from dspex.errors import ConfigurationError
 from dspex.evaluate import EvaluationResult
 from dspex.lm import LM
 from dspex.lm.usage import Usage
-from dspex.metrics import resolve_metric
+from dspex.metrics import MetricLike, resolve_metric
 from dspex.modules import Predict
 from dspex.optimizers._base import (
     Optimizer,
@@ -107,7 +107,7 @@ class SIMBA(Optimizer):
 
     def __init__(
         self,
-        metric: Any = None,
+        metric: MetricLike | None = None,
         *,
         bsize: int = 32,
         num_candidates: int = 6,

@@ -192,7 +192,8 @@ def rule_lm(prompt_model: LM | None, student: Module) -> LM | None:
         return None
     lms = {id(p.lm): p.lm for p in student.predictors() if p.lm is not None}
     if len(lms) == 1:
-        return next(iter(lms.values()))
+        only: LM = next(iter(lms.values()))
+        return only
     raise ConfigurationError(
         "SIMBA needs an LM to write its rules: give prompt_model=, or configure one "
         "(dspex.configure(lm=...) or `with dspex.context(lm=...)`)"

@@ -103,7 +103,8 @@ def resolve_interpreter_factory(factory: InterpreterFactory | None = None) -> In
     if configured is None:
         return PythonInterpreter
     check_factory(configured, "settings.interpreter_factory")
-    return configured
+    checked: InterpreterFactory = configured
+    return checked
 
 
 def create_interpreter(factory: InterpreterFactory | None = None) -> CodeInterpreter:

@@ -20,6 +20,7 @@ import functools
 import inspect
 import logging
 import re
+from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -40,11 +41,12 @@ from dspex.primitives.prediction import Prediction
 from dspex.utils.callback import ACTIVE_CALL_ID, active_callbacks, listening, notify_end, notify_start
 
 if TYPE_CHECKING:
-    from dspex.modules.predict import Predict
+    from dspex.signatures import Signature
 
 __all__ = [
     "BatchWithFailures",
     "Module",
+    "Predictor",
     "TraceStep",
     "detached_trace",
     "record_trace_step",
@@ -67,7 +69,7 @@ class TraceStep:
     """One predictor call: where the predictor sits in the program, and what went in and out."""
 
     predictor_path: str
-    predictor: Predict
+    predictor: Predictor
     inputs: dict[str, Any]
     outputs: dict[str, Any]
 
@@ -94,7 +96,7 @@ _collector: contextvars.ContextVar[_TraceCollector | None] = contextvars.Context
 )
 
 
-def record_trace_step(predictor: Predict, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+def record_trace_step(predictor: Predictor, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
     """Append a predictor call to the trace of every module call in progress here.
 
     Predictors call this once per call; a path is the predictor's attribute path in the outermost
@@ -205,11 +207,11 @@ class Module:
             return await run_in_thread(self.forward, *args, **kwargs)
         raise ConfigurationError(f"{type(self).__qualname__} defines neither `aforward` nor `forward`")
 
-    async def aforward(self, *args: Any, **kwargs: Any) -> Any:
+    async def aforward(self, *args: Any, **kwargs: Any) -> Prediction:
         """Override with the program's async logic (preferred over :meth:`forward`)."""
         raise ConfigurationError(f"{type(self).__qualname__} does not define `aforward`")
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
+    def forward(self, *args: Any, **kwargs: Any) -> Prediction:
         """Override with the program's sync logic; it runs in a worker thread under :meth:`acall`."""
         raise ConfigurationError(f"{type(self).__qualname__} does not define `forward`")
 
@@ -348,25 +350,25 @@ class Module:
                     seen.add(id(child))
                     queue.append((child_name, child))
 
-    def named_parameters(self) -> list[tuple[str, Predict]]:
+    def named_parameters(self) -> list[tuple[str, Predictor]]:
         """DSPy's name for :meth:`named_predictors` (predictors are a program's parameters)."""
         return self.named_predictors()
 
-    def parameters(self) -> list[Predict]:
+    def parameters(self) -> list[Predictor]:
         """DSPy's name for :meth:`predictors`."""
         return self.predictors()
 
-    def map_named_predictors(self, func: Callable[[Predict], Predict]) -> Self:
+    def map_named_predictors(self, func: Callable[[Predictor], Predictor]) -> Self:
         """Replace every predictor with ``func(predictor)``, in place; returns this module."""
         for name, predictor in self.named_predictors():
             set_attribute_by_name(self, name, func(predictor))
         return self
 
-    def named_predictors(self) -> list[tuple[str, Predict]]:
+    def named_predictors(self) -> list[tuple[str, Predictor]]:
         """Every predictor with its attribute path (``"generate.predict"``; ``"self"`` for a Predict)."""
-        return [(path, cast("Predict", m)) for path, m in self.module_tree() if m.is_predictor]
+        return [(path, cast(Predictor, m)) for path, m in self.module_tree() if m.is_predictor]
 
-    def predictors(self) -> list[Predict]:
+    def predictors(self) -> list[Predictor]:
         """Every predictor, in :meth:`named_predictors` order."""
         return [predictor for _, predictor in self.named_predictors()]
 
@@ -382,7 +384,8 @@ class Module:
             for value in vars(module).values():
                 if isinstance(value, BaseLM | Adapter):
                     memo[id(value)] = value
-        return _copy_module(self, memo)
+        copy: Self = _copy_module(self, memo)
+        return copy
 
     def reset_copy(self) -> Self:
         """A :meth:`deepcopy` with every predictor's demos cleared."""
@@ -479,6 +482,50 @@ class Module:
     def __repr__(self) -> str:
         paths = ", ".join(path for path, _ in self.named_predictors())
         return f"{type(self).__qualname__}(predictors: {paths})"
+
+
+class Predictor(Module):
+    """A leaf of the module tree: a signature, demos and an LM (:class:`dspex.Predict` is the one built in).
+
+    The program tree, its traces and its saved files are typed against this interface, so that this
+    layer never imports the predictors built on it (they import it).
+    """
+
+    is_predictor: ClassVar[bool] = True
+
+    signature: type[Signature]
+    demos: list[Any]
+    lm: Any  # a BaseLM or None (DSPy lets code set anything; calls check it)
+    config: dict[str, Any]
+    adapter: Adapter | None
+    traces: list[Any]
+    train: list[Any]
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget what was learned or set: the LM, the demos, DSPy's ``traces`` and ``train``."""
+
+    @abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """The request options every call sends."""
+
+    @abstractmethod
+    def update_config(self, **kwargs: Any) -> None:
+        """Add or change request options."""
+
+    @abstractmethod
+    def predictor_state(self) -> dict[str, Any]:
+        """This predictor's part of a saved program (see :mod:`dspex.serialization`)."""
+
+    @abstractmethod
+    def load_predictor_state(
+        self,
+        state: Mapping[str, Any],
+        *,
+        lm_pool: dict[str, Any] | None = None,
+        allow_modules: Collection[str] | None = None,
+    ) -> None:
+        """Overlay a :meth:`predictor_state` result."""
 
 
 def _copy_module(module: Module, memo: dict[int, Any]) -> Any:

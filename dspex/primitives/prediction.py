@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self
+from types import NotImplementedType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from dspex.errors import InputError
 from dspex.lm.usage import Usage
@@ -17,6 +18,8 @@ __all__ = ["Completions", "Prediction"]
 
 # What Completions is built from: records (dicts, examples), or a dict of one list per field.
 _Records = Sequence[Mapping[str, Any] | Example] | Mapping[str, list[Any]]
+
+_R = TypeVar("_R")
 
 _NO_USAGE = Usage()  # frozen: one instance serves every prediction that made no LM call
 _set_slot = object.__setattr__
@@ -156,13 +159,15 @@ class Prediction(Example):
         return _with_score(self, other, lambda a, b: a >= b)
 
 
-def _with_score(prediction: Prediction, other: object, op: Callable[[float, float], Any]) -> Any:
+def _with_score(
+    prediction: Prediction, other: object, op: Callable[[float, float], _R]
+) -> _R | NotImplementedType:
     # NotImplemented for anything else lets Python try the other operand, then raise TypeError.
     if isinstance(other, Prediction):
         return op(float(prediction), float(other))
     if isinstance(other, int | float):
         return op(float(prediction), other)
-    return NotImplemented
+    return NotImplemented  # type: ignore[no-any-return]  # typeshed's NotImplementedType derives from Any
 
 
 class _OneCompletion:

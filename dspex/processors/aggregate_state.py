@@ -6,7 +6,7 @@ The aggregator keeps these changelog-backed tables (see :mod:`dspex.processors.a
             which of 1,024 example indices have been counted (a 128-byte bitmap, base64) AND the
             sums of exactly those examples (count, errors, score sum, usage, first systemic error).
 ``jobs``    key ``job_id`` -> :class:`JobMeta`: what the job asked for (total, candidates, limits),
-            a cancellation, and once terminal the final JobStatus, frozen.
+            a cancellation, and once terminal the final JobStatus (frozen but for its usage).
 ``positions`` key ``f"{topic}:{partition}"`` of a source partition (scores, jobs) -> the next
             offset to apply (:mod:`dspex.processors.aggregate_resync`).
 
@@ -30,8 +30,16 @@ usage of every distinct (task, ``attempt_id``) is charged once. Each chunk keeps
 and in the same value, a 4-byte fingerprint of the counted attempt per index (``attempts``) and the
 fingerprints of later attempts (``repeats``): a record sent or read twice is recognised, a real
 repeat is added. Records without an attempt id (older writers, dead letters) add usage only when
-first. Limits: a repeat whose score arrives after the job's terminal status is not in that status;
-after a kill -9 of a predictor the calls it had in flight were answered but never reported.
+first. A run that ended with no result (its handler cancelled by a rebalance or a stop) is reported
+by a :class:`~dspex.schemas.UsageReport`: its usage is charged the same way, once per attempt id,
+and it counts no example.
+
+Late attempts: a job's chunks are kept ``LATE_USAGE_WINDOW_S`` after its terminal status, so that
+attempts arriving after the end (tasks redelivered after an outage, runs cut short by the end
+itself) are still recognised and charged; each such charge sends the terminal status again with
+only its usage (and ``seq``, ``updated_at``) changed: state, counts, scores and reason stay as
+decided. After the window the chunks are dropped and later records change nothing. Limit: after a
+kill -9 of a predictor the calls it had in flight were answered but never reported.
 Scores that arrive before their job are aggregated anyway; a status exists once the job is known.
 A job fails on a systemic error (reason: that error's message), on more than ``max_errors``
 failed examples, or on a cost above ``max_cost_usd`` (checked in that order: a bad key with
@@ -39,7 +47,7 @@ failed examples, or on a cost above ``max_cost_usd`` (checked in that order: a b
 when its record on the jobs topic does not decode or its submitter says tasks are missing; it
 completes when every candidate has every example. Each end other than completing names its
 ``stop_reason`` in the status, so readers never guess it from the counts. Once terminal, nothing
-about it changes any more.
+but its usage changes any more.
 """
 
 from __future__ import annotations
@@ -62,6 +70,8 @@ from dspex.schemas import (
     ScoreRecord,
     StopReason,
     UsageRecord,
+    UsageReport,
+    decode,
     encode,
     over_cost_budget,
     utc_now,
@@ -69,6 +79,7 @@ from dspex.schemas import (
 
 __all__ = [
     "CHUNK_SIZE",
+    "LATE_USAGE_WINDOW_S",
     "AggregateBatch",
     "BatchResult",
     "ChunkAdd",
@@ -92,8 +103,12 @@ __all__ = [
 CHUNK_SIZE = 1024
 """Example indices per bitmap key: 128 bytes of bits, about 200 bytes of JSON per key."""
 _CHUNK_BYTES = CHUNK_SIZE // 8
+LATE_USAGE_WINDOW_S = 600.0
+"""How long a terminal job's chunks are kept so that attempts arriving after its end are charged:
+longer than a broker outage and a rebalance take to bring redelivered tasks back."""
 
-ScoreOutcome = Literal["counted", "duplicate", "ignored"]
+ScoreOutcome = Literal["counted", "duplicate", "ignored", "charged"]
+"""``charged``: only the record's usage was added (a usage report, or an attempt after the end)."""
 
 
 class ReadView(Protocol):
@@ -238,6 +253,16 @@ class ChunkState:
             self._set_first(offset, fingerprint)
         return "counted"
 
+    def charge(self, offset: int, attempt_id: str, usage: UsageRecord) -> ChunkAdd:
+        """Add the usage of an attempt at ``offset`` that counts no example (a usage report, or an
+        attempt after the job's end), unless that attempt was charged already."""
+        fingerprint = attempt_fingerprint(attempt_id)
+        if fingerprint in self._seen(offset):
+            return "duplicate"
+        self.repeats.setdefault(offset, []).append(fingerprint)
+        self.totals.add_usage(usage)
+        return "repeat"
+
     def _seen(self, offset: int) -> list[int]:
         first = self._first(offset)
         return ([first] if first else []) + self.repeats.get(offset, [])
@@ -292,7 +317,11 @@ class JobMeta:
     outcome: JobState | None = None
     reason: str | None = None
     stop_reason: StopReason | None = None  # absent in values written before stop reasons existed
+    note: str | None = None  # how the job runs, for its status (an in-flight budget clamped)
     final: str | None = None  # the terminal JobStatus as sent (JSON), re-sent byte for byte
+    # Epoch seconds until which a terminal job's chunks are kept to charge late attempts; None:
+    # not terminal, or its chunks are gone (dropped, or by an aggregator from before late charges).
+    late_until: float | None = None
 
     @property
     def total_tasks(self) -> int:
@@ -300,8 +329,12 @@ class JobMeta:
 
     @property
     def finalized(self) -> bool:
-        """Whether the terminal status was decided and frozen (nothing changes after it)."""
+        """Whether the terminal status was decided and frozen (only its usage changes after it)."""
         return self.final is not None
+
+    def late_window_over(self, now: float) -> bool:
+        """Whether the chunks of this terminal job may be dropped (``now``: epoch seconds)."""
+        return self.final is not None and self.late_until is not None and self.late_until <= now
 
     def learn(self, job: EvalJob) -> None:
         """Take totals and limits from the job (the first EvalJob of an id wins)."""
@@ -309,6 +342,7 @@ class JobMeta:
         self.name, self.num_examples, self.parent_job_id = job.name, job.num_examples, job.parent_job_id
         self.candidate_ids = list(dict.fromkeys(job.candidate_ids))
         self.max_errors, self.max_cost_usd = job.max_errors, job.max_cost_usd
+        self.note = in_flight_note(job)
 
     def to_value(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _META_FIELDS}
@@ -393,7 +427,16 @@ def build_status(
         finished_at=now if state in ("completed", "failed", "cancelled") else None,
         reason=meta.reason if state in ("failed", "cancelled") else None,
         stop_reason=meta.stop_reason if state in ("failed", "cancelled") else None,
+        note=meta.note,
     )
+
+
+def in_flight_note(job: EvalJob) -> str | None:
+    """What the job's status says when its in-flight budget was clamped (None when it was not)."""
+    asked, allowed = job.max_in_flight_asked, job.max_in_flight
+    if asked is None or allowed is None or asked <= allowed:
+        return None
+    return f"asked for {asked} tasks in flight; the predictors allow {allowed} each: clamped to {allowed}"
 
 
 def open_state(totals: Mapping[str, Totals]) -> JobState:
@@ -444,15 +487,13 @@ def _recorded_stop(outcome: JobState) -> StopReason | None:
 class BatchResult:
     """What one batch changed: values to write, statuses to send, chunks to drop afterwards.
 
-    Writes are ``key -> (partition, value)``; ``cleanup`` (chunks of jobs that just became
-    terminal) must be deleted only once the writes are durable, so that a crash never leaves a
-    job without its counts and without its terminal state.
+    Writes are ``key -> (partition, value)``. A terminal job's chunks stay (late attempts are
+    charged against them) until the aggregator drops them once ``late_until`` has passed.
     """
 
     jobs: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     chunks: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     statuses: list[tuple[str, bytes]] = field(default_factory=list)
-    cleanup: dict[str, int] = field(default_factory=dict)
 
 
 class AggregateBatch:
@@ -470,12 +511,16 @@ class AggregateBatch:
         self._dirty_jobs: set[str] = set()
         self._dirty_chunks: dict[str, int] = {}
         self._touched: dict[str, None] = {}  # jobs to evaluate at finish, in first-seen order
+        self._late: set[str] = set()  # terminal jobs charged in this batch: their status is re-sent
 
     def add_score(self, record: ScoreRecord, partition: int) -> ScoreOutcome:
-        """Count a score unless it is a duplicate, out of its job's range, or its job is over."""
+        """Count a score unless it is a duplicate or out of its job's range; once the job is over,
+        only charge its usage if its attempt is new (see the module docs)."""
         meta = self._meta(record.job_id, partition)
         self._touched[meta.job_id] = None
-        if meta.outcome is not None or (meta.known and not _in_range(meta, record)):
+        if meta.outcome is not None:
+            return self._charge(meta, record)
+        if meta.known and not _in_range(meta, record.candidate_id, record.example_index):
             return "ignored"
         chunk, offset = divmod(record.example_index, CHUNK_SIZE)
         key = chunk_key(record.job_id, record.candidate_id, chunk)
@@ -485,6 +530,28 @@ class AggregateBatch:
         self._dirty_chunks[key] = meta.partition
         # A repeat changed only the usage: as a score it is a duplicate (the stats say so).
         return "counted" if added == "counted" else "duplicate"
+
+    def add_usage_report(self, report: UsageReport, partition: int) -> ScoreOutcome:
+        """Charge the usage of a run that ended with no result, once per attempt id."""
+        meta = self._meta(report.job_id, partition)
+        self._touched[meta.job_id] = None
+        return self._charge(meta, report)
+
+    def _charge(self, meta: JobMeta, attempt: ScoreRecord | UsageReport) -> ScoreOutcome:
+        """Add an attempt's usage and nothing else, unless it was charged already, has no id to
+        recognise it by, is out of range, or its job's chunks are gone."""
+        candidate_id, index, attempt_id = attempt.candidate_id, attempt.example_index, attempt.attempt_id
+        chunks_gone = meta.final is not None and meta.late_until is None
+        if attempt_id is None or chunks_gone or (meta.known and not _in_range(meta, candidate_id, index)):
+            return "ignored"
+        chunk, offset = divmod(index, CHUNK_SIZE)
+        key = chunk_key(meta.job_id, candidate_id, chunk)
+        if self._chunk(key).charge(offset, attempt_id, attempt.usage) == "duplicate":
+            return "duplicate"
+        self._dirty_chunks[key] = meta.partition
+        if meta.final is not None:
+            self._late.add(meta.job_id)
+        return "charged"
 
     def add_job(self, job: EvalJob, partition: int) -> None:
         """Learn a job's totals and limits (a repeated EvalJob changes nothing)."""
@@ -534,13 +601,13 @@ class AggregateBatch:
         for job_id in self._touched:
             self._evaluate(self._metas[job_id], result)
         result.chunks = {key: (p, self._chunks[key].to_value()) for key, p in self._dirty_chunks.items()}
-        for key in result.cleanup:
-            result.chunks.pop(key, None)
         result.jobs = {j: (self._metas[j].partition, self._metas[j].to_value()) for j in self._dirty_jobs}
         return result
 
     def _evaluate(self, meta: JobMeta, result: BatchResult) -> None:
         if meta.final is not None:  # touched again after the end: the same status once more
+            if meta.job_id in self._late:
+                self._restate_usage(meta)
             result.statuses.append((meta.job_id, meta.final.encode()))
             return
         if not meta.known:
@@ -553,9 +620,26 @@ class AggregateBatch:
         now = self._clock.now()
         status = build_status(meta, totals, state=decision.state, seq=self._clock.next_seq(now), now=now)
         meta.final = encode(status).decode()
+        meta.late_until = now.timestamp() + LATE_USAGE_WINDOW_S
         self._dirty_jobs.add(meta.job_id)
         result.statuses.append((meta.job_id, meta.final.encode()))
-        result.cleanup.update({key: meta.partition for _, key in job_chunk_keys(meta)})
+
+    def _restate_usage(self, meta: JobMeta) -> None:
+        """The terminal status again with the usage its chunks hold now; nothing else changes."""
+        assert meta.final is not None
+        status = decode(meta.final.encode(), JobStatus)
+        totals = job_totals(meta, self._read_chunk)
+        job = Totals()
+        for candidate_totals in totals.values():
+            job.merge(candidate_totals)
+        candidates = [
+            c.model_copy(update={"usage": totals[c.candidate_id].usage()}) if c.candidate_id in totals else c
+            for c in status.candidates
+        ]
+        now = self._clock.now()
+        changes = {"usage": job.usage(), "candidates": candidates, "seq": self._clock.next_seq(now)}
+        meta.final = encode(status.model_copy(update={**changes, "updated_at": now})).decode()
+        self._dirty_jobs.add(meta.job_id)
 
     def _meta(self, job_id: str, partition: int) -> JobMeta:
         meta = self._metas.get(job_id)
@@ -585,8 +669,8 @@ class AggregateBatch:
         return value if value is None else dict(value)
 
 
-def _in_range(meta: JobMeta, record: ScoreRecord) -> bool:
-    return record.candidate_id in meta.candidate_ids and record.example_index < meta.num_examples
+def _in_range(meta: JobMeta, candidate_id: str, index: int) -> bool:
+    return candidate_id in meta.candidate_ids and index < meta.num_examples
 
 
 def invalid_job_id(key: bytes | None, value: bytes | None) -> str | None:

@@ -55,6 +55,7 @@ from dspex.processors.aggregate_state import (
     StatusClock,
     build_status,
     invalid_job_id,
+    job_chunk_keys,
     job_totals,
     open_state,
     status_fingerprint,
@@ -70,10 +71,12 @@ from dspex.schemas import (
     EvalJob,
     JobMessage,
     ScoreRecord,
+    UsageReport,
     WorkerHeartbeat,
     decode,
     encode,
     headers_for,
+    is_usage_report,
     key_for,
 )
 from dspex.schemas.base import utc_now
@@ -82,6 +85,7 @@ from dspex.schemas.serde import schema_error_reason
 from dspex.schemas.tasks import task_id_for
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
+from dspex.streams.identity import process_id
 from dspex.streams.outage import REACHABILITY, is_connection_text, quiet_aiokafka_loggers
 from dspex.streams.topics import TopicRegistry
 
@@ -121,7 +125,8 @@ class Aggregator:
         ``partitions`` and ``replication_factor`` are what the broker has (not options).
         """
         self.registry = TopicRegistry(options.prefix)
-        self.worker_id = options.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.worker_id = options.worker_id or f"aggregate-{process_id()}"
+        settings = settings.for_worker("aggregate", self.worker_id)
         self.stats: Counter[str] = Counter()
         self.on_status: Callable[[bytes], None] | None = None  # sees every status sent (metrics)
         self.metrics_url: str | None = None  # in the heartbeat, when /metrics is served
@@ -169,7 +174,7 @@ class Aggregator:
                 logger.critical("aggregator batch failed; exiting so no offset moves past it", exc_info=True)
                 os._exit(70)
 
-    async def process(self, events: Sequence[EventT]) -> BatchResult:
+    async def process(self, events: Sequence[EventT[bytes]]) -> BatchResult:
         """Apply one batch of events: table writes, terminal statuses, clean-up, then positions."""
         batch = AggregateBatch(self.jobs, self.chunks, self._clock)
         positions = SourcePositions(self.positions.data)
@@ -183,15 +188,14 @@ class Aggregator:
             for job_id, value in result.statuses:
                 sent.append(await self._send_status(job_id, value))
                 self._sent.pop(job_id, None)
-        # Every write of the batch is on the broker before finished jobs' chunks go and before the
-        # positions move past its records (faust's producer flush can return with sends pending).
+        # Every write of the batch is on the broker before the positions move past its records
+        # (faust's producer flush can return with sends pending).
         await asyncio.gather(*sent)
-        self._delete(self.chunks, result.cleanup)
         self._write(self.positions, positions.writes())
         await self._resync.after_batch(positions)
         return result
 
-    def _admit(self, batch: AggregateBatch, positions: SourcePositions, event: EventT) -> None:
+    def _admit(self, batch: AggregateBatch, positions: SourcePositions, event: EventT[bytes]) -> None:
         """Apply the event if it is its partition's next record (see SourcePositions)."""
         message = event.message
         floor = self._resync.floor(message.topic, message.partition, message.offset)
@@ -201,11 +205,15 @@ class Aggregator:
         else:
             self.stats[verdict] += 1
 
-    def _apply(self, batch: AggregateBatch, event: EventT) -> None:
+    def _apply(self, batch: AggregateBatch, event: EventT[bytes]) -> None:
         message = event.message
         try:
             if message.topic == self.registry.name("scores"):
-                self.stats[batch.add_score(decode(event.value, ScoreRecord), message.partition)] += 1
+                if is_usage_report(event.value):
+                    report = decode(event.value, UsageReport)
+                    self.stats[batch.add_usage_report(report, message.partition)] += 1
+                else:
+                    self.stats[batch.add_score(decode(event.value, ScoreRecord), message.partition)] += 1
                 return
             job = decode(event.value, JobMessage)
         except SchemaError as exc:
@@ -217,20 +225,20 @@ class Aggregator:
             batch.add_cancel(job, message.partition)
         # OptimizeJob: the optimizer coordinator owns those statuses.
 
-    def _skip_undecodable(self, batch: AggregateBatch, event: EventT, exc: SchemaError) -> None:
+    def _skip_undecodable(self, batch: AggregateBatch, event: EventT[bytes], exc: SchemaError) -> None:
         """Count and skip a record nobody can read (never retried here).
 
         A scores record goes to the DLQ with its reason, and a score marked as an error for its
         task when its headers name one, as every worker does with its poison: the job completes
-        and reports it. An undecodable job record fails its job (``invalid_submit``): its
-        submitter would otherwise wait for a status that never comes.
+        and reports it. An undecodable job record goes to the DLQ too and fails its job
+        (``invalid_submit``): its submitter would otherwise wait for a status that never comes.
         """
         message = event.message
         self.stats["undecodable"] += 1
         logger.warning(
             "skipping undecodable record %s[%s]@%s: %s", message.topic, message.partition, message.offset, exc
         )
-        if message.topic == self.registry.name("scores"):
+        if message.topic in (self.registry.name("scores"), self.registry.name("jobs")):
             self._dead.append(self._letter(message, exc))
         if message.topic == self.registry.name("jobs"):
             job_id = invalid_job_id(event.key, event.value)
@@ -267,7 +275,7 @@ class Aggregator:
                     key=key_for("scores", score), value=encode(score), headers=list(headers_for(score))
                 )
             )
-        else:
+        elif letter.original_topic == self.registry.name("scores"):  # a job record fails its job instead
             logger.warning("dead letter from %s names no job; not accounted", letter.original_topic)
         return asyncio.gather(*sent)
 
@@ -293,18 +301,32 @@ class Aggregator:
         return delivered
 
     async def _tick(self, app: faust.App) -> None:
-        """Send the status of every running job this instance owns, when changed or as a heartbeat."""
+        """Send the status of every running job this instance owns, when changed or as a heartbeat;
+        drop the chunks of its finished jobs whose late-charge window has passed."""
         if not _settled(app):
             return
         await self._resync.check({self.registry.name("scores"), self.registry.name("jobs")})
         owned = {
             tp.partition for tp in app.assignor.assigned_actives() if tp.topic == self.registry.name("scores")
         }
+        ended_before = time.time()
         for job_id in list(self.jobs.data.keys()):
             async with self._send_lock:
                 value: Any = self.jobs.data.get(job_id)  # read again under the lock: it may have ended
                 if _runs_here(value, owned):
                     await self._maybe_send_running(JobMeta.from_value(job_id, value))
+                elif value and value.get("partition") in owned:
+                    self._drop_late_window(JobMeta.from_value(job_id, value), ended_before)
+
+    def _drop_late_window(self, meta: JobMeta, now: float) -> None:
+        """Drop a terminal job's chunks once its late-charge window has passed (no await: no batch
+        can read or write them in between)."""
+        if not meta.late_window_over(now):
+            return
+        self._delete(self.chunks, {key: meta.partition for _, key in job_chunk_keys(meta)})
+        meta.late_until = None
+        self._write(self.jobs, {meta.job_id: (meta.partition, meta.to_value())})
+        self.stats["late_windows_closed"] += 1
 
     async def _maybe_send_running(self, meta: JobMeta) -> None:
         totals = job_totals(meta, self.chunks.data.get)
@@ -388,6 +410,15 @@ def _settled(app: faust.App) -> bool:
     recovery: Any = getattr(app.tables, "recovery", None)
     recovered = recovery is not None and recovery.completed.is_set()
     return recovered and not app.rebalancing and not app.in_recovery
+
+
+def _readiness(app: faust.App) -> str | None:
+    """Why /readyz says the aggregator is not ready (None: it is); run on faust's loop."""
+    if REACHABILITY.down:
+        return "Kafka is unreachable"
+    if not _settled(app):
+        return "tables not recovered yet, or the group is rebalancing"
+    return None
 
 
 def _app_options(
@@ -484,7 +515,7 @@ def run_aggregator(settings: KafkaSettings, options: AggregatorOptions) -> None:
     observed = None
     if options.metrics:
         observed = AggregatorMetrics(
-            settings,
+            settings.for_worker("aggregate", aggregator.worker_id),
             prefix=options.prefix,
             worker_id=aggregator.worker_id,
             stats=aggregator.stats,
@@ -501,6 +532,9 @@ def run_aggregator(settings: KafkaSettings, options: AggregatorOptions) -> None:
     worker.guard = StopGuard(
         aggregator.worker_id, request_stop=worker.stop_on_signal, left_undone=_left_undone
     )
+    if observed is not None and observed.server is not None:
+        # /healthz: faust's loop answers; /readyz: Kafka answers and the tables are recovered
+        observed.server.health.attach(worker.loop, ready=lambda: _readiness(aggregator.app))
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

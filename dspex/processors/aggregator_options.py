@@ -43,7 +43,7 @@ class AggregatorOptions(BaseSettings):
     fast_groups: bool = Field(False, description="short session timeout (dev, tests)")
     status_interval: float = Field(1.0, gt=0, description="seconds between status sends")
     web_port: int | None = Field(None, ge=1, le=65535, description="faust's web server (off)")
-    worker_id: str | None = Field(None, description="default: HOST-PID")
+    worker_id: str | None = Field(None, description="default: aggregate-HOST-PID-XXXXXX")
     replication_factor: int | None = Field(None, ge=1, description="default: brokers, at most 3")
     commit_interval: float | None = Field(None, gt=0, description="seconds (faust: 2.8)")
     commit_every: int | None = Field(None, ge=1, description="records (faust: 10,000)")

@@ -42,6 +42,7 @@ from pydantic import BaseModel
 from dspex.configuration import context, current_settings
 from dspex.errors import ConfigurationError, LMError, ProgramLoadError
 from dspex.lm.breaker import BreakerState
+from dspex.observability.health import consumer_readiness
 from dspex.observability.metrics import (
     HANDLER_DURATION,
     MESSAGES_CONSUMED,
@@ -66,7 +67,8 @@ from dspex.schemas.tasks import task_id_for
 from dspex.schemas.workers import WorkerHeartbeat, WorkerKind
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
-from dspex.streams.consumer import ConsumerRuntime
+from dspex.streams.consumer import ConsumerOptions, ConsumerRuntime
+from dspex.streams.identity import process_id
 from dspex.streams.producer import STREAMING_LINGER_MS, AsyncProducer
 from dspex.streams.serde import to_record
 from dspex.streams.topics import ROLES, TopicRegistry, TopicRole
@@ -74,6 +76,7 @@ from dspex.streams.topics import ROLES, TopicRegistry, TopicRole
 __all__ = [
     "DLQ_REASON_UNKNOWN_JOB",
     "DLQ_REASON_UNKNOWN_METRIC",
+    "RUNTIME_HOOKS",
     "SYSTEMIC_DLQ_REASONS",
     "Outcome",
     "Worker",
@@ -93,6 +96,8 @@ SYSTEMIC_DLQ_REASONS = frozenset({DLQ_REASON_SECURITY_POLICY, DLQ_REASON_UNKNOWN
 
 Outcome = Literal["ok", "skipped"]
 _TRIMMED_MESSAGE = 2000
+# What a kind's runtime_options() may add besides ConsumerOptions fields: the runtime's collaborators.
+RUNTIME_HOOKS = ("backlog", "dispatch_limit")
 # Seconds running handlers get on SIGTERM: with the commit and the close, within the stop deadline.
 SHUTDOWN_DRAIN_S = 5.0
 
@@ -106,6 +111,7 @@ class WorkerOptions:
     ``callbacks``: user callbacks by import path (``--callback pkg.mod:Name``), installed in every
     program the worker runs; a predictor stores their events in each prediction's result.
     ``sandbox_pool``: warm code sandboxes of a predictor (``--sandbox-pool``); 0 runs no code.
+    ``allow_media_fetch``: whether programs a predictor runs may download image/audio/file URLs.
     """
 
     prefix: str = "dspex."
@@ -126,6 +132,19 @@ class WorkerOptions:
     endpoints: EndpointOptions = field(default_factory=EndpointOptions)
     callbacks: tuple[str, ...] = ()
     sandbox_pool: int = 0
+    allow_media_fetch: bool = False
+
+    def consumer_options(self, **options: Any) -> ConsumerOptions:
+        """The worker's consumer options: ``--concurrency`` in flight, its drain and group timing.
+
+        ``options`` names the group and topics and may override any of them.
+        """
+        worker = {
+            "max_in_flight": self.concurrency,
+            "drain_timeout": self.drain_timeout,
+            "fast_groups": self.fast_groups,
+        }
+        return ConsumerOptions(**{**worker, **options})
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -137,8 +156,9 @@ class WorkerOptions:
 
 
 def default_worker_id(kind: str) -> str:
-    """``<kind>-<host>-<pid>``: unique per process and kind, readable in ``dspex status``."""
-    return f"{kind}-{socket.gethostname()}-{os.getpid()}"
+    """``<kind>-<host>-<pid>-<token>``: unique per process and kind even where replicas share
+    hostname and pid (see :mod:`dspex.streams.identity`), readable in ``dspex status``."""
+    return f"{kind}-{process_id()}"
 
 
 def ensure_worker_topics(settings: KafkaSettings, prefix: str) -> TopicRegistry:
@@ -177,10 +197,10 @@ class Worker(ABC):
     input_model: ClassVar[type[BaseModel]]
 
     def __init__(self, settings: KafkaSettings, options: WorkerOptions | None = None) -> None:
-        self.settings = settings
         self.options = options or WorkerOptions()
         self.registry = TopicRegistry(self.options.prefix)
         self.worker_id = self.options.worker_id or default_worker_id(self.kind)
+        self.settings = settings.for_worker(self.kind, self.worker_id)
         self.group_id = f"{self.options.prefix}{self.kind}"
         self.endpoints = Endpoints(self.options.endpoints, max_limit=self.options.concurrency)
         self.endpoints.add_listener(self._breaker_changed)
@@ -284,13 +304,19 @@ class Worker(ABC):
             )
 
     def _metrics_server(self) -> MetricsServer:
-        return MetricsServer(
+        server = MetricsServer(
             kind=self.kind,
             worker_id=self.worker_id,
             host=self.options.metrics_host,
             port=self.options.metrics_port,
             targets_dir=self.options.targets_dir,
+            labels={"prefix": self.options.prefix},
         )
+        # /healthz: this loop answers; /readyz: Kafka answers and this member is in its group
+        server.health.attach(
+            asyncio.get_running_loop(), ready=lambda: consumer_readiness(self.runtime, self.group_id)
+        )
+        return server
 
     def _runtime(self, producer: AsyncProducer) -> ConsumerRuntime:
         runtime = self._new_runtime(producer)
@@ -299,24 +325,28 @@ class Worker(ABC):
         return runtime
 
     def _new_runtime(self, producer: AsyncProducer) -> ConsumerRuntime:
-        return ConsumerRuntime(
-            self.settings,
+        tuning = self.runtime_options()
+        hooks = {name: tuning.pop(name) for name in RUNTIME_HOOKS if name in tuning}
+        options = self.options.consumer_options(
             group_id=self.group_id,
             topics=[self.registry.name(self.input_role)],
+            dlq_topic=self.registry.name("dlq"),
+            worker_id=self.worker_id,
+            **tuning,
+        )
+        return ConsumerRuntime(
+            self.settings,
+            options,
             handler=self._handle,
             producer=producer,
-            dlq_topic=self.registry.name("dlq"),
             decoder=self.input_model,
-            max_in_flight=self.options.concurrency,
-            drain_timeout=self.options.drain_timeout,
-            fast_groups=self.options.fast_groups,
-            worker_id=self.worker_id,
             on_dead_letter=self._account_dead_letter,
-            **self.runtime_options(),
+            **hooks,
         )
 
     def runtime_options(self) -> dict[str, Any]:
-        """The kind's backlog options for its ConsumerRuntime (watermarks, backlog, dispatch limit)."""
+        """The kind's backlog tuning for its ConsumerRuntime: ConsumerOptions fields (watermarks,
+        ``max_backlog_bytes``) and the :data:`RUNTIME_HOOKS` (``backlog``, ``dispatch_limit``)."""
         # A backlog of up to one more window waits behind the running handlers, so a finished
         # handler is replaced at once instead of after the next pause/resume round trip.
         concurrency = self.options.concurrency
@@ -357,6 +387,7 @@ class Worker(ABC):
             assigned_partitions=len(runtime.assignment()) if runtime is not None else 0,
             paused_partitions=len(runtime.paused_partitions()) if runtime is not None else 0,
             metrics_url=self.metrics_server.url if self.metrics_server is not None else None,
+            concurrency=self.options.concurrency,
         )
 
     # ---------------------------------------------------------------- LM endpoints down / up

@@ -13,6 +13,12 @@ proportion to their weights whatever their sizes, and a job that arrives gets it
 within one round. The weight comes from the ``dspex-priority`` header: ``interactive`` 16,
 ``normal`` (also no header) 4, ``bulk`` 1; bulk is served less, never starved.
 
+A job may also carry an in-flight budget (``num_threads`` at submission; every task of the job
+names it in its ``dspex-max-in-flight`` header): at most that many of its tasks run at once in this
+predictor (never more than ``--concurrency``). A job at its budget is passed over, its turn going
+to the next job, until one of its tasks ends (:meth:`FairQueue.release`); the queue counts a task
+as running from the moment it hands it out, so a burst of starts cannot overshoot the budget.
+
 Each job of an optimization (one per candidate evaluation, or per batch of them) is a job of its
 own here, so an optimization's evaluations share the predictors fairly with each other and with
 everything else: none waits for another to finish.
@@ -34,14 +40,14 @@ window reaches it (more predictors widen the window: each reads its own partitio
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from confluent_kafka import Message
 
 from dspex.schemas.common import Priority
-from dspex.schemas.headers import ids_from_headers, priority_from_headers
+from dspex.schemas.headers import ids_from_headers, max_in_flight_from_headers, priority_from_headers
 
 __all__ = [
     "DEFAULT_PRIORITY",
@@ -49,6 +55,7 @@ __all__ = [
     "READ_AHEAD_BYTES",
     "READ_AHEAD_MESSAGES",
     "FairQueue",
+    "job_budget",
     "job_flow",
     "weight_of",
 ]
@@ -76,6 +83,11 @@ def job_flow(message: Message) -> Flow:
     return ids_from_headers(headers).job_id or "", weight_of(priority_from_headers(headers))
 
 
+def job_budget(message: Message) -> int | None:
+    """A task message's job in-flight budget, from its headers (None: the job set none)."""
+    return max_in_flight_from_headers(message.headers())
+
+
 @dataclass
 class _Flow(Generic[T]):
     key: str
@@ -88,12 +100,26 @@ class FairQueue(Generic[T]):
     """A :class:`~dspex.streams.flow.Backlog` serving flows by weighted deficit round robin.
 
     ``classify(item)`` gives the item's flow key and weight (>= 1); ``size_of(item)`` its bytes.
-    Within a flow, items leave in arrival order.
+    Within a flow, items leave in arrival order. ``budget_of(item)`` (None: no cap; the latest
+    item's word counts) is how many items of its flow may be out at once: handed out by :meth:`pop`
+    and not yet given back by :meth:`release` with their ``identify(item)``.
     """
 
-    def __init__(self, classify: Callable[[T], Flow], size_of: Callable[[T], int] = lambda _: 0) -> None:
+    def __init__(
+        self,
+        classify: Callable[[T], Flow],
+        size_of: Callable[[T], int] = lambda _: 0,
+        *,
+        budget_of: Callable[[T], int | None] | None = None,
+        identify: Callable[[T], Hashable] = id,
+    ) -> None:
         self._classify = classify
         self._size_of = size_of
+        self._budget_of = budget_of
+        self._budgets: dict[str, int] = {}  # flows with a budget, while they have items queued or out
+        self._identify = identify
+        self._out: dict[Hashable, tuple[str, T]] = {}  # items handed out and not released: id -> (flow, item)
+        self._out_per_flow: dict[str, int] = {}
         self._flows: dict[str, _Flow[T]] = {}
         self._ring: deque[_Flow[T]] = deque()  # flows with items; the head's turn is now
         self._turn_open = False  # whether the head already got its quantum for this turn
@@ -109,36 +135,66 @@ class FairQueue(Generic[T]):
             self._ring.append(flow)
         else:
             flow.weight = max(1, weight)  # the latest word on the job's priority
+        if self._budget_of is not None:
+            budget = self._budget_of(item)
+            if budget is None:
+                self._budgets.pop(key, None)
+            else:
+                self._budgets[key] = max(1, budget)
         size = self._size_of(item)
         flow.items.append((item, size))
         self._count += 1
         self._bytes += size
 
     def pop(self) -> T | None:
-        """The next item: the head flow's while its turn lasts, then the next flow's."""
-        while self._ring:
+        """The next item: the head flow's while its turn lasts, then the next flow's (None when
+        every flow with items is at its budget)."""
+        blocked = 0  # consecutive flows passed over at their budget: a full round of them ends it
+        while self._ring and blocked < len(self._ring):
             flow = self._ring[0]
+            if self._at_budget(flow.key):
+                flow.deficit = 0  # no credit piles up while it waits
+                self._end_turn()
+                blocked += 1
+                continue
             if not self._turn_open:
                 flow.deficit += flow.weight
                 self._turn_open = True
             if flow.deficit >= 1:
                 return self._take(flow)
             self._end_turn()
+            blocked = 0
         return None
 
+    def release(self, item_id: Hashable) -> None:
+        """An item handed out is done (or will never run): its flow may start another. Idempotent."""
+        entry = self._out.pop(item_id, None)
+        if entry is not None:
+            self._forget_out(entry[0])
+
+    def out(self, key: str) -> int:
+        """Items of flow ``key`` handed out and not released."""
+        return self._out_per_flow.get(key, 0)
+
     def drop(self, gone: Callable[[T], bool]) -> None:
-        """Forget the items for which ``gone(item)`` holds (a revoked partition's)."""
+        """Forget the items for which ``gone(item)`` holds (a revoked partition's), queued or out."""
         for flow in list(self._ring):
             flow.items = deque(entry for entry in flow.items if not gone(entry[0]))
             if not flow.items:
                 self._retire(flow)
         self._count = sum(len(flow.items) for flow in self._ring)
         self._bytes = sum(size for flow in self._ring for _, size in flow.items)
+        for item_id, (_key, item) in list(self._out.items()):
+            if gone(item):
+                self.release(item_id)
 
     def clear(self) -> None:
-        """Forget everything."""
+        """Forget everything, the items out included."""
         self._flows.clear()
         self._ring.clear()
+        self._out.clear()
+        self._out_per_flow.clear()
+        self._budgets.clear()
         self._turn_open = False
         self._count = self._bytes = 0
 
@@ -154,11 +210,29 @@ class FairQueue(Generic[T]):
         """Items queued per flow (for logs and tests)."""
         return {flow.key: len(flow.items) for flow in self._ring}
 
+    def _at_budget(self, key: str) -> bool:
+        cap = self._budgets.get(key)
+        return cap is not None and self._out_per_flow.get(key, 0) >= cap
+
+    def _forget_out(self, key: str) -> None:
+        left = self._out_per_flow.get(key, 0) - 1
+        if left > 0:
+            self._out_per_flow[key] = left
+            return
+        self._out_per_flow.pop(key, None)
+        if key not in self._flows:  # nothing queued or out: the flow's budget is not needed now
+            self._budgets.pop(key, None)
+
     def _take(self, flow: _Flow[T]) -> T:
         item, size = flow.items.popleft()
         flow.deficit -= 1
         self._count -= 1
         self._bytes -= size
+        if flow.key in self._budgets:  # counted only for flows with a budget
+            item_id = self._identify(item)
+            if item_id not in self._out:
+                self._out[item_id] = (flow.key, item)
+                self._out_per_flow[flow.key] = self._out_per_flow.get(flow.key, 0) + 1
         if not flow.items:
             self._retire(flow)  # an idle flow keeps no credit: DRR's rule, so bursts stay bounded
         return item
@@ -172,3 +246,5 @@ class FairQueue(Generic[T]):
             self._turn_open = False
         self._ring.remove(flow)
         del self._flows[flow.key]
+        if not self._out_per_flow.get(flow.key):
+            self._budgets.pop(flow.key, None)

@@ -94,6 +94,14 @@ class JobCache:
             return None
         return self._jobs.get(job_id)  # None when only a Cancel (or an OptimizeJob) came
 
+    def eval_jobs(self) -> list[EvalJob]:
+        """Every evaluation read so far."""
+        return list(self._jobs.values())
+
+    def status(self, job_id: str) -> Any:
+        """The latest status of ``job_id`` read (None: none yet, or the status topic is not followed)."""
+        return self._status_reader.get(job_id) if self._status_reader is not None else None
+
     def failure_score(self, job_id: str | None) -> float:
         """The job's failure score (0.0 when the job is not known)."""
         job = self._jobs.get(job_id) if job_id else None

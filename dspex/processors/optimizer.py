@@ -122,18 +122,19 @@ class OptimizeCoordinator(Worker):
         stack.push_async_callback(self.client.aclose)
 
     def _runtime(self, producer: AsyncProducer) -> ConsumerRuntime:
-        return ConsumerRuntime(
-            self.settings,
+        options = self.options.consumer_options(
             group_id=self.group_id,
             topics=[self.registry.name("jobs")],
+            dlq_topic=self.registry.name("dlq"),
+            worker_id=self.worker_id,
+            drain_timeout=_RELEASE_S,
+        )
+        return ConsumerRuntime(
+            self.settings,
+            options,
             handler=self._handle,
             producer=producer,
-            dlq_topic=self.registry.name("dlq"),
             decoder=_decode_job,
-            max_in_flight=self.options.concurrency,
-            drain_timeout=_RELEASE_S,
-            fast_groups=self.options.fast_groups,
-            worker_id=self.worker_id,
             on_dead_letter=self._account_dead_letter,
         )
 

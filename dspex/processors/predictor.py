@@ -2,7 +2,9 @@
 
 Tasks are read ahead of the running ones into one queue per job and started from the jobs in
 turn, weighted by priority (:mod:`dspex.processors.fairqueue`), so that a small job is not stuck
-behind a big one; no more start than the LM endpoints can take (their limits plus headroom).
+behind a big one; each job within its in-flight budget (``num_threads``), and no more than the LM
+endpoints can take (their limits plus headroom) or the event loop can serve (the loop window).
+A job's LM calls wait for limiter slots in turn with other jobs' (``limiter_flow``).
 
 For each Task (consumer group ``<prefix>predict``, up to ``--concurrency`` in flight):
 
@@ -22,7 +24,10 @@ their tasks fail at once with that reason (a failed example, not systemic), befo
 
 Running tasks of a job stop as soon as the job is cancelled or fails (the job cache's event for it):
 they are cancelled where they are, their LM requests included, and count as skipped. A task still
-running at its deadline is stopped the same way and recorded as ``DeadlineExceeded``.
+running at its deadline is stopped the same way and recorded as ``DeadlineExceeded``. A run cancelled
+for any reason (its job stopped, its partition revoked or lost, the worker stopping) after some of
+its LM calls were answered reports their usage in a :class:`~dspex.schemas.UsageReport` on the
+scores topic, so the job is charged for every answered call.
 
 A program or LM that fails yields a PredictionRecord with an error instead (the scorer gives it the
 job's failure score): ``systemic`` for a bad key, an unknown model or a program that cannot be built,
@@ -39,6 +44,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, AsyncExitStack, nullcontext
 from typing import Any
 
@@ -46,6 +52,7 @@ from confluent_kafka import Message
 from pydantic_core import to_jsonable_python
 
 from dspex import configuration as dspex_settings
+from dspex.adapters.types import media_fetches
 from dspex.errors import (
     AdapterParseError,
     ConfigurationError,
@@ -55,20 +62,33 @@ from dspex.errors import (
     SecurityPolicyError,
 )
 from dspex.lm import LM, Usage, track_usage
+from dspex.lm.limiter import limiter_flow
 from dspex.observability.metrics import LM_CALLS, child, sandbox_execution, sandbox_pool_gauges
 from dspex.observability.recorder import recording
+from dspex.observability.tracing import kafka as tracing_kafka
 from dspex.primitives import Module, Prediction
 from dspex.processors.candidates import CandidateCache
 from dspex.processors.common import Outcome, Worker, WorkerOptions, error_info
-from dspex.processors.fairqueue import READ_AHEAD_BYTES, READ_AHEAD_MESSAGES, FairQueue, job_flow
+from dspex.processors.fairqueue import (
+    READ_AHEAD_BYTES,
+    READ_AHEAD_MESSAGES,
+    FairQueue,
+    job_budget,
+    job_flow,
+)
+from dspex.processors.loopwindow import LoopLagWindow
 from dspex.sandbox.worker import WorkerSandbox, worker_sandbox
 from dspex.schemas.base import utc_now
 from dspex.schemas.common import ErrorInfo, TraceEntry, UsageRecord
-from dspex.schemas.dlq import DLQ_REASON_SECURITY_POLICY
-from dspex.schemas.results import PredictionRecord
+from dspex.schemas.dlq import DLQ_REASON_SECURITY_POLICY, DeadLetter
+from dspex.schemas.headers import HEADER_JOB_ID, HEADER_SCHEMA, headers_for
+from dspex.schemas.results import PredictionRecord, UsageReport
+from dspex.schemas.serde import encode
 from dspex.schemas.tasks import Task
+from dspex.streams.blobs import BlobReader, BlobRef, refs_of, shrink
 from dspex.streams.config import KafkaSettings
 from dspex.streams.consumer import message_size
+from dspex.streams.serde import Record, message_position
 from dspex.utils.callback import new_call_id
 
 __all__ = ["Predictor"]
@@ -85,6 +105,7 @@ _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 DISPATCH_HEADROOM_MIN = 16
 DISPATCH_HEADROOM_SHARE = 0.5
 _WINDOW_REFRESH_S = 0.05
+LOOP_WINDOW_MIN = 64
 
 
 class Predictor(Worker):
@@ -96,6 +117,7 @@ class Predictor(Worker):
 
     candidates: CandidateCache | None = None
     sandbox: WorkerSandbox | None = None
+    blobs: BlobReader | None = None
 
     def __init__(
         self,
@@ -113,10 +135,19 @@ class Predictor(Worker):
         self.read_ahead_bytes = read_ahead_bytes
         self._window = self.options.concurrency
         self._window_at = -_WINDOW_REFRESH_S
+        # How many tasks this process's event loop can carry (see dspex.processors.loopwindow).
+        self.loop_window = LoopLagWindow(
+            maximum=self.options.concurrency, minimum=min(self.options.concurrency, LOOP_WINDOW_MIN)
+        )
         # Running handler tasks per job, and a watcher per such job that cancels them if it stops.
         self._running: dict[str, set[asyncio.Task[Any]]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._stopping: set[asyncio.Task[Any]] = set()
+        # Read-ahead tasks per job, started in turn, each job within its in-flight budget.
+        self.queue: FairQueue[Message] = FairQueue(
+            job_flow, message_size, budget_of=self._job_budget, identify=message_position
+        )
+        self._reports: set[asyncio.Task[None]] = set()  # usage reports of cancelled runs, being sent
 
     def runtime_options(self) -> dict[str, Any]:
         """Read ahead into per-job fair queues; start tasks as the LM endpoints can take them."""
@@ -126,9 +157,14 @@ class Predictor(Worker):
             "high_watermark": concurrency + self.read_ahead,
             "low_watermark": concurrency + self.read_ahead // 2,
             "max_backlog_bytes": self.read_ahead_bytes,
-            "backlog": FairQueue(job_flow, message_size),
+            "backlog": self.queue,
             "dispatch_limit": self.dispatch_limit,
         }
+
+    def _job_budget(self, message: Message) -> int | None:
+        """A task's job in-flight budget here: what it asked for (``num_threads``), <= ``--concurrency``."""
+        asked = job_budget(message)
+        return None if asked is None else min(asked, self.options.concurrency)
 
     def dispatch_limit(self) -> int:
         """How many tasks may run now: the sum of the LM endpoints' limits, plus headroom.
@@ -137,7 +173,9 @@ class Predictor(Worker):
         beyond its limit would wait there in arrival order and the fair queue's order would be
         lost (a provider's 429s cut the limit well below ``--concurrency``; the limiter also starts
         low and ramps). So tasks start only as the LM can take them, and the rest wait in the fair
-        queue. Before the first LM exists, ``--concurrency``.
+        queue. Before the first LM exists, ``--concurrency``. Never more than the loop window: what
+        this process's event loop can serve without every task waiting for it
+        (:mod:`dspex.processors.loopwindow`).
         """
         now = time.monotonic()
         if now - self._window_at >= _WINDOW_REFRESH_S:  # health() takes a lock: not on every start
@@ -146,7 +184,7 @@ class Predictor(Worker):
             total = sum(limits)
             headroom = max(DISPATCH_HEADROOM_MIN, int(total * DISPATCH_HEADROOM_SHARE))
             self._window = int(total) + headroom if limits else self.options.concurrency
-        return self._window
+        return min(self._window, self.loop_window.value)
 
     async def open_caches(self, stack: AsyncExitStack) -> None:
         cache = CandidateCache(
@@ -157,11 +195,18 @@ class Predictor(Worker):
             wait_s=self.options.candidate_wait_s,
         )
         self.candidates = await stack.enter_async_context(cache)
+        # Large example values (dspex.streams.blobs): read back only when a task names one.
+        self.blobs = await stack.enter_async_context(BlobReader(self.settings, self.registry.name("blobs")))
         stack.callback(self._stop_watchers)
         # the handlers start after this, in this context: they see the pool (or the refusal)
         self.sandbox = stack.enter_context(worker_sandbox(self.options.sandbox_pool))
+        sampler = asyncio.create_task(self.loop_window.run(self._running_now), name="dspex-loop-window")
+        stack.callback(sampler.cancel)
         if self.sandbox.pool is not None and self.options.metrics:
             sandbox_pool_gauges(self.sandbox.pool.stats)
+
+    def _running_now(self) -> int:
+        return self.runtime.running if self.runtime is not None else 0
 
     def _stop_watchers(self) -> None:
         for watcher in self._watchers.values():
@@ -169,16 +214,32 @@ class Predictor(Worker):
         self._watchers.clear()
 
     async def handle(self, message: Message, value: Any) -> Outcome:
+        try:
+            return await self._handle_task(message, value)
+        finally:
+            self.queue.release(message_position(message))  # its job may start another task
+
+    async def _account_dead_letter(self, letter: DeadLetter) -> None:
+        # A task that never reached handle() (undecodable) gives its job's slot back here.
+        self.queue.release((letter.original_topic, letter.partition, letter.offset))
+        await super()._account_dead_letter(letter)
+
+    async def _handle_task(self, message: Message, value: Any) -> Outcome:
         task: Task = value
         reason = self.jobs.stop_reason(task.job_id) if self.jobs is not None else None
         if reason is not None:
             logger.debug("skipping task %s of %s job %s", task.task_id, reason, task.job_id)
             return "skipped"
-        record = await self._predict_unless_stopped(task)
-        if record is None:
-            logger.debug("stopped task %s: job %s was cancelled or failed", task.task_id, task.job_id)
-            return "skipped"
-        await self.produce("predictions", record)
+        # the example's trace goes on here (when tracing is on) and on to the prediction's headers
+        with tracing_kafka.continued(message, "dspex.predict", task) as span:
+            with limiter_flow(task.job_id):  # the job's LM calls take turns with other jobs' for slots
+                record = await self._predict_unless_stopped(task)
+            if record is None:
+                logger.debug("stopped task %s: job %s was cancelled or failed", task.task_id, task.job_id)
+                return "skipped"
+            if record.error is not None:
+                span.failed(f"{record.error.type}: {record.error.message}")
+            await self.produce("predictions", record)
         return "ok"
 
     async def _predict_unless_stopped(self, task: Task) -> PredictionRecord | None:
@@ -262,6 +323,10 @@ class Predictor(Worker):
                 self._count_lm(tracker.usage, None)
                 error = _expired(task, latency - (left or 0.0), running=True)
                 return self._record(task, error=error, usage=tracker.usage, latency=latency)
+            except asyncio.CancelledError:  # no result: the calls answered so far are reported alone
+                self._count_lm(tracker.usage, None)
+                self._report_unfinished(task, tracker.usage)
+                raise
             except SecurityPolicyError as exc:  # e.g. a tool outside --allow-module, at run time
                 raise PoisonMessageError(str(exc), reason=DLQ_REASON_SECURITY_POLICY) from exc
             except Exception as exc:  # the program's failure is the task's result, scored downstream
@@ -275,8 +340,16 @@ class Predictor(Worker):
     async def _run(self, task: Task, program: Module) -> Any:
         # a program running code waits for a sandbox slot first (see WorkerSandbox.slot)
         slot = self.sandbox.slot(task.candidate_id, program) if self.sandbox is not None else nullcontext()
-        async with slot:
-            return await program.acall(**task.inputs)
+        # a worker downloads no media URL a program names unless started to (see types._fetch)
+        with media_fetches(allowed=self.options.allow_media_fetch):
+            async with slot:
+                return await program.acall(**await self._inputs(task))
+
+    async def _inputs(self, task: Task) -> dict[str, Any]:
+        """The task's inputs, values sent as blobs read back (InputError: its example fails)."""
+        if self.blobs is None:
+            return task.inputs
+        return await self.blobs.resolve(task.example, task.input_keys, where=f"example {task.example_index}")
 
     async def _resolve(self, task: Task) -> tuple[Module, LM | None]:
         """The program and the job's LM (None: the program's predictors bring their own)."""
@@ -305,10 +378,11 @@ class Predictor(Worker):
                 f"the program returned {type(prediction).__name__}; return a dspex.Prediction"
             )
             return self._record(task, error=error_info(problem), usage=usage, latency=latency)
+        blobs = refs_of(task.example)
         return self._record(
             task,
             outputs=to_jsonable_python(prediction.to_dict(), fallback=str),
-            trace=[_trace_entry(step) for step in prediction.trace],
+            trace=[_trace_entry(step, blobs) for step in prediction.trace],
             adapter=prediction.adapter,
             usage=usage,
             latency=latency,
@@ -330,6 +404,41 @@ class Predictor(Worker):
             worker_id=self.worker_id,
             **fields,
         )
+
+    def _report_unfinished(self, task: Task, usage: Usage) -> None:
+        """Send the usage of a cancelled run, if it made any LM call, without waiting (the run is
+        being cancelled): the producer is flushed when the worker stops."""
+        if not usage.lm_calls or self.producer is None:
+            return
+        report = UsageReport(
+            job_id=task.job_id,
+            candidate_id=task.candidate_id,
+            example_index=task.example_index,
+            task_id=task.task_id,
+            attempt_id=new_call_id(),
+            usage=_usage_record(usage),
+            worker_id=self.worker_id,
+        )
+        # The job only: an aggregator that cannot read the report must not score the example.
+        wanted = (HEADER_SCHEMA, HEADER_JOB_ID)
+        headers: list[tuple[str, bytes | None]] = [
+            (name, value) for name, value in headers_for(report) if name in wanted
+        ]
+        record = Record(value=encode(report), key=task.job_id.encode(), headers=headers)
+        sending = asyncio.get_running_loop().create_task(self._send_report(record, report))
+        self._reports.add(sending)
+        sending.add_done_callback(self._reports.discard)
+
+    async def _send_report(self, record: Record, report: UsageReport) -> None:
+        if self.producer is None:
+            return
+        try:
+            await self.producer.produce_record(self.registry.name("scores"), record)
+        except Exception as exc:  # the calls stay uncharged: say so, with how many
+            logger.warning(
+                "usage of %s LM calls of task %s (job %s) not reported: %s",
+                report.usage.lm_calls, report.task_id, report.job_id, exc,
+            )  # fmt: skip
 
     def _count_lm(self, usage: Usage, error: Exception | None) -> None:
         if usage.lm_calls > usage.cache_hits:
@@ -390,10 +499,11 @@ def _outcome_name(error: Exception) -> str:
     return _CAMEL.sub("_", name).lower() or "error"
 
 
-def _trace_entry(step: Any) -> TraceEntry:
+def _trace_entry(step: Any, blobs: Mapping[str, BlobRef]) -> TraceEntry:
+    # values that came through the blobs topic go back as their references: a result stays small
     return TraceEntry(
         predictor=step.predictor_path,
-        inputs=to_jsonable_python(step.inputs, fallback=str),
+        inputs=shrink(to_jsonable_python(step.inputs, fallback=str), blobs),
         outputs=to_jsonable_python(step.outputs, fallback=str),
     )
 

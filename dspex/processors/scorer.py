@@ -28,6 +28,7 @@ from confluent_kafka import Message
 from dspex.errors import ConfigurationError, MetricError, PoisonMessageError, SecurityPolicyError
 from dspex.ids import content_id
 from dspex.metrics import metric_from_spec, resolve_metric, score_of
+from dspex.observability.tracing import kafka as tracing_kafka
 from dspex.primitives import Example, Prediction
 from dspex.processors.common import (
     DLQ_REASON_UNKNOWN_JOB,
@@ -66,7 +67,13 @@ class Scorer(Worker):
     async def handle(self, message: Message, value: Any) -> Outcome:
         record: PredictionRecord = value
         job = await self._job(record)
-        await self.produce("scores", await self.score(record, job))
+        # the metric's span, in the example's trace (when tracing is on)
+        with tracing_kafka.continued(message, "dspex.score", record, evaluator=True) as span:
+            score = await self.score(record, job)
+            span.set("dspex.score", score.score)
+            if score.error is not None:
+                span.failed(f"{score.error.type}: {score.error.message}")
+            await self.produce("scores", score)
         return "ok"
 
     async def score(self, record: PredictionRecord, job: EvalJob) -> ScoreRecord:

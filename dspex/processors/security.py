@@ -1,15 +1,18 @@
-"""What a worker lets a job reach: code by module, LMs by API base and key variable.
+"""What a worker lets a job reach: code by module, LMs by API base and key variable, MCP servers by URL.
 
 Anyone who can write to the jobs or candidates topic can ask a worker to import code or to send its
 API key somewhere, so a worker checks every reference against the allow-lists it was started with
-(``--allow-module``, ``--allow-api-base``, ``--allow-key-env``) before it imports or calls anything.
+(``--allow-module``, ``--allow-api-base``, ``--allow-key-env``, ``--allow-mcp-server``) before it
+imports or calls anything.
 
 Defaults, chosen so that a worker started with no flags runs the local demo and nothing else:
 
 * modules: only dspex's own (``dspex.*`` is always allowed);
 * API bases: loopback only (``http(s)://127.0.0.1``, ``localhost``, ``[::1]``, any port);
 * key variables: with no ``--allow-key-env``, a key may be sent to a loopback API base only; to any
-  other allowed base the key variable must be named explicitly.
+  other allowed base the key variable must be named explicitly;
+* MCP servers: none. Only streamable-HTTP servers (``http(s)://`` URLs, the URL and paths under it)
+  named by ``--allow-mcp-server`` are reached; stdio servers never are (they would start processes).
 
     >>> policy = SecurityPolicy(allow_api_bases=["https://api.openai.com/v1"],
     ...                         allow_key_envs=["OPENAI_API_KEY"])
@@ -85,8 +88,12 @@ class SecurityPolicy:
         allow_modules: Iterable[str] = (),
         allow_api_bases: Iterable[str] | None = None,
         allow_key_envs: Iterable[str] | None = None,
+        allow_mcp_servers: Iterable[str] = (),
     ) -> None:
-        """``allow_api_bases`` / ``allow_key_envs``: None (or empty) selects the loopback defaults."""
+        """``allow_api_bases`` / ``allow_key_envs``: None (or empty) selects the loopback defaults.
+
+        ``allow_mcp_servers``: streamable-HTTP MCP server URLs (empty: no MCP server is reached).
+        """
         self.allow_modules = _modules(allow_modules)
         bases = [base.rstrip("/") for base in allow_api_bases or ()]
         self.allow_api_bases: tuple[str, ...] | None = tuple(bases) or None
@@ -95,6 +102,8 @@ class SecurityPolicy:
         if any(not key for key in keys):
             raise ConfigurationError("--allow-key-env needs an environment variable name")
         self.allow_key_envs: tuple[str, ...] | None = tuple(keys) or None
+        self.allow_mcp_servers = tuple(url.strip().rstrip("/") for url in allow_mcp_servers)
+        self._mcp_servers = [_mcp_url(url, flag=True) for url in self.allow_mcp_servers]
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -144,17 +153,49 @@ class SecurityPolicy:
                 f"{', '.join(self.allow_key_envs)}); start it with --allow-key-env {api_key_env} to allow it"
             )
 
+    def check_mcp_server(self, url: str) -> None:
+        """Raise SecurityPolicyError unless the streamable-HTTP MCP server at ``url`` is allowed."""
+        try:
+            wanted = _mcp_url(url, flag=False)
+        except ConfigurationError as exc:
+            raise SecurityPolicyError(str(exc)) from exc
+        if not any(server.covers(wanted) for server in self._mcp_servers):
+            allowed = ", ".join(self.allow_mcp_servers) or "none"
+            raise SecurityPolicyError(
+                f"MCP server {url} is not allowed by this worker (allowed: {allowed}); "
+                f"start it with --allow-mcp-server {url} to allow it"
+            )
+
     def describe(self) -> str:
         """One line for the worker's start-up log."""
         bases = ", ".join(self.allow_api_bases) if self.allow_api_bases else "loopback only"
         keys = ", ".join(self.allow_key_envs) if self.allow_key_envs else "any, to loopback bases only"
-        return f"modules: {', '.join(self.modules)}; API bases: {bases}; key variables: {keys}"
+        mcp = ", ".join(self.allow_mcp_servers) or "none"
+        return (
+            f"modules: {', '.join(self.modules)}; API bases: {bases}; key variables: {keys}; "
+            f"MCP servers: {mcp}"
+        )
 
     def __repr__(self) -> str:
         return (
             f"SecurityPolicy(allow_modules={self.allow_modules!r}, allow_api_bases={self.allow_api_bases!r}, "
-            f"allow_key_envs={self.allow_key_envs!r})"
+            f"allow_key_envs={self.allow_key_envs!r}, allow_mcp_servers={self.allow_mcp_servers!r})"
         )
+
+
+def _mcp_url(url: str, *, flag: bool) -> _Base:
+    """An MCP server URL split for comparison; ConfigurationError unless it is streamable HTTP."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in _SCHEMES or not parts.hostname:
+        where = "--allow-mcp-server needs" if flag else f"MCP server {url!r} is not allowed: workers reach"
+        raise ConfigurationError(
+            f"{where} streamable-HTTP MCP servers only, named by an http(s) URL such as "
+            "http://host:8000/mcp (stdio servers would start processes)"
+        )
+    try:
+        return _Base.parse(url)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"MCP server {url!r} has an invalid address") from exc
 
 
 def _modules(names: Iterable[str]) -> tuple[str, ...]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Any
 
@@ -26,10 +27,21 @@ from dspex.errors import CodeInterpreterError
 from dspex.primitives.module import Module
 from dspex.primitives.python_interpreter import PythonInterpreter
 from dspex.sandbox.pool import SandboxPool
+from dspex.sandbox.process import SandboxLimits
+from dspex.streams.config import env_values
 
-__all__ = ["NO_SANDBOX_MESSAGE", "SandboxDisabledError", "WorkerSandbox", "needs_code", "worker_sandbox"]
+__all__ = [
+    "LIMITS_ENV_PREFIX",
+    "NO_SANDBOX_MESSAGE",
+    "SandboxDisabledError",
+    "WorkerSandbox",
+    "limits_from_env",
+    "needs_code",
+    "worker_sandbox",
+]
 
 NO_SANDBOX_MESSAGE = "--sandbox-pool 0: this worker runs no code; start predictors with --sandbox-pool N"
+LIMITS_ENV_PREFIX = "DSPEX_SANDBOX_"
 # Candidates whose verdict (needs code or not) is remembered; past it the memo starts over.
 _MEMO_LIMIT = 1024
 
@@ -108,15 +120,24 @@ class WorkerSandbox:
         return verdict
 
 
+def limits_from_env(env: Mapping[str, str]) -> SandboxLimits:
+    """The sandbox limits ``DSPEX_SANDBOX_*`` variables in ``env`` set, defaults for the others."""
+    return SandboxLimits(**env_values(SandboxLimits, LIMITS_ENV_PREFIX, env))
+
+
 @contextmanager
 def worker_sandbox(size: int, **interpreter_kwargs: Any) -> Iterator[WorkerSandbox]:
     """Install the worker's interpreter factory for the block: a pool of ``size``, or the refusal.
 
     The pool warms in the background (the worker starts consuming at once) and is closed on exit,
-    idle processes at once and busy ones as their sessions end.
+    idle processes at once and busy ones as their sessions end. Its per-execution limits come from
+    ``DSPEX_SANDBOX_TIMEOUT_S``, ``_MEMORY_MB``, ``_OUTPUT_CHARS`` and ``_START_TIMEOUT_S`` where set
+    (:class:`SandboxLimits`' defaults otherwise; a bad value is a one-line ConfigurationError).
     """
     if size < 0:
         raise ValueError(f"--sandbox-pool must be >= 0, got {size}")
+    if size and "limits" not in interpreter_kwargs:
+        interpreter_kwargs["limits"] = limits_from_env(os.environ)
     pool = SandboxPool(size=size, **interpreter_kwargs) if size else None
     sandbox = WorkerSandbox(pool)
     try:

@@ -66,6 +66,8 @@ from dspex.schemas.results import (
     SCORE_SOURCE_SCORER,
     PredictionRecord,
     ScoreRecord,
+    UsageReport,
+    is_usage_report,
 )
 from dspex.schemas.serde import decode, encode, model_name, schema_error_reason
 from dspex.schemas.status import (
@@ -81,6 +83,7 @@ from dspex.schemas.status import (
     TrialRecord,
     over_cost_budget,
 )
+from dspex.schemas.submit import SubmitJob
 from dspex.schemas.tasks import Task, task_id_for
 from dspex.schemas.workers import BreakerState, EndpointHealth, WorkerHeartbeat, WorkerKind
 
@@ -137,11 +140,13 @@ __all__ = [
     "ScoreRecord",
     "StatusMessage",
     "StopReason",
+    "SubmitJob",
     "Task",
     "Timestamp",
     "TraceEntry",
     "TrialRecord",
     "UsageRecord",
+    "UsageReport",
     "WireModel",
     "WorkerHeartbeat",
     "WorkerKind",
@@ -150,6 +155,7 @@ __all__ = [
     "export_json_schemas",
     "headers_for",
     "ids_from_headers",
+    "is_usage_report",
     "json_schemas",
     "key_for",
     "model_name",

@@ -7,6 +7,7 @@ values are UTF-8 bytes; the example index is its decimal text.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -16,16 +17,21 @@ __all__ = [
     "HEADER_CANDIDATE_ID",
     "HEADER_EXAMPLE_INDEX",
     "HEADER_JOB_ID",
+    "HEADER_MAX_IN_FLIGHT",
     "HEADER_PRIORITY",
     "HEADER_SCHEMA",
+    "HEADER_TRACEPARENT",
+    "TRACEPARENT",
     "HeaderIds",
     "HeaderValue",
     "Headers",
     "headers_for",
     "ids_from_headers",
+    "max_in_flight_from_headers",
     "parse_schema_header",
     "priority_from_headers",
     "schema_header_value",
+    "traceparent_from_headers",
 ]
 
 HEADER_JOB_ID = "dspex-job-id"
@@ -33,6 +39,8 @@ HEADER_CANDIDATE_ID = "dspex-candidate-id"
 HEADER_EXAMPLE_INDEX = "dspex-example-index"
 HEADER_PRIORITY = "dspex-priority"
 """The job's priority on tasks that have one (absent: normal), readable before the value is decoded."""
+HEADER_MAX_IN_FLIGHT = "dspex-max-in-flight"
+"""The job's in-flight budget per predictor on tasks of jobs that set one (``num_threads``)."""
 HEADER_SCHEMA = "dspex-schema"
 """Model name and schema version of the value, e.g. ``b"Task/1.0"``."""
 
@@ -63,14 +71,25 @@ def parse_schema_header(value: HeaderValue) -> tuple[str, str] | None:
     return name, version
 
 
+HEADER_TRACEPARENT = "traceparent"
+"""W3C trace context of the example a task or prediction belongs to (when tracing is on)."""
+TRACEPARENT: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("dspex_traceparent", default=None)
+"""The ``traceparent`` the messages produced here carry (set by :mod:`dspex.observability.tracing`)."""
+
+
 def headers_for(model: BaseModel) -> list[tuple[str, bytes]]:
-    """The headers a message gets: its schema, and job, candidate and example index where it has them."""
+    """The headers a message gets: its schema, and job, candidate and example index where it has them
+    (and the trace context of the example being handled, when tracing is on)."""
     headers = [(HEADER_SCHEMA, schema_header_value(model))]
+    traceparent = TRACEPARENT.get()
+    if traceparent is not None:
+        headers.append((HEADER_TRACEPARENT, traceparent))
     for name, field in (
         (HEADER_JOB_ID, "job_id"),
         (HEADER_CANDIDATE_ID, "candidate_id"),
         (HEADER_EXAMPLE_INDEX, "example_index"),
         (HEADER_PRIORITY, "priority"),
+        (HEADER_MAX_IN_FLIGHT, "max_in_flight"),
     ):
         value = getattr(model, field, None)
         if value is not None:
@@ -96,6 +115,17 @@ def priority_from_headers(headers: Headers) -> str | None:
     """The priority named in ``headers`` (None when absent or unreadable; the reader decides what an
     unknown name means). Never raises."""
     return _text(_as_dict(headers).get(HEADER_PRIORITY))
+
+
+def max_in_flight_from_headers(headers: Headers) -> int | None:
+    """The job's in-flight budget named in ``headers`` (None when absent or unreadable). Never raises."""
+    value = _index(_as_dict(headers).get(HEADER_MAX_IN_FLIGHT))
+    return value if value is not None and value >= 1 else None
+
+
+def traceparent_from_headers(headers: Headers) -> str | None:
+    """The W3C ``traceparent`` in ``headers`` (None when absent or unreadable). Never raises."""
+    return _text(_as_dict(headers).get(HEADER_TRACEPARENT))
 
 
 def _as_dict(headers: Headers) -> dict[str, Any]:

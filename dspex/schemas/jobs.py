@@ -28,10 +28,12 @@ class EvalJob(Message):
     ``len(candidate_ids) * num_examples``. ``lm`` is the LM in effect where the job was submitted
     (None: each program uses its own). Limits: ``max_errors`` failed examples, ``max_cost_usd``.
     ``priority`` (None: ``normal``) is the job's weight in the predictors' fair queues; every task
-    of the job carries it too.
+    of the job carries it too. ``max_in_flight`` (None: no cap of its own) is how many of its tasks
+    may run at once in each predictor (``num_threads`` at submission, already clamped to what the
+    live predictors allow); ``max_in_flight_asked`` is what was asked when that was more.
     """
 
-    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: priority
+    SCHEMA_VERSION: ClassVar[str] = "1.2"  # 1.1: priority; 1.2: max_in_flight, max_in_flight_asked
 
     kind: Literal["eval"] = "eval"
     job_id: str
@@ -46,6 +48,14 @@ class EvalJob(Message):
     dataset: DatasetSummary | None = None
     parent_job_id: str | None = Field(default=None, description="The optimization that asked for it.")
     priority: Priority | None = Field(default=None, description="Fair-share weight; None: normal.")
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="Its tasks running at once per predictor."
+    )
+    max_in_flight_asked: int | None = Field(
+        default=None,
+        ge=1,
+        description="The in-flight budget asked for, when it was clamped to max_in_flight.",
+    )
     created_at: Timestamp = Field(default_factory=utc_now)
 
     # A priority a newer writer adds reads as None (normal) here instead of failing the whole job.

@@ -17,6 +17,7 @@ from dspex.schemas.jobs import Cancel, EvalJob, JobMessage, OptimizeJob
 from dspex.schemas.programs import ProgramSpec
 from dspex.schemas.results import PredictionRecord, ScoreRecord
 from dspex.schemas.status import JobStatus, OptimizeStatus, StatusMessage
+from dspex.schemas.submit import SubmitJob
 from dspex.schemas.tasks import Task
 from dspex.schemas.workers import WorkerHeartbeat
 
@@ -39,6 +40,7 @@ TOPIC_VALUE_MODELS: dict[str, Any] = {
     "workers": WorkerHeartbeat,
     "dlq": DeadLetter,
     "optimizer-state": OptimizerCheckpoint,
+    "submit": SubmitJob,
 }
 """Topic role -> the model (or discriminated union) its values decode into."""
 
@@ -54,6 +56,7 @@ TOPIC_KEY_FIELDS: dict[str, str | None] = {
     "workers": "worker_id",
     "dlq": None,  # the original message's key, kept as is (DeadLetter.key_bytes())
     "optimizer-state": "job_id",
+    "submit": "job_id",
 }
 """Topic role -> the value field whose UTF-8 text is the message key."""
 
@@ -70,6 +73,7 @@ MESSAGE_MODELS: tuple[type[BaseModel], ...] = (
     WorkerHeartbeat,
     DeadLetter,
     OptimizerCheckpoint,
+    SubmitJob,
 )
 """Every top-level message model."""
 

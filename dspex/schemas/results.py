@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -15,6 +15,8 @@ __all__ = [
     "SCORE_SOURCE_SCORER",
     "PredictionRecord",
     "ScoreRecord",
+    "UsageReport",
+    "is_usage_report",
 ]
 
 # ScoreRecord.source values. A plain string on the wire (not a Literal) so that a source added
@@ -98,3 +100,43 @@ class ScoreRecord(Message):
     def failed(self) -> bool:
         """Whether the prediction or the metric failed."""
         return self.error is not None
+
+
+class UsageReport(Message):
+    """LM usage of a run of a task that ended with no result: its handler was cancelled (its
+    partition revoked or lost, the worker stopping) after some of its LM calls were answered.
+
+    A predictor writes it to the scores topic (key: job id) so that the aggregator charges those
+    calls to the job, once per ``attempt_id`` like a :class:`ScoreRecord`'s repeats; it is never a
+    result and counts no example. Its headers name the job only, never the candidate or the
+    example: an aggregator from before this message dead-letters it without writing an error score
+    for the example (its job's usage is then short by these calls, as it was before). ``kind``
+    comes first on the wire, so readers of the scores topic tell it apart by its first bytes
+    (:func:`is_usage_report`) without parsing.
+    """
+
+    SCHEMA_VERSION: ClassVar[str] = "1.0"
+
+    kind: Literal["usage"] = "usage"
+    job_id: str
+    candidate_id: str
+    example_index: int = Field(ge=0)
+    task_id: str
+    attempt_id: str = Field(description="The random id of the run whose calls these are.")
+    usage: UsageRecord
+    reason: str = Field(default="cancelled", description="Why the run ended without a result.")
+    worker_id: str
+    reported_at: Timestamp = Field(default_factory=utc_now)
+
+
+_USAGE_REPORT_START = b'{"schema_version":"'
+_USAGE_REPORT_KIND = b'"kind":"usage"'
+
+
+def is_usage_report(value: bytes | None) -> bool:
+    """Whether a scores-topic value is a :class:`UsageReport` (written by :func:`~dspex.schemas.encode`:
+    its schema version, then its kind)."""
+    if not value or not value.startswith(_USAGE_REPORT_START):
+        return False
+    head = value[len(_USAGE_REPORT_START) : len(_USAGE_REPORT_START) + 32]
+    return _USAGE_REPORT_KIND in head

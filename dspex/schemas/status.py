@@ -78,7 +78,12 @@ class CandidateAggregate(WireModel):
 
 
 class JobStatus(Message):
-    """Where an evaluation stands, written by the aggregator (at once on completion, else every second)."""
+    """Where an evaluation stands, written by the aggregator (at once on completion, else every second).
+
+    A terminal status may be followed by others of the same state whose ``usage`` (and ``seq``,
+    ``updated_at``) alone changed: LM calls of runs that reported after the end are charged too.
+    The latest status holds the job's final cost.
+    """
 
     kind: Literal["eval"] = "eval"
     job_id: str
@@ -102,7 +107,13 @@ class JobStatus(Message):
         "as absent.",
     )
 
-    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: stop_reason
+    note: str | None = Field(
+        default=None,
+        description="How the job runs where it differs from what was asked, e.g. an in-flight budget "
+        "(num_threads) clamped to what the predictors allow.",
+    )
+
+    SCHEMA_VERSION: ClassVar[str] = "1.2"  # 1.1: stop_reason; 1.2: note
 
     _stop_reason_tolerant = field_validator("stop_reason", mode="wrap")(known_or_none)
 

@@ -27,10 +27,11 @@ class Task(Message):
     """Run candidate ``candidate_id`` on example ``example_index`` of job ``job_id``.
 
     ``priority`` is the job's (None: ``normal``); it travels in the ``dspex-priority`` header too,
-    so that a predictor can queue a task fairly before decoding it.
+    so that a predictor can queue a task fairly before decoding it. ``max_in_flight`` is the job's
+    in-flight budget per predictor (None: none of its own), in the ``dspex-max-in-flight`` header too.
     """
 
-    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: priority
+    SCHEMA_VERSION: ClassVar[str] = "1.2"  # 1.1: priority; 1.2: max_in_flight
 
     task_id: str = Field(description="task_id_for(job_id, candidate_id, example_index).")
     job_id: str
@@ -42,6 +43,7 @@ class Task(Message):
     lm: LMSpec | None = Field(default=None, description="The job's LM, for programs without their own.")
     deadline: Timestamp | None = None
     priority: Priority | None = Field(default=None, description="The job's priority; None: normal.")
+    max_in_flight: int | None = Field(default=None, ge=1, description="The job's in-flight budget.")
 
     _priority_tolerant = field_validator("priority", mode="wrap")(known_or_none)
 

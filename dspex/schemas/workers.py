@@ -10,7 +10,7 @@ from dspex.schemas.base import Message, Timestamp, WireModel, utc_now
 
 __all__ = ["BreakerState", "EndpointHealth", "WorkerHeartbeat", "WorkerKind"]
 
-WorkerKind = Literal["predict", "score", "aggregate", "optimize"]
+WorkerKind = Literal["predict", "score", "aggregate", "optimize", "intake"]
 BreakerState = Literal["closed", "open", "half_open"]
 
 
@@ -27,7 +27,8 @@ class WorkerHeartbeat(Message):
     """A worker saying it is alive and how loaded it is; what ``dspex status`` shows about workers.
 
     ``limit`` and ``breaker_state`` summarize its LM endpoints (the smallest limit, the worst
-    breaker); ``endpoints`` has them one by one.
+    breaker); ``endpoints`` has them one by one. ``concurrency``: the most messages it runs at once
+    (``--concurrency``), so the most in-flight slots one job can get there.
     """
 
     worker_id: str
@@ -45,3 +46,6 @@ class WorkerHeartbeat(Message):
     assigned_partitions: int = Field(default=0, ge=0)
     paused_partitions: int = Field(default=0, ge=0)
     metrics_url: str | None = None
+    concurrency: int | None = Field(
+        default=None, ge=1, description="--concurrency: messages run at once at most."
+    )

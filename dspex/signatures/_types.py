@@ -366,7 +366,7 @@ def _plain_type_to_string(annotation: Any) -> str:
     kind: type = annotation
     if kind.__module__ == "builtins" and getattr(builtins, kind.__name__, None) is kind:
         if kind.__name__ in _SIMPLE:
-            return kind.__name__
+            return str(kind.__name__)
         raise SignatureError(f"type {kind.__name__!r} is not supported in signatures")
     return f"{kind.__module__}:{kind.__qualname__}"
 

@@ -117,11 +117,13 @@ def streamify(
 def _caller(program: Any, is_async_program: bool) -> Callable[..., Any]:
     """How to call ``program`` from the streaming task."""
     if is_async_program:
-        return program.acall
+        acall: Callable[..., Any] = program.acall
+        return acall
     if isinstance(program, Module) and type(program).__call__ is Module.__call__:
         return program.acall  # the same call as Module.__call__, without a thread hop
     if asyncio.iscoroutinefunction(program):
-        return program
+        coroutine_function: Callable[..., Any] = program
+        return coroutine_function
 
     async def in_thread(*args: Any, **kwargs: Any) -> Any:
         return await run_in_thread(program, *args, **kwargs)

@@ -15,7 +15,7 @@ from dspex.streams.admin import (
     probe,
 )
 from dspex.streams.config import KafkaSettings, consumer_defaults
-from dspex.streams.consumer import ConsumerRuntime, RuntimeStats
+from dspex.streams.consumer import ConsumerOptions, ConsumerRuntime, RuntimeStats
 from dspex.streams.dlq import dead_letter
 from dspex.streams.flow import OffsetTracker, Watermarks
 from dspex.streams.producer import AsyncProducer, Delivery, ProducerStats
@@ -27,6 +27,7 @@ __all__ = [
     "ROLES",
     "AsyncProducer",
     "CompactedReader",
+    "ConsumerOptions",
     "ConsumerRuntime",
     "Delivery",
     "EnsureResult",

@@ -167,8 +167,9 @@ class KafkaAdmin:
         if not partitions:
             return GroupLag(group, [])
         committed = self.committed(group, partitions)
-        starts = self._list_offsets(partitions, OffsetSpec.earliest())
-        ends = self._list_offsets(partitions, OffsetSpec.latest())
+        # confluent-kafka leaves OffsetSpec's constructors unannotated
+        starts = self._list_offsets(partitions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+        ends = self._list_offsets(partitions, OffsetSpec.latest())  # type: ignore[no-untyped-call]
         rows = [
             PartitionLag(t, p, committed.get((t, p)), starts[(t, p)], ends[(t, p)]) for t, p in partitions
         ]
@@ -204,7 +205,7 @@ class KafkaAdmin:
 
     def end_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The end (high watermark) offset of each partition."""
-        return self._list_offsets(list(partitions), OffsetSpec.latest())
+        return self._list_offsets(list(partitions), OffsetSpec.latest())  # type: ignore[no-untyped-call]
 
     def _metadata(self) -> Any:
         try:

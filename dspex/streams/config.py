@@ -18,7 +18,16 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -38,6 +47,7 @@ __all__ = [
     "SecurityProtocol",
     "client_config",
     "consumer_defaults",
+    "env_values",
     "settings_error",
 ]
 
@@ -57,6 +67,9 @@ _EXTRA_VARIABLE = ENV_PREFIX + "EXTRA"
 _PASSWORD_MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
 
 
+DEFAULT_CLIENT_ID = "dspex"
+
+
 class KafkaSettings(BaseModel):
     """Connection and security settings shared by every Kafka client of one process.
 
@@ -67,7 +80,7 @@ class KafkaSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     bootstrap_servers: str = DEFAULT_BOOTSTRAP
-    client_id: str = "dspex"
+    client_id: str = DEFAULT_CLIENT_ID
     security_protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: SaslMechanism | None = None
     sasl_username: str | None = None
@@ -125,6 +138,14 @@ class KafkaSettings(BaseModel):
         config.update({key: value for key, value in optional.items() if value is not None})
         config.update(self.extra)
         return config
+
+    def for_worker(self, kind: str, worker_id: str) -> KafkaSettings:
+        """These settings with ``client.id`` ``dspex-<kind>-<worker id>`` (the kind once), so
+        the brokers' logs and quotas tell workers apart; a client id set explicitly stays."""
+        if self.client_id != DEFAULT_CLIENT_ID:
+            return self
+        name = worker_id if worker_id.startswith(f"{kind}-") else f"{kind}-{worker_id}"
+        return self.model_copy(update={"client_id": f"{DEFAULT_CLIENT_ID}-{name}"})
 
     def aiokafka(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka clients (and so for faust-streaming's broker options)."""
@@ -249,6 +270,38 @@ def _env_model(env: Mapping[str, str], given: Mapping[str, Any]) -> type[_KafkaE
             return (init_settings, _MappingEnvSource(settings_cls, env))
 
     return _FromMapping
+
+
+def env_values(model: type[BaseModel], prefix: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """The fields of ``model`` that ``PREFIX<FIELD>`` variables in ``env`` set, converted and checked.
+
+    pydantic-settings reads them (names in any case; empty values count as unset; lists and
+    dicts as JSON); a value of the wrong type is a :class:`ConfigurationError` naming the
+    variable and what it expects. Fields no variable sets are left out, so a caller can put
+    command-line values above these and its defaults below.
+    """
+
+    class _Reader(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix=prefix, env_ignore_empty=True, extra="ignore")
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (_MappingEnvSource(settings_cls, env),)
+
+    fields: dict[str, Any] = {name: (info.annotation, info) for name, info in model.model_fields.items()}
+    reader = create_model(f"{model.__name__}Env", __base__=_Reader, **fields)
+    try:
+        read = reader()
+    except ValidationError as exc:
+        raise settings_error(exc, lambda field: prefix + field.upper()) from None
+    return {name: getattr(read, name) for name in read.model_fields_set}
 
 
 def settings_error(exc: ValidationError, label: Callable[[str], str]) -> ConfigurationError:

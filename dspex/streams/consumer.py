@@ -35,9 +35,10 @@ and hand their work to the event loop, which is free while it awaits that thread
 
     >>> async def handle(message, task):
     ...     await producer.produce(out_topic, encode(result_for(task)), key=message.key())
-    >>> runtime = ConsumerRuntime(settings, group_id="dspex.predictor", topics=["dspex.tasks"],
-    ...                           handler=handle, decoder=Task, producer=producer,
-    ...                           dlq_topic="dspex.dlq")  # doctest: +SKIP
+    >>> options = ConsumerOptions(group_id="dspex.predictor", topics=["dspex.tasks"],
+    ...                           dlq_topic="dspex.dlq")
+    >>> runtime = ConsumerRuntime(settings, options, handler=handle, decoder=Task,
+    ...                           producer=producer)  # doctest: +SKIP
     >>> runtime.install_signal_handlers()  # doctest: +SKIP
     >>> await runtime.run()  # until SIGTERM  # doctest: +SKIP
 """
@@ -49,12 +50,10 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import signal
-import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -70,7 +69,8 @@ from dspex.schemas import (
     KNOWN_DLQ_REASONS,
     DeadLetter,
 )
-from dspex.streams.config import KafkaSettings, client_config, consumer_defaults
+from dspex.streams.config import KafkaSettings
+from dspex.streams.consumer_options import ConsumerOptions, consumer_config, default_rejoin_after
 from dspex.streams.dlq import dead_letter
 from dspex.streams.flow import (
     Backlog,
@@ -80,11 +80,20 @@ from dspex.streams.flow import (
     TopicPartitionKey,
     Watermarks,
 )
+from dspex.streams.identity import process_id
 from dspex.streams.outage import REACHABILITY, is_connection_error
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.serde import message_position, model_decoder
 
-__all__ = ["CommitHook", "ConsumerRuntime", "Decoder", "Handler", "RuntimeStats", "message_size"]
+__all__ = [
+    "CommitHook",
+    "ConsumerOptions",
+    "ConsumerRuntime",
+    "Decoder",
+    "Handler",
+    "RuntimeStats",
+    "message_size",
+]
 
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("dspex.streams.librdkafka.consumer")
@@ -95,14 +104,7 @@ Decoder = Callable[[Message], Any]
 CommitHook = Callable[[dict[TopicPartitionKey, int]], None]
 DeadLetterHook = Callable[[DeadLetter], Awaitable[None]]
 
-_DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
-STATISTICS_INTERVAL_MS = 5_000  # librdkafka's stats_cb period (consumer lag, rx/tx counts)
 _CANCEL_GRACE_S = 1.0
-# A member out of its group this many session timeouts (at least REJOIN_AFTER_MIN_S) is stuck: a
-# rebalance of members that poll every 100 ms takes a few seconds, a broker restart a few more.
-REJOIN_AFTER_SESSIONS = 5
-REJOIN_AFTER_MIN_S = 60.0
-_DEFAULT_SESSION_TIMEOUT_MS = 45_000
 
 
 @dataclass
@@ -131,73 +133,55 @@ class ConsumerRuntime:
     def __init__(
         self,
         settings: KafkaSettings,
+        options: ConsumerOptions,
         *,
-        group_id: str,
-        topics: Sequence[str],
         handler: Handler,
         producer: AsyncProducer,
-        dlq_topic: str,
         decoder: Decoder | type[BaseModel] | None = None,
-        max_in_flight: int = 64,
-        high_watermark: int | None = None,
-        low_watermark: int | None = None,
-        drain_timeout: float = 5.0,
-        commit_interval: float = 0.2,
-        poll_timeout: float = 0.1,
-        fast_groups: bool = False,
-        worker_id: str | None = None,
-        config: Mapping[str, Any] | None = None,
         on_commit: CommitHook | None = None,
         on_dead_letter: DeadLetterHook | None = None,
-        rejoin_after: float | None = None,
         backlog: Backlog[Message] | None = None,
-        max_backlog_bytes: int | None = None,
         dispatch_limit: Callable[[], int] | None = None,
     ) -> None:
         """Configure only; nothing connects until :meth:`run`.
 
-        ``decoder`` turns a message into the handler's second argument: a pydantic model type
-        (decoded with dspex.schemas.decode), a callable, or None for the raw value bytes.
-        ``high_watermark`` defaults to ``max_in_flight`` and ``low_watermark`` to half of it.
-        ``config`` adds librdkafka consumer properties; ``fast_groups`` selects the short group
-        timing of tests and the dev broker. ``on_commit`` sees every offset map just before it
-        is committed; ``on_dead_letter`` runs after a dead letter was acknowledged (processors
-        use it to emit an error Score for the task). ``rejoin_after`` (seconds out of the group
-        before the member is replaced) defaults to REJOIN_AFTER_SESSIONS session timeouts.
-        ``backlog`` orders the messages waiting for a handler (default: arrival order);
-        ``max_backlog_bytes`` pauses the partitions while it holds that many bytes (None: no byte
-        bound); ``dispatch_limit()`` is how many handlers may run now (capped at ``max_in_flight``).
+        ``options`` says what to consume and how (group, topics, bounds, timing: see
+        :class:`~dspex.streams.consumer_options.ConsumerOptions`). ``decoder`` turns a message
+        into the handler's second argument: a pydantic model type (decoded with
+        dspex.schemas.decode), a callable, or None for the raw value bytes. ``on_commit`` sees
+        every offset map just before it is committed; ``on_dead_letter`` runs after a dead letter
+        was acknowledged (processors use it to emit an error Score for the task). ``backlog``
+        orders the messages waiting for a handler (default: arrival order); ``dispatch_limit()``
+        is how many handlers may run now (capped at ``max_in_flight``).
         """
-        if max_in_flight < 1:
-            raise ConfigurationError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        if not topics:
-            raise ConfigurationError("a consumer runtime needs at least one topic")
-        high = max_in_flight if high_watermark is None else high_watermark
-        self._watermarks = Watermarks(high, high // 2 if low_watermark is None else low_watermark)
+        self.options = options
+        self._watermarks = Watermarks(*options.watermarks)
         self.settings = settings
-        self.group_id = group_id
-        self.topics = list(topics)
-        self.dlq_topic = dlq_topic
-        self.max_in_flight = max_in_flight
-        self.drain_timeout = drain_timeout
+        self.group_id = options.group_id
+        self.topics = list(options.topics)
+        self.dlq_topic = options.dlq_topic
+        self.max_in_flight = options.max_in_flight
+        self.drain_timeout = options.drain_timeout
         # on stop (not on revoke): a worker lowers it so that the whole stop fits its deadline
-        self.shutdown_drain_timeout = drain_timeout
-        self.commit_interval = commit_interval
-        self.poll_timeout = poll_timeout
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.shutdown_drain_timeout = options.drain_timeout
+        self.commit_interval = options.commit_interval
+        self.poll_timeout = options.poll_timeout
+        self.worker_id = options.worker_id or process_id()
         self.stats = RuntimeStats()
         self._handler = handler
         self._producer = producer
         self._decode = _as_decoder(decoder)
         self._on_commit = on_commit
         self._on_dead_letter = on_dead_letter
-        self._consumer_config = self._build_config(fast_groups, dict(config or {}))
-        self._membership = MembershipWatch(rejoin_after or self._default_rejoin_after())
+        self._consumer_config = consumer_config(settings, options, _librdkafka_logger, self._commit_reported)
+        rejoin_after = options.rejoin_after or default_rejoin_after(self._consumer_config)
+        self._membership = MembershipWatch(rejoin_after)
+        self._in_group = False  # from librdkafka's last statistics: state up, join state steady
         self._rejoin_requested = False
         self._generation = 0  # of consumers: one more each time the member is replaced
         self._tracker = OffsetTracker()
         self._backlog: Backlog[Message] = backlog if backlog is not None else FifoBacklog(message_size)
-        self._max_backlog_bytes = max_backlog_bytes
+        self._max_backlog_bytes = options.max_backlog_bytes
         self._dispatch_limit = dispatch_limit
         self._running: dict[asyncio.Task[None], TopicPartitionKey] = {}
         self._assigned: set[TopicPartitionKey] = set()
@@ -212,7 +196,7 @@ class ConsumerRuntime:
         self._task: asyncio.Task[None] | None = None
         self._finished: asyncio.Event | None = None
         self._assignment_seen: asyncio.Event | None = None
-        metrics.prepare_consumer(group_id, self.topics, max_in_flight)
+        metrics.prepare_consumer(self.group_id, self.topics, self.max_in_flight)
         metrics.prepare_dlq(KNOWN_DLQ_REASONS)
 
     # ----------------------------------------------------------------- lifespan
@@ -285,6 +269,12 @@ class ConsumerRuntime:
     def paused_partitions(self) -> set[TopicPartitionKey]:
         """Partitions this member has paused now."""
         return set(self._paused)
+
+    @property
+    def in_group(self) -> bool:
+        """Whether librdkafka's last statistics (every 5 s) saw this member steady in its group,
+        with or without partitions (a worker's /readyz)."""
+        return self._in_group
 
     @property
     def held(self) -> bool:
@@ -676,44 +666,6 @@ class ConsumerRuntime:
             logger.error("group %s: the event loop did not answer a rebalance in time", self.group_id)
             return default
 
-    def _build_config(self, fast_groups: bool, overrides: dict[str, Any]) -> dict[str, Any]:
-        strategy = overrides.pop("partition.assignment.strategy", "cooperative-sticky")
-        if strategy != "cooperative-sticky":
-            raise ConfigurationError(
-                "the consumer runtime needs partition.assignment.strategy=cooperative-sticky "
-                f"(it assigns and pauses partitions incrementally); got {strategy!r}"
-            )
-        config = client_config(
-            self.settings,
-            _librdkafka_logger,
-            **{
-                "group.id": self.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": strategy,
-                # A resumed partition waits for the broker's in-flight long-poll fetch to return
-                # (one fetch per broker at a time); Kafka's 500 ms default makes every resume at
-                # the end of the log cost half a second.
-                "fetch.wait.max.ms": 100,
-                "on_commit": self._commit_reported,
-                "statistics.interval.ms": STATISTICS_INTERVAL_MS,
-                **consumer_defaults(fast_groups),
-                **overrides,
-            },
-        )
-        max_poll_ms = int(config.get("max.poll.interval.ms", _DEFAULT_MAX_POLL_INTERVAL_MS))
-        if not 0 < self.drain_timeout * 1000 < max_poll_ms:
-            raise ConfigurationError(
-                f"drain_timeout ({self.drain_timeout} s) must be positive and below the rebalance "
-                f"timeout (max.poll.interval.ms = {max_poll_ms})"
-            )
-        return config
-
-    def _default_rejoin_after(self) -> float:
-        session_ms = float(self._consumer_config.get("session.timeout.ms", _DEFAULT_SESSION_TIMEOUT_MS))
-        return max(REJOIN_AFTER_MIN_S, REJOIN_AFTER_SESSIONS * session_ms / 1000)
-
     def _statistics(self, generation: int, document: str) -> None:
         # Runs on the consumer's thread inside consume(); a bad document must not break polling.
         try:
@@ -726,6 +678,7 @@ class ConsumerRuntime:
             return  # from a replaced consumer, closing
         group = stats.get("cgrp") or {}
         state, join_state = group.get("state"), group.get("join_state")
+        self._in_group = state == "up" and join_state == "steady"
         if self._membership.observe(state, join_state, time.monotonic()) and not self._rejoin_requested:
             logger.error(
                 "group %s: this member has been out of its group for %.0f s (librdkafka group state "

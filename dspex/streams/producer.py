@@ -229,8 +229,10 @@ class AsyncProducer:
     def _settle(
         self, future: asyncio.Future[Delivery], error: RawKafkaError | None, message: Message
     ) -> None:
-        if error is not None and error.code() == RawKafkaError._PURGE_QUEUE and not future.done():
-            self._resend(future, message)  # purged by _replace_producer: only ours purge
+        if error is not None and error.code() == RawKafkaError._PURGE_QUEUE:
+            # Purged by _replace_producer (only ours purge): sent again even when its caller gave
+            # up waiting (a cancelled handler), since the record may be all that reports its work.
+            self._resend(future, message)
             return
         metrics.producer_delivery(str(message.topic()), error is None)
         if error is None:
@@ -313,7 +315,7 @@ class AsyncProducer:
                 self._retired.remove(retired)
 
 
-class _LibrdkafkaLog(logging.LoggerAdapter):
+class _LibrdkafkaLog(logging.LoggerAdapter[logging.Logger]):
     """librdkafka's log lines to Python logging, watching for the lost-leader line (see above)."""
 
     def __init__(self, leader_lost: threading.Event) -> None:

@@ -32,7 +32,17 @@ __all__ = [
 ]
 
 TopicRole = Literal[
-    "jobs", "candidates", "tasks", "predictions", "scores", "status", "workers", "dlq", "optimizer-state"
+    "jobs",
+    "candidates",
+    "tasks",
+    "predictions",
+    "scores",
+    "status",
+    "workers",
+    "dlq",
+    "optimizer-state",
+    "blobs",
+    "submit",
 ]
 ROLES: tuple[TopicRole, ...] = get_args(TopicRole)
 
@@ -51,6 +61,8 @@ DEFAULT_PARTITIONS: dict[TopicRole, int] = {
     "workers": 1,
     "dlq": 4,
     "optimizer-state": 4,
+    "blobs": 8,
+    "submit": 4,
 }
 
 _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]*$")
@@ -67,6 +79,15 @@ _TOPIC_CONFIG: dict[TopicRole, dict[str, str]] = {
     "workers": {"cleanup.policy": "compact,delete", "retention.ms": "3600000", "segment.ms": "600000"},
     "dlq": _LARGE,
     "optimizer-state": {**_COMPACT, **_LARGE},
+    # Large example values in chunks (dspex.streams.blobs), keyed by content hash and chunk index:
+    # compaction drops repeated uploads of the same value, retention (7 days) those of old jobs.
+    "blobs": {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(7 * 24 * 3600 * 1000),
+        **_LARGE,
+    },
+    # Self-contained submissions from any producer (dspex.schemas.submit): examples travel inline.
+    "submit": _LARGE,
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from dspex.ids import content_id
 from dspex.testing._prompt import PromptView, message_text, read_prompt
-from dspex.testing._respond import compose_answer, garbled
+from dspex.testing._respond import abusive_answer, compose_answer, garbled
 from dspex.testing._tools import ToolTurn, text_tool_turn, tool_turn
 
 __all__ = ["Completion", "build_completion", "estimate_tokens", "request_hash"]
@@ -70,13 +70,22 @@ def _tool_choice(index: int, turn: ToolTurn) -> tuple[dict[str, Any], int]:
     return choice, estimate_tokens(chars)
 
 
+@dataclass(frozen=True)
+class AnswerKnobs:
+    """The server's knobs that change what an answer says."""
+
+    garble: float
+    garble_fields: str | None
+    code_abuse: float
+    code_abuse_port: int
+
+
 def _answer(
     index: int,
     body: Mapping[str, Any],
     view: PromptView,
     digest: str,
-    garble: float,
-    garble_fields: str | None,
+    knobs: AnswerKnobs,
 ) -> tuple[dict[str, Any], int, bool | None]:
     """One choice, its completion tokens and whether its arithmetic answer is correct."""
     turn = tool_turn(body, view, digest)
@@ -86,23 +95,32 @@ def _answer(
     turn = text_tool_turn(body, view, digest)
     if turn is not None and turn.content is not None:
         return (*_choice(index, turn.content, max_tokens), turn.correct)
-    answer = garbled(compose_answer(view, digest), view, digest, garble, garble_fields)
+    answer = abusive_answer(view, digest, knobs.code_abuse, knobs.code_abuse_port) or garbled(
+        compose_answer(view, digest), view, digest, knobs.garble, knobs.garble_fields
+    )
     return (*_choice(index, answer.content, max_tokens), answer.correct)
 
 
 def build_completion(
-    body: Mapping[str, Any], *, garble: float = 0.0, garble_fields: str | None = None
+    body: Mapping[str, Any],
+    *,
+    garble: float = 0.0,
+    garble_fields: str | None = None,
+    code_abuse: float = 0.0,
+    code_abuse_port: int = 9,
 ) -> Completion:
     """Answer a validated chat request body (model and a non-empty messages list are present).
 
-    ``garble`` / ``garble_fields``: the server's knobs of the same names (see :func:`garbled`)."""
+    ``garble`` / ``garble_fields`` / ``code_abuse`` / ``code_abuse_port``: the server's knobs of the
+    same names (see :func:`garbled` and :func:`abusive_answer`)."""
+    knobs = AnswerKnobs(garble, garble_fields, code_abuse, code_abuse_port)
     messages = body["messages"]
     texts = [message_text(m.get("content")) for m in messages]
     view = read_prompt(messages, body.get("response_format"))
     digest = request_hash(body)
     n = body["n"] if isinstance(body.get("n"), int) and body["n"] > 1 else 1
     hashes = [digest if i == 0 else content_id({"h": digest, "i": i}) for i in range(n)]
-    built = [_answer(i, body, view, h, garble, garble_fields) for i, h in enumerate(hashes)]
+    built = [_answer(i, body, view, h, knobs) for i, h in enumerate(hashes)]
     prompt_tokens = estimate_tokens(sum(len(t) for t in texts))
     completion_tokens = sum(tokens for _, tokens, _ in built)
     payload = {

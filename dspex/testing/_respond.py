@@ -36,13 +36,14 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from dspex.testing._code import code_output_number, code_step
+from dspex.testing._code import abusive_code_step, code_output_number, code_step
 from dspex.testing._prompt import FieldDecl, PromptView, ToolDecl, answer_field, tool_calls
 from dspex.testing._reflect import is_reflection_prompt, reflect, reflect_fields
 from dspex.testing.task import Question, accuracy, instruction_phrases_in, near_miss, secret_phrase_in
 
 __all__ = [
     "Answer",
+    "abusive_answer",
     "compose_answer",
     "garbled",
     "hash_fraction",
@@ -81,7 +82,7 @@ class Answer:
 
 def hash_fraction(request_hash: str, start: int = 0, digits: int = 13) -> float:
     """Hex digits ``start:start+digits`` of the hash as a fraction in [0, 1)."""
-    return int(request_hash[start : start + digits], 16) / 16**digits
+    return int(request_hash[start : start + digits], 16) / float(16**digits)
 
 
 def _draw(request_hash: str, name: str) -> int:
@@ -359,6 +360,15 @@ def compose_answer(view: PromptView, request_hash: str) -> Answer:
     if view.json_mode:
         return Answer(json.dumps(values, ensure_ascii=False), correct)
     return Answer(_render_chat(values), correct)
+
+
+def abusive_answer(view: PromptView, request_hash: str, fraction: float, port: int) -> Answer | None:
+    """For a ``fraction`` of code steps (hash digits 21-23), an answer whose code abuses the sandbox
+    (see :mod:`._code`); None for every other request."""
+    if fraction <= 0 or hash_fraction(request_hash, 21, 3) >= fraction:
+        return None
+    values = abusive_code_step(view, request_hash, hash_fraction(request_hash, 24, 3), port)
+    return None if values is None else Answer(render_outputs(view, values, request_hash), None)
 
 
 def _garble_applies(view: PromptView, fields: str | None) -> bool:

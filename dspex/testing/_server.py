@@ -80,6 +80,15 @@ class SimLMConfig(BaseModel):
         default=None,
         description="garble only answers to signatures with an output field name containing this",
     )
+    code_abuse: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="fraction of RLM/ProgramOfThought code steps answered with code that abuses the sandbox",
+    )
+    code_abuse_port: int = Field(
+        default=9, ge=1, le=65535, description="the loopback port the abusive network code fetches"
+    )
     stream_delay: float = Field(
         default=0.0, ge=0, description="seconds between the chunks of a streamed answer (stream: true)"
     )
@@ -323,7 +332,14 @@ class SimulatedLM:
             rejected = err.check_chat_body(body) or self._fault(request)
         if rejected is not None:
             return rejected
-        done = build_completion(body, garble=self.config.garble, garble_fields=self.config.garble_fields)
+        config = self.config
+        done = build_completion(
+            body,
+            garble=config.garble,
+            garble_fields=config.garble_fields,
+            code_abuse=config.code_abuse,
+            code_abuse_port=config.code_abuse_port,
+        )
         call.request_hash = done.request_hash
         call.prompt_hash, call.demos, call.correct = done.prompt_hash, done.demos, done.correct
         call.text = done.question_text[:_LOG_TEXT_CHARS]

@@ -20,7 +20,8 @@ def asyncify(program: Any) -> Callable[..., Awaitable[Any]]:
     """An async function that runs ``program``: ``await asyncify(qa)(question="...")``."""
     acall = getattr(program, "acall", None)
     if callable(acall):
-        return acall
+        bound: Callable[..., Awaitable[Any]] = acall
+        return bound
 
     async def run(*args: Any, **kwargs: Any) -> Any:
         return await run_in_thread(program, *args, **kwargs)

@@ -230,7 +230,8 @@ def test_the_dashboard_follows_a_running_cluster_optimization(
         # The jobs the optimizer ran on the cluster are jobs of their own, each finished in full and
         # naming the optimization (the aggregator's status carries it); one is the evaluation of
         # every candidate on the valset.
-        jobs = httpx.get(url + "/api/jobs", timeout=10).json()["jobs"]
+        # (flat: the list folds them under the optimization, checked below)
+        jobs = httpx.get(url + "/api/jobs", params={"flat": "1"}, timeout=10).json()["jobs"]
         work = [job for job in jobs if job["kind"] == "eval"]
         assert any(job["total"] == len(scored) * len(CASE.val) for job in work), jobs
         assert work and all(job["parent_job_id"] == job_id for job in work), jobs
@@ -239,6 +240,9 @@ def test_the_dashboard_follows_a_running_cluster_optimization(
             expect(work_row.locator(".state")).to_have_text("completed", timeout=PAGE_MS)
             expect(work_row.locator(".progress-text")).to_have_text(f"{job['total']} / {job['total']}")
             expect(work_row.locator(".kind")).to_have_text(f"eval (part of {job_id[:8]})")
+        folded = httpx.get(url + "/api/jobs", timeout=10).json()["jobs"]
+        assert [job["job_id"] for job in folded] == [job_id], folded
+        assert {child["job_id"] for child in folded[0]["children"]} == {job["job_id"] for job in work}
         # Every worker is listed, alive, the aggregator too (it sends heartbeats like the others).
         for worker in pipeline.stack.alive():
             listed = page.locator(f'#workers tr[data-worker-id="{worker.name}"]')

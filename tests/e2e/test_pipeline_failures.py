@@ -2,6 +2,8 @@
 
 - A task whose value is garbage on the tasks topic is dead-lettered with its original bytes,
   accounted to its job as an error, and the job completes; the LM never sees that task.
+- A job record whose value is garbage on the jobs topic is dead-lettered with its reason, like any
+  other topic's poison, and its job fails (``invalid_submit``) instead of never getting a status.
 - A job against an LM that refuses the key fails as a whole within seconds, with the provider's
   message in the JobError the client raises.
 - A cancelled job stops consuming LM calls: requests in flight at the simulated LM (held there) are
@@ -119,6 +121,38 @@ def test_a_corrupted_task_is_dead_lettered_and_accounted_to_its_job(
     stats = sim.control.stats()
     assert stats["completions_ok"] == stats["requests_total"] == (n - 1) + n
     shared_pipeline.wait_drained()
+
+
+def test_a_corrupted_job_record_is_dead_lettered_and_fails_its_job(
+    shared_pipeline: Pipeline, sim_factory: SimFactory, cache_dir: Path
+) -> None:
+    with context(lm=sim_lm(sim_factory(latency=0.005), cache_dir)):
+        submission = build_submission([cot_program()], devset(3), METRIC, policy=Policy(), limits=Limits())
+    job_id = submission.job.job_id
+    record = to_record(submission.job, role="jobs")
+    producer = Producer(shared_pipeline.settings.confluent())
+    headers: list[tuple[str, str | bytes | None]] = list(record.headers)
+    producer.produce(shared_pipeline.registry.name("jobs"), GARBAGE, record.key, headers=headers)
+    assert producer.flush(30) == 0
+
+    status = shared_pipeline.finish(job_id)
+    assert (status.state, status.stop_reason) == ("failed", "invalid_submit")
+    letters = wait_for(
+        lambda: [
+            letter
+            for message in read_topic(shared_pipeline.settings, shared_pipeline.registry.name("dlq"))
+            if (letter := decode(message.value(), DeadLetter)).key_bytes() == job_id.encode()
+        ],
+        30,
+        "the job record's dead letter",
+    )
+    assert len(letters) == 1, letters
+    [letter] = letters
+    assert (letter.original_topic, letter.reason) == (
+        shared_pipeline.registry.name("jobs"),
+        DLQ_REASON_UNDECODABLE,
+    )
+    assert letter.value_bytes() == GARBAGE
 
 
 def test_a_job_against_an_lm_refusing_the_key_fails_at_once_with_the_providers_message(

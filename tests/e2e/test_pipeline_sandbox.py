@@ -1,34 +1,30 @@
-"""RLM programs run their code in a predictor's sandbox pool (issue 24, ``--sandbox-pool``).
+"""RLM and CodeAct programs run their code in a predictor's sandbox pool (issue 24, ``--sandbox-pool``).
 
-200 arithmetic questions through ``RLM`` (wrapped in :mod:`e2e_sandbox_programs`; the simulated
-LM writes code that reads the question from the REPL variable, computes the answer and calls
-``SUBMIT``) on one predictor started with ``--sandbox-pool 2``: the per-example results through
-Kafka equal local ``Evaluate``'s with a local pool of 2, every example ran its code in the worker's
-sandbox (the predictor's ``dspex_sandbox_executions_total``), and once the predictor stopped no
+200 arithmetic questions through ``RLM``, then 40 through ``CodeAct`` (wrapped in
+:mod:`e2e_sandbox_programs`; the simulated LM writes code that computes the answer: RLM's reads the
+question from the REPL variable and calls ``SUBMIT``, CodeAct's extract step answers with the code's
+output), on one predictor started with ``--sandbox-pool 2``: the per-example results
+through Kafka equal local ``Evaluate``'s with a local pool of 2, every example ran its code in the
+worker's sandbox (the predictor's ``dspex_sandbox_executions_total``), and once the predictor stopped no
 Deno process it started is left. The issue asks for 200 concurrent examples, and they fit: a warm
 execution takes some 10-50 ms, so on a loaded 2-core machine the worker's two Pyodide cold starts
 (4-20 s each) dominate, and the test takes about a minute in all (63 s at load 6). A predictor
 without ``--sandbox-pool`` fails such examples with the reason, before any LM call, and serves on.
 
-Deno processes are counted by session: workers are started in sessions of their own and the
-sandbox does not start new ones, so a Deno process in the predictor's session is one it started,
-whether or not it is still its child (another test's sandboxes, running at the same time on the
-same machine, are not counted).
+Deno processes are counted by session (see :mod:`e2e_sandbox_checks`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import pytest
 from e2e_pipeline import Pipeline, devset, local_evaluate, per_example, predict_program, sim_lm
-from e2e_sandbox_programs import ArithmeticRLM
+from e2e_sandbox_checks import all_deno_processes, deno_processes, sandbox_executions
+from e2e_sandbox_programs import ArithmeticCodeAct, ArithmeticRLM
 
 from dspex.configuration import context
 from dspex.sandbox.pool import SandboxPool
@@ -38,38 +34,12 @@ from dspex.testing import SimulatedLMServer
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 EXAMPLES = 200
+CODEACT_EXAMPLES = 40
 POOL = 2
 PROGRAMS_DIR = Path(__file__).resolve().parent
 
 
-def deno_processes(session: int) -> list[int]:
-    """Live Deno processes in ``session`` (zombies, already dead, are not counted)."""
-    found = []
-    for process in psutil.process_iter(["name", "status"]):
-        if process.info["name"] != "deno" or process.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        try:
-            if os.getsid(process.pid) == session:
-                found.append(process.pid)
-        except ProcessLookupError:
-            continue
-    return found
-
-
-def all_deno_processes() -> int:
-    return sum(1 for process in psutil.process_iter(["name"]) if process.info["name"] == "deno")
-
-
-def sandbox_executions(targets_dir: Path, worker_id: str) -> float:
-    """The predictor's ``dspex_sandbox_executions_total{outcome="ok"}``, read from its /metrics."""
-    [entry] = json.loads((targets_dir / f"{worker_id}.json").read_text())
-    with urllib.request.urlopen(f"http://{entry['targets'][0]}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    prefix = 'dspex_sandbox_executions_total{outcome="ok"} '
-    return sum(float(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix))
-
-
-def test_rlm_through_a_sandbox_pool_equals_local_and_leaves_no_deno(
+def test_rlm_and_codeact_through_a_sandbox_pool_equal_local_and_leave_no_deno(
     pipeline_factory: Callable[..., Pipeline], sim_factory: Callable[..., SimulatedLMServer], cache_dir: Path
 ) -> None:
     deno_before = all_deno_processes()
@@ -83,21 +53,26 @@ def test_rlm_through_a_sandbox_pool_equals_local_and_leaves_no_deno(
     pipeline.wait_ready()
     sim = sim_factory(latency=0.005)
     lm = sim_lm(sim, cache_dir)
-    program = ArithmeticRLM()
-    examples = devset(EXAMPLES, seed=24)
+    jobs = [
+        (ArithmeticRLM(), devset(EXAMPLES, seed=24)),
+        (ArithmeticCodeAct(), devset(CODEACT_EXAMPLES, seed=26)),
+    ]
 
     started = time.monotonic()
-    [remote] = pipeline.evaluate([program], examples, lm, name="rlm-sandbox-pool")
+    remote = [
+        pipeline.evaluate([program], examples, lm, name="code-sandbox-pool")[0] for program, examples in jobs
+    ]
     remote_s = time.monotonic() - started
     in_session = deno_processes(predictor.pid)
-    executed = sandbox_executions(pipeline.work_dir / "prometheus-targets", predictor.name)
+    executed = sandbox_executions(pipeline.work_dir / "prometheus-targets", predictor.name).get("ok", 0.0)
     with SandboxPool(size=POOL) as pool, context(interpreter_factory=pool):
-        local = local_evaluate(program, examples, lm)
+        local = [local_evaluate(program, examples, lm) for program, examples in jobs]
 
-    assert (remote.errors, local.errors) == (0, 0), (remote.error_messages, local.error_messages)
-    assert per_example(remote) == per_example(local)
-    assert remote.score == local.score == 100.0  # the code computes every answer
-    assert executed >= EXAMPLES, f"{executed} sandbox executions in the predictor"
+    for ours, theirs in zip(remote, local, strict=True):
+        assert (ours.errors, theirs.errors) == (0, 0), (ours.error_messages, theirs.error_messages)
+        assert per_example(ours) == per_example(theirs)
+        assert ours.score == theirs.score == 100.0  # the code computes every answer
+    assert executed >= EXAMPLES + CODEACT_EXAMPLES, f"{executed} sandbox executions in the predictor"
     assert 1 <= len(in_session) <= POOL, f"the predictor's Deno processes: {in_session}"
     assert predictor.stop() == 0, predictor.log_tail()
     assert deno_processes(predictor.pid) == [], (

@@ -41,7 +41,7 @@ def test_the_export_list_is_exactly_what_is_meant() -> None:
         | EXPECTED_OPTIMIZERS
         | EXPECTED_SUBMODULES
         | set(errors.__all__)
-        | {"Client", "__version__"}
+        | {"Client", "TracingSettings", "__version__"}
     )
     exported = set(dspex.__all__)
     assert exported == expected, {"unexpected": exported - expected, "missing": expected - exported}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dspex.adapters.types._fetch import media_fetches
 from dspex.adapters.types.audio import Audio
 from dspex.adapters.types.base_type import Type
 from dspex.adapters.types.citation import Citations
@@ -37,6 +38,7 @@ __all__ = [
     "ToolCallResults",
     "ToolCalls",
     "Type",
+    "media_fetches",
 ]
 
 

@@ -4,6 +4,10 @@ An image is a remote URL (http, https, gs) kept as a reference, or a ``data:`` U
 one never reads a file or the network (values may come from untrusted input or LM output): load a
 local file with :meth:`Image.from_path` and download with :meth:`Image.from_url`.
 
+Constructing one does not decode its data either (as DSPy's): :func:`image_problem` does, and the
+cluster client checks every image of a submission with it (:func:`check_images`), so an image that
+cannot be read is an InputError naming the field and the example before any LM call.
+
     Image("https://example.com/cat.png")
     Image.from_path("cat.png")
     Image(png_bytes)                      # raw bytes of a PNG, JPEG, GIF, WEBP or BMP
@@ -11,9 +15,12 @@ local file with :meth:`Image.from_path` and download with :meth:`Image.from_url`
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import os
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import pydantic
@@ -21,8 +28,9 @@ import pydantic
 from dspex.adapters.types import _fetch as requests  # requests.get's shape; see _fetch
 from dspex.adapters.types._fetch import data_uri, guess_mime, is_http_url, is_remote_url
 from dspex.adapters.types.base_type import Type
+from dspex.errors import InputError
 
-__all__ = ["Image", "encode_image", "is_image", "is_url"]
+__all__ = ["Image", "check_images", "encode_image", "image_problem", "is_image", "is_url"]
 
 _UNSET: Any = object()
 
@@ -86,7 +94,7 @@ class Image(Type):
     def from_path(cls, file_path: str) -> Image:
         """Read a local image file into a data URI (its MIME type from the file name)."""
         if not os.path.isfile(file_path):
-            raise ValueError(f"File not found: {file_path}")
+            raise InputError(f"File not found: {file_path} (no image file at that path)")
         mime_type = guess_mime(file_path)
         if mime_type is None:
             raise ValueError(f"Could not determine MIME type for file: {file_path}")
@@ -185,12 +193,66 @@ def encode_image(image: Any) -> str:
 
 
 def _sniff_mime(data: bytes) -> str:
+    mime_type = _sniffed(data)
+    if mime_type is None:
+        raise InputError("Bytes could not be identified as an image (PNG, JPEG, GIF, WEBP or BMP)")
+    return mime_type
+
+
+def _sniffed(data: bytes) -> str | None:
     for magic, mime_type in _MAGIC:
         if data.startswith(magic):
             return mime_type
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
-    raise ValueError("Bytes could not be identified as an image (PNG, JPEG, GIF, WEBP or BMP)")
+    return None
+
+
+# Types whose leading bytes _sniffed knows: data declared as one of them must look like an image.
+_SNIFFABLE = frozenset({"image/png", "image/jpeg", "image/jpg", "image/gif", "image/bmp", "image/webp"})
+
+
+def image_problem(url: str) -> str | None:
+    """Why the image ``url`` cannot be sent to an LM, or None when it can.
+
+    A data URI must have an image type, base64 data that decodes, and (for PNG, JPEG, GIF, BMP
+    and WEBP) bytes that start as such an image does. A remote URL is not fetched to check it.
+    """
+    if not url.startswith("data:"):
+        return None if is_remote_url(url) else "it is neither a data URI nor an http(s) or gs URL"
+    header, comma, payload = url.partition(",")
+    mime_type = header[len("data:") :].split(";")[0].strip().lower()
+    if not comma or ";base64" not in header.lower():
+        return "it is not a base64 data URI (data:<type>;base64,<data>)"
+    if not mime_type.startswith("image/"):
+        return f"its data URI type is {mime_type or 'missing'!r}, not an image type"
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        return f"its base64 data does not decode ({exc})"
+    if not data:
+        return "its data is empty"
+    if mime_type in _SNIFFABLE and _sniffed(data) is None:
+        return f"its data is not an image, though its type says {mime_type}"
+    return None
+
+
+def check_images(fields: Any, where: str) -> None:
+    """InputError naming the field and ``where`` (e.g. ``"example 3"``) for the first Image among
+    ``fields``' values (an Example or a mapping; Images in lists and tuples too) that cannot be read."""
+    for name, value in fields.items():
+        for image in _images_in(value):
+            problem = image_problem(image.url)
+            if problem is not None:
+                raise InputError(f"field {name!r} of {where}: the image cannot be read: {problem}")
+
+
+def _images_in(value: Any) -> Iterable[Image]:
+    if isinstance(value, Image):
+        return (value,)
+    if isinstance(value, list | tuple):
+        return (item for item in value if isinstance(item, Image))
+    return ()
 
 
 def _is_pil_image(value: Any) -> bool:

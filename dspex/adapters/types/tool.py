@@ -33,6 +33,7 @@ from pydantic import TypeAdapter
 
 from dspex._sync import run_in_thread
 from dspex.adapters.types.base_type import Type
+from dspex.adapters.types.mcp_tools import MCPToolClient, ResultMode, mcp_caller, mcp_field
 from dspex.errors import ConfigurationError, InputError
 from dspex.utils.callback import with_callbacks
 
@@ -201,16 +202,24 @@ class Tool(Type):
         }
 
     @classmethod
-    def from_mcp_tool(cls, session: Any, tool: Any) -> Tool:
-        """A tool calling ``tool`` (an ``mcp.types.Tool``) through ``session`` (has ``call_tool``)."""
-        args, arg_types, arg_desc = convert_input_schema_to_tool_args(tool.inputSchema)
+    def from_mcp_tool(cls, session: MCPToolClient, tool: Any, *, result_mode: ResultMode = "text") -> Tool:
+        """A tool that calls ``tool`` (an ``mcp.types.Tool``) through ``session``, an MCP client.
 
-        async def call(**arguments: Any) -> Any:
-            result = await session.call_tool(tool.name, arguments=arguments)
-            return _mcp_result(result)
+        ``session`` is anything with an async ``call_tool(name, arguments=...)``: the ``mcp``
+        package's ``ClientSession`` or its ``Client``, kept open while the tool is in use. The tool's
+        input schema gives the arguments (:func:`convert_input_schema_to_tool_args`); a call returns
+        the result's text (one part: a string; several: a list), or with ``result_mode="structured"``
+        the structured content when the server sent one. A result the server flags as an error
+        raises ``RuntimeError`` with its text (an agent's observation).
 
+            async with mcp.Client("http://127.0.0.1:8000/mcp") as client:
+                listed = await client.list_tools()
+                tools = [dspex.Tool.from_mcp_tool(client, tool) for tool in listed.tools]
+        """
+        schema = mcp_field(tool, "input_schema", "inputSchema", default={}) or {}
+        args, arg_types, arg_desc = convert_input_schema_to_tool_args(schema)
         return cls(
-            func=call,
+            func=mcp_caller(session, tool.name, result_mode),
             name=tool.name,
             desc=tool.description,
             args=args,
@@ -281,15 +290,6 @@ def _run_outside_loop(coroutine: Any) -> Any:
         "converted to a sync call, even with `allow_tool_async_sync_conversion` enabled. Please use "
         "`await tool.acall(...)` instead."
     )
-
-
-def _mcp_result(result: Any) -> Any:
-    """The text of an MCP ``CallToolResult`` (one string, or a list for several parts)."""
-    texts = [getattr(part, "text", part) for part in getattr(result, "content", None) or []]
-    value: Any = texts[0] if len(texts) == 1 else texts
-    if getattr(result, "isError", False):
-        raise RuntimeError(f"Failed to call a MCP tool: {value}")
-    return value
 
 
 def _to_json_default(value: Any) -> Any:

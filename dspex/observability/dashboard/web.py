@@ -1,10 +1,13 @@
-"""The live dashboard: an aiohttp app over readers of the status and workers topics.
+"""The live dashboard: an aiohttp app over readers of the status, workers and scores topics.
 
 Routes: ``/`` (the page), ``/static/...`` (its script and style, shipped in the package),
-``GET /api/jobs``, ``GET /api/jobs/{job_id}`` (404 with a JSON body for an unknown job) and
-``GET /api/workers``. The page polls the API and redraws in place; it renders every string as text
-and the server sends a Content-Security-Policy that allows no inline script, so a job named
-``<script>...`` is shown, never run.
+``GET /api/jobs`` (query: ``state``, ``kind``, ``name``, ``offset``, ``limit``, ``flat``; a bad
+value is a 400 with a JSON body; see :mod:`.listing`), ``GET /api/jobs/{job_id}`` (404 with a JSON
+body for an unknown job), ``GET /api/workers``, and over a job's stored records the routes of
+:mod:`.record_routes` (its examples one by one; two evaluations compared). The page polls the API
+and redraws in place; it renders every string as text and the server sends a
+Content-Security-Policy that allows no inline script, so a job named ``<script>...`` is shown,
+never run.
 
 The source of truth is the whole status topic (every partition, through
 :class:`~dspex.streams.reader.CompactedReader`), not one aggregator's local tables, so the page
@@ -17,18 +20,32 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
 from dspex.errors import ConfigurationError
-from dspex.observability.dashboard.views import job_detail, jobs_view, workers_view
+from dspex.observability.dashboard.appkeys import (
+    RECORDS,
+    SOURCE,
+    TRACKER,
+    DashboardSource,
+    RecordsReader,
+    Status,
+)
+from dspex.observability.dashboard.listing import JobQuery
+from dspex.observability.dashboard.record_routes import add_record_routes
+from dspex.observability.dashboard.records import JobRecords, read_job_records
+from dspex.observability.dashboard.stalls import ProgressTracker
+from dspex.observability.dashboard.views import Context, job_detail, jobs_page, workers_page
 from dspex.schemas import StatusMessage, WorkerHeartbeat, decode
-from dspex.schemas.status import JobStatus, OptimizeStatus
+from dspex.schemas.status import JobStatus
 from dspex.streams.config import KafkaSettings
 from dspex.streams.reader import CompactedReader
 from dspex.streams.topics import TopicRegistry
@@ -39,53 +56,77 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_HOST = "127.0.0.1"
+_CACHED_JOBS = 16
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
-Status = JobStatus | OptimizeStatus
-
-
-class DashboardSource(Protocol):
-    """Where the dashboard reads jobs and workers from."""
-
-    def statuses(self) -> Iterable[Status]: ...
-
-    def status(self, job_id: str) -> Status | None: ...
-
-    def heartbeats(self) -> Iterable[WorkerHeartbeat]: ...
-
-
-SOURCE: web.AppKey[DashboardSource] = web.AppKey("source")
-
 
 class KafkaDashboardSource:
-    """The latest status of every job and heartbeat of every worker, followed from the topics."""
+    """The latest status of every job and heartbeat of every worker, followed from the topics, and
+    when each job last progressed (status topic) and how long its examples take (scores topic)."""
 
     def __init__(self, settings: KafkaSettings, prefix: str) -> None:
         registry = TopicRegistry(prefix)
+        self._settings, self._registry = settings, registry
+        # a finished job's records do not change: the last few read are kept
+        self._finished: OrderedDict[str, JobRecords] = OrderedDict()
+        self.tracker = ProgressTracker()
         self._status: CompactedReader[Status] = CompactedReader(
-            settings, registry.name("status"), decoder=_decode_status
+            settings, registry.name("status"), decoder=self._decode_status
         )
         self._workers: CompactedReader[WorkerHeartbeat] = CompactedReader(
             settings, registry.name("workers"), decoder=WorkerHeartbeat
         )
+        # keyed by job id: the reader keeps one small value per job; every score passes the decoder
+        self._scores: CompactedReader[float] = CompactedReader(
+            settings, registry.name("scores"), decoder=self._note_latency
+        )
 
     async def start(self) -> None:
-        """Start following both topics (TopicError when they do not exist yet)."""
+        """Start following the topics (TopicError when they do not exist yet)."""
         await self._status.start()
         await self._workers.start()
+        await self._scores.start()
 
     async def aclose(self) -> None:
         """Stop following."""
         await self._status.aclose()
         await self._workers.aclose()
+        await self._scores.aclose()
 
     async def wait_caught_up(self, timeout: float) -> None:
-        """Until both topics were read to where they ended at start."""
+        """Until the topics were read to where they ended at start."""
         await self._status.wait_caught_up(timeout)
         await self._workers.wait_caught_up(timeout)
+        await self._scores.wait_caught_up(timeout)
+
+    async def records(self, status: JobStatus) -> JobRecords:
+        """The evaluation's job and score records, as the topics hold them now."""
+        cached = self._finished.get(status.job_id)
+        if cached is not None:
+            self._finished.move_to_end(status.job_id)
+            return cached
+        read = await asyncio.to_thread(
+            read_job_records, self._settings, self._registry, status.job_id, status.started_at
+        )
+        if status.finished:
+            self._finished[status.job_id] = read
+            while len(self._finished) > _CACHED_JOBS:
+                self._finished.popitem(last=False)
+        return read
+
+    def _decode_status(self, value: bytes) -> Status:
+        status = _decode_status(value)
+        self.tracker.observe(status)
+        return status
+
+    def _note_latency(self, value: bytes) -> float:
+        latency = _score_latency(value)
+        if latency is not None:
+            self.tracker.observe_latency(*latency)
+        return latency[1] if latency is not None else 0.0
 
     def statuses(self) -> Iterable[Status]:
         return self._status.snapshot().values()
@@ -97,13 +138,22 @@ class KafkaDashboardSource:
         return self._workers.snapshot().values()
 
 
-def create_app(source: DashboardSource) -> web.Application:
-    """The dashboard's aiohttp application over ``source``."""
+def create_app(
+    source: DashboardSource,
+    tracker: ProgressTracker | None = None,
+    records: RecordsReader | None = None,
+) -> web.Application:
+    """The dashboard's aiohttp application over ``source``; ``tracker``: the jobs' progress history
+    for stall detection (none: a running job counts as progressing at its latest status);
+    ``records``: how to read a job's stored records (none: the per-example routes answer 404)."""
     app = web.Application(middlewares=[_security_headers])
     app[SOURCE] = source
+    app[TRACKER] = tracker if tracker is not None else ProgressTracker()
+    app[RECORDS] = records
     app.router.add_get("/", _index)
     app.router.add_get("/api/jobs", _jobs)
     app.router.add_get("/api/jobs/{job_id}", _job)
+    add_record_routes(app)
     app.router.add_get("/api/workers", _workers)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     return app
@@ -130,7 +180,7 @@ async def serve_dashboard(
 ) -> None:
     """Serve the dashboard until cancelled (Ctrl-C)."""
     source = KafkaDashboardSource(settings, prefix)
-    runner = await start_site(create_app(source), host, port)
+    runner = await start_site(create_app(source, source.tracker, source.records), host, port)
     try:
         await source.start()
         logger.info("dashboard at http://%s:%s/", host, port)
@@ -160,7 +210,11 @@ async def _index(request: web.Request) -> web.FileResponse:
 
 async def _jobs(request: web.Request) -> web.Response:
     source = request.app[SOURCE]
-    return _json({"jobs": jobs_view(source.statuses())})
+    try:
+        query = JobQuery.parse(request.query)
+    except ConfigurationError as exc:
+        return _json({"error": str(exc)}, status=400)
+    return _json(jobs_page(source.statuses(), query, _context(request)))
 
 
 async def _job(request: web.Request) -> web.Response:
@@ -169,12 +223,24 @@ async def _job(request: web.Request) -> web.Response:
     status = source.status(job_id)
     if status is None:
         return _json({"error": "unknown job", "job_id": job_id}, status=404)
-    return _json(job_detail(status))
+    return _json(job_detail(status, _context(request), source.statuses()))
 
 
 async def _workers(request: web.Request) -> web.Response:
     source = request.app[SOURCE]
-    return _json({"workers": workers_view(source.heartbeats(), datetime.now(UTC))})
+    return _json(workers_page(source.heartbeats(), datetime.now(UTC)))
+
+
+def _context(request: web.Request) -> Context:
+    source = request.app[SOURCE]
+    # a job stays "progressing" from its latest status until the tracker has seen it (a source
+    # without one: tests, other readers)
+    tracker = request.app[TRACKER]
+    statuses = list(source.statuses())
+    for status in statuses:
+        if tracker.last_progress(status.job_id) is None:
+            tracker.observe(status)
+    return Context(now=datetime.now(UTC), tracker=tracker, beats=list(source.heartbeats()))
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
@@ -184,3 +250,21 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
 def _decode_status(value: bytes) -> Status:
     decoded: Status = decode(value, StatusMessage)
     return decoded
+
+
+def _score_latency(value: bytes) -> tuple[str, float] | None:
+    """``(job_id, latency_s)`` of a score record; None for other values (usage reports) and bad ones.
+
+    Read as plain JSON rather than validated as a ScoreRecord: the dashboard needs two fields of
+    every record, and a record it cannot use is no reason to log a warning per message.
+    """
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or record.get("kind") == "usage":
+        return None
+    job_id, latency = record.get("job_id"), record.get("latency_s")
+    if isinstance(job_id, str) and isinstance(latency, int | float) and not isinstance(latency, bool):
+        return job_id, float(latency)
+    return None

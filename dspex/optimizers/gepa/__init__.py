@@ -4,7 +4,9 @@
 
 :mod:`.gepa` holds the optimizer, :mod:`.run` its step-by-step run, :mod:`.engine` gepa's engine
 driven one iteration per step (and why), :mod:`.checkpoint` the run's versioned JSON state,
-:mod:`.adapter` gepa's adapter over dspex programs, :mod:`.feedback` the feedback-metric contract,
+:mod:`.adapter` gepa's adapter over dspex programs (and the memo of runs it reuses),
+:mod:`.prefetch` the next iterations' parent minibatches run ahead, :mod:`.feedback` the
+feedback-metric contract,
 :mod:`.proposer` the instruction proposers, :mod:`.result` ``DspyGEPAResult`` and :mod:`.budgets`
 the metric-call and LM-call / USD budgets. DSPy code reaches them as
 ``dspex.teleprompt.gepa`` (``.gepa``, ``.gepa_utils``, ``.instruction_proposal``).

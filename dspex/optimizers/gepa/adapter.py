@@ -23,10 +23,10 @@ import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import copy_context
-from typing import Any
+from contextvars import Context, copy_context
+from typing import Any, NamedTuple
 
-from gepa import EvaluationBatch
+from gepa.core.adapter import EvaluationBatch
 
 from dspex._sync import run_sync
 from dspex.adapters.chat import ChatAdapter
@@ -52,12 +52,19 @@ from dspex.primitives import Example, Module
 __all__ = [
     "BudgetStop",
     "DspyAdapter",
+    "GepaBatch",
     "ReflectiveDatasetError",
+    "RunMemo",
+    "RunRecord",
     "bootstrap_trace_module",
     "evaluate_with_trace",
+    "trace_runs",
 ]
 
 logger = logging.getLogger(__name__)
+
+GepaBatch = EvaluationBatch[TraceData, Any]
+"""gepa's batch of one candidate's runs: our trajectories; outputs are predictions (None: failed)."""
 
 
 class BudgetStop(DspexError):
@@ -73,6 +80,7 @@ class DspyAdapter:
 
     ``executor`` (dspex's): where evaluations without traces run (default: a LocalExecutor bounded
     by ``num_threads``). ``stopper``: the LM-call / USD budget, checked before each evaluation.
+    ``memo``: runs made earlier in the compile, reused (see :class:`RunMemo`; None: every run is made).
     """
 
     def __init__(
@@ -91,6 +99,7 @@ class DspyAdapter:
         *,
         executor: Executor | None = None,
         stopper: SpendStopper | None = None,
+        memo: RunMemo | None = None,
     ) -> None:
         self.student = student_module
         self.metric_fn = metric_fn
@@ -106,6 +115,7 @@ class DspyAdapter:
         self.reflection_minibatch_size = reflection_minibatch_size
         self.executor = executor
         self.stopper = stopper
+        self.memo = memo
 
     # -- programs --------------------------------------------------------------------------------
 
@@ -125,37 +135,55 @@ class DspyAdapter:
         candidate: Mapping[str, str],
         capture_traces: bool = False,
         num_threads: int | None = None,
-    ) -> EvaluationBatch:
-        """Scores (and traces when asked) of the candidate's program on ``batch``, in batch order."""
+    ) -> GepaBatch:
+        """Scores (and traces when asked) of the candidate's program on ``batch``, in batch order.
+
+        With ``memo``, a run of this candidate on an example made earlier in the compile is reused
+        (gepa still counts it as a metric call: the budget is DSPy's); only the others run.
+        """
         self._check_budget()
+        known = self.memo.lookup(candidate, batch, capture_traces) if self.memo is not None else {}
+        missing = [index for index in range(len(batch)) if index not in known]
+        if missing:
+            fresh = self._run_batch([batch[i] for i in missing], candidate, capture_traces, num_threads)
+            # An evaluation that reached the cap is left unfinished (runs not yet started were
+            # refused): it is dropped, and the run ends with the state of its last finished iteration.
+            self._check_budget()
+            for index, run in zip(missing, fresh, strict=True):
+                known[index] = run
+                if self.memo is not None:
+                    self.memo.store(candidate, batch[index], run)
+        return self._make_evaluation_batch([known[index] for index in range(len(batch))], capture_traces)
+
+    def _run_batch(
+        self,
+        batch: Sequence[Example],
+        candidate: Mapping[str, str],
+        capture_traces: bool,
+        num_threads: int | None,
+    ) -> list[RunRecord]:
         program = self._gated(self.build_program(candidate))
         threads = self.num_threads if num_threads is None else num_threads
         if capture_traces:
-            evaluation = evaluate_with_trace(
+            return trace_runs(
                 program,
                 batch,
                 metric_fn=self.metric_fn,
                 num_threads=threads,
                 failure_score=self.failure_score,
                 callback_metadata=self._callback_metadata(batch),
-                capture_traces=True,
             )
-        else:
-            evaluation = self._evaluate_on_executor(program, batch, threads)
-        # An evaluation that reached the cap is left unfinished (runs not yet started were refused):
-        # it is dropped, and the run ends with the state of its last finished iteration.
-        self._check_budget()
-        return evaluation
+        return self._runs_on_executor(program, batch, threads)
 
     def batch_evaluate(
         self, items: Sequence[tuple[Mapping[str, str], Sequence[Example]]], *, capture_traces: bool = True
-    ) -> list[EvaluationBatch]:
+    ) -> list[GepaBatch]:
         """Every (candidate, batch) pair at once; the ``num_threads`` bound is split between them."""
         total = self.num_threads or current_settings().num_threads
         workers = min(len(items), total) or 1
         share, extra = divmod(total, workers)
 
-        def one(work: tuple[Any, tuple[Mapping[str, str], Sequence[Example]], int]) -> EvaluationBatch:
+        def one(work: tuple[Context, tuple[Mapping[str, str], Sequence[Example]], int]) -> GepaBatch:
             ctx, (candidate, batch), threads = work
             return ctx.run(
                 self.evaluate, batch, candidate, capture_traces=capture_traces, num_threads=threads
@@ -167,9 +195,9 @@ class DspyAdapter:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(one, work))
 
-    def _evaluate_on_executor(
+    def _runs_on_executor(
         self, program: Module, batch: Sequence[Example], threads: int | None
-    ) -> EvaluationBatch:
+    ) -> list[RunRecord]:
         executor = self.executor or LocalExecutor(threads or current_settings().num_threads)
         runs = run_sync(executor.run(program, list(batch)))
         if getattr(executor, "remote", False) and self.stopper is not None:
@@ -178,28 +206,31 @@ class DspyAdapter:
                 usage = getattr(run, "usage", None)
                 if isinstance(usage, Usage):
                     self.stopper.add_remote(usage)
-        outputs: list[Any] = []
-        raw_scores: list[Any] = []
+        records: list[RunRecord] = []
         for example, run in zip(batch, runs, strict=True):
             if isinstance(run, Exception):
                 logger.debug("a run failed; it scores failure_score: %s", run)
-                outputs.append(None)
-                raw_scores.append(None)
+                records.append(RunRecord(None, None, None))
                 continue
-            outputs.append(run)
-            raw_scores.append(score_run(self.metric_fn, example, run, None, self.failure_score))
-        return self._make_evaluation_batch(outputs=outputs, raw_scores=raw_scores, trajectories=None)
+            raw = score_run(self.metric_fn, example, run, None, self.failure_score)
+            records.append(RunRecord(run, raw, None))
+        return records
 
-    def _make_evaluation_batch(
-        self, outputs: list[Any], raw_scores: Sequence[Any], trajectories: list[TraceData] | None
-    ) -> EvaluationBatch:
-        """gepa's EvaluationBatch from what the metric returned (None: failed, ``failure_score``)."""
-        parts = [split_score(raw) for raw in raw_scores]
-        scores = [self.failure_score if score is None else score for score, _ in parts]
+    def _make_evaluation_batch(self, runs: Sequence[RunRecord], capture_traces: bool) -> GepaBatch:
+        """gepa's EvaluationBatch from the runs (a None score: failed, ``failure_score``)."""
+        parts = [split_score(run.raw_score) for run in runs]
         objectives = [objective for _, objective in parts]
+        trajectories: list[TraceData] | None = None
+        if capture_traces:
+            # each trajectory names its place in this batch (the memo may have it from another)
+            trajectories = [
+                {**run.trajectory, "example_ind": index}
+                for index, run in enumerate(runs)
+                if run.trajectory is not None
+            ]
         return EvaluationBatch(
-            outputs=outputs,
-            scores=scores,
+            outputs=[run.output for run in runs],
+            scores=[self.failure_score if score is None else score for score, _ in parts],
             trajectories=trajectories,
             objective_scores=objectives if any(objectives) else None,
         )
@@ -236,7 +267,7 @@ class DspyAdapter:
     # -- reflection ------------------------------------------------------------------------------
 
     def make_reflective_dataset(
-        self, candidate: Mapping[str, str], eval_batch: EvaluationBatch, components_to_update: list[str]
+        self, candidate: Mapping[str, str], eval_batch: GepaBatch, components_to_update: list[str]
     ) -> dict[str, list[ReflectiveExample]]:
         """For each predictor to update, one record per usable run: inputs, outputs and feedback."""
         predictors = dict(self.build_program(candidate).named_predictors())
@@ -377,7 +408,57 @@ def score_run(
         return None
 
 
-def evaluate_with_trace(
+class RunRecord(NamedTuple):
+    """One run of a candidate on one example: its output (None: failed), what the metric returned
+    (None: failed or the metric raised) and its trajectory (None: not captured, or failed)."""
+
+    output: Any
+    raw_score: Any
+    trajectory: TraceData | None
+
+
+class RunMemo:
+    """The runs of this compile, by candidate and example: a later evaluation of the same candidate
+    on the same example reuses the run (its output, score and trace) instead of calling the LM again.
+
+    What an LM cache does for DSPy's GEPA at its defaults (the parent's minibatch is mostly runs made
+    before), whatever the LM's cache setting. Failed runs are not kept (a rate limit may pass); a
+    run kept without its trace does not serve an evaluation that needs traces.
+    """
+
+    def __init__(self) -> None:
+        # example objects are held with their runs, so their ids stay theirs for the compile
+        self._runs: dict[tuple[tuple[tuple[str, str], ...], int], tuple[Example, RunRecord]] = {}
+
+    def lookup(
+        self, candidate: Mapping[str, str], batch: Sequence[Example], need_trace: bool
+    ) -> dict[int, RunRecord]:
+        """The runs known for ``batch``, by position."""
+        key = _candidate_key(candidate)
+        found: dict[int, RunRecord] = {}
+        for index, example in enumerate(batch):
+            entry = self._runs.get((key, id(example)))
+            if entry is not None and (entry[1].trajectory is not None or not need_trace):
+                found[index] = entry[1]
+        return found
+
+    def store(self, candidate: Mapping[str, str], example: Example, run: RunRecord) -> None:
+        if run.output is None:
+            return
+        key = (_candidate_key(candidate), id(example))
+        kept = self._runs.get(key)
+        if kept is None or kept[1].trajectory is None:
+            self._runs[key] = (example, run)
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+
+def _candidate_key(candidate: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(candidate.items()))
+
+
+def trace_runs(
     program: Module,
     batch: Sequence[Example],
     *,
@@ -385,12 +466,12 @@ def evaluate_with_trace(
     num_threads: int | None,
     failure_score: float,
     callback_metadata: Mapping[str, Any] | None,
-    capture_traces: bool,
-) -> EvaluationBatch:
+) -> list[RunRecord]:
     """Run ``program`` on ``batch`` keeping each run's trace, and score each run with the metric.
 
-    Runs that failed (dropped by ``bootstrap_trace_data``) and failed parses score ``failure_score``;
-    each kept trajectory gets the metric's result as ``score`` (for the reflective dataset).
+    Runs that failed (dropped by ``bootstrap_trace_data``) have no output and no score; a failed
+    parse keeps its trajectory with no score (both score ``failure_score``). Each kept trajectory
+    gets the metric's result as ``score`` (for the reflective dataset).
     """
     trajectories = bootstrap_trace_module.bootstrap_trace_data(
         program=program,
@@ -403,22 +484,44 @@ def evaluate_with_trace(
         format_failure_score=failure_score,
         callback_metadata=dict(callback_metadata or {}),
     )
-    outputs: list[Any] = [None] * len(batch)
-    raw_scores: list[Any] = [None] * len(batch)
+    runs = [RunRecord(None, None, None)] * len(batch)
     for trajectory in trajectories:
         index, prediction = trajectory["example_ind"], trajectory["prediction"]
-        outputs[index] = prediction
+        raw = None
         if not isinstance(prediction, FailedPrediction):
-            raw_scores[index] = score_run(
-                metric_fn, trajectory["example"], prediction, trajectory["trace"], failure_score
-            )
-        trajectory["score"] = raw_scores[index]
-    parts = [split_score(raw) for raw in raw_scores]
+            raw = score_run(metric_fn, trajectory["example"], prediction, trajectory["trace"], failure_score)
+        trajectory["score"] = raw
+        runs[index] = RunRecord(prediction, raw, trajectory)
+    return runs
+
+
+def evaluate_with_trace(
+    program: Module,
+    batch: Sequence[Example],
+    *,
+    metric_fn: Callable[..., Any],
+    num_threads: int | None,
+    failure_score: float,
+    callback_metadata: Mapping[str, Any] | None,
+    capture_traces: bool,
+) -> GepaBatch:
+    """:func:`trace_runs` as gepa's EvaluationBatch (trajectories only when ``capture_traces``)."""
+    runs = trace_runs(
+        program,
+        batch,
+        metric_fn=metric_fn,
+        num_threads=num_threads,
+        failure_score=failure_score,
+        callback_metadata=callback_metadata,
+    )
+    parts = [split_score(run.raw_score) for run in runs]
     objectives = [objective for _, objective in parts]
     return EvaluationBatch(
-        outputs=outputs,
+        outputs=[run.output for run in runs],
         scores=[failure_score if score is None else score for score, _ in parts],
-        trajectories=list(trajectories) if capture_traces else None,
+        trajectories=[run.trajectory for run in runs if run.trajectory is not None]
+        if capture_traces
+        else None,
         objective_scores=objectives if any(objectives) else None,
     )
 

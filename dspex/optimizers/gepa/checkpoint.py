@@ -19,8 +19,11 @@ candidates it evaluates after the restart.
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from gepa.core.state import GEPAState
@@ -29,7 +32,18 @@ from pydantic import BaseModel, ConfigDict
 from dspex.errors import ConfigurationError
 from dspex.optimizers.gepa.engine import EngineParts
 
-__all__ = ["GEPA_STATE_VERSION", "GEPARunState", "decode_value", "encode_value"]
+__all__ = [
+    "GEPA_STATE_VERSION",
+    "RUN_FILE",
+    "GEPARunState",
+    "decode_value",
+    "encode_value",
+    "load_run_file",
+    "save_run_file",
+]
+
+# The checkpoint a run with ``log_dir`` writes after every round (dspex's JSON, never gepa's pickle).
+RUN_FILE = "dspex_gepa_run.json"
 
 GEPA_STATE_VERSION = 1
 
@@ -152,3 +166,22 @@ def decode_value(data: Any) -> Any:
 
 def _hashable(key: Any) -> Any:
     return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
+
+
+def load_run_file(log_dir: str | None) -> dict[str, Any] | None:
+    """The checkpoint a compile with this ``log_dir`` left (None: none yet)."""
+    if log_dir is None:
+        return None
+    path = Path(log_dir) / RUN_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def save_run_file(log_dir: str | None, state: Mapping[str, Any]) -> None:
+    """Write the checkpoint to ``log_dir`` (write, then rename: never half a file)."""
+    if log_dir is None:
+        return
+    directory = Path(log_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f"{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps(state), encoding="utf-8")
+    os.replace(tmp, directory / RUN_FILE)

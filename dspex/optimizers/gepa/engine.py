@@ -9,7 +9,8 @@ same parts ``gepa.optimize`` builds (:func:`build_engine`) and runs the loop its
 :func:`run_iteration` one pass of its loop body (a scheduled merge, else reflective proposals and
 their acceptance), through the engine's own methods (``_run_full_eval_and_add``,
 ``_run_reflective_batch``), so gepa's proposal, acceptance and Pareto rules are unchanged. The
-reflections of an iteration with several proposals run at once (:mod:`.reflection`).
+reflections of an iteration with several proposals run at once (:mod:`.reflection`), and the
+parents' minibatches of the next iterations are run ahead, together (:mod:`.prefetch`).
 Everything an iteration depends on (the state, the shared generator, the sampler's epoch, the merge
 bookkeeping) is exported by :mod:`.checkpoint` as JSON, not pickled. Contract tests pin the parts of
 gepa this relies on.
@@ -60,6 +61,7 @@ from gepa.strategies.eval_policy import EvaluationPolicy, FullEvaluationPolicy
 from gepa.utils import CompositeStopper, MaxMetricCallsStopper
 
 from dspex.errors import ConfigurationError
+from dspex.optimizers.gepa.prefetch import prefetch_parents
 from dspex.optimizers.gepa.reflection import ConcurrentReflection, ProposerView
 
 __all__ = ["ENGINE_KWARGS", "EngineParts", "build_engine", "evaluate_seed", "run_iteration"]
@@ -79,7 +81,8 @@ ENGINE_KWARGS = frozenset(
 
 _SELECTORS: dict[str, Callable[[random.Random], CandidateSelector]] = {
     "pareto": lambda rng: ParetoCandidateSelector(rng=rng),
-    "current_best": lambda rng: CurrentBestCandidateSelector(),
+    # gepa leaves this selector's __init__ unannotated
+    "current_best": lambda rng: CurrentBestCandidateSelector(),  # type: ignore[no-untyped-call]
     "epsilon_greedy": lambda rng: EpsilonGreedyCandidateSelector(epsilon=0.1, rng=rng),
     "top_k_pareto": lambda rng: TopKParetoCandidateSelector(k=5, rng=rng),
 }
@@ -117,10 +120,10 @@ class EngineSettings:
 class EngineParts:
     """The engine and the stateful parts a checkpoint must carry besides gepa's state."""
 
-    engine: GEPAEngine
+    engine: GEPAEngine[Any, Any, Any, Any]
     rng: random.Random  # shared by the candidate selector, the batch sampler and the merge proposer
     sampler: Any
-    merge: MergeProposer | None
+    merge: MergeProposer[Any] | None
     callbacks: list[Any]
 
 
@@ -238,7 +241,7 @@ def _merge_proposer(
     rng: random.Random,
     logger: Any,
     callbacks: list[Any],
-) -> MergeProposer | None:
+) -> MergeProposer[Any] | None:
     if not settings.use_merge:
         return None
 
@@ -345,6 +348,7 @@ def run_iteration(parts: EngineParts, state: GEPAState[Any, Any]) -> bool:
         if merged is not None:
             accepted = merged
             return accepted
+        prefetch_parents(engine.reflective_proposer, engine.adapter, state)
         proposals = engine.reflective_proposer.propose(state)
         if proposals:
             accepted = engine._run_reflective_batch(proposals, state)

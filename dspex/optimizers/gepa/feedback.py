@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import numbers
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from dspex.errors import FeedbackMetricError
 from dspex.primitives import Example, Prediction
@@ -46,7 +46,8 @@ class ScoreWithFeedback(Prediction):
 
 
 class GEPAFeedbackMetric(Protocol):
-    """The metric GEPA takes (see the module docstring)."""
+    """The metric GEPA takes (see the module docstring); GEPA passes the five positionally, so the
+    parameters may have any names."""
 
     def __call__(
         self,
@@ -55,7 +56,8 @@ class GEPAFeedbackMetric(Protocol):
         trace: DSPyTrace | None,
         pred_name: str | None,
         pred_trace: DSPyTrace | None,
-    ) -> float | ScoreWithFeedback: ...
+        /,
+    ) -> float | Prediction: ...
 
 
 class PredictorFeedbackFn(Protocol):
@@ -128,7 +130,7 @@ def make_feedback_fn(metric: Callable[..., Any], pred_name: str, predictor: Any)
         if not isinstance(result, bool | numbers.Real):  # a Prediction (or DSPy's) with score
             if result.get("feedback") is None:
                 result["feedback"] = _score_only(result["score"])
-            return result  # a Prediction with score and feedback
+            return cast(ScoreWithFeedback, result)  # a Prediction (dspex's or DSPy's) with both keys
         return ScoreWithFeedback(score=result, feedback=_score_only(result))
 
     return feedback_fn

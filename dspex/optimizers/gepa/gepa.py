@@ -30,7 +30,12 @@ bases and key variables and refuses it before the run starts (:meth:`GEPA.bind_w
 What dspex adds: ``max_lm_calls`` / ``max_cost_usd`` cap every LM call of the run, the reflection
 LM's included (the run stops cleanly at the cap with the best program so far, spend bounded by the
 calls in flight); ``sampling_strategy`` / ``selection_strategy`` (gepa's several proposals per
-iteration, evaluated together); ``executor`` at compile; and :attr:`history`. What differs: the
+iteration, evaluated together); ``reuse_runs`` (default on: a candidate's run on an example is made
+once per compile and reused when gepa evaluates that candidate on that example again, most often
+the parent's minibatch; gepa still counts it as a metric call, so the budget is DSPy's, and the
+results are those an LM cache gives DSPy's GEPA at its defaults; off: every evaluation calls the
+LM again, which only differs for a program whose answers vary from call to call);
+``executor`` at compile; and :attr:`history`. What differs: the
 default proposer is gepa's reflection prompt (:class:`InstructionProposer`), and ``gepa_kwargs``'s
 ``max_reflection_cost`` is refused in favour of ``max_cost_usd``, which covers all LM calls;
 ``gepa_kwargs`` takes the engine's own knobs only (``frontier_type``, ``acceptance_criterion``,
@@ -40,12 +45,9 @@ default proposer is gepa's reflection prompt (:class:`InstructionProposer`), and
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -55,7 +57,7 @@ from dspex.lm import LM
 from dspex.optimizers._base import Optimizer, check_examples, check_has_predictors, reject_unknown
 from dspex.optimizers.budget import Budget
 from dspex.optimizers.executor import Executor
-from dspex.optimizers.gepa.adapter import DspyAdapter
+from dspex.optimizers.gepa.adapter import DspyAdapter, RunMemo
 from dspex.optimizers.gepa.budgets import (
     AUTO_RUN_SETTINGS,
     AutoBudget,
@@ -64,6 +66,7 @@ from dspex.optimizers.gepa.budgets import (
     check_budget_choice,
     metric_call_budget,
 )
+from dspex.optimizers.gepa.checkpoint import RUN_FILE, load_run_file
 from dspex.optimizers.gepa.engine import ENGINE_KWARGS, EngineSettings
 from dspex.optimizers.gepa.feedback import GEPAFeedbackMetric, check_feedback_metric, make_feedback_fn
 from dspex.optimizers.gepa.result import DspyGEPAResult
@@ -74,9 +77,6 @@ from dspex.schemas.common import LMSpec
 __all__ = ["AUTO_RUN_SETTINGS", "GEPA", "RUN_FILE", "DspyGEPAResult", "GEPAFeedbackMetric"]
 
 logger = logging.getLogger(__name__)
-
-# The checkpoint a compile with ``log_dir`` writes after every round (dspex's JSON, see .checkpoint).
-RUN_FILE = "dspex_gepa_run.json"
 
 # gepa_kwargs that dspex.GEPA sets itself or does not read, with what to do instead.
 _REFUSED_GEPA_KWARGS = {
@@ -127,6 +127,7 @@ class GEPA(Optimizer):
         selection_strategy: Any = None,
         max_lm_calls: int | None = None,
         max_cost_usd: float | None = None,
+        reuse_runs: bool = True,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -166,6 +167,7 @@ class GEPA(Optimizer):
         self.gepa_kwargs = _checked_gepa_kwargs(gepa_kwargs)
         self.sampling_strategy, self.selection_strategy = sampling_strategy, selection_strategy
         self._limits = Budget(max_lm_calls, max_cost_usd)
+        self.reuse_runs = reuse_runs
 
     def auto_budget(
         self,
@@ -178,7 +180,7 @@ class GEPA(Optimizer):
         """DSPy's metric-call budget for an ``auto`` run (see :func:`~.budgets.auto_budget`)."""
         return auto_budget(num_preds, num_candidates, valset_size, minibatch_size, full_eval_steps)
 
-    async def acompile(
+    def start(
         self,
         student: Module,
         *,
@@ -186,39 +188,22 @@ class GEPA(Optimizer):
         teacher: Module | None = None,
         valset: Sequence[Example] | None = None,
         executor: Executor | None = None,
-        **unknown: Any,
-    ) -> Module:
-        """The student with the best instructions found on ``valset`` (the trainset when not given).
-
-        With ``log_dir``, the run's checkpoint is written there after every round and a compile
-        with the same ``log_dir`` (same program, data and knobs) goes on from it.
-        """
-        reject_unknown("GEPA.compile", unknown, GEPA.acompile)
-        if teacher is not None:
-            raise ConfigurationError("GEPA takes no teacher (as in DSPy)")
-        saved = load_run_file(self.log_dir)
-        run = self.start(student, trainset=trainset, valset=valset, executor=executor, state=saved)
-        try:
-            while not run.done:
-                await run.step()
-                save_run_file(self.log_dir, run.state_dict())
-            return run.result()
-        finally:
-            self.history = run.history
-
-    def start(
-        self,
-        student: Module,
-        *,
-        trainset: Sequence[Example],
-        valset: Sequence[Example] | None = None,
-        executor: Executor | None = None,
         state: Mapping[str, Any] | None = None,
         **unknown: Any,
     ) -> GEPARun:
         """The run, checked and ready for its first step (or resumed from ``state``, a
-        :meth:`~dspex.optimizers.OptimizerRun.state_dict` of the same optimization)."""
+        :meth:`~dspex.optimizers.OptimizerRun.state_dict` of the same optimization). Its result
+        is the student with the best instructions found on ``valset`` (the trainset when not given).
+
+        With ``log_dir``, the run's checkpoint is written there after every step and, without
+        ``state``, a run with the same ``log_dir`` (same program, data and knobs) goes on from it.
+        """
+        # compile is the base class's: this run taken step by step (save_run_file after each)
         reject_unknown("GEPA.compile", unknown, GEPA.start)
+        if teacher is not None:
+            raise ConfigurationError("GEPA takes no teacher (as in DSPy)")
+        if state is None:
+            state = load_run_file(self.log_dir)
         check_has_predictors("GEPA", student)
         train = check_examples("trainset", trainset)
         val = None if valset is None else check_examples("valset", valset)
@@ -271,6 +256,7 @@ class GEPA(Optimizer):
             reflection_minibatch_size=self.reflection_minibatch_size,
             executor=executor,
             stopper=stopper,
+            memo=RunMemo() if self.reuse_runs else None,
         )
 
     def _engine_settings(self, max_metric_calls: int) -> EngineSettings:
@@ -325,22 +311,3 @@ def _reflection_lm(value: Any) -> Any:
 def _lm_of_spec(spec: LMSpec) -> LM:
     fields = spec.model_dump(exclude={"extra", "model"})
     return LM(spec.model, **fields, **spec.extra)
-
-
-def load_run_file(log_dir: str | None) -> dict[str, Any] | None:
-    """The checkpoint a compile with this ``log_dir`` left (None: none yet)."""
-    if log_dir is None:
-        return None
-    path = Path(log_dir) / RUN_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def save_run_file(log_dir: str | None, state: Mapping[str, Any]) -> None:
-    """Write the checkpoint to ``log_dir`` (write, then rename: never half a file)."""
-    if log_dir is None:
-        return
-    directory = Path(log_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f"{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(state), encoding="utf-8")
-    os.replace(tmp, directory / RUN_FILE)

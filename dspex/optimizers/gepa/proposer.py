@@ -143,7 +143,7 @@ class ImproveInstructionWithImages(Signature):
     with the text, keep any domain facts the feedback reveals, and guard against the mistakes shown."""
 
     current_instruction: str = InputField(desc="The instruction the assistant was given")
-    examples_with_feedback: list = InputField(  # text, then images
+    examples_with_feedback: list[Any] = InputField(  # text, then images
         desc="Each example's inputs, the assistant's outputs and feedback; images are attached"
     )
     improved_instruction: str = OutputField(desc="The improved instruction")

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import copy_context
+from contextvars import Context, copy_context
 from typing import Any
 
-from gepa import EvaluationBatch
 from gepa.proposer.reflective_mutation.reflection_lm import ReflectionJob, ReflectionProposal
 
-from dspex.optimizers.gepa.adapter import DspyAdapter
+from dspex.optimizers.gepa.adapter import DspyAdapter, GepaBatch
 
 __all__ = ["ConcurrentReflection", "ProposerView"]
 
@@ -51,7 +50,7 @@ class ConcurrentReflection:
         if len(jobs) <= 1:
             return [self.reflect(*job) for job in jobs]
 
-        def one(work: tuple[Any, ReflectionJob]) -> tuple[ReflectionProposal, ConcurrentReflection]:
+        def one(work: tuple[Context, ReflectionJob]) -> tuple[ReflectionProposal, ConcurrentReflection]:
             ctx, job = work
             return ctx.run(self.reflect, *job)
 
@@ -69,15 +68,15 @@ class ProposerView:
     def __init__(self, adapter: DspyAdapter) -> None:
         self.adapter = adapter
 
-    def batch_evaluate(self, items: Sequence[Any], *, capture_traces: bool = True) -> list[EvaluationBatch]:
+    def batch_evaluate(self, items: Sequence[Any], *, capture_traces: bool = True) -> list[GepaBatch]:
         return self.adapter.batch_evaluate(items, capture_traces=capture_traces)
 
     def evaluate(
         self, batch: Sequence[Any], candidate: Mapping[str, str], capture_traces: bool = False
-    ) -> EvaluationBatch:
+    ) -> GepaBatch:
         return self.adapter.evaluate(batch, candidate, capture_traces=capture_traces)
 
     def make_reflective_dataset(
-        self, candidate: Mapping[str, str], eval_batch: EvaluationBatch, components_to_update: list[str]
+        self, candidate: Mapping[str, str], eval_batch: GepaBatch, components_to_update: list[str]
     ) -> dict[str, Any]:
         return dict(self.adapter.make_reflective_dataset(candidate, eval_batch, components_to_update))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gepa import GEPAResult
+from gepa.core.result import GEPAResult
 
 from dspex.optimizers.gepa.adapter import DspyAdapter
 from dspex.primitives import Module, Prediction
@@ -81,7 +81,7 @@ class DspyGEPAResult:
         }
 
     @staticmethod
-    def from_gepa_result(result: GEPAResult, adapter: DspyAdapter) -> DspyGEPAResult:
+    def from_gepa_result(result: GEPAResult[Any, Any], adapter: DspyAdapter) -> DspyGEPAResult:
         return DspyGEPAResult(
             candidates=[adapter.build_program(candidate) for candidate in result.candidates],
             parents=result.parents,

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gepa import GEPAResult
+from gepa.core.result import GEPAResult
 
 from dspex._sync import run_in_thread
 from dspex.lm.usage import Usage, UsageTracker, track_usage
@@ -29,7 +29,7 @@ from dspex.optimizers.budget import Budget
 from dspex.optimizers.executor import Executor, LocalExecutor
 from dspex.optimizers.gepa.adapter import BudgetStop
 from dspex.optimizers.gepa.budgets import SpendStopper
-from dspex.optimizers.gepa.checkpoint import GEPARunState
+from dspex.optimizers.gepa.checkpoint import GEPARunState, save_run_file
 from dspex.optimizers.gepa.engine import (
     EngineParts,
     build_engine,
@@ -87,6 +87,11 @@ class GEPARun(OptimizerRun):
             logger=_GepaLog(),
         )
         self.gepa_state: Any = None
+
+    async def step(self) -> None:
+        """The next round; with the optimizer's ``log_dir``, the checkpoint is written there after it."""
+        await super().step()
+        save_run_file(self.optimizer.log_dir, self.state_dict())
 
     async def _step(self) -> StepCost:
         self.spend.begin_step()

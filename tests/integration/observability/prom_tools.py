@@ -40,6 +40,10 @@ GRAFANA_VARIABLES = {
     "${__rate_interval}": "15s",
     "${__interval}": "1s",
     "${__range}": "5m",
+    # the dashboard's template variables at their default, "All" (their allValue)
+    "$prefix": ".*",
+    "$worker": ".*",
+    "$job": ".*",
 }
 
 
@@ -81,6 +85,13 @@ def dashboard_targets() -> list[tuple[str, str, str]]:
         for panel in dashboard["panels"]
         for target in panel.get("targets", [])
     ]
+
+
+def dashboard_variables() -> dict[str, str]:
+    """name -> label_values(...) query of every query variable of the Grafana dashboard."""
+    dashboard = json.loads(DASHBOARD_JSON.read_text())
+    variables = dashboard["templating"]["list"]
+    return {v["name"]: v["definition"] for v in variables if v["type"] == "query"}
 
 
 def alert_expressions() -> list[tuple[str, str]]:

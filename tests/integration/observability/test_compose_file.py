@@ -190,6 +190,9 @@ def test_grafana_gets_exactly_the_dashboard_and_provisioning_the_tests_check() -
     (source,) = datasources["datasources"]
     assert source["url"] == "http://prometheus:9090" and "9090:9090" in services["prometheus"]["ports"]
     dashboard = json.loads(DASHBOARD_JSON.read_text())
+    # every query reads the datasource variable, whose default is the provisioned datasource
     assert {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])} == {
-        source["uid"]
+        "${datasource}"
     }
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "datasource"]
+    assert variable["current"]["value"] == source["uid"]

@@ -14,10 +14,12 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from dashboard_topics import DEAD_PREDICTOR, HALF, OPT, SOLO, STALL_AGE_S, write_stalled_fleet
 
 from dspex.schemas import OptimizeStatus, TrialRecord
 from dspex.streams.admin import ensure_topics
@@ -39,28 +41,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def dashboard_command(bootstrap: str, prefix: str, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        DASHBOARD_CLI,
-        "--bootstrap",
-        bootstrap,
-        "--prefix",
-        prefix,
-        "--port",
-        str(port),
-    ]
-
-
-@pytest.fixture
-def dashboard(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[str]:
-    ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap), TopicRegistry(topic_prefix))
+@contextmanager
+def running_dashboard(bootstrap: str, prefix: str, tmp_path: Path) -> Iterator[str]:
+    """`dspex dashboard` on ``prefix``'s topics (created first); yields its URL once it answers."""
+    ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), TopicRegistry(prefix))
     port = free_port()
     log = (tmp_path / "dashboard.log").open("wb")
-    process = subprocess.Popen(
-        dashboard_command(kafka_bootstrap, topic_prefix, port), stdout=log, stderr=subprocess.STDOUT
-    )
+    command = dashboard_command(bootstrap, prefix, port)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -78,6 +66,26 @@ def dashboard(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterat
         process.terminate()
         process.wait(15)
         log.close()
+
+
+def dashboard_command(bootstrap: str, prefix: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        DASHBOARD_CLI,
+        "--bootstrap",
+        bootstrap,
+        "--prefix",
+        prefix,
+        "--port",
+        str(port),
+    ]
+
+
+@pytest.fixture
+def dashboard(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[str]:
+    with running_dashboard(kafka_bootstrap, topic_prefix, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -151,3 +159,41 @@ def test_a_dashboard_on_missing_topics_says_so(kafka_bootstrap: str, topic_prefi
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "does not exist" in result.stderr and "--prefix" in result.stderr
+
+
+async def test_sub_jobs_fold_filters_page_and_a_stall_is_reported_with_its_reason(
+    dashboard: str, producer: AsyncProducer, topic_prefix: str
+) -> None:
+    last_task = await write_stalled_fleet(producer, topic_prefix)
+    jobs = dashboard + "/api/jobs"
+    body = await wait_api(jobs, lambda b: b["total"] == 2 and len(b["jobs"][0].get("children", [])) == 3)
+    assert [j["job_id"] for j in body["jobs"]] == [OPT, SOLO]
+    opt = body["jobs"][0]
+    assert opt["children_running"] == 1
+    half = next(child for child in opt["children"] if child["job_id"] == HALF)
+    # the ticking status of the half-done job is no progress: stalled since its last task
+    assert half["stalled"]["since"] == last_task.isoformat()
+    assert half["stalled"]["reason"] == "no live predictor" and half["stalled"]["idle_s"] >= STALL_AGE_S
+    assert opt["stalled"]["reason"] == f"sub-job {HALF[:8]}: no live predictor"
+    assert (half["best_score"], half["best_partial"], half["best_done"]) == (100.0, True, 5)
+    detail = await wait_api(f"{dashboard}/api/jobs/{OPT}", lambda b: len(b["children"]) == 3)
+    assert [(c["eval_job_id"], c["score"], c["done"], c["partial"]) for c in detail["live"]] == [
+        (HALF, 100.0, 5, True)
+    ]
+    async with httpx.AsyncClient() as client:
+        only_opt = (await client.get(jobs, params={"kind": "optimize"})).json()
+        by_name = (await client.get(jobs, params={"name": "nightly", "state": "completed"})).json()
+        second = (await client.get(jobs, params={"limit": "1", "offset": "1"})).json()
+        flat = (await client.get(jobs, params={"flat": "1", "kind": "eval"})).json()
+        bad = await client.get(jobs, params={"limit": "9999"})
+        workers = (await client.get(dashboard + "/api/workers")).json()
+    assert [j["job_id"] for j in only_opt["jobs"]] == [OPT]
+    assert [j["job_id"] for j in by_name["jobs"]] == [SOLO]
+    assert [j["job_id"] for j in second["jobs"]] == [SOLO] and second["total"] == 2
+    assert flat["total"] == 4 and all("children" not in j for j in flat["jobs"])
+    assert bad.status_code == 400 and "limit must be between 1 and 500" in bad.json()["error"]
+    # the silent predictor left the list; its last state is kept apart
+    assert workers["workers"] == []
+    assert [(w["worker_id"], w["in_flight"], w["gone"]) for w in workers["gone"]] == [
+        (DEAD_PREDICTOR, 2, True)
+    ]

@@ -63,8 +63,12 @@ async def test_the_aggregator_metrics_follow_job_statuses(kafka_bootstrap: str, 
     assert sample("dspex_job_progress_ratio", dspex_job=job) == 0.25
     observed.sync()
     assert sample("dspex_aggregator_scores_total", outcome="counted") == counted_before + 4
-    observed.status_sent(encode(running.model_copy(update={"state": "failed", "reason": "x"})))
+    failed = running.model_copy(update={"state": "failed", "reason": "x"})
+    observed.status_sent(encode(failed))
     assert sample("dspex_job_progress_ratio", dspex_job=job) is None
+    assert sample("dspex_aggregator_jobs_finished_total", state="failed") == finished_before + 1
+    # the terminal status sent again with late usage (cost truth) does not count the job twice
+    observed.status_sent(encode(failed.model_copy(update={"seq": failed.seq + 1})))
     assert sample("dspex_aggregator_jobs_finished_total", state="failed") == finished_before + 1
 
 

@@ -92,7 +92,8 @@ async def test_every_task_answered_once_with_the_lms_usage(
     assert (beat.worker_id, beat.kind, beat.breaker_state) == ("pred-1", "predict", "closed")
     assert beat.limit == 1024  # the default concurrency: no LM limiter yet when the first beat went out
     assert beat.metrics_url is not None and beat.metrics_url.startswith("http://127.0.0.1:94")
-    assert target[0]["labels"] == {"kind": "predict", "worker_id": "pred-1"}
+    labels = {"prefix": registry.prefix, "kind": "predict", "worker_id": "pred-1", "__param_worker": "pred-1"}
+    assert target[0]["labels"] == labels
     assert 'dspex_messages_produced_total{kind="predict"' in exposition
     assert not (tmp_path / "pred-1.json").exists(), "the discovery file is removed on stop"
 

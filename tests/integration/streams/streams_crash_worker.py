@@ -17,7 +17,7 @@ import sys
 from confluent_kafka import Message
 
 from dspex.streams.config import KafkaSettings
-from dspex.streams.consumer import ConsumerRuntime
+from dspex.streams.consumer import ConsumerOptions, ConsumerRuntime
 from dspex.streams.producer import AsyncProducer
 
 
@@ -32,13 +32,15 @@ async def main(bootstrap: str, group: str, source: str, sink: str, dlq: str) -> 
 
         runtime = ConsumerRuntime(
             settings,
-            group_id=group,
-            topics=[source],
+            ConsumerOptions(
+                group_id=group,
+                topics=[source],
+                dlq_topic=dlq,
+                max_in_flight=64,
+                fast_groups=True,
+            ),
             handler=handle,
             producer=producer,
-            dlq_topic=dlq,
-            max_in_flight=64,
-            fast_groups=True,
         )
         runtime.install_signal_handlers()
         await runtime.run()

@@ -12,7 +12,7 @@ from streams_kafka import committed_and_end, wait_until
 
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
-from dspex.streams.consumer import ConsumerRuntime
+from dspex.streams.consumer import ConsumerOptions, ConsumerRuntime
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.topics import TopicRegistry
 
@@ -39,13 +39,15 @@ async def test_stop_commits_up_to_the_first_unfinished_message_only(
         assert [d.offset for d in deliveries] == list(range(40))
         runtime = ConsumerRuntime(
             settings,
-            group_id=group,
-            topics=[topic],
+            ConsumerOptions(
+                group_id=group,
+                topics=[topic],
+                dlq_topic=registry.name("dlq"),
+                drain_timeout=1.0,
+                fast_groups=True,
+            ),
             handler=handle,
             producer=producer,
-            dlq_topic=registry.name("dlq"),
-            drain_timeout=1.0,
-            fast_groups=True,
         )
         async with runtime:
             await wait_until(lambda: len(finished) == 39, 30, "all but the stuck message")

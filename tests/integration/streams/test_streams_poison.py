@@ -15,7 +15,7 @@ from dspex.schemas import HEADER_EXAMPLE_INDEX, HEADER_JOB_ID, DeadLetter, decod
 from dspex.schemas import Message as WireMessage
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
-from dspex.streams.consumer import ConsumerRuntime
+from dspex.streams.consumer import ConsumerOptions, ConsumerRuntime
 from dspex.streams.producer import AsyncProducer, Delivery
 from dspex.streams.topics import TopicRegistry
 
@@ -58,15 +58,17 @@ def runtime_for(
 ) -> ConsumerRuntime:
     return ConsumerRuntime(
         settings,
-        group_id=group,
-        topics=[registry.name("tasks")],
+        ConsumerOptions(
+            group_id=group,
+            topics=[registry.name("tasks")],
+            dlq_topic=registry.name("dlq"),
+            max_in_flight=16,
+            fast_groups=True,
+            worker_id="poison-test",
+        ),
         handler=handler,
         decoder=Item,
         producer=producer,
-        dlq_topic=registry.name("dlq"),
-        max_in_flight=16,
-        fast_groups=True,
-        worker_id="poison-test",
     )
 
 

@@ -24,7 +24,7 @@ from streams_kafka import fully_committed, wait_until, wait_until_async
 
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
-from dspex.streams.consumer import ConsumerRuntime
+from dspex.streams.consumer import ConsumerOptions, ConsumerRuntime
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.topics import TopicRegistry
 
@@ -112,18 +112,20 @@ async def test_rebalance_under_load_never_commits_past_unfinished_work(
         def member(handler: Callable, name: str, **options: object) -> ConsumerRuntime:
             return ConsumerRuntime(
                 settings,
-                group_id=group,
-                topics=[tasks],
+                ConsumerOptions(
+                    group_id=group,
+                    topics=[tasks],
+                    dlq_topic=dlq,
+                    max_in_flight=MAX_IN_FLIGHT,
+                    drain_timeout=DRAIN_S,
+                    fast_groups=True,
+                    worker_id=name,
+                    config=SMALL_FETCHES,
+                    **options,
+                ),
                 handler=handler,
                 producer=producer,
-                dlq_topic=dlq,
-                max_in_flight=MAX_IN_FLIGHT,
-                drain_timeout=DRAIN_S,
-                fast_groups=True,
-                worker_id=name,
-                config=SMALL_FETCHES,
                 on_commit=lambda offsets: log.check(name, offsets),
-                **options,  # type: ignore[arg-type]
             )
 
         # The first member resumes only once everything it holds is done, so it stays paused

@@ -20,7 +20,7 @@ from confluent_kafka import Message
 from streams_kafka import produce_all, wait_until
 
 from dspex.streams.config import KafkaSettings
-from dspex.streams.consumer import ConsumerRuntime
+from dspex.streams.consumer import ConsumerOptions, ConsumerRuntime
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.topics import TopicRegistry
 
@@ -55,17 +55,19 @@ async def test_partitions_revoked_while_paused_resume_when_they_return(
 
             return ConsumerRuntime(
                 settings,
-                group_id=group,
-                topics=[tasks],
+                ConsumerOptions(
+                    group_id=group,
+                    topics=[tasks],
+                    dlq_topic=dlq,
+                    max_in_flight=MAX_IN_FLIGHT,
+                    low_watermark=0,
+                    drain_timeout=1.0,
+                    fast_groups=True,
+                    worker_id=name,
+                    config=SMALL_FETCHES,
+                ),
                 handler=handler,
                 producer=producer,
-                dlq_topic=dlq,
-                max_in_flight=MAX_IN_FLIGHT,
-                low_watermark=0,
-                drain_timeout=1.0,
-                fast_groups=True,
-                worker_id=name,
-                config=SMALL_FETCHES,
             )
 
         a = member(gate_a, "a")

@@ -18,7 +18,7 @@ from streams_kafka import produce_all, wait_until, wait_until_async
 
 from dspex.streams.admin import group_lag
 from dspex.streams.config import KafkaSettings
-from dspex.streams.consumer import ConsumerRuntime
+from dspex.streams.consumer import ConsumerOptions, ConsumerRuntime
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.topics import TopicRegistry
 
@@ -47,13 +47,15 @@ async def test_a_replaced_member_hands_over_every_message(
         )
         runtime = ConsumerRuntime(
             settings,
-            group_id=group,
-            topics=[tasks],
+            ConsumerOptions(
+                group_id=group,
+                topics=[tasks],
+                dlq_topic=dlq,
+                max_in_flight=MAX_IN_FLIGHT,
+                fast_groups=True,
+            ),
             handler=handler,
             producer=producer,
-            dlq_topic=dlq,
-            max_in_flight=MAX_IN_FLIGHT,
-            fast_groups=True,
         )
         async with runtime:
             await wait_until(lambda: runtime.outstanding >= MAX_IN_FLIGHT, 60, "half handled, the rest held")

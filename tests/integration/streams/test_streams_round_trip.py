@@ -15,7 +15,7 @@ from streams_kafka import fully_committed, produce_all, read_topic, wait_until, 
 
 from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
-from dspex.streams.consumer import ConsumerRuntime
+from dspex.streams.consumer import ConsumerOptions, ConsumerRuntime
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.topics import TopicRegistry
 
@@ -52,13 +52,15 @@ async def test_round_trip_every_message_once_committed_to_the_end(
 
         runtime = ConsumerRuntime(
             settings,
-            group_id=group,
-            topics=[tasks],
+            ConsumerOptions(
+                group_id=group,
+                topics=[tasks],
+                dlq_topic=registry.name("dlq"),
+                max_in_flight=MAX_IN_FLIGHT,
+                fast_groups=True,
+            ),
             handler=handle,
             producer=producer,
-            dlq_topic=registry.name("dlq"),
-            max_in_flight=MAX_IN_FLIGHT,
-            fast_groups=True,
         )
         started = time.monotonic()
         async with runtime:

@@ -21,6 +21,7 @@ def test_the_options_are_the_documented_keywords() -> None:
         "max_errors",
         "max_cost_usd",
         "priority",
+        "num_threads",
         "display_progress",
         "timeout",
     }

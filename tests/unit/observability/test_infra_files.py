@@ -122,6 +122,68 @@ def test_grafana_provisioning_matches_the_dashboard() -> None:
     (source,) = datasources["datasources"]
     assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
     assert providers["providers"][0]["options"]["path"] == CHECKED_MOUNTS["grafana"]["./grafana/dashboards"]
-    used = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
-    assert used == {source["uid"]}
+    # Every panel and query reads the datasource variable, which resolves to the provisioned one.
+    used = {p["datasource"]["uid"] for p in dashboard["panels"]}
+    used |= {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert used == {"${datasource}"}
+    variable = template_variables(dashboard)["datasource"]
+    assert variable["type"] == "datasource" and variable["query"] == source["type"]
+    assert variable["current"]["value"] == source["uid"] and source["isDefault"] is True
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def template_variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+
+
+# The label each query variable filters on, and the metric labels the workers put on every series.
+FILTERS = {"prefix": "prefix", "worker": "worker_id", "job": "dspex_job"}
+SELECTOR = re.compile(r"\b(dspex_[a-z0-9_]+|up)\{([^}]*)\}")
+
+
+def test_the_dashboard_filters_every_query_by_prefix_and_worker_or_job() -> None:
+    dashboard = json.loads((INFRA / "grafana/dashboards/dspex.json").read_text())
+    variables = template_variables(dashboard)
+    for name, label in FILTERS.items():
+        variable = variables[name]
+        assert variable["type"] == "query" and variable["datasource"]["uid"] == "${datasource}"
+        assert variable["includeAll"] and variable["allValue"] == ".*"
+        assert variable["definition"] == variable["query"]["query"]
+        assert variable["definition"].startswith("label_values(") and variable["definition"].endswith(
+            f", {label})"
+        )
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            selectors = SELECTOR.findall(target["expr"])
+            assert selectors, target["expr"]
+            for metric, matchers in selectors:
+                assert 'prefix=~"$prefix"' in matchers, (panel["title"], metric)
+                per_job = metric.startswith(("dspex_job_", "dspex_optimizer_best"))
+                assert not per_job or 'dspex_job=~"$job"' in matchers, (panel["title"], metric)
+
+
+def test_the_dashboard_has_optimizer_and_cost_panels() -> None:
+    dashboard = json.loads((INFRA / "grafana/dashboards/dspex.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in ("dspex_optimizer_steps_total", "dspex_optimizer_best_score_percent"):
+        assert metric in exprs
+    for metric in ("dspex_lm_cost_usd_total", "dspex_job_cost_usd"):
+        assert metric in exprs
+
+
+WORKERS = ("predict", "score", "aggregate", "optimize")
+# What would give every replica of a service the same name (see the compose file's comment).
+FIXED_NAMES = {"DSPEX_WORKER_WORKER_ID", "DSPEX_AGGREGATOR_WORKER_ID", "DSPEX_KAFKA_CLIENT_ID"}
+
+
+def test_compose_workers_leave_their_names_to_each_replica() -> None:
+    services = compose()["services"]
+    prometheus_targets = dict(mounts(services["prometheus"]))["targets"]
+    for worker in WORKERS:
+        service = services[worker]
+        assert service["hostname"] == worker  # shared by replicas: the id does not rest on it
+        assert "--worker-id" not in service["command"], worker
+        assert not FIXED_NAMES & set(service["environment"]), worker
+        # ... and Prometheus reads every worker's target file from the same volume
+        assert dict(mounts(service))["targets"] == service["environment"]["DSPEX_PROMETHEUS_TARGETS_DIR"]
+        assert prometheus_targets.startswith("/etc/prometheus/")

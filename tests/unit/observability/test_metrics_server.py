@@ -35,9 +35,8 @@ def test_serves_the_registry_and_registers_the_target(tmp_path: Path) -> None:
         path = server.target_file
     assert "dspex_test_things_total 3.0" in body
     assert server.url.startswith("http://127.0.0.1:")
-    assert entry == [
-        {"targets": [f"127.0.0.1:{server.port}"], "labels": {"kind": "score", "worker_id": "score/host:1"}}
-    ]
+    labels = {"kind": "score", "worker_id": "score/host:1", "__param_worker": "score/host:1"}
+    assert entry == [{"targets": [f"127.0.0.1:{server.port}"], "labels": labels}]
     assert path is not None and path.name == "score_host_1.json" and not path.exists()
 
 

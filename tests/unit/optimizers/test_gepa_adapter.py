@@ -12,7 +12,7 @@ from gepa_fakes import MAGIC, ScriptedLM, dataset, feedback_metric
 
 from dspex.configuration import context, current_settings
 from dspex.modules import Predict
-from dspex.optimizers.gepa.adapter import DspyAdapter
+from dspex.optimizers.gepa.adapter import DspyAdapter, RunRecord
 from dspex.primitives import Prediction
 
 
@@ -81,9 +81,11 @@ def test_adapter_state_survives_json() -> None:
 
 def test_objective_scores_are_forwarded_only_when_present() -> None:
     a = adapter()
-    batch = a._make_evaluation_batch(
-        [None, None], [Prediction(score=0.5, objective_scores={"x": 1.0}), 0.25], None
-    )
+    runs = [
+        RunRecord(None, Prediction(score=0.5, objective_scores={"x": 1.0}), None),
+        RunRecord(None, 0.25, None),
+    ]
+    batch = a._make_evaluation_batch(runs, False)
     assert batch.scores == [0.5, 0.25] and batch.objective_scores == [{"x": 1.0}, {}]
-    assert a._make_evaluation_batch([None], [None], None).scores == [0.0]
-    assert a._make_evaluation_batch([None], [1.0], None).objective_scores is None
+    assert a._make_evaluation_batch([RunRecord(None, None, None)], False).scores == [0.0]
+    assert a._make_evaluation_batch([RunRecord(None, 1.0, None)], False).objective_scores is None

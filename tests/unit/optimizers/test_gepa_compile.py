@@ -67,6 +67,28 @@ async def test_the_lm_budget_stops_the_run_with_the_best_so_far(limit: dict[str,
     assert isinstance(best, Predict)
 
 
+async def test_the_usd_cap_covers_the_reflection_lm_and_keeps_the_best_so_far() -> None:
+    task_lm = ScriptedLM(cost_usd=0.0)  # free: every cent of the run is the reflection LM's
+    reflection_lm = ScriptedLM(cost_usd=0.01)
+    optimizer = GEPA(
+        feedback_metric,
+        max_metric_calls=1000,  # far beyond what the cap allows: only the cap can stop this run
+        reflection_lm=reflection_lm,
+        skip_perfect_score=False,  # a perfect parent is reflected on again: each round costs a cent
+        max_cost_usd=0.045,
+        seed=1,
+    )
+    with context(lm=task_lm):
+        best = await optimizer.acompile(student(), trainset=dataset(6), valset=dataset(4, offset=50))
+    history = optimizer.history
+    assert history is not None and (history.stopped or "").startswith("budget")
+    assert history.usage.cost_usd == pytest.approx(0.01 * reflection_lm.calls)
+    # the cap, plus at most the one reflection call in flight when it was reached
+    assert 0.045 <= history.usage.cost_usd <= 0.045 + 0.01 + 1e-9
+    assert task_lm.calls > 0 and history.usage.lm_calls == task_lm.calls + reflection_lm.calls
+    assert MAGIC in best.signature.instructions  # the first round's find, kept when the cap hit
+
+
 async def test_a_cap_hit_during_the_seed_evaluation_returns_the_student() -> None:
     lm = ScriptedLM(cost_usd=1.0)
     optimizer = GEPA(feedback_metric, max_metric_calls=100, reflection_lm=lm, max_cost_usd=0.0)

@@ -116,3 +116,13 @@ def test_the_reflection_prompt_helpers() -> None:
     )
     assert isinstance(prompt, str) and "old" in prompt and "## Feedback" in prompt
     assert InstructionProposalSignature.output_extractor("x\n```\nnew\n```")["new_instruction"] == "new"
+
+
+def test_the_draws_the_parent_prefetch_predicts_are_the_proposers() -> None:
+    # dspex.optimizers.gepa.prefetch copies the selector and sampler and calls the sampling
+    # strategy as propose does; the sampler reads the state's round number only
+    propose = inspect.getsource(ReflectiveMutationProposer.propose)
+    call = "sample_tasks(state, self.candidate_selector, self.batch_sampler, self.trainset)"
+    assert f"self.sampling_strategy.{call}" in propose
+    sampler = inspect.getsource(EpochShuffledBatchSampler.next_minibatch_ids)
+    assert "state.i" in sampler and "state." not in sampler.replace("state.i", "")

@@ -54,8 +54,6 @@ class Tables:
         result = batch.finish()
         self.jobs.update({key: value for key, (_, value) in result.jobs.items()})
         self.chunks.update({key: value for key, (_, value) in result.chunks.items()})
-        for key in result.cleanup:
-            self.chunks.pop(key, None)
         self.sent.extend(decode(raw, JobStatus) for _, raw in result.statuses)
         return result
 
@@ -164,7 +162,9 @@ def test_completion_emits_one_terminal_status_then_the_same_bytes_again() -> Non
     assert (final.total_tasks, final.done, final.errors) == (6, 6, 1)
     assert [c.score_sum for c in final.candidates] == [3.0, 2.5]
     assert final.finished_at is not None and final.reason is None
-    assert done.cleanup and not any(key.startswith("j1:") for key in tables.chunks)  # state dropped
+    meta = tables.meta("j1")  # the chunks stay for the late-charge window, then go
+    assert meta.late_until is not None and any(key.startswith("j1:") for key in tables.chunks)
+    assert meta.late_window_over(meta.late_until) and not meta.late_window_over(meta.late_until - 1)
 
 
 def test_more_errors_than_max_errors_fails_the_job() -> None:

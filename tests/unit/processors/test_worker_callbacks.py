@@ -18,6 +18,7 @@ from dspex.observability.recorder import RecordedCallback
 from dspex.processors.callbacks import load_callbacks, worker_callbacks
 from dspex.processors.common import WorkerOptions
 from dspex.processors.security import SecurityPolicy
+from dspex.streams.config import KafkaSettings
 
 CALLBACKS_SOURCE = """
 from dspex.utils import BaseCallback
@@ -92,7 +93,7 @@ def app() -> typer.Typer:
 
 def test_the_cli_passes_callbacks_to_the_predictor(app: typer.Typer, monkeypatch: pytest.MonkeyPatch) -> None:
     served: list[Any] = []
-    monkeypatch.setattr(worker_cli, "_settings", lambda bootstrap: None)
+    monkeypatch.setattr(worker_cli, "_settings", lambda bootstrap: KafkaSettings(bootstrap_servers=bootstrap))
     monkeypatch.setattr(worker_cli, "_serve", served.append)
     args = ["worker", "predict", "--callback", "a.b:One", "--callback", "c:Two", "--allow-module", "a"]
     result = CliRunner().invoke(app, args)

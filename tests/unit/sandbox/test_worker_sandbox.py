@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 import dspex
 from dspex.configuration import current_settings
-from dspex.errors import CodeExecutionError
+from dspex.errors import CodeExecutionError, ConfigurationError
 from dspex.modules.predict import Predict
 from dspex.modules.program_of_thought import ProgramOfThought
 from dspex.modules.rlm import RLM
@@ -25,6 +25,7 @@ from dspex.sandbox.worker import (
     NO_SANDBOX_MESSAGE,
     SandboxDisabledError,
     WorkerSandbox,
+    limits_from_env,
     needs_code,
     worker_sandbox,
 )
@@ -160,3 +161,13 @@ def test_programs_running_code_wait_for_a_slot_on_the_loop_not_in_the_pool() -> 
         most = 0
         asyncio.run(main(sandbox, Predict("question -> answer")))  # another candidate: runs no code
         assert most == 5
+
+
+def test_sandbox_limits_come_from_the_environment_and_bad_ones_name_the_variable() -> None:
+    limits = limits_from_env({"DSPEX_SANDBOX_TIMEOUT_S": "2.5", "DSPEX_SANDBOX_MEMORY_MB": "300"})
+    assert (limits.timeout_s, limits.memory_mb) == (2.5, 300)
+    assert limits.output_chars == SandboxLimits().output_chars  # unset: the default
+    with pytest.raises(ConfigurationError, match=r"^DSPEX_SANDBOX_MEMORY_MB: .*'lots'"):
+        limits_from_env({"DSPEX_SANDBOX_MEMORY_MB": "lots"})
+    with pytest.raises(ConfigurationError, match="DSPEX_SANDBOX_TIMEOUT_S"):
+        limits_from_env({"DSPEX_SANDBOX_TIMEOUT_S": "-1"})

@@ -25,6 +25,7 @@ from dspex.schemas import (
     PredictionRecord,
     ProgramSpec,
     ScoreRecord,
+    SubmitJob,
     Task,
     TraceEntry,
     TrialRecord,
@@ -163,6 +164,15 @@ def _samples() -> list[BaseModel]:
             best_candidate_id="cand-1",
             best_score=50.0,
             written_at=T0,
+        ),
+        SubmitJob(
+            job_id="job-1",
+            program={"dspex_program": 1, "type": "dspex.Predict"},
+            examples=[EXAMPLE],
+            input_keys=["question"],
+            metric="exact_match:answer",
+            lm=LMSpec(model="openai/gpt-4o-mini", api_key_env="OPENAI_API_KEY"),
+            created_at=T0,
         ),
     ]
 

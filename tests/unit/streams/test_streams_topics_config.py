@@ -24,9 +24,10 @@ def test_registry_shapes_follow_the_design() -> None:
     assert registry.spec("scores").partitions == 12
     assert {spec.replication_factor for spec in registry.specs()} == {3}
     compacted = {spec.role for spec in registry.specs() if spec.compacted}
-    assert compacted == {"candidates", "status", "workers", "optimizer-state"}
+    assert compacted == {"candidates", "status", "workers", "optimizer-state", "blobs"}
     assert "delete" in registry.spec("workers").config["cleanup.policy"]  # short retention
-    for role in ("tasks", "predictions", "scores", "candidates", "dlq", "jobs"):
+    assert "delete" in registry.spec("blobs").config["cleanup.policy"]  # values of old jobs go
+    for role in ("tasks", "predictions", "scores", "candidates", "dlq", "jobs", "blobs"):
         assert registry.spec(role).config["max.message.bytes"] == str(LARGE_MESSAGE_BYTES)
 
 

@@ -1,0 +1,223 @@
+"""What tracing costs a local Evaluate: throughput with tracing off, at the default sampling, and
+with the exporter pointed at a black hole.
+
+Reproduce (about 2 minutes on a 2-core machine):
+
+    .venv/bin/python bench/tracing_overhead.py
+    .venv/bin/python bench/tracing_overhead.py --examples 2000 --latency 0.05 --width 256 --rounds 3
+
+One simulated LM subprocess (a simulation, not a model) serves every configuration. Each
+configuration runs in a fresh child process: ``ChainOfThought("question -> answer")`` evaluated over
+the same arithmetic devset (LM cache off), after a warm-up at the same width; the child times the
+evaluation call alone. Configurations:
+
+- ``off``: tracing off (the default);
+- ``default``: ``dspex.configure(tracing=...)`` at the default sampling (1% of examples, plus failed
+  ones), exporting over OTLP/HTTP to a receiver in the parent process that accepts every batch;
+- ``black hole``: the same sampling, exporting to a port that accepts connections and never answers;
+- ``all``: every example sampled (ratio 1.0), to the accepting receiver: the cost of full traces.
+
+``--cpu`` measures instead the CPU per example of in-process runs (simulated LM in its own process at
+0 latency, width 32): tracing off, a callback that overrides the same hooks and does nothing (the
+cost of the callback seam alone), and tracing at the default sampling.
+
+Rounds run the configurations in turn (off, default, black hole, all, off, ...), so load from other
+work on the machine falls on all of them alike; the table gives each configuration's median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from common import CpuClock, machine_summary, markdown_table, run_child_json, start_sim
+
+DATASET_SEED = 7
+WARMUP_SEED = 8
+WARMUP_EXAMPLES = 256
+MODES = ("off", "default", "black hole", "all")
+CPU_MODES = ("cpu off", "cpu no-op callback", "cpu default")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--examples", type=int, default=2000, help="devset size per configuration")
+    parser.add_argument("--latency", type=float, default=0.05, help="simulated LM latency, seconds")
+    parser.add_argument("--width", type=int, default=256, help="Evaluate concurrency")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each configuration")
+    parser.add_argument("--cpu", action="store_true", help="CPU per example, in-process (see above)")
+    parser.add_argument("--child", choices=[*MODES, *CPU_MODES], help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
+    return parser
+
+
+def _cpu_child(args: argparse.Namespace) -> dict[str, Any]:
+    import dspex
+    from dspex.observability.tracing import TracingSettings
+    from dspex.testing.task import arithmetic_dataset
+
+    class Silent(dspex.BaseCallback):
+        def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None: ...
+        def on_module_end(
+            self, call_id: str, outputs: Any, exception: BaseException | None = None
+        ) -> None: ...
+        def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None: ...
+        def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None: ...
+        def on_lm_request(self, call_id: str | None, instance: Any, request: Any) -> None: ...
+        def on_lm_attempt(self, call_id: str | None, instance: Any, attempt: Any) -> None: ...
+
+    if args.child == "cpu no-op callback":
+        dspex.configure(callbacks=[Silent()])
+    elif args.child == "cpu default":
+        dspex.configure(tracing=TracingSettings(endpoint=args.endpoint))
+    lm = dspex.LM("openai/sim", api_base=args.base_url, api_key="sim", cache=False)
+    program = dspex.ChainOfThought("question -> answer")
+    program.set_lm(lm)
+    metric = dspex.metrics.exact_match("answer")
+    dspex.Evaluate(devset=arithmetic_dataset(100, WARMUP_SEED), metric=metric, concurrency=32)(program)
+    evaluate = dspex.Evaluate(
+        devset=arithmetic_dataset(args.examples, DATASET_SEED), metric=metric, concurrency=32
+    )
+    with CpuClock() as clock:
+        evaluate(program)
+    return {"wall_s": clock.wall_s, "cpu_s": clock.cpu_s}
+
+
+def _cpu_main(args: argparse.Namespace, endpoint: str) -> None:
+    measured: dict[str, list[float]] = {mode: [] for mode in CPU_MODES}
+    with start_sim(latency=0.0) as sim:
+        for _ in range(args.rounds):
+            for mode in CPU_MODES:
+                argv = [sys.executable, __file__, "--child", mode, "--base-url", sim.base_url]
+                argv += ["--examples", str(args.examples), "--endpoint", endpoint]
+                result = run_child_json(argv, timeout_s=900)
+                measured[mode].append(1000 * result["cpu_s"] / args.examples)
+    print(
+        f"{args.examples} examples in-process, LM latency 0, width 32, {args.rounds} rounds; "
+        f"{machine_summary()}"
+    )
+    rows = [[mode, statistics.median(v), " / ".join(f"{x:.3f}" for x in v)] for mode, v in measured.items()]
+    print(markdown_table(["configuration", "CPU ms/example (median)", "per round"], rows))
+
+
+def _child(args: argparse.Namespace) -> dict[str, Any]:
+    import dspex
+    from dspex.observability import tracing
+    from dspex.observability.tracing import TracingSettings
+    from dspex.observability.tracing.provider import EXPORT_ERRORS
+    from dspex.testing.task import arithmetic_dataset
+
+    if args.child != "off":
+        ratio = 1.0 if args.child == "all" else None  # None: the default (OTEL_* unset here)
+        dspex.configure(tracing=TracingSettings(endpoint=args.endpoint, sample_ratio=ratio))
+    lm = dspex.LM("openai/sim", api_base=args.base_url, api_key="sim", cache=False)
+    program = dspex.ChainOfThought("question -> answer")
+    program.set_lm(lm)
+    metric = dspex.metrics.exact_match("answer")
+    dspex.Evaluate(
+        devset=arithmetic_dataset(WARMUP_EXAMPLES, WARMUP_SEED), metric=metric, concurrency=args.width
+    )(program)
+    evaluate = dspex.Evaluate(
+        devset=arithmetic_dataset(args.examples, DATASET_SEED), metric=metric, concurrency=args.width
+    )
+    with CpuClock() as clock:
+        result = evaluate(program)
+    tracing.flush(1.0)
+    return {
+        "wall_s": clock.wall_s,
+        "cpu_s": clock.cpu_s,
+        "score": result.score,
+        "export_errors": EXPORT_ERRORS._value.get(),
+    }
+
+
+class _Accepting(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def _black_hole() -> tuple[socket.socket, list[socket.socket]]:
+    """A listening socket whose connections are accepted and never answered."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            held.append(connection)
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener, held
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.child:
+        child = _cpu_child if args.child in CPU_MODES else _child
+        print(__import__("json").dumps(child(args)))
+        return
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Accepting)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    hole, _ = _black_hole()
+    endpoints = {
+        "off": "",
+        "default": f"http://127.0.0.1:{receiver.server_address[1]}",
+        "black hole": f"http://127.0.0.1:{hole.getsockname()[1]}",
+        "all": f"http://127.0.0.1:{receiver.server_address[1]}",
+    }
+    if args.cpu:
+        _cpu_main(args, endpoints["default"])
+        receiver.shutdown()
+        return
+    print(machine_summary(), file=sys.stderr)
+    measured: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    with start_sim(latency=args.latency) as sim:
+        for round_index in range(args.rounds):
+            for mode in MODES:
+                argv = [sys.executable, __file__, "--child", mode, "--base-url", sim.base_url]
+                argv += ["--examples", str(args.examples), "--width", str(args.width)]
+                argv += ["--endpoint", endpoints[mode]]
+                started = time.perf_counter()
+                result = run_child_json(argv, timeout_s=900)
+                measured[mode].append(result)
+                print(
+                    f"  round {round_index + 1} {mode}: {args.examples / result['wall_s']:,.0f} examples/s "
+                    f"({time.perf_counter() - started:.0f} s with start-up)",
+                    file=sys.stderr,
+                )
+    receiver.shutdown()
+    hole.close()
+    base = statistics.median(args.examples / r["wall_s"] for r in measured["off"])
+    rows = []
+    for mode in MODES:
+        rate = statistics.median(args.examples / r["wall_s"] for r in measured[mode])
+        cpu = statistics.median(1000 * r["cpu_s"] / args.examples for r in measured[mode])
+        rows.append([mode, rate, f"{rate / base:.1%}", cpu, measured[mode][-1]["export_errors"]])
+    print(f"{args.examples} examples, width {args.width}, LM latency {args.latency} s, "
+          f"{args.rounds} rounds; {machine_summary()}")  # fmt: skip
+    print(
+        markdown_table(["tracing", "examples/s (median)", "of off", "CPU ms/example", "export errors"], rows)
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""The options of `dspex worker ...`, declared once: :class:`WorkerSettings` and the commands built on it.
+
+Every option a worker command shows (flag, help, bounds, default) is one field of
+:class:`WorkerSettings`; :func:`worker_command` turns a list of field names into a typer command,
+so `predict`, `score` and `optimize` share one definition of ``--concurrency``, ``--metrics-port``
+and the rest, and differ only in which fields they take and in their defaults. The command fills a
+:class:`WorkerSettings` and hands the processor the :class:`~dspex.processors.common.WorkerOptions`
+it builds.
+
+Where a value comes from, first match wins: the command line (or the option's own variable, such as
+``DSPEX_FAST_GROUPS``), a ``DSPEX_WORKER_<FIELD>`` environment variable
+(``DSPEX_WORKER_CONCURRENCY=64``; lists as JSON, ``DSPEX_WORKER_ALLOW_MODULE='["mypkg"]'``), the
+command's default. A variable of the wrong type is a usage error naming it and the type it needs.
+
+    >>> WorkerSettings.from_env({"DSPEX_WORKER_CONCURRENCY": "64"}, {}).concurrency
+    64
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import annotated_types
+import typer
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from typer.models import OptionInfo
+
+from dspex.cli._common import DEFAULT_BOOTSTRAP, BootstrapOption, PrefixOption
+from dspex.errors import ConfigurationError
+from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
+from dspex.processors.common import WorkerOptions
+from dspex.processors.endpoints import EndpointOptions
+from dspex.processors.security import SecurityPolicy
+from dspex.streams.config import env_values, settings_error
+
+__all__ = ["ENV_PREFIX", "WorkerRunner", "WorkerSettings", "given_values", "worker_command", "worker_option"]
+
+ENV_PREFIX = "DSPEX_WORKER_"
+
+# What WorkerOptions takes under the same name: passed over as they are (the rest is built).
+_WORKER_FIELDS = frozenset(field.name for field in dataclasses.fields(WorkerOptions))
+# Options every dspex command shares, defined with the other commands' (`--prefix`).
+_SHARED_OPTIONS: dict[str, Any] = {"prefix": PrefixOption}
+# Where an option's value counts as given (above DSPEX_WORKER_* variables): click's ParameterSource
+# names, compared by name since typer may bring its own copy of click.
+_GIVEN = frozenset({"COMMANDLINE", "ENVIRONMENT"})
+
+
+def _cli(flag: str, envvar: str) -> dict[str, JsonValue]:
+    """A field's command-line spelling where it is not ``--field-name``, and its own variable."""
+    return {"flag": flag, "envvar": envvar}
+
+
+class WorkerSettings(BaseModel):
+    """What a `dspex worker` command line says, one field per option (see the module docs)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prefix: str = Field(WorkerOptions.prefix)
+    concurrency: int = Field(
+        WorkerOptions.concurrency, ge=1, description="Messages in flight at once in this process."
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of /metrics (default: the first free port in 9400-9499). "
+        "A port in use is an error.",
+    )
+    metrics_host: str = Field(
+        DEFAULT_METRICS_HOST,
+        description="Interface /metrics binds to; keep loopback unless you mean it.",
+    )
+    targets_dir: Path = Field(
+        DEFAULT_TARGETS_DIR,
+        description="Where this worker registers its /metrics for Prometheus file_sd discovery "
+        "(removed on stop).",
+        json_schema_extra=_cli("--prometheus-targets-dir", "DSPEX_PROMETHEUS_TARGETS_DIR"),
+    )
+    allow_module: list[str] | None = Field(
+        None,
+        description="Module (or package) jobs may import program classes and metrics from; repeatable. "
+        "dspex's own modules are always allowed.",
+    )
+    allow_api_base: list[str] | None = Field(
+        None,
+        description="LM API base jobs may point at (the URL and paths under it); repeatable. "
+        "Default: loopback API bases only (127.0.0.1, localhost, ::1, any port).",
+    )
+    allow_key_env: list[str] | None = Field(
+        None,
+        description="Environment variable whose API key jobs may use; repeatable. Default: keys are sent "
+        "to loopback API bases only.",
+    )
+    allow_mcp_server: list[str] | None = Field(
+        None,
+        description="Streamable-HTTP MCP server URL (and paths under it) whose tools programs may call; "
+        "repeatable. Default: none; stdio servers never.",
+    )
+    allow_media_fetch: bool = Field(
+        False,
+        description="Let programs download the image, audio and file URLs they are given "
+        "(default: refused, so a job cannot make the worker fetch an address).",
+    )
+    worker_id: str | None = Field(
+        None, description="Name in heartbeats and metrics (default KIND-HOST-PID-XXXXXX)."
+    )
+    lm_cache_dir: Path | None = Field(
+        None,
+        description="Turn the LM response cache on, in this directory "
+        "(default: off, every task calls the LM).",
+    )
+    fast_groups: bool = Field(
+        WorkerOptions.fast_groups,
+        description="Short consumer-group timing (6 s session) for tests and the dev broker; off = Kafka's.",
+        json_schema_extra=_cli("--fast-groups/--no-fast-groups", "DSPEX_FAST_GROUPS"),
+    )
+    drain_timeout: float = Field(
+        WorkerOptions.drain_timeout,
+        ge=0.1,
+        description="Seconds running messages get to finish when partitions are revoked "
+        "(on shutdown: at most 5).",
+    )
+    lm_initial_limit: int = Field(
+        EndpointOptions.initial_limit,
+        ge=1,
+        description="Starting concurrency limit per LM endpoint "
+        "(doubles per round trip until the first 429).",
+    )
+    max_rps: float | None = Field(
+        None, ge=0.001, description="Fixed cap: LM requests/s per endpoint (default none)."
+    )
+    max_tpm: float | None = Field(
+        None, ge=1, description="Fixed cap: LM tokens per minute per endpoint (default none)."
+    )
+    breaker_failures: int = Field(
+        EndpointOptions.breaker_failures,
+        ge=1,
+        description="Consecutive connection failures or 5xx answers that open an endpoint's circuit breaker.",
+    )
+    breaker_open_s: float = Field(
+        EndpointOptions.breaker_open_s,
+        ge=0.01,
+        description="Seconds an open breaker waits before a probe call.",
+    )
+    callback: list[str] | None = Field(
+        None,
+        description="A dspex callback (BaseCallback subclass or instance) by import path "
+        "'pkg.mod:Name', from an --allow-module module; repeatable. It runs in every program this "
+        "worker runs, and what it hears is stored in each prediction's result (callback_events).",
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="Send OpenTelemetry traces of the programs this worker runs to this OTLP/HTTP "
+        "receiver (base URL, e.g. http://127.0.0.1:4318); the only place this worker exports to. "
+        "Sampling: OTEL_TRACES_SAMPLER(_ARG), default 1% of examples plus every failed one. Default: off.",
+        json_schema_extra=_cli("--otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    )
+    sandbox_pool: int = Field(
+        WorkerOptions.sandbox_pool,
+        ge=0,
+        description="Warm code sandboxes (Deno + Pyodide) for RLM, ProgramOfThought and CodeAct programs; "
+        "0 (default): this worker runs no code and such tasks fail with that reason.",
+    )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise settings_error(exc, lambda field: f"WorkerSettings.{field}") from None
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        given: Mapping[str, Any],
+        defaults: Mapping[str, Any] | None = None,
+    ) -> WorkerSettings:
+        """``given`` values, else ``DSPEX_WORKER_*`` variables in ``env``, else ``defaults``, else
+        the fields' own defaults.
+
+        A bad value is a one-line :class:`ConfigurationError` naming the variable or field.
+        """
+        return cls(**{**(defaults or {}), **env_values(cls, ENV_PREFIX, env), **given})
+
+    def start_tracing(self, kind: str) -> None:
+        """Turn tracing on in this process when ``--otlp-endpoint`` was given (service ``dspex-KIND``
+        unless ``OTEL_SERVICE_NAME`` names one)."""
+        if self.otlp_endpoint is None:
+            return
+        from dspex.configuration import configure
+        from dspex.observability.tracing import TracingSettings
+
+        service = os.environ.get("OTEL_SERVICE_NAME") or f"dspex-{kind}"
+        configure(tracing=TracingSettings(endpoint=self.otlp_endpoint, service_name=service))
+
+    def worker_options(self, **fixed: Any) -> WorkerOptions:
+        """The processor's options: the same-named fields, the security policy and LM flow control.
+
+        ``fixed`` sets WorkerOptions fields a command does not offer as options.
+        """
+        try:
+            policy = SecurityPolicy(
+                allow_modules=self.allow_module or (),
+                allow_api_bases=self.allow_api_base,
+                allow_key_envs=self.allow_key_env,
+                allow_mcp_servers=self.allow_mcp_server or (),
+            )
+            endpoints = EndpointOptions(
+                initial_limit=self.lm_initial_limit,
+                max_rps=self.max_rps,
+                max_tpm=self.max_tpm,
+                breaker_failures=self.breaker_failures,
+                breaker_open_s=self.breaker_open_s,
+            )
+            same = {name: getattr(self, name) for name in type(self).model_fields if name in _WORKER_FIELDS}
+            return WorkerOptions(
+                **{**same, **fixed},
+                policy=policy,
+                endpoints=endpoints,
+                callbacks=tuple(self.callback or ()),
+            )
+        except ConfigurationError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+
+
+def worker_option(name: str) -> OptionInfo:
+    """The typer option of :class:`WorkerSettings` field ``name`` (flag, help, bounds, variable)."""
+    field = WorkerSettings.model_fields[name]
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    bounds: dict[str, Any] = {}
+    for constraint in field.metadata:
+        if isinstance(constraint, annotated_types.Ge):
+            bounds["min"] = constraint.ge
+        elif isinstance(constraint, annotated_types.Le):
+            bounds["max"] = constraint.le
+    flag = str(extra.get("flag") or "--" + name.replace("_", "-"))
+    envvar = extra.get("envvar")
+    option: OptionInfo = typer.Option(
+        flag, help=field.description, envvar=str(envvar) if envvar else None, **bounds
+    )
+    return option
+
+
+def _annotation(name: str) -> Any:
+    if name in _SHARED_OPTIONS:
+        return _SHARED_OPTIONS[name]
+    return Annotated[WorkerSettings.model_fields[name].annotation, worker_option(name)]
+
+
+WorkerRunner = Callable[[str, WorkerOptions], None]
+
+
+def worker_command(
+    app: typer.Typer,
+    name: str,
+    fields: Sequence[str],
+    *,
+    epilog: str,
+    defaults: Mapping[str, Any] | None = None,
+    fixed: Mapping[str, Any] | None = None,
+) -> Callable[[WorkerRunner], WorkerRunner]:
+    """Register ``run(bootstrap, options)`` as `dspex worker NAME` with ``--bootstrap`` and ``fields``.
+
+    ``defaults`` replace field defaults for this command (shown in its help); ``fixed`` sets
+    WorkerOptions fields the command does not offer. The function's docstring is the help.
+    """
+    command_defaults = dict(defaults or {})
+
+    def register(run: WorkerRunner) -> WorkerRunner:
+        def command(ctx: typer.Context, bootstrap: str, **values: Any) -> None:
+            given = {key: value for key, value in given_values(ctx).items() if key in values}
+            try:
+                settings = WorkerSettings.from_env(os.environ, given, command_defaults)
+                settings.start_tracing(name)
+            except ConfigurationError as exc:
+                raise typer.BadParameter(str(exc)) from exc
+            run(bootstrap, settings.worker_options(**(fixed or {})))
+
+        command.__signature__ = _signature(fields, command_defaults)  # type: ignore[attr-defined]
+        command.__doc__ = run.__doc__
+        command.__name__ = run.__name__
+        app.command(name, epilog=epilog)(command)
+        return run
+
+    return register
+
+
+def given_values(ctx: typer.Context) -> dict[str, Any]:
+    """The parameters of a command that its command line (or an option's own variable) gave."""
+    given: dict[str, Any] = {}
+    for name, value in ctx.params.items():
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in _GIVEN:
+            given[name] = value
+    return given
+
+
+def _signature(fields: Sequence[str], defaults: Mapping[str, Any]) -> inspect.Signature:
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [
+        inspect.Parameter("ctx", keyword, annotation=typer.Context),
+        inspect.Parameter("bootstrap", keyword, annotation=BootstrapOption, default=DEFAULT_BOOTSTRAP),
+    ]
+    for name in fields:
+        default = defaults.get(name, WorkerSettings.model_fields[name].default)
+        parameters.append(inspect.Parameter(name, keyword, annotation=_annotation(name), default=default))
+    return inspect.Signature(parameters)

@@ -1,0 +1,131 @@
+"""OpenTelemetry tracing of programs, examples and jobs, with OpenInference's attribute names.
+
+Off by default. Turn it on in a client with ``dspex.configure(tracing=...)`` (an OTLP/HTTP endpoint
+URL, ``True`` for the ``OTEL_*`` variables, or a :class:`TracingSettings`), and in workers with
+``--otlp-endpoint`` (or ``OTEL_EXPORTER_OTLP_ENDPOINT`` in their environment). A worker exports only
+to the endpoint it was started with; a job cannot name one.
+
+What becomes a span (see :mod:`~dspex.observability.tracing.callback`): every module call, LM call,
+tool call, adapter format/parse, code execution, evaluation and compile, through the callback seam
+(:class:`~dspex.utils.BaseCallback`); and on the cluster, each example's submission (client), its
+task (predictor) and its scoring (scorer, an ``EVALUATOR`` span), linked through a W3C
+``traceparent`` header on the task and prediction messages. Each example is one trace.
+
+Sampling: parent-based, new traces kept with probability ``sample_ratio`` (default
+:data:`DEFAULT_SAMPLE_RATIO`, 1%; ``OTEL_TRACES_SAMPLER(_ARG)`` may say otherwise). Failed examples
+are always kept: unsampled spans are still recorded, and each process exports the part of an
+unsampled trace it ran when one of its spans failed (an exception, an error prediction or score),
+deciding when the trace's local root span ends (see :mod:`~dspex.observability.tracing.provider`).
+Secrets (API keys, authorization headers, any secret-named value) never go into attributes.
+An unreachable receiver never fails or slows a call: export errors are counted in
+``dspex_trace_export_errors_total`` and logged at most once a minute.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dspex.errors import ConfigurationError
+from dspex.observability.tracing.settings import DEFAULT_SAMPLE_RATIO, TracingSettings, resolve
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from dspex.observability.tracing.callback import TracingCallback
+    from dspex.observability.tracing.provider import Recorder
+
+__all__ = [
+    "DEFAULT_SAMPLE_RATIO",
+    "Tracing",
+    "TracingSettings",
+    "active",
+    "disable",
+    "enable",
+    "flush",
+    "with_setting",
+]
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """Tracing as it runs in this process: its settings, provider, span recorder and callback."""
+
+    settings: TracingSettings
+    provider: TracerProvider
+    recorder: Recorder
+    callback: TracingCallback
+
+
+_CALLBACK_MODULE = "dspex.observability.tracing.callback"
+_active: Tracing | None = None
+_lock = threading.Lock()
+
+
+def active() -> Tracing | None:
+    """The tracing of this process, None when off."""
+    return _active
+
+
+def enable(value: Any) -> Tracing | None:
+    """Start tracing as ``value`` says (see :func:`~dspex.observability.tracing.settings.resolve`),
+    replacing any tracing already on; None when ``value`` turns it off. Prefer
+    ``dspex.configure(tracing=value)``, which also installs the callback."""
+    settings = resolve(value)
+    global _active
+    with _lock:
+        previous, _active = _active, None
+        if settings is not None:
+            try:
+                from dspex.observability.tracing.callback import TracingCallback
+                from dspex.observability.tracing.provider import build_provider
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"tracing needs the tracing extra (pip install 'dspex[tracing]'): {exc}"
+                ) from exc
+
+            provider, recorder = build_provider(settings)
+            _active = Tracing(settings, provider, recorder, TracingCallback(recorder))
+    if previous is not None:
+        _close(previous)
+    return _active
+
+
+def disable() -> None:
+    """Stop tracing: what was recorded is exported (for at most the export timeout)."""
+    enable(None)
+
+
+def flush(timeout_s: float | None = None) -> bool:
+    """Export what has been recorded so far; False when the export did not finish in time."""
+    tracing = _active
+    if tracing is None:
+        return True
+    timeout = timeout_s if timeout_s is not None else tracing.settings.export_timeout_s
+    return bool(tracing.provider.force_flush(int(timeout * 1000)))
+
+
+def _close(tracing: Tracing) -> None:
+    tracing.provider.force_flush(int(tracing.settings.export_timeout_s * 1000))
+    tracing.provider.shutdown()
+
+
+@atexit.register
+def _at_exit() -> None:
+    # bounded: a receiver that never answers costs the exiting process one export timeout
+    tracing = _active
+    if tracing is not None:
+        tracing.provider.force_flush(int(tracing.settings.export_timeout_s * 1000))
+
+
+def with_setting(callbacks: Sequence[Any], value: Any) -> tuple[TracingSettings | None, list[Any]]:
+    """What ``configure(tracing=value)`` stores: the settings in force (None: off) and ``callbacks``
+    with the tracing callback of the new settings in place of any earlier one."""
+    tracing = enable(value)
+    kept = [callback for callback in callbacks if type(callback).__module__ != _CALLBACK_MODULE]
+    if tracing is None:
+        return None, kept
+    return tracing.settings, [*kept, tracing.callback]

@@ -1,0 +1,221 @@
+"""An evaluation on the cluster, traced: each example's trace runs client -> predictor -> scorer.
+
+A real OTLP/HTTP receiver (this test's own ``POST /v1/traces`` server, decoding the protobuf with
+``opentelemetry-proto``) gets the spans of the client (``dspex.configure(tracing=...)``) and of
+worker processes started with ``--otlp-endpoint``; the trace of each of the 20 examples must link
+the client's submission, the predictor's task (with the program's spans inside) and the scorer's
+metric span, with the parent ids chained across both Kafka hops.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_pipeline import Pipeline, cot_program, devset, sim_lm
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+import dspex
+from dspex.observability import tracing
+from dspex.observability.tracing import TracingSettings
+from dspex.testing import SimulatedLMServer
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+EXAMPLES = 20
+
+
+@dataclass(frozen=True)
+class Received:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    attributes: dict[str, Any]
+    links: tuple[str, ...]  # span ids
+
+
+class Receiver(ThreadingHTTPServer):
+    """An OTLP/HTTP trace receiver that keeps every span it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.spans: list[Received] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def snapshot(self) -> list[Received]:
+        with self.lock:
+            return list(self.spans)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path != "/v1/traces" or self.headers.get("Content-Type") != "application/x-protobuf":
+            self.send_error(404 if self.path != "/v1/traces" else 415)
+            return
+        request = ExportTraceServiceRequest.FromString(body)
+        found: list[Received] = []
+        for resource_spans in request.resource_spans:
+            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {a.key: _value(a.value) for a in span.attributes}
+                    found.append(
+                        Received(
+                            resource.get("service.name", ""),
+                            span.name,
+                            span.trace_id.hex(),
+                            span.span_id.hex(),
+                            span.parent_span_id.hex(),
+                            attributes,
+                            tuple(link.span_id.hex() for link in span.links),
+                        )
+                    )
+        with self.server.lock:
+            self.server.spans.extend(found)
+        payload = ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, name="otlp-receiver", daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_each_examples_trace_links_client_predictor_and_scorer(
+    pipeline_factory: Callable[..., Pipeline],
+    receiver: Receiver,
+    sim_factory: Callable[..., SimulatedLMServer],
+    cache_dir: Path,
+) -> None:
+    pipeline = pipeline_factory()
+    pipeline.start("aggregate")
+    pipeline.start("score", "--otlp-endpoint", receiver.url)
+    pipeline.start("predict", "--otlp-endpoint", receiver.url)
+    pipeline.wait_ready()
+    sim = sim_factory(latency=0.005)
+    # every example sampled at the client; the workers follow the header's decision (parent-based)
+    dspex.configure(tracing=TracingSettings(endpoint=receiver.url, sample_ratio=1.0))
+    try:
+        (result,) = pipeline.evaluate([cot_program()], devset(EXAMPLES), sim_lm(sim, cache_dir))
+        assert tracing.flush(10.0)
+    finally:
+        dspex.configure(tracing=None)
+    assert len(result.results) == EXAMPLES
+
+    def complete() -> list[Received] | None:
+        spans = receiver.snapshot()
+        scored = [s for s in spans if s.name == "dspex.score"]
+        return spans if len(scored) >= EXAMPLES else None
+
+    spans = _wait(complete, 60.0)
+    by_id = {span.span_id: span for span in spans}
+    examples = [s for s in spans if s.name == "dspex.example"]
+    assert len(examples) == EXAMPLES and {s.service for s in examples} == {"dspex"}
+    assert len({s.trace_id for s in examples}) == EXAMPLES  # one trace per example
+    (job,) = [s for s in spans if s.name == "dspex.job"]  # kept whatever the ratio: one per job
+    assert all(example.links == (job.span_id,) for example in examples)
+    for example in examples:
+        assert example.parent_id == ""
+        trace = [s for s in spans if s.trace_id == example.trace_id]
+        (predict,) = [s for s in trace if s.name == "dspex.predict"]
+        (score,) = [s for s in trace if s.name == "dspex.score"]
+        assert (predict.service, score.service) == ("dspex-predict", "dspex-score")
+        assert predict.parent_id == example.span_id  # the task's traceparent, across Kafka
+        assert score.parent_id == predict.span_id  # the prediction's traceparent, across Kafka
+        assert score.attributes["openinference.span.kind"] == "EVALUATOR"
+        assert score.attributes["dspex.example_index"] == example.attributes["dspex.example_index"]
+        (program,) = [s for s in trace if s.name.startswith("ChainOfThought")]
+        assert program.parent_id == predict.span_id and program.service == "dspex-predict"
+        (llm,) = [s for s in trace if s.attributes.get("openinference.span.kind") == "LLM"]
+        assert llm.attributes["llm.token_count.total"] > 0
+        chain, parent = [], by_id.get(llm.parent_id)
+        while parent is not None:
+            chain.append(parent.name)
+            parent = by_id.get(parent.parent_id)
+        assert chain[-3:] == [program.name, "dspex.predict", "dspex.example"]
+
+
+def _wait(found: Callable[[], list[Received] | None], timeout: float) -> list[Received]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = found()
+        if value is not None:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"the receiver did not get every example's spans in {timeout} s")
+
+
+def test_failed_examples_are_kept_at_ratio_zero_across_the_hop(
+    pipeline_factory: Callable[..., Pipeline],
+    receiver: Receiver,
+    sim_factory: Callable[..., SimulatedLMServer],
+    cache_dir: Path,
+) -> None:
+    pipeline = pipeline_factory()
+    pipeline.start("aggregate")
+    pipeline.start("score", "--otlp-endpoint", receiver.url)
+    pipeline.start("predict", "--otlp-endpoint", receiver.url)
+    pipeline.wait_ready()
+    sim = sim_factory(latency=0.005, garble=0.5)  # half the answers in no adapter's format
+    dspex.configure(tracing=TracingSettings(endpoint=receiver.url, sample_ratio=0.0))
+    try:
+        (result,) = pipeline.evaluate([cot_program()], devset(EXAMPLES), sim_lm(sim, cache_dir))
+        assert tracing.flush(10.0)
+    finally:
+        dspex.configure(tracing=None)
+    failed = {record.index for record in result.records if record.error is not None}
+    assert 0 < len(failed) < EXAMPLES
+
+    def complete() -> list[Received] | None:
+        spans = receiver.snapshot()
+        return spans if len([s for s in spans if s.name == "dspex.score"]) >= len(failed) else None
+
+    spans = _wait(complete, 60.0)
+    time.sleep(1.0)  # a span of a passing example would come in the same batches: give it a moment
+    spans = receiver.snapshot()
+    predicted = {s.attributes["dspex.example_index"]: s for s in spans if s.name == "dspex.predict"}
+    scored = {s.attributes["dspex.example_index"]: s for s in spans if s.name == "dspex.score"}
+    assert set(predicted) == set(scored) == failed  # every failed example, and nothing else
+    assert not [s for s in spans if s.name == "dspex.example"]  # the client's part was not sampled
+    for index in failed:
+        assert scored[index].trace_id == predicted[index].trace_id
+        assert scored[index].parent_id == predicted[index].span_id
+        program = [
+            s for s in spans if s.parent_id == predicted[index].span_id and s.service == "dspex-predict"
+        ]
+        assert program and program[0].name.startswith("ChainOfThought")

@@ -1,0 +1,163 @@
+"""`dspex worker ...` options: one WorkerSettings, from the command line, DSPEX_WORKER_* or defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from dspex.cli import worker as worker_cli
+from dspex.cli._worker_options import WorkerSettings
+from dspex.errors import ConfigurationError
+from dspex.streams.config import KafkaSettings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The workers the commands would run (nothing connects)."""
+    workers: list[Any] = []
+    monkeypatch.setattr(worker_cli, "_settings", lambda bootstrap: KafkaSettings(bootstrap_servers=bootstrap))
+    monkeypatch.setattr(worker_cli, "_serve", workers.append)
+    for name in ("DSPEX_FAST_GROUPS", "DSPEX_PROMETHEUS_TARGETS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return workers
+
+
+def _invoke(*args: str) -> Any:
+    root = typer.Typer()
+    root.command("noop")(lambda: None)  # a second command keeps `worker` a sub-command
+    worker_cli.register(root)
+    return runner.invoke(root, ["worker", *args], env={"COLUMNS": "250"})
+
+
+def test_a_variable_fills_an_option_the_command_line_does_not_give(
+    served: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DSPEX_WORKER_CONCURRENCY", "64")
+    monkeypatch.setenv("DSPEX_WORKER_ALLOW_MODULE", '["mypkg"]')
+    monkeypatch.setenv("DSPEX_WORKER_MAX_RPS", "2.5")
+    result = _invoke("predict")
+    assert result.exit_code == 0, result.output
+    options = served[0].options
+    assert options.concurrency == 64 and options.endpoints.max_rps == 2.5
+    assert "mypkg" in options.policy.allow_modules
+
+
+def test_the_command_line_wins_over_the_variable(served: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSPEX_WORKER_CONCURRENCY", "64")
+    assert _invoke("score", "--concurrency", "8").exit_code == 0
+    assert served[0].options.concurrency == 8
+
+
+def test_each_command_keeps_its_own_default(served: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DSPEX_WORKER_CONCURRENCY", raising=False)
+    for kind in ("predict", "score", "optimize"):
+        assert _invoke(kind).exit_code == 0
+    assert [worker.options.concurrency for worker in served] == [1024, 256, 16]
+    assert [worker.options.drain_timeout for worker in served] == [10.0, 10.0, 0.1]
+
+
+def test_a_variable_cannot_change_what_a_command_fixes(
+    served: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DSPEX_WORKER_DRAIN_TIMEOUT", "3")
+    assert _invoke("optimize").exit_code == 0
+    assert _invoke("predict").exit_code == 0
+    assert [worker.options.drain_timeout for worker in served] == [0.1, 3.0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("DSPEX_WORKER_CONCURRENCY", "many", "valid integer"),
+        ("DSPEX_WORKER_DRAIN_TIMEOUT", "soon", "valid number"),
+        ("DSPEX_WORKER_FAST_GROUPS", "maybe", "valid boolean"),
+        ("DSPEX_WORKER_METRICS_PORT", "70000", "less than or equal to 65535"),
+    ],
+)
+def test_a_wrong_typed_variable_is_a_usage_error_naming_it(
+    served: list[Any], monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    result = _invoke("predict")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.replace("│", " ").split())  # the error box wraps lines
+    assert variable in text and expected in text
+    assert served == []
+
+
+def test_the_error_is_one_line_with_the_variable_and_the_type() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        WorkerSettings.from_env({"DSPEX_WORKER_CONCURRENCY": "many"}, {})
+    message = str(caught.value)
+    assert message.startswith("DSPEX_WORKER_CONCURRENCY: Input should be a valid integer")
+    assert "\n" not in message
+
+
+def test_every_setting_is_an_option_of_predict() -> None:
+    result = _invoke("predict", "--help")
+    assert result.exit_code == 0, result.output
+    for name in WorkerSettings.model_fields:
+        flag = {"targets_dir": "--prometheus-targets-dir"}.get(name, "--" + name.replace("_", "-"))
+        assert flag in result.output, flag
+
+
+@pytest.fixture
+def aggregated(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The AggregatorOptions `dspex worker aggregate` would run with (nothing connects)."""
+    runs: list[Any] = []
+    monkeypatch.setattr(worker_cli, "_settings", lambda bootstrap: None)
+    monkeypatch.setattr(worker_cli, "_configure_logging", lambda: None)
+    monkeypatch.setattr(worker_cli, "run_aggregator", lambda settings, options: runs.append(options))
+    return runs
+
+
+def test_aggregate_reads_its_own_variables_below_the_command_line(
+    aggregated: list[Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DSPEX_AGGREGATOR_COMMIT_EVERY", "300")
+    monkeypatch.setenv("DSPEX_AGGREGATOR_WEB_PORT", "8000")
+    result = _invoke("aggregate", "--web-port", "9000", "--data-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert (aggregated[0].commit_every, aggregated[0].web_port) == (300, 9000)
+    assert aggregated[0].data_dir == tmp_path
+
+
+def test_aggregate_names_a_wrong_typed_variable(
+    aggregated: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DSPEX_AGGREGATOR_METRICS_PORT", "nine")
+    result = _invoke("aggregate", "--data-dir", "/nonexistent/agg")
+    assert result.exit_code == 1
+    assert "DSPEX_AGGREGATOR_METRICS_PORT" in result.output and "valid integer" in result.output
+    assert aggregated == []
+
+
+def test_every_setting_reaches_the_worker_options(tmp_path: Path) -> None:
+    settings = WorkerSettings(
+        prefix="p.", concurrency=9, metrics_port=9401, metrics_host="0.0.0.0", targets_dir=tmp_path,
+        allow_module=["mypkg"], allow_api_base=["http://lm.internal/v1"], allow_key_env=["KEY"],
+        allow_mcp_server=["http://mcp.internal/mcp"], worker_id="w-1", lm_cache_dir=tmp_path / "c",
+        fast_groups=True, drain_timeout=2.0, lm_initial_limit=7, max_rps=3.0, max_tpm=100.0,
+        breaker_failures=2, breaker_open_s=0.5, callback=["mypkg.cb:One"], sandbox_pool=1,
+        allow_media_fetch=True,
+        otlp_endpoint="http://otel.internal:4318",  # process-wide: start_tracing(), not WorkerOptions
+    )  # fmt: skip
+    assert set(WorkerSettings.model_fields) <= set(settings.model_fields_set)  # none left out here
+    options = settings.worker_options()
+    assert (options.prefix, options.concurrency, options.worker_id) == ("p.", 9, "w-1")
+    assert options.sandbox_pool == 1 and options.allow_media_fetch
+    assert (options.metrics_port, options.metrics_host, options.targets_dir) == (9401, "0.0.0.0", tmp_path)
+    assert (options.lm_cache_dir, options.fast_groups, options.drain_timeout) == (tmp_path / "c", True, 2.0)
+    assert options.endpoints.initial_limit == 7 and options.endpoints.max_rps == 3.0
+    assert options.endpoints.max_tpm == 100.0 and options.endpoints.breaker_failures == 2
+    assert options.endpoints.breaker_open_s == 0.5 and options.callbacks == ("mypkg.cb:One",)
+    policy = options.policy
+    assert "mypkg" in policy.allow_modules and policy.allow_key_envs == ("KEY",)
+    assert policy.allow_api_bases == ("http://lm.internal/v1",)
+    assert policy.allow_mcp_servers == ("http://mcp.internal/mcp",)

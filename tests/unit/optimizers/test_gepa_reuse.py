@@ -1,0 +1,101 @@
+"""GEPA's reuse of runs (the memo) and its parent prefetch: fewer LM calls and round trips, the same
+decisions as a run that makes every evaluation anew."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dspex_optimizer_fakes import sim_lm_of
+from gepa_fakes import MAGIC, ScriptedLM, dataset, feedback_metric
+
+from dspex.configuration import context
+from dspex.modules import Predict
+from dspex.optimizers import GEPA
+from dspex.optimizers.gepa import DspyAdapter
+from dspex.optimizers.gepa.adapter import RunMemo
+from dspex.optimizers.gepa.prefetch import predicted_tasks
+from dspex.testing import SimulatedLMServer, arithmetic_dataset
+from dspex.testing.gepa_task import phrase_feedback_metric
+
+TRAIN, VAL = arithmetic_dataset(12, seed=1), arithmetic_dataset(8, seed=2)
+
+
+def student() -> Predict:
+    return Predict("question -> answer")
+
+
+def without_usage(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    history = {key: value for key, value in checkpoint["history"].items() if key != "usage"}
+    budget = {key: value for key, value in checkpoint["budget"].items() if key != "spent"}
+    return {**checkpoint, "history": history, "budget": budget}
+
+
+async def checkpoints(sim: SimulatedLMServer, **knobs: Any) -> list[dict[str, Any]]:
+    lm = sim_lm_of(sim)
+    optimizer = GEPA(phrase_feedback_metric(4), max_metric_calls=120, reflection_lm=lm, seed=4, **knobs)
+    states: list[dict[str, Any]] = []
+    with context(lm=lm):
+        run = optimizer.start(Predict("question -> answer"), trainset=TRAIN, valset=VAL)
+        while not run.done:
+            await run.step()
+            states.append(json.loads(json.dumps(run.state_dict())))
+    return states
+
+
+async def test_reused_runs_and_prefetched_parents_change_no_decision_and_save_lm_calls(
+    sim: SimulatedLMServer,
+) -> None:
+    reused = await checkpoints(sim)
+    anew = await checkpoints(sim, reuse_runs=False)
+    assert [without_usage(s) for s in reused] == [without_usage(s) for s in anew]
+    assert len(reused) >= 5
+    calls_reused = reused[-1]["history"]["usage"]["lm_calls"]
+    calls_anew = anew[-1]["history"]["usage"]["lm_calls"]
+    assert calls_reused < calls_anew
+    # gepa counts a reused run as a metric call all the same: the budget is DSPy's
+    assert (
+        reused[-1]["state"]["gepa_state"]["total_num_evals"]
+        == anew[-1]["state"]["gepa_state"]["total_num_evals"]
+    )
+
+
+def test_a_candidate_runs_once_per_example_and_traces_are_made_when_wanted() -> None:
+    lm = ScriptedLM()
+    adapter = DspyAdapter(Predict("question -> answer"), feedback_metric, {}, memo=RunMemo())
+    candidate = {"self": f"Say {MAGIC}."}
+    batch = dataset(3)
+    with context(lm=lm):
+        first = adapter.evaluate(batch, candidate)
+        assert lm.calls == 3 and first.trajectories is None
+        again = adapter.evaluate(batch[1:], candidate)
+        assert lm.calls == 3 and again.scores == first.scores[1:] == [1.0, 1.0]
+        traced = adapter.evaluate(batch, candidate, capture_traces=True)  # kept runs have no trace
+        assert lm.calls == 6 and traced.trajectories is not None
+        reordered = adapter.evaluate([batch[2], batch[0]], candidate, capture_traces=True)
+        assert lm.calls == 6
+        trajectories = reordered.trajectories or []
+        assert [t["example_ind"] for t in trajectories] == [0, 1]
+        assert [t["example"] for t in trajectories] == [batch[2], batch[0]]
+        adapter.evaluate(batch, {"self": "Another instruction."})
+        assert lm.calls == 9
+
+
+async def test_the_prediction_is_what_the_next_rounds_draw() -> None:
+    lm = ScriptedLM()
+    optimizer = GEPA(feedback_metric, max_metric_calls=200, reflection_lm=lm, seed=3)
+    with context(lm=lm):
+        run = optimizer.start(student(), trainset=dataset(7), valset=dataset(4, offset=50))
+        await run.step()  # the seed's valset evaluation
+    proposer, state = run.parts.engine.reflective_proposer, run.gepa_state
+    state.i += 1  # as run_iteration does before the round's draws
+    predicted = predicted_tasks(proposer, state, 5)
+    drawn = []
+    for _ in range(5):  # rounds that add no candidate: the state changes by its round number only
+        tasks = proposer.sampling_strategy.sample_tasks(
+            state, proposer.candidate_selector, proposer.batch_sampler, proposer.trainset
+        )
+        drawn += [(task.parent_candidate, list(task.minibatch)) for task in tasks]
+        state.i += 1
+    assert predicted == drawn
+    assert len({tuple(e.question for e in batch) for _, batch in drawn}) > 1  # not one batch five times

@@ -497,7 +497,14 @@ class DevBroker:
     def _reap_own_child(self) -> None:
         # Another DevBroker (or the CLI) may have stopped the broker this object started: collect
         # its exit status, or the child stays a zombie and its Popen warns when collected.
-        if self._process is not None and self._process.poll() is not None:
+        if self._process is None:
+            return
+        if self._process.poll() is None and not is_kafka_process(self._process.pid):
+            # stopped elsewhere and still on its way out (its /proc entry no longer names Kafka
+            # before it becomes a zombie): collect it rather than leave it to the garbage collector
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=10.0)
+        if self._process.poll() is not None:
             self._process = None
 
     def _terminate(self, pid: int, timeout: float) -> None:

@@ -139,8 +139,10 @@ async def test_tasks_the_client_could_not_publish_fail_the_job_as_tasks_missing(
     client: Client, aggregator: None
 ) -> None:
     devset = arithmetic_dataset(3)
-    # over the 16 MiB a record may have: this task cannot be produced, the first two were
-    devset[2] = Example(question="x" * (17 * 1024 * 1024), answer="1").with_inputs("question")
+    # 70 inputs of 250 kB: each under the blobs threshold, so all inline, together over the 16 MiB
+    # a record may have: this task cannot be produced, the first two were
+    fields = {f"note{i}": "x" * 250_000 for i in range(70)}
+    devset[2] = Example(question="What is 1 + 1?", answer="2", **fields).with_inputs("question", *fields)
     with pytest.raises(KafkaError) as raised:
         await client.aevaluate(PROGRAM, devset, "exact_match:answer", display_progress=False)
     [note] = [note for note in raised.value.__notes__ if "stop_reason tasks_missing" in note]

@@ -36,6 +36,7 @@ from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
 from dspex.processors.common import WorkerOptions
 from dspex.processors.endpoints import EndpointOptions
 from dspex.processors.security import SecurityPolicy
+from dspex.schemas.submit import DEFAULT_TASKS_TIMEOUT_S
 from dspex.streams.config import env_values, settings_error
 
 __all__ = ["ENV_PREFIX", "WorkerRunner", "WorkerSettings", "given_values", "worker_command", "worker_option"]
@@ -106,6 +107,11 @@ class WorkerSettings(BaseModel):
         False,
         description="Let programs download the image, audio and file URLs they are given "
         "(default: refused, so a job cannot make the worker fetch an address).",
+    )
+    tasks_timeout: float = Field(
+        DEFAULT_TASKS_TIMEOUT_S,
+        ge=0.001,
+        description="Seconds after which an evaluation with nothing done fails as tasks_missing.",
     )
     worker_id: str | None = Field(
         None, description="Name in heartbeats and metrics (default KIND-HOST-PID-XXXXXX)."

@@ -42,7 +42,7 @@ import typer
 
 from dspex._gc import tune_gc_for_worker
 from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail, probe_or_exit
-from dspex.cli._worker_options import WorkerSettings, given_values, worker_command, worker_option
+from dspex.cli._worker_options import given_values, worker_command, worker_option
 from dspex.configuration import configure
 from dspex.errors import ConfigurationError, KafkaError
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
@@ -51,7 +51,6 @@ from dspex.processors.aggregator_options import AggregatorOptions
 from dspex.processors.common import Worker, WorkerOptions
 from dspex.processors.predictor import Predictor
 from dspex.processors.scorer import Scorer
-from dspex.schemas.submit import DEFAULT_TASKS_TIMEOUT_S
 from dspex.streams.config import DEFAULT_BOOTSTRAP, KafkaSettings
 from dspex.utils.mcp import restrict_mcp_servers
 
@@ -85,8 +84,6 @@ _COMMON = (
 _FLOW_CONTROL = ("lm_initial_limit", "max_rps", "max_tpm", "breaker_failures", "breaker_open_s")
 # Parameters of `aggregate` that are not AggregatorOptions fields as they stand.
 _AGGREGATE_OWN = frozenset({"bootstrap", "prefix", "data_dir"})
-# Parameters of `intake` that are not WorkerSettings fields.
-_INTAKE_OWN = frozenset({"bootstrap", "tasks_timeout"})
 
 
 def _settings(bootstrap: str) -> KafkaSettings:
@@ -231,32 +228,27 @@ def aggregate(
         fail(str(exc))
 
 
-@worker_app.command(
+@worker_command(
+    worker_app,
     "intake",
+    (
+        "prefix",
+        "concurrency",
+        "tasks_timeout",
+        "metrics_port",
+        "metrics_host",
+        "targets_dir",
+        "allow_module",
+        "allow_api_base",
+        "allow_key_env",
+        "worker_id",
+        "fast_groups",
+        "otlp_endpoint",
+    ),
     epilog="Example: dspex worker intake --bootstrap 127.0.0.1:9092 --prefix dspex. --allow-module mypkg",
+    defaults={"concurrency": 16},
 )
-def intake(
-    ctx: typer.Context,
-    bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
-    prefix: PrefixOption = DEFAULT_PREFIX,
-    tasks_timeout: Annotated[
-        float,
-        typer.Option(
-            "--tasks-timeout",
-            min=0.001,
-            help="Seconds after which an evaluation with nothing done fails as tasks_missing.",
-        ),
-    ] = DEFAULT_TASKS_TIMEOUT_S,
-    concurrency: Annotated[int, worker_option("concurrency")] = 16,
-    allow_module: Annotated[list[str] | None, worker_option("allow_module")] = None,
-    allow_api_base: Annotated[list[str] | None, worker_option("allow_api_base")] = None,
-    allow_key_env: Annotated[list[str] | None, worker_option("allow_key_env")] = None,
-    worker_id: Annotated[str | None, worker_option("worker_id")] = None,
-    fast_groups: Annotated[bool, worker_option("fast_groups")] = False,
-    metrics_port: Annotated[int | None, worker_option("metrics_port")] = None,
-    metrics_host: Annotated[str, worker_option("metrics_host")] = DEFAULT_METRICS_HOST,
-    targets_dir: Annotated[Path, worker_option("targets_dir")] = DEFAULT_TARGETS_DIR,
-) -> None:
+def intake(bootstrap: str, options: WorkerOptions) -> None:
     """Expand submit messages into candidates, jobs and tasks (consumer group PREFIXintake).
 
     Any producer may submit an evaluation as one JSON message on PREFIXsubmit (docs/protocol.md).
@@ -266,13 +258,7 @@ def intake(
     # Imported here: the intake expands submissions with the client's code, which no other kind needs.
     from dspex.processors.intake import Intake
 
-    given = {name: value for name, value in given_values(ctx).items() if name not in _INTAKE_OWN}
-    try:
-        worker_settings = WorkerSettings.from_env(os.environ, given, {"concurrency": 16})
-        options = worker_settings.worker_options()
-    except ConfigurationError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    _serve(Intake(_settings(bootstrap), options, tasks_timeout_s=tasks_timeout))
+    _serve(Intake(_settings(bootstrap), options, tasks_timeout_s=options.tasks_timeout))
 
 
 def register(app: typer.Typer) -> None:

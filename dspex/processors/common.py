@@ -63,6 +63,7 @@ from dspex.schemas.base import utc_now
 from dspex.schemas.common import ErrorInfo
 from dspex.schemas.dlq import DLQ_REASON_SECURITY_POLICY, DeadLetter
 from dspex.schemas.results import SCORE_SOURCE_DLQ, ScoreRecord
+from dspex.schemas.submit import DEFAULT_TASKS_TIMEOUT_S
 from dspex.schemas.tasks import task_id_for
 from dspex.schemas.workers import WorkerHeartbeat, WorkerKind
 from dspex.streams.admin import KafkaAdmin
@@ -112,6 +113,7 @@ class WorkerOptions:
     program the worker runs; a predictor stores their events in each prediction's result.
     ``sandbox_pool``: warm code sandboxes of a predictor (``--sandbox-pool``); 0 runs no code.
     ``allow_media_fetch``: whether programs a predictor runs may download image/audio/file URLs.
+    ``tasks_timeout``: seconds after which an intake worker fails an evaluation with nothing done.
     """
 
     prefix: str = "dspex."
@@ -133,6 +135,7 @@ class WorkerOptions:
     callbacks: tuple[str, ...] = ()
     sandbox_pool: int = 0
     allow_media_fetch: bool = False
+    tasks_timeout: float = DEFAULT_TASKS_TIMEOUT_S
 
     def consumer_options(self, **options: Any) -> ConsumerOptions:
         """The worker's consumer options: ``--concurrency`` in flight, its drain and group timing.

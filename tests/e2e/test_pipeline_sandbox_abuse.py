@@ -14,8 +14,6 @@ replaced what it killed); and once the predictor stops no Deno process it starte
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from e2e_sandbox_checks import deno_processes, sandbox_executions
 from e2e_sandbox_programs import ArithmeticRLM
 
 from dspex.testing import SimulatedLMServer
+from dspex.testing.listener import LoopbackListener
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -38,45 +37,17 @@ SEED = 31
 ABUSE_SHARE = 0.5
 
 
-class ConnectionCounter:
-    """A loopback TCP listener that counts the connections it accepts (the sandbox must make none)."""
-
-    def __init__(self) -> None:
-        self._socket = socket.create_server(("127.0.0.1", 0))
-        self._socket.settimeout(0.2)
-        self.port = self._socket.getsockname()[1]
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self._socket.accept()
-            except TimeoutError:
-                continue
-            self.accepted += 1
-            connection.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._socket.close()
-
-
 @pytest.fixture
-def listener() -> Iterator[ConnectionCounter]:
-    counter = ConnectionCounter()
-    yield counter
-    counter.close()
+def listener() -> Iterator[LoopbackListener]:
+    with LoopbackListener() as counter:
+        yield counter
 
 
 def test_abusive_code_is_contained_and_the_predictor_serves_on(
     pipeline_factory: Callable[..., Pipeline],
     sim_factory: Callable[..., SimulatedLMServer],
     cache_dir: Path,
-    listener: ConnectionCounter,
+    listener: LoopbackListener,
 ) -> None:
     python_path = os.pathsep.join(filter(None, [str(PROGRAMS_DIR), os.environ.get("PYTHONPATH")]))
     pipeline = pipeline_factory(env={"PYTHONPATH": python_path, "DSPEX_SANDBOX_TIMEOUT_S": "3"})
@@ -99,7 +70,7 @@ def test_abusive_code_is_contained_and_the_predictor_serves_on(
         assert record.prediction is not None or record.error, record
         assert "root:x:0:0" not in str(record.prediction and record.prediction.to_dict())
     assert outcomes.get("timeout", 0) >= 1 and outcomes.get("output", 0) >= 1, str(outcomes)
-    assert listener.accepted == 0
+    assert listener.connections == 0
     assert (clean.errors, clean.score) == (0, 100.0), clean.error_messages
     pipeline.check_running()
     assert predictor.stop() == 0, predictor.log_tail()

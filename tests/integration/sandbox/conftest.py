@@ -9,8 +9,6 @@ and fail in CI (``CI=true``): ``make install`` provides both.
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from dspex.sandbox import install
 from dspex.sandbox.errors import SandboxStartupError
 from dspex.sandbox.pool import SandboxPool
 from dspex.sandbox.process import SandboxLimits
+from dspex.testing.listener import LoopbackListener
 
 CANARY = "DSPEX_SANDBOX_CANARY"
 UNGRANTED = "DSPEX_SANDBOX_UNGRANTED"
@@ -84,33 +83,6 @@ def shared(pool: SandboxPool, grants: Grants) -> Iterator[PythonInterpreter]:
         del os.environ[CANARY], os.environ[UNGRANTED]
     with interpreter:
         yield interpreter
-
-
-class LoopbackListener:
-    """A TCP listener on 127.0.0.1 that counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
 
 @pytest.fixture

@@ -99,12 +99,13 @@ def test_the_error_is_one_line_with_the_variable_and_the_type() -> None:
     assert "\n" not in message
 
 
-def test_every_setting_is_an_option_of_predict() -> None:
-    result = _invoke("predict", "--help")
-    assert result.exit_code == 0, result.output
+def test_every_setting_is_an_option_of_a_worker_command() -> None:
+    helps = [_invoke(kind, "--help") for kind in ("predict", "intake")]
+    assert all(result.exit_code == 0 for result in helps), [result.output for result in helps]
     for name in WorkerSettings.model_fields:
         flag = {"targets_dir": "--prometheus-targets-dir"}.get(name, "--" + name.replace("_", "-"))
-        assert flag in result.output, flag
+        assert any(flag in result.output for result in helps), flag
+    assert "--tasks-timeout" in helps[1].output and "--tasks-timeout" not in helps[0].output
 
 
 @pytest.fixture
@@ -145,13 +146,13 @@ def test_every_setting_reaches_the_worker_options(tmp_path: Path) -> None:
         allow_mcp_server=["http://mcp.internal/mcp"], worker_id="w-1", lm_cache_dir=tmp_path / "c",
         fast_groups=True, drain_timeout=2.0, lm_initial_limit=7, max_rps=3.0, max_tpm=100.0,
         breaker_failures=2, breaker_open_s=0.5, callback=["mypkg.cb:One"], sandbox_pool=1,
-        allow_media_fetch=True,
+        allow_media_fetch=True, tasks_timeout=30.0,
         otlp_endpoint="http://otel.internal:4318",  # process-wide: start_tracing(), not WorkerOptions
     )  # fmt: skip
     assert set(WorkerSettings.model_fields) <= set(settings.model_fields_set)  # none left out here
     options = settings.worker_options()
     assert (options.prefix, options.concurrency, options.worker_id) == ("p.", 9, "w-1")
-    assert options.sandbox_pool == 1 and options.allow_media_fetch
+    assert options.sandbox_pool == 1 and options.allow_media_fetch and options.tasks_timeout == 30.0
     assert (options.metrics_port, options.metrics_host, options.targets_dir) == (9401, "0.0.0.0", tmp_path)
     assert (options.lm_cache_dir, options.fast_groups, options.drain_timeout) == (tmp_path / "c", True, 2.0)
     assert options.endpoints.initial_limit == 7 and options.endpoints.max_rps == 3.0

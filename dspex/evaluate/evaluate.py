@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 from dspex._parallel import DEFAULT_CONCURRENCY, resolve_concurrency
 from dspex._sync import run_sync
+from dspex.adapters.types.image import check_images
 from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError
 from dspex.evaluate._calls import (
@@ -401,6 +402,9 @@ class _AsyncRun:
     async def _one(self, index: int) -> ExampleResult:
         example, started = self.run.config.devset[index], time.perf_counter()
         try:
+            # an unreadable image fails its example, naming it, before any LM call (as the cluster's
+            # client refuses it before submitting)
+            check_images(self.run.inputs[index], f"example {index}")
             prediction = as_prediction(await self.call(self.run.inputs[index]))
         except Exception as exc:
             raise_if_systemic(exc)

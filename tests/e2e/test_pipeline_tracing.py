@@ -138,9 +138,15 @@ def test_each_examples_trace_links_client_predictor_and_scorer(
     assert len(result.results) == EXAMPLES
 
     def complete() -> list[Received] | None:
+        # each process exports on its own schedule: wait until every example's trace has the
+        # client's, the predictor's (program and LM included) and the scorer's spans
         spans = receiver.snapshot()
-        scored = [s for s in spans if s.name == "dspex.score"]
-        return spans if len(scored) >= EXAMPLES else None
+        traces = {s.trace_id for s in spans if s.name == "dspex.example"}
+        for name in ("dspex.predict", "dspex.score"):
+            if {s.trace_id for s in spans if s.name == name} != traces:
+                return None
+        llm = {s.trace_id for s in spans if s.attributes.get("openinference.span.kind") == "LLM"}
+        return spans if len(traces) == EXAMPLES and llm >= traces else None
 
     spans = _wait(complete, 60.0)
     by_id = {span.span_id: span for span in spans}

@@ -102,7 +102,8 @@ async def test_a_refused_key_with_max_errors_set_raises_as_local_evaluate_does(
     assert str(error) == str(local) == KEY_REFUSED
     assert isinstance(error, JobError) and error.state == "failed" and error.status == 401
     status = await client.astatus(error.job_id)
-    assert isinstance(status, JobStatus) and status.stop_reason == "systemic" and status.errors > 10
+    # systemic whatever the count the aggregator had when it decided (batches arrive as they come)
+    assert isinstance(status, JobStatus) and status.stop_reason == "systemic" and status.errors >= 1
 
 
 async def test_more_failures_than_max_errors_give_partial_results(

@@ -231,20 +231,8 @@ def aggregate(
 @worker_command(
     worker_app,
     "intake",
-    (
-        "prefix",
-        "concurrency",
-        "tasks_timeout",
-        "metrics_port",
-        "metrics_host",
-        "targets_dir",
-        "allow_module",
-        "allow_api_base",
-        "allow_key_env",
-        "worker_id",
-        "fast_groups",
-        "otlp_endpoint",
-    ),
+    # the common options but the LM cache (the intake calls no LM), and its tasks timeout
+    (*(name for name in _COMMON if name != "lm_cache_dir"), "tasks_timeout"),
     epilog="Example: dspex worker intake --bootstrap 127.0.0.1:9092 --prefix dspex. --allow-module mypkg",
     defaults={"concurrency": 16},
 )

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install sandbox-runtime broker-jars system-deps k8s-tools asyncapi-tools demo test test-unit check lint typecheck bench clean
+.PHONY: help install sandbox-runtime broker-jars system-deps k8s-tools asyncapi-tools mlflow-server demo test test-unit check lint typecheck bench clean
 
 help:
 	@echo "make demo   - start a broker, simulated LM and workers, run an evaluation through Kafka"
@@ -54,10 +54,21 @@ asyncapi-tools:
 		npm install --prefix $(ASYNCAPI_DIR) --save-exact --no-audit --no-fund --loglevel=error $(ASYNCAPI_PARSER) \
 		&& touch $(ASYNCAPI_STAMP); }
 
+# The MLflow tracking server of the tests, in its own virtual environment in the cache folder
+# (dspex's client side is the mlflow extra, mlflow-skinny of the same version); skipped when present.
+MLFLOW_VERSION := 3.17.2
+MLFLOW_VENV    := $(HOME)/.cache/dspex/mlflow
+MLFLOW_STAMP   := $(MLFLOW_VENV)/.installed-mlflow-$(MLFLOW_VERSION)
+mlflow-server:
+	test -f $(MLFLOW_STAMP) || { \
+		rm -rf $(MLFLOW_VENV) && $(PYTHON) -m venv $(MLFLOW_VENV) \
+		&& $(MLFLOW_VENV)/bin/python -m pip install -q 'mlflow==$(MLFLOW_VERSION)' \
+		&& touch $(MLFLOW_STAMP); }
+
 demo: broker-jars
 	$(BIN)/dspex demo
 
-test: broker-jars system-deps k8s-tools asyncapi-tools
+test: broker-jars system-deps k8s-tools asyncapi-tools mlflow-server
 	CI=$${CI:-} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install

@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
         help="dspex's reuse_runs (off: every evaluation calls the LM again, no parent prefetch)",
     )
     parser.add_argument(
+        "--dspex-speculate",
+        choices=["on", "off"],
+        default="on",
+        help="dspex's speculate (off: the next iterations' reflections and child runs are not made ahead)",
+    )
+    parser.add_argument(
         "--engines",
         type=lambda text: [part for part in text.split(",") if part],
         default=["dspy", "dspex"],
@@ -170,6 +176,7 @@ def _dspex_child(args: argparse.Namespace) -> dict[str, Any]:
         sampling_strategy=sampling,
         selection_strategy=selection,
         reuse_runs=args.dspex_reuse_runs == "on",
+        speculate=args.dspex_speculate == "on",
         gepa_kwargs={"callbacks": [phases]},
     )
     train, val = arithmetic_dataset(TRAIN, seed=TRAIN_SEED), arithmetic_dataset(VAL, seed=VAL_SEED)
@@ -177,7 +184,8 @@ def _dspex_child(args: argparse.Namespace) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         with context(lm=lm):
             started = time.perf_counter()
-            best = await optimizer.acompile(Predict("question -> answer"), trainset=train, valset=val)
+            run = optimizer.start(Predict("question -> answer"), trainset=train, valset=val)
+            best = await run.run_to_end()
             wall = time.perf_counter() - started
             test = arithmetic_dataset(TEST, seed=TEST_SEED)
             held_out = await Evaluate(devset=test, metric=score_metric, num_threads=64).acall(best)
@@ -186,9 +194,18 @@ def _dspex_child(args: argparse.Namespace) -> dict[str, Any]:
             "held_out": float(held_out.score),
             "instructions": best.signature.instructions,
             "phases": phases.summary(),
+            "speculated": _speculated(run),
         }
 
     return asyncio.run(go())
+
+
+def _speculated(run: Any) -> dict[str, int] | None:
+    """Reflections made ahead, how many an iteration took, how many iterations asked themselves."""
+    proposals = run.parts.engine.adapter.proposals
+    if proposals is None:
+        return None
+    return {"made": proposals.made, "used": proposals.used, "asked at the time": proposals.waited}
 
 
 def _dspy_child(args: argparse.Namespace) -> dict[str, Any]:
@@ -272,6 +289,7 @@ def main() -> None:
                         args.dspex_selection,
                     ]
                     argv += ["--dspex-reuse-runs", args.dspex_reuse_runs]
+                    argv += ["--dspex-speculate", args.dspex_speculate]
                     found[engine] = run_child_json(argv, timeout_s=7200)
                     print(f"{engine} at {latency} s, seed {seed}: {found[engine]}", file=sys.stderr)
                 if set(found) != {"dspy", "dspex"}:

@@ -78,6 +78,8 @@ _EXPORTS: dict[str, str] = {
     "context": "dspex.configuration",
     "settings": "dspex.configuration",
     "BaseLM": "dspex.lm",
+    "Provider": "dspex.lm.finetune",
+    "TrainingJob": "dspex.lm.finetune",
     "DummyLM": "dspex.utils",
     "inspect_history": "dspex.lm.history",
     "configure_cache": "dspex.lm.cache",
@@ -92,6 +94,7 @@ _EXPORTS: dict[str, str] = {
     "BaseModule": "dspex.primitives",
     "BaseCallback": "dspex.utils.callback",
     "TracingSettings": "dspex.observability.tracing",
+    "MlflowSettings": "dspex.tracking",
     "Evaluate": "dspex.evaluate",
     "Embedder": "dspex.lm.embedder",
     "Teleprompter": "dspex.optimizers",
@@ -106,7 +109,7 @@ _EXPORTS: dict[str, str] = {
     "LocalExecutor": "dspex.optimizers",
     "MIPROv2": "dspex.optimizers",
     "EvaluationResult": "dspex.evaluate",
-    "load": "dspex.serialization",
+    "load": "dspex.primitives.saving",
     "candidate_id": "dspex.serialization",
     "streamify": "dspex.streaming",
     # the Kafka client: imports confluent-kafka only when first used
@@ -239,6 +242,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dspex.lm.cache import (
         configure_cache as configure_cache,
     )
+    from dspex.lm.finetune import (
+        Provider as Provider,
+        TrainingJob as TrainingJob,
+    )
     from dspex.lm.embedder import (
         Embedder as Embedder,
     )
@@ -292,10 +299,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dspex.primitives.prediction import (
         Completions as Completions,
     )
-    from dspex.serialization import (
-        candidate_id as candidate_id,
-        load as load,
-    )
+    from dspex.primitives.saving import load as load
+    from dspex.serialization import candidate_id as candidate_id
     from dspex.signatures import (
         InputField as InputField,
         OutputField as OutputField,
@@ -313,6 +318,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dspex.utils.asyncify import asyncify as asyncify
     from dspex.utils.asyncify import syncify as syncify
     from dspex.observability.tracing import TracingSettings as TracingSettings
+    from dspex.tracking import MlflowSettings as MlflowSettings
     from dspex.utils.callback import (
         BaseCallback as BaseCallback,
     )

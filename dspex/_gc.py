@@ -18,10 +18,11 @@ thousand tasks in flight that is most of their state: ~45 ms per collection at 5
 200,000. CPython's count of young objects never drops below zero, so deaths of objects promoted
 earlier do not offset new allocations, and the count climbs by a few dozen per task even when
 nothing leaks. At 50,000 a predictor ran 11-13 collections per 8,000 tasks, 0.50-0.64 s of CPU
-(about a tenth of its time); at 200,000 it ran one. ``bench/_predictor_cpu.py --examples 8000``:
-0.52-0.55 ms of CPU per example before, 0.45-0.47 after (together with the end of a reference
-cycle that every ``Module.acall`` left behind). Garbage in cycles (tracebacks of failed calls)
-still waits for at most 200,000 allocations.
+(about a tenth of its time); at 200,000 it ran one. ``bench/_predictor_cpu.py --examples 8000``
+measured 0.45-0.47 ms of CPU per example at 200,000 against 0.52-0.55 at 50,000; the 50,000 runs
+also had every ``Module.acall`` leave a reference cycle behind, so not all of that difference is the
+collector's. Garbage in cycles (tracebacks of failed calls) still waits for at most 200,000
+allocations.
 
 Only worker entry points call this: the client and local ``Evaluate`` run inside a user's program,
 whose collector is theirs to tune.

@@ -82,6 +82,9 @@ class Settings:
     # dspex: OpenTelemetry tracing of this process (dspex.observability.tracing); None: off.
     # configure() only, as a URL, True (the OTEL_* variables) or a TracingSettings.
     tracing: Any = None
+    # dspex: MLflow runs of this process's evaluations and compiles (dspex.tracking); None: off.
+    # configure() only, as a tracking URI, True (MLFLOW_TRACKING_URI) or an MlflowSettings.
+    mlflow: Any = None
 
 
 ACCEPTED_SETTINGS: Final = tuple(f.name for f in fields(Settings))
@@ -138,6 +141,12 @@ def configure(**kwargs: Any) -> None:
         given["tracing"], given["callbacks"] = with_setting(
             given.get("callbacks", _defaults.callbacks), given["tracing"]
         )
+    if "mlflow" in given:  # process-wide too: a checked tracking server and the callback that logs
+        from dspex.tracking import with_setting as with_mlflow
+
+        given["mlflow"], given["callbacks"] = with_mlflow(
+            given.get("callbacks", _defaults.callbacks), given["mlflow"]
+        )
     with _defaults_lock:
         _defaults = replace(_defaults, **given)
         _defaults_version += 1
@@ -153,6 +162,8 @@ def context(**kwargs: Any) -> Iterator[Settings]:
     given = _checked("context", kwargs)
     if "tracing" in given:
         raise ConfigurationError("tracing is process-wide: set it with dspex.configure(tracing=...)")
+    if "mlflow" in given:
+        raise ConfigurationError("mlflow is process-wide: set it with dspex.configure(mlflow=...)")
     outer = _overrides.get()
     token = _overrides.set(_Overrides({**(outer.values if outer else {}), **given}))
     try:

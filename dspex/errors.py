@@ -20,6 +20,7 @@ there, and DSPy 3.4.1's names (``DSPyError``, ``LMAuthError``, ``LMInvalidReques
     │   ├── LMTimeoutError            no answer in time: transient
     │   ├── LMConnectionError         the endpoint could not be reached: transient
     │   ├── LMUnexpectedError         an answer the client cannot use
+    │   ├── FinetuneError             a fine-tuning job that failed or was cancelled; names the job
     │   └── LMRequestError            other 4xx: never retried, the provider's message kept
     │       ├── LMAuthenticationError 401 / 403: a systemic error, fails a whole job
     │       ├── LMNotFoundError       404: unknown model or path, systemic too
@@ -51,6 +52,7 @@ __all__ = [
     "DevBrokerError",
     "DspexError",
     "FeedbackMetricError",
+    "FinetuneError",
     "InputError",
     "JobError",
     "KafkaError",
@@ -208,6 +210,17 @@ class ContextWindowExceededError(LMRequestError):
 
 class LMUnexpectedError(LMError):
     """An answer the client cannot use (e.g. structured output the provider did not honour)."""
+
+
+class FinetuneError(LMError):
+    """A fine-tuning job that did not give a model: ``job_id`` and the provider's ``reason``."""
+
+    def __init__(
+        self, message: str, *, job_id: str | None = None, reason: str | None = None, **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+        self.job_id = job_id
+        self.reason = reason
 
 
 # DSPy 3.4.1's names for the same errors, so `except dspy.LMAuthError` keeps working with dspex.

@@ -1,4 +1,4 @@
-"""Programs as self-describing JSON: save, load, and the candidate id.
+"""Programs as self-describing JSON: the format, its dump and build, and the candidate id.
 
 A saved program is a tree of nodes, one per module, children keyed by attribute path segment::
 
@@ -26,55 +26,35 @@ saved as the node's ``"state"`` and read back by its ``new_for_load(node)``. Cod
 (tools, reward functions) is saved by import path (:func:`import_path_of`) and imported under the
 load's ``allow_modules`` policy (:func:`import_object`).
 
-A saved ``.json`` file is DSPy 3.4.1's state file (see :mod:`dspex._dspy_state`: one entry per
-predictor plus ``"metadata"``), which DSPy's ``program.load`` reads, with the tree above under the
-extra key ``"dspex_program"``::
-
-    {"draft.predict": {"traces": [], "train": [], "demos": [...], "signature": {...}, "lm": {...}},
-     "check": {...},
-     "metadata": {"dependency_versions": {"python": "3.11", "dspy": "3.4.1", "cloudpickle": "3.1"}},
-     "dspex_program": {"dspex_program": 1, "type": "pkg.mod:TwoStep", "children": {...}}}
-
-Loading builds the program from ``"dspex_program"`` and then lays the DSPy part over it, so an edit
-to the DSPy part (instructions, demos) wins; an LM there is rebuilt only if it differs from the one
-the program part describes. Files of the first format (the tree alone) still load. Pickles
-(``.pkl``, ``save_program=True`` directories) are read only with ``allow_pickle=True``, through
-:mod:`dspex._dspy_pickle`'s restricted unpickler.
+Files (DSPy's state with this tree inside, pickles, ``save_program`` directories) are written and
+read by :mod:`dspex.primitives.saving`, which also gives the loaders that return a
+:class:`~dspex.Module` (``dspex.load``, ``load_program``, ``load_node``). This module sits below
+the primitives: it knows a module only as a :class:`ProgramNode`, so it never imports them.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import logging
-import os
-import pickle
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import Any, ClassVar, Final, NoReturn, Protocol
 
-from dspex import _dspy_pickle, _dspy_state
 from dspex.errors import ConfigurationError, DspexError, ProgramLoadError, SecurityPolicyError
 from dspex.ids import canonical_json, content_id
-
-if TYPE_CHECKING:
-    from dspex.primitives import Module
 
 __all__ = [
     "BUILTIN_TYPES",
     "FORMAT_VERSION",
+    "VERSION_KEY",
+    "ProgramNode",
+    "build_node",
+    "build_program",
     "candidate_id",
+    "check_header",
     "dump_program",
     "import_object",
     "import_path_of",
-    "load",
-    "load_into",
-    "load_node",
-    "load_program",
-    "save",
-    "save_program",
-    "saved_state",
+    "overlay_program",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,18 +70,33 @@ BUILTIN_TYPES: Final[Mapping[str, str]] = {
     "dspex.BestOfN": "dspex.modules.best_of_n:BestOfN",
     "dspex.Refine": "dspex.modules.refine:Refine",
 }
-_PROGRAM_PICKLE: Final = "program.pkl"
-_METADATA_FILE: Final = "metadata.json"
-# DSPy pickles with cloudpickle's default, the highest protocol.
-_PICKLE_PROTOCOL: Final = pickle.HIGHEST_PROTOCOL
 # dspex's own modules are trusted code: a policy restricts user code only.
 _TRUSTED_PACKAGE: Final = "dspex"
 
 
-# -- dumping ----------------------------------------------------------------------------------------
+class ProgramNode(Protocol):
+    """What the format needs of a module (every :class:`dspex.Module` answers it).
+
+    A predictor also has ``predictor_state()`` and ``load_predictor_state(node, ...)``, a module
+    with settings of its own ``program_state()``, and every module class ``new_for_load(node)``;
+    those are looked up on the object, as the module docs describe.
+    """
+
+    is_predictor: ClassVar[bool]
+
+    def program_type(self) -> str:
+        """The type the module is saved as."""
+        ...
+
+    def named_children(self) -> Sequence[tuple[str, ProgramNode]]:
+        """The sub-modules, by attribute path segment."""
+        ...
 
 
-def dump_program(module: Module) -> dict[str, Any]:
+# -- dumping ---------------------------------------------------------------------------------------
+
+
+def dump_program(module: ProgramNode) -> dict[str, Any]:
     """``module`` as JSON data: ``{"dspex_program": 1, "type": ..., ..., "children": {...}}``."""
     data = {VERSION_KEY: FORMAT_VERSION, **_node(module, ancestors=())}
     try:
@@ -114,7 +109,7 @@ def dump_program(module: Module) -> dict[str, Any]:
     return data
 
 
-def _node(module: Module, *, ancestors: tuple[int, ...]) -> dict[str, Any]:
+def _node(module: ProgramNode, *, ancestors: tuple[int, ...]) -> dict[str, Any]:
     if id(module) in ancestors:
         raise ConfigurationError(f"{type(module).__qualname__} contains itself; a program must be a tree")
     node: dict[str, Any] = {"type": module.program_type()}
@@ -130,102 +125,7 @@ def _node(module: Module, *, ancestors: tuple[int, ...]) -> dict[str, Any]:
     return node
 
 
-def save(
-    module: Module,
-    path: str | Path,
-    *,
-    save_program: bool = False,
-    modules_to_serialize: Sequence[Any] | None = None,
-) -> None:
-    """``module.save(path)``, DSPy's forms.
-
-    ``"p.json"``: DSPy's state JSON (which DSPy's ``program.load`` reads) with this program's
-    self-describing JSON under ``"dspex_program"`` (so ``dspex.load`` rebuilds it alone).
-    ``"p.pkl"``: the same state pickled (values that JSON cannot hold, such as dates, stay as they are).
-    ``save_program=True``: a directory (no suffix) holding ``program.pkl`` and ``metadata.json``, as
-    DSPy writes; dspex pickles plain data only (its program JSON and state), which
-    ``dspex.load(dir, allow_pickle=True)`` reads back. ``modules_to_serialize`` (DSPy's pickling of
-    code by value) is not supported: dspex saves custom classes by import path.
-    """
-    target = Path(path)
-    if modules_to_serialize:
-        raise ConfigurationError(
-            "modules_to_serialize is not supported: dspex saves custom module classes by import path, not "
-            "their code; make the module importable where the program is loaded"
-        )
-    if save_program:
-        _save_directory(module, target)
-    elif target.suffix == ".json":
-        _write_atomic(target, _json_text(saved_state(module, json_mode=True)).encode())
-    elif target.suffix == ".pkl":
-        logger.warning(
-            "Loading untrusted .pkl files can run arbitrary code, which may be dangerous. To avoid this, "
-            'prefer saving using json format using module.save("module.json").'
-        )
-        _write_atomic(target, pickle.dumps(saved_state(module, json_mode=False), protocol=_PICKLE_PROTOCOL))
-    else:
-        raise ValueError(
-            f"`path` must end with `.json` or `.pkl` when `save_program=False`, but received: {path}"
-        )
-
-
-def save_program(module: Module, path: str | Path) -> None:
-    """Write ``module`` to a ``.json`` file that both ``dspex.load`` and DSPy's ``program.load`` read."""
-    _write_atomic(Path(path), _json_text(saved_state(module, json_mode=True)).encode())
-
-
-def saved_state(module: Module, *, json_mode: bool) -> dict[str, Any]:
-    """What a saved file holds: DSPy's state by predictor name, ``"metadata"`` and the dspex program."""
-    state = _dspy_state.dump_module_state(module, json_mode=json_mode)
-    for reserved in (_dspy_state.METADATA_KEY, _dspy_state.PROGRAM_KEY):
-        if reserved in state:
-            raise ConfigurationError(
-                f"{type(module).__qualname__} has a predictor named {reserved!r}, which the saved file "
-                "reserves; rename that attribute"
-            )
-    state[_dspy_state.METADATA_KEY] = {"dependency_versions": _dspy_state.dependency_versions()}
-    try:
-        state[_dspy_state.PROGRAM_KEY] = dump_program(module)
-    except ConfigurationError:
-        if json_mode:
-            raise
-        # A pickle may hold values JSON cannot; it then carries DSPy's state alone (load it into a
-        # program built in code: program.load(path, allow_pickle=True)).
-        logger.warning("%s: saving the state only (its values are not all JSON)", type(module).__qualname__)
-    return state
-
-
-def _save_directory(module: Module, target: Path) -> None:
-    if target.suffix:
-        raise ValueError(
-            "`path` must point to a directory without a suffix when `save_program=True`, "
-            f"but received: {target}"
-        )
-    if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"The path '{target}' exists but is not a directory.")
-    target.mkdir(parents=True, exist_ok=True)
-    data = saved_state(module, json_mode=True)
-    _write_atomic(target / _PROGRAM_PICKLE, pickle.dumps(data, protocol=_PICKLE_PROTOCOL))
-    _write_atomic(target / _METADATA_FILE, _json_text(data[_dspy_state.METADATA_KEY]).encode())
-
-
-def _json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def _write_atomic(target: Path, content: bytes) -> None:
-    """Write ``content`` to ``target`` so that a reader never sees half a file."""
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(content)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def candidate_id(program: Module | Mapping[str, Any]) -> str:
+def candidate_id(program: ProgramNode | Mapping[str, Any]) -> str:
     """The content id of a program (or of its dumped JSON data). Fields left out: none."""
     data = program if isinstance(program, Mapping) else dump_program(program)
     return content_id(data)
@@ -234,164 +134,42 @@ def candidate_id(program: Module | Mapping[str, Any]) -> str:
 # -- loading ----------------------------------------------------------------------------------------
 
 
-def load(
-    path: str | Path,
-    *,
-    allow_modules: Collection[str] | None = None,
-    allow_pickle: bool = False,
-    allow_unsafe_lm_state: bool = False,
-) -> Module:
-    """Rebuild the program saved at ``path``: ``dspex.load("qa.json")``.
-
-    Reads what ``module.save`` writes (``.json``, ``.pkl`` and ``save_program=True`` directories)
-    and DSPy's ``save_program=True`` directories of standard modules. Pickles are read only with
-    ``allow_pickle=True``, through a restricted unpickler that builds no class outside a fixed list
-    and runs no pickled code. A DSPy state file holds no program structure: build the program and
-    call ``program.load(path)``. ``allow_unsafe_lm_state`` keeps a DSPy LM state's endpoint keys.
-    """
-    source = str(path)
-    data = _read_saved(Path(path), allow_pickle)
-    if not isinstance(data, Mapping):
-        return _dspy_pickle.program_from_dspy(data, source=source, allow_modules=allow_modules)
-    program_data = data.get(VERSION_KEY)
-    if isinstance(program_data, Mapping):
-        program = load_program(program_data, allow_modules=allow_modules, source=source)
-        _dspy_state.load_module_state(
-            program,
-            _state_part(data, source),
-            allow_unsafe_lm_state=allow_unsafe_lm_state,
-            source=source,
-            keep_equal_lms=True,
-        )
-        return program
-    if program_data is None and _looks_like_dspy_state(data):
-        raise ProgramLoadError(
-            f"{source}: a DSPy state file (predictor states only, no program structure); build the program "
-            "in code and load the state into it: program.load(path)"
-        )
-    return load_program(data, allow_modules=allow_modules, source=source)
+# -- building --------------------------------------------------------------------------------------
 
 
-def load_program(
+def build_program(
     data: Mapping[str, Any], *, allow_modules: Collection[str] | None = None, source: str = "program"
-) -> Module:
-    """Rebuild a program from :func:`dump_program` data.
+) -> ProgramNode:
+    """Build a program from :func:`dump_program` data (its format version checked).
 
     ``allow_modules``: None imports any custom module class; otherwise a class's module must be one
     of these (or inside one of these packages), else :class:`SecurityPolicyError`.
     """
-    _check_header(data, source)
+    check_header(data, source)
     return _Loader(allow_modules, source).build(data, "program")
 
 
-def load_node(
+def build_node(
     node: Mapping[str, Any], *, allow_modules: Collection[str] | None = None, source: str = "program"
-) -> Module:
-    """Rebuild one saved node (no format header): for a ``new_for_load`` that builds its own
-    children, such as an ensemble's list of programs, under the same ``allow_modules`` policy."""
+) -> ProgramNode:
+    """Build one saved node (no format header), under the same ``allow_modules`` policy."""
     return _Loader(allow_modules, source).build(node, "program")
 
 
-def load_into(
-    module: Module,
-    path: str | Path,
+def overlay_program(
+    module: ProgramNode,
+    data: Mapping[str, Any],
     *,
     allow_modules: Collection[str] | None = None,
-    allow_pickle: bool = False,
-    allow_unsafe_lm_state: bool = False,
+    source: str = "program",
 ) -> None:
-    """Overlay the program or state saved at ``path`` onto ``module`` (built by the caller)."""
-    source = str(path)
-    data = _read_saved(Path(path), allow_pickle)
-    if not isinstance(data, Mapping):
-        data = _dspy_pickle.state_from_dspy_program(data, source=source)
-    program_data = data.get(VERSION_KEY)
-    if isinstance(program_data, Mapping):
-        _check_header(program_data, source)
-        # Before anything changes: a file without a state for every predictor changes nothing.
-        _dspy_state.check_state_names(module, data, source)
-        _Loader(allow_modules, source).overlay(module, program_data, "program")
-        _dspy_state.load_module_state(
-            module,
-            _state_part(data, source),
-            allow_unsafe_lm_state=allow_unsafe_lm_state,
-            source=source,
-            keep_equal_lms=True,
-        )
-    elif program_data is not None:  # a file of dspex's first format: the program JSON alone
-        _check_header(data, source)
-        _Loader(allow_modules, source).overlay(module, data, "program")
-    else:
-        _dspy_state.load_module_state(
-            module, _state_part(data, source), allow_unsafe_lm_state=allow_unsafe_lm_state, source=source
-        )
+    """Lay :func:`dump_program` data over ``module`` (built by the caller), node by node; the
+    caller checks the header (:func:`check_header`) first."""
+    _Loader(allow_modules, source).overlay(module, data, "program")
 
 
-def _state_part(data: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """The predictor states of a saved file (its metadata checked and left out)."""
-    metadata = data.get(_dspy_state.METADATA_KEY)
-    if metadata is not None:
-        _check_metadata(metadata, source)
-    return {key: value for key, value in data.items() if key not in (_dspy_state.METADATA_KEY, VERSION_KEY)}
-
-
-def _check_metadata(metadata: Any, source: str) -> None:
-    versions = metadata.get("dependency_versions") if isinstance(metadata, Mapping) else None
-    if not isinstance(versions, Mapping):
-        raise ProgramLoadError(
-            f'{source}: \'metadata\' does not fit, expected {{"dependency_versions": {{"dspy": ..., ...}}}}'
-        )
-    saved = versions.get("dspy")
-    if saved is not None and saved != _dspy_state.DSPY_VERSION:
-        logger.warning(
-            "%s: saved by DSPy %s; dspex reads DSPy %s's format (keys it does not know are ignored)",
-            source, saved, _dspy_state.DSPY_VERSION,
-        )  # fmt: skip
-
-
-def _looks_like_dspy_state(data: Mapping[str, Any]) -> bool:
-    return _dspy_state.METADATA_KEY in data or any(
-        isinstance(value, Mapping) and "signature" in value for value in data.values()
-    )
-
-
-def _read_saved(path: Path, allow_pickle: bool) -> Any:
-    """The data of a saved file or ``save_program`` directory (a pickle only with ``allow_pickle``)."""
-    if path.is_dir():
-        pickled = path / _PROGRAM_PICKLE
-        _refuse_pickle(pickled, allow_pickle, "a pickled program (save_program=True)")
-        if (path / _METADATA_FILE).exists():
-            _check_metadata(_read(path / _METADATA_FILE), str(path / _METADATA_FILE))
-        return _dspy_pickle.load_restricted(pickled, program=True)
-    if path.suffix == ".pkl":
-        _refuse_pickle(path, allow_pickle, "a pickled state")
-        return _dspy_pickle.load_restricted(path, program=False)
-    return _read(path)
-
-
-def _read(path: str | Path) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProgramLoadError(f"{path}: cannot read the program file ({exc})") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ProgramLoadError(f"{path}: corrupt program file, not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ProgramLoadError(f"{path}: corrupt program file, expected a JSON object")
-    return data
-
-
-def _refuse_pickle(path: Path, allow_pickle: bool, what: str) -> None:
-    if not allow_pickle:
-        raise ProgramLoadError(
-            f"{path}: {what}; loading pickles is refused unless you pass allow_pickle=True (only for files "
-            "you trust; dspex reads them with a restricted unpickler that builds only known classes)"
-        )
-
-
-def _check_header(data: Mapping[str, Any], source: str) -> None:
+def check_header(data: Mapping[str, Any], source: str) -> None:
+    """ProgramLoadError unless ``data`` carries a format version this dspex reads."""
     if not isinstance(data, Mapping) or VERSION_KEY not in data:
         raise ProgramLoadError(f"{source}: not a dspex program (no {VERSION_KEY!r} format version)")
     version = data[VERSION_KEY]
@@ -412,13 +190,15 @@ class _Loader:
         self.source = source
         self.lm_pool: dict[str, Any] = {}  # one LM object per distinct LM settings in the program
 
-    def build(self, node: Mapping[str, Any], where: str) -> Module:
+    def build(self, node: Mapping[str, Any], where: str) -> ProgramNode:
         cls = self.resolve(self.field(node, "type", str, where), where)
-        module: Module = self.guard(where, lambda: cls.new_for_load(node, allow_modules=self.allow_modules))
+        module: ProgramNode = self.guard(
+            where, lambda: cls.new_for_load(node, allow_modules=self.allow_modules)
+        )
         self.overlay(module, node, where)
         return module
 
-    def overlay(self, module: Module, node: Mapping[str, Any], where: str) -> None:
+    def overlay(self, module: ProgramNode, node: Mapping[str, Any], where: str) -> None:
         saved_type = self.field(node, "type", str, where)
         if saved_type != module.program_type():
             self.fail(where, f"saved as {saved_type} but the program has a {module.program_type()} there")
@@ -429,7 +209,7 @@ class _Loader:
             )
         self.overlay_children(module, self.field(node, "children", dict, where), where)
 
-    def overlay_children(self, module: Module, children: Mapping[str, Any], where: str) -> None:
+    def overlay_children(self, module: ProgramNode, children: Mapping[str, Any], where: str) -> None:
         present = dict(module.named_children())
         for segment, child in children.items():
             inner = f"{where}.{segment}"
@@ -499,6 +279,9 @@ def _within(module_name: str, packages: Collection[str]) -> bool:
 
 
 # -- code references (ReAct's tools, BestOfN's reward function) -------------------------------------
+
+
+# -- code references (ReAct's tools, BestOfN's reward function) ------------------------------------
 
 
 def import_path_of(obj: Any, *, what: str) -> str:

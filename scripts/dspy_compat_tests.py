@@ -32,7 +32,7 @@ FOLDERS = ("signatures", "adapters", "primitives", "predict", "evaluate", "telep
 # litellm, so its outcome says nothing about dspex: it is not counted.
 _MOCKS = re.compile(
     r"litellm|mock\.patch|patch\(\s*[\"']dspy|patch\.object\(\s*dspy|mocker\.patch|monkeypatch\.setattr\(\s*dspy"
-    r"|monkeypatch\.setattr\(\s*[\"']dspy|_litellm|mock_completion|mock_acompletion"
+    r"|monkeypatch\.setattr\(\s*f?[\"']dspy|_litellm|mock_completion|mock_acompletion"
 )
 # ...and one that needs what the "Agents, tools and types" issue owns is counted apart.
 _AGENT_TYPES = re.compile(

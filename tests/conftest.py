@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from mlflow_tools import mlflow_server  # noqa: F401  (a session fixture: the tests' MLflow server)
 
 from dspex.dev import DevBroker, probe_metadata
 from dspex.errors import BrokerUnavailableError, DevBrokerError

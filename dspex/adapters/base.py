@@ -14,6 +14,7 @@ An adapter is called two ways:
 
 from __future__ import annotations
 
+import functools
 import logging
 import textwrap
 import weakref
@@ -38,6 +39,7 @@ from dspex.adapters.utils import apply_output_field_defaults
 from dspex.errors import AdapterParseError, ConfigurationError
 from dspex.lm.base import call_lm
 from dspex.signatures import FieldSpec, Signature, ensure_signature
+from dspex.utils.callback import with_callbacks
 
 if TYPE_CHECKING:
     from dspex.lm import BaseLM
@@ -55,6 +57,7 @@ INCOMPLETE_DEMO_PREFIX = (
 _MISSING_IN_INCOMPLETE = "Not supplied for this particular example. "
 _MISSING_IN_COMPLETE = "Not supplied for this conversation history message. "
 _PREVIEW_CHARS = 300
+_ANNOUNCED_METHODS = {"format": "adapter_format", "parse": "adapter_parse"}
 
 
 class Adapter:
@@ -81,6 +84,14 @@ class Adapter:
         self.use_native_function_calling = use_native_function_calling
         self.native_response_types: list[type] = list(native_response_types or DEFAULT_NATIVE_RESPONSE_TYPES)
         self.parallel_tool_calls = parallel_tool_calls
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # As DSPy: callbacks hear every adapter's format() and parse() (on_adapter_format_*,
+        # on_adapter_parse_*), each override announced once however it reaches its base's.
+        for method, kind in _ANNOUNCED_METHODS.items():
+            if method in cls.__dict__:
+                setattr(cls, method, with_callbacks(cls.__dict__[method], kind=kind, outermost_only=True))
 
     # -- DSPy's call ------------------------------------------------------------------------
     def __call__(
@@ -215,6 +226,7 @@ class Adapter:
         return {}
 
     # -- formatting -------------------------------------------------------------------------
+    @functools.partial(with_callbacks, kind="adapter_format", outermost_only=True)
     def format(
         self, signature: SignatureLike, demos: Sequence[Any], inputs: Mapping[str, Any]
     ) -> list[Message]:
@@ -326,6 +338,7 @@ class Adapter:
         return text
 
     # -- parsing ----------------------------------------------------------------------------
+    @functools.partial(with_callbacks, kind="adapter_parse", outermost_only=True)
     def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
         """The typed output values in ``completion``; AdapterParseError (with the raw text) when it cannot."""
         raise NotImplementedError

@@ -14,7 +14,20 @@ from typing import Annotated
 import typer
 
 import dspex
-from dspex.cli import dashboard, demo, dev, dlq, jobs, optimize, schemas, simlm, topics, worker
+from dspex.cli import (
+    batches,
+    dashboard,
+    demo,
+    dev,
+    dlq,
+    jobs,
+    optimize,
+    purge,
+    schemas,
+    simlm,
+    topics,
+    worker,
+)
 from dspex.errors import DspexError
 
 __all__ = ["app", "installed_version", "main"]
@@ -54,7 +67,7 @@ def _root(
     """DSPy's programming model on Kafka: evaluate and optimize LM programs with scaled-out workers."""
 
 
-for _module in (demo, dev, schemas, topics, worker, jobs, optimize, dlq, dashboard, simlm):
+for _module in (demo, dev, schemas, topics, worker, jobs, purge, optimize, dlq, dashboard, simlm, batches):
     _module.register(app)
 
 

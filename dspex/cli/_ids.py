@@ -73,12 +73,14 @@ def resolve_job(
     *,
     where: str,
     submitted: Callable[[str], bool] | None = None,
+    purged: Callable[[str], bool] | None = None,
 ) -> ResolvedJob:
     """The job ``given`` names: the exact id, else the one job whose id starts with it.
 
     Exits 2 listing the candidates when several jobs match, 1 when none does (``where`` names the
     status topic in that message). ``submitted``, when given, is asked about an exact id no status
     names yet (a job on the jobs topic that no worker picked up): True resolves it with no status.
+    ``purged``, asked before it, says whether that id's status was deleted (``dspex purge``): exit 1.
     """
     if not given.strip():
         raise typer.BadParameter("a job id cannot be empty", param_hint="JOB")
@@ -91,6 +93,8 @@ def resolve_job(
         return ResolvedJob(found[0], jobs[found[0]])
     if found:
         raise typer.BadParameter(_ambiguous(given, found, jobs), param_hint="JOB")
+    if purged is not None and purged(given):
+        fail(f"job {given} was purged (`dspex purge`): its status and results are gone")
     if submitted is not None and submitted(given):
         return ResolvedJob(given, None)
     fail(

@@ -23,15 +23,16 @@ import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import annotated_types
 import typer
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 from typer.models import OptionInfo
 
 from dspex.cli._common import DEFAULT_BOOTSTRAP, BootstrapOption, PrefixOption
 from dspex.errors import ConfigurationError
+from dspex.lm.pricing import parse_price, register_prices
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
 from dspex.processors.common import WorkerOptions
 from dspex.processors.endpoints import EndpointOptions
@@ -167,12 +168,68 @@ class WorkerSettings(BaseModel):
         "Sampling: OTEL_TRACES_SAMPLER(_ARG), default 1% of examples plus every failed one. Default: off.",
         json_schema_extra=_cli("--otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"),
     )
+    mlflow_uri: str | None = Field(
+        None,
+        description="Log each optimization this worker runs to this MLflow tracking server, its candidate "
+        "evaluations as child runs (checked at start-up: one that cannot be reached is a usage error); "
+        "the only server it logs to, never one a job names. Default: off.",
+        json_schema_extra=_cli("--mlflow-uri", "DSPEX_WORKER_MLFLOW_URI"),
+    )
+    price: list[str] | None = Field(
+        None,
+        description="The USD price of a model the built-in table lacks or prices differently: "
+        "'MODEL=INPUT,OUTPUT' per 1M prompt and completion tokens (e.g. 'openai/my-model=0.4,1.6'); "
+        "repeatable. Each worker charges the LM calls it makes, so give every worker the same prices.",
+    )
     sandbox_pool: int = Field(
         WorkerOptions.sandbox_pool,
         ge=0,
         description="Warm code sandboxes (Deno + Pyodide) for RLM, ProgramOfThought and CodeAct programs; "
         "0 (default): this worker runs no code and such tasks fail with that reason.",
     )
+
+    batch_window: float = Field(
+        WorkerOptions.batch_window,
+        ge=0,
+        description="Seconds of parked LM requests one provider batch collects.",
+    )
+    batch_poll: float = Field(
+        WorkerOptions.batch_poll,
+        ge=0.01,
+        description="Seconds between looks at the provider batches in flight.",
+    )
+    batch_max_requests: int = Field(
+        WorkerOptions.batch_max_requests,
+        ge=1,
+        description="Requests per provider batch at most (OpenAI: 50,000).",
+    )
+    batch_max_bytes: int = Field(
+        WorkerOptions.batch_max_bytes,
+        ge=1,
+        description="Bytes per provider batch file at most (OpenAI: 200 MB).",
+    )
+    batch_max_tries: int = Field(
+        WorkerOptions.batch_max_tries,
+        ge=1,
+        description="Provider batches a request may go through unanswered (expired, 5xx) "
+        "before its example fails.",
+    )
+
+    batch_retry: Literal["batch", "online"] = Field(
+        "batch",
+        description="Where a request its provider batch did not answer (expired, 5xx) goes: a new batch "
+        "(up to --batch-max-tries), or the online endpoint at once, at the online price.",
+    )
+
+    @field_validator("price")
+    @classmethod
+    def _prices_parse(cls, specs: list[str] | None) -> list[str] | None:
+        for spec in specs or ():
+            try:
+                parse_price(spec)
+            except ConfigurationError as exc:  # a plain ValueError: reported under the field's name
+                raise ValueError(str(exc)) from None
+        return specs
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -194,6 +251,11 @@ class WorkerSettings(BaseModel):
         """
         return cls(**{**(defaults or {}), **env_values(cls, ENV_PREFIX, env), **given})
 
+    def register_prices(self) -> None:
+        """Add ``--price`` entries to this process's price table (they win over the built-in ones)."""
+        if self.price:
+            register_prices(dict(parse_price(spec) for spec in self.price))
+
     def start_tracing(self, kind: str) -> None:
         """Turn tracing on in this process when ``--otlp-endpoint`` was given (service ``dspex-KIND``
         unless ``OTEL_SERVICE_NAME`` names one)."""
@@ -204,6 +266,14 @@ class WorkerSettings(BaseModel):
 
         service = os.environ.get("OTEL_SERVICE_NAME") or f"dspex-{kind}"
         configure(tracing=TracingSettings(endpoint=self.otlp_endpoint, service_name=service))
+
+    def start_mlflow(self) -> None:
+        """Turn MLflow logging on in this process when ``--mlflow-uri`` was given (the server
+        checked now: a ConfigurationError naming the URI when it cannot be used)."""
+        if self.mlflow_uri is not None:
+            from dspex.configuration import configure
+
+            configure(mlflow=self.mlflow_uri)
 
     def worker_options(self, **fixed: Any) -> WorkerOptions:
         """The processor's options: the same-named fields, the security policy and LM flow control.
@@ -284,6 +354,8 @@ def worker_command(
             try:
                 settings = WorkerSettings.from_env(os.environ, given, command_defaults)
                 settings.start_tracing(name)
+                settings.start_mlflow()
+                settings.register_prices()
             except ConfigurationError as exc:
                 raise typer.BadParameter(str(exc)) from exc
             run(bootstrap, settings.worker_options(**(fixed or {})))

@@ -21,7 +21,9 @@ import typer
 
 from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail, probe_or_exit
 from dspex.cli._ids import SHORT_ID, ResolvedJob, on_jobs_topic, resolve_job
-from dspex.cli._status_view import ALIVE_AFTER_S, describe_job, describe_overview, overview
+from dspex.cli._mlflow import MlflowUriOption, start_mlflow
+from dspex.cli._status_view import ALIVE_AFTER_S, describe_job, describe_overview, job_batches, overview
+from dspex.cli._tombstones import latest_is_tombstone
 from dspex.client import Client
 from dspex.client.results import records_table
 from dspex.configuration import context, current_settings
@@ -30,8 +32,8 @@ from dspex.evaluate import EvaluationResult
 from dspex.lm import LM
 from dspex.metrics import resolve_metric
 from dspex.primitives import Example, Module
+from dspex.primitives.saving import load
 from dspex.schemas import PRIORITIES, ScoreRecord
-from dspex.serialization import load
 from dspex.streams.config import DEFAULT_BOOTSTRAP, KafkaSettings
 
 __all__ = [
@@ -158,6 +160,14 @@ def eval_command(
         ),
     ] = None,
     failure_score: Annotated[float, typer.Option("--failure-score", help="Score of a failed example.")] = 0.0,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch/--online",
+            help="LM calls through the provider's Batch API (about half the price, answered within hours; "
+            "needs a `dspex worker provider-batch`).",
+        ),
+    ] = False,
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0, help="Stop waiting after S seconds.")
     ] = None,
@@ -172,6 +182,7 @@ def eval_command(
     allow_module: Annotated[
         list[str] | None, typer.Option("--allow-module", help="Refuse program/metric code outside these.")
     ] = None,
+    mlflow_uri: MlflowUriOption = None,
     bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
     prefix: PrefixOption = DEFAULT_PREFIX,
 ) -> None:
@@ -189,9 +200,11 @@ def eval_command(
         fail(str(exc))
     module = load_program(program, allow_module)
     check_lms(module, context_lm)
+    start_mlflow(mlflow_uri)  # the result is logged when collected (Client's MLflow hook)
     options: dict[str, Any] = {
         "name": name or program.stem, "failure_score": failure_score, "max_errors": max_errors,
         "max_cost_usd": max_cost, "priority": priority, "num_threads": num_threads,
+        "mode": "batch" if batch else "online",
     }  # fmt: skip
     with client_for(bootstrap, prefix, allow_modules=allow_module) as client, context(lm=context_lm):
         job_id = str(client.evaluate(module, devset, metric, wait=False, **options))
@@ -251,7 +264,10 @@ def status_command(
     with client_for(bootstrap, prefix) as client:
         if job is not None:
             found = resolve(client, job, submitted=True)
-            typer.echo(_job_json(found) if as_json else describe_job(found, datetime.now(UTC)))
+            if as_json:
+                typer.echo(_job_json(found))
+            else:
+                typer.echo(describe_job(found, datetime.now(UTC), job_batches(client, found)))
             return
         cluster = overview(client)
     typer.echo(json.dumps(cluster, default=str) if as_json else describe_overview(cluster))
@@ -265,7 +281,9 @@ def resolve(client: Client, given: str, *, submitted: bool = False) -> ResolvedJ
     if submitted:
         jobs_topic = client.registry.name("jobs")
         probe = functools.partial(on_jobs_topic, client.settings, jobs_topic)
-    return resolve_job(client, given, where=client.registry.name("status"), submitted=probe)
+    status_topic = client.registry.name("status")
+    purged = functools.partial(latest_is_tombstone, client.settings, status_topic)
+    return resolve_job(client, given, where=status_topic, submitted=probe, purged=purged)
 
 
 def _job_json(found: ResolvedJob) -> str:
@@ -295,13 +313,17 @@ def results_command(
     if stream and output_format != "json":
         fail(f"--stream prints JSON lines; it cannot be combined with --format {output_format}")
     with client_for(bootstrap, prefix) as client:
-        job_id = resolve(client, job).job_id
+        found = resolve(client, job)
+        job_id = found.job_id
         if stream:
             for record in client.iter_results(job_id):
                 typer.echo(record.model_dump_json())
             return
         records = client.results(job_id)
     _print_records(records, output_format)
+    note = getattr(found.status, "unreported_note", None)  # an evaluation's, not an optimization's
+    if note is not None:
+        typer.echo(f"job {job_id}: {note}", err=True)  # stderr: the records stay machine-readable
 
 
 def _print_records(records: list[ScoreRecord], output_format: Format) -> None:

@@ -16,6 +16,7 @@ import typer
 
 from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail
 from dspex.cli._ids import SHORT_ID
+from dspex.cli._mlflow import MlflowUriOption, start_mlflow
 from dspex.cli._optimize_view import OptimizeProgress, planned_candidates, summary
 from dspex.cli.jobs import check_lms, client_for, load_program, read_dataset, split_inputs
 from dspex.client import Client
@@ -27,6 +28,7 @@ from dspex.primitives import Module
 from dspex.schemas import OptimizeStatus
 from dspex.serialization import candidate_id
 from dspex.streams.config import DEFAULT_BOOTSTRAP
+from dspex.tracking import log_optimization
 
 __all__ = ["register"]
 
@@ -79,6 +81,15 @@ def optimize_command(
     name: Annotated[
         str | None, typer.Option("--name", help="A label for the job (default: the file's name).")
     ] = None,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch/--online",
+            help="The optimizer's evaluations' LM calls through the provider's Batch API (runs for "
+            "traces stay online; needs a `dspex worker provider-batch`).",
+        ),
+    ] = False,
+    mlflow_uri: MlflowUriOption = None,
     bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
     prefix: PrefixOption = DEFAULT_PREFIX,
 ) -> None:
@@ -95,9 +106,10 @@ def optimize_command(
         fail(str(exc))
     student = load_program(program, allow_module)
     check_lms(student, run_lm)
+    start_mlflow(mlflow_uri)
     label = name or program.stem
     limits: dict[str, Any] = {"name": label, "seed": seed, "max_lm_calls": max_lm_calls,
-                              "max_cost_usd": max_cost}  # fmt: skip
+                              "max_cost_usd": max_cost, "mode": "batch" if batch else None}  # fmt: skip
     limits = {key: value for key, value in limits.items() if value is not None}
     with client_for(bootstrap, prefix, allow_modules=allow_module) as client, context(lm=run_lm):
         job_id = str(
@@ -115,9 +127,11 @@ def optimize_command(
         status = _follow(client, job_id, planned, timeout, label)
         wall_s = time.perf_counter() - started
         if status.state != "completed":
+            log_optimization(status, None, knobs=knobs, seed=seed, trainset=train)
             typer.echo(summary(status, student_id=candidate_id(student), wall_s=wall_s, saved=None), err=True)
             fail(f"optimization {job_id} {status.state}: {status.reason or 'no reason given'}")
         best = client.best_program(status)
+        log_optimization(status, best, knobs=knobs, seed=seed, trainset=train)
     saved = _save(best, output)
     typer.echo(summary(status, student_id=candidate_id(student), wall_s=wall_s, saved=saved), err=True)
 

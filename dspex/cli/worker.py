@@ -1,4 +1,5 @@
-"""`dspex worker predict|score|aggregate|optimize|intake`: run one pipeline worker until SIGTERM or Ctrl-C.
+"""`dspex worker predict|score|aggregate|optimize|intake|provider-batch`: run one pipeline worker
+until SIGTERM or Ctrl-C.
 
 Each process is one member of its kind's consumer group (``<prefix>predict``, ``<prefix>score``);
 start more of the same kind to scale out, up to the partition count of its input topic. On SIGTERM
@@ -46,6 +47,7 @@ from dspex.cli._worker_options import given_values, worker_command, worker_optio
 from dspex.configuration import configure
 from dspex.errors import ConfigurationError, KafkaError
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
+from dspex.processors.aggregate_deaths import DEAD_AFTER_S
 from dspex.processors.aggregator import run_aggregator
 from dspex.processors.aggregator_options import AggregatorOptions
 from dspex.processors.common import Worker, WorkerOptions
@@ -80,6 +82,7 @@ _COMMON = (
     "lm_cache_dir",
     "fast_groups",
     "otlp_endpoint",
+    "price",
 )
 _FLOW_CONTROL = ("lm_initial_limit", "max_rps", "max_tpm", "breaker_failures", "breaker_open_s")
 # Parameters of `aggregate` that are not AggregatorOptions fields as they stand.
@@ -168,7 +171,7 @@ def score(bootstrap: str, options: WorkerOptions) -> None:
 @worker_command(
     worker_app,
     "optimize",
-    (*_COMMON, "allow_mcp_server"),
+    (*_COMMON, "allow_mcp_server", "mlflow_uri"),
     epilog="Example: dspex worker optimize --bootstrap 127.0.0.1:9092 --prefix dspex. --fast-groups",
     defaults={"concurrency": 16},
     # an optimize worker gives a step up at once on a rebalance: its runtime drains for 0.1 s
@@ -210,6 +213,16 @@ def aggregate(
     metrics_port: Annotated[int | None, worker_option("metrics_port")] = None,
     metrics_host: Annotated[str, worker_option("metrics_host")] = DEFAULT_METRICS_HOST,
     targets_dir: Annotated[Path, worker_option("targets_dir")] = DEFAULT_TARGETS_DIR,
+    dead_worker_after: Annotated[
+        float,
+        typer.Option(
+            "--dead-worker-after",
+            min=0.001,
+            envvar="DSPEX_AGGREGATOR_DEAD_WORKER_AFTER",
+            help="Seconds a predictor may be silent (while other workers are heard) before it is "
+            "taken for dead (killed) and its unreported LM calls show in its jobs' status.",
+        ),
+    ] = DEAD_AFTER_S,
 ) -> None:
     """Aggregate scores into job status (a faust app, consumer group PREFIXaggregate).
 
@@ -232,7 +245,7 @@ def aggregate(
     worker_app,
     "intake",
     # the common options but the LM cache (the intake calls no LM), and its tasks timeout
-    (*(name for name in _COMMON if name != "lm_cache_dir"), "tasks_timeout"),
+    (*(name for name in _COMMON if name not in {"lm_cache_dir", "price"}), "tasks_timeout"),
     epilog="Example: dspex worker intake --bootstrap 127.0.0.1:9092 --prefix dspex. --allow-module mypkg",
     defaults={"concurrency": 16},
 )
@@ -247,6 +260,37 @@ def intake(bootstrap: str, options: WorkerOptions) -> None:
     from dspex.processors.intake import Intake
 
     _serve(Intake(_settings(bootstrap), options, tasks_timeout_s=options.tasks_timeout))
+
+
+@worker_command(
+    worker_app,
+    "provider-batch",
+    (
+        *(name for name in _COMMON if name not in {"lm_cache_dir", "price"}),
+        "batch_window",
+        "batch_poll",
+        "batch_max_requests",
+        "batch_max_bytes",
+        "batch_max_tries",
+        "batch_retry",
+    ),
+    epilog="Example: dspex worker provider-batch --bootstrap 127.0.0.1:9092 --prefix dspex. "
+    "--allow-api-base https://api.openai.com/v1 --allow-key-env OPENAI_API_KEY",
+    # every parked request waits in it until its batch is checkpointed
+    defaults={"concurrency": 50_000},
+)
+def provider_batch(bootstrap: str, options: WorkerOptions) -> None:
+    """Send batch-mode jobs' LM requests through the provider's Batch API (consumer group
+    PREFIXprovider-batch); not Module.batch.
+
+    Collects parked requests (PREFIXlm-requests) for --batch-window seconds, submits them within the
+    provider's limits, checkpoints each batch in PREFIXlm-batches (a restart submits nothing twice),
+    and sends each answered task back to the predictors. Run one per prefix.
+    """
+    # Imported here: only this kind needs the Batch API client.
+    from dspex.processors.provider_batch import ProviderBatchWorker
+
+    _serve(ProviderBatchWorker(_settings(bootstrap), options))
 
 
 def register(app: typer.Typer) -> None:

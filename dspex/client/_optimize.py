@@ -5,27 +5,38 @@
                                optimizer="bootstrap-rs", knobs={"num_candidate_programs": 4})
 
 The optimizer name and knobs, the metric, the examples and the program are checked here, before
-anything is produced; the student goes to the candidates topic, then the job to the jobs topic, each
-acknowledged. ``dspex worker optimize`` runs it; its terminal OptimizeStatus names the best program,
-which is read back from the candidates topic.
+anything is produced; the examples' large values go to the blobs topic (as an evaluation's do), the
+student to the candidates topic, then the job to the jobs topic, each acknowledged.
+``dspex worker optimize`` runs it; its terminal OptimizeStatus names the best program, which is
+read back from the candidates topic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from dspex.client._cluster import Follow, follow_status
-from dspex.client._submit import Policy, _check_lm, _dump, _examples, lm_spec, metric_spec, new_job_id
+from dspex.client._submit import (
+    Policy,
+    _check_lm,
+    _dump,
+    _examples,
+    lm_mode,
+    lm_spec,
+    metric_spec,
+    new_job_id,
+)
 from dspex.configuration import current_settings
-from dspex.errors import ConfigurationError, JobError
+from dspex.errors import ConfigurationError, InputError, JobError
 from dspex.optimizers.registry import check_compile_options, cluster_optimizer
 from dspex.primitives import Example, Module
+from dspex.primitives.saving import load_program
 from dspex.schemas import ExampleSet, OptimizeJob, OptimizeStatus, ProgramSpec
-from dspex.serialization import load_program
+from dspex.streams.blobs import BlobPlan, BlobRef, BlobSettings, BlobWriter, plan_blobs
 from dspex.streams.config import KafkaSettings
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.reader import CompactedReader
@@ -59,10 +70,18 @@ class OptimizeRequest:
     max_lm_calls: int | None = None
     max_cost_usd: float | None = None
     max_errors: int | None = None
+    mode: str = "online"  # "batch": the full evaluations through the provider's Batch API
 
 
-def build_optimize_job(request: OptimizeRequest, policy: Policy) -> tuple[ProgramSpec, OptimizeJob]:
-    """The student's ProgramSpec and the job, every check done (nothing produced yet)."""
+def build_optimize_job(
+    request: OptimizeRequest, policy: Policy, blob_settings: BlobSettings | None = None
+) -> tuple[ProgramSpec, OptimizeJob]:
+    """The student's ProgramSpec and the job, every check done (nothing produced yet).
+
+    The examples are still inline here; a value too large even for the blobs topic, or a label over
+    ``blob_settings.threshold_bytes``, is an InputError naming the set, the example and the field.
+    """
+    blob_settings = blob_settings or BlobSettings()
     spec = metric_spec(request.metric, policy.allow_modules)
     # Unknown optimizer names and knobs fail here, not on a worker.
     offered = {
@@ -72,6 +91,7 @@ def build_optimize_job(request: OptimizeRequest, policy: Policy) -> tuple[Progra
         "max_lm_calls": request.max_lm_calls,
         "max_cost_usd": request.max_cost_usd,
     }
+    evaluation_mode: Literal["online", "batch"] = lm_mode(request.mode) or "online"
     optimizer = cluster_optimizer(request.optimizer, request.knobs, offered)
     check_compile_options(optimizer, request.compile_options)
     program = ProgramSpec.build(_dump(request.program, policy))
@@ -85,33 +105,81 @@ def build_optimize_job(request: OptimizeRequest, policy: Policy) -> tuple[Progra
             knobs=dict(request.knobs),
             compile_options=dict(request.compile_options),
             candidate_id=program.candidate_id,
-            trainset=_example_set(request.trainset),
-            valset=_example_set(request.valset) if request.valset is not None else None,
+            trainset=_example_set("trainset", request.trainset, blob_settings),
+            valset=(
+                _example_set("valset", request.valset, blob_settings) if request.valset is not None else None
+            ),
             metric=spec,
             lm=lm,
             max_errors=request.max_errors,
             max_lm_calls=request.max_lm_calls,
             max_cost_usd=request.max_cost_usd,
             seed=request.seed,
+            evaluation_mode=evaluation_mode,
         )
     except ValidationError as exc:
         raise ConfigurationError(f"invalid optimize job: {exc}") from exc
     return program.model_copy(update={"job_id": job.job_id}), job
 
 
-def _example_set(examples: Sequence[Example]) -> ExampleSet:
+def _example_set(name: str, examples: Sequence[Example], blob_settings: BlobSettings) -> ExampleSet:
     _, rows, keys = _examples(examples)
     input_keys = sorted({key for row_keys in keys for key in row_keys})
-    return ExampleSet(examples=rows, input_keys=input_keys)
+    example_set = ExampleSet(examples=rows, input_keys=input_keys)
+    _blob_plan(name, example_set, blob_settings)  # refuse what cannot be sent before anything is
+    return example_set
+
+
+def _blob_plan(name: str, examples: ExampleSet, settings: BlobSettings) -> BlobPlan:
+    """The set's values that go through the blobs topic. The worker marks the same inputs on every
+    example (the set's ``input_keys``), so a field counts as an input if any example has it as one."""
+    rows = examples.examples or []
+    try:
+        return plan_blobs(rows, [examples.input_keys] * len(rows), settings)
+    except InputError as exc:
+        raise InputError(f"{name}: {exc}") from exc
 
 
 async def submit_optimize(
-    producer: AsyncProducer, registry: TopicRegistry, program: ProgramSpec, job: OptimizeJob
-) -> None:
-    """The student, then the job, each acknowledged (a worker that sees the job finds the program)."""
+    producer: AsyncProducer,
+    registry: TopicRegistry,
+    program: ProgramSpec,
+    job: OptimizeJob,
+    *,
+    blobs: BlobWriter | None = None,
+) -> OptimizeJob:
+    """The examples' large values (blobs topic), the student, then the job, each acknowledged (a
+    worker that sees the job finds the program and the values); the job as it was sent.
+
+    As for an evaluation, an input value over the writer's ``threshold_bytes`` travels as chunks and
+    the job carries its reference, so a trainset of images does not outgrow the broker's message
+    limit; the optimize worker reads the values back. ``blobs`` remembers the values it wrote
+    before (None: a writer with default settings, for this submission only).
+    """
+    job = await _with_blob_refs(producer, registry, job, blobs or BlobWriter())
     for role, model in (("candidates", program), ("jobs", job)):
         record = to_record(model, role=role)
         await producer.produce_record(registry.name(role), record)  # type: ignore[arg-type]
+    return job
+
+
+async def _with_blob_refs(
+    producer: AsyncProducer, registry: TopicRegistry, job: OptimizeJob, writer: BlobWriter
+) -> OptimizeJob:
+    sets = {"trainset": job.trainset, "valset": job.valset}
+    plans = {name: _blob_plan(name, found, writer.settings) for name, found in sets.items() if found}
+    values = {sha: data for plan in plans.values() for sha, data in plan.values.items()}
+    if not values:
+        return job
+    refs = await writer.write_all(producer, registry.name("blobs"), values)
+    changed = {name: _referenced(sets[name], plan, refs) for name, plan in plans.items() if plan.values}
+    return job.model_copy(update=changed)
+
+
+def _referenced(examples: ExampleSet | None, plan: BlobPlan, refs: Mapping[str, BlobRef]) -> ExampleSet:
+    assert examples is not None and examples.examples is not None  # planned sets are inline
+    rows = [plan.apply(index, row, refs) for index, row in enumerate(examples.examples)]
+    return examples.model_copy(update={"examples": rows})
 
 
 async def wait_optimize(

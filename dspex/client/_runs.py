@@ -14,15 +14,19 @@ All the jobs are published at once and followed together.
 from __future__ import annotations
 
 import builtins
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic_core import PydanticSerializationError, to_json
 
 from dspex import errors
 from dspex.client.results import coerce_outputs, output_types, usage_of
 from dspex.errors import ConfigurationError, DspexError, LMError
 from dspex.primitives import Example, Module, Prediction, TraceStep
 from dspex.schemas import ErrorInfo, MetricSpec, ScoreRecord
+from dspex.streams.blobs import BLOB_REF_KEY
 
 __all__ = [
     "RUN_METRIC",
@@ -68,10 +72,16 @@ def group_by_program(programs: Module | Sequence[Module], count: int) -> list[Pr
     return list(groups.values())
 
 
-def prediction_of(record: ScoreRecord | None, program: Module) -> Prediction | Exception:
+def prediction_of(
+    record: ScoreRecord | None, program: Module, example: Example | None = None
+) -> Prediction | Exception:
     """A run's outcome from its score record: the prediction (pydantic-typed outputs rebuilt from
     ``program``'s signatures), its usage and its trace (steps naming ``program``'s predictors by
-    path), or the exception the run raised."""
+    path), or the exception the run raised.
+
+    A predictor's trace names a value that went through the blobs topic by its reference; given the
+    ``example`` the run was on, the reference becomes that example's value again, so that demos
+    bootstrapped from the trace hold the image, as they do after a local run."""
     if record is None:
         return DspexError("the cluster returned no result for this example")
     if record.outputs is None:
@@ -79,12 +89,42 @@ def prediction_of(record: ScoreRecord | None, program: Module) -> Prediction | E
     prediction = Prediction(coerce_outputs(record.outputs, output_types(program)))
     prediction._usage = usage_of(record.usage)
     predictors = dict(program.named_predictors())
+    sent = _sent_values(example) if example is not None and _names_blobs(record) else {}
     prediction._trace = [
-        TraceStep(entry.predictor, predictors[entry.predictor], dict(entry.inputs), dict(entry.outputs))
+        TraceStep(
+            entry.predictor, predictors[entry.predictor], _restored(entry.inputs, sent), dict(entry.outputs)
+        )
         for entry in record.trace
         if entry.predictor in predictors  # steps of modules outside the program tree have no path
     ]
     return prediction
+
+
+def _names_blobs(record: ScoreRecord) -> bool:
+    return any(isinstance(v, dict) and BLOB_REF_KEY in v for e in record.trace for v in e.inputs.values())
+
+
+def _sent_values(example: Example) -> dict[str, Any]:
+    """The example's values by the hash they travelled under (sha256 of their JSON in the task)."""
+    row = example.to_dict()
+    found: dict[str, Any] = {}
+    for key, value in example.items():
+        try:
+            found[hashlib.sha256(to_json(row[key])).hexdigest()] = value
+        except (PydanticSerializationError, KeyError):
+            continue
+    return found
+
+
+def _restored(inputs: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
+    if not sent:
+        return dict(inputs)
+    restored = {}
+    for key, value in inputs.items():
+        ref = value.get(BLOB_REF_KEY) if isinstance(value, dict) and len(value) == 1 else None
+        sha = ref.get("sha256") if isinstance(ref, dict) else None
+        restored[key] = sent.get(sha, value) if isinstance(sha, str) else value
+    return restored
 
 
 def remote_exception(info: ErrorInfo | None) -> Exception:

@@ -6,21 +6,24 @@ bad submission is refused with nothing written to Kafka.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from dspex.adapters.types.base_type import has_custom_type_marker
 from dspex.adapters.types.image import check_images
+from dspex.client.results import output_types
 from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError, MetricError, SecurityPolicyError
 from dspex.lm import LM, BaseLM
 from dspex.metrics import FieldMetric, metric_from_spec, metric_name, resolve_metric
 from dspex.primitives import Example, Module
+from dspex.primitives.saving import load_program
 from dspex.schemas import (
     PRIORITIES,
     DatasetSummary,
@@ -32,7 +35,7 @@ from dspex.schemas import (
     Task,
     program_candidate_id,
 )
-from dspex.serialization import dump_program, load_program
+from dspex.serialization import dump_program
 from dspex.streams.blobs import BlobPlan, BlobRef, BlobSettings, plan_blobs
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "build_submission",
     "check_priority",
     "in_flight_budget",
+    "lm_mode",
     "lm_spec",
     "metric_spec",
     "new_job_id",
@@ -69,6 +73,9 @@ class Submission:
     metric: str
     program_ids: list[str] = field(default_factory=list)  # one per program given, duplicates kept
     blobs: BlobPlan = field(default_factory=BlobPlan)  # values that travel through the blobs topic
+    # candidate id -> declared output types (results.output_types), to give results back typed
+    field_types: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lm_mode: Literal["batch"] | None = None  # "batch": LM calls through the provider's Batch API
 
     def tasks(self, refs: Mapping[str, BlobRef] | None = None) -> Iterator[Task]:
         """Every task, candidate by candidate, in example order; large values as their ``refs``."""
@@ -85,6 +92,7 @@ class Submission:
                     lm=lm,
                     priority=self.job.priority,
                     max_in_flight=self.job.max_in_flight,
+                    lm_mode=self.lm_mode,
                 )
 
 
@@ -111,6 +119,7 @@ class Limits:
     priority: str | None = None
     num_threads: int | None = None
     in_flight_allowance: int | None = None
+    lm_mode: Literal["batch"] | None = None  # see Submission.lm_mode
 
 
 def build_submission(
@@ -142,7 +151,12 @@ def build_submission(
     unique = dict(zip(program_ids, dumped, strict=True))  # the same program twice runs once
     specs = [ProgramSpec(candidate_id=cid, program=data, job_id=job_id) for cid, data in unique.items()]
     job = _job(job_id, list(unique), spec, lm, len(rows), input_keys, limits)
-    return Submission(job, specs, examples, rows, input_keys, spec.name, program_ids, blobs=blobs)
+    typed = zip(program_ids, programs, strict=True)
+    types = {cid: output_types(program) for cid, program in typed if isinstance(program, Module)}
+    submission = Submission(
+        job, specs, examples, rows, input_keys, spec.name, program_ids, blobs=blobs, field_types=types
+    )
+    return dataclasses.replace(submission, lm_mode=limits.lm_mode) if limits.lm_mode else submission
 
 
 def _job(
@@ -192,6 +206,15 @@ def in_flight_budget(num_threads: int | None, allowance: int | None) -> tuple[in
     if allowance is not None and num_threads > allowance:
         return allowance, num_threads
     return num_threads, None
+
+
+def lm_mode(mode: str | None) -> Literal["batch"] | None:
+    """A job's LM mode as tasks carry it: ``"batch"`` or None (online); ConfigurationError otherwise."""
+    if mode in (None, "online"):
+        return None
+    if mode == "batch":
+        return "batch"
+    raise ConfigurationError(f"mode must be 'online' or 'batch', got {mode!r}")
 
 
 def check_priority(priority: str | None) -> Priority | None:

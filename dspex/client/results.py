@@ -8,6 +8,7 @@ with failures in the denominator.
 
 from __future__ import annotations
 
+import json
 import logging
 import types
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,6 +16,8 @@ from typing import Any, Union, get_args, get_origin
 
 import pydantic
 
+from dspex.adapters.types import Image
+from dspex.adapters.types.base_type import CUSTOM_TYPE_END_IDENTIFIER, CUSTOM_TYPE_START_IDENTIFIER, Type
 from dspex.evaluate import EvaluationResult, ExampleResult
 from dspex.evaluate.result import mean_score
 from dspex.lm.usage import Usage
@@ -65,7 +68,7 @@ def evaluation_result(
     metric: str,
     stopped_early: bool = False,
     elapsed_s: float = 0.0,
-    field_types: Mapping[str, type[pydantic.BaseModel]] | None = None,
+    field_types: Mapping[str, Any] | None = None,
 ) -> EvaluationResult:
     """The result of one candidate, from its de-duplicated records.
 
@@ -95,7 +98,7 @@ def _example(record: ScoreRecord, examples: Sequence[Example] | None) -> Example
 
 
 def _example_result(
-    record: ScoreRecord, example: Example, field_types: Mapping[str, type[pydantic.BaseModel]] | None
+    record: ScoreRecord, example: Example, field_types: Mapping[str, Any] | None
 ) -> ExampleResult:
     return ExampleResult(
         index=record.example_index,
@@ -105,12 +108,11 @@ def _example_result(
         feedback=record.feedback,
         error=None if record.error is None else f"{record.error.type}: {record.error.message}",
         latency_s=record.latency_s or 0.0,
+        tool_calls=tuple(record.tool_calls or ()),
     )
 
 
-def _prediction(
-    record: ScoreRecord, field_types: Mapping[str, type[pydantic.BaseModel]] | None = None
-) -> Prediction | None:
+def _prediction(record: ScoreRecord, field_types: Mapping[str, Any] | None = None) -> Prediction | None:
     if record.outputs is None:
         return None
     prediction = Prediction(coerce_outputs(record.outputs, field_types or {}))
@@ -120,10 +122,14 @@ def _prediction(
 
 # -- typed outputs ----------------------------------------------------------------------------------
 
+# Annotations whose values JSON gives back as they were: nothing to rebuild.
+_AS_JSON: frozenset[Any] = frozenset({str, Any, None, type(None)})
 
-def output_types(program: Module) -> dict[str, type[pydantic.BaseModel]]:
-    """The fields of ``program`` whose declared type is a pydantic model (``dspex.History``, ``Tool``
-    calls, a user's model), by name: the records carry them as plain JSON.
+
+def output_types(program: Module) -> dict[str, Any]:
+    """The declared type of every field of ``program`` that the records carry as plain JSON and
+    local ``Evaluate`` gives typed (``int``, ``list[str]``, a pydantic model, ``dspex.History``,
+    ``dspex.Image``...), by name; ``str`` and untyped fields are left out.
 
     Looked up in the program's own ``signature``, then its predictors' outputs, then their inputs
     (ReActV2 returns its predictor's ``history`` input); the first declaration of a name wins.
@@ -133,30 +139,75 @@ def output_types(program: Module) -> dict[str, type[pydantic.BaseModel]]:
     fields: list[Mapping[str, Any]] = []
     for kind in ("output_fields", "input_fields"):
         fields += [getattr(sig, kind) for sig in signatures if isinstance(getattr(sig, kind, None), Mapping)]
-    found: dict[str, type[pydantic.BaseModel]] = {}
+    found: dict[str, Any] = {}
     for declared in fields:
         for name, info in declared.items():
-            model = _model_type(getattr(info, "annotation", None))
-            if model is not None:
-                found.setdefault(name, model)
+            annotation = getattr(info, "annotation", None)
+            if name not in found and not _plain(annotation):
+                found[name] = annotation
     return found
 
 
-def coerce_outputs(
-    outputs: Mapping[str, Any], field_types: Mapping[str, type[pydantic.BaseModel]]
-) -> dict[str, Any]:
-    """``outputs`` with each JSON value of a pydantic-typed field rebuilt as that type; a value that
-    does not validate is kept as it came (the record is still the truth, only less typed)."""
+def coerce_outputs(outputs: Mapping[str, Any], field_types: Mapping[str, Any]) -> dict[str, Any]:
+    """``outputs`` with each JSON value rebuilt as its field's declared type (validated by pydantic,
+    as an adapter's parse does); a value that does not validate is kept as it came (the record is
+    still the truth, only less typed)."""
     coerced = dict(outputs)
-    for name, model in field_types.items():
+    for name, annotation in field_types.items():
         value = coerced.get(name)
-        if value is None or isinstance(value, model):
+        if value is None:
             continue
         try:
-            coerced[name] = model.model_validate(value)
-        except pydantic.ValidationError as exc:
-            logger.debug("output %r is not a valid %s; kept as JSON: %s", name, model.__name__, exc)
+            coerced[name] = _typed(annotation, value)
+        except (pydantic.ValidationError, TypeError, ValueError) as exc:
+            logger.debug("output %r is not a valid %s; kept as JSON: %s", name, annotation, exc)
     return coerced
+
+
+def _plain(annotation: Any) -> bool:
+    try:
+        return annotation in _AS_JSON
+    except TypeError:  # an unhashable annotation (a rare typing construct) is not plain
+        return False
+
+
+def _typed(annotation: Any, value: Any) -> Any:
+    if isinstance(annotation, type) and isinstance(value, annotation):
+        return value
+    model = _model_type(annotation)
+    if model is not None and isinstance(value, str) and issubclass(model, Type):
+        rebuilt = _from_marked(model, value)  # a dspex Type travels as its formatted text
+        if rebuilt is not None:
+            return rebuilt
+    return _adapter(annotation).validate_python(value)
+
+
+_ADAPTERS: dict[Any, pydantic.TypeAdapter[Any]] = {}
+
+
+def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
+    """One TypeAdapter per annotation (building one is not cheap, and every record asks)."""
+    try:
+        adapter = _ADAPTERS.get(annotation)
+    except TypeError:  # unhashable: built each time
+        return pydantic.TypeAdapter(annotation)
+    if adapter is None:
+        adapter = _ADAPTERS[annotation] = pydantic.TypeAdapter(annotation)
+    return adapter
+
+
+def _from_marked(model: type[Type], text: str) -> Type | None:
+    """A Type rebuilt from its marked content parts: an ``Image`` from its one ``image_url`` part."""
+    if not (text.startswith(CUSTOM_TYPE_START_IDENTIFIER) and text.endswith(CUSTOM_TYPE_END_IDENTIFIER)):
+        return None
+    try:
+        parts = json.loads(text[len(CUSTOM_TYPE_START_IDENTIFIER) : -len(CUSTOM_TYPE_END_IDENTIFIER)])
+    except json.JSONDecodeError:
+        return None
+    if issubclass(model, Image) and isinstance(parts, list) and len(parts) == 1:
+        url = (parts[0].get("image_url") or {}).get("url") if isinstance(parts[0], dict) else None
+        return model(url=url) if isinstance(url, str) else None
+    return None
 
 
 def _model_type(annotation: Any) -> type[pydantic.BaseModel] | None:

@@ -29,7 +29,7 @@ from dspex.errors import ConfigurationError
 
 __all__ = ["LocalStack", "WorkerKind", "WorkerProcess"]
 
-WorkerKind = Literal["predict", "score", "aggregate", "optimize", "intake"]
+WorkerKind = Literal["predict", "score", "aggregate", "optimize", "intake", "provider-batch"]
 
 STOP_TIMEOUT_S = 20.0
 

@@ -60,6 +60,7 @@ from dspex.lm.usage import UsageTracker, track_usage
 from dspex.metrics import MetricLike, metric_name, resolve_metric, score_of
 from dspex.primitives import Example, Prediction
 from dspex.utils.callback import with_callbacks
+from dspex.utils.tool_timings import ToolTimingLog, tool_timings
 
 __all__ = ["DEFAULT_CONCURRENCY", "Evaluate", "EvaluationResult", "ExampleResult"]
 
@@ -303,14 +304,18 @@ class _Run:
         self.errors = 0
         self.score_sum = 0.0
 
-    def scored(self, index: int, prediction: Prediction, value: Any, started: float) -> ExampleResult:
+    def scored(
+        self, index: int, prediction: Prediction, value: Any, started: float, tools: ToolTimingLog
+    ) -> ExampleResult:
         """The record of an example the metric scored ``value`` (raises if ``value`` is no score)."""
         score, feedback = score_of(value)
         latency = time.perf_counter() - started
-        return ExampleResult(index, self.config.devset[index], prediction, score, feedback, None, latency)
+        example = self.config.devset[index]
+        calls = tuple(tools.records())
+        return ExampleResult(index, example, prediction, score, feedback, None, latency, calls)
 
     def failed(
-        self, index: int, prediction: Prediction | None, exc: Exception, started: float
+        self, index: int, prediction: Prediction | None, exc: Exception, started: float, tools: ToolTimingLog
     ) -> ExampleResult:
         """The record of an example whose program or metric raised ``exc``."""
         example = self.config.devset[index]
@@ -320,7 +325,10 @@ class _Run:
             logger.error("Error for %r: %s. Set `provide_traceback=True` for traceback.", example, exc)
         error = f"{type(exc).__name__}: {exc}"
         elapsed = time.perf_counter() - started
-        return ExampleResult(index, example, prediction, self.config.failure_score, None, error, elapsed)
+        calls = tuple(tools.records())
+        return ExampleResult(
+            index, example, prediction, self.config.failure_score, None, error, elapsed, calls
+        )
 
     def record(self, record: ExampleResult) -> bool:
         """Keep ``record``; True when it is one error more than ``max_errors`` allows."""
@@ -362,19 +370,20 @@ def _run_sequential(config: _Config, program: Any) -> EvaluationResult:
 
 
 def _one_sync(run: _Run, call: Callable[[dict[str, Any]], Any], index: int) -> ExampleResult:
-    example, started = run.config.devset[index], time.perf_counter()
+    example, started, tools = run.config.devset[index], time.perf_counter(), ToolTimingLog()
     try:
-        prediction = as_prediction(call(run.inputs[index]))
+        with tool_timings(tools):
+            prediction = as_prediction(call(run.inputs[index]))
     except Exception as exc:
         raise_if_systemic(exc)
-        return run.failed(index, None, exc, started)
+        return run.failed(index, None, exc, started, tools)
     try:
         value = run.config.metric(example, prediction)
         return run.scored(
-            index, prediction, run_sync(value) if inspect.iscoroutine(value) else value, started
+            index, prediction, run_sync(value) if inspect.iscoroutine(value) else value, started, tools
         )
     except Exception as exc:
-        return run.failed(index, prediction, exc, started)
+        return run.failed(index, prediction, exc, started, tools)
 
 
 # -- many at once, on an event loop ---------------------------------------------------------------
@@ -400,20 +409,21 @@ class _AsyncRun:
                 raise _StopEarly
 
     async def _one(self, index: int) -> ExampleResult:
-        example, started = self.run.config.devset[index], time.perf_counter()
+        example, started, tools = self.run.config.devset[index], time.perf_counter(), ToolTimingLog()
         try:
             # an unreadable image fails its example, naming it, before any LM call (as the cluster's
             # client refuses it before submitting)
             check_images(self.run.inputs[index], f"example {index}")
-            prediction = as_prediction(await self.call(self.run.inputs[index]))
+            with tool_timings(tools):
+                prediction = as_prediction(await self.call(self.run.inputs[index]))
         except Exception as exc:
             raise_if_systemic(exc)
-            return self.run.failed(index, None, exc, started)
+            return self.run.failed(index, None, exc, started, tools)
         try:
             value = await ametric(self.run.config.metric, example, prediction)
-            return self.run.scored(index, prediction, value, started)
+            return self.run.scored(index, prediction, value, started, tools)
         except Exception as exc:
-            return self.run.failed(index, prediction, exc, started)
+            return self.run.failed(index, prediction, exc, started, tools)
 
     def _stop_others(self) -> None:
         # Cancel now, not when _drive wakes up: workers already scheduled in this loop turn would

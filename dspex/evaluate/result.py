@@ -19,6 +19,7 @@ from typing import Any
 
 from dspex.lm.usage import Usage
 from dspex.primitives import Example, Prediction
+from dspex.schemas.common import ToolCallRecord
 
 __all__ = ["EvaluationResult", "ExampleResult", "dspy_rows", "mean_score", "write_csv", "write_json"]
 
@@ -27,7 +28,11 @@ _set_slot = object.__setattr__
 
 @dataclass(frozen=True, slots=True)
 class ExampleResult:
-    """One example's outcome. ``prediction`` is None when the program raised."""
+    """One example's outcome. ``prediction`` is None when the program raised.
+
+    ``tool_calls``: the agent's tool calls, each with its start (seconds into the example's run)
+    and duration, in start order (:mod:`dspex.utils.tool_timings`); empty without tools.
+    """
 
     index: int
     example: Example
@@ -36,6 +41,7 @@ class ExampleResult:
     feedback: str | None = None
     error: str | None = None
     latency_s: float = 0.0
+    tool_calls: tuple[ToolCallRecord, ...] = ()
 
     @property
     def usage(self) -> Usage:
@@ -309,7 +315,7 @@ def _fields(obj: Any) -> dict[str, Any]:
 
 def _record_dict(record: ExampleResult) -> dict[str, Any]:
     prediction = None if record.prediction is None else _fields(record.prediction)
-    return {
+    row = {
         "index": record.index,
         "example": _fields(record.example),
         "prediction": prediction,
@@ -319,6 +325,9 @@ def _record_dict(record: ExampleResult) -> dict[str, Any]:
         "latency_s": record.latency_s,
         "usage": record.usage.model_dump(),
     }
+    if record.tool_calls:  # agents only: other programs' rows stay as they were
+        row["tool_calls"] = [call.model_dump() for call in record.tool_calls]
+    return row
 
 
 def _csv_row(record: ExampleResult, metric: str) -> dict[str, Any]:

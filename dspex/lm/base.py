@@ -65,8 +65,8 @@ class BaseLM:
         self,
         model: str,
         model_type: str = "chat",
-        temperature: float | None = 0.0,
-        max_tokens: int | None = 1000,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
         cache: bool = True,
         **kwargs: Any,
     ) -> None:

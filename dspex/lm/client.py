@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -40,6 +41,7 @@ from dspex.errors import (
 from dspex.lm import cache as cache_mod
 from dspex.lm._sse import send_streamed
 from dspex.lm.base import BUILTIN_LM_CLASS_PATH, LM_CLASS_STATE_KEY, MAX_HISTORY_SIZE, BaseLM
+from dspex.lm.batch_mode import active_replay
 from dspex.lm.breaker import CircuitBreaker
 from dspex.lm.events import ATTEMPT_HOOK, REQUEST_HOOK, AttemptOutcome, LMAttempt, LMRequest, emit, listeners
 from dspex.lm.limiter import AdaptiveLimiter, limiter_for
@@ -54,12 +56,32 @@ __all__ = ["LM", "LMResponse", "LMSettings"]
 logger = logging.getLogger(__name__)
 
 _TRANSIENT = (LMServerError, LMTimeoutError, LMConnectionError)
-_DEFAULT_API_BASES = {"openai": "https://api.openai.com/v1"}
-_DEFAULT_KEY_ENVS = {"openai": "OPENAI_API_KEY"}
+# Providers whose OpenAI-compatible endpoint is known, so LM("anthropic/...") works with no
+# api_base, as DSPy's (litellm's) does; the key variable is the one litellm reads for each.
+_PROVIDER_ENDPOINTS: dict[str, tuple[str, str | None]] = {
+    "openai": ("https://api.openai.com/v1", "OPENAI_API_KEY"),
+    "anthropic": ("https://api.anthropic.com/v1", "ANTHROPIC_API_KEY"),
+    "gemini": ("https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY"),
+    "groq": ("https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+    "deepseek": ("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
+    "mistral": ("https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
+    "together_ai": ("https://api.together.xyz/v1", "TOGETHERAI_API_KEY"),
+    "fireworks_ai": ("https://api.fireworks.ai/inference/v1", "FIREWORKS_AI_API_KEY"),
+    "openrouter": ("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+    "xai": ("https://api.x.ai/v1", "XAI_API_KEY"),
+    "perplexity": ("https://api.perplexity.ai", "PERPLEXITYAI_API_KEY"),
+    "cerebras": ("https://api.cerebras.ai/v1", "CEREBRAS_API_KEY"),
+    "deepinfra": ("https://api.deepinfra.com/v1/openai", "DEEPINFRA_API_KEY"),
+    # a local server: no key
+    "ollama": ("http://localhost:11434/v1", None),
+    "ollama_chat": ("http://localhost:11434/v1", None),
+}
+_DEFAULT_API_BASES = {name: base for name, (base, _) in _PROVIDER_ENDPOINTS.items()}
+_DEFAULT_KEY_ENVS = {name: env for name, (_, env) in _PROVIDER_ENDPOINTS.items() if env}
 # Set by the client itself, or not supported yet (streaming, several choices per call).
 _RESERVED_KWARGS = frozenset({"model", "messages", "input", "stream", "n"})
 # DSPy LM arguments for its finetuning and provider layers; accepted and not sent in requests.
-_DSPY_ONLY_KWARGS = ("provider", "finetuning_model", "launch_kwargs", "train_kwargs", "use_developer_role")
+_DSPY_ONLY_KWARGS = ("finetuning_model", "launch_kwargs", "train_kwargs", "use_developer_role")
 
 # Validates a 200 response's body and returns its JSON object; raises LMServerError when malformed.
 _Check = Callable[["LM", bytes], dict[str, Any]]
@@ -79,8 +101,9 @@ class LMSettings(BaseModel):
     model: str
     api_base: str
     api_key_env: str | None = None
-    temperature: float = Field(default=0.0, ge=0.0)
-    max_tokens: int = Field(default=1000, ge=1)
+    # DSPy 3.4.1's defaults: None sends nothing, the provider's default applies
+    temperature: float | None = Field(default=None, ge=0.0)
+    max_tokens: int | None = Field(default=None, ge=1)
     cache: bool = True
     max_retries: int = Field(default=5, ge=0)
     timeout: float = Field(default=120.0, gt=0.0)
@@ -118,6 +141,28 @@ def _split_model(model: str) -> tuple[str, str]:
     return provider, name
 
 
+_OPENAI_REASONING_FAMILY = re.compile(
+    r"^(?:o[1345](?:-(?:mini|nano|pro))?(?:-\d{4}-\d{2}-\d{2})?|gpt-5(?:\.\d+)*(?!-chat)(?:-.*)?)$"
+)
+
+
+def is_openai_reasoning_model(model: str) -> bool:
+    """An OpenAI reasoning model (o1, o3, o4, o5 and their -mini/-nano/-pro, every gpt-5 but the
+    -chat ones), which takes ``max_completion_tokens`` and only the default temperature."""
+    return _OPENAI_REASONING_FAMILY.match(model.rpartition("/")[2].lower()) is not None
+
+
+def _check_reasoning_settings(model: str, temperature: float | None, max_tokens: int | None) -> None:
+    if not is_openai_reasoning_model(model):
+        return
+    if (temperature and temperature != 1.0) or (max_tokens and max_tokens < 16000):
+        raise ConfigurationError(
+            f"LM {model!r}: OpenAI's reasoning models take temperature=1.0 or None and max_tokens >= "
+            f"16000 or None, got temperature={temperature!r}, max_tokens={max_tokens!r} "
+            f"(e.g. dspex.LM({model!r}, temperature=1.0, max_tokens=16000))"
+        )
+
+
 def _check_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     if not kwargs:  # most calls: nothing to check
         return {}
@@ -138,9 +183,12 @@ class LM(BaseLM):
         sim = LM("sim/arith", api_base="http://127.0.0.1:8000/v1", cache_dir=tmp_path)
 
     ``model`` is 'provider/name' (the request sends 'name'); provider "openai" defaults ``api_base``
-    to https://api.openai.com/v1 and ``api_key_env`` to OPENAI_API_KEY, other providers need an
-    ``api_base``. With no key (neither ``api_key`` nor a set ``api_key_env``) no Authorization header
-    is sent. ``cache=False`` turns off both cache layers; ``cache_dir`` defaults to ~/.cache/dspex/lm.
+    to https://api.openai.com/v1 and ``api_key_env`` to OPENAI_API_KEY; anthropic, gemini, groq,
+    deepseek, mistral, together_ai, fireworks_ai, openrouter, xai, perplexity, cerebras, deepinfra
+    and ollama(_chat) default to their OpenAI-compatible endpoints and litellm's key variables;
+    other providers need an ``api_base``. With no key (neither ``api_key`` nor a set
+    ``api_key_env``) no Authorization header is sent. ``cache=False`` turns off both cache
+    layers; ``cache_dir`` defaults to ~/.cache/dspex/lm.
     ``retry_policy`` sets backoff timings and the 429 wait budget (its ``max_retries`` is replaced by
     ``max_retries``). ``limiter=True`` adds the process's adaptive concurrency limiter for this API
     base (or pass an :class:`AdaptiveLimiter`). ``breaker`` (a :class:`CircuitBreaker`, shared by
@@ -153,8 +201,8 @@ class LM(BaseLM):
         model: str,
         model_type: str = "chat",
         # DSPy's positional order up to num_retries, so LM("m", "chat", 0.0, 1000, True) works.
-        temperature: float = 0.0,
-        max_tokens: int = 1000,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
         cache: bool = True,
         callbacks: list[Any] | None = None,
         num_retries: int | None = None,
@@ -169,6 +217,7 @@ class LM(BaseLM):
         retry_policy: RetryPolicy | None = None,
         limiter: AdaptiveLimiter | bool = False,
         breaker: CircuitBreaker | None = None,
+        provider: Any = None,
         **request_kwargs: Any,
     ) -> None:
         if model_type != "chat":
@@ -176,11 +225,13 @@ class LM(BaseLM):
                 f"LM {model!r}: model_type={model_type!r} is not supported; dspex speaks chat completions "
                 "(model_type='chat')"
             )
+        self._provider = provider  # a dspex.lm.finetune.Provider; None: the OpenAI-compatible one
         for ignored in _DSPY_ONLY_KWARGS:  # DSPy's finetuning/provider plumbing: nothing to send
             request_kwargs.pop(ignored, None)
         if num_retries is not None:  # DSPy's name
             max_retries = num_retries
         provider, self._request_model = _split_model(model)
+        _check_reasoning_settings(model, temperature, max_tokens)
         base = api_base or base_url or _DEFAULT_API_BASES.get(provider)
         if base is None:
             raise ConfigurationError(
@@ -200,6 +251,8 @@ class LM(BaseLM):
             )
         except ValidationError as exc:
             raise ConfigurationError(f"invalid LM settings for {model!r}: {exc}") from exc
+        # what every request body starts from: the set options only (None: the provider's default)
+        self._defaults_sent = {key: value for key, value in self.kwargs.items() if value is not None}
         self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._cache = cache_mod.cache_for(cache_dir) if cache else None
@@ -225,12 +278,17 @@ class LM(BaseLM):
 
     @property
     def kwargs(self) -> dict[str, Any]:  # type: ignore[override]
-        """DSPy's request options: temperature, max_tokens and the extra request keywords."""
+        """DSPy's request options: temperature, max_tokens (``max_completion_tokens`` for OpenAI's
+        reasoning models) and the extra request keywords; None where the provider's default applies."""
         return {
             "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
+            self._max_tokens_key: self.max_tokens,
             **self._settings.request_kwargs,
         }
+
+    @property
+    def _max_tokens_key(self) -> str:
+        return "max_completion_tokens" if is_openai_reasoning_model(self.model) else "max_tokens"
 
     @property
     def api_key_env(self) -> str | None:
@@ -238,11 +296,11 @@ class LM(BaseLM):
         return self._settings.api_key_env
 
     @property
-    def temperature(self) -> float:
+    def temperature(self) -> float | None:
         return self._settings.temperature
 
     @property
-    def max_tokens(self) -> int:
+    def max_tokens(self) -> int | None:
         return self._settings.max_tokens
 
     @property
@@ -318,6 +376,7 @@ class LM(BaseLM):
             "retry_policy": self._policy,
             "limiter": self._limiter,
             "breaker": self._breaker,
+            "provider": self._provider,
         }
         return LM.from_settings(self._settings, **{**kept, **changes})
 
@@ -347,9 +406,7 @@ class LM(BaseLM):
         body: dict[str, Any] = {
             "model": self._request_model,
             "messages": [dict(message) for message in messages],
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            **self._settings.request_kwargs,
+            **self._defaults_sent,
         }
         body.update(_check_kwargs(overrides))
         if rollout_id is not None:
@@ -381,6 +438,47 @@ class LM(BaseLM):
             await asyncio.to_thread(self._cache.flush)
         await aclose_client()
 
+    # -- fine-tuning ---------------------------------------------------------------------------
+
+    @property
+    def provider(self) -> Any:
+        """Who fine-tunes this LM: ``provider=`` as given, else an OpenAI-compatible provider for
+        this LM's API base (:class:`dspex.lm.finetune.OpenAIProvider`)."""
+        if self._provider is None:
+            from dspex.lm.finetune import OpenAIProvider
+
+            self._provider = OpenAIProvider()
+        return self._provider
+
+    def finetune(
+        self,
+        train_data: Sequence[Mapping[str, Any]],
+        train_data_format: Any = None,
+        train_kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Start fine-tuning this model on ``train_data`` (DSPy's ``LM.finetune``): a
+        :class:`dspex.lm.finetune.TrainingJob` whose ``result()`` is a new LM for the tuned model at
+        the same endpoint, with the same key and settings. Bad records, ``train_kwargs`` or an upload
+        target that is not allowed raise here, before anything is sent."""
+        from dspex.lm.finetune import Endpoint, start_finetune
+
+        provider = self.provider
+        base = provider.upload_base(self.api_base, self.model)
+        own = base == self.api_base  # the LM's key goes to its own endpoint only
+        env = None if own else getattr(provider, "api_key_env", None)
+        key = self._key if own else (lambda: os.environ.get(env) if env else None)
+        endpoint = Endpoint(
+            api_base=base,
+            model=self._request_model,
+            headers=lambda: {"Authorization": f"Bearer {k}"} if (k := key()) else {},
+            secret=key,
+        )
+        prefix = self.model.partition("/")[0]
+        return start_finetune(
+            provider, endpoint, self._request_model, train_data, train_data_format, train_kwargs,
+            make_lm=lambda tuned: self.copy(model=f"{prefix}/{tuned}"),
+        )  # fmt: skip
+
     # -- internals -----------------------------------------------------------------------------
 
     async def _call(
@@ -389,6 +487,9 @@ class LM(BaseLM):
         """The answer to ``body`` (from the cache, or the endpoint with retries), its usage priced as
         ``priced_as``, and the call's duration; the callbacks hear every attempt and the call.
         ``send`` makes each attempt (default: one JSON answer; a stream under dspex.streamify)."""
+        replay = active_replay()
+        if replay is not None and path == "/chat/completions":  # a batch-mode task: no online call
+            return replay.answer(self, body, priced_as)
         started = time.perf_counter()
         callbacks = listeners(self)
         cache = self._cache

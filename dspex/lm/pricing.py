@@ -19,19 +19,21 @@ from typing import NamedTuple
 
 from dspex.errors import ConfigurationError
 
-__all__ = ["DEFAULT_PRICES", "ModelPrice", "PriceTable", "cost_of", "register_prices"]
+__all__ = ["DEFAULT_PRICES", "ModelPrice", "PriceTable", "cost_of", "parse_price", "register_prices"]
 
 _BOUNDARIES = ("-", ":", "@")
 
 
 class ModelPrice(NamedTuple):
-    """USD per one million input (prompt) and output (completion) tokens."""
+    """USD per one million input (prompt) and output (completion) tokens; ``batch_share``: the share
+    of those prices a provider Batch API charges (OpenAI's and Anthropic's: half)."""
 
     input_per_million: float
     output_per_million: float = 0.0
+    batch_share: float = 0.5
 
 
-PriceLike = ModelPrice | tuple[float, float] | tuple[float]
+PriceLike = ModelPrice | tuple[float, float, float] | tuple[float, float] | tuple[float]
 
 _BUILTIN: dict[str, ModelPrice] = {
     "gpt-4o-mini": ModelPrice(0.15, 0.60),
@@ -76,12 +78,18 @@ class PriceTable:
             found = self._found[model] = self._prices[max(matches, key=len)] if matches else None
             return found
 
-    def cost_of(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-        """USD for a call: tokens times price per token (price / 1e6); 0 for a model with no price."""
+    def cost_of(
+        self, model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool = False
+    ) -> float:
+        """USD for a call: tokens times price per token (price / 1e6); 0 for a model with no price.
+        ``batch``: answered through the provider's Batch API, at ``batch_share`` of the price."""
         price = self.price_of(model)
         if price is None:
             return 0.0
-        return (prompt_tokens * price.input_per_million + completion_tokens * price.output_per_million) / 1e6
+        online = (
+            prompt_tokens * price.input_per_million + completion_tokens * price.output_per_million
+        ) / 1e6
+        return online * price.batch_share if batch else online
 
     def __contains__(self, model: object) -> bool:
         return isinstance(model, str) and self.price_of(model) is not None
@@ -103,6 +111,8 @@ def _as_price(model: str, price: PriceLike) -> ModelPrice:
         ) from exc
     if checked.input_per_million < 0 or checked.output_per_million < 0:
         raise ConfigurationError(f"price for {model!r} cannot be negative: {price!r}")
+    if not 0 <= checked.batch_share <= 1:
+        raise ConfigurationError(f"batch share of {model!r} must be within 0..1: {price!r}")
     return checked
 
 
@@ -113,6 +123,16 @@ DEFAULT_PRICES = PriceTable(_BUILTIN)
 def register_prices(prices: Mapping[str, PriceLike]) -> None:
     """Add or replace prices in the process-wide table (USD per 1M input / output tokens)."""
     DEFAULT_PRICES.register(prices)
+
+
+def parse_price(spec: str) -> tuple[str, ModelPrice]:
+    """``"MODEL=INPUT,OUTPUT"`` (USD per 1M prompt and completion tokens) as a model and its price,
+    the form workers take prices in (``--price openai/my-model=0.4,1.6``); OUTPUT may be left out
+    for an embedding model. A malformed spec is a ConfigurationError quoting it."""
+    model, sep, numbers = spec.partition("=")
+    if not sep or not model.strip() or not numbers.strip():
+        raise ConfigurationError(f"price {spec!r} must be MODEL=INPUT,OUTPUT (USD per 1M tokens)")
+    return model.strip(), _as_price(model.strip(), tuple(numbers.split(",")))  # type: ignore[arg-type]
 
 
 def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> float:

@@ -5,8 +5,8 @@ did 87 calls/s against a 100 ms server at 64 connections, against ~2,000/s over 
 httpx's request and response models on top of aiohttp (``httpx_aiohttp``) cost another ~200 µs of
 CPU per call (bench/http_transport.py measures all of them). ``dspex.lm`` therefore sends with the
 loop's :class:`aiohttp.ClientSession` (connection limit high enough for 1,000+ calls in flight) and
-maps aiohttp's exceptions itself. :func:`get_client` still gives an ``httpx.AsyncClient`` over the
-same session for code that wants httpx's API.
+maps aiohttp's exceptions itself. :func:`get_client` gives an ``httpx.AsyncClient`` over the same
+session for code that wants httpx's API.
 
 Why one session per loop: an aiohttp session belongs to the loop that created it. Sessions are keyed
 weakly by loop, so a closed, dropped loop takes its entry with it. The session is closed when
@@ -20,8 +20,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import aiohttp
 import httpx
@@ -46,12 +45,11 @@ _KEEPALIVE_S = 30.0
 
 @dataclass
 class LoopResources:
-    """What one event loop owns: its HTTP session (and an httpx client over it), per-endpoint state."""
+    """What one event loop owns: its HTTP session (and an httpx client over it)."""
 
     session: aiohttp.ClientSession
     client: httpx.AsyncClient
     closer: AsyncGenerator[None, None]
-    per_endpoint: dict[str, Any] = field(default_factory=dict)
 
     @property
     def closed(self) -> bool:
@@ -65,7 +63,8 @@ _last: tuple[weakref.ref[asyncio.AbstractEventLoop], LoopResources] | None = Non
 
 
 def _new_session() -> aiohttp.ClientSession:
-    # httpx's TLS context (certifi's CA bundle): the same trust as before the switch to bare aiohttp.
+    # httpx's TLS context: certifi's CA bundle, the same on every machine and the one httpx-based
+    # clients (DSPy's litellm among them) trust, rather than whatever the system store holds.
     tls = httpx.create_ssl_context(trust_env=False)
     connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=_KEEPALIVE_S, ssl=tls)
     # trust_env=False: proxies and .netrc come from explicit settings only, never from the environment

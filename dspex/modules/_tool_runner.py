@@ -41,6 +41,7 @@ from dspex.adapters.types.tool import Tool, ToolCalls
 from dspex.errors import ConfigurationError
 from dspex.lm.breaker import BreakerState, CircuitBreaker
 from dspex.utils.callback import active_callbacks
+from dspex.utils.tool_timings import timed_tool_call
 
 __all__ = ["POLICY_ATTRIBUTE", "ToolOutcome", "ToolPolicy", "ToolRunner", "error_for_lm", "tool_policy"]
 
@@ -110,10 +111,12 @@ def tool_policy(**fields: Any) -> Callable[[F], F]:
 
 
 class ToolOutcome(NamedTuple):
-    """What one call gives the LM: the tool's value, or an error text with ``is_error``."""
+    """What one call gives the LM: the tool's value, or an error text with ``is_error``; ``kind``
+    says which error (``invalid``: nothing ran; ``unavailable``: the circuit was open)."""
 
     value: Any
     is_error: bool = False
+    kind: str = "ok"
 
 
 class ToolRunner:
@@ -193,16 +196,27 @@ class ToolRunner:
         self, tools: Mapping[str, Tool], call: ToolCalls.ToolCall, *, guarded: bool = True
     ) -> ToolOutcome:
         """One call's outcome (never raises but for cancellation); ``guarded=False``: no timeout,
-        retries or breaker (ReActV2's own ``submit``)."""
+        retries or breaker (ReActV2's own ``submit``). Timed into the run's tool log
+        (:mod:`dspex.utils.tool_timings`), retries and backoff included."""
+        with timed_tool_call(call.name) as timing:
+            outcome = await self._run_call(tools, call, guarded)
+            timing.outcome = outcome.kind
+        return outcome
+
+    async def _run_call(
+        self, tools: Mapping[str, Tool], call: ToolCalls.ToolCall, guarded: bool
+    ) -> ToolOutcome:
         tool = tools.get(call.name)
         if tool is None:
             known = ", ".join(tools)
-            return ToolOutcome(f"Unknown tool: {call.name}. The available tools are: {known}.", True)
+            return ToolOutcome(
+                f"Unknown tool: {call.name}. The available tools are: {known}.", True, "invalid"
+            )
         arguments = call.args or {}
         try:
             _check_arguments(tool, arguments)
         except ValueError as exc:
-            return ToolOutcome(f"Invalid arguments for {call.name}: {exc}", True)
+            return ToolOutcome(f"Invalid arguments for {call.name}: {exc}", True, "invalid")
         if not guarded:
             return await _attempt_unguarded(call.name, tool, arguments)
         policy = self.policy(call.name, tool)
@@ -311,13 +325,14 @@ def _observation(name: str, value: Any) -> ToolOutcome:
             f"Execution error in {name}: it returned a {type(value).__name__}, which cannot be sent as "
             f"JSON ({exc}); the tool must return JSON-compatible data.",
             True,
+            "error",
         )
     return ToolOutcome(value)
 
 
 def _error(name: str, exc: BaseException, attempts: int) -> ToolOutcome:
     tried = f" ({attempts} attempts)" if attempts > 1 else ""
-    return ToolOutcome(f"Execution error in {name}{tried}: {error_for_lm(exc)}", True)
+    return ToolOutcome(f"Execution error in {name}{tried}: {error_for_lm(exc)}", True, "error")
 
 
 def _unavailable(name: str, service: str | None, failed: BaseException | None) -> ToolOutcome:
@@ -327,6 +342,7 @@ def _unavailable(name: str, service: str | None, failed: BaseException | None) -
         f"Tool {name} unavailable, circuit open: {of} failed repeatedly and is not called for now.{last} "
         "Use another tool, or try it again in a later turn.",
         True,
+        "unavailable",
     )
 
 

@@ -66,12 +66,15 @@ from dspex.primitives.code_interpreter import (
 )
 from dspex.serialization import import_object, import_path_of
 from dspex.signatures import InputField, OutputField, Signature
+from dspex.utils.tool_timings import timed_tool_call
 
-__all__ = ["CodeAct", "codeact_instructions"]
+__all__ = ["CODE_TOOL", "CodeAct", "codeact_instructions"]
 
 logger = logging.getLogger(__name__)
 
 _TRUNCATION_ATTEMPTS: Final = 3
+# The name a step's code run has among a result's tool calls (the tools run inside the sandbox).
+CODE_TOOL: Final = "<code>"
 
 
 class CodeAct(Module):
@@ -141,7 +144,9 @@ class CodeAct(Module):
             trajectory[f"observation_{step}"] = f"Failed to parse the generated code: {error}"
             return False
         trajectory[f"generated_code_{step}"] = code
-        output, error = await execute_code(interpreter, code)
+        with timed_tool_call(CODE_TOOL) as timing:  # the snippet's run, the tools it called included
+            output, error = await execute_code(interpreter, code)
+            timing.outcome = "ok" if error is None else "error"
         if error is None:
             trajectory[f"code_output_{step}"] = output
         else:

@@ -55,6 +55,7 @@ from dspex.modules.predict import Predict
 from dspex.primitives import Module, Prediction
 from dspex.serialization import import_object, import_path_of
 from dspex.signatures import InputField, OutputField, Signature, ensure_signature, make_signature
+from dspex.utils.tool_timings import timed_tool_call
 
 __all__ = ["FINISH", "ReAct", "Tool"]
 
@@ -310,22 +311,28 @@ class ReAct(Module):
         return trajectory
 
     async def observe(self, name: str, arguments: Any) -> Any:
-        """What a tool call gives the LM: the result, or a message saying what went wrong."""
+        """What a tool call gives the LM: the result, or a message saying what went wrong.
+
+        Timed into the run's tool log (:mod:`dspex.utils.tool_timings`); ``finish`` is not a call."""
         if name == FINISH:
             return _FINISH_OBSERVATION
-        tool = self.tools.get(name)
-        if tool is None:
-            known = ", ".join([*self.tools, FINISH])
-            return f"Unknown tool {name!r}: the tools are {known}. Call one of them."
-        try:
-            kwargs = check_arguments(tool, arguments)
-        except ValueError as exc:
-            return f"Invalid arguments for {name}: {exc}"
-        try:
-            return await tool.acall(**kwargs)
-        except Exception as exc:  # the LM sees the error as the observation and can try again
-            logger.info("ReAct tool %s failed: %s: %s", name, type(exc).__name__, exc)
-            return f"Execution error in {name}: {_error_for_lm(exc)}"
+        with timed_tool_call(name) as timing:
+            tool = self.tools.get(name)
+            if tool is None:
+                timing.outcome = "invalid"
+                known = ", ".join([*self.tools, FINISH])
+                return f"Unknown tool {name!r}: the tools are {known}. Call one of them."
+            try:
+                kwargs = check_arguments(tool, arguments)
+            except ValueError as exc:
+                timing.outcome = "invalid"
+                return f"Invalid arguments for {name}: {exc}"
+            try:
+                return await tool.acall(**kwargs)
+            except Exception as exc:  # the LM sees the error as the observation and can try again
+                timing.outcome = "error"
+                logger.info("ReAct tool %s failed: %s: %s", name, type(exc).__name__, exc)
+                return f"Execution error in {name}: {_error_for_lm(exc)}"
 
     def _format(self, trajectory: Mapping[str, Any]) -> str:
         return format_trajectory(trajectory, getattr(self.react, "adapter", None))

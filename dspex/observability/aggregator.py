@@ -72,7 +72,8 @@ class AggregatorMetrics:
         self._exported: dict[str, int] = {}
         self._seen: dict[str, float] = {}  # running job -> monotonic time of its last status
         # Jobs already counted as finished: a terminal status is sent again when usage arrives
-        # late (issue 18's cost truth), and the job must count once. Oldest forgotten first.
+        # late (attempts charged after the end, see dspex.processors.aggregate_state), and the job
+        # must count once. Oldest forgotten first.
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 

@@ -44,6 +44,7 @@ def pipeline_groups(prefix: str) -> dict[str, list[str]]:
         f"{prefix}predict": [registry.name("tasks")],
         f"{prefix}score": [registry.name("predictions")],
         f"{prefix}aggregate": [registry.name("scores"), registry.name("jobs")],
+        f"{prefix}intake": [registry.name("submit")],
     }
 
 

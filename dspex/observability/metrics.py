@@ -99,6 +99,7 @@ __all__ = [
     "SANDBOX_OUTCOMES",
     "SCORE_OUTCOMES",
     "TASKS_IN_FLIGHT",
+    "TASKS_WINDOW",
     "TOOL_LABEL_OTHER",
     "TOOL_OUTCOMES",
     "ConsumeOutcome",
@@ -163,7 +164,6 @@ SandboxOutcome = Literal[
 SANDBOX_OUTCOMES: Final = (
     "ok", "code_error", "output", "timeout", "memory", "crash", "startup", "refused", "other"
 )  # fmt: skip
-PRODUCE_OUTCOMES: Final = ("delivered", "failed")
 JOB_FINAL_STATES: Final = ("completed", "failed", "cancelled")
 SCORE_OUTCOMES: Final = ("counted", "duplicate", "ignored", "undecodable")
 BREAKER_STATES: Final = {"closed": 0, "half_open": 1, "open": 2}
@@ -200,6 +200,12 @@ MESSAGES_PRODUCED: Final = Counter(
 )
 TASKS_IN_FLIGHT: Final = Gauge(
     "dspex_tasks_in_flight", "Handlers of a worker running now (LM calls waiting included).", ["kind"]
+)
+TASKS_WINDOW: Final = Gauge(
+    "dspex_tasks_window",
+    "Tasks a predictor lets run at once now: the least of --concurrency, what its event loop can "
+    "serve and its LM limits plus headroom (dspex_lm_limiter_limit alone can read higher).",
+    ["kind"],
 )
 HANDLER_DURATION: Final = Histogram(
     "dspex_handler_duration_seconds",

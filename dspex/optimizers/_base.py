@@ -33,6 +33,7 @@ from dspex.optimizers.checkpoint import BudgetRecord, RunCheckpoint, read_checkp
 from dspex.optimizers.executor import Executor, LocalExecutor
 from dspex.optimizers.history import Trial, TrialHistory
 from dspex.primitives import Example, Module
+from dspex.utils.callback import with_callbacks
 
 __all__ = [
     "DEFAULT_MAX_ERRORS",
@@ -86,8 +87,11 @@ def check_int(name: str, value: Any, *, minimum: int = 0, optional: bool = False
     return value
 
 
-def check_examples(name: str, examples: Any, *, minimum: int = 1, why: str = "") -> list[Example]:
-    """A list of Examples with their inputs marked, at least ``minimum`` of them."""
+def check_examples(
+    name: str, examples: Any, *, minimum: int = 1, why: str = "", inputs_marked: bool = True
+) -> list[Example]:
+    """A list of Examples, at least ``minimum`` of them, with their inputs marked unless
+    ``inputs_marked=False`` (examples used only as demos, which need their fields, not the marks)."""
     if examples is None or isinstance(examples, str | bytes | Mapping):
         raise ConfigurationError(f"{name} must be a list of dspex.Example, got {type(examples).__name__}")
     items = list(examples)
@@ -97,7 +101,7 @@ def check_examples(name: str, examples: Any, *, minimum: int = 1, why: str = "")
     for index, example in enumerate(items):
         if not isinstance(example, Example):
             raise ConfigurationError(f"{name}[{index}] is a {type(example).__name__}, not a dspex.Example")
-        if example.input_keys is None:
+        if inputs_marked and example.input_keys is None:
             raise ConfigurationError(
                 f"{name}[{index}] has no input fields marked; build it with .with_inputs('question', ...)"
             )
@@ -201,11 +205,6 @@ class OptimizerRun(ABC):
     def record(self, trial: Trial) -> Trial:
         return self.history.add(trial)
 
-    def count_errors(self, count: int, last_error: str | None) -> None:
-        """Add failed runs or metric calls; more than ``max_errors`` in all fails the run."""
-        self.errors += count
-        self.check_errors(self.errors, last_error)
-
     def check_errors(self, count: int, last_error: str | None) -> None:
         """Fail the run (OptimizerError, the reason in the history) when ``count > max_errors``."""
         if count > self.max_errors:
@@ -291,6 +290,7 @@ class Teleprompter:
     """
 
     history: TrialHistory | None = None
+    callback_kind: ClassVar[str] = "compile"  # a stepwise compile is heard by on_compile_start / _end
 
     def __init__(self) -> None:
         # Nothing of its own: get_params() is the subclass's attributes only, as in DSPy.
@@ -341,6 +341,7 @@ class Teleprompter:
             self.history = run.history
             self._keep_from_run(run)
 
+    @with_callbacks
     async def _compile_by_steps(self, *args: Any, **kwargs: Any) -> Module:
         """What a ``start``-defined optimizer's ``acompile`` does: start the run, take every step."""
         run: OptimizerRun = self.start(*args, **kwargs)  # type: ignore[attr-defined]

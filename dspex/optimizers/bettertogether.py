@@ -12,8 +12,10 @@ none with ratio 0); the trainset is reshuffled before each step. A step that rai
 (``flag_compilation_error_occurred``). The result is the best scored program (the latest one without a
 valset), with every candidate in ``candidate_programs`` (best first, earlier first among equals).
 Each optimizer gets ``trainset``, ``teacher``, ``valset`` and its ``optimizer_compile_args`` entry,
-as far as its compile takes them. With dspex's own LM, a ``w`` step fails (no fine-tuning API; see
-:mod:`dspex.optimizers.finetune`), and the chain keeps the best program before it.
+as far as its compile takes them. A ``w`` step fine-tunes each predictor's LM (dspex's own LM through
+its provider, see :mod:`dspex.optimizers.finetune`); a step that fails (a failed fine-tuning job, an
+LM that cannot be fine-tuned) ends the chain, and the chain keeps the best program before it.
+``metric`` may be a callable or a name (``"numeric_equal:answer"``), as for the other optimizers.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError
 from dspex.evaluate import Evaluate
-from dspex.metrics import TraceMetric
+from dspex.metrics import TraceMetric, resolve_metric
 from dspex.optimizers._base import Teleprompter
 from dspex.optimizers.finetune import (
     BootstrapFinetune,
@@ -65,9 +67,9 @@ class BetterTogether(Teleprompter):
 
     STRAT_SEP = " -> "
 
-    def __init__(self, metric: TraceMetric, **optimizers: Teleprompter) -> None:
+    def __init__(self, metric: TraceMetric | str, **optimizers: Teleprompter) -> None:
         super().__init__()
-        self.metric = metric
+        self.metric = metric = resolve_metric(metric)
         if not optimizers:
             optimizers = {
                 "p": BootstrapFewShotWithRandomSearch(metric=metric),

@@ -27,7 +27,8 @@ from dspex.optimizers._base import Optimizer, check_int, reject_unknown
 from dspex.optimizers.budget import Budget
 from dspex.optimizers.history import Trial, TrialHistory
 from dspex.primitives import Module
-from dspex.serialization import import_object, import_path_of, load_node
+from dspex.primitives.saving import load_node
+from dspex.serialization import import_object, import_path_of
 
 __all__ = ["Ensemble", "EnsembledProgram"]
 

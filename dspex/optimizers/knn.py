@@ -40,7 +40,8 @@ from dspex.optimizers.bootstrap import BootstrapFewShot
 from dspex.optimizers.executor import Executor, LocalExecutor
 from dspex.optimizers.history import Trial, TrialHistory
 from dspex.primitives import Example, Module, Prediction, detached_trace, record_trace_step
-from dspex.serialization import dump_program, import_object, import_path_of, load_program
+from dspex.primitives.saving import load_program
+from dspex.serialization import dump_program, import_object, import_path_of
 
 __all__ = ["KNN", "KNNFewShot", "KNNFewShotProgram"]
 

@@ -77,7 +77,8 @@ class LabeledFewShot(Optimizer):
         ``student`` with labeled demos; with ``valset`` and ``metric``, also evaluated once (a
         valset without a metric is not used)."""
         reject_unknown("LabeledFewShot.compile", unknown, LabeledFewShot.start)
-        train = check_examples("trainset", trainset, minimum=0)  # empty: the student, reset (DSPy)
+        # Empty: the student, reset (DSPy). Demos need their fields, not input marks (DSPy's too).
+        train = check_examples("trainset", trainset, minimum=0, inputs_marked=False)
         # A valset is scored only with a metric; without one it is unused (DSPy's compile takes none,
         # and a caller offering every optimizer the same keywords, as BetterTogether does, may give it).
         val = None if valset is None or metric is None else check_examples("valset", valset)

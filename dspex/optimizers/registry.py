@@ -16,6 +16,7 @@ from dspex.optimizers._base import Optimizer
 from dspex.optimizers.bootstrap import BootstrapFewShot
 from dspex.optimizers.copro import COPRO
 from dspex.optimizers.ensemble import Ensemble
+from dspex.optimizers.finetune import BootstrapFinetune
 from dspex.optimizers.gepa import GEPA
 from dspex.optimizers.knn import KNNFewShot
 from dspex.optimizers.labeled import LabeledFewShot
@@ -43,6 +44,7 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "copro": COPRO,
     "mipro": MIPROv2,
     "gepa": GEPA,
+    "bootstrap-finetune": BootstrapFinetune,
 }
 _BY_CLASS_NAME = {cls.__name__: cls for cls in OPTIMIZERS.values()}
 

@@ -36,6 +36,7 @@ from dspex.adapters import Adapter
 from dspex.errors import ConfigurationError, ProgramLoadError
 from dspex.lm import BaseLM
 from dspex.lm.usage import track_usage
+from dspex.primitives import saving
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 from dspex.utils.callback import ACTIVE_CALL_ID, active_callbacks, listening, notify_end, notify_start
@@ -432,8 +433,8 @@ class Module:
     ) -> None:
         """Save as DSPy does: ``"p.json"`` (DSPy's state JSON, which DSPy loads too, plus this program's
         self-describing JSON, so ``dspex.load(path)`` rebuilds it), ``"p.pkl"``, or with
-        ``save_program=True`` a directory (see :func:`dspex.serialization.save`)."""
-        serialization.save(self, path, save_program=save_program, modules_to_serialize=modules_to_serialize)
+        ``save_program=True`` a directory (see :func:`dspex.primitives.saving.save`)."""
+        saving.save(self, path, save_program=save_program, modules_to_serialize=modules_to_serialize)
 
     def load(
         self,
@@ -448,7 +449,7 @@ class Module:
         ``allow_pickle``: read ``.pkl`` files and ``save_program`` directories (restricted
         unpickler). ``allow_unsafe_lm_state``: keep saved LM endpoints (trusted files only).
         """
-        serialization.load_into(
+        saving.load_into(
             self,
             path,
             allow_modules=allow_modules,

@@ -273,11 +273,6 @@ class PythonInterpreter:
     def _granted_env(self) -> dict[str, str]:
         return {name: os.environ[name] for name in self.enable_env_vars if name in os.environ}
 
-    def _adopt(self, process: SandboxProcess) -> None:
-        """Use an already started process (from a pool) for this session."""
-        self._process = process
-        self._mount_files()
-
     def _mount_files(self) -> None:
         writes = {_canonical(path) for path in self.enable_write_paths}
         for virtual, host in self._mounts.items():

@@ -38,8 +38,10 @@ Late attempts: a job's chunks are kept ``LATE_USAGE_WINDOW_S`` after its termina
 attempts arriving after the end (tasks redelivered after an outage, runs cut short by the end
 itself) are still recognised and charged; each such charge sends the terminal status again with
 only its usage (and ``seq``, ``updated_at``) changed: state, counts, scores and reason stay as
-decided. After the window the chunks are dropped and later records change nothing. Limit: after a
-kill -9 of a predictor the calls it had in flight were answered but never reported.
+decided. After the window the chunks are dropped and later records change nothing. A predictor
+killed (kill -9) leaves the calls its running tasks had answered unreported: the aggregator learns
+them from its heartbeats (:mod:`dspex.processors.aggregate_deaths`) and keeps them per dead worker
+in ``JobMeta.unreported``, shown as the status's ``usage_unreported``, apart from ``usage``.
 Scores that arrive before their job are aggregated anyway; a status exists once the job is known.
 A job fails on a systemic error (reason: that error's message), on more than ``max_errors``
 failed examples, or on a cost above ``max_cost_usd`` (checked in that order: a bad key with
@@ -48,6 +50,11 @@ when its record on the jobs topic does not decode or its submitter says tasks ar
 completes when every candidate has every example. Each end other than completing names its
 ``stop_reason`` in the status, so readers never guess it from the counts. Once terminal, nothing
 but its usage changes any more.
+
+Purge: a :class:`~dspex.schemas.PurgeJob` (``dspex purge``) replaces the job's value by a marker
+(``JobMeta.purged_until``), drops its chunks and has its status tombstoned; for
+``LATE_USAGE_WINDOW_S`` every later record of the job (a late attempt, a Cancel, the job record
+read again) is ignored, so nothing writes its status back. The marker is then deleted.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ from dspex.schemas import (
     EvalJob,
     JobState,
     JobStatus,
+    PurgeJob,
     ScoreRecord,
     StopReason,
     UsageRecord,
@@ -98,6 +106,7 @@ __all__ = [
     "job_totals",
     "open_state",
     "status_fingerprint",
+    "unreported_usage",
 ]
 
 CHUNK_SIZE = 1024
@@ -322,15 +331,25 @@ class JobMeta:
     # Epoch seconds until which a terminal job's chunks are kept to charge late attempts; None:
     # not terminal, or its chunks are gone (dropped, or by an aggregator from before late charges).
     late_until: float | None = None
+    # death_key (a worker run) -> the UsageRecord (JSON) it left unreported for this job when it died
+    # (dspex.processors.aggregate_deaths); set, never added to, so hearing a death twice is harmless.
+    unreported: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Epoch seconds until which the job's late records are ignored after ``dspex purge`` (a
+    # PurgeJob): the key then holds nothing else and is deleted once this has passed.
+    purged_until: float | None = None
 
     @property
     def total_tasks(self) -> int:
         return len(self.candidate_ids) * self.num_examples
 
     @property
-    def finalized(self) -> bool:
-        """Whether the terminal status was decided and frozen (only its usage changes after it)."""
-        return self.final is not None
+    def purged(self) -> bool:
+        """Whether the job was purged: none of its records change anything any more."""
+        return self.purged_until is not None
+
+    def purge_over(self, now: float) -> bool:
+        """Whether a purged job's key may be deleted (``now``: epoch seconds)."""
+        return self.purged_until is not None and self.purged_until <= now
 
     def late_window_over(self, now: float) -> bool:
         """Whether the chunks of this terminal job may be dropped (``now``: epoch seconds)."""
@@ -428,7 +447,18 @@ def build_status(
         reason=meta.reason if state in ("failed", "cancelled") else None,
         stop_reason=meta.stop_reason if state in ("failed", "cancelled") else None,
         note=meta.note,
+        usage_unreported=unreported_usage(meta),
     )
+
+
+def unreported_usage(meta: JobMeta) -> UsageRecord | None:
+    """What predictors that died had answered for the job and not reported (None: none did)."""
+    if not meta.unreported:
+        return None
+    total = Totals()
+    for value in meta.unreported.values():
+        total.add_usage(UsageRecord.model_validate(value))
+    return total.usage()
 
 
 def in_flight_note(job: EvalJob) -> str | None:
@@ -489,11 +519,15 @@ class BatchResult:
 
     Writes are ``key -> (partition, value)``. A terminal job's chunks stay (late attempts are
     charged against them) until the aggregator drops them once ``late_until`` has passed.
+    ``dropped_chunks`` (key -> partition) are a purged job's chunks, deleted now; ``purged`` the
+    jobs whose status to tombstone, after every status sent before.
     """
 
     jobs: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     chunks: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     statuses: list[tuple[str, bytes]] = field(default_factory=list)
+    dropped_chunks: dict[str, int] = field(default_factory=dict)
+    purged: list[str] = field(default_factory=list)
 
 
 class AggregateBatch:
@@ -512,11 +546,15 @@ class AggregateBatch:
         self._dirty_chunks: dict[str, int] = {}
         self._touched: dict[str, None] = {}  # jobs to evaluate at finish, in first-seen order
         self._late: set[str] = set()  # terminal jobs charged in this batch: their status is re-sent
+        self._dropped: dict[str, int] = {}  # chunks of jobs purged in this batch
+        self._purged: dict[str, None] = {}
 
     def add_score(self, record: ScoreRecord, partition: int) -> ScoreOutcome:
         """Count a score unless it is a duplicate or out of its job's range; once the job is over,
         only charge its usage if its attempt is new (see the module docs)."""
         meta = self._meta(record.job_id, partition)
+        if meta.purged:
+            return "ignored"
         self._touched[meta.job_id] = None
         if meta.outcome is not None:
             return self._charge(meta, record)
@@ -534,6 +572,8 @@ class AggregateBatch:
     def add_usage_report(self, report: UsageReport, partition: int) -> ScoreOutcome:
         """Charge the usage of a run that ended with no result, once per attempt id."""
         meta = self._meta(report.job_id, partition)
+        if meta.purged:
+            return "ignored"
         self._touched[meta.job_id] = None
         return self._charge(meta, report)
 
@@ -557,7 +597,7 @@ class AggregateBatch:
         """Learn a job's totals and limits (a repeated EvalJob changes nothing)."""
         meta = self._meta(job.job_id, partition)
         self._touched[meta.job_id] = None
-        if not meta.known:
+        if not meta.known and not meta.purged:
             meta.learn(job)
             self._dirty_jobs.add(meta.job_id)
 
@@ -569,7 +609,7 @@ class AggregateBatch:
         """
         meta = self._meta(cancel.job_id, partition)
         self._touched[meta.job_id] = None
-        if meta.outcome is not None:
+        if meta.outcome is not None or meta.purged:
             return
         if cancel.stop_reason == "tasks_missing":
             meta.outcome, meta.stop_reason = "failed", "tasks_missing"
@@ -588,12 +628,32 @@ class AggregateBatch:
         """
         meta = self._meta(job_id, partition)
         self._touched[meta.job_id] = None
-        if meta.known or meta.outcome is not None:
+        if meta.known or meta.outcome is not None or meta.purged:
             return
         meta.known = True  # with no totals: its status says 0 tasks, failed
         meta.outcome, meta.stop_reason = "failed", "invalid_submit"
         meta.reason = f"the job's record on the jobs topic is invalid: {problem}"
         self._dirty_jobs.add(meta.job_id)
+
+    def add_purge(self, purge: PurgeJob, partition: int) -> None:
+        """Forget a purged job: its chunks are dropped, its status tombstoned, and its records are
+        ignored for ``LATE_USAGE_WINDOW_S`` (a late attempt or a Cancel would otherwise send its
+        terminal status again). Only the marker stays in the jobs table, until then.
+        """
+        meta = self._meta(purge.job_id, partition)
+        for key in self._chunk_keys_of(meta):
+            self._dropped[key] = meta.partition
+            self._dirty_chunks.pop(key, None)
+            self._chunks.pop(key, None)
+        until = self._clock.now().timestamp() + LATE_USAGE_WINDOW_S
+        self._metas[meta.job_id] = JobMeta(meta.job_id, meta.partition, meta.started_at, purged_until=until)
+        self._dirty_jobs.add(meta.job_id)
+        self._purged[meta.job_id] = None
+
+    def _chunk_keys_of(self, meta: JobMeta) -> set[str]:
+        # A known job's chunks, and those of this batch (scores of a job not known yet included).
+        keys = {key for _, key in job_chunk_keys(meta)} if meta.known else set()
+        return keys | {key for key in self._chunks if key.startswith(f"{meta.job_id}:")}
 
     def finish(self) -> BatchResult:
         """Decide terminal states of the jobs this batch touched and collect what to write."""
@@ -602,9 +662,13 @@ class AggregateBatch:
             self._evaluate(self._metas[job_id], result)
         result.chunks = {key: (p, self._chunks[key].to_value()) for key, p in self._dirty_chunks.items()}
         result.jobs = {j: (self._metas[j].partition, self._metas[j].to_value()) for j in self._dirty_jobs}
+        result.dropped_chunks = dict(self._dropped)
+        result.purged = list(self._purged)
         return result
 
     def _evaluate(self, meta: JobMeta, result: BatchResult) -> None:
+        if meta.purged:
+            return
         if meta.final is not None:  # touched again after the end: the same status once more
             if meta.job_id in self._late:
                 self._restate_usage(meta)
@@ -675,8 +739,8 @@ def _in_range(meta: JobMeta, candidate_id: str, index: int) -> bool:
 
 def invalid_job_id(key: bytes | None, value: bytes | None) -> str | None:
     """The job to fail as ``invalid_submit`` for a jobs-topic record that did not decode: its key,
-    unless the record says it is an optimization (the optimizer coordinator's) or a Cancel (which
-    starts nothing), or has no usable key."""
+    unless the record says it is an optimization (the optimizer coordinator's), a Cancel or a
+    PurgeJob (which start nothing), or has no usable key."""
     try:
         job_id = key.decode() if key else ""
     except UnicodeDecodeError:
@@ -685,7 +749,7 @@ def invalid_job_id(key: bytes | None, value: bytes | None) -> str | None:
         data = json.loads(value) if value else None
     except ValueError:
         data = None
-    if isinstance(data, dict) and data.get("kind") in ("optimize", "cancel"):
+    if isinstance(data, dict) and data.get("kind") in ("optimize", "cancel", "purge"):
         return None
     return job_id or None
 

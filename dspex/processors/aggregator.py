@@ -1,7 +1,7 @@
 """The aggregator: a faust-streaming app turning scores into job statuses.
 
 It reads the scores topic (ScoreRecord, key job_id) and the jobs topic (EvalJob for totals and
-limits, Cancel), keeps exact de-duplicated per-candidate aggregates in changelog-backed tables
+limits, Cancel, PurgeJob), keeps exact de-duplicated per-candidate aggregates in changelog-backed tables
 (the state and its rules are in :mod:`dspex.processors.aggregate_state`), and writes JobStatus to
 the status topic (key job_id): at once when a job completes, fails or is cancelled, and every
 ``status_interval`` seconds while it runs. jobs and scores have the same partition count, so the
@@ -24,6 +24,10 @@ faust traps handled here (see DESIGN.md section 3):
 - our topics are created by :func:`dspex.streams.admin.KafkaAdmin.ensure_topics`; faust creates
   only its changelog topics, with the scores topic's partition count.
 
+It also follows the whole workers topic: a predictor whose heartbeats stop without a final one
+(kill -9) is dead, and what it had not reported shows in its jobs' ``usage_unreported``
+(:mod:`dspex.processors.aggregate_deaths`).
+
 Run it with ``dspex worker aggregate`` or ``python -m dspex.processors.aggregator --bootstrap
 HOST:PORT --prefix dspex. --data-dir DIR``; from Python, :func:`run_aggregator` (blocking).
 """
@@ -44,8 +48,9 @@ import faust
 from faust.types import EventT
 
 from dspex._gc import tune_gc_for_worker
-from dspex.errors import ConfigurationError, SchemaError
+from dspex.errors import ConfigurationError, KafkaError, SchemaError
 from dspex.observability.aggregator import AggregatorMetrics
+from dspex.processors.aggregate_deaths import DeathWatch, death_key, record_unreported, restate_unreported
 from dspex.processors.aggregate_fetch import use_prompt_fetch
 from dspex.processors.aggregate_resync import PartitionResync, SourcePositions
 from dspex.processors.aggregate_state import (
@@ -70,7 +75,9 @@ from dspex.schemas import (
     ErrorInfo,
     EvalJob,
     JobMessage,
+    PurgeJob,
     ScoreRecord,
+    UsageRecord,
     UsageReport,
     WorkerHeartbeat,
     decode,
@@ -87,6 +94,7 @@ from dspex.streams.admin import KafkaAdmin
 from dspex.streams.config import KafkaSettings
 from dspex.streams.identity import process_id
 from dspex.streams.outage import REACHABILITY, is_connection_text, quiet_aiokafka_loggers
+from dspex.streams.reader import CompactedReader
 from dspex.streams.topics import TopicRegistry
 
 __all__ = [
@@ -126,7 +134,8 @@ class Aggregator:
         """
         self.registry = TopicRegistry(options.prefix)
         self.worker_id = options.worker_id or f"aggregate-{process_id()}"
-        settings = settings.for_worker("aggregate", self.worker_id)
+        settings = self.settings = settings.for_worker("aggregate", self.worker_id)
+        self.deaths = DeathWatch(options.dead_worker_after)  # heard from the workers topic
         self.stats: Counter[str] = Counter()
         self.on_status: Callable[[bytes], None] | None = None  # sees every status sent (metrics)
         self.metrics_url: str | None = None  # in the heartbeat, when /metrics is served
@@ -162,6 +171,7 @@ class Aggregator:
         self.app.agent(self.sources, name="aggregate", concurrency=1)(self._consume)
         self.app.timer(options.status_interval, name="aggregate-status")(self._tick)
         self.app.timer(HEARTBEAT_INTERVAL_S, name="aggregate-heartbeat")(self._beat)
+        self.app.task(self._follow_workers)
 
     async def _consume(self, stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
@@ -183,10 +193,14 @@ class Aggregator:
             self._admit(batch, positions, event)
         result = batch.finish()
         sent = [*self._write(self.jobs, result.jobs), *self._write(self.chunks, result.chunks)]
+        sent += self._delete(self.chunks, result.dropped_chunks)
         sent += [await send for send in map(self._dead_letter, self._dead)]
         async with self._send_lock:
             for job_id, value in result.statuses:
                 sent.append(await self._send_status(job_id, value))
+                self._sent.pop(job_id, None)
+            for job_id in result.purged:  # after any status of the job sent before
+                sent.append(await self._tombstone_status(job_id))
                 self._sent.pop(job_id, None)
         # Every write of the batch is on the broker before the positions move past its records
         # (faust's producer flush can return with sends pending).
@@ -223,6 +237,9 @@ class Aggregator:
             batch.add_job(job, message.partition)
         elif isinstance(job, Cancel):
             batch.add_cancel(job, message.partition)
+        elif isinstance(job, PurgeJob):
+            batch.add_purge(job, message.partition)
+            self.stats["purged"] += 1
         # OptimizeJob: the optimizer coordinator owns those statuses.
 
     def _skip_undecodable(self, batch: AggregateBatch, event: EventT[bytes], exc: SchemaError) -> None:
@@ -287,10 +304,18 @@ class Aggregator:
             sent.append(table.send_changelog(partition, key, value))
         return sent
 
-    def _delete(self, table: Any, keys: dict[str, int]) -> None:
+    def _delete(self, table: Any, keys: dict[str, int]) -> list[Awaitable[Any]]:
+        sent = []
         for key, partition in keys.items():
             table.data.pop(key, None)
-            table.send_changelog(partition, key, None, value_serializer="raw")
+            sent.append(table.send_changelog(partition, key, None, value_serializer="raw"))
+        return sent
+
+    async def _tombstone_status(self, job_id: str) -> Awaitable[Any]:
+        """Delete a purged job's status from the status topic (compacted); resolves once sent."""
+        delivered = await self.status_topic.send(key=job_id.encode(), value=None, value_serializer="raw")
+        self.stats["statuses_tombstoned"] += 1
+        return delivered
 
     async def _send_status(self, job_id: str, value: bytes) -> Awaitable[Any]:
         """Enqueue a status; the returned future resolves once the broker has it."""
@@ -309,14 +334,66 @@ class Aggregator:
         owned = {
             tp.partition for tp in app.assignor.assigned_actives() if tp.topic == self.registry.name("scores")
         }
+        await self._account_deaths(owned)
         ended_before = time.time()
         for job_id in list(self.jobs.data.keys()):
             async with self._send_lock:
                 value: Any = self.jobs.data.get(job_id)  # read again under the lock: it may have ended
                 if _runs_here(value, owned):
                     await self._maybe_send_running(JobMeta.from_value(job_id, value))
+                elif value and value.get("partition") in owned and value.get("purged_until") is not None:
+                    self._forget_purged(JobMeta.from_value(job_id, value), ended_before)
                 elif value and value.get("partition") in owned:
                     self._drop_late_window(JobMeta.from_value(job_id, value), ended_before)
+
+    async def _follow_workers(self) -> None:
+        """Feed every heartbeat on the workers topic to the death watch, for the app's life."""
+        while True:
+            reader = CompactedReader(self.settings, self.registry.name("workers"), decoder=self.deaths.decode)
+            try:
+                await reader.start()
+            except KafkaError as exc:  # the broker is away at start: try again
+                logger.warning("cannot follow the workers topic yet: %s", exc)
+                await reader.aclose()
+                await asyncio.sleep(5 * HEARTBEAT_INTERVAL_S)
+                continue
+            try:
+                await asyncio.Event().wait()  # until the app stops (this task is cancelled)
+            finally:
+                await reader.aclose()
+
+    async def _account_deaths(self, owned: set[int]) -> None:
+        """Record what predictors found dead left unreported in the jobs this instance owns (and
+        take back the share of those heard again); terminal statuses go out again with it."""
+        dead, revived = self.deaths.verdicts()
+        if not dead and not revived:
+            return
+        restated = self._record_deaths(_death_shares(dead, revived, self.jobs.data), owned)
+        async with self._send_lock:
+            sent = [await self._send_status(job_id, status) for job_id, status in restated]
+        await asyncio.gather(*sent)
+
+    def _record_deaths(
+        self, shares: dict[str, dict[str, UsageRecord | None]], owned: set[int]
+    ) -> list[tuple[str, bytes]]:
+        """Apply ``job -> {death key -> usage or None}`` (no await: no batch can interleave); the
+        terminal statuses to send again."""
+        restated = []
+        for job_id, by_worker in shares.items():
+            stored: Any = self.jobs.data.get(job_id)
+            if not stored or stored.get("partition") not in owned or stored.get("purged_until") is not None:
+                continue  # another instance's job (it watches too), one never seen here, or purged
+            meta = JobMeta.from_value(job_id, stored)
+            changed = {key: usage for key, usage in by_worker.items() if record_unreported(meta, key, usage)}
+            if not changed:
+                continue
+            for key, usage in changed.items():
+                _log_death(job_id, key, usage)
+            if meta.final is not None:
+                restated.append((job_id, restate_unreported(meta, self._clock)))
+            self._write(self.jobs, {job_id: (meta.partition, meta.to_value())})
+            self.stats["unreported_recorded"] += 1
+        return restated
 
     def _drop_late_window(self, meta: JobMeta, now: float) -> None:
         """Drop a terminal job's chunks once its late-charge window has passed (no await: no batch
@@ -327,6 +404,12 @@ class Aggregator:
         meta.late_until = None
         self._write(self.jobs, {meta.job_id: (meta.partition, meta.to_value())})
         self.stats["late_windows_closed"] += 1
+
+    def _forget_purged(self, meta: JobMeta, now: float) -> None:
+        """Delete a purged job's marker once its late records are no longer expected (no await)."""
+        if meta.purge_over(now):
+            self._delete(self.jobs, {meta.job_id: meta.partition})
+            self.stats["purges_forgotten"] += 1
 
     async def _maybe_send_running(self, meta: JobMeta) -> None:
         totals = job_totals(meta, self.chunks.data.get)
@@ -370,6 +453,32 @@ class Aggregator:
             return
         if isinstance(delivered, asyncio.Future):  # a delivered heartbeat: Kafka answers (again)
             delivered.add_done_callback(_note_delivery)
+
+
+def _death_shares(
+    dead: list[WorkerHeartbeat], revived: list[str], jobs: Any
+) -> dict[str, dict[str, UsageRecord | None]]:
+    """``job -> {death key -> what it left unreported, or None to take it back}``."""
+    shares: dict[str, dict[str, UsageRecord | None]] = {}
+    for beat in dead:
+        for job_id, usage in beat.unreported.items():
+            shares.setdefault(job_id, {})[death_key(beat)] = usage
+    for key in revived:
+        for job_id, value in jobs.items():
+            if value and key in (value.get("unreported") or {}):
+                shares.setdefault(job_id, {})[key] = None
+    return shares
+
+
+def _log_death(job_id: str, key: str, usage: UsageRecord | None) -> None:
+    if usage is None:
+        logger.info("worker %s is heard again: its unreported LM calls of job %s are taken back", key, job_id)
+    else:
+        logger.warning(
+            "predictor %s stopped without a final heartbeat (killed?): up to %s LM calls of job %s "
+            "are not charged",
+            key, usage.lm_calls, job_id,
+        )  # fmt: skip
 
 
 def _dead_letter_score(letter: DeadLetter, worker_id: str) -> ScoreRecord | None:

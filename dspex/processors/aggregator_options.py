@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dspex.errors import ConfigurationError
 from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
+from dspex.processors.aggregate_deaths import DEAD_AFTER_S
 from dspex.streams.config import settings_error
 
 __all__ = ["ENV_PREFIX", "AggregatorOptions", "options_parser", "parse_options"]
@@ -42,6 +43,12 @@ class AggregatorOptions(BaseSettings):
     data_dir: Path = Field(description="faust's local table state")
     fast_groups: bool = Field(False, description="short session timeout (dev, tests)")
     status_interval: float = Field(1.0, gt=0, description="seconds between status sends")
+    dead_worker_after: float = Field(
+        DEAD_AFTER_S,
+        gt=0,
+        description="seconds without a heartbeat (while other workers' arrive) after which a "
+        "predictor that did not stop in order is dead: its unreported LM calls are reported",
+    )
     web_port: int | None = Field(None, ge=1, le=65535, description="faust's web server (off)")
     worker_id: str | None = Field(None, description="default: aggregate-HOST-PID-XXXXXX")
     replication_factor: int | None = Field(None, ge=1, description="default: brokers, at most 3")

@@ -17,11 +17,11 @@ from typing import Any
 
 from dspex.errors import ConfigurationError, PoisonMessageError, ProgramLoadError, SecurityPolicyError
 from dspex.primitives import Module
+from dspex.primitives.saving import load_program
 from dspex.processors.lms import LMPool
 from dspex.processors.security import SecurityPolicy
 from dspex.schemas.dlq import DLQ_REASON_SECURITY_POLICY, DLQ_REASON_UNKNOWN_CANDIDATE
 from dspex.schemas.programs import ProgramSpec
-from dspex.serialization import load_program
 from dspex.streams.config import KafkaSettings
 from dspex.streams.reader import CompactedReader
 

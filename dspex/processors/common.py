@@ -136,6 +136,13 @@ class WorkerOptions:
     sandbox_pool: int = 0
     allow_media_fetch: bool = False
     tasks_timeout: float = DEFAULT_TASKS_TIMEOUT_S
+    # the provider-batch worker's (dspex.processors.provider_batch.ProviderBatchOptions)
+    batch_window: float = 5.0
+    batch_poll: float = 30.0
+    batch_max_requests: int = 50_000
+    batch_max_bytes: int = 200 * 1024 * 1024
+    batch_max_tries: int = 3
+    batch_retry: str = "batch"  # or "online": unanswered batch requests go to the online endpoint
 
     def consumer_options(self, **options: Any) -> ConsumerOptions:
         """The worker's consumer options: ``--concurrency`` in flight, its drain and group timing.

@@ -1,7 +1,9 @@
 """A worker saying it is alive: a WorkerHeartbeat to the workers topic every couple of seconds.
 
 The workers topic is compacted by worker id with a short retention, so it holds each worker's
-latest heartbeat; ``dspex status`` shows a worker as alive while its ``sent_at`` is fresh.
+latest heartbeat; ``dspex status`` shows a worker as alive while its ``sent_at`` is fresh. A worker
+stopping in order sends a last heartbeat marked ``final``: one whose heartbeats stop without it
+died, and the aggregator reports what it had not reported (:mod:`dspex.processors.aggregate_deaths`).
 
     >>> async with HeartbeatPublisher(producer, "dspex.workers", worker.heartbeat, 2.0):  # doctest: +SKIP
     ...     await runtime.run()
@@ -18,11 +20,14 @@ from dspex.schemas.workers import WorkerHeartbeat
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.serde import to_record
 
-__all__ = ["HEARTBEAT_INTERVAL_S", "HeartbeatPublisher"]
+__all__ = ["FINAL_SEND_S", "HEARTBEAT_INTERVAL_S", "HeartbeatPublisher"]
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 2.0  # every worker kind's, the aggregator's included
+FINAL_SEND_S = 1.0
+"""How long a stopping worker waits for its final heartbeat's acknowledgement (within the stop
+deadline; one still queued then goes out with the producer's flush, if at all)."""
 
 
 class HeartbeatPublisher:
@@ -54,11 +59,19 @@ class HeartbeatPublisher:
         self._task = asyncio.create_task(self._beat(), name=f"dspex-heartbeat-{self.topic}")
 
     async def stop(self) -> None:
-        """Stop publishing (a heartbeat being sent is abandoned)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        """Stop publishing (a heartbeat being sent is abandoned) and send a final one."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+        heartbeat = self.snapshot().model_copy(update={"final": True})
+        try:
+            sending = self.producer.produce_record(self.topic, to_record(heartbeat, role="workers"))
+            await asyncio.wait_for(sending, FINAL_SEND_S)
+        except (DspexError, TimeoutError) as exc:
+            # Its readers will take the worker for dead once it is silent: say why, once.
+            logger.info("final heartbeat of %s not acknowledged: %r", heartbeat.worker_id, exc)
 
     async def send_now(self) -> None:
         """Publish one heartbeat now (e.g. when a circuit breaker changed), between the regular ones."""

@@ -85,6 +85,7 @@ def expand(submit: SubmitJob, program: Mapping[str, Any], *, policy: Policy) -> 
         source=submit.source,
         priority=submit.priority,
         num_threads=submit.num_threads,
+        lm_mode="batch" if submit.mode == "batch" else None,  # as the client's lm_mode(mode)
     )
     submission = build_submission(
         [program], devset, submit.metric, policy=policy, limits=limits, job_id=submit.job_id
@@ -282,8 +283,8 @@ class Intake(Worker):
         for job in jobs.eval_jobs():
             if job.job_id in self._timed_out or job.created_at > deadline or job.total_tasks == 0:
                 continue
-            if jobs.stop_reason(job.job_id) is not None:
-                continue
+            if jobs.stop_reason(job.job_id) is not None or jobs.purged(job.job_id):
+                continue  # a purged job has no status on purpose: failing it would write one
             status = jobs.status(job.job_id)
             if status is None or (getattr(status, "state", None) not in TERMINAL_STATES and not status.done):
                 yield job

@@ -2,7 +2,7 @@
 
 Two always-following local copies, read without a consumer group from the beginning of their topics:
 
-* the jobs topic (EvalJob / OptimizeJob / Cancel, keyed by job id). A Cancel shares its job's key,
+* the jobs topic (EvalJob / OptimizeJob / Cancel / PurgeJob, keyed by job id). A Cancel shares its job's key,
   so the reader's own ``key -> latest value`` map would lose the EvalJob behind it: the decoder sorts
   every value into this cache's maps as it is read, and the reader's map is not used;
 * the status topic (compacted JobStatus per job), for jobs the aggregator has failed or cancelled.
@@ -22,7 +22,7 @@ import asyncio
 import logging
 from typing import Any
 
-from dspex.schemas.jobs import Cancel, EvalJob, JobMessage
+from dspex.schemas.jobs import Cancel, EvalJob, JobMessage, PurgeJob
 from dspex.schemas.serde import decode
 from dspex.schemas.status import StatusMessage
 from dspex.streams.config import KafkaSettings
@@ -46,6 +46,7 @@ class JobCache:
         """``follow_status``: also read the status topic (predictors skip tasks of failed jobs)."""
         self._jobs: dict[str, EvalJob] = {}
         self._cancelled: dict[str, Cancel] = {}
+        self._purged: set[str] = set()  # PurgeJob read: the job is gone
         self._stopped: dict[str, asyncio.Event] = {}
         self._job_reader: CompactedReader[Any] = CompactedReader(
             settings, registry.name("jobs"), decoder=self._sort_job_message
@@ -102,6 +103,12 @@ class JobCache:
         """The latest status of ``job_id`` read (None: none yet, or the status topic is not followed)."""
         return self._status_reader.get(job_id) if self._status_reader is not None else None
 
+    def purged(self, job_id: str) -> bool:
+        """Whether the job was purged (``dspex purge``: a PurgeJob, or its status tombstoned)."""
+        if job_id in self._purged:
+            return True
+        return self._status_reader is not None and self._status_reader.tombstoned(job_id)
+
     def failure_score(self, job_id: str | None) -> float:
         """The job's failure score (0.0 when the job is not known)."""
         job = self._jobs.get(job_id) if job_id else None
@@ -109,8 +116,8 @@ class JobCache:
 
     def stop_reason(self, job_id: str) -> str | None:
         """ "cancelled" or "failed" when the job's remaining tasks should be skipped, else None."""
-        if job_id in self._cancelled:
-            return "cancelled"
+        if job_id in self._cancelled or job_id in self._purged:
+            return "cancelled"  # a purged job's remaining tasks are not worth an LM call either
         status = self._status_reader.get(job_id) if self._status_reader is not None else None
         state = getattr(status, "state", None)
         return state if state in STOPPED_STATES else None
@@ -141,6 +148,9 @@ class JobCache:
         elif isinstance(message, Cancel):
             self._cancelled[message.job_id] = message
             logger.info("job %s cancelled: %s", message.job_id, message.reason or "no reason given")
+            self._mark_stopped(message.job_id)
+        elif isinstance(message, PurgeJob):
+            self._purged.add(message.job_id)
             self._mark_stopped(message.job_id)
         return message
 

@@ -5,7 +5,8 @@ For each OptimizeJob on the jobs topic (consumer group ``<prefix>optimize``; Eva
 a Cancel stops the named optimization if this worker runs it):
 
 1. build the student (the job's candidate, from the candidates topic, under the security policy),
-   the trainset and valset (inline examples), the metric and the LM (checked like a predictor's);
+   the trainset and valset (inline examples, their large values read back from the blobs topic as
+   a predictor reads a task's), the metric and the LM (checked like a predictor's);
 2. read the job's latest OptimizerCheckpoint from the optimizer-state topic and start the optimizer
    from it (``optimizer.start(..., state=...)``), with a :class:`~dspex.optimizers.KafkaExecutor`,
    so teacher runs and evaluations run on the cluster's predictors as evaluation jobs (each naming
@@ -37,6 +38,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from dspex import tracking
 from dspex.client import Client
 from dspex.configuration import context
 from dspex.errors import (
@@ -62,11 +64,20 @@ from dspex.schemas.programs import ProgramSpec
 from dspex.schemas.serde import decode
 from dspex.schemas.status import JobState, OptimizeStatus, OptimizeStopReason, TrialRecord
 from dspex.serialization import candidate_id, dump_program
+from dspex.streams.blobs import BlobReader, refs_of
 from dspex.streams.consumer import ConsumerRuntime
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.reader import CompactedReader
 
-__all__ = ["OptimizeCoordinator", "budget_stop", "examples_of", "failure_stop", "metric_of"]
+__all__ = [
+    "OptimizeCoordinator",
+    "budget_stop",
+    "examples_of",
+    "executor_for",
+    "failure_stop",
+    "metric_of",
+    "resolved_examples",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +97,18 @@ def examples_of(name: str, examples: ExampleSet) -> list[Example]:
     return [Example(**row).with_inputs(*examples.input_keys) for row in examples.examples]
 
 
+async def resolved_examples(name: str, examples: ExampleSet, blobs: BlobReader | None) -> list[Example]:
+    """:func:`examples_of`, the values the client sent through the blobs topic read back (an
+    InputError names the set, the example and the field of one that cannot be read)."""
+    rows = examples.examples
+    if blobs is None or not rows or not any(refs_of(row) for row in rows):
+        return examples_of(name, examples)
+    resolved = [
+        await blobs.resolve(row, list(row), where=f"{name} example {index}") for index, row in enumerate(rows)
+    ]
+    return examples_of(name, examples.model_copy(update={"examples": resolved}))
+
+
 def metric_of(spec: MetricSpec, allow_modules: tuple[str, ...]) -> Callable[..., Any]:
     """The job's metric: a built-in by name, or a function from an allowed module."""
     if spec.kind == "judge":
@@ -93,6 +116,12 @@ def metric_of(spec: MetricSpec, allow_modules: tuple[str, ...]) -> Callable[...,
     if spec.kind == "builtin":
         return metric_from_spec({"metric": spec.name, **spec.options} if spec.options else spec.name)
     return resolve_metric(spec.name, allow_modules=allow_modules)
+
+
+def executor_for(client: Client, job: OptimizeJob) -> KafkaExecutor:
+    """Where the job's evaluations run: child jobs of ``job`` on the cluster, its full evaluations
+    in the job's ``evaluation_mode``."""
+    return KafkaExecutor(client, parent_job_id=job.job_id, evaluation_mode=job.evaluation_mode)
 
 
 class OptimizeCoordinator(Worker):
@@ -104,6 +133,7 @@ class OptimizeCoordinator(Worker):
 
     candidates: CandidateCache | None = None
     client: Client | None = None
+    blobs: BlobReader | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -118,6 +148,8 @@ class OptimizeCoordinator(Worker):
             wait_s=self.options.candidate_wait_s,
         )
         self.candidates = await stack.enter_async_context(cache)
+        # the large values of a job's examples (dspex.streams.blobs): read only when a job names one
+        self.blobs = await stack.enter_async_context(BlobReader(self.settings, self.registry.name("blobs")))
         self.client = Client(kafka=self.settings, prefix=self.options.prefix)
         stack.push_async_callback(self.client.aclose)
 
@@ -158,6 +190,7 @@ class OptimizeCoordinator(Worker):
             cancel.set()
         started = utc_now()
         run: OptimizerRun | None = None
+        tracking.begin_optimization(job.optimizer)  # with --mlflow-uri: the run its evaluations nest under
         try:
             run, lm = await self._begin(job)
             await self._publish(job, run, "running", started)
@@ -169,6 +202,7 @@ class OptimizeCoordinator(Worker):
                 job, run, "completed", started, reason=run.history.stopped, stop_reason=budget_stop(run)
             )
         except _Cancelled:
+            await _cancel_training(run)
             await self._publish(
                 job, run, "cancelled", started, reason=self._cancel_reason(job), stop_reason="cancelled"
             )
@@ -195,11 +229,13 @@ class OptimizeCoordinator(Worker):
             bind_lms(self.lms)  # the optimizer's own LMs (GEPA's reflection LM) under this worker's policy
         check_compile_options(optimizer, job.compile_options)  # a job not built by dspex.Client
         checkpoint = await self._checkpoint(job.job_id)
+        trainset = await resolved_examples("trainset", job.trainset, self.blobs)
+        valset = await resolved_examples("valset", job.valset, self.blobs) if job.valset is not None else None
         run: OptimizerRun = optimizer.start(
             student,
-            trainset=examples_of("trainset", job.trainset),
-            valset=examples_of("valset", job.valset) if job.valset is not None else None,
-            executor=KafkaExecutor(self.client, parent_job_id=job.job_id),
+            trainset=trainset,
+            valset=valset,
+            executor=executor_for(self.client, job),
             state=checkpoint.state if checkpoint is not None else None,
             **start_options(optimizer, metric),
             **job.compile_options,
@@ -280,6 +316,8 @@ class OptimizeCoordinator(Worker):
         await self.produce("status", status)
         if terminal:
             prometheus.optimizer_ended(job.job_id)  # per-job series only while the job runs
+            best = run.result() if state == "completed" and run is not None else None
+            tracking.log_optimization(status, best, knobs=job.knobs, seed=job.seed)
 
     async def _publish_final(self, job: OptimizeJob, run: OptimizerRun) -> None:
         program = dump_program(run.result())
@@ -309,6 +347,18 @@ async def _until_cancelled(step: Any, cancel: asyncio.Event) -> None:
         stepping.result()  # the step's own exception, if any
         return
     raise _Cancelled
+
+
+async def _cancel_training(run: OptimizerRun | None) -> None:
+    """A cancelled optimization also cancels what it started at a provider (BootstrapFinetune's
+    fine-tuning jobs); a failure to do so is logged, the optimization is cancelled all the same."""
+    cancel = getattr(run, "acancel_training", None)
+    if cancel is None:
+        return
+    try:
+        await cancel()
+    except Exception:
+        logger.warning("could not cancel the optimization's fine-tuning jobs", exc_info=True)
 
 
 def _optimizer(job: OptimizeJob, metric: Callable[..., Any]) -> Any:

@@ -27,7 +27,10 @@ they are cancelled where they are, their LM requests included, and count as skip
 running at its deadline is stopped the same way and recorded as ``DeadlineExceeded``. A run cancelled
 for any reason (its job stopped, its partition revoked or lost, the worker stopping) after some of
 its LM calls were answered reports their usage in a :class:`~dspex.schemas.UsageReport` on the
-scores topic, so the job is charged for every answered call.
+scores topic, so the job is charged for every answered call. Until a run's record is acknowledged,
+its answered calls are listed in the predictor's heartbeats (``unreported``, per job): if the
+predictor is killed, the aggregator reports them in the job's ``usage_unreported``
+(:mod:`dspex.processors.aggregate_deaths`).
 
 A program or LM that fails yields a PredictionRecord with an error instead (the scorer gives it the
 job's failure score): ``systemic`` for a bad key, an unknown model or a program that cannot be built,
@@ -62,8 +65,15 @@ from dspex.errors import (
     SecurityPolicyError,
 )
 from dspex.lm import LM, Usage, track_usage
+from dspex.lm.batch_mode import ParkRequest, batch_replay
 from dspex.lm.limiter import limiter_flow
-from dspex.observability.metrics import LM_CALLS, child, sandbox_execution, sandbox_pool_gauges
+from dspex.observability.metrics import (
+    LM_CALLS,
+    TASKS_WINDOW,
+    child,
+    sandbox_execution,
+    sandbox_pool_gauges,
+)
 from dspex.observability.recorder import recording
 from dspex.observability.tracing import kafka as tracing_kafka
 from dspex.primitives import Module, Prediction
@@ -77,6 +87,8 @@ from dspex.processors.fairqueue import (
     job_flow,
 )
 from dspex.processors.loopwindow import LoopLagWindow
+from dspex.processors.provider_batch import park, parked_request
+from dspex.processors.unreported import UnreportedLedger
 from dspex.sandbox.worker import WorkerSandbox, worker_sandbox
 from dspex.schemas.base import utc_now
 from dspex.schemas.common import ErrorInfo, TraceEntry, UsageRecord
@@ -85,11 +97,13 @@ from dspex.schemas.headers import HEADER_JOB_ID, HEADER_SCHEMA, headers_for
 from dspex.schemas.results import PredictionRecord, UsageReport
 from dspex.schemas.serde import encode
 from dspex.schemas.tasks import Task
+from dspex.schemas.workers import WorkerHeartbeat
 from dspex.streams.blobs import BlobReader, BlobRef, refs_of, shrink
 from dspex.streams.config import KafkaSettings
 from dspex.streams.consumer import message_size
 from dspex.streams.serde import Record, message_position
 from dspex.utils.callback import new_call_id
+from dspex.utils.tool_timings import count_from, tool_timings
 
 __all__ = ["Predictor"]
 
@@ -148,6 +162,8 @@ class Predictor(Worker):
             job_flow, message_size, budget_of=self._job_budget, identify=message_position
         )
         self._reports: set[asyncio.Task[None]] = set()  # usage reports of cancelled runs, being sent
+        # LM calls answered that no acknowledged record carries yet, per job: in every heartbeat
+        self.unreported = UnreportedLedger()
 
     def runtime_options(self) -> dict[str, Any]:
         """Read ahead into per-job fair queues; start tasks as the LM endpoints can take them."""
@@ -230,10 +246,16 @@ class Predictor(Worker):
         if reason is not None:
             logger.debug("skipping task %s of %s job %s", task.task_id, reason, task.job_id)
             return "skipped"
-        # the example's trace goes on here (when tracing is on) and on to the prediction's headers
-        with tracing_kafka.continued(message, "dspex.predict", task) as span:
+        # The example's trace goes on here (when tracing is on) and on to the prediction's headers.
+        # Its LM calls are listed as unreported (in heartbeats) until its record is acknowledged.
+        tracked = self.unreported.run(task.job_id)
+        with tracing_kafka.continued(message, "dspex.predict", task) as span, tracked:
             with limiter_flow(task.job_id):  # the job's LM calls take turns with other jobs' for slots
-                record = await self._predict_unless_stopped(task)
+                try:
+                    record = await self._predict_unless_stopped(task)
+                except ParkRequest as parked:  # batch mode: the provider-batch worker asks, then resumes it
+                    await park(self, parked_request(task, parked.call))
+                    return "ok"
             if record is None:
                 logger.debug("stopped task %s: job %s was cancelled or failed", task.task_id, task.job_id)
                 return "skipped"
@@ -292,8 +314,16 @@ class Predictor(Worker):
 
         With user callbacks (``--callback``) the record carries what they heard (``callback_events``).
         Raises PoisonMessageError for tasks that must be dead-lettered (unknown candidate, a
-        program or LM the policy refuses).
+        program or LM the policy refuses). An agent's tool calls, with their start and duration,
+        go into the record's ``tool_calls``.
         """
+        with tool_timings() as tools:
+            record = await self._heard(task)
+        calls = tools.records()
+        return record.model_copy(update={"tool_calls": calls}) if calls else record
+
+    async def _heard(self, task: Task) -> PredictionRecord:
+        """:meth:`_predict`, with what the user callbacks heard."""
         if not self.options.callbacks:
             return await self._predict(task)
         with recording() as log:
@@ -315,6 +345,7 @@ class Predictor(Worker):
             return self._record(task, error=_expired(task, -left), usage=Usage(), latency=0.0)
         with track_usage() as tracker:
             started = time.perf_counter()
+            count_from(started)  # tool calls' offsets, like the latency, from the program's start
             try:
                 with self._lm_context(lm):
                     prediction = await _within(left, self._run(task, program))
@@ -343,7 +374,8 @@ class Predictor(Worker):
         # a worker downloads no media URL a program names unless started to (see types._fetch)
         with media_fetches(allowed=self.options.allow_media_fetch):
             async with slot:
-                return await program.acall(**await self._inputs(task))
+                with batch_replay(task.batch_answers or {}) if task.lm_mode == "batch" else nullcontext():
+                    return await program.acall(**await self._inputs(task))
 
     async def _inputs(self, task: Task) -> dict[str, Any]:
         """The task's inputs, values sent as blobs read back (InputError: its example fails)."""
@@ -425,11 +457,12 @@ class Predictor(Worker):
             (name, value) for name, value in headers_for(report) if name in wanted
         ]
         record = Record(value=encode(report), key=task.job_id.encode(), headers=headers)
-        sending = asyncio.get_running_loop().create_task(self._send_report(record, report))
+        held = self.unreported.hold(task.job_id, usage)  # unreported until the broker has it
+        sending = asyncio.get_running_loop().create_task(self._send_report(record, report, held))
         self._reports.add(sending)
         sending.add_done_callback(self._reports.discard)
 
-    async def _send_report(self, record: Record, report: UsageReport) -> None:
+    async def _send_report(self, record: Record, report: UsageReport, held: int) -> None:
         if self.producer is None:
             return
         try:
@@ -439,6 +472,17 @@ class Predictor(Worker):
                 "usage of %s LM calls of task %s (job %s) not reported: %s",
                 report.usage.lm_calls, report.task_id, report.job_id, exc,
             )  # fmt: skip
+        finally:
+            self.unreported.release(held)
+
+    def heartbeat(self) -> WorkerHeartbeat:
+        """The common heartbeat, with what this predictor has not reported yet per job and how many
+        tasks it lets run now (its LM limiters may allow more than its event loop does)."""
+        beat = super().heartbeat()
+        window = self.dispatch_limit()
+        if self.options.metrics:
+            child(TASKS_WINDOW, self.kind).set(window)
+        return beat.model_copy(update={"unreported": self.unreported.snapshot(), "dispatch_window": window})
 
     def _count_lm(self, usage: Usage, error: Exception | None) -> None:
         if usage.lm_calls > usage.cache_hits:

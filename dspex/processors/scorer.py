@@ -143,6 +143,7 @@ class Scorer(Worker):
             score=score,
             trace=record.trace,
             callback_events=record.callback_events,
+            tool_calls=record.tool_calls,
             usage=record.usage,
             latency_s=record.latency_s,
             example=record.example,

@@ -23,6 +23,7 @@ from dspex.schemas.common import (
     MetricKind,
     MetricSpec,
     Priority,
+    ToolCallRecord,
     TraceEntry,
     UsageRecord,
 )
@@ -50,7 +51,7 @@ from dspex.schemas.headers import (
     parse_schema_header,
     priority_from_headers,
 )
-from dspex.schemas.jobs import Cancel, DatasetSummary, EvalJob, JobMessage, OptimizeJob
+from dspex.schemas.jobs import Cancel, DatasetSummary, EvalJob, JobMessage, OptimizeJob, PurgeJob
 from dspex.schemas.programs import ProgramSpec, program_candidate_id
 from dspex.schemas.registry import (
     MESSAGE_MODELS,
@@ -137,12 +138,14 @@ __all__ = [
     "PredictionRecord",
     "Priority",
     "ProgramSpec",
+    "PurgeJob",
     "ScoreRecord",
     "StatusMessage",
     "StopReason",
     "SubmitJob",
     "Task",
     "Timestamp",
+    "ToolCallRecord",
     "TraceEntry",
     "TrialRecord",
     "UsageRecord",

@@ -18,6 +18,7 @@ __all__ = [
     "MetricKind",
     "MetricSpec",
     "Priority",
+    "ToolCallRecord",
     "TraceEntry",
     "UsageRecord",
 ]
@@ -56,8 +57,10 @@ class LMSpec(WireModel):
     model: str = Field(description='"provider/name", e.g. "openai/gpt-4o-mini".')
     api_base: str | None = None
     api_key_env: str | None = Field(default=None, description="Environment variable holding the key.")
-    temperature: float = 0.0
-    max_tokens: int = Field(default=1000, ge=1)
+    temperature: float | None = Field(default=None, description="None: the provider's default (as DSPy's).")
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="None: the provider's default (as DSPy's)."
+    )
     cache: bool = True
     max_retries: int = Field(default=5, ge=0)
     timeout: float = Field(default=120.0, gt=0)
@@ -145,6 +148,23 @@ class TraceEntry(WireModel):
     predictor: str = Field(description='Attribute path of the predictor, e.g. "generate.predict".')
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+
+
+class ToolCallRecord(WireModel):
+    """One tool call of an agent (ReAct, ReActV2, CodeAct's code runs) inside a program run.
+
+    ``start_s`` is when it started, in seconds since the run began, so calls of one turn that ran
+    at the same time show overlapping ``[start_s, start_s + duration_s]``. ``duration_s`` covers the
+    whole call, retries included. ``outcome``: ``ok``; ``error`` (the tool raised, timed out or
+    returned what JSON cannot hold); ``unavailable`` (its circuit was open); ``invalid`` (unknown
+    tool or arguments: nothing ran); ``cancelled`` (the run was stopped). A plain string, so that
+    outcomes added later do not break older readers.
+    """
+
+    tool: str
+    start_s: float = Field(ge=0)
+    duration_s: float = Field(ge=0)
+    outcome: str = "ok"
 
 
 class CallbackEvent(WireModel):

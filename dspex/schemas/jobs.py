@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from dspex.schemas.base import Message, Timestamp, WireModel, known_or_none, utc_now
 from dspex.schemas.common import ExampleSet, LMSpec, MetricSpec, Priority
 
-__all__ = ["Cancel", "DatasetSummary", "EvalJob", "JobMessage", "OptimizeJob"]
+__all__ = ["Cancel", "DatasetSummary", "EvalJob", "JobMessage", "OptimizeJob", "PurgeJob"]
 
 
 class DatasetSummary(WireModel):
@@ -71,8 +71,12 @@ class OptimizeJob(Message):
     """Optimize the program published as ``candidate_id`` with a named optimizer and its knobs.
 
     Budgets stop the run cleanly with the best program so far: ``max_lm_calls``, ``max_cost_usd``.
-    ``seed`` makes the run reproducible, locally and through Kafka alike.
+    ``seed`` makes the run reproducible, locally and through Kafka alike. ``evaluation_mode``
+    ``"batch"``: the optimizer's evaluation jobs (``KafkaExecutor.evaluate_many``) run in batch mode
+    (their LM calls through the provider's Batch API); the runs it makes for traces stay online.
     """
+
+    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: evaluation_mode
 
     kind: Literal["optimize"] = "optimize"
     job_id: str
@@ -93,6 +97,9 @@ class OptimizeJob(Message):
     max_lm_calls: int | None = Field(default=None, ge=0)
     max_cost_usd: float | None = Field(default=None, ge=0)
     seed: int = 0
+    evaluation_mode: Literal["online", "batch"] = Field(
+        default="online", description='"batch": full evaluations through the provider\'s Batch API.'
+    )
     created_at: Timestamp = Field(default_factory=utc_now)
 
 
@@ -116,5 +123,18 @@ class Cancel(Message):
     _stop_reason_tolerant = field_validator("stop_reason", mode="wrap")(known_or_none)
 
 
-JobMessage = Annotated[EvalJob | OptimizeJob | Cancel, Field(discriminator="kind")]
+class PurgeJob(Message):
+    """The job's records are being deleted (``dspex purge``): readers forget it from here on.
+
+    Sent before the purge's tombstones. The aggregator drops the job's state, tombstones its status
+    itself (after any status it sent earlier) and ignores the job's late records for
+    ``LATE_USAGE_WINDOW_S``; workers treat the job as stopped.
+    """
+
+    kind: Literal["purge"] = "purge"
+    job_id: str
+    requested_at: Timestamp = Field(default_factory=utc_now)
+
+
+JobMessage = Annotated[EvalJob | OptimizeJob | Cancel | PurgeJob, Field(discriminator="kind")]
 """Any value of the jobs topic, told apart by ``kind``."""

@@ -13,8 +13,9 @@ from pydantic import BaseModel
 from dspex.errors import ConfigurationError
 from dspex.schemas.checkpoints import OptimizerCheckpoint
 from dspex.schemas.dlq import DeadLetter
-from dspex.schemas.jobs import Cancel, EvalJob, JobMessage, OptimizeJob
+from dspex.schemas.jobs import Cancel, EvalJob, JobMessage, OptimizeJob, PurgeJob
 from dspex.schemas.programs import ProgramSpec
+from dspex.schemas.provider_batch import LMBatchAnswer, ParkedLMRequest, ProviderBatchCheckpoint
 from dspex.schemas.results import PredictionRecord, ScoreRecord
 from dspex.schemas.status import JobStatus, OptimizeStatus, StatusMessage
 from dspex.schemas.submit import SubmitJob
@@ -41,6 +42,9 @@ TOPIC_VALUE_MODELS: dict[str, Any] = {
     "dlq": DeadLetter,
     "optimizer-state": OptimizerCheckpoint,
     "submit": SubmitJob,
+    "lm-requests": ParkedLMRequest,
+    "lm-responses": LMBatchAnswer,
+    "lm-batches": ProviderBatchCheckpoint,
 }
 """Topic role -> the model (or discriminated union) its values decode into."""
 
@@ -57,6 +61,9 @@ TOPIC_KEY_FIELDS: dict[str, str | None] = {
     "dlq": None,  # the original message's key, kept as is (DeadLetter.key_bytes())
     "optimizer-state": "job_id",
     "submit": "job_id",
+    "lm-requests": "request_hash",
+    "lm-responses": "request_hash",
+    "lm-batches": "key",
 }
 """Topic role -> the value field whose UTF-8 text is the message key."""
 
@@ -64,6 +71,7 @@ MESSAGE_MODELS: tuple[type[BaseModel], ...] = (
     EvalJob,
     OptimizeJob,
     Cancel,
+    PurgeJob,
     ProgramSpec,
     Task,
     PredictionRecord,
@@ -74,6 +82,9 @@ MESSAGE_MODELS: tuple[type[BaseModel], ...] = (
     DeadLetter,
     OptimizerCheckpoint,
     SubmitJob,
+    ParkedLMRequest,
+    LMBatchAnswer,
+    ProviderBatchCheckpoint,
 )
 """Every top-level message model."""
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from dspex.schemas.base import Message, Timestamp, utc_now
-from dspex.schemas.common import CallbackEvent, ErrorInfo, TraceEntry, UsageRecord
+from dspex.schemas.common import CallbackEvent, ErrorInfo, ToolCallRecord, TraceEntry, UsageRecord
 
 __all__ = [
     "SCORE_SOURCE_DLQ",
@@ -32,11 +32,13 @@ class PredictionRecord(Message):
     Named so as not to clash with ``dspex.Prediction``, the programming model's result object.
     The example travels along because the scorer needs its labels. ``callback_events``: what the
     worker's user callbacks (``dspex worker predict --callback``) heard during the run; absent when
-    the worker has none. ``attempt_id``: a random id of this run of the task (each delivery of a
-    task runs it again, with its own LM calls); absent from writers that predate it.
+    the worker has none. ``tool_calls``: the agent's tool calls with their start and duration
+    (:class:`~dspex.schemas.common.ToolCallRecord`); absent when the program called no tool.
+    ``attempt_id``: a random id of this run of the task (each delivery of a task runs it again,
+    with its own LM calls); absent from writers that predate it.
     """
 
-    SCHEMA_VERSION: ClassVar[str] = "1.2"  # 1.1: callback_events; 1.2: attempt_id
+    SCHEMA_VERSION: ClassVar[str] = "1.3"  # 1.1: callback_events; 1.2: attempt_id; 1.3: tool_calls
 
     task_id: str
     job_id: str
@@ -46,6 +48,7 @@ class PredictionRecord(Message):
     outputs: dict[str, Any] | None = None
     trace: list[TraceEntry] = Field(default_factory=list)
     callback_events: list[CallbackEvent] | None = None
+    tool_calls: list[ToolCallRecord] | None = None
     usage: UsageRecord = Field(default_factory=UsageRecord)
     adapter: str | None = Field(default=None, description="Which adapter answered.")
     latency_s: float = Field(default=0.0, ge=0)
@@ -68,7 +71,7 @@ class ScoreRecord(Message):
     A failed prediction or metric scores the job's ``failure_score`` and keeps the ``error``;
     ``source`` says who wrote it ("scorer", or "dlq" when a dead-lettered task was accounted to
     its job). Readers keep the first score per (job, candidate, example index). ``callback_events``
-    are the prediction's (see :class:`PredictionRecord`).
+    and ``tool_calls`` are the prediction's (see :class:`PredictionRecord`).
 
     ``attempt_id`` is the prediction's: readers count the first score per example, but the usage of
     every distinct (task id, attempt id), so LM calls of a task run again after a redelivery are
@@ -76,7 +79,7 @@ class ScoreRecord(Message):
     score's usage counts.
     """
 
-    SCHEMA_VERSION: ClassVar[str] = "1.2"  # 1.1: callback_events; 1.2: attempt_id
+    SCHEMA_VERSION: ClassVar[str] = "1.3"  # 1.1: callback_events; 1.2: attempt_id; 1.3: tool_calls
 
     job_id: str
     candidate_id: str
@@ -87,6 +90,7 @@ class ScoreRecord(Message):
     feedback: str | None = None
     trace: list[TraceEntry] = Field(default_factory=list)
     callback_events: list[CallbackEvent] | None = None
+    tool_calls: list[ToolCallRecord] | None = None
     usage: UsageRecord = Field(default_factory=UsageRecord, description="Prediction plus metric usage.")
     latency_s: float | None = Field(default=None, ge=0)
     error: ErrorInfo | None = None

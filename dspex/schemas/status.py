@@ -113,7 +113,16 @@ class JobStatus(Message):
         "(num_threads) clamped to what the predictors allow.",
     )
 
-    SCHEMA_VERSION: ClassVar[str] = "1.2"  # 1.1: stop_reason; 1.2: note
+    usage_unreported: UsageRecord | None = Field(
+        default=None,
+        description="LM calls (and their tokens and cost) the job may have spent that ``usage`` does "
+        "not hold: what predictors that died without stopping in order (kill -9, a lost machine) had "
+        "answered but not yet reported, as their last heartbeat (at most ~2 s before the death) said. "
+        "Not a charge: calls reported after that heartbeat are counted here too; calls answered "
+        "after it are missing. Absent: no such death, or a writer older than schema 1.3.",
+    )
+
+    SCHEMA_VERSION: ClassVar[str] = "1.3"  # 1.1: stop_reason; 1.2: note; 1.3: usage_unreported
 
     _stop_reason_tolerant = field_validator("stop_reason", mode="wrap")(known_or_none)
 
@@ -125,6 +134,15 @@ class JobStatus(Message):
     def candidate(self, candidate_id: str) -> CandidateAggregate | None:
         """The aggregate of one candidate, if the job has it."""
         return next((c for c in self.candidates if c.candidate_id == candidate_id), None)
+
+    @property
+    def unreported_note(self) -> str | None:
+        """What readers say about ``usage_unreported`` (None: nothing to say)."""
+        usage = self.usage_unreported
+        if usage is None or not usage.lm_calls:
+            return None
+        calls = "LM call" if usage.lm_calls == 1 else "LM calls"
+        return f"up to {usage.lm_calls:,} {calls} not charged: a predictor died"
 
 
 class TrialRecord(WireModel):

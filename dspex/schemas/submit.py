@@ -41,10 +41,11 @@ class SubmitJob(Message):
     inputs among them (the same for every example). A value too large for one message may stand as a
     blob reference (``{"__dspex_blob__": {...}}``) to chunks already on the blobs topic.
     ``metric``: a built-in name (``"exact_match:answer"``), an import path (``"pkg.mod:fn"``, loaded
-    only from modules the workers allow) or a full metric spec.
+    only from modules the workers allow) or a full metric spec. ``mode``: ``"online"`` (the default)
+    or ``"batch"``, as the client's ``evaluate(..., mode=...)``.
     """
 
-    SCHEMA_VERSION: ClassVar[str] = "1.0"
+    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: mode
 
     kind: Literal["submit"] = "submit"
     job_id: str = Field(
@@ -63,6 +64,10 @@ class SubmitJob(Message):
     max_cost_usd: float | None = Field(default=None, ge=0, description="LM spend that stops the job.")
     failure_score: float = Field(default=0.0, description="The score of an example that failed.")
     source: str | None = Field(default=None, description="Where the examples came from, for people.")
+    mode: Literal["online", "batch"] = Field(
+        default="online",
+        description='"batch": the LM calls go through the provider\'s Batch API (cheaper, slower).',
+    )
     created_at: Timestamp = Field(default_factory=utc_now)
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -31,7 +31,7 @@ class Task(Message):
     in-flight budget per predictor (None: none of its own), in the ``dspex-max-in-flight`` header too.
     """
 
-    SCHEMA_VERSION: ClassVar[str] = "1.2"  # 1.1: priority; 1.2: max_in_flight
+    SCHEMA_VERSION: ClassVar[str] = "1.3"  # 1.1: priority; 1.2: max_in_flight; 1.3: lm_mode
 
     task_id: str = Field(description="task_id_for(job_id, candidate_id, example_index).")
     job_id: str
@@ -44,8 +44,16 @@ class Task(Message):
     deadline: Timestamp | None = None
     priority: Priority | None = Field(default=None, description="The job's priority; None: normal.")
     max_in_flight: int | None = Field(default=None, ge=1, description="The job's in-flight budget.")
+    lm_mode: Literal["batch"] | None = Field(
+        default=None, description="'batch': LM calls go through the provider's Batch API; None: online."
+    )
+    batch_answers: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description="Batch mode: the provider's answers so far, by request hash (dspex.lm.batch_mode).",
+    )
 
     _priority_tolerant = field_validator("priority", mode="wrap")(known_or_none)
+    _mode_tolerant = field_validator("lm_mode", mode="wrap")(known_or_none)
 
     @classmethod
     def build(

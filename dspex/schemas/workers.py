@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from dspex.schemas.base import Message, Timestamp, WireModel, utc_now
+from dspex.schemas.common import UsageRecord
 
 __all__ = ["BreakerState", "EndpointHealth", "WorkerHeartbeat", "WorkerKind"]
 
-WorkerKind = Literal["predict", "score", "aggregate", "optimize", "intake"]
+WorkerKind = Literal["predict", "score", "aggregate", "optimize", "intake", "provider-batch"]
 BreakerState = Literal["closed", "open", "half_open"]
 
 
@@ -29,7 +30,18 @@ class WorkerHeartbeat(Message):
     ``limit`` and ``breaker_state`` summarize its LM endpoints (the smallest limit, the worst
     breaker); ``endpoints`` has them one by one. ``concurrency``: the most messages it runs at once
     (``--concurrency``), so the most in-flight slots one job can get there.
+
+    ``unreported`` (a predictor's): per job, the LM calls its running tasks had answered that no
+    produced record (a prediction or a usage report) carries yet; they are lost if the worker dies
+    without a word (kill -9). ``final``: the worker's last heartbeat, sent as it stops in order,
+    after its tasks were drained. An aggregator that stops hearing from a worker whose last
+    heartbeat was not final adds that heartbeat's ``unreported`` to the jobs' ``usage_unreported``.
+    ``dispatch_window``: how many tasks the worker lets run at once now (``in_flight`` stays
+    below it): the least of ``--concurrency``, what its event loop can serve and its LM limits
+    plus headroom. ``limit`` alone can read higher than what runs.
     """
+
+    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: unreported, final, dispatch_window
 
     worker_id: str
     kind: WorkerKind
@@ -49,3 +61,11 @@ class WorkerHeartbeat(Message):
     concurrency: int | None = Field(
         default=None, ge=1, description="--concurrency: messages run at once at most."
     )
+    dispatch_window: int | None = Field(
+        default=None, ge=0, description="Tasks it lets run at once now (a predictor's; absent: older)."
+    )
+    unreported: dict[str, UsageRecord] = Field(
+        default_factory=dict,
+        description="Per job: LM calls answered that no produced record carries yet (a predictor's).",
+    )
+    final: bool = Field(default=False, description="The last heartbeat of a worker stopping in order.")

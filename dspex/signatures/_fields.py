@@ -184,10 +184,6 @@ class FieldSpec(FieldInfo):  # type: ignore[misc]
         spec.name = name
         return spec
 
-    def renamed(self, name: str) -> FieldSpec:
-        """This field under another name (its prefix and description unchanged)."""
-        return FieldSpec.build(name, self, self.annotation)
-
     @property
     def extra(self) -> dict[str, Any]:
         """``json_schema_extra`` as a dict (always one on a FieldSpec)."""

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
-    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -63,7 +62,8 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"
 FAST_GROUP_TIMING: dict[str, str] = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
 
 _HOST_PORT = re.compile(r"^[^\s:,]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")
-_EXTRA_VARIABLE = ENV_PREFIX + "EXTRA"
+# the one variable not named after its field: DSPEX_KAFKA_BOOTSTRAP
+_VARIABLES = {"bootstrap_servers": "BOOTSTRAP"}
 _PASSWORD_MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
 
 
@@ -94,12 +94,7 @@ class KafkaSettings(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise settings_error(exc, self._label) from None
-
-    @classmethod
-    def _label(cls, field: str) -> str:
-        """How an error names the field a bad value was given for."""
-        return f"KafkaSettings.{field}"
+            raise settings_error(exc, lambda field: f"KafkaSettings.{field}") from None
 
     @model_validator(mode="after")
     def _check(self) -> KafkaSettings:
@@ -117,8 +112,9 @@ class KafkaSettings(BaseModel):
         the wrong type is a :class:`ConfigurationError` naming the variable and what it expects.
         """
         given = {key: value for key, value in overrides.items() if value is not None}
-        read = _env_model(env, given)(**given)
-        return cls(**{name: getattr(read, name) for name in cls.model_fields})
+        # ``extra`` (librdkafka properties) is set in Python only, never from one variable
+        read = env_values(cls, ENV_PREFIX, env, skip={"extra", *given}, variables=_VARIABLES)
+        return cls(**{**read, **given})
 
     def confluent(self) -> dict[str, Any]:
         """librdkafka properties for confluent-kafka's Producer, Consumer and AdminClient."""
@@ -220,18 +216,26 @@ def _check_sasl(settings: KafkaSettings) -> None:
         )
 
 
-class _KafkaEnv(KafkaSettings, BaseSettings):
-    """:class:`KafkaSettings` as pydantic-settings reads them from ``DSPEX_KAFKA_*`` variables."""
+class _EnvReader(BaseSettings):
+    """Fields read from ``found`` (values keyed by field name) rather than from ``os.environ``.
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True, extra="forbid"
-    )
+    :func:`env_values` builds one subclass per call with the fields it reads; pydantic-settings'
+    environment source then converts the strings (lists and dicts as JSON).
+    """
 
-    # the one variable not named after its field: DSPEX_KAFKA_BOOTSTRAP
-    bootstrap_servers: str = Field(
-        default=DEFAULT_BOOTSTRAP,
-        validation_alias=AliasChoices("bootstrap_servers", ENV_PREFIX + "BOOTSTRAP"),
-    )
+    model_config = SettingsConfigDict(extra="ignore")
+    found: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (_MappingEnvSource(settings_cls, cls.found),)
 
 
 class _MappingEnvSource(EnvSettingsSource):
@@ -242,65 +246,42 @@ class _MappingEnvSource(EnvSettingsSource):
         super().__init__(settings_cls)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        # ``extra`` (librdkafka properties) is set in Python only, never from one variable
-        return {
-            key.lower(): value for key, value in self._env.items() if value != "" and key != _EXTRA_VARIABLE
-        }
+        return self._env
 
 
-def _env_model(env: Mapping[str, str], given: Mapping[str, Any]) -> type[_KafkaEnv]:
-    """A :class:`_KafkaEnv` reading ``env``, with ``given`` (the keyword arguments) first."""
-
-    class _FromMapping(_KafkaEnv):
-        @classmethod
-        def _label(cls, field: str) -> str:
-            if field in given:
-                return KafkaSettings._label(field)
-            return ENV_PREFIX + ("BOOTSTRAP" if field == "bootstrap_servers" else field.upper())
-
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, _MappingEnvSource(settings_cls, env))
-
-    return _FromMapping
-
-
-def env_values(model: type[BaseModel], prefix: str, env: Mapping[str, str]) -> dict[str, Any]:
+def env_values(
+    model: type[BaseModel],
+    prefix: str,
+    env: Mapping[str, str],
+    *,
+    skip: Collection[str] = (),
+    variables: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The fields of ``model`` that ``PREFIX<FIELD>`` variables in ``env`` set, converted and checked.
 
     pydantic-settings reads them (names in any case; empty values count as unset; lists and
     dicts as JSON); a value of the wrong type is a :class:`ConfigurationError` naming the
     variable and what it expects. Fields no variable sets are left out, so a caller can put
-    command-line values above these and its defaults below.
+    command-line values above these and its defaults below. Fields in ``skip`` are not read
+    (a value given another way wins, or the field is never set from one variable);
+    ``variables`` names the variable of a field not named after it (``{"bootstrap_servers":
+    "BOOTSTRAP"}``, without the prefix).
     """
-
-    class _Reader(BaseSettings):
-        model_config = SettingsConfigDict(env_prefix=prefix, env_ignore_empty=True, extra="ignore")
-
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (_MappingEnvSource(settings_cls, env),)
-
-    fields: dict[str, Any] = {name: (info.annotation, info) for name, info in model.model_fields.items()}
-    reader = create_model(f"{model.__name__}Env", __base__=_Reader, **fields)
+    names = {field: (prefix + field).upper() for field in model.model_fields if field not in skip}
+    names.update(
+        {field: (prefix + name).upper() for field, name in (variables or {}).items() if field in names}
+    )
+    by_variable = {key.upper(): value for key, value in env.items() if value != ""}
+    found = {field: by_variable[name] for field, name in names.items() if name in by_variable}
+    fields: dict[str, Any] = {
+        field: (model.model_fields[field].annotation, model.model_fields[field]) for field in names
+    }
+    reader = create_model(f"{model.__name__}Env", __base__=_EnvReader, **fields)
+    reader.found = found
     try:
         read = reader()
     except ValidationError as exc:
-        raise settings_error(exc, lambda field: prefix + field.upper()) from None
+        raise settings_error(exc, lambda field: names.get(field, prefix + field.upper())) from None
     return {name: getattr(read, name) for name in read.model_fields_set}
 
 
@@ -316,7 +297,5 @@ def settings_error(exc: ValidationError, label: Callable[[str], str]) -> Configu
     if isinstance(cause, ConfigurationError):
         return cause
     field = str(error["loc"][0]) if error["loc"] else "settings"
-    if field == ENV_PREFIX.lower() + "bootstrap":
-        field = "bootstrap_servers"
     shown = "" if "password" in field else f" (got {error.get('input')!r})"
     return ConfigurationError(f"{label(field)}: {error['msg']}{shown}")

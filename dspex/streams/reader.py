@@ -60,6 +60,7 @@ class CompactedReader(Generic[V]):
         self._poll_timeout = poll_timeout
         self._metadata_timeout = metadata_timeout
         self._values: dict[str, V] = {}
+        self._tombstoned: set[str] = set()  # keys whose latest record is a tombstone
         self._waiters: dict[str, list[asyncio.Future[V]]] = {}
         self._not_at_end: set[int] = set()
         self._caught_up = asyncio.Event()
@@ -113,6 +114,10 @@ class CompactedReader(Generic[V]):
         """The latest value of ``key``, or None."""
         return self._values.get(key)
 
+    def tombstoned(self, key: str) -> bool:
+        """Whether the latest record of ``key`` read is a tombstone (the key was deleted)."""
+        return key in self._tombstoned
+
     def snapshot(self) -> dict[str, V]:
         """A copy of the current ``key -> latest value`` map."""
         return dict(self._values)
@@ -138,7 +143,9 @@ class CompactedReader(Generic[V]):
         value = message.value()
         if value is None:
             self._values.pop(key, None)  # tombstone
+            self._tombstoned.add(key)
             return
+        self._tombstoned.discard(key)
         self._store(key, value, message)
 
     def _store(self, key: str, value: Any, message: Message) -> None:

@@ -43,6 +43,9 @@ TopicRole = Literal[
     "optimizer-state",
     "blobs",
     "submit",
+    "lm-requests",
+    "lm-responses",
+    "lm-batches",
 ]
 ROLES: tuple[TopicRole, ...] = get_args(TopicRole)
 
@@ -63,6 +66,9 @@ DEFAULT_PARTITIONS: dict[TopicRole, int] = {
     "optimizer-state": 4,
     "blobs": 8,
     "submit": 4,
+    "lm-requests": 4,
+    "lm-responses": 4,
+    "lm-batches": 1,
 }
 
 _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]*$")
@@ -74,7 +80,9 @@ _TOPIC_CONFIG: dict[TopicRole, dict[str, str]] = {
     "tasks": _LARGE,
     "predictions": _LARGE,
     "scores": _LARGE,
-    "status": {**_COMPACT, **_LARGE},
+    # Tombstones (``dspex purge``) are kept 7 days, as long as the jobs topic keeps a job at Kafka's
+    # default retention, so that workers reading both still see that the job was purged.
+    "status": {**_COMPACT, **_LARGE, "delete.retention.ms": str(7 * 24 * 3600 * 1000)},
     # Heartbeats are only interesting while fresh: compacted per worker, and old segments dropped.
     "workers": {"cleanup.policy": "compact,delete", "retention.ms": "3600000", "segment.ms": "600000"},
     "dlq": _LARGE,
@@ -88,6 +96,11 @@ _TOPIC_CONFIG: dict[TopicRole, dict[str, str]] = {
     },
     # Self-contained submissions from any producer (dspex.schemas.submit): examples travel inline.
     "submit": _LARGE,
+    # Provider batches (dspex.processors.provider_batch): parked tasks' LM requests, the provider's
+    # answers by request hash, and the batches in flight by batch key (the worker's checkpoint).
+    "lm-requests": _LARGE,
+    "lm-responses": {**_COMPACT, **_LARGE},
+    "lm-batches": {**_COMPACT, **_LARGE},
 }
 
 
@@ -116,18 +129,27 @@ class TopicRegistry:
         *,
         partitions: Mapping[str, int] | None = None,
         replication_factor: int = 1,
+        config: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        """Validate everything up front; raises ConfigurationError naming what to change."""
+        """Validate everything up front; raises ConfigurationError naming what to change.
+
+        ``config``: topic settings per role over the defaults (retention: :mod:`dspex.streams.retention`).
+        """
         _check_prefix(prefix)
         counts = _check_partitions(partitions or {})
         if replication_factor < 1:
             raise ConfigurationError(f"replication factor must be >= 1, got {replication_factor}")
+        unknown = sorted(set(config or {}) - set(ROLES))
+        if unknown:
+            raise ConfigurationError(f"topic settings for unknown topic roles {unknown}; known: {ROLES}")
         self.prefix = prefix
         self.replication_factor = replication_factor
+        self._overrides = {role: dict(values) for role, values in (config or {}).items()}
         self._specs = {role: self._build(role, counts[role]) for role in ROLES}
 
     def _build(self, role: TopicRole, partitions: int) -> TopicSpec:
-        return TopicSpec(role, self.prefix + role, partitions, self.replication_factor, _TOPIC_CONFIG[role])
+        config = {**_TOPIC_CONFIG[role], **self._overrides.get(role, {})}
+        return TopicSpec(role, self.prefix + role, partitions, self.replication_factor, config)
 
     def name(self, role: TopicRole) -> str:
         """The full topic name of ``role``."""

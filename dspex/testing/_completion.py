@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dspex.ids import content_id
+from dspex.testing._finetune import answer_model, tuned_gain
 from dspex.testing._prompt import PromptView, message_text, read_prompt
-from dspex.testing._respond import abusive_answer, compose_answer, garbled
+from dspex.testing._respond import TUNED_GAIN, abusive_answer, compose_answer, garbled
 from dspex.testing._tools import ToolTurn, text_tool_turn, tool_turn
 
 __all__ = ["Completion", "build_completion", "estimate_tokens", "request_hash"]
@@ -43,9 +44,12 @@ def estimate_tokens(chars: int) -> int:
 
 
 def request_hash(body: Mapping[str, Any]) -> str:
-    """The content id that decides the answer; fields left out: all but model, messages, seed, temperature."""
+    """The content id that decides the answer; fields left out: all but model, messages, seed, temperature.
+    A simulated fine-tuned model counts without its job id (:func:`answer_model`)."""
     keys = ("model", "messages", "seed", "temperature")
-    return content_id({key: body.get(key) for key in keys})
+    fields = {key: body.get(key) for key in keys}
+    fields["model"] = answer_model(fields["model"])
+    return content_id(fields)
 
 
 def _prompt_hash(texts: list[str]) -> str:
@@ -120,7 +124,11 @@ def build_completion(
     digest = request_hash(body)
     n = body["n"] if isinstance(body.get("n"), int) and body["n"] > 1 else 1
     hashes = [digest if i == 0 else content_id({"h": digest, "i": i}) for i in range(n)]
-    built = [_answer(i, body, view, h, knobs) for i, h in enumerate(hashes)]
+    gain = TUNED_GAIN.set(tuned_gain(body["model"]))  # a simulated fine-tuned model answers better
+    try:
+        built = [_answer(i, body, view, h, knobs) for i, h in enumerate(hashes)]
+    finally:
+        TUNED_GAIN.reset(gain)
     prompt_tokens = estimate_tokens(sum(len(t) for t in texts))
     completion_tokens = sum(tokens for _, tokens, _ in built)
     payload = {

@@ -13,9 +13,11 @@ __all__ = [
     "check_chat_body",
     "internal_error",
     "model_not_found",
+    "not_found",
     "rate_limited",
     "read_json",
     "server_error",
+    "too_large",
     "unauthorized",
     "unavailable",
 ]
@@ -46,6 +48,16 @@ def model_not_found(model: str) -> web.Response:
     """404 for a model the simulated LM was not told about."""
     message = f"The model `{model}` does not exist or you do not have access to it (simulated LM)."
     return _error(404, message, "invalid_request_error", "model_not_found")
+
+
+def not_found(message: str) -> web.Response:
+    """404 for an object (file, batch) the simulated LM does not have."""
+    return _error(404, f"{message} (simulated LM)", "invalid_request_error", None)
+
+
+def too_large(message: str) -> web.Response:
+    """413 for an upload over the simulated LM's size limits."""
+    return _error(413, f"{message} (simulated LM)", "invalid_request_error", "file_too_large")
 
 
 def rate_limited(wait: float, rate: float) -> web.Response:

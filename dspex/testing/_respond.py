@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,7 @@ from dspex.testing._reflect import is_reflection_prompt, reflect, reflect_fields
 from dspex.testing.task import Question, accuracy, instruction_phrases_in, near_miss, secret_phrase_in
 
 __all__ = [
+    "TUNED_GAIN",
     "Answer",
     "abusive_answer",
     "compose_answer",
@@ -61,6 +63,9 @@ _OPENERS = (
 )
 # percent chance that a proposed instruction or advice carries each bonus phrase
 _BONUS_CHANCE = 35
+# The accuracy gain of the model being answered (a simulated fine-tuned model's, else 0), set by
+# build_completion around one answer: the answer code deeper down sees the prompt, not the model.
+TUNED_GAIN: ContextVar[float] = ContextVar("dspex_sim_tuned_gain", default=0.0)
 _CLOSERS = ("", " Give only the final number as the answer.", " Reply with a single integer.")
 _REACT_OUTPUTS = ("next_thought", "next_tool_name", "next_tool_args")
 _FINISH = "finish"
@@ -286,6 +291,7 @@ def solve_question(
         instruction_phrases=instruction_phrases_in(view.system.instructions) if view.system else 0,
         reasoning="reasoning" in outputs,
         secret_phrase=secret_phrase_in(view.system.instructions) if view.system else False,
+        tuned_gain=TUNED_GAIN.get(),
     )
     if hash_fraction(request_hash) < p:
         return question.answer, True

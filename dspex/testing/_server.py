@@ -3,8 +3,10 @@
 Endpoints: ``POST /v1/chat/completions`` (DSPy ChatAdapter and JSONAdapter formats, see
 :mod:`dspex.testing.task` for the arithmetic task and its accuracy model; native tool calls for
 requests with ``tools``, see :mod:`dspex.testing._tools`; ``stream: true`` answers as server-sent
-chunks, see :mod:`dspex.testing._stream`), ``POST /v1/embeddings``,
-``GET /v1/models``, and the admin endpoints a test drives it with: ``GET /admin/stats``,
+chunks, see :mod:`dspex.testing._stream`), ``POST /v1/embeddings``, ``GET /v1/models``, OpenAI's
+Files and Batch APIs (``/v1/files``, ``/v1/batches``: see :mod:`dspex.testing._files` and
+:mod:`dspex.testing._batches`), OpenAI's fine-tuning API (``/v1/fine_tuning/jobs``, see
+:mod:`dspex.testing._finetune`), and the admin endpoints a test drives it with: ``GET /admin/stats``,
 ``GET /admin/requests?limit=N``, ``GET|POST /admin/config``, ``POST /admin/hold`` (``{"after": N}``
 lets N more requests through first), ``POST /admin/release``, ``POST /admin/down`` (``{"mode":
 "503"|"drop"}``), ``POST /admin/up``, ``POST /admin/reset`` (zeroes counters and the request log).
@@ -33,8 +35,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from dspex.errors import ConfigurationError
 from dspex.testing import _errors as err
 from dspex.testing._admin import admin_routes
+from dspex.testing._batches import BatchStore, batches_routes
 from dspex.testing._completion import Completion, build_completion
 from dspex.testing._embed import DEFAULT_DIMENSIONS, embed
+from dspex.testing._files import FileStore, files_routes
+from dspex.testing._finetune import FinetuneStore, finetune_routes
 from dspex.testing._stream import DONE_EVENT, sse_event, stream_chunks
 
 __all__ = ["DownMode", "SimLMConfig", "SimulatedLM", "make_app", "start_server"]
@@ -95,6 +100,23 @@ class SimLMConfig(BaseModel):
     stream_chunk_chars: int = Field(
         default=4, ge=1, description="characters of content or tool arguments per streamed chunk"
     )
+    # Files and batches (dspex.testing._files, dspex.testing._batches)
+    file_max_bytes: int = Field(default=200 * 2**20, ge=1, description="bytes per uploaded file at most")
+    files_max_bytes: int = Field(default=2**31, ge=1, description="bytes all stored files may hold")
+    batch_delay: float = Field(default=0.0, ge=0, description="seconds a batch stays in_progress")
+    batch_fail: float = Field(
+        default=0.0, ge=0, le=1, description="fraction of batch requests answered with a 500"
+    )
+    batch_expire_after: float | None = Field(
+        default=None, ge=0, description="seconds after which an unfinished batch expires"
+    )
+    batch_max_requests: int = Field(default=50_000, ge=1, description="requests per batch at most")
+    batch_max_bytes: int = Field(default=200 * 2**20, ge=1, description="bytes per batch input file at most")
+    # Fine-tuning jobs (dspex.testing._finetune)
+    finetune_seconds: float = Field(default=1.0, ge=0, description="seconds a fine-tuning job takes")
+    finetune_fail: float = Field(
+        default=0.0, ge=0, le=1, description="fraction of fine-tuning jobs that fail while running"
+    )
 
     def updated(self, **knobs: Any) -> SimLMConfig:
         """A copy with ``knobs`` changed; an unknown or invalid knob -> ConfigurationError."""
@@ -141,6 +163,9 @@ class SimulatedLM:
         self._ok_until_down = self.config.down_after
         self._reset_bucket()
         self.in_flight = self.held = 0  # live gauges: reset() leaves them alone
+        self.files = FileStore(lambda: (self.config.file_max_bytes, self.config.files_max_bytes))
+        self.batches = BatchStore(self)
+        self.finetuning = FinetuneStore(self)
         self.reset()
 
     # ---- state -------------------------------------------------------------------------------
@@ -153,6 +178,7 @@ class SimulatedLM:
         self.max_in_flight = self.in_flight
         self.held_total = 0
         self.log: deque[dict[str, Any]] = deque(maxlen=self.config.log_size)
+        self.batch_counts: Counter[str] = Counter()
 
     def configure(self, **knobs: Any) -> SimLMConfig:
         """Change knobs at runtime; returns the new configuration."""
@@ -206,6 +232,9 @@ class SimulatedLM:
             "down": self._down,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "batch": dict(self.batch_counts),
+            "files": self.files.stats(),
+            "fine_tuning": self.finetuning.stats(),
             "config": self.config.model_dump(mode="json"),
         }
 
@@ -237,6 +266,17 @@ class SimulatedLM:
         if header == f"Bearer {key.get_secret_value()}":
             return None
         return err.unauthorized(bool(header))
+
+    def gate(self, request: web.Request, path: str) -> web.Response | None:
+        """Count a files or batches request and refuse it during an outage or without the key."""
+        self.by_path[path] += 1
+        if self._down is not None:
+            return err.unavailable()
+        return self._auth_error(request)
+
+    def draw(self) -> float:
+        """A draw from the fault generator (seeded with ``seed``)."""
+        return self._rng.random()
 
     def _fault(self, request: web.Request) -> web.Response | None:
         """The outage, rate-limit and failure gates, in that order."""
@@ -327,7 +367,7 @@ class SimulatedLM:
         if isinstance(body, web.Response):
             return body
         call.model, call.seed = body.get("model"), body.get("seed")
-        rejected = self._auth_error(request) or self._model_error(body.get("model"))
+        rejected = self._auth_error(request) or self.model_error(body.get("model"))
         if rejected is None:
             rejected = err.check_chat_body(body) or self._fault(request)
         if rejected is not None:
@@ -373,9 +413,10 @@ class SimulatedLM:
         self._count_completion(done)
         return response
 
-    def _model_error(self, model: Any) -> web.Response | None:
+    def model_error(self, model: Any) -> web.Response | None:
+        """A 404 for a model the simulation was not told about, else None."""
         known = self.config.models
-        if known is None or model in known:
+        if known is None or model in known or self.finetuning.serves(model):
             return None
         return err.model_not_found(str(model))
 
@@ -392,7 +433,7 @@ class SimulatedLM:
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             return err.bad_request("`input` must be a string or a list of strings")
         call.model = str(body.get("model"))
-        rejected = self._auth_error(request) or self._model_error(body.get("model")) or self._fault(request)
+        rejected = self._auth_error(request) or self.model_error(body.get("model")) or self._fault(request)
         if rejected is not None:
             return rejected
         await self._wait_turn(hold=False)
@@ -418,6 +459,9 @@ def make_app(sim: SimulatedLM) -> web.Application:
             web.post("/v1/chat/completions", sim.chat_completions),
             web.post("/v1/embeddings", sim.embeddings),
             web.get("/v1/models", sim.list_models),
+            *files_routes(sim),
+            *batches_routes(sim),
+            *finetune_routes(sim),
             *admin_routes(sim),
         ]
     )

@@ -3,7 +3,10 @@
 Endpoints: ``POST /v1/chat/completions`` (DSPy ChatAdapter and JSONAdapter formats; see
 :mod:`dspex.testing.task` for the arithmetic task and its accuracy model; scripted native tool calls
 for requests with ``tools``; server-sent chunks for ``stream: true``, ``--stream-delay`` apart),
-``POST /v1/embeddings``, ``GET /v1/models``, and the admin endpoints a test drives it with:
+``POST /v1/embeddings``, ``GET /v1/models``, OpenAI's Files and Batch APIs (``/v1/files``,
+``/v1/batches``: a batch's requests answered as the chat endpoint answers them, after the
+``batch_delay`` knob's seconds, with ``batch_fail`` and ``batch_expire_after`` for partial failures
+and expiry; knobs through ``--config-json``), and the admin endpoints a test drives it with:
 
 - ``GET /admin/stats``: counters (requests by status, completions, in flight now and at most, held,
   tokens, correct/incorrect arithmetic answers) and the configuration (the API key masked);

@@ -14,6 +14,8 @@ probability ``p``::
       + 0.08 x instruction phrases present     INSTRUCTION_BONUS per phrase in INSTRUCTION_PHRASES
       + 0.04 if the outputs ask for `reasoning` REASONING_BONUS (ChainOfThought)
       + 0.35 if a secret phrase is present     SECRET_PHRASE_BONUS, any phrase of SECRET_PHRASES
+      + the fine-tuning gain of the model      finetune_gain(), for ``ft:`` models the simulated
+                                               fine-tuning API made (dspex.testing._finetune)
     p = min(p, 0.97)                           MAX_ACCURACY
 
 - ``correct_demos`` counts the demo pairs (earlier user/assistant messages) whose user message asks an
@@ -22,6 +24,12 @@ probability ``p``::
 - The instruction phrases are searched, case-insensitively, in the signature's instructions only (the
   text after "your objective is:" in the system message), never in field descriptions:
   ``"step by step"`` and ``"double-check"`` (``"double check"`` counts too).
+
+- The fine-tuning gain (a simulation of training, not a model of it) is fixed when the job validates
+  its training file: each chat record whose last user message asks an arithmetic question counts as
+  correct when the assistant message after it answers it correctly, else as wrong; the gain is
+  ``FINETUNE_GAIN_PER_EXAMPLE x (correct - wrong)``, at least 0 and at most ``FINETUNE_MAX_GAIN``.
+  So correct examples raise the tuned model's accuracy and a file with corrupted labels gives no gain.
 
 - The secret phrases (GEPA's task, :mod:`dspex.testing.gepa_task`) are searched the same way. No
   proposal of the simulated LM ever contains one on its own: a reflection that reads one in the
@@ -52,6 +60,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BASE_ACCURACY",
     "DEMO_BONUS",
+    "FINETUNE_GAIN_PER_EXAMPLE",
+    "FINETUNE_MAX_GAIN",
     "INSTRUCTION_BONUS",
     "INSTRUCTION_PHRASES",
     "MAX_ACCURACY",
@@ -63,6 +73,7 @@ __all__ = [
     "accuracy",
     "arithmetic_dataset",
     "arithmetic_rows",
+    "finetune_gain",
     "instruction_phrases_in",
     "near_miss",
     "parse_question",
@@ -82,6 +93,8 @@ INSTRUCTION_PHRASES: tuple[tuple[str, ...], ...] = (
     ("double-check", "double check"),
 )
 
+FINETUNE_GAIN_PER_EXAMPLE = 0.02
+FINETUNE_MAX_GAIN = 0.30
 SECRET_PHRASE_BONUS = 0.35
 SECRET_PHRASES: tuple[str, ...] = (
     "mind the carried digits",
@@ -143,11 +156,22 @@ def secret_phrase_in(instructions: str) -> bool:
     return any(phrase in lowered for phrase in SECRET_PHRASES)
 
 
+def finetune_gain(correct: int, wrong: int) -> float:
+    """The accuracy a simulated fine-tuning job adds, from its file's correct and wrong examples."""
+    return min(FINETUNE_MAX_GAIN, max(0.0, FINETUNE_GAIN_PER_EXAMPLE * (correct - wrong)))
+
+
 def accuracy(
-    *, correct_demos: int, instruction_phrases: int, reasoning: bool, secret_phrase: bool = False
+    *,
+    correct_demos: int,
+    instruction_phrases: int,
+    reasoning: bool,
+    secret_phrase: bool = False,
+    tuned_gain: float = 0.0,
 ) -> float:
-    """The probability that the simulated LM answers correctly, per the module's accuracy model."""
-    p = BASE_ACCURACY + DEMO_BONUS * min(correct_demos, MAX_BONUS_DEMOS)
+    """The probability that the simulated LM answers correctly, per the module's accuracy model
+    (``tuned_gain``: the model's :func:`finetune_gain`, 0 for a model that was not fine-tuned)."""
+    p = BASE_ACCURACY + tuned_gain + DEMO_BONUS * min(correct_demos, MAX_BONUS_DEMOS)
     p += INSTRUCTION_BONUS * instruction_phrases
     if secret_phrase:
         p += SECRET_PHRASE_BONUS

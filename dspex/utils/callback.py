@@ -138,9 +138,7 @@ class BaseCallback:
 
 def active_callbacks(instance: Any) -> list[BaseCallback]:
     """The callbacks in effect for ``instance``: the settings' (global, then context), then its own."""
-    from dspex.configuration import current_settings
-
-    installed = current_settings().callbacks
+    installed = _settings_reader()().callbacks
     own: Iterable[BaseCallback] = getattr(instance, "callbacks", None) or ()
     if not installed and not own:
         return _NONE  # every module and LM call asks: no list built when nothing is installed
@@ -148,6 +146,20 @@ def active_callbacks(instance: Any) -> list[BaseCallback]:
 
 
 _NONE: list[BaseCallback] = []
+_current_settings: Callable[[], Any] | None = None
+
+
+def _settings_reader() -> Callable[[], Any]:
+    # dspex.configuration imports this module: found on first use, then kept (every module, adapter
+    # and LM call asks, and an import statement per call was most of what asking cost)
+    global _current_settings
+    if _current_settings is None:
+        from dspex.configuration import current_settings
+
+        _current_settings = current_settings
+    return _current_settings
+
+
 _LISTENS: dict[tuple[type, str], bool] = {}
 
 
@@ -238,12 +250,13 @@ class _Announced:
     """One call the callbacks hear about: ``on_<kind>_start`` on entry (with this call's id as
     ``ACTIVE_CALL_ID`` inside), ``on_<kind>_end`` on exit with ``result`` or the exception."""
 
-    __slots__ = ("call_id", "callbacks", "kind", "result", "token")
+    __slots__ = ("call_id", "callbacks", "kind", "nested_token", "result", "token")
 
     def __init__(
         self, callbacks: list[BaseCallback], kind: str, instance: Any, inputs: dict[str, Any]
     ) -> None:
         self.callbacks, self.kind, self.result = callbacks, kind, None
+        self.nested_token: contextvars.Token[tuple[int, str] | None] | None = None
         self.call_id = notify_start(callbacks, kind, instance, inputs)
         self.token = ACTIVE_CALL_ID.set(self.call_id)
 
@@ -251,6 +264,8 @@ class _Announced:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> None:
+        if self.nested_token is not None:
+            _ANNOUNCING.reset(self.nested_token)
         if exc is not None:
             notify_end(self.callbacks, self.kind, self.call_id, None, exc)
             ACTIVE_CALL_ID.reset(self.token)
@@ -259,17 +274,38 @@ class _Announced:
             notify_end(self.callbacks, self.kind, self.call_id, self.result, None)
 
 
-def with_callbacks(fn: F) -> F:
-    """Decorate a method so the active callbacks hear its start and end (sync or async)."""
+# The (instance, method) an ``outermost_only`` method is being announced for: its overrides reach
+# each other through super(), and the callbacks should hear one call, not one per class.
+_ANNOUNCING: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
+    "dspex_announcing", default=None
+)
+
+
+def with_callbacks(fn: F, *, kind: str | None = None, outermost_only: bool = False) -> F:
+    """Decorate a method so the active callbacks hear its start and end (sync or async).
+
+    ``kind`` names the hooks (``on_<kind>_start``) when every caller's is the same (the adapters'
+    hot path then skips finding it per call); ``outermost_only``: a call made from inside the same
+    method of the same instance (an override calling ``super().parse(...)``) is not announced again.
+    """
+
+    fixed_kind = kind
 
     def announce(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Announced | None:
         callbacks = active_callbacks(instance)
         if not callbacks:
             return None
-        kind = _kind_of(instance, fn.__name__)
+        kind = fixed_kind or _kind_of(instance, fn.__name__)
         callbacks = listening(callbacks, kind)
         if not callbacks:
             return None
+        if outermost_only:
+            key = (id(instance), fn.__name__)
+            if _ANNOUNCING.get() == key:
+                return None
+            announced = _Announced(callbacks, kind, instance, _bound_inputs(fn, instance, args, kwargs))
+            announced.nested_token = _ANNOUNCING.set(key)
+            return announced
         return _Announced(callbacks, kind, instance, _bound_inputs(fn, instance, args, kwargs))
 
     if inspect.iscoroutinefunction(fn):

@@ -73,8 +73,13 @@ def devset(n: int, seed: int = 7) -> list[Example]:
 
 
 def sim_lm(sim: SimulatedLMServer, cache_dir: Path, **options: Any) -> LM:
-    """The LM of a test: the simulated LM, cache off (every example answered by the LM)."""
-    return LM("openai/simulated", api_base=sim.base_url, cache=False, cache_dir=cache_dir, **options)
+    """The LM of a test: the simulated LM, cache off (every example answered by the LM).
+
+    Temperature 0 and 1,000 tokens are set, not left to the defaults (DSPy's: none sent): the
+    simulated LM's answers depend on the request, and the cases here (seeds, datasets, where a
+    worker is killed) were chosen for the answers these requests get."""
+    settings: dict[str, Any] = {"temperature": 0.0, "max_tokens": 1000, **options}
+    return LM("openai/simulated", api_base=sim.base_url, cache=False, cache_dir=cache_dir, **settings)
 
 
 def wait_for(

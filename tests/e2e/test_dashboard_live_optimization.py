@@ -207,7 +207,8 @@ def test_the_dashboard_follows_a_running_cluster_optimization(
         assert row.locator(".name").text_content() == EVIL_NAME
         expect(page.locator("#detail-name")).to_have_text(EVIL_NAME, timeout=PAGE_MS)
         assert page.locator("script").evaluate_all("nodes => nodes.map(n => n.src)") == [
-            url + "/static/app.js"
+            url + "/static/app.js",
+            url + "/static/pareto.js",
         ]
 
         sim.control.release()

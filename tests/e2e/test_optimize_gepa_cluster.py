@@ -16,6 +16,7 @@ from e2e_pipeline import JOB_TIMEOUT_S, Pipeline, devset, predict_program, sim_l
 from dspex.client import Client
 from dspex.configuration import context
 from dspex.lm import LM
+from dspex.lm.pricing import parse_price, register_prices
 from dspex.optimizers import LocalExecutor, optimizer_from_name
 from dspex.schemas import TrialRecord
 from dspex.serialization import candidate_id
@@ -30,36 +31,41 @@ TRAIN, VAL = devset(9, seed=31), devset(6, seed=32)
 SEED = 2
 
 
-def knobs(sim: SimulatedLMServer) -> dict[str, Any]:
-    reflection = {"model": "openai/simulated", "api_base": sim.base_url, "cache": False}
+def knobs(sim: SimulatedLMServer, model: str = "openai/simulated") -> dict[str, Any]:
+    reflection = {"model": model, "api_base": sim.base_url, "cache": False}
     return {"max_metric_calls": 45, "reflection_lm": reflection, "use_merge": False}
 
 
-def local_reference(sim: SimulatedLMServer, lm: LM) -> tuple[str, list[TrialRecord], list[int]]:
-    """The same optimization here: best program id, trials, LM requests per step."""
+def local_reference(
+    sim: SimulatedLMServer, lm: LM, costs: list[float] | None = None
+) -> tuple[str, list[TrialRecord], list[int]]:
+    """The same optimization here: best program id, trials, LM requests per step (and, into
+    ``costs``, the USD each step spent)."""
 
     async def go() -> tuple[str, list[TrialRecord], list[int]]:
-        optimizer = optimizer_from_name("gepa", metric=feedback_metric, seed=SEED, **knobs(sim))
+        optimizer = optimizer_from_name("gepa", metric=feedback_metric, seed=SEED, **knobs(sim, lm.model))
         calls: list[int] = []
         with context(lm=lm):
             run = optimizer.start(predict_program(), trainset=TRAIN, valset=VAL, executor=LocalExecutor())
             while not run.done:
-                before = requests_total(sim)
+                before, spent = requests_total(sim), run.budget.spent.cost_usd
                 await run.step()
                 calls.append(requests_total(sim) - before)
+                if costs is not None:
+                    costs.append(run.budget.spent.cost_usd - spent)
         trials = [TrialRecord(**trial.as_trial_record()) for trial in run.history.trials]
         return candidate_id(run.result()), trials, calls
 
     return asyncio.run(go())
 
 
-def submit(pipeline: Pipeline, lm: LM, sim: SimulatedLMServer) -> str:
+def submit(pipeline: Pipeline, lm: LM, sim: SimulatedLMServer, **limits: Any) -> str:
     client = Client(pipeline.bootstrap, prefix=pipeline.prefix, allow_modules=[METRIC_MODULE])
     try:
         with context(lm=lm):
             job_id = client.optimize(
-                predict_program(), TRAIN, VAL, feedback_metric, optimizer="gepa", knobs=knobs(sim),
-                seed=SEED, wait=False,
+                predict_program(), TRAIN, VAL, feedback_metric, optimizer="gepa",
+                knobs=knobs(sim, lm.model), seed=SEED, wait=False, **limits,
             )  # fmt: skip
     finally:
         client.close()
@@ -104,3 +110,33 @@ def test_gepa_cluster_run_checkpoints_every_round_and_resumes_after_sigkill(
     resumed = wait_job(pipeline, job_id)
     assert (resumed.state, resumed.best_candidate_id) == ("completed", best_id), resumed.reason
     assert resumed.steps == trials  # nothing lost but the round in progress, nothing twice
+
+
+# A model no price table knows, priced here and by the workers' --price: the predictors and the
+# optimize worker (reflection) charge for it only if the option reached them.
+PRICED_MODEL, PRICE = "openai/simulated-priced", "150,600"
+
+
+def test_a_cluster_gepa_run_stops_at_its_usd_cap_with_the_best_so_far(
+    pipeline_factory: Callable[..., Pipeline],
+    sim_factory: Callable[..., SimulatedLMServer],
+    cache_dir: Path,
+) -> None:
+    sim = sim_factory(latency=0.01)
+    register_prices(dict([parse_price(f"{PRICED_MODEL}={PRICE}")]))
+    lm = LM(PRICED_MODEL, api_base=sim.base_url, cache=False, cache_dir=cache_dir)
+    costs: list[float] = []
+    _, trials, _ = local_reference(sim, lm, costs)
+    assert len(costs) >= 4 and all(cost > 0 for cost in costs[:3])
+    cap = sum(costs[:2]) + costs[2] / 2  # reached during the third round
+    pipeline = pipeline_factory()
+    start_cluster(pipeline, "--allow-module", METRIC_MODULE, "--price", f"{PRICED_MODEL}={PRICE}")
+
+    status = wait_job(pipeline, submit(pipeline, lm, sim, max_cost_usd=cap))
+    assert (status.state, status.stop_reason) == ("completed", "max_cost"), status.reason
+    spent = status.usage.cost_usd
+    # at the cap, plus at most what one round had in flight when it was reached
+    assert cap <= spent <= cap + max(costs), (spent, cap, costs)
+    assert 1 <= len(status.steps) < len(trials)
+    assert status.best_candidate_id in {step.candidate_id for step in status.steps}
+    assert candidate_id(pipeline.client.best_program(status)) == status.best_candidate_id

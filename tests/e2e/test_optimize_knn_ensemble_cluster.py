@@ -36,7 +36,8 @@ from dspex.modules import majority
 from dspex.optimizers import Ensemble, KafkaExecutor, KNNFewShot
 from dspex.optimizers.labeled import labeled_program
 from dspex.primitives import Module
-from dspex.serialization import dump_program, load_program
+from dspex.primitives.saving import load_program
+from dspex.serialization import dump_program
 from dspex.testing import SimulatedLMServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

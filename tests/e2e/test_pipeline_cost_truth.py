@@ -53,8 +53,12 @@ BROKER_START_S = 240.0
 
 
 def _env() -> dict[str, str]:
-    """The predictors import the test's program from this directory."""
-    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(PROGRAMS_DIR), os.environ.get("PYTHONPATH")]))}
+    """The predictors import the test's program from this directory. The aggregator takes a silent
+    predictor for dead after 10 s, shorter than the outage: an outage must not read as deaths."""
+    return {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROGRAMS_DIR), os.environ.get("PYTHONPATH")])),
+        "DSPEX_AGGREGATOR_DEAD_WORKER_AFTER": "10",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +212,8 @@ def assert_charged_exactly(status: JobStatus, served: dict[str, object]) -> None
         f"charged (calls, prompt, completion, cache hits) {charged}, LM served {answered}"
     )
     assert sum(c.usage.lm_calls for c in status.candidates) == usage.lm_calls
+    # no predictor died: one stopping in order (SIGTERM) or cut off by the outage is not taken for dead
+    assert status.usage_unreported is None, status.unreported_note
 
 
 def usage_reports(pipeline: Pipeline) -> int:

@@ -5,7 +5,8 @@ allow (``--allow-module e2e_agent_tools``): ``add``, ``multiply`` (a coroutine) 
 HTTP call to a service of the test). The simulated LM answers with native tool calls over HTTP (all
 three tools in one turn, then ``submit`` with the operation tool's result): the per-example results
 through Kafka equal local ``Evaluate``'s, and the tools really ran in the workers (every trace has
-the three calls and their results, and the lookup service saw the workers' calls).
+the three calls and their results, and the lookup service saw the workers' calls). Each result also
+carries its tool calls' starts and durations (``ExampleResult.tool_calls``), as locally.
 """
 
 from __future__ import annotations
@@ -83,3 +84,13 @@ def test_react_v2_program_through_kafka_equals_local_evaluate(
         results = first["tool_call_results"]["tool_call_results"]
         assert not any(result["is_error"] for result in results)
         assert results[2]["value"] == answer_for(record.example.question)
+    # each tool call's start and duration came back with the result, as local Evaluate records them
+    for remote_record, local_record in zip(remote.records, local.records, strict=True):
+        calls = {call.tool: call for call in remote_record.tool_calls}
+        assert sorted(calls) == sorted(call.tool for call in local_record.tool_calls)
+        assert sorted(calls) == ["add", "lookup", "multiply", "submit"]
+        assert all(call.outcome == "ok" for call in calls.values())
+        assert calls["multiply"].duration_s >= 0.009  # it sleeps 10 ms
+        turn_end = max(calls[name].start_s + calls[name].duration_s for name in ("add", "lookup", "multiply"))
+        assert calls["submit"].start_s >= turn_end  # the next turn's call
+        assert turn_end <= (remote_record.latency_s or 0.0) + 0.01

@@ -25,6 +25,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 import dspex
+from dspex.evaluate import EvaluationResult
+from dspex.lm import LM
 from dspex.observability import tracing
 from dspex.observability.tracing import TracingSettings
 from dspex.testing import SimulatedLMServer
@@ -116,25 +118,37 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
-def test_each_examples_trace_links_client_predictor_and_scorer(
-    pipeline_factory: Callable[..., Pipeline],
-    receiver: Receiver,
-    sim_factory: Callable[..., SimulatedLMServer],
-    cache_dir: Path,
-) -> None:
+@pytest.fixture
+def traced_pipeline(pipeline_factory: Callable[..., Pipeline], receiver: Receiver) -> Pipeline:
+    """An aggregator, and a scorer and a predictor that export their spans to ``receiver``."""
     pipeline = pipeline_factory()
     pipeline.start("aggregate")
     pipeline.start("score", "--otlp-endpoint", receiver.url)
     pipeline.start("predict", "--otlp-endpoint", receiver.url)
     pipeline.wait_ready()
-    sim = sim_factory(latency=0.005)
-    # every example sampled at the client; the workers follow the header's decision (parent-based)
-    dspex.configure(tracing=TracingSettings(endpoint=receiver.url, sample_ratio=1.0))
+    return pipeline
+
+
+def _evaluate_traced(pipeline: Pipeline, receiver: Receiver, lm: LM, sample_ratio: float) -> EvaluationResult:
+    """The chain-of-thought program over the devset, with the client tracing to ``receiver`` at
+    ``sample_ratio`` (the workers follow the header's decision: parent-based) and its spans flushed."""
+    dspex.configure(tracing=TracingSettings(endpoint=receiver.url, sample_ratio=sample_ratio))
     try:
-        (result,) = pipeline.evaluate([cot_program()], devset(EXAMPLES), sim_lm(sim, cache_dir))
+        (result,) = pipeline.evaluate([cot_program()], devset(EXAMPLES), lm)
         assert tracing.flush(10.0)
     finally:
         dspex.configure(tracing=None)
+    return result
+
+
+def test_each_examples_trace_links_client_predictor_and_scorer(
+    traced_pipeline: Pipeline,
+    receiver: Receiver,
+    sim_factory: Callable[..., SimulatedLMServer],
+    cache_dir: Path,
+) -> None:
+    lm = sim_lm(sim_factory(latency=0.005), cache_dir)
+    result = _evaluate_traced(traced_pipeline, receiver, lm, sample_ratio=1.0)  # every example sampled
     assert len(result.results) == EXAMPLES
 
     def complete() -> list[Received] | None:
@@ -187,23 +201,13 @@ def _wait(found: Callable[[], list[Received] | None], timeout: float) -> list[Re
 
 
 def test_failed_examples_are_kept_at_ratio_zero_across_the_hop(
-    pipeline_factory: Callable[..., Pipeline],
+    traced_pipeline: Pipeline,
     receiver: Receiver,
     sim_factory: Callable[..., SimulatedLMServer],
     cache_dir: Path,
 ) -> None:
-    pipeline = pipeline_factory()
-    pipeline.start("aggregate")
-    pipeline.start("score", "--otlp-endpoint", receiver.url)
-    pipeline.start("predict", "--otlp-endpoint", receiver.url)
-    pipeline.wait_ready()
     sim = sim_factory(latency=0.005, garble=0.5)  # half the answers in no adapter's format
-    dspex.configure(tracing=TracingSettings(endpoint=receiver.url, sample_ratio=0.0))
-    try:
-        (result,) = pipeline.evaluate([cot_program()], devset(EXAMPLES), sim_lm(sim, cache_dir))
-        assert tracing.flush(10.0)
-    finally:
-        dspex.configure(tracing=None)
+    result = _evaluate_traced(traced_pipeline, receiver, sim_lm(sim, cache_dir), sample_ratio=0.0)
     failed = {record.index for record in result.records if record.error is not None}
     assert 0 < len(failed) < EXAMPLES
 

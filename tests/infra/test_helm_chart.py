@@ -259,6 +259,10 @@ def test_the_dashboard_runs_a_command_dspex_accepts(manifests: list[Manifest]) -
     command: click.Command = typer.main.get_command(cli_app).commands["dashboard"]  # type: ignore[attr-defined]
     with command.make_context("dashboard", args[1:]) as context:
         assert context.params["host"] == "0.0.0.0" and context.params["port"] == 8765
+        assert not context.params["insecure_no_token"]
+    # on 0.0.0.0 the dashboard needs its token: from the Secret, never in the manifest
+    (token,) = [e for e in container(deployment)["env"] if e["name"] == "DSPEX_DASHBOARD_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "dspex-dashboard", "key": "token"}
     service = of_kind(manifests, "Service")["dspex-dashboard"]
     assert service["spec"]["ports"][0]["targetPort"] == "http"
 

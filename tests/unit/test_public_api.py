@@ -19,7 +19,7 @@ EXPECTED_PROGRAMMING_MODEL = {
     "Evaluate", "EvaluationResult", "load", "candidate_id",
     "ReActV2", "ProgramOfThought", "CodeAct", "RLM", "CodeInterpreter", "CodeInterpreterError",
     "CodeExecutionError", "FinalOutput", "PythonInterpreter", "SandboxSerializable",
-    "resolve_interpreter_factory", "streamify",
+    "resolve_interpreter_factory", "streamify", "Provider", "TrainingJob",
 }  # fmt: skip
 EXPECTED_OPTIMIZERS = {
     "Teleprompter", "LabeledFewShot", "BootstrapFewShot", "BootstrapFewShotWithRandomSearch",
@@ -41,7 +41,7 @@ def test_the_export_list_is_exactly_what_is_meant() -> None:
         | EXPECTED_OPTIMIZERS
         | EXPECTED_SUBMODULES
         | set(errors.__all__)
-        | {"Client", "TracingSettings", "__version__"}
+        | {"Client", "TracingSettings", "MlflowSettings", "__version__"}
     )
     exported = set(dspex.__all__)
     assert exported == expected, {"unexpected": exported - expected, "missing": expected - exported}

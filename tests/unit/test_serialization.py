@@ -14,7 +14,8 @@ from dspex.errors import ConfigurationError, ProgramLoadError, SecurityPolicyErr
 from dspex.lm import LM
 from dspex.modules import ChainOfThought, Predict
 from dspex.primitives import Example, Module
-from dspex.serialization import FORMAT_VERSION, candidate_id, dump_program, load, load_program
+from dspex.primitives.saving import load, load_program
+from dspex.serialization import FORMAT_VERSION, candidate_id, dump_program
 
 
 def _lm(**kwargs: Any) -> LM:

@@ -78,6 +78,12 @@ def on_cluster(client: dspex.Client) -> None:
     assert_type(client.optimize(program, devset, None, metric, wait=False), str)
 
 
+async def on_cluster_async(client: dspex.Client) -> None:
+    assert_type(await client.aevaluate(program, devset, metric, wait=False), str)
+    assert_type(await client.aoptimize(program, devset, None, metric), dspex.Module)
+    assert_type(await client.aoptimize(program, devset, None, metric, wait=False), str)
+
+
 def answers(lm: dspex.LM) -> None:
     assert_type(lm("hi"), list[str | dict[str, Any]])
 """

@@ -28,9 +28,6 @@ class DashboardSource(Protocol):
     def heartbeats(self) -> Iterable[WorkerHeartbeat]: ...
 
 
-_CACHED_JOBS = 16
-
-
 RecordsReader = Callable[[JobStatus], Awaitable[JobRecords]]
 """Reads an evaluation's stored job and score records."""
 

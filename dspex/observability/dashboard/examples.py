@@ -36,6 +36,7 @@ def example_detail(record: ScoreRecord, input_keys: Sequence[str]) -> dict[str, 
         "error": None if record.error is None else record.error.model_dump(mode="json"),
         "trace": [entry.model_dump(mode="json") for entry in record.trace],
         "callback_events": [event.model_dump(mode="json") for event in record.callback_events or []],
+        "tool_calls": [call.model_dump(mode="json") for call in record.tool_calls or []],
         "task_id": record.task_id,
         "scored_at": record.scored_at.isoformat(),
     }

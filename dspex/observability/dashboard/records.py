@@ -28,7 +28,7 @@ from dspex.streams.fetch import consume_ready
 from dspex.streams.partitioner import partition_for
 from dspex.streams.topics import TopicRegistry
 
-__all__ = ["JobRecords", "read_job_records"]
+__all__ = ["JobRecords", "key_values", "read_job_records"]
 
 _log = logging.getLogger("dspex.streams.librdkafka.dashboard")
 
@@ -56,7 +56,7 @@ def read_job_records(
     """Read ``job_id``'s job record and score records (blocking)."""
     since = started_at - CLOCK_SLACK if started_at is not None else None
     records = JobRecords()
-    for value in _values(settings, registry.name("jobs"), job_id, since, timeout):
+    for value in key_values(settings, registry.name("jobs"), job_id, since, timeout):
         try:
             message = decode(value, JobMessage)
         except SchemaError:
@@ -64,7 +64,7 @@ def read_job_records(
         if isinstance(message, EvalJob):
             records.job = message
     seen: set[tuple[str, int]] = set()
-    for value in _values(settings, registry.name("scores"), job_id, since, timeout):
+    for value in key_values(settings, registry.name("scores"), job_id, since, timeout):
         if is_usage_report(value):
             continue
         try:
@@ -77,7 +77,7 @@ def read_job_records(
     return records
 
 
-def _values(
+def key_values(
     settings: KafkaSettings, topic: str, key: str, since: datetime | None, timeout: float
 ) -> Iterator[bytes]:
     """The values of ``key``'s records on ``topic``, from ``since`` to the end as it is now."""

@@ -70,6 +70,13 @@ class ProgressTracker:
         window = self._latencies.setdefault(job_id, deque(maxlen=LATENCY_WINDOW))
         window.append(latency_s)
 
+    def retain(self, job_ids: set[str]) -> None:
+        """Forget the progress of every job but ``job_ids`` (a purged job's goes with its status).
+
+        Latencies stay: a job's scores may be read before its first status is."""
+        for gone in [job_id for job_id in self._progress if job_id not in job_ids]:
+            del self._progress[gone]
+
     def last_progress(self, job_id: str) -> datetime | None:
         """When the job's finished-task count last changed (None: never seen)."""
         known = self._progress.get(job_id)

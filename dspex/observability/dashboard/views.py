@@ -173,6 +173,7 @@ def workers_view(beats: Iterable[WorkerHeartbeat], now: datetime) -> list[dict[s
                 "last_seen": beat.sent_at.isoformat(),
                 "in_flight": beat.in_flight,
                 "limit": beat.limit,
+                "dispatch_window": beat.dispatch_window,  # what runs at most: limit can read higher
                 "breaker_state": beat.breaker_state,
                 "assigned_partitions": beat.assigned_partitions,
                 "paused_partitions": beat.paused_partitions,

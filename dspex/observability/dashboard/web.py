@@ -4,10 +4,12 @@ Routes: ``/`` (the page), ``/static/...`` (its script and style, shipped in the 
 ``GET /api/jobs`` (query: ``state``, ``kind``, ``name``, ``offset``, ``limit``, ``flat``; a bad
 value is a 400 with a JSON body; see :mod:`.listing`), ``GET /api/jobs/{job_id}`` (404 with a JSON
 body for an unknown job), ``GET /api/workers``, and over a job's stored records the routes of
-:mod:`.record_routes` (its examples one by one; two evaluations compared). The page polls the API
+:mod:`.record_routes` (its examples one by one; two evaluations compared) and a GEPA run's Pareto
+front (:mod:`.pareto_routes`, from its latest checkpoint). The page polls the API
 and redraws in place; it renders every string as text and the server sends a
 Content-Security-Policy that allows no inline script, so a job named ``<script>...`` is shown,
-never run.
+never run. With a token (:mod:`.access`) every route, the page and its assets included, answers 401
+to a request without it; :func:`serve_dashboard` refuses a non-loopback address without one.
 
 The source of truth is the whole status topic (every partition, through
 :class:`~dspex.streams.reader.CompactedReader`), not one aggregator's local tables, so the page
@@ -29,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from dspex.errors import ConfigurationError
+from dspex.observability.dashboard.access import check_binding, require_token
 from dspex.observability.dashboard.appkeys import (
     RECORDS,
     SOURCE,
@@ -40,6 +44,7 @@ from dspex.observability.dashboard.appkeys import (
     Status,
 )
 from dspex.observability.dashboard.listing import JobQuery
+from dspex.observability.dashboard.pareto_routes import CheckpointReader, KafkaCheckpoints, add_pareto_routes
 from dspex.observability.dashboard.record_routes import add_record_routes
 from dspex.observability.dashboard.records import JobRecords, read_job_records
 from dspex.observability.dashboard.stalls import ProgressTracker
@@ -73,6 +78,7 @@ class KafkaDashboardSource:
         # a finished job's records do not change: the last few read are kept
         self._finished: OrderedDict[str, JobRecords] = OrderedDict()
         self.tracker = ProgressTracker()
+        self.checkpoints = KafkaCheckpoints(settings, registry)  # GEPA runs' fronts, on demand
         self._status: CompactedReader[Status] = CompactedReader(
             settings, registry.name("status"), decoder=self._decode_status
         )
@@ -104,6 +110,8 @@ class KafkaDashboardSource:
 
     async def records(self, status: JobStatus) -> JobRecords:
         """The evaluation's job and score records, as the topics hold them now."""
+        for gone in [job_id for job_id in self._finished if self.status(job_id) is None]:
+            del self._finished[gone]  # purged: its records go with its status
         cached = self._finished.get(status.job_id)
         if cached is not None:
             self._finished.move_to_end(status.job_id)
@@ -142,11 +150,19 @@ def create_app(
     source: DashboardSource,
     tracker: ProgressTracker | None = None,
     records: RecordsReader | None = None,
+    *,
+    token: str | None = None,
+    checkpoints: CheckpointReader | None = None,
 ) -> web.Application:
     """The dashboard's aiohttp application over ``source``; ``tracker``: the jobs' progress history
     for stall detection (none: a running job counts as progressing at its latest status);
-    ``records``: how to read a job's stored records (none: the per-example routes answer 404)."""
-    app = web.Application(middlewares=[_security_headers])
+    ``records``: how to read a job's stored records (none: the per-example routes answer 404);
+    ``token``: what every request must carry (none: no check; see :mod:`.access`); ``checkpoints``:
+    how to read an optimization's latest checkpoint (none: the Pareto route answers 404)."""
+    middlewares: list[Middleware] = [_security_headers]
+    if token is not None:
+        middlewares.append(require_token(token))
+    app = web.Application(middlewares=middlewares)
     app[SOURCE] = source
     app[TRACKER] = tracker if tracker is not None else ProgressTracker()
     app[RECORDS] = records
@@ -154,6 +170,7 @@ def create_app(
     app.router.add_get("/api/jobs", _jobs)
     app.router.add_get("/api/jobs/{job_id}", _job)
     add_record_routes(app)
+    add_pareto_routes(app, checkpoints)
     app.router.add_get("/api/workers", _workers)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     return app
@@ -176,11 +193,22 @@ async def start_site(app: web.Application, host: str, port: int) -> web.AppRunne
 
 
 async def serve_dashboard(
-    settings: KafkaSettings, *, prefix: str, host: str = DEFAULT_HOST, port: int = 8765
+    settings: KafkaSettings,
+    *,
+    prefix: str,
+    host: str = DEFAULT_HOST,
+    port: int = 8765,
+    token: str | None = None,
+    insecure_no_token: bool = False,
 ) -> None:
-    """Serve the dashboard until cancelled (Ctrl-C)."""
+    """Serve the dashboard until cancelled (Ctrl-C). A ``host`` other than loopback needs a
+    ``token`` unless ``insecure_no_token`` (ConfigurationError before anything binds)."""
+    check_binding(host, token, insecure_no_token=insecure_no_token)
     source = KafkaDashboardSource(settings, prefix)
-    runner = await start_site(create_app(source, source.tracker, source.records), host, port)
+    app = create_app(
+        source, source.tracker, source.records, token=token, checkpoints=source.checkpoints.latest
+    )
+    runner = await start_site(app, host, port)
     try:
         await source.start()
         logger.info("dashboard at http://%s:%s/", host, port)
@@ -237,6 +265,7 @@ def _context(request: web.Request) -> Context:
     # without one: tests, other readers)
     tracker = request.app[TRACKER]
     statuses = list(source.statuses())
+    tracker.retain({status.job_id for status in statuses})
     for status in statuses:
         if tracker.last_progress(status.job_id) is None:
             tracker.observe(status)

@@ -19,8 +19,11 @@ LM calls use the same clients, caches, usage trackers and budgets as everything 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context, copy_context
@@ -53,6 +56,7 @@ __all__ = [
     "BudgetStop",
     "DspyAdapter",
     "GepaBatch",
+    "ProposalMemo",
     "ReflectiveDatasetError",
     "RunMemo",
     "RunRecord",
@@ -81,6 +85,7 @@ class DspyAdapter:
     ``executor`` (dspex's): where evaluations without traces run (default: a LocalExecutor bounded
     by ``num_threads``). ``stopper``: the LM-call / USD budget, checked before each evaluation.
     ``memo``: runs made earlier in the compile, reused (see :class:`RunMemo`; None: every run is made).
+    ``proposals``: reflections made ahead for predicted iterations (see :class:`ProposalMemo`).
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class DspyAdapter:
         executor: Executor | None = None,
         stopper: SpendStopper | None = None,
         memo: RunMemo | None = None,
+        proposals: ProposalMemo | None = None,
     ) -> None:
         self.student = student_module
         self.metric_fn = metric_fn
@@ -116,6 +122,7 @@ class DspyAdapter:
         self.executor = executor
         self.stopper = stopper
         self.memo = memo
+        self.proposals = proposals
 
     # -- programs --------------------------------------------------------------------------------
 
@@ -297,7 +304,7 @@ class DspyAdapter:
         _, inputs, outputs = step
         record: dict[str, Any] = {
             "Inputs": self._shown_inputs(inputs),
-            "Generated Outputs": _shown_outputs(outputs),
+            "Generated Outputs": _shown_outputs(outputs, as_text=not self._structured),
         }
         if isinstance(outputs, FailedPrediction):
             record["Feedback"] = _format_feedback(predictor)
@@ -317,13 +324,21 @@ class DspyAdapter:
             return None
         return self.rng.choice(steps)
 
+    @property
+    def _structured(self) -> bool:
+        """The default proposer asks through an adapter, which renders values itself (DSPy 3.4.1:
+        History, images and typed outputs reach it as they are); other proposers get text."""
+        proposer = self.proposer
+        return isinstance(proposer, InstructionProposer) and proposer.prompt_template is None
+
     def _shown_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        structured = self._structured
         shown: dict[str, Any] = {}
         for key, value in inputs.items():
             if isinstance(value, History):
-                shown["Context"] = _history_text(value)
-            elif isinstance(value, Type) and self.custom_instruction_proposer is not None:
-                shown[key] = value  # a custom proposer may send images as images
+                shown["Context"] = value if structured else _history_text(value)
+            elif structured or isinstance(value, Type):
+                shown[key] = value  # images stay images for every proposer
             else:
                 shown[key] = str(value)
         return shown
@@ -361,6 +376,19 @@ class DspyAdapter:
         """New instruction texts from the proposer, with the reflection LM as the current LM."""
         if self.stopper is not None and self.stopper.exhausted() is not None:
             return {}  # no proposal: gepa skips the child, and its stop condition ends the run
+        if self.proposals is not None:
+            made = self.proposals.take(candidate, reflective_dataset, components_to_update)
+            if made is not None:
+                return made
+        return self.reflect(candidate, reflective_dataset, components_to_update)
+
+    def reflect(
+        self,
+        candidate: dict[str, str],
+        reflective_dataset: Mapping[str, Sequence[Mapping[str, Any]]],
+        components_to_update: list[str],
+    ) -> dict[str, str]:
+        """The proposer's new texts, asked now (no memo)."""
         lm = self.reflection_lm or current_settings().lm
         with context(lm=lm):
             proposals = self.proposer(
@@ -454,6 +482,58 @@ class RunMemo:
         return len(self._runs)
 
 
+class ProposalMemo:
+    """Reflections asked ahead of the iterations predicted to need them (:mod:`.prefetch`), each
+    handed out once to the iteration that asks with the same parent, reflective dataset and
+    components: the answer it would have waited for, asked earlier. Thread-safe (the reflections of
+    one iteration are asked from several threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: dict[str, list[dict[str, str]]] = {}
+        self.made = 0  # reflections asked ahead
+        self.used = 0  # of those, taken by an iteration
+        self.waited = 0  # reflections an iteration asked itself (none was made ahead for it)
+
+    @staticmethod
+    def key(
+        candidate: Mapping[str, str],
+        reflective_dataset: Mapping[str, Sequence[Mapping[str, Any]]],
+        components: Sequence[str],
+    ) -> str:
+        # the dataset is what the reflection prompt is made of: equal datasets, equal prompts
+        text = json.dumps([candidate, list(components), reflective_dataset], sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def put(self, key: str, texts: dict[str, str]) -> None:
+        with self._lock:
+            self._made.setdefault(key, []).append(dict(texts))
+            self.made += 1
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._made
+
+    def take(
+        self,
+        candidate: Mapping[str, str],
+        reflective_dataset: Mapping[str, Sequence[Mapping[str, Any]]],
+        components: Sequence[str],
+    ) -> dict[str, str] | None:
+        """The texts asked ahead for this reflection (removed: used once), None when none were."""
+        key = self.key(candidate, reflective_dataset, components)
+        with self._lock:
+            waiting = self._made.get(key)
+            if not waiting:
+                self.waited += 1
+                return None
+            texts = waiting.pop(0)
+            if not waiting:
+                del self._made[key]
+            self.used += 1
+            return texts
+
+
 def _candidate_key(candidate: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(candidate.items()))
 
@@ -534,20 +614,20 @@ def _history_text(history: History) -> str:
     return f"```json\n{lines}```"
 
 
-def _shown_outputs(outputs: Any) -> dict[str, str] | str:
+def _shown_outputs(outputs: Any, *, as_text: bool = True) -> dict[str, Any] | str:
     if isinstance(outputs, FailedPrediction):
         return (
-            "Couldn't parse the output as per the expected output format. The model's raw response was:\n"
+            "The answer could not be read in the format the signature asks for. What the model wrote:\n"
             f"```\n{outputs.completion_text}\n```\n\n"
         )
-    return {key: str(value) for key, value in outputs.items()}
+    return {key: str(value) if as_text else value for key, value in outputs.items()}
 
 
 def _format_feedback(predictor: Any) -> str:
     """For a failed parse: the message structure the predictor's answer had to follow."""
     messages = ChatAdapter().format(predictor.signature, [], {})
     structure = "".join(f"{message['role']}: {message['content']}\n" for message in messages)
-    return "Your output failed to parse. Follow this structure:\n" + structure
+    return "The answer was not in the expected format and could not be read. Answer like this:\n" + structure
 
 
 def _as_rng_state(state: Any) -> Any:

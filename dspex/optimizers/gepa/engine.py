@@ -10,7 +10,8 @@ same parts ``gepa.optimize`` builds (:func:`build_engine`) and runs the loop its
 their acceptance), through the engine's own methods (``_run_full_eval_and_add``,
 ``_run_reflective_batch``), so gepa's proposal, acceptance and Pareto rules are unchanged. The
 reflections of an iteration with several proposals run at once (:mod:`.reflection`), and the
-parents' minibatches of the next iterations are run ahead, together (:mod:`.prefetch`).
+parents' minibatches, reflections and children's minibatches of the next iterations are made ahead,
+together (:mod:`.prefetch`).
 Everything an iteration depends on (the state, the shared generator, the sampler's epoch, the merge
 bookkeeping) is exported by :mod:`.checkpoint` as JSON, not pickled. Contract tests pin the parts of
 gepa this relies on.
@@ -61,7 +62,7 @@ from gepa.strategies.eval_policy import EvaluationPolicy, FullEvaluationPolicy
 from gepa.utils import CompositeStopper, MaxMetricCallsStopper
 
 from dspex.errors import ConfigurationError
-from dspex.optimizers.gepa.prefetch import prefetch_parents
+from dspex.optimizers.gepa.prefetch import prefetch_parents, speculate_children
 from dspex.optimizers.gepa.reflection import ConcurrentReflection, ProposerView
 
 __all__ = ["ENGINE_KWARGS", "EngineParts", "build_engine", "evaluate_seed", "run_iteration"]
@@ -125,6 +126,7 @@ class EngineParts:
     sampler: Any
     merge: MergeProposer[Any] | None
     callbacks: list[Any]
+    max_metric_calls: int
 
 
 def build_engine(
@@ -188,7 +190,7 @@ def build_engine(
         acceptance_criterion=_acceptance(extra.get("acceptance_criterion", "strict_improvement")),
         selection_strategy=settings.selection_strategy,
     )
-    return EngineParts(engine, rng, sampler, merge, all_callbacks)
+    return EngineParts(engine, rng, sampler, merge, all_callbacks, settings.max_metric_calls)
 
 
 def _candidate_selector(choice: Any, rng: random.Random) -> CandidateSelector:
@@ -348,8 +350,11 @@ def run_iteration(parts: EngineParts, state: GEPAState[Any, Any]) -> bool:
         if merged is not None:
             accepted = merged
             return accepted
-        prefetch_parents(engine.reflective_proposer, engine.adapter, state)
-        proposals = engine.reflective_proposer.propose(state)
+        evals_left = parts.max_metric_calls - state.total_num_evals
+        proposer, adapter = engine.reflective_proposer, engine.adapter
+        prefetch_parents(proposer, adapter, state, evals_left=evals_left)
+        speculate_children(proposer, adapter, state, evals_left)
+        proposals = proposer.propose(state)
         if proposals:
             accepted = engine._run_reflective_batch(proposals, state)
         else:

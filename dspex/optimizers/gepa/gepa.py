@@ -31,12 +31,17 @@ What dspex adds: ``max_lm_calls`` / ``max_cost_usd`` cap every LM call of the ru
 LM's included (the run stops cleanly at the cap with the best program so far, spend bounded by the
 calls in flight); ``sampling_strategy`` / ``selection_strategy`` (gepa's several proposals per
 iteration, evaluated together); ``reuse_runs`` (default on: a candidate's run on an example is made
-once per compile and reused when gepa evaluates that candidate on that example again, most often
-the parent's minibatch; gepa still counts it as a metric call, so the budget is DSPy's, and the
-results are those an LM cache gives DSPy's GEPA at its defaults; off: every evaluation calls the
-LM again, which only differs for a program whose answers vary from call to call);
-``executor`` at compile; and :attr:`history`. What differs: the
-default proposer is gepa's reflection prompt (:class:`InstructionProposer`), and ``gepa_kwargs``'s
+once per compile and reused when gepa evaluates that candidate on that example again, most often the
+parent's minibatch; gepa still counts it as a metric call, so the budget is DSPy's, and the results
+are those an LM cache gives DSPy's GEPA at its defaults; off: every evaluation calls the LM again,
+which only differs for a program whose answers vary from call to call); ``speculate`` (default on,
+with ``reuse_runs``: the next iterations' reflections and child minibatches are asked ahead,
+together, assuming no candidate is added before them; each answer goes to the iteration whose
+reflection prompt it answers, so gepa's decisions and inputs are unchanged; the reflections and
+child runs made for iterations after an accepted candidate are spent for nothing, so a run with
+``max_lm_calls`` or ``max_cost_usd`` does not speculate; see :mod:`.prefetch`); ``executor`` at
+compile; and :attr:`history`. What differs: the default proposer (:class:`InstructionProposer`,
+DSPy's arguments and behaviour) words its prompt in dspex's own words, and ``gepa_kwargs``'s
 ``max_reflection_cost`` is refused in favour of ``max_cost_usd``, which covers all LM calls;
 ``gepa_kwargs`` takes the engine's own knobs only (``frontier_type``, ``acceptance_criterion``,
 ``val_evaluation_policy``, ``merge_val_overlap_floor``, ``batch_sampler``, ``callbacks``,
@@ -57,7 +62,7 @@ from dspex.lm import LM
 from dspex.optimizers._base import Optimizer, check_examples, check_has_predictors, reject_unknown
 from dspex.optimizers.budget import Budget
 from dspex.optimizers.executor import Executor
-from dspex.optimizers.gepa.adapter import DspyAdapter, RunMemo
+from dspex.optimizers.gepa.adapter import DspyAdapter, ProposalMemo, RunMemo
 from dspex.optimizers.gepa.budgets import (
     AUTO_RUN_SETTINGS,
     AutoBudget,
@@ -128,6 +133,7 @@ class GEPA(Optimizer):
         max_lm_calls: int | None = None,
         max_cost_usd: float | None = None,
         reuse_runs: bool = True,
+        speculate: bool = True,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -168,6 +174,7 @@ class GEPA(Optimizer):
         self.sampling_strategy, self.selection_strategy = sampling_strategy, selection_strategy
         self._limits = Budget(max_lm_calls, max_cost_usd)
         self.reuse_runs = reuse_runs
+        self.speculate = speculate
 
     def auto_budget(
         self,
@@ -257,6 +264,7 @@ class GEPA(Optimizer):
             executor=executor,
             stopper=stopper,
             memo=RunMemo() if self.reuse_runs else None,
+            proposals=ProposalMemo() if self.reuse_runs and self.speculate else None,
         )
 
     def _engine_settings(self, max_metric_calls: int) -> EngineSettings:

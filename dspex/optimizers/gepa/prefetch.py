@@ -1,4 +1,4 @@
-"""The parents' minibatch runs of the next few iterations, made together in one round trip.
+"""The next few iterations' parent runs, reflections and child runs, made together ahead of them.
 
 Each gepa iteration starts by running the parent it selects on a minibatch of the trainset; most
 iterations end there (the parent was perfect on it) or with a rejected child, and neither changes
@@ -15,6 +15,20 @@ memo hit is the run those iterations would have made (see ``reuse_runs`` in :mod
 prediction costs when a candidate is added in between: the predicted runs of parents that are not
 selected after all, made for nothing (at most :data:`LOOKAHEAD` minibatches' worth per added
 candidate, counted in the run's LM usage and USD cap like any call).
+
+:func:`speculate_children` goes one step further for the same predicted iterations: from the
+parents' runs it builds each iteration's reflective dataset as the iteration will (same component
+selection, on a copy of the round-robin counters), asks the reflection LM for all of them at once,
+keeps the answers in the adapter's :class:`~dspex.optimizers.gepa.adapter.ProposalMemo` and runs
+the children on their minibatches (into the run memo). An iteration then finds its reflection and
+its child's runs made: a run of rejected proposals (most of a GEPA run) costs three round trips
+per :data:`LOOKAHEAD` iterations instead of two or three per iteration. gepa still makes every
+decision, with the same inputs; an answer is handed out only to the iteration whose reflection
+prompt it answers. The price: when a candidate is added, the reflections and child runs made for
+the iterations after it are not used (at most :data:`LOOKAHEAD` of each, bounded by the
+metric-call budget left; ``ProposalMemo.made`` and ``used`` count them). A run with an LM-call or
+USD cap (``max_lm_calls``, ``max_cost_usd``) makes nothing ahead: there, what is spent is what the
+search can still try, and the cap's bound (the calls in flight when it is reached) stays small.
 """
 
 from __future__ import annotations
@@ -22,9 +36,19 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import Context, copy_context
 from typing import Any
 
-__all__ = ["LOOKAHEAD", "predicted_tasks", "prefetch_parents"]
+from dspex.optimizers.gepa.adapter import ProposalMemo
+
+__all__ = [
+    "LOOKAHEAD",
+    "predicted_proposal_tasks",
+    "predicted_tasks",
+    "prefetch_parents",
+    "speculate_children",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,36 +67,68 @@ class _StateAt:
         return getattr(self._state, name)
 
 
-def predicted_tasks(proposer: Any, state: Any, rounds: int) -> list[tuple[dict[str, str], list[Any]]]:
-    """The (parent candidate, minibatch) pairs of this iteration and the next ``rounds - 1``, as
-    they will be drawn if no candidate is added meanwhile (from copies: nothing real is drawn)."""
+def predicted_proposal_tasks(proposer: Any, state: Any, rounds: int) -> list[list[Any]]:
+    """gepa's proposal tasks (parent index and candidate, minibatch) of this iteration and the next
+    ``rounds - 1``, one list per iteration, as they will be drawn if no candidate is added meanwhile
+    (from copies: nothing real is drawn)."""
     selector, sampler = copy.deepcopy((proposer.candidate_selector, proposer.batch_sampler))
-    tasks: list[tuple[dict[str, str], list[Any]]] = []
-    for ahead in range(rounds):
-        view = _StateAt(state, state.i + ahead)
-        for task in proposer.sampling_strategy.sample_tasks(view, selector, sampler, proposer.trainset):
-            tasks.append((task.parent_candidate, list(task.minibatch)))
-    return tasks
+    return [
+        list(
+            proposer.sampling_strategy.sample_tasks(
+                _StateAt(state, state.i + ahead), selector, sampler, proposer.trainset
+            )
+        )
+        for ahead in range(rounds)
+    ]
 
 
-def prefetch_parents(proposer: Any, adapter: Any, state: Any, rounds: int = LOOKAHEAD) -> int:
+def predicted_tasks(proposer: Any, state: Any, rounds: int) -> list[tuple[dict[str, str], list[Any]]]:
+    """The (parent candidate, minibatch) pairs of :func:`predicted_proposal_tasks`, in order."""
+    return [
+        (task.parent_candidate, list(task.minibatch))
+        for iteration in predicted_proposal_tasks(proposer, state, rounds)
+        for task in iteration
+    ]
+
+
+def prefetch_parents(
+    proposer: Any, adapter: Any, state: Any, rounds: int = LOOKAHEAD, evals_left: int | None = None
+) -> int:
     """Run the predicted parents' minibatches missing from the memo (see the module) when the
-    current iteration would wait for its own; returns how many runs were started."""
+    current iteration would wait for its own; returns how many runs were started.
+
+    ``evals_left``: metric calls the run may still make; iterations beyond them (a parent's and a
+    child's minibatch each) are not predicted, the current one always is."""
     memo = getattr(adapter, "memo", None)
     if memo is None or rounds < 1:
         return 0
     try:
-        tasks = predicted_tasks(proposer, state, rounds)
+        iterations = predicted_proposal_tasks(proposer, state, rounds)
     except Exception as exc:  # a user's selector or sampler that cannot be copied: no prediction
         logger.debug("no prefetch of parent minibatches: %s: %s", type(exc).__name__, exc)
         return 0
-    current = len(tasks) // rounds
-    if all(_known(memo, candidate, batch) for candidate, batch in tasks[:current]):
+    current = [(task.parent_candidate, list(task.minibatch)) for task in iterations[0]]
+    if all(_known(memo, candidate, batch) for candidate, batch in current):
         return 0  # this iteration waits for nothing: predict again when it would
+    tasks = _within(iterations, evals_left)
     items = _missing(memo, tasks)
     if items:
         adapter.batch_evaluate(items, capture_traces=True)
     return sum(len(batch) for _, batch in items)
+
+
+def _within(iterations: list[list[Any]], evals_left: int | None) -> list[tuple[dict[str, str], list[Any]]]:
+    """The iterations' (parent, minibatch) pairs, the first iteration's all, the others' while the
+    metric calls they would make (parent and child minibatches) fit in ``evals_left``."""
+    tasks: list[tuple[dict[str, str], list[Any]]] = []
+    spent = 0
+    for ahead, iteration in enumerate(iterations):
+        pairs = [(task.parent_candidate, list(task.minibatch)) for task in iteration]
+        spent += sum(2 * len(batch) for _, batch in pairs)
+        if ahead and evals_left is not None and spent > evals_left:
+            break
+        tasks.extend(pairs)
+    return tasks
 
 
 def _known(memo: Any, candidate: dict[str, str], batch: Sequence[Any]) -> bool:
@@ -91,3 +147,131 @@ def _missing(
             if index not in known:
                 examples.setdefault(id(example), example)
     return [(candidate, list(examples.values())) for candidate, examples in wanted.values() if examples]
+
+
+class _SelectorState(_StateAt):
+    """The state a component selector reads and advances: the real one, with its own copy of the
+    round-robin counters (what the predicted iterations will advance, in turn)."""
+
+    def __init__(self, state: Any) -> None:
+        super().__init__(state, state.i)
+        self.named_predictor_id_to_update_next_for_program_candidate = copy.deepcopy(
+            state.named_predictor_id_to_update_next_for_program_candidate
+        )
+
+
+def speculate_children(
+    proposer: Any, adapter: Any, state: Any, evals_left: int, rounds: int = LOOKAHEAD
+) -> int:
+    """Ask the predicted iterations' reflections and run their children ahead (see the module) when
+    the current iteration would wait for its reflection; returns how many reflections were asked.
+
+    ``evals_left``: metric calls the run may still make; iterations beyond them are not predicted.
+    """
+    if rounds < 1 or not _speculating(adapter):
+        return 0  # (under an LM-call or USD cap, spend buys search, not speed)
+    memo, proposals = adapter.memo, adapter.proposals
+    try:
+        jobs = _reflection_jobs(proposer, adapter, state, evals_left, rounds)
+    except Exception as exc:  # a user's selector or sampler that cannot be copied or predicted
+        logger.debug("no speculative reflections: %s: %s", type(exc).__name__, exc)
+        return 0
+    if not jobs or jobs[0].key in proposals:
+        return 0  # this iteration waits for no reflection (or has none): predict again when it would
+    asked = [job for job in jobs if job.key not in proposals]
+    texts = _reflections(adapter, asked)
+    children = []
+    for job, new_texts in zip(asked, texts, strict=True):
+        if new_texts is None:
+            continue  # failed twice: the iteration asks again itself and records what it gets
+        proposals.put(job.key, new_texts)
+        if new_texts:
+            children.append(({**job.parent, **new_texts}, job.minibatch))
+    missing = _missing(memo, children)
+    if missing:
+        adapter.batch_evaluate(missing, capture_traces=True)
+    return len(asked)
+
+
+class _Job:
+    """One predicted reflection: the parent, its minibatch, the components and the dataset."""
+
+    __slots__ = ("components", "dataset", "key", "minibatch", "parent")
+
+    def __init__(
+        self, parent: dict[str, str], minibatch: list[Any], components: list[str], dataset: Any
+    ) -> None:
+        self.parent, self.minibatch, self.components, self.dataset = parent, minibatch, components, dataset
+        self.key = ProposalMemo.key(parent, dataset, components)
+
+
+def _reflection_jobs(proposer: Any, adapter: Any, state: Any, evals_left: int, rounds: int) -> list[_Job]:
+    """The predicted iterations' reflections, in order, up to the first parent whose runs are not
+    all known or the metric calls left; the current iteration's first, when it reflects.
+
+    The reflective datasets draw from a copy of the adapter's generator, in the order the
+    iterations will draw from the real one (which stays as it was)."""
+    real_rng = adapter.rng
+    adapter.rng = copy.deepcopy(real_rng)
+    try:
+        return _predicted_jobs(proposer, adapter, state, evals_left, rounds)
+    finally:
+        adapter.rng = real_rng
+
+
+def _predicted_jobs(proposer: Any, adapter: Any, state: Any, evals_left: int, rounds: int) -> list[_Job]:
+    selector_state = _SelectorState(state)
+    jobs: list[_Job] = []
+    spent = 0
+    for iteration in predicted_proposal_tasks(proposer, state, rounds):
+        for task in iteration:
+            minibatch = list(task.minibatch)
+            spent += 2 * len(minibatch)  # the parent's runs and the child's
+            if spent > evals_left or not _known(adapter.memo, task.parent_candidate, minibatch):
+                return jobs
+            runs = adapter.evaluate(minibatch, task.parent_candidate, capture_traces=True)  # from the memo
+            if not runs.trajectories or _skipped_as_perfect(proposer, runs.scores):
+                continue
+            components = proposer.module_selector(
+                selector_state, runs.trajectories, runs.scores, task.parent_idx, task.parent_candidate
+            )
+            dataset = adapter.make_reflective_dataset(task.parent_candidate, runs, components)
+            jobs.append(_Job(task.parent_candidate, minibatch, list(components), dataset))
+    return jobs
+
+
+def _capped(budget: Any) -> bool:
+    return budget.max_lm_calls is not None or budget.max_cost_usd is not None
+
+
+def _skipped_as_perfect(proposer: Any, scores: Sequence[Any]) -> bool:
+    perfect = proposer.perfect_score
+    return bool(proposer.skip_perfect_score and perfect is not None) and all(
+        score is not None and score >= perfect for score in scores
+    )
+
+
+def _reflections(adapter: Any, jobs: Sequence[_Job]) -> list[dict[str, str] | None]:
+    """Each job's new texts from the adapter's proposer, all asked at once (None: it failed)."""
+
+    def one(work: tuple[Context, _Job]) -> dict[str, str] | None:
+        ctx, job = work
+        try:
+            texts: dict[str, str] = ctx.run(adapter.reflect, job.parent, job.dataset, job.components)
+            return texts
+        except Exception as exc:  # the iteration asks again itself and records what it gets
+            logger.debug("speculative reflection failed: %s: %s", type(exc).__name__, exc)
+            return None
+
+    if not jobs:
+        return []
+    # each thread gets the caller's context: the LM, settings and usage trackers
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        return list(pool.map(one, [(copy_context(), job) for job in jobs]))
+
+
+def _speculating(adapter: Any) -> bool:
+    if getattr(adapter, "memo", None) is None or getattr(adapter, "proposals", None) is None:
+        return False
+    stopper = getattr(adapter, "stopper", None)
+    return stopper is None or not _capped(stopper.budget)

@@ -11,8 +11,8 @@ same as with one reflection after another. The proposer gepa builds sees the ada
 
 A job whose proposer raises (an unusable reflection answer, twice) makes ``reflect_many`` raise;
 gepa then asks again job by job (:meth:`ConcurrentReflection.reflect`), records the failed job as
-no proposal and keeps the others: the same outcome as before, at the cost of asking the other jobs
-again.
+no proposal and keeps the others: the same outcome as one reflection after another, at the cost of
+asking the other jobs again.
 """
 
 from __future__ import annotations

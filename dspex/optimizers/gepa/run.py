@@ -201,7 +201,8 @@ class _Observer:
                 kind="full",
                 label=label,
                 candidate_id=candidate_id(program),
-                score=float(event["average_score"]),
+                # gepa averages the metric (0-1); dspex's trials are percentages like Evaluate's
+                score=100.0 * float(event["average_score"]),
                 num_examples=int(event["num_examples_evaluated"]),
             )
         )

@@ -121,7 +121,8 @@ def test_eval_wait_then_status_results_and_cancel_agree(
 
     overview = json.loads(runner.invoke(app, ["status", "--json", *_kafka(settings, registry)]).stdout)
     assert [job["job_id"] for job in overview["jobs"]] == [job_id]
-    assert sorted(overview["lag"]) == ["aggregate", "predict", "score"]
+    assert sorted(overview["lag"]) == ["aggregate", "intake", "predict", "score"]
+    assert overview["lag"]["intake"]["total"] == 0  # no submit message was produced
     assert overview["lag"]["predict"]["total"] == N  # nobody in the predict group consumed the tasks
     assert overview["workers"] == []
 

@@ -27,7 +27,7 @@ from dspex.errors import AdapterParseError, SecurityPolicyError
 from dspex.lm import LM
 from dspex.modules import BestOfN, ChainOfThought, MultiChainComparison, Parallel, Predict, ReAct, Refine
 from dspex.primitives import Example, Module
-from dspex.serialization import load
+from dspex.primitives.saving import load
 from dspex.testing import SimulatedLMServer, arithmetic_dataset
 from dspex.testing.task import parse_question
 

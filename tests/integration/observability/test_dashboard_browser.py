@@ -83,6 +83,8 @@ def look_at(page: Page, url: str) -> Path:
     # its trajectory shows the candidate being evaluated, at its score so far
     expect(page.locator("svg#trajectory")).to_have_attribute("data-live", "1")
     expect(page.locator("svg#trajectory circle.live")).to_have_count(1)
+    expect(page.locator("#pareto-box")).to_have_count(1)  # made with the detail, shown for GEPA runs
+    expect(page.locator("#pareto-box")).to_be_hidden()
     # the silent predictor is listed apart, with its last state
     expect(page.locator("#workers tbody tr")).to_have_count(0)
     expect(page.locator(f'#gone-workers tr[data-worker-id="{DEAD_PREDICTOR}"]')).to_have_count(1)

@@ -1,5 +1,6 @@
-"""A real Prometheus scrapes a running pipeline through a job with a 429 burst; every Grafana panel
-query and alert expression is evaluated through its HTTP API, and promtool checks everything.
+"""A real Prometheus scrapes a running pipeline through a job with a 429 burst and an agent job (a
+ReActV2 whose tools answer or fail, for the tool panels); every Grafana panel query and alert
+expression is evaluated through its HTTP API, and promtool checks everything.
 
 Processes: the three worker kinds (``dspex worker ...`` via LocalStack, real broker), the simulated
 LM (a simulation, not a model) in a subprocess, and Debian's prometheus reading the workers' file_sd
@@ -8,6 +9,7 @@ target files with a 1 s scrape interval.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from obs_agent_tools import add, unreliable
 from prom_tools import (
     ALERTS_YML,
     PROMETHEUS_YML,
@@ -29,18 +32,21 @@ from prom_tools import (
     substitute,
 )
 
+from dspex.adapters import JSONAdapter
 from dspex.client import Client
 from dspex.configuration import context
 from dspex.dev.stack import LocalStack
 from dspex.lm import LM
-from dspex.modules import Predict
+from dspex.modules import Predict, ReActV2
 from dspex.signatures import make_signature
 from dspex.testing import SimulatedLMServer, arithmetic_dataset
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
 
+HERE = Path(__file__).resolve().parent
 KINDS = {"predict", "score", "aggregate"}
 EXAMPLES = 240
+AGENT_EXAMPLES = 40
 # Queries that may be empty in this run, and why.
 _NO_OPTIMIZATION = (
     "no optimization runs in this test; tests/e2e/test_optimize_cluster.py runs one and reads the "
@@ -67,7 +73,9 @@ def wait_for(predicate, timeout: float, what: str, stack: LocalStack) -> None:  
 def start_pipeline(stack: LocalStack, api_base: str, targets: Path) -> None:
     stack.start("aggregate")
     stack.start("score")
-    stack.start("predict", "--allow-api-base", api_base, "--concurrency", "32")
+    stack.start(
+        "predict", "--allow-api-base", api_base, "--concurrency", "32", "--allow-module", "obs_agent_tools"
+    )
     wait_for(lambda: len(list(targets.glob("*.json"))) >= 3, 90, "3 target files", stack)
 
 
@@ -114,6 +122,18 @@ def run_job_with_429_burst(
     return job_id
 
 
+def run_agent_job(bootstrap: str, prefix: str, sim: SimulatedLMServer) -> None:
+    """A ReActV2 job whose agent calls ``add`` and ``unreliable`` (always failing) on every example:
+    the tool panels' calls, errors, durations and an opened breaker."""
+    lm = LM("openai/simulated", api_base=sim.base_url, cache=False)
+    agent = ReActV2("question -> answer: int", tools=[add, unreliable], max_iters=3, adapter=JSONAdapter())
+    with Client(bootstrap, prefix=prefix) as client, context(lm=lm):
+        result = client.evaluate(
+            agent, arithmetic_dataset(AGENT_EXAMPLES, seed=5), "numeric_equal:answer", name="obs-agent"
+        )
+    assert result.errors == 0, result.error_messages  # a failing tool is an observation, not a failure
+
+
 def _requests(stats: dict[str, Any]) -> int:
     return int(stats["requests_total"])
 
@@ -130,7 +150,8 @@ def checked_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
     # LocalStack registers predictors and scorers here; the aggregator takes it from the environment.
     targets = work / "stack" / "prometheus-targets"
     prefix = f"obs{int(time.time() * 1000) % 10**9}."
-    env = {"DSPEX_PROMETHEUS_TARGETS_DIR": str(targets)}
+    python_path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    env = {"DSPEX_PROMETHEUS_TARGETS_DIR": str(targets), "PYTHONPATH": python_path}
     config = scrape_config(targets, work)
     with (
         SimulatedLMServer(latency=0.05) as sim,
@@ -141,7 +162,10 @@ def checked_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
         health = prometheus.wait_targets(KINDS)
         started = time.time()
         job_id = run_job_with_429_burst(kafka_bootstrap, prefix, sim, prometheus)
-        _wait_scraped(prometheus, f'sum(dspex_aggregator_scores_total{{outcome="counted"}}) >= {EXAMPLES}')
+        run_agent_job(kafka_bootstrap, prefix, sim)
+        counted = EXAMPLES + AGENT_EXAMPLES
+        _wait_scraped(prometheus, f'sum(dspex_aggregator_scores_total{{outcome="counted"}}) >= {counted}')
+        _wait_scraped(prometheus, 'max(dspex_tool_breaker_state{tool="unreliable"}) > 0')
         metrics_texts = {url: httpx.get(url.split("@")[1], timeout=10).text for url in health}
         yield {
             "prometheus": prometheus,

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from dspex.cli import worker as worker_cli
 from dspex.cli._worker_options import WorkerSettings
 from dspex.errors import ConfigurationError
+from dspex.lm.pricing import ModelPrice
 from dspex.streams.config import KafkaSettings
 
 runner = CliRunner()
@@ -100,7 +101,7 @@ def test_the_error_is_one_line_with_the_variable_and_the_type() -> None:
 
 
 def test_every_setting_is_an_option_of_a_worker_command() -> None:
-    helps = [_invoke(kind, "--help") for kind in ("predict", "intake")]
+    helps = [_invoke(kind, "--help") for kind in ("predict", "intake", "provider-batch", "optimize")]
     assert all(result.exit_code == 0 for result in helps), [result.output for result in helps]
     for name in WorkerSettings.model_fields:
         flag = {"targets_dir": "--prometheus-targets-dir"}.get(name, "--" + name.replace("_", "-"))
@@ -146,13 +147,18 @@ def test_every_setting_reaches_the_worker_options(tmp_path: Path) -> None:
         allow_mcp_server=["http://mcp.internal/mcp"], worker_id="w-1", lm_cache_dir=tmp_path / "c",
         fast_groups=True, drain_timeout=2.0, lm_initial_limit=7, max_rps=3.0, max_tpm=100.0,
         breaker_failures=2, breaker_open_s=0.5, callback=["mypkg.cb:One"], sandbox_pool=1,
-        allow_media_fetch=True, tasks_timeout=30.0,
+        allow_media_fetch=True, tasks_timeout=30.0, batch_window=0.5, batch_poll=2.0,
+        batch_max_requests=10, batch_max_bytes=1000, batch_max_tries=4, batch_retry="online",
         otlp_endpoint="http://otel.internal:4318",  # process-wide: start_tracing(), not WorkerOptions
+        price=["sim/m=1,2"],  # process-wide: register_prices(), not WorkerOptions
+        mlflow_uri="http://mlflow.internal:5000",  # process-wide: start_mlflow(), not WorkerOptions
     )  # fmt: skip
     assert set(WorkerSettings.model_fields) <= set(settings.model_fields_set)  # none left out here
     options = settings.worker_options()
     assert (options.prefix, options.concurrency, options.worker_id) == ("p.", 9, "w-1")
     assert options.sandbox_pool == 1 and options.allow_media_fetch and options.tasks_timeout == 30.0
+    assert (options.batch_window, options.batch_poll, options.batch_max_tries) == (0.5, 2.0, 4)
+    assert (options.batch_max_requests, options.batch_max_bytes, options.batch_retry) == (10, 1000, "online")
     assert (options.metrics_port, options.metrics_host, options.targets_dir) == (9401, "0.0.0.0", tmp_path)
     assert (options.lm_cache_dir, options.fast_groups, options.drain_timeout) == (tmp_path / "c", True, 2.0)
     assert options.endpoints.initial_limit == 7 and options.endpoints.max_rps == 3.0
@@ -162,3 +168,26 @@ def test_every_setting_reaches_the_worker_options(tmp_path: Path) -> None:
     assert "mypkg" in policy.allow_modules and policy.allow_key_envs == ("KEY",)
     assert policy.allow_api_bases == ("http://lm.internal/v1",)
     assert policy.allow_mcp_servers == ("http://mcp.internal/mcp",)
+
+
+def test_a_price_option_prices_the_workers_lm_calls(
+    served: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered: list[dict[str, Any]] = []
+    monkeypatch.setattr("dspex.cli._worker_options.register_prices", registered.append)
+    monkeypatch.setenv("DSPEX_WORKER_PRICE", '["sim/b=0.5"]')
+    result = _invoke("predict", "--price", "sim/a=1.5,6", "--price", "openai/gpt-4o=3,12")
+    assert result.exit_code == 0, result.output
+    # the command line wins; prices given as two numbers get the default batch share
+    assert registered == [{"sim/a": ModelPrice(1.5, 6.0), "openai/gpt-4o": ModelPrice(3.0, 12.0)}]
+    registered.clear()
+    assert _invoke("score").exit_code == 0 and registered == [{"sim/b": ModelPrice(0.5, 0.0)}]
+
+
+@pytest.mark.parametrize("spec", ["sim/a", "sim/a=", "=1,2", "sim/a=one,2", "sim/a=1,-2", "sim/a=1,2,3"])
+def test_a_malformed_price_is_a_usage_error_quoting_it(served: list[Any], spec: str) -> None:
+    result = _invoke("predict", "--price", spec)
+    assert result.exit_code == 2
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "price" in text and repr(spec.partition("=")[0] or spec).strip("'") in text
+    assert served == []

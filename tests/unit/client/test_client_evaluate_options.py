@@ -8,8 +8,9 @@ import asyncio
 import pytest
 
 import dspex
-from dspex.client._client import EvaluateOptions, _EvaluateCall
+from dspex.client._client_evaluate import EvaluateOptions, _EvaluateCall
 from dspex.client._submit import Limits
+from dspex.errors import ConfigurationError
 
 DEVSET = [dspex.Example(question="1+1?", answer="2").with_inputs("question")]
 
@@ -24,6 +25,7 @@ def test_the_options_are_the_documented_keywords() -> None:
         "num_threads",
         "display_progress",
         "timeout",
+        "mode",
     }
     assert not EvaluateOptions.__required_keys__
 
@@ -42,10 +44,17 @@ def test_given_options_reach_the_limits_and_the_wait() -> None:
         "priority": "bulk",
         "display_progress": False,
         "timeout": 9.0,
+        "mode": "batch",
     }
     call = _EvaluateCall.of("evaluate_many", False, options)
-    assert call.limits == Limits("nightly", 0.5, 3, 1.25, priority="bulk")
+    assert call.limits == Limits("nightly", 0.5, 3, 1.25, priority="bulk", lm_mode="batch")
     assert (call.wait, call.display_progress, call.timeout) == (False, False, 9.0)
+
+
+def test_a_mode_other_than_online_or_batch_is_refused() -> None:
+    assert _EvaluateCall.of("evaluate", True, {"mode": "online"}).limits.lm_mode is None
+    with pytest.raises(ConfigurationError, match="'online' or 'batch'"):
+        _EvaluateCall.of("evaluate", True, {"mode": "offline"})  # type: ignore[typeddict-item]
 
 
 @pytest.mark.parametrize("method", ["evaluate", "evaluate_many"])

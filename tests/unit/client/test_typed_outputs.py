@@ -1,11 +1,15 @@
-"""Predictions read back from score records get their pydantic-typed fields back as those types."""
+"""Predictions read back from score records get their typed fields (numbers, lists, enums, dates,
+pydantic models, Image, History...) back as those types, as local Evaluate gives them."""
 
 from __future__ import annotations
 
+import datetime
+import enum
 import json
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
+from pydantic_core import to_jsonable_python
 
 import dspex
 from dspex.client._runs import prediction_of
@@ -64,9 +68,46 @@ def test_evaluation_results_use_the_candidates_field_types() -> None:
     assert untyped is not None and untyped.point == {"x": 1, "y": 2}  # without types: as it came
 
 
-def test_output_types_name_only_pydantic_fields_and_unwrap_optional() -> None:
-    assert output_types(dspex.Predict(Locate)) == {"point": Point, "maybe": Point}
+def test_output_types_name_every_typed_field_but_text() -> None:
+    assert output_types(dspex.Predict(Locate)) == {"point": Point, "maybe": Point | None}
     assert output_types(dspex.Predict("question -> answer")) == {}
+    assert output_types(dspex.Predict("question -> count: int, tags: list[str]")) == {
+        "count": int, "tags": list[str]
+    }  # fmt: skip
+
+
+class Shape(enum.Enum):
+    CIRCLE = "circle"
+    SQUARE = "square"
+
+
+class Everything(dspex.Signature):
+    """Every kind of output."""
+
+    question: str = dspex.InputField()
+    count: int = dspex.OutputField()
+    ratio: float = dspex.OutputField()
+    tags: list[str] = dspex.OutputField()
+    pair: tuple[int, str] = dspex.OutputField()
+    shape: Shape = dspex.OutputField()
+    day: datetime.date = dspex.OutputField()
+    kind: Literal["a", "b"] = dspex.OutputField()
+    point: Point = dspex.OutputField()
+    picture: dspex.Image = dspex.OutputField()
+    chat: dspex.History = dspex.OutputField()
+
+
+def test_outputs_come_back_as_their_declared_types_as_local_evaluate_gives_them() -> None:
+    local = {
+        "count": 3, "ratio": 2.0, "tags": ["x", "y"], "pair": (1, "a"), "shape": Shape.SQUARE,
+        "day": datetime.date(2026, 12, 5), "kind": "b", "point": Point(x=1, y=2),
+        "picture": dspex.Image("https://example.com/cat.png"), "chat": _history(),
+    }  # fmt: skip
+    wire = json.loads(json.dumps(to_jsonable_python(local)))  # what a prediction record carries
+    assert wire["pair"] == [1, "a"] and wire["shape"] == "square" and isinstance(wire["picture"], str)
+    typed = coerce_outputs(wire, output_types(dspex.Predict(Everything)))
+    assert typed == local
+    assert [type(typed[name]) for name in local] == [type(value) for value in local.values()]
 
 
 def test_a_value_that_does_not_validate_is_kept_as_it_came() -> None:

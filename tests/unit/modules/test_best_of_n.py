@@ -120,4 +120,4 @@ def test_a_saved_best_of_n_without_its_module_is_a_load_error() -> None:
     data = BestOfN(Predict("q -> a"), 2, constant_reward, 1.0).dump()
     data["children"] = {}
     with pytest.raises(ProgramLoadError, match="'module' child"):
-        dspex.serialization.load_program(data)
+        dspex.primitives.saving.load_program(data)

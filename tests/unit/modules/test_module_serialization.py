@@ -13,7 +13,7 @@ from dspex.configuration import context
 from dspex.errors import ProgramLoadError, SecurityPolicyError
 from dspex.modules import Predict
 from dspex.primitives import Example, Module
-from dspex.serialization import load_program
+from dspex.primitives.saving import load_program
 
 
 def _optimize(program: Module) -> Module:

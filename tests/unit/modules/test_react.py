@@ -160,4 +160,4 @@ def test_a_saved_react_without_state_is_a_load_error() -> None:
     data = ReAct("question -> answer", tools=[search]).dump()
     del data["state"]
     with pytest.raises(ProgramLoadError, match="needs its 'state'"):
-        dspex.serialization.load_program(data)
+        dspex.primitives.saving.load_program(data)

@@ -16,7 +16,8 @@ import dspex
 from dspex.errors import ProgramLoadError
 from dspex.modules import RLM
 from dspex.primitives.code_interpreter import FinalOutput
-from dspex.serialization import dump_program, load_program
+from dspex.primitives.saving import load_program
+from dspex.serialization import dump_program
 from dspex.utils import DummyLM
 
 

@@ -25,7 +25,7 @@ SERVICE_KEYS = {
     "hostname", "restart", "healthcheck", "deploy", "networks", "labels", "user", "working_dir",
 }  # fmt: skip
 TOP_KEYS = {"name", "services", "volumes", "networks", "configs", "secrets"}
-PORT = re.compile(r"^(\d{1,5}:)?\d{1,5}(/(tcp|udp))?$")
+PORT = re.compile(r"^((\d{1,3}\.){3}\d{1,3}:)?(\d{1,5}:)?\d{1,5}(/(tcp|udp))?$")  # [IP:][HOST:]CONTAINER
 # What the tests check, and where compose must mount it (host path relative to infra/ -> target).
 CHECKED_MOUNTS = {
     "prometheus": {
@@ -169,6 +169,19 @@ def test_the_dashboard_has_optimizer_and_cost_panels() -> None:
         assert metric in exprs
     for metric in ("dspex_lm_cost_usd_total", "dspex_job_cost_usd"):
         assert metric in exprs
+
+
+def test_the_dashboard_has_agent_tool_panels() -> None:
+    dashboard = json.loads((INFRA / "grafana/dashboards/dspex.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    assert "sum by (tool) (rate(dspex_tool_calls_total{" in exprs  # calls/s and the error ratio
+    assert 'dspex_tool_calls_total{outcome!="ok", ' in exprs
+    for quantile in ("0.5", "0.95"):
+        assert (
+            f"histogram_quantile({quantile}, sum by (tool, le) (rate(dspex_tool_duration_seconds_bucket{{"
+            in exprs
+        )
+    assert "max by (tool) (dspex_tool_breaker_state{" in exprs
 
 
 WORKERS = ("predict", "score", "aggregate", "optimize")

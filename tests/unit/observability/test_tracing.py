@@ -104,6 +104,12 @@ def test_a_chain_of_thought_call_is_one_trace_module_predictor_lm(
     # the LM call sits under the predictor, which sits under the program
     assert ancestors(llm, spans)[-1] == root.name and len(ancestors(llm, spans)) >= 2
     assert any(name.startswith("Predict(") for name in ancestors(llm, spans))
+    # the adapter's format and parse are spans beside the LM call, under the same predictor
+    (formatted,) = by_name(spans, "ChatAdapter.format")
+    (parsed,) = by_name(spans, "ChatAdapter.parse")
+    assert ancestors(formatted, spans) == ancestors(parsed, spans) == ancestors(llm, spans)
+    assert "capital of France" in str(dict(formatted.attributes or {})["output.value"])
+    assert formatted.end_time <= llm.start_time and llm.end_time <= parsed.start_time  # type: ignore[operator]
 
 
 def test_a_react_tool_call_is_a_tool_span_inside_the_agent(lm: LM, exported: InMemorySpanExporter) -> None:

@@ -3,6 +3,7 @@ only the metric's feedback says what the word is, so reflection on feedback is w
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,19 +37,23 @@ class ScriptedLM(BaseLM):
 
     def _reply(self, contents: list[str]) -> str:
         last = contents[-1]
-        if "write a new instruction" in last:
+        if "new_instruction" in contents[0]:  # the default proposer: a Predict through JSONAdapter
             self.prompts.append(last)
-            return self._reflect(last)
+            return json.dumps({"new_instruction": self._reflect(last)})
+        if "write a new instruction" in last:  # gepa's raw reflection prompt (prompt_template)
+            self.prompts.append(last)
+            return f"```\n{self._reflect(last)}\n```"
         match = re.search(r"What is (\d+) \+ 1\?", last)
         right = match is not None and MAGIC in contents[0]
         answer = str(int(match.group(1)) + 1) if right and match else "0"
         return f"[[ ## answer ## ]]\n{answer}\n\n[[ ## completed ## ]]"
 
     def _reflect(self, prompt: str) -> str:
+        """The new instruction's text (the caller wraps it in the request's answer format)."""
         hint = re.search(r"the magic word is (\w+)", prompt)
         if self.reflect_with_feedback and hint:
-            return f"```\nAnswer with the number only, and say {hint.group(1)}.\n```"
-        return "```\nAnswer with the number only.\n```"
+            return f"Answer with the number only, and say {hint.group(1)}."
+        return "Answer with the number only."
 
 
 def dataset(n: int, offset: int = 0) -> list[Example]:

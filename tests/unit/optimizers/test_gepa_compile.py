@@ -41,7 +41,7 @@ async def test_feedback_finds_the_instruction_that_zero_shot_lacks() -> None:
     assert details.to_dict()["best_idx"] == details.best_idx
     assert set(details.highest_score_achieved_per_val_task.values()) == {1.0}
     history = optimizer.history
-    assert history is not None and history.best_score == 1.0 and history.usage.lm_calls == calls
+    assert history is not None and history.best_score == 100.0 and history.usage.lm_calls == calls
 
 
 async def test_scores_alone_do_not_find_it_at_the_same_budget() -> None:
@@ -130,7 +130,7 @@ async def test_a_metric_that_returns_no_score_fails_at_its_first_call() -> None:
 
 async def test_an_unusable_reflection_answer_is_a_failed_proposal_not_a_crash() -> None:
     lm = ScriptedLM()
-    lm._reflect = lambda prompt: "```\n```"  # type: ignore[method-assign]  # no instruction, every time
+    lm._reflect = lambda prompt: "  "  # type: ignore[method-assign]  # no instruction, every time
     optimizer = GEPA(feedback_metric, max_metric_calls=12, reflection_lm=lm, track_stats=True)
     with context(lm=lm):
         best = await optimizer.acompile(student(), trainset=dataset(3))

@@ -99,3 +99,33 @@ async def test_the_prediction_is_what_the_next_rounds_draw() -> None:
         state.i += 1
     assert predicted == drawn
     assert len({tuple(e.question for e in batch) for _, batch in drawn}) > 1  # not one batch five times
+
+
+async def test_reflections_asked_ahead_are_the_ones_the_iterations_take(sim: SimulatedLMServer) -> None:
+    lm = sim_lm_of(sim)
+    optimizer = GEPA(phrase_feedback_metric(4), max_metric_calls=120, reflection_lm=lm, seed=4)
+    asked: list[int] = []
+    with context(lm=lm):
+        run = optimizer.start(student(), trainset=TRAIN, valset=VAL)
+        adapter = run.parts.engine.adapter
+        reflect = adapter.reflect
+        adapter.reflect = lambda *args: asked.append(1) or reflect(*args)  # type: ignore[method-assign]
+        while not run.done:
+            await run.step()
+    proposals = adapter.proposals
+    assert proposals is not None and proposals.made == len(asked) - proposals.waited
+    # most iterations found their reflection made; the rest came right after an accepted candidate
+    assert proposals.used >= 3 and proposals.used > proposals.waited
+
+
+async def test_a_capped_run_asks_nothing_ahead(sim: SimulatedLMServer) -> None:
+    lm = sim_lm_of(sim)
+    optimizer = GEPA(
+        phrase_feedback_metric(4), max_metric_calls=60, reflection_lm=lm, seed=4, max_lm_calls=400
+    )
+    with context(lm=lm):
+        run = optimizer.start(student(), trainset=TRAIN, valset=VAL)
+        while not run.done:
+            await run.step()
+    proposals = run.parts.engine.adapter.proposals
+    assert proposals is not None and proposals.made == proposals.used == 0

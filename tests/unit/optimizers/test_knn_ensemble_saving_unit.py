@@ -16,7 +16,8 @@ from dspex.modules import Predict, majority
 from dspex.optimizers import Ensemble, EnsembledProgram, KNNFewShot
 from dspex.optimizers.labeled import labeled_program
 from dspex.primitives import Example
-from dspex.serialization import dump_program, load_program
+from dspex.primitives.saving import load_program
+from dspex.serialization import dump_program
 
 THIS_MODULE = __name__
 

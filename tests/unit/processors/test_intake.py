@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from pydantic import ValidationError
 
@@ -18,7 +19,16 @@ from dspex.modules import Predict
 from dspex.primitives import Example
 from dspex.processors.common import WorkerOptions
 from dspex.processors.intake import Intake, expand, invalid_submit_status, submit_job_id
-from dspex.schemas import EvalJob, JobStatus, LMSpec, MetricSpec, SubmitJob, decode, encode
+from dspex.schemas import (
+    EvalJob,
+    JobStatus,
+    LMSpec,
+    MetricSpec,
+    SubmitJob,
+    decode,
+    encode,
+    export_json_schemas,
+)
 from dspex.schemas.base import utc_now
 from dspex.schemas.registry import TOPIC_KEY_FIELDS, TOPIC_VALUE_MODELS, key_for
 from dspex.serialization import dump_program
@@ -137,6 +147,9 @@ class Jobs:
     def status(self, job_id: str) -> JobStatus | None:
         return self.statuses.get(job_id)
 
+    def purged(self, job_id: str) -> bool:
+        return job_id.startswith("purged")  # a tombstone was read for its status
+
 
 def test_the_sweep_picks_old_jobs_with_nothing_done() -> None:
     old = utc_now() - timedelta(seconds=120)
@@ -157,6 +170,7 @@ def test_the_sweep_picks_old_jobs_with_nothing_done() -> None:
         job("completed"),
         job("cancelled"),
         job("young", created_at=utc_now()),
+        job("purged-after-completing"),  # no status on purpose: failing it would write one back
     ]
     statuses = {
         "nothing-done": status("nothing-done", "running", 0),
@@ -180,3 +194,39 @@ def test_the_documented_submit_message_decodes_and_expands() -> None:
     expanded = expand(message, message.program, policy=Policy())
     assert expanded.job.job_id == message.job_id and expanded.job.total_tasks == len(message.examples) == 4
     assert expanded.job.lm == message.lm and expanded.job.metric.name == "numeric_equal:answer"
+
+
+def test_a_batch_submit_expands_as_the_clients_batch_mode() -> None:
+    mine = expand(submit(mode="batch"), program(), policy=Policy())
+    devset = [Example(**row).with_inputs("question") for row in ROWS]
+    limits = Limits(name="mine", max_errors=2, priority="bulk", num_threads=4, lm_mode="batch")
+    client = build_submission(
+        [program()], devset, "exact_match:answer", policy=Policy(), limits=limits, job_id="job-1"
+    )
+    assert mine.lm_mode == client.lm_mode == "batch"
+    assert [t.model_dump() for t in mine.tasks()] == [t.model_dump() for t in client.tasks()]
+    assert {task.lm_mode for task in mine.tasks()} == {"batch"}
+    online = expand(submit(mode="online"), program(), policy=Policy())
+    assert online.lm_mode is None and {task.lm_mode for task in online.tasks()} == {None}
+
+
+def test_a_submit_of_schema_1_0_has_no_mode_and_runs_online() -> None:
+    wire = json.loads(encode(submit()))
+    assert wire["schema_version"] == "1.1" and wire["mode"] == "online"
+    del wire["mode"]
+    older = decode(json.dumps({**wire, "schema_version": "1.0"}).encode(), SubmitJob)
+    assert older.mode == "online" and expand(older, program(), policy=Policy()).lm_mode is None
+    with pytest.raises(SchemaError):
+        decode(json.dumps({**wire, "mode": "fast"}).encode(), SubmitJob)
+
+
+def test_the_exported_submit_schema_knows_the_mode(tmp_path: Path) -> None:
+    export_json_schemas(tmp_path)
+    schema = json.loads((tmp_path / "SubmitJob.schema.json").read_text(encoding="utf-8"))
+    assert schema["x-dspex-schema-version"] == "1.1"
+    assert schema["properties"]["mode"]["enum"] == ["online", "batch"]
+    assert "mode" not in schema["required"]
+    wire = json.loads(encode(submit(mode="batch")))
+    jsonschema.validate(wire, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**wire, "mode": "fast"}, schema)

@@ -24,6 +24,7 @@ from dspex.schemas import (
     OptimizeStatus,
     PredictionRecord,
     ProgramSpec,
+    PurgeJob,
     ScoreRecord,
     SubmitJob,
     Task,
@@ -32,6 +33,7 @@ from dspex.schemas import (
     UsageRecord,
     WorkerHeartbeat,
 )
+from dspex.schemas.provider_batch import LMBatchAnswer, ParkedLMRequest, ProviderBatchCheckpoint, StoredAnswer
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 LM = LMSpec(model="openai/sim", api_base="http://127.0.0.1:9/v1", api_key_env="SIM_KEY", extra={"top_p": 0.9})
@@ -52,6 +54,11 @@ def _samples() -> list[BaseModel]:
         lm=LM,
     )
     trial = TrialRecord(step=0, candidate_id="cand-1", score=50.0, num_examples=20, note="zero-shot")
+    parked = ParkedLMRequest(
+        request_hash="h1", job_id="job-1", task_id=task.task_id, round=0, api_base=LM.api_base or "",
+        model="openai/sim", api_key_env="SIM_KEY", body={"model": "sim", "messages": []},
+        task=task.model_copy(update={"lm_mode": "batch"}),
+    )  # fmt: skip
     return [
         EvalJob(
             job_id="job-1",
@@ -77,9 +84,11 @@ def _samples() -> list[BaseModel]:
             max_lm_calls=1000,
             max_cost_usd=2.0,
             seed=7,
+            evaluation_mode="batch",
             created_at=T0,
         ),
         Cancel(job_id="job-1", reason="user asked", requested_at=T0),
+        PurgeJob(job_id="job-1", requested_at=T0),
         ProgramSpec.build(PROGRAM, job_id="job-1", created_at=T0),
         task,
         PredictionRecord(
@@ -172,6 +181,18 @@ def _samples() -> list[BaseModel]:
             input_keys=["question"],
             metric="exact_match:answer",
             lm=LMSpec(model="openai/gpt-4o-mini", api_key_env="OPENAI_API_KEY"),
+            mode="batch",
+            created_at=T0,
+        ),
+        parked,
+        LMBatchAnswer(request_hash="h1", batch_id="b1", answer=StoredAnswer(status=200, body={})),
+        ProviderBatchCheckpoint(
+            key="k1",
+            api_base=LM.api_base or "",
+            model="openai/sim",
+            state="submitted",
+            batch_id="b1",
+            requests=[parked],
             created_at=T0,
         ),
     ]

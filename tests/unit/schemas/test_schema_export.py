@@ -42,7 +42,7 @@ def test_exported_schemas_accept_what_we_encode(tmp_path: Path, samples: list[Ba
 def test_exported_task_schema_types_the_example_index(tmp_path: Path) -> None:
     export_json_schemas(tmp_path)
     schema = _load(tmp_path / "Task.schema.json")
-    assert schema["x-dspex-schema-version"] == "1.2" and schema["x-dspex-topics"] == ["tasks"]
+    assert schema["x-dspex-schema-version"] == "1.3" and schema["x-dspex-topics"] == ["tasks"]
     properties = schema["properties"]
     assert isinstance(properties, dict) and properties["example_index"]["type"] == "integer"
     assert {"example_index", "schema_version"} <= set(schema["required"])  # type: ignore[call-overload]

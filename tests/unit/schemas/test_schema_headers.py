@@ -44,20 +44,20 @@ def test_task_headers_carry_all_three_ids_and_the_schema(samples: list[BaseModel
     task = next(item for item in samples if isinstance(item, Task))
     headers = headers_for(task)
     assert dict(headers) == {
-        HEADER_SCHEMA: b"Task/1.2",
+        HEADER_SCHEMA: b"Task/1.3",
         HEADER_JOB_ID: b"job-1",
         HEADER_CANDIDATE_ID: b"cand-1",
         HEADER_EXAMPLE_INDEX: b"7",
     }
     assert ids_from_headers(headers) == HeaderIds("job-1", "cand-1", 7)
-    assert parse_schema_header(dict(headers)[HEADER_SCHEMA]) == ("Task", "1.2")
+    assert parse_schema_header(dict(headers)[HEADER_SCHEMA]) == ("Task", "1.3")
 
 
 def test_headers_only_name_what_the_model_has(samples: list[BaseModel]) -> None:
     job = next(item for item in samples if isinstance(item, EvalJob))
     assert dict(headers_for(job)) == {HEADER_SCHEMA: b"EvalJob/1.2", HEADER_JOB_ID: b"job-1"}
     beat = next(item for item in samples if isinstance(item, WorkerHeartbeat))
-    assert dict(headers_for(beat)) == {HEADER_SCHEMA: b"WorkerHeartbeat/1.0"}
+    assert dict(headers_for(beat)) == {HEADER_SCHEMA: b"WorkerHeartbeat/1.1"}
 
 
 def test_a_score_with_index_zero_still_gets_its_index_header() -> None:
@@ -119,7 +119,7 @@ def test_dead_letter_refuses_values_that_are_not_base64() -> None:
 def test_topic_registry_covers_every_role() -> None:
     assert set(TOPIC_ROLES) == {
         "jobs", "candidates", "tasks", "predictions", "scores", "status", "workers", "dlq", "optimizer-state",
-        "submit",
+        "submit", "lm-requests", "lm-responses", "lm-batches",
     }  # fmt: skip
     assert set(TOPIC_KEY_FIELDS) == set(TOPIC_VALUE_MODELS)
 

@@ -48,11 +48,11 @@ def test_a_stop_reason_of_the_wrong_type_is_an_error_naming_the_field() -> None:
 def test_the_exported_schemas_list_every_stop_reason_and_require_none() -> None:
     schemas = json_schemas()
     for name, reasons, version in (
-        ("JobStatus", StopReason, "1.2"),
+        ("JobStatus", StopReason, "1.3"),
         ("OptimizeStatus", OptimizeStopReason, "1.1"),
     ):
         schema = schemas[name]
-        assert schema["x-dspex-schema-version"] == version  # JobStatus 1.2: note
+        assert schema["x-dspex-schema-version"] == version  # JobStatus 1.3: usage_unreported
         assert "stop_reason" not in schema["required"]
         [enum, null] = schema["properties"]["stop_reason"]["anyOf"]
         assert enum["enum"] == list(get_args(reasons)) and null == {"type": "null"}

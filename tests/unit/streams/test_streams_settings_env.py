@@ -74,3 +74,20 @@ def test_a_secret_is_never_echoed_in_an_error() -> None:
         KafkaSettings(sasl_password=12345)
     assert "12345" not in str(caught.value)
     assert str(caught.value).startswith("KafkaSettings.sasl_password: ")
+
+
+def test_only_the_prefixed_variable_names_the_brokers() -> None:
+    env = {"BOOTSTRAP_SERVERS": "other:1", "DSPEX_KAFKA_BOOTSTRAP_SERVERS": "other:2"}
+    assert KafkaSettings.from_env(env).bootstrap_servers == DEFAULT_BOOTSTRAP
+    assert KafkaSettings.from_env({"dspex_kafka_bootstrap": "k:9093"}).bootstrap_servers == "k:9093"
+
+
+def test_a_variable_for_a_value_given_in_python_is_not_read() -> None:
+    settings = KafkaSettings.from_env({"DSPEX_KAFKA_SECURITY_PROTOCOL": "TELEPATHY"}, security_protocol="SSL")
+    assert settings.security_protocol == "SSL"
+
+
+def test_a_bad_bootstrap_variable_is_one_line_naming_it() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        KafkaSettings.from_env({"DSPEX_KAFKA_BOOTSTRAP": "no port"})
+    assert "\n" not in str(caught.value) and "'no port'" in str(caught.value)

@@ -24,7 +24,9 @@ def test_registry_shapes_follow_the_design() -> None:
     assert registry.spec("scores").partitions == 12
     assert {spec.replication_factor for spec in registry.specs()} == {3}
     compacted = {spec.role for spec in registry.specs() if spec.compacted}
-    assert compacted == {"candidates", "status", "workers", "optimizer-state", "blobs"}
+    assert compacted == {
+        "candidates", "status", "workers", "optimizer-state", "blobs", "lm-responses", "lm-batches",
+    }  # fmt: skip
     assert "delete" in registry.spec("workers").config["cleanup.policy"]  # short retention
     assert "delete" in registry.spec("blobs").config["cleanup.policy"]  # values of old jobs go
     for role in ("tasks", "predictions", "scores", "candidates", "dlq", "jobs", "blobs"):

@@ -226,6 +226,7 @@ function renderDetail(detail) {
     : "";
   renderCandidates(detail);
   renderTrajectory(detail.steps, detail.live);
+  if (typeof renderPareto === "function") renderPareto(detail); // pareto.js: GEPA runs
   renderExamplesBox(detail);
 }
 
@@ -325,6 +326,7 @@ async function loadExample(jobId, candidate, index) {
   showJSON("example-outputs", e.outputs);
   showJSON("example-error", e.error);
   showJSON("example-trace", e.trace);
+  showJSON("example-tools", e.tool_calls && e.tool_calls.length ? e.tool_calls : null);
   showJSON("example-events", e.callback_events.length ? e.callback_events : null);
 }
 

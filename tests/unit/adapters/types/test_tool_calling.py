@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
+from tool_calling_lm import ScriptedLM, search
 
 import dspex
 from dspex.adapters import ChatAdapter, JSONAdapter
 from dspex.adapters.types.tool import Tool, ToolCallResults, ToolCalls
-from dspex.lm import LM, BaseLM
-from dspex.lm.client import LMResponse
-from dspex.lm.usage import Usage
+from dspex.lm import LM
 
 OPENAI_CALL = {
     "id": "call_1",
@@ -22,36 +20,10 @@ OPENAI_CALL = {
 }
 
 
-def search(query: str, k: int = 3) -> str:
-    """Search for documents."""
-    return query
-
-
 class Agent(dspex.Signature):
     question: str = dspex.InputField()
     tools: list[dspex.Tool] = dspex.InputField()
     tool_calls: dspex.ToolCalls = dspex.OutputField()
-
-
-class ScriptedLM(BaseLM):
-    """Answers every call with one response; remembers the requests."""
-
-    def __init__(self, text: str, tool_calls: list[dict[str, Any]] | None, *, native: bool = True) -> None:
-        super().__init__("scripted", "chat", 0.0, 1000, False)
-        self.text, self.tool_calls, self.native = text, tool_calls, native
-        self.requests: list[dict[str, Any]] = []
-
-    @property
-    def supports_function_calling(self) -> bool:
-        return self.native
-
-    async def acomplete(
-        self, messages: Sequence[Mapping[str, Any]], *, rollout_id: int | None = None, **request: Any
-    ) -> LMResponse:
-        self.requests.append({"messages": list(messages), **request})
-        return LMResponse(
-            text=self.text, model="scripted", usage=Usage(lm_calls=1), tool_calls=self.tool_calls
-        )
 
 
 INPUTS = {"question": "Cats?", "tools": [Tool(search)]}

@@ -14,16 +14,14 @@ so are ``Tool``, ``ToolCalls`` and a tool-calling ``History`` as prompt values.
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
 import pytest
+from tool_calling_lm import ScriptedLM, search
 
 import dspex
-from dspex.lm import BaseLM
-from dspex.lm.client import LMResponse
-from dspex.lm.usage import Usage
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch at DSPy's import
 dspy = pytest.importorskip("dspy")
@@ -35,35 +33,14 @@ NATIVE_CALLS = [
 ]
 
 
-def search(query: str, k: int = 3) -> str:
-    """Search for documents."""
-    return query
-
-
 def weather(city: str) -> str:
     """The weather in a city, today."""
     return city
 
 
-class OurLM(BaseLM):
+def our_lm(text: str, tool_calls: list[dict[str, Any]] | None, native: bool) -> ScriptedLM:
     """dspex's side: answers ``text`` (and ``tool_calls``), remembers each request."""
-
-    def __init__(self, text: str, tool_calls: list[dict[str, Any]] | None, native: bool) -> None:
-        super().__init__("openai/scripted", "chat", 0.0, 1000, False)
-        self.text, self.tool_calls, self.native = text, tool_calls, native
-        self.requests: list[dict[str, Any]] = []
-
-    @property
-    def supports_function_calling(self) -> bool:
-        return self.native
-
-    async def acomplete(
-        self, messages: Sequence[Mapping[str, Any]], *, rollout_id: int | None = None, **request: Any
-    ) -> LMResponse:
-        self.requests.append({"messages": list(messages), **request})
-        return LMResponse(
-            text=self.text, model="scripted", usage=Usage(lm_calls=1), tool_calls=self.tool_calls
-        )
+    return ScriptedLM(text, tool_calls, native=native, model="openai/scripted")
 
 
 def their_lm(text: str, tool_calls: list[dict[str, Any]] | None, native: bool) -> Any:
@@ -133,7 +110,7 @@ ADAPTER_OPTIONS = [
 @pytest.mark.parametrize(("kind", "options"), ADAPTER_OPTIONS)
 @pytest.mark.parametrize("native_lm", [True, False], ids=["lm-with-tools", "lm-without-tools"])
 def test_requests_and_parsed_calls_equal_dspy(kind: str, options: dict[str, Any], native_lm: bool) -> None:
-    ours, theirs = OurLM("", NATIVE_CALLS, native_lm), their_lm("", NATIVE_CALLS, native_lm)
+    ours, theirs = our_lm("", NATIVE_CALLS, native_lm), their_lm("", NATIVE_CALLS, native_lm)
     lm_kwargs = {"tool_choice": "required", "temperature": 0.3}  # dropped where tools are not native
     our_calls = calls_of(call(dspex, kind, options, ours, lm_kwargs))
     their_calls = calls_of(call(dspy, kind, options, theirs, lm_kwargs))
@@ -163,7 +140,7 @@ def text_calls(kind: str) -> str:
 @pytest.mark.parametrize("kind", ["ChatAdapter", "JSONAdapter", "XMLAdapter"])
 def test_text_tool_calls_parse_like_dspy(kind: str) -> None:
     options = {"use_native_function_calling": False}
-    ours, theirs = OurLM(text_calls(kind), None, False), their_lm(text_calls(kind), None, False)
+    ours, theirs = our_lm(text_calls(kind), None, False), their_lm(text_calls(kind), None, False)
     our_calls = calls_of(call(dspex, kind, options, ours, {}))
     their_calls = calls_of(call(dspy, kind, options, theirs, {}))
     assert our_calls == their_calls

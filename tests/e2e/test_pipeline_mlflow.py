@@ -1,0 +1,204 @@
+"""Cluster evaluations and optimizations logged to a real MLflow tracking server (the session's,
+from its cached environment), read back through MLflow's REST API: through ``dspex.Client`` with
+``dspex.configure(mlflow=...)``, and through ``dspex eval`` / ``dspex optimize`` with ``--mlflow-uri``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from e2e_optimize import wait_optimizer_owns_jobs
+from e2e_pipeline import Pipeline, devset, predict_program, sim_lm, wait_for
+from mlflow_tools import MlflowServer, metrics_of, params_of, tags_of
+
+import dspex
+from dspex import tracking
+from dspex.serialization import candidate_id
+from dspex.testing import SimulatedLMServer
+from dspex.tracking import MlflowSettings
+from dspex.tracking.content import dataset_fingerprint
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+EXAMPLES = 12
+KEY_ENV = "DSPEX_TEST_MLFLOW_KEY"
+SECRET = "sk-mlflow-e2e-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def experiment(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv(KEY_ENV, SECRET)  # the client's key variable: its value must never be logged
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    yield name
+    dspex.configure(mlflow=None)
+
+
+def runs_of_kind(server: MlflowServer, experiment: str, kind: str) -> list[dict[str, Any]]:
+    return [run for run in server.runs(experiment) if tags_of(run).get("dspex.kind") == kind]
+
+
+def no_secret_in(server: MlflowServer, run: dict[str, Any]) -> None:
+    assert SECRET not in json.dumps(run)
+    for path in server.artifact_paths(run):
+        assert SECRET.encode() not in server.artifact(run, path), path
+
+
+def dspex_command(
+    pipeline: Pipeline, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "dspex.cli", *args, "--bootstrap", pipeline.bootstrap]
+    command += ["--prefix", pipeline.prefix]
+    environ = {**os.environ, **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, env=environ)
+
+
+def write_jsonl(path: Path, examples: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(example.to_dict()) + "\n" for example in examples))
+    return path
+
+
+def test_a_client_evaluation_on_the_cluster_logs_its_run(
+    shared_pipeline: Pipeline,
+    sim_factory: Callable[..., SimulatedLMServer],
+    cache_dir: Path,
+    mlflow_server: MlflowServer,
+    experiment: str,
+) -> None:
+    sim = sim_factory(latency=0.002)
+    lm = sim_lm(sim, cache_dir, api_key_env=KEY_ENV)
+    examples = devset(EXAMPLES, seed=21)
+    program = predict_program()
+    dspex.configure(
+        mlflow=MlflowSettings(tracking_uri=mlflow_server.url, experiment=experiment, timeout_s=60)
+    )
+    (result,) = shared_pipeline.evaluate([program], examples, lm)
+    assert tracking.flush(300)  # runs are sent from a background thread
+
+    [run] = runs_of_kind(mlflow_server, experiment, "evaluation")
+    params, logged = params_of(run), metrics_of(run)
+    assert run["info"]["status"] == "FINISHED"
+    assert params["program_id"] == candidate_id(program) and params["model"] == "openai/simulated"
+    assert params["dataset_fingerprint"] == dataset_fingerprint(examples)
+    assert params["num_examples"] == str(EXAMPLES) and len(params["job_id"]) > 0
+    assert logged["score"] == result.score and logged["lm_calls"] == result.usage.lm_calls == EXAMPLES
+    assert logged["total_tokens"] == result.usage.total_tokens > 0
+    table = mlflow_server.artifact_json(run, "results.json")
+    assert [row["score"] for row in table["results"]] == [record.score for record in result.records]
+    assert candidate_id(mlflow_server.artifact_json(run, "program.json")) == candidate_id(program)
+    no_secret_in(mlflow_server, run)
+    shared_pipeline.wait_drained()
+
+
+def test_dspex_eval_with_mlflow_uri_logs_the_same_run_as_it_prints(
+    shared_pipeline: Pipeline,
+    sim_factory: Callable[..., SimulatedLMServer],
+    mlflow_server: MlflowServer,
+    experiment: str,
+    tmp_path: Path,
+) -> None:
+    sim = sim_factory(latency=0.002)
+    program = predict_program()
+    program.save(tmp_path / "program.json")
+    examples = devset(EXAMPLES, seed=22)
+    data = write_jsonl(tmp_path / "dev.jsonl", examples)
+    done = dspex_command(
+        shared_pipeline, "eval", str(tmp_path / "program.json"), str(data), "--inputs", "question",
+        "--metric", "numeric_equal:answer", "--lm", "openai/simulated", "--api-base", sim.base_url,
+        "--api-key-env", KEY_ENV, "--json", "--mlflow-uri", mlflow_server.url,
+        env={"MLFLOW_EXPERIMENT_NAME": experiment, KEY_ENV: SECRET},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+
+    [run] = runs_of_kind(mlflow_server, experiment, "evaluation")
+    params, logged = params_of(run), metrics_of(run)
+    assert params["job_id"] == printed["job_id"] and params["num_examples"] == str(EXAMPLES)
+    assert params["dataset_fingerprint"] == dataset_fingerprint(examples)
+    assert logged["score"] == printed["score"] and logged["errors"] == printed["errors"]
+    assert logged["lm_calls"] == printed["usage"]["lm_calls"] == EXAMPLES
+    no_secret_in(mlflow_server, run)
+    shared_pipeline.wait_drained()
+
+
+def test_an_optimization_is_logged_by_the_cli_and_by_a_worker_started_with_mlflow_uri(
+    pipeline_factory: Callable[..., Pipeline],
+    sim_factory: Callable[..., SimulatedLMServer],
+    mlflow_server: MlflowServer,
+    experiment: str,
+    tmp_path: Path,
+) -> None:
+    sim = sim_factory(latency=0.002)
+    worker_experiment = experiment + "-worker"  # the worker's runs go to an experiment of their own
+    pipeline = pipeline_factory(env={"MLFLOW_EXPERIMENT_NAME": worker_experiment})
+    pipeline.start_workers(1)
+    pipeline.start("optimize", "--mlflow-uri", mlflow_server.url)
+    pipeline.wait_ready()
+    wait_optimizer_owns_jobs(pipeline)
+    predict_program().save(tmp_path / "program.json")
+    train = write_jsonl(tmp_path / "train.jsonl", devset(8, seed=31))
+    val = write_jsonl(tmp_path / "val.jsonl", devset(10, seed=32))
+    done = dspex_command(
+        pipeline, "optimize", str(tmp_path / "program.json"), str(train), "--valset", str(val),
+        "--inputs", "question", "--metric", "numeric_equal:answer", "--optimizer", "bootstrap-rs",
+        "--knob", "num_candidate_programs=1", "--knob", "max_bootstrapped_demos=2", "--seed", "5",
+        "--lm", "openai/simulated", "--api-base", sim.base_url, "--output", str(tmp_path / "best.json"),
+        "--mlflow-uri", mlflow_server.url, "--timeout", "240",
+        env={"MLFLOW_EXPERIMENT_NAME": experiment},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    status = pipeline.client.status(_job_id(done.stderr))
+    assert status is not None and status.state == "completed"
+    scored = [(index, step.score) for index, step in enumerate(status.steps) if step.score is not None]
+    assert len(scored) >= 3  # zero-shot, labeled, bootstrapped
+    best = dspex.load(tmp_path / "best.json")
+
+    # the client's run (dspex optimize --mlflow-uri) ...
+    [run] = runs_of_kind(mlflow_server, experiment, "optimization")
+    params = params_of(run)
+    assert (params["optimizer"], params["seed"], params["job_id"]) == ("bootstrap-rs", "5", status.job_id)
+    assert params["knob.num_candidate_programs"] == "1" and params["num_trials"] == str(len(status.steps))
+    history = mlflow_server.metric_history(run["info"]["run_id"], "score")
+    assert [(int(point["step"]), float(point["value"])) for point in history] == scored
+    assert metrics_of(run)["best_score"] == status.best_score
+    assert candidate_id(mlflow_server.artifact_json(run, "best_program.json")) == candidate_id(best)
+    assert mlflow_server.artifact_paths(run) == ["best_program.json", "best_program.txt"]
+
+    # ... and the worker's, with the optimization's candidate evaluations as its children
+    worker_run = wait_for(
+        lambda: _finished(mlflow_server, worker_experiment), 120, "the worker's optimization run"
+    )
+    assert params_of(worker_run)["job_id"] == status.job_id
+    worker_history = mlflow_server.metric_history(worker_run["info"]["run_id"], "score")
+    assert [(int(point["step"]), float(point["value"])) for point in worker_history] == scored
+    assert candidate_id(mlflow_server.artifact_json(worker_run, "best_program.json")) == candidate_id(best)
+    children = runs_of_kind(mlflow_server, worker_experiment, "evaluation")
+    assert children and all(
+        tags_of(child)["mlflow.parentRunId"] == worker_run["info"]["run_id"] for child in children
+    )
+    assert {params_of(child)["program_id"] for child in children} >= {
+        step.candidate_id for step in status.steps if step.kind == "full"
+    }
+
+
+def _finished(server: MlflowServer, experiment: str) -> dict[str, Any] | None:
+    try:
+        runs = runs_of_kind(server, experiment, "optimization")
+    except httpx.HTTPStatusError:  # the experiment is made with the worker's first run
+        return None
+    done = [run for run in runs if run["info"]["status"] == "FINISHED"]
+    return done[0] if done else None
+
+
+def _job_id(stderr: str) -> str:
+    for line in stderr.splitlines():
+        if line.startswith("job ") and "submitted" in line:
+            return line.split()[1]
+    raise AssertionError(f"no job id in: {stderr}")

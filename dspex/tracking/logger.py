@@ -40,6 +40,7 @@ EXPORT_ERRORS: Final = Counter(
 _WARN_EVERY_S: Final = 60.0
 # run, params and metrics, the run's artifact URI, two artifacts, end (the experiment once)
 _REQUESTS_PER_RUN: Final = 7
+_TRIES: Final = 3  # of an idempotent request (artifacts, the run's end), 1 s then 2 s apart
 
 
 class TrackingFailure(DspexError):
@@ -150,8 +151,9 @@ class MlflowLogger:
                 else self._client.create_run(self._experiment(), self._name(content), _tags(content, parent))
             )
             self._client.log_batch(run_id, content.params, content.metrics)
-            self._client.log_artifacts(run_id, content.artifacts)
-            self._client.finish_run(run_id, "FAILED" if content.failed else "FINISHED")
+            # the two steps a repeat cannot double: on a loaded server an upload may time out once
+            _again(lambda: self._client.log_artifacts(run_id, content.artifacts))
+            _again(lambda: self._client.finish_run(run_id, "FAILED" if content.failed else "FINISHED"))
         except TrackingFailure as exc:
             self._warn(content, exc)
 
@@ -194,3 +196,15 @@ def _tags(content: RunContent, parent: RunRef | None) -> dict[str, str]:
     if parent is not None and parent.run_id is not None:
         tags["mlflow.parentRunId"] = parent.run_id
     return tags
+
+
+def _again(step: Callable[[], None]) -> None:
+    """``step``, tried up to :data:`_TRIES` times while it fails (the last failure is raised)."""
+    for attempt in range(1, _TRIES + 1):
+        try:
+            step()
+            return
+        except TrackingFailure:
+            if attempt == _TRIES:
+                raise
+            time.sleep(attempt)

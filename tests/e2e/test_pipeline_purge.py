@@ -14,10 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e_pipeline import Pipeline, devset, predict_program, sim_lm
+from e2e_pipeline import INSTRUCTIONS, Pipeline, devset, sim_lm
 
+from dspex.modules import Predict
 from dspex.schemas import Cancel, UsageRecord, UsageReport
 from dspex.schemas.tasks import task_id_for
+from dspex.signatures import make_signature
 from dspex.streams.producer import AsyncProducer
 from dspex.streams.reader import CompactedReader
 from dspex.streams.serde import to_record
@@ -45,7 +47,10 @@ def test_purge_refuses_a_running_job_then_force_cancels_and_purges_it(
 ) -> None:
     sim = sim_factory()
     sim.control.hold(after=3)  # the job runs, then its LM calls wait: it is still running when purged
-    job_id = shared_pipeline.submit([predict_program()], devset(40, seed=21), sim_lm(sim, cache_dir))
+    # a program of its own: the shared pipeline's other jobs use predict_program(), and a program
+    # another job uses is kept by a purge
+    own = Predict(make_signature("question -> answer", INSTRUCTIONS + " (purge test)"))
+    job_id = shared_pipeline.submit([own], devset(40, seed=21), sim_lm(sim, cache_dir))
     running = shared_pipeline.wait_status(job_id, lambda s: s.state == "running", "running")
     (candidate,) = [c.candidate_id for c in running.candidates]
     short = job_id[:10]

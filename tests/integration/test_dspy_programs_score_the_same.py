@@ -27,10 +27,8 @@ def sim() -> Iterator[SimulatedLMServer]:
 
 
 def dspy_lm(sim: SimulatedLMServer) -> Any:
-    # the same request body as dspex's LM: temperature 0.0 and max_tokens 1000 sent explicitly
-    return dspy.LM(
-        "openai/sim", api_base=sim.base_url, api_key="sim", cache=False, temperature=0.0, max_tokens=1000
-    )
+    # both LMs at their defaults: neither sends a temperature or max_tokens (DSPy 3.4.1's defaults)
+    return dspy.LM("openai/sim", api_base=sim.base_url, api_key="sim", cache=False)
 
 
 def dspex_lm(sim: SimulatedLMServer) -> dspex.LM:

@@ -3,9 +3,10 @@
 Sampling (parent-based, a ratio for new traces) decides which traces are *sampled*. Spans of the
 others are still recorded, lean (:class:`LeanSpan`, by :class:`Recorder`), and held in memory per
 trace until the trace's local root span ends in this process (an example's module call, a
-worker's task span): if any span of the trace failed (its status is ERROR), all of them are
-exported anyway, else they are dropped. So every failed example is kept, each process deciding for
-the part of the trace it ran, without a collector doing tail sampling.
+worker's task span): if that span failed (its status is ERROR: the example failed here), all of
+them are exported anyway, else they are dropped; an inner span that failed and was recovered from
+(a parse failure the JSON fallback answered) does not count. So every failed example is kept, each
+process deciding for the part of the trace it ran, without a collector doing tail sampling.
 
 Exports run on the batch processor's background thread. An export that fails (unreachable receiver,
 an error answer, a timeout) increments ``dspex_trace_export_errors_total`` and is logged at most
@@ -209,13 +210,13 @@ class _ExportAll(BatchSpanProcessor):
 
 class KeepFailedTraces(SpanProcessor):
     """Sampled spans go straight to ``exporting``; unsampled ones wait for their trace's local root
-    and go too when any span of the trace in this process failed."""
+    and go too when it failed (the example failed in this process)."""
 
     def __init__(self, exporting: SpanProcessor) -> None:
         self._exporting = exporting
         self._lock = threading.Lock()
-        # trace id -> (spans ended so far, whether one of them failed)
-        self._undecided: OrderedDict[int, tuple[list[ReadableSpan], bool]] = OrderedDict()
+        # trace id -> its spans ended so far
+        self._undecided: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
 
     def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
         return
@@ -227,17 +228,19 @@ class KeepFailedTraces(SpanProcessor):
         if context.trace_flags.sampled:
             self._exporting.on_end(span)
             return
-        failed = span.status.status_code is StatusCode.ERROR
         local_root = span.parent is None or span.parent.is_remote
         with self._lock:
-            spans, failed_before = self._undecided.pop(context.trace_id, ([], False))
+            spans = self._undecided.pop(context.trace_id, [])
             spans.append(span)
             if not local_root:
-                self._undecided[context.trace_id] = (spans, failed_before or failed)
+                self._undecided[context.trace_id] = spans
                 while len(self._undecided) > MAX_UNDECIDED_TRACES:
                     self._undecided.popitem(last=False)
                 return
-        if failed or failed_before:
+        # The local root's status is the example's outcome here: an inner span may fail and be
+        # recovered from (a parse failure answered by the JSON fallback, a tool error the agent
+        # observed), which is not a failed example.
+        if span.status.status_code is StatusCode.ERROR:
             for kept in spans:
                 self._exporting.on_end(kept)
 

@@ -41,7 +41,11 @@ def sim(server: SimulatedLMServer) -> SimulatedLMServer:
 
 
 def lm_of(sim: SimulatedLMServer) -> LM:
-    return LM("openai/sim", api_base=sim.base_url, api_key="sim", cache=False)
+    # temperature and max_tokens set, not left to the defaults (none sent): the simulated LM's answers
+    # follow the request, and the thresholds here were set for the answers these requests get
+    return LM(
+        "openai/sim", api_base=sim.base_url, api_key="sim", cache=False, temperature=0.0, max_tokens=1000
+    )
 
 
 async def compile_labeled(student: Module, lm: LM) -> Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from dspex.errors import ConfigurationError, LMAuthenticationError
 from dspex.lm import LM
-from dspex.lm.provider_batch import BatchLimits, BatchRequest, ProviderBatchClient, batch_key
+from dspex.lm.provider_batch import BatchLimits, BatchRequest, ProviderBatchClient, _parse_result, batch_key
 from dspex.lm.transport import aclose_client
 from dspex.testing._server import SimulatedLM, make_app
 
@@ -123,3 +124,21 @@ async def test_an_online_retry_answers_as_the_chat_endpoint(base: str, sim: Simu
     lm = LM("openai/simulated", api_base=base, cache=False)
     assert online["choices"][0]["message"]["content"] == (await lm.acomplete(_body(3)["messages"])).text
     assert sim.stats()["by_path"]["chat"] == 2
+
+
+def test_a_malformed_result_line_fails_only_its_request_and_keeps_the_providers_text() -> None:
+    answered = {"custom_id": "ok", "response": {"status_code": 200, "body": {"choices": [{"index": 0}]}}}
+    no_choices = {"custom_id": "empty", "response": {"status_code": 200, "body": {"id": "x"}}}
+    refused = {
+        "custom_id": "refused",
+        "response": {"status_code": 400, "body": {"error": {"message": "max_tokens is too large"}}},
+    }
+    expired = {"custom_id": "late", "error": {"code": "batch_expired", "message": "not done in time"}}
+    results = [_parse_result(json.dumps(line).encode()) for line in (answered, no_choices, refused, expired)]
+    assert [r.custom_id for r in results if r is not None] == ["ok", "empty", "refused", "late"]
+    ok, empty, bad, late = results
+    assert ok is not None and ok.ok and ok.body is not None
+    assert empty is not None and not empty.ok and "without a chat completion" in str(empty.error)
+    assert bad is not None and bad.status == 400 and bad.error == "max_tokens is too large"
+    assert late is not None and late.error == "batch_expired: not done in time"
+    assert _parse_result(b"{not json") is None and _parse_result(b'{"response": {}}') is None  # no id

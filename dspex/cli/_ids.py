@@ -7,10 +7,11 @@ fits several jobs is bad usage (exit 2) and lists them; one that fits none exits
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ __all__ = [
     "resolve_job",
     "short_ids",
     "submitted_at",
+    "values_keyed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -116,36 +118,46 @@ def _ambiguous(given: str, found: list[str], jobs: Mapping[str, Any]) -> str:
 
 
 def on_jobs_topic(settings: KafkaSettings, topic: str, job_id: str, *, timeout: float = 10.0) -> bool:
-    """Whether a record keyed ``job_id`` is on the jobs ``topic`` (read from the one partition the
-    key hashes to, as every dspex producer places it): a job submitted that no worker has given a
-    status yet. KafkaError when the broker does not answer."""
+    """Whether a record keyed ``job_id`` is on the jobs ``topic``: a job submitted that no worker
+    has given a status yet. KafkaError when the broker does not answer."""
+    with values_keyed(settings, topic, job_id, timeout=timeout) as values:
+        return any(True for _ in values)
+
+
+@contextlib.contextmanager
+def values_keyed(
+    settings: KafkaSettings, topic: str, key: str, *, timeout: float = 10.0
+) -> Iterator[Iterator[bytes | None]]:
+    """The values of the records keyed ``key`` on ``topic``, oldest first (None: a tombstone), read
+    from the one partition the key hashes to (as every dspex producer places it) up to its end at
+    the time of asking. KafkaError when the broker does not answer or the end takes too long."""
     consumer = Consumer(client_config(settings, logger, **{"group.id": f"dspex-cli-{uuid.uuid4().hex}"}))
     try:
-        return _has_key(consumer, topic, job_id, timeout)
+        yield _values_keyed(consumer, topic, key.encode("utf-8"), timeout)
     except KafkaException as exc:
         raise KafkaError(f"could not read {topic}: {exc}", topic=topic) from exc
     finally:
         consumer.close()
 
 
-def _has_key(consumer: Consumer, topic: str, key: str, timeout: float) -> bool:
+def _values_keyed(consumer: Consumer, topic: str, key: bytes, timeout: float) -> Iterator[bytes | None]:
     found = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if found is None or found.error is not None or not found.partitions:
-        return False
+        return
     where = TopicPartition(topic, partition_for(key, len(found.partitions)))
     low, high = consumer.get_watermark_offsets(where, timeout=timeout)
     if high <= low:
-        return False
+        return
     consumer.assign([TopicPartition(topic, where.partition, low)])
-    wanted, deadline = key.encode("utf-8"), time.monotonic() + max(timeout, 30.0)
+    deadline = time.monotonic() + max(timeout, 30.0)
     while time.monotonic() < deadline:
         for message in consume_ready(consumer, 1000, 0.2):
             if message.error() is not None:
                 continue
-            if message.key() == wanted:
-                return True
+            if message.key() == key:
+                yield message.value()
             if int(message.offset() or 0) >= high - 1:
-                return False
+                return
     raise KafkaError(f"reading {topic} to its end took too long", topic=topic)
 
 

@@ -88,10 +88,10 @@ from dspex.processors.fairqueue import (
 )
 from dspex.processors.loopwindow import LoopLagWindow
 from dspex.processors.provider_batch import park, parked_request
-from dspex.processors.unreported import UnreportedLedger
+from dspex.processors.unreported import UnreportedLedger, usage_record
 from dspex.sandbox.worker import WorkerSandbox, worker_sandbox
 from dspex.schemas.base import utc_now
-from dspex.schemas.common import ErrorInfo, TraceEntry, UsageRecord
+from dspex.schemas.common import ErrorInfo, TraceEntry
 from dspex.schemas.dlq import DLQ_REASON_SECURITY_POLICY, DeadLetter
 from dspex.schemas.headers import HEADER_JOB_ID, HEADER_SCHEMA, headers_for
 from dspex.schemas.results import PredictionRecord, UsageReport
@@ -427,7 +427,7 @@ class Predictor(Worker):
             candidate_id=task.candidate_id,
             example_index=task.example_index,
             example=task.example,
-            usage=_usage_record(usage),
+            usage=usage_record(usage),
             latency_s=latency,
             attempt=task.attempt,
             # One record per run of the task: a run after a redelivery made LM calls of its own,
@@ -448,7 +448,7 @@ class Predictor(Worker):
             example_index=task.example_index,
             task_id=task.task_id,
             attempt_id=new_call_id(),
-            usage=_usage_record(usage),
+            usage=usage_record(usage),
             worker_id=self.worker_id,
         )
         # The job only: an aggregator that cannot read the report must not score the example.
@@ -549,14 +549,4 @@ def _trace_entry(step: Any, blobs: Mapping[str, BlobRef]) -> TraceEntry:
         predictor=step.predictor_path,
         inputs=shrink(to_jsonable_python(step.inputs, fallback=str), blobs),
         outputs=to_jsonable_python(step.outputs, fallback=str),
-    )
-
-
-def _usage_record(usage: Usage) -> UsageRecord:
-    return UsageRecord(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cost_usd=usage.cost_usd,
-        lm_calls=usage.lm_calls,
-        cache_hits=usage.cache_hits,
     )

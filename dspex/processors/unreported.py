@@ -23,7 +23,7 @@ from dspex.lm import Usage, track_usage
 from dspex.lm.usage import UsageTracker
 from dspex.schemas.common import UsageRecord
 
-__all__ = ["UnreportedLedger"]
+__all__ = ["UnreportedLedger", "usage_record"]
 
 
 class UnreportedLedger:
@@ -57,7 +57,7 @@ class UnreportedLedger:
                 _add(sums, job_id, tracker.usage)
         for job_id, usage in self._held.values():
             _add(sums, job_id, usage)
-        return {job_id: _record(usage) for job_id, usage in sums.items()}
+        return {job_id: usage_record(usage) for job_id, usage in sums.items()}
 
     def _open(self, job_id: str, tracker: UsageTracker) -> None:
         self._runs.setdefault(job_id, set()).add(tracker)
@@ -95,7 +95,8 @@ def _add(sums: dict[str, Usage], job_id: str, usage: Usage) -> None:
         sums[job_id] = usage if before is None else before + usage
 
 
-def _record(usage: Usage) -> UsageRecord:
+def usage_record(usage: Usage) -> UsageRecord:
+    """``usage`` as it travels on a topic (a prediction's, a usage report's, a heartbeat's)."""
     return UsageRecord(
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,

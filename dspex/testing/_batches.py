@@ -38,7 +38,7 @@ from aiohttp import web
 
 from dspex.testing import _errors as err
 from dspex.testing._completion import build_completion, request_hash
-from dspex.testing._files import FileRejected
+from dspex.testing._files import FileRejected, page_after
 
 if TYPE_CHECKING:
     from dspex.testing._server import SimulatedLM
@@ -154,11 +154,7 @@ class BatchStore:
 
     def listing(self, limit: int, after: str | None) -> tuple[list[_Batch], bool]:
         """A page of batches, newest first, starting after the batch ``after``; and whether more follow."""
-        newest_first = list(self._batches.values())[::-1]
-        if after is not None:
-            ids = [b.id for b in newest_first]
-            newest_first = newest_first[ids.index(after) + 1 :] if after in ids else []
-        return newest_first[:limit], len(newest_first) > limit
+        return page_after(list(self._batches.values()), list(self._batches), limit, after)
 
     def request_cancel(self, batch: _Batch) -> None:
         """Cancel ``batch`` if it has not started finalizing."""

@@ -17,9 +17,9 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 
@@ -28,11 +28,26 @@ from dspex.testing import _errors as err
 if TYPE_CHECKING:
     from dspex.testing._server import SimulatedLM
 
-__all__ = ["UPLOAD_PURPOSES", "FileRejected", "FileStore", "StoredFile", "files_routes"]
+__all__ = ["UPLOAD_PURPOSES", "FileRejected", "FileStore", "StoredFile", "files_routes", "page_after"]
 
 # What a client may upload (OpenAI's list); the server's own outputs use other purposes.
 UPLOAD_PURPOSES = frozenset({"batch", "fine-tune", "assistants", "vision", "user_data", "evals"})
 _READ_CHUNK = 1 << 16
+
+
+_Listed = TypeVar("_Listed")
+
+
+def page_after(
+    oldest_first: Sequence[_Listed], ids: Sequence[str], limit: int, after: str | None
+) -> tuple[list[_Listed], bool]:
+    """One page of a listing as OpenAI's list endpoints give it: newest first, starting after the
+    object ``after`` (nothing when no such object), at most ``limit``; and whether more follow.
+    ``ids`` are the objects' ids, in the same order."""
+    newest_first, newest_ids = list(oldest_first)[::-1], list(ids)[::-1]
+    if after is not None:
+        newest_first = newest_first[newest_ids.index(after) + 1 :] if after in newest_ids else []
+    return newest_first[:limit], len(newest_first) > limit
 
 
 class FileRejected(Exception):

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from dspex.testing import _errors as err
+from dspex.testing._files import page_after
 from dspex.testing._prompt import answer_field, message_text, sections
 from dspex.testing.task import finetune_gain, parse_question
 
@@ -210,13 +211,10 @@ class FinetuneStore:
         return job
 
     def listing(self, limit: int, after: str | None) -> tuple[list[_Job], bool]:
-        jobs = list(self._jobs.values())[::-1]
-        if after is not None:
-            ids = [job.id for job in jobs]
-            jobs = jobs[ids.index(after) + 1 :] if after in ids else []
-        for job in jobs[:limit]:
+        page, more = page_after(list(self._jobs.values()), list(self._jobs), limit, after)
+        for job in page:
             self._advance(job)
-        return jobs[:limit], len(jobs) > limit
+        return page, more
 
     def cancel(self, job: _Job) -> web.Response | None:
         self._advance(job)

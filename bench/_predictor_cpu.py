@@ -3,6 +3,7 @@
     .venv/bin/python bench/_predictor_cpu.py                       # 6,000 tasks at 100 ms
     .venv/bin/python bench/_predictor_cpu.py --profile /tmp/p.prof  # the same under cProfile
     .venv/bin/python bench/_predictor_cpu.py --default-gc           # without the workers' GC tuning
+    .venv/bin/python bench/_predictor_cpu.py --no-record-lm-calls   # results without their LM calls
 
 Starts a dev broker of its own (temporary data dir) and a simulated LM (100 ms), submits one job of
 ``--examples`` tasks with ``dspex.Client`` (no workers yet, so the tasks wait in Kafka), then runs a
@@ -21,6 +22,7 @@ import cProfile
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from common import own_broker, process_cpu_s, start_sim
 
@@ -42,8 +44,13 @@ PREFIX = "cpu."
 CONCURRENCY = 1024
 
 
-async def _measure(bootstrap: str, sim_base: str, examples: int, profile: Path | None) -> str:
+async def _measure(
+    bootstrap: str, sim_base: str, examples: int, profile: Path | None, record_lm_calls: bool
+) -> str:
+    # only when asked: trees before the LM call log have no such option (PYTHONPATH=<other tree>)
+    recording: dict[str, Any] = {} if record_lm_calls else {"record_lm_calls": False}
     options = WorkerOptions(
+        **recording,
         prefix=PREFIX,
         concurrency=CONCURRENCY,
         metrics=False,
@@ -58,7 +65,9 @@ async def _measure(bootstrap: str, sim_base: str, examples: int, profile: Path |
     assert runtime is not None
     while runtime.stats.received == 0:
         await asyncio.sleep(0.005)
-    profiler = cProfile.Profile() if profile is not None else None
+    # the event loop thread's CPU clock, not wall time: on a shared machine other processes' load
+    # would otherwise be charged to whichever function was running when the scheduler took the core
+    profiler = cProfile.Profile(time.thread_time) if profile is not None else None
     cpu, wall, loop_cpu = process_cpu_s(), time.perf_counter(), time.thread_time()
     if profiler is not None:
         profiler.enable()
@@ -85,6 +94,9 @@ def main() -> int:
     parser.add_argument(
         "--default-gc", action="store_true", help="keep CPython's collector settings (workers tune them)"
     )
+    parser.add_argument(
+        "--no-record-lm-calls", action="store_true", help="as --no-record-lm-calls: no LM calls in results"
+    )
     args = parser.parse_args()
     with own_broker("predictor") as broker, start_sim(latency=0.1) as sim:
         ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), TopicRegistry(PREFIX))
@@ -98,7 +110,8 @@ def main() -> int:
             )  # fmt: skip
         if not args.default_gc:
             tune_gc_for_worker()  # as `dspex worker predict` does
-        print(asyncio.run(_measure(broker.bootstrap, sim.base_url, args.examples, args.profile)))
+        recording = not args.no_record_lm_calls
+        print(asyncio.run(_measure(broker.bootstrap, sim.base_url, args.examples, args.profile, recording)))
     return 0
 
 

@@ -13,7 +13,9 @@ task is :mod:`dspex.testing.gepa_task`: for seed ``s`` the metric's feedback nam
 GEPA seed is ``s`` as well. dspex runs with ``num_threads=64`` (runs on the event loop), DSPy with
 ``num_threads=16`` (threads); dspex at its defaults otherwise (``reuse_runs`` on: a candidate's run
 on an example is made once and reused, and the parents' minibatches of the next iterations are run
-ahead together; gepa's decisions and metric-call count are unchanged). ``--dspex-proposals N``
+ahead together; ``speculate`` on: the next iterations' reflections and children are made ahead,
+and the parents the next iterations may select run while a new candidate is scored on the valset;
+gepa's decisions and metric-call count are unchanged). ``--dspex-proposals N``
 lets dspex evaluate N proposals per iteration together (gepa's ``IndependentSampling`` or
 ``SameParentSampling``, ``--dspex-sampling``; ``--dspex-selection best``: gepa's
 ``BestImprovement``): a different search at the same metric-call budget, fewer and wider iterations.

@@ -484,9 +484,14 @@ def _defaults_report(
         f"off, metric `{METRIC}`; {load_before} before the run, {machine_summary()} at the end (the "
         "machine is shared with other work).\n"
     )
-    return "\n".join(
-        [intro, markdown_table(headers, rows), "", _defaults_notes(args, runs, dspy, tuned_flags)]
+    stages = (
+        "CPU milliseconds per example by stage (psutil cpu_times deltas over the client's evaluate call; "
+        "predictors summed; each job's broker is a fresh JVM):\n"
     )
+    return "\n".join([
+        intro, markdown_table(headers, rows), "", stages, _cpu_table(list(runs.values())), "",
+        _defaults_notes(args, runs, dspy, tuned_flags),
+    ])  # fmt: skip
 
 
 def _dspy_best(dspy: list[dict[str, Any]], latency: float) -> float:

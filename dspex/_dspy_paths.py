@@ -68,6 +68,8 @@ DSPY_PATHS: Final[dict[str, str]] = {
     "dspex.dsp.utils": "dspex.utils",
     "dspex.dsp.utils.utils": "dspex.utils.dotdict",
     "dspex.utils.callback_context": "dspex.utils.callback",
+    "dspex.utils.usage_tracker": "dspex.lm.usage",
+    "dspex.utils.inspect_history": "dspex.lm.history",
     "dspex.clients": "dspex.lm",
     "dspex.clients.lm": "dspex.lm.client",
     "dspex.clients.base_lm": "dspex.lm.base",

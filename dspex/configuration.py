@@ -23,13 +23,14 @@ import contextvars
 import enum
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final, cast
 
 from dspex.adapters import Adapter
 from dspex.errors import ConfigurationError
 from dspex.lm.base import BaseLM
+from dspex.lm.usage import UsageTracker, current_usage_tracker, track_usage
 
 __all__ = [
     "ACCEPTED_SETTINGS",
@@ -166,8 +167,16 @@ def context(**kwargs: Any) -> Iterator[Settings]:
         raise ConfigurationError("mlflow is process-wide: set it with dspex.configure(mlflow=...)")
     outer = _overrides.get()
     token = _overrides.set(_Overrides({**(outer.values if outer else {}), **given}))
+    tracker = given.get("usage_tracker")
+    # DSPy's LMs report to settings.usage_tracker: here, a tracker given to a block is opened in it
+    if isinstance(tracker, UsageTracker):
+        tracker.by_model = True
+    tracking: AbstractContextManager[object] = (
+        track_usage(tracker) if isinstance(tracker, UsageTracker) else nullcontext()
+    )
     try:
-        yield current_settings()
+        with tracking:
+            yield current_settings()
     finally:
         _overrides.reset(token)
 
@@ -183,6 +192,14 @@ def current_settings() -> Settings:
         merged = overrides.merged = _merged(_defaults, overrides.values)
         overrides.version = version
     return merged
+
+
+def call_usage_tracker() -> tuple[UsageTracker, bool]:
+    """The tracker a module call opens, and whether its prediction gets DSPy's per-model usage
+    (``get_lm_usage()``): with ``track_usage`` on and no per-model tracker open around the call, as
+    in DSPy, so only the outermost module's prediction carries it."""
+    wanted = current_settings().track_usage and current_usage_tracker() is None
+    return UsageTracker(by_model=wanted), wanted
 
 
 def _merged(defaults: Settings, values: Mapping[str, Any]) -> Settings:
@@ -245,6 +262,8 @@ class SettingsObject:
     __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
+        if name == "usage_tracker":
+            return _usage_tracker()
         if name in ACCEPTED_SETTINGS:
             return getattr(current_settings(), name)
         raise AttributeError(
@@ -261,12 +280,16 @@ class SettingsObject:
         configure(**{name: value})
 
     def get(self, name: str, default: Any = None) -> Any:
+        if name == "usage_tracker":
+            return _usage_tracker()
         return getattr(current_settings(), name, default)
 
     def copy(self) -> dict[str, Any]:
         """The settings in effect here, as a dict."""
         current = current_settings()
-        return {name: getattr(current, name) for name in ACCEPTED_SETTINGS}
+        values = {name: getattr(current, name) for name in ACCEPTED_SETTINGS}
+        values["usage_tracker"] = _usage_tracker()
+        return values
 
     @property
     def config(self) -> dict[str, Any]:
@@ -281,6 +304,13 @@ class SettingsObject:
 
     def __repr__(self) -> str:
         return f"dspex.settings({current_settings()!r})"
+
+
+def _usage_tracker() -> Any:
+    """DSPy's ``settings.usage_tracker``: the innermost tracker open here (``track_usage()``, a
+    module call under ``track_usage=True``), else the value set with ``configure``/``context``."""
+    tracker = current_usage_tracker()
+    return tracker if tracker is not None else current_settings().usage_tracker
 
 
 settings = SettingsObject()

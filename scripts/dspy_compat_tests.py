@@ -5,11 +5,14 @@ checkout of the stanfordnlp/dspy repository. It copies the chosen test folders i
 directory twice, runs them once against the real ``dspy`` (the reference: a test that fails there
 is not counted) and once with every ``dspy`` import rewritten to ``dspex``, and prints the pass rate
 over the tests that do not mock DSPy internals or litellm, split into "core" and "agents/types" (the
-tests that need native tool calls, ``Tool``, ``ToolCalls`` or the special types)::
+tests that need native tool calls, ``Tool``, ``ToolCalls`` or the special types) for the six folders
+first measured, and "extra" / "extra-agents" for the folders added later (utils, callback, clients,
+streaming, datasets, core, propose, retrievers)::
 
     .venv/bin/python scripts/dspy_compat_tests.py --dspy-repo /path/to/dspy [--only predict]
 
 ``--failures`` lists every counted test that fails against dspex, with the first line of its error.
+``--reference DIR/dspy/report.xml`` reuses the reference side of an earlier run (same folders).
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FOLDERS = ("signatures", "adapters", "primitives", "predict", "evaluate", "teleprompt")
+# Counted as groups of their own ("extra", "extra-agents"), so that the core and agents numbers stay
+# comparable with the runs made before these folders were added.
+EXTRA_FOLDERS = ("utils", "callback", "clients", "streaming", "datasets", "core", "propose", "retrievers")
+ALL_FOLDERS = FOLDERS + EXTRA_FOLDERS
+GROUPS = ("core", "agents", "extra", "extra-agents", "mocks")
 
 # A test whose own source (or a fixture it names) mentions one of these mocks DSPy's internals or
 # litellm, so its outcome says nothing about dspex: it is not counted.
@@ -116,11 +124,14 @@ class Outcome:
 def main() -> int:
     args = _parse_args()
     repo = Path(args.dspy_repo)
-    folders = tuple(args.only) if args.only else FOLDERS
+    folders = tuple(args.only) if args.only else ALL_FOLDERS
     # kept after the run: each side's pytest log is there to read (dspy.log, dspex.log)
     root = Path(tempfile.mkdtemp(prefix="dspy-compat-"))
     sources = _export_tests(repo, root / "src", folders)
-    reference = _run(sources, root / "dspy", "dspy", folders, args.timeout)
+    if args.reference:  # an earlier run's dspy/report.xml: the same DSPy, so the same outcomes
+        reference = _read_junit(Path(args.reference))
+    else:
+        reference = _run(sources, root / "dspy", "dspy", folders, args.timeout)
     ours = _run(sources, root / "dspex", "dspex", folders, args.timeout)
     kinds = _classify(sources, folders)
     _report(reference, ours, kinds, show_failures=args.failures, json_out=args.json)
@@ -133,10 +144,14 @@ def _parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dspy-repo", required=True, help="a checkout (or bare git dir) of stanfordnlp/dspy")
-    parser.add_argument("--only", nargs="*", choices=FOLDERS, help="test folders to run (default: all six)")
+    parser.add_argument("--only", nargs="*", choices=ALL_FOLDERS, help="test folders to run (default: all)")
     parser.add_argument("--failures", action="store_true", help="list the counted tests that fail on dspex")
     parser.add_argument("--timeout", type=int, default=60, help="seconds per test")
     parser.add_argument("--json", help="write every outcome to this file")
+    parser.add_argument(
+        "--reference",
+        help="reuse the dspy side of an earlier run (its dspy/report.xml) instead of running it",
+    )
     return parser.parse_args()
 
 
@@ -204,9 +219,10 @@ def _read_junit(report: Path) -> list[Outcome]:
 
 
 def _classify(sources: Path, folders: tuple[str, ...]) -> dict[tuple[str, str], str]:
-    """(module path, function name) -> "mocks" | "agents" | "core", from each test's own source."""
+    """(module path, function name) -> one of GROUPS, from each test's own source and folder."""
     kinds: dict[tuple[str, str], str] = {}
     for folder in folders:
+        extra = folder in EXTRA_FOLDERS
         for path in (sources / folder).rglob("test_*.py"):
             text = path.read_text()
             tree = ast.parse(text)
@@ -216,7 +232,10 @@ def _classify(sources: Path, folders: tuple[str, ...]) -> dict[tuple[str, str], 
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test"):
                     body = ast.get_source_segment(text, node) or ""
                     used = " ".join(fixtures.get(arg.arg, "") for arg in node.args.args)
-                    kinds[(module, node.name)] = _kind(body + used)
+                    kind = _kind(body + used)
+                    if extra and kind != "mocks":
+                        kind = "extra" if kind == "core" else "extra-agents"
+                    kinds[(module, node.name)] = kind
     return kinds
 
 
@@ -228,6 +247,12 @@ def _fixture_sources(tree: ast.Module, text: str) -> dict[str, str]:
         ):
             fixtures[node.name] = ast.get_source_segment(text, node) or ""
     return fixtures
+
+
+def _default_kind(file: str) -> str:
+    """The group of a test whose source was not found (a method of a test class): its folder's."""
+    parts = file.split("/")
+    return "extra" if len(parts) > 1 and parts[1] in EXTRA_FOLDERS else "core"
 
 
 def _kind(source: str) -> str:
@@ -248,13 +273,15 @@ def _report(
 ) -> None:
     passing_on_dspy = sorted((o.file, o.name) for o in reference if o.status == "passed")
     ours_by_key = {(o.file, o.name): o for o in ours}
-    counts: dict[str, list[int]] = {"core": [0, 0], "agents": [0, 0], "mocks": [0, 0]}
+    counts: dict[str, list[int]] = {group: [0, 0] for group in GROUPS}
     per_file: dict[str, list[int]] = {}
     failures = []
     for key in passing_on_dspy:
         # a test missing on dspex did not even import there: it counts as a failure
         outcome = ours_by_key.get(key, Outcome(key[0], key[1], "failed", "not collected (import error)"))
-        kind = kinds.get((outcome.file.replace("/", "."), outcome.name.split("[")[0]), "core")
+        kind = kinds.get((outcome.file.replace("/", "."), outcome.name.split("[")[0])) or _default_kind(
+            outcome.file
+        )
         passed = outcome.status == "passed"
         counts[kind][0] += passed
         counts[kind][1] += 1
@@ -263,14 +290,14 @@ def _report(
             tally[0] += passed
             tally[1] += 1
             if not passed:
-                failures.append(f"{kind:6} {outcome.file}::{outcome.name}: {outcome.message[:160]}")
+                failures.append(f"{kind:12} {outcome.file}::{outcome.name}: {outcome.message[:160]}")
     missing = [key for key in passing_on_dspy if key not in ours_by_key]
     print(f"tests passing on dspy: {len(passing_on_dspy)} (not collected on dspex: {len(missing)})")
     for file, (passed, total) in sorted(per_file.items()):
         print(f"  {file:55} {passed:4}/{total:<4}")
     for kind, (passed, total) in counts.items():
         rate = 100 * passed / total if total else 0.0
-        print(f"{kind:7} {passed:5}/{total:<5} {rate:5.1f}%")
+        print(f"{kind:12} {passed:5}/{total:<5} {rate:5.1f}%")
     core, agents = counts["core"], counts["agents"]
     both = 100 * (core[0] + agents[0]) / max(1, core[1] + agents[1])
     print(f"core+agents {core[0] + agents[0]}/{core[1] + agents[1]} {both:.1f}%")

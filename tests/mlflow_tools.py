@@ -1,5 +1,6 @@
-"""A real MLflow tracking server for the tests, and reading runs back through its REST API (plain
-HTTP, so what dspex logged through MLflow's client is checked by a reader that does not share it).
+"""A real MLflow tracking server for the tests, and reading runs back two ways: through its REST API
+(plain HTTP, so what dspex logged through MLflow's client is checked by a reader that does not share
+it) and through MLflow's own ``MlflowClient`` (:func:`mlflow_client`, :func:`steps_of`), as users read it.
 
 The server runs from its own virtual environment, installed once by ``make mlflow-server`` into
 ``~/.cache/dspex/mlflow`` (MLflow's version pinned there): a SQLite backend store and a local
@@ -150,3 +151,17 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=5)
+
+
+def mlflow_client(server: MlflowServer) -> Any:
+    """MLflow's own client (``MlflowClient``) of ``server``: the second reader of what was logged."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=server.url)
+
+
+def steps_of(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:
+    """Metric ``key`` of run ``run_id`` as (step, value), in the order of the steps, read with
+    ``MlflowClient.get_metric_history``."""
+    points = client.get_metric_history(run_id, key)
+    return sorted((int(point.step), float(point.value)) for point in points)

@@ -5,7 +5,9 @@ Every option a worker command shows (flag, help, bounds, default) is one field o
 so `predict`, `score` and `optimize` share one definition of ``--concurrency``, ``--metrics-port``
 and the rest, and differ only in which fields they take and in their defaults. The command fills a
 :class:`WorkerSettings` and hands the processor the :class:`~dspex.processors.common.WorkerOptions`
-it builds.
+it builds. Underneath, :func:`options_command` makes a command of any settings model's fields,
+reading each field's flag, help and bounds through :func:`dspex._flags.field_flags`; `dspex worker
+aggregate` is made that way from :class:`~dspex.processors.aggregator_options.AggregatorOptions`.
 
 Where a value comes from, first match wins: the command line (or the option's own variable, such as
 ``DSPEX_FAST_GROUPS``), a ``DSPEX_WORKER_<FIELD>`` environment variable
@@ -25,11 +27,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import annotated_types
 import typer
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from typer.models import OptionInfo
 
+from dspex._flags import cli, field_flags
 from dspex.cli._common import DEFAULT_BOOTSTRAP, BootstrapOption, PrefixOption
 from dspex.errors import ConfigurationError
 from dspex.lm.pricing import parse_price, register_prices
@@ -37,10 +39,19 @@ from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
 from dspex.processors.common import WorkerOptions
 from dspex.processors.endpoints import EndpointOptions
 from dspex.processors.security import SecurityPolicy
+from dspex.processors.worker_fields import FastGroups, MetricsHost, MetricsPort, TargetsDir
 from dspex.schemas.submit import DEFAULT_TASKS_TIMEOUT_S
 from dspex.streams.config import env_values, settings_error
 
-__all__ = ["ENV_PREFIX", "WorkerRunner", "WorkerSettings", "given_values", "worker_command", "worker_option"]
+__all__ = [
+    "ENV_PREFIX",
+    "WorkerRunner",
+    "WorkerSettings",
+    "given_values",
+    "options_command",
+    "settings_option",
+    "worker_command",
+]
 
 ENV_PREFIX = "DSPEX_WORKER_"
 
@@ -53,11 +64,6 @@ _SHARED_OPTIONS: dict[str, Any] = {"prefix": PrefixOption}
 _GIVEN = frozenset({"COMMANDLINE", "ENVIRONMENT"})
 
 
-def _cli(flag: str, envvar: str) -> dict[str, JsonValue]:
-    """A field's command-line spelling where it is not ``--field-name``, and its own variable."""
-    return {"flag": flag, "envvar": envvar}
-
-
 class WorkerSettings(BaseModel):
     """What a `dspex worker` command line says, one field per option (see the module docs)."""
 
@@ -67,23 +73,9 @@ class WorkerSettings(BaseModel):
     concurrency: int = Field(
         WorkerOptions.concurrency, ge=1, description="Messages in flight at once in this process."
     )
-    metrics_port: int | None = Field(
-        None,
-        ge=1,
-        le=65535,
-        description="Port of /metrics (default: the first free port in 9400-9499). "
-        "A port in use is an error.",
-    )
-    metrics_host: str = Field(
-        DEFAULT_METRICS_HOST,
-        description="Interface /metrics binds to; keep loopback unless you mean it.",
-    )
-    targets_dir: Path = Field(
-        DEFAULT_TARGETS_DIR,
-        description="Where this worker registers its /metrics for Prometheus file_sd discovery "
-        "(removed on stop).",
-        json_schema_extra=_cli("--prometheus-targets-dir", "DSPEX_PROMETHEUS_TARGETS_DIR"),
-    )
+    metrics_port: MetricsPort = None
+    metrics_host: MetricsHost = DEFAULT_METRICS_HOST
+    targets_dir: TargetsDir = DEFAULT_TARGETS_DIR
     allow_module: list[str] | None = Field(
         None,
         description="Module (or package) jobs may import program classes and metrics from; repeatable. "
@@ -109,6 +101,12 @@ class WorkerSettings(BaseModel):
         description="Let programs download the image, audio and file URLs they are given "
         "(default: refused, so a job cannot make the worker fetch an address).",
     )
+    record_lm_calls: bool = Field(
+        True,
+        description="Keep every LM call of a task (messages, completion, tokens, cost, latency; texts "
+        "bounded, keys never) in its result, for the dashboard's drill-down.",
+        json_schema_extra=cli("--record-lm-calls/--no-record-lm-calls"),
+    )
     tasks_timeout: float = Field(
         DEFAULT_TASKS_TIMEOUT_S,
         ge=0.001,
@@ -122,11 +120,7 @@ class WorkerSettings(BaseModel):
         description="Turn the LM response cache on, in this directory "
         "(default: off, every task calls the LM).",
     )
-    fast_groups: bool = Field(
-        WorkerOptions.fast_groups,
-        description="Short consumer-group timing (6 s session) for tests and the dev broker; off = Kafka's.",
-        json_schema_extra=_cli("--fast-groups/--no-fast-groups", "DSPEX_FAST_GROUPS"),
-    )
+    fast_groups: FastGroups = WorkerOptions.fast_groups
     drain_timeout: float = Field(
         WorkerOptions.drain_timeout,
         ge=0.1,
@@ -166,14 +160,14 @@ class WorkerSettings(BaseModel):
         description="Send OpenTelemetry traces of the programs this worker runs to this OTLP/HTTP "
         "receiver (base URL, e.g. http://127.0.0.1:4318); the only place this worker exports to. "
         "Sampling: OTEL_TRACES_SAMPLER(_ARG), default 1% of examples plus every failed one. Default: off.",
-        json_schema_extra=_cli("--otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        json_schema_extra=cli("--otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"),
     )
     mlflow_uri: str | None = Field(
         None,
         description="Log each optimization this worker runs to this MLflow tracking server, its candidate "
         "evaluations as child runs (checked at start-up: one that cannot be reached is a usage error); "
         "the only server it logs to, never one a job names. Default: off.",
-        json_schema_extra=_cli("--mlflow-uri", "DSPEX_WORKER_MLFLOW_URI"),
+        json_schema_extra=cli("--mlflow-uri", "DSPEX_WORKER_MLFLOW_URI"),
     )
     price: list[str] | None = Field(
         None,
@@ -187,7 +181,7 @@ class WorkerSettings(BaseModel):
         description="Warm code sandboxes (Deno + Pyodide) for RLM, ProgramOfThought and CodeAct programs; "
         "0 (default): this worker runs no code and such tasks fail with that reason.",
     )
-
+    # provider-batch only: how parked LM requests are collected into provider batches
     batch_window: float = Field(
         WorkerOptions.batch_window,
         ge=0,
@@ -214,7 +208,6 @@ class WorkerSettings(BaseModel):
         description="Provider batches a request may go through unanswered (expired, 5xx) "
         "before its example fails.",
     )
-
     batch_retry: Literal["batch", "online"] = Field(
         "batch",
         description="Where a request its provider batch did not answer (expired, 5xx) goes: a new batch "
@@ -305,31 +298,54 @@ class WorkerSettings(BaseModel):
             raise typer.BadParameter(str(exc)) from exc
 
 
-def worker_option(name: str) -> OptionInfo:
-    """The typer option of :class:`WorkerSettings` field ``name`` (flag, help, bounds, variable)."""
-    field = WorkerSettings.model_fields[name]
-    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-    bounds: dict[str, Any] = {}
-    for constraint in field.metadata:
-        if isinstance(constraint, annotated_types.Ge):
-            bounds["min"] = constraint.ge
-        elif isinstance(constraint, annotated_types.Le):
-            bounds["max"] = constraint.le
-    flag = str(extra.get("flag") or "--" + name.replace("_", "-"))
-    envvar = extra.get("envvar")
-    option: OptionInfo = typer.Option(
-        flag, help=field.description, envvar=str(envvar) if envvar else None, **bounds
-    )
+def settings_option(model: type[BaseModel], name: str) -> OptionInfo:
+    """The typer option of ``model``'s field ``name``: its flag, help, bounds and own variable."""
+    flag = field_flags(model)[name]
+    option: OptionInfo = typer.Option(flag.flag, help=flag.help, envvar=flag.envvar, **flag.bounds)
     return option
 
 
-def _annotation(name: str) -> Any:
+def _annotation(model: type[BaseModel], name: str) -> Any:
     if name in _SHARED_OPTIONS:
         return _SHARED_OPTIONS[name]
-    return Annotated[WorkerSettings.model_fields[name].annotation, worker_option(name)]
+    return Annotated[model.model_fields[name].annotation, settings_option(model, name)]
 
 
 WorkerRunner = Callable[[str, WorkerOptions], None]
+
+
+# What a command built by options_command runs: the bootstrap servers and the options given.
+OptionsRunner = Callable[[str, dict[str, Any]], None]
+
+
+def options_command(
+    app: typer.Typer,
+    name: str,
+    model: type[BaseModel],
+    fields: Sequence[str],
+    *,
+    epilog: str,
+    defaults: Mapping[str, Any] | None = None,
+) -> Callable[[OptionsRunner], OptionsRunner]:
+    """Register ``run(bootstrap, given)`` as command NAME with ``--bootstrap`` and one option per
+    field of ``model`` in ``fields`` (:func:`settings_option`).
+
+    ``given`` holds only what the command line (or an option's own variable) gave, so ``run`` can
+    put it above environment variables and defaults. ``defaults`` replace field defaults in the
+    help. The function's docstring is the help.
+    """
+
+    def register(run: OptionsRunner) -> OptionsRunner:
+        def command(ctx: typer.Context, bootstrap: str, **values: Any) -> None:
+            run(bootstrap, {key: value for key, value in given_values(ctx).items() if key in values})
+
+        command.__signature__ = _signature(model, fields, defaults or {})  # type: ignore[attr-defined]
+        command.__doc__ = run.__doc__
+        command.__name__ = run.__name__
+        app.command(name, epilog=epilog)(command)
+        return run
+
+    return register
 
 
 def worker_command(
@@ -341,7 +357,8 @@ def worker_command(
     defaults: Mapping[str, Any] | None = None,
     fixed: Mapping[str, Any] | None = None,
 ) -> Callable[[WorkerRunner], WorkerRunner]:
-    """Register ``run(bootstrap, options)`` as `dspex worker NAME` with ``--bootstrap`` and ``fields``.
+    """Register ``run(bootstrap, options)`` as `dspex worker NAME` with ``--bootstrap`` and the
+    :class:`WorkerSettings` ``fields``.
 
     ``defaults`` replace field defaults for this command (shown in its help); ``fixed`` sets
     WorkerOptions fields the command does not offer. The function's docstring is the help.
@@ -349,8 +366,7 @@ def worker_command(
     command_defaults = dict(defaults or {})
 
     def register(run: WorkerRunner) -> WorkerRunner:
-        def command(ctx: typer.Context, bootstrap: str, **values: Any) -> None:
-            given = {key: value for key, value in given_values(ctx).items() if key in values}
+        def start(bootstrap: str, given: dict[str, Any]) -> None:
             try:
                 settings = WorkerSettings.from_env(os.environ, given, command_defaults)
                 settings.start_tracing(name)
@@ -360,10 +376,9 @@ def worker_command(
                 raise typer.BadParameter(str(exc)) from exc
             run(bootstrap, settings.worker_options(**(fixed or {})))
 
-        command.__signature__ = _signature(fields, command_defaults)  # type: ignore[attr-defined]
-        command.__doc__ = run.__doc__
-        command.__name__ = run.__name__
-        app.command(name, epilog=epilog)(command)
+        start.__doc__ = run.__doc__
+        start.__name__ = run.__name__
+        options_command(app, name, WorkerSettings, fields, epilog=epilog, defaults=command_defaults)(start)
         return run
 
     return register
@@ -379,13 +394,18 @@ def given_values(ctx: typer.Context) -> dict[str, Any]:
     return given
 
 
-def _signature(fields: Sequence[str], defaults: Mapping[str, Any]) -> inspect.Signature:
+def _signature(
+    model: type[BaseModel], fields: Sequence[str], defaults: Mapping[str, Any]
+) -> inspect.Signature:
     keyword = inspect.Parameter.KEYWORD_ONLY
     parameters = [
         inspect.Parameter("ctx", keyword, annotation=typer.Context),
         inspect.Parameter("bootstrap", keyword, annotation=BootstrapOption, default=DEFAULT_BOOTSTRAP),
     ]
     for name in fields:
-        default = defaults.get(name, WorkerSettings.model_fields[name].default)
-        parameters.append(inspect.Parameter(name, keyword, annotation=_annotation(name), default=default))
+        field = model.model_fields[name]
+        # a default made from other fields (default_factory) stays unset here: the model fills it
+        default = defaults.get(name, None if field.default_factory else field.default)
+        annotation = _annotation(model, name)
+        parameters.append(inspect.Parameter(name, keyword, annotation=annotation, default=default))
     return inspect.Signature(parameters)

@@ -8,14 +8,19 @@ removes the old values from disk within the state topics' ``max.compaction.lag.m
   `dspex results` and the dashboard no longer know them);
 - ``optimizer-state``: an optimization's checkpoint;
 - ``candidates``: the programs only these jobs used (an optimization's best program too); a
-  program another job on the status topic names is kept.
+  program another job on the status topic names is kept;
+- ``lm-responses``: the provider-batch answers to these jobs' LM requests (keyed by request hash),
+  found by the job id header of ``lm-requests`` records and of the answers themselves
+  (:mod:`dspex.cli._tombstones`). An answer another job's identical request got too is deleted all
+  the same: it is a cache entry, and that job asks the provider again if it runs again.
 
 What stays until its topic's retention ends, because Kafka deletes records of a non-compacted topic
 only by age, whole segments at a time: the job record (``jobs``), its tasks with their examples
 (``tasks``, and ``submit`` for a Kafka-native submission), predictions with outputs and traces
 (``predictions``), scores (``scores``), dead letters (``dlq``), large example values (``blobs``),
-and a provider batch's prompts and answers (``lm-requests``; ``lm-responses``, compacted but keyed
-by request hash, which a job's records do not name). The command lists them with their retention.
+and a provider batch's parked requests with their prompts (``lm-requests``). The command lists them
+with their retention. An answer written before answers carried a job id header, whose request
+has left ``lm-requests`` by retention, can no longer be told apart and stays.
 
 A job still running (or submitted with no status yet) is refused unless ``--force``, which cancels
 it and waits for its final status first.
@@ -38,6 +43,7 @@ from typing import Annotated, Any
 import typer
 
 from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail
+from dspex.cli._tombstones import JobAnswers, job_answers
 from dspex.cli._topic_configs import read_topic_configs
 from dspex.cli.jobs import client_for, resolve
 from dspex.client import Client
@@ -61,7 +67,6 @@ RETAINED_ROLES: tuple[TopicRole, ...] = (
     "dlq",
     "blobs",
     "lm-requests",
-    "lm-responses",
 )
 """Topics whose records of a job stay until their retention ends."""
 _FORCE_WAIT_S = 120.0
@@ -138,12 +143,20 @@ def purge_command(
                 fail(f"job {job_id} {what}; cancel it first, or pass --force to cancel it and purge")
             statuses = _cancel_and_wait(client, job_id, running)
             plan = plan_purge(job_id, statuses)
-        typer.echo(_describe_plan(plan, client.registry))
+        answers = _answers_of(client, plan)
+        typer.echo(_describe_plan(plan, client.registry, answers))
         if not yes:
             typer.confirm("purge these records?", abort=True)
-        asyncio.run(_purge(client, plan))
+        asyncio.run(_purge(client, plan, answers))
         retained = _retained(client)
-    typer.echo(_summary(plan, retained))
+    typer.echo(_summary(plan, answers, retained))
+
+
+def _answers_of(client: Client, plan: PurgePlan) -> JobAnswers:
+    registry = client.registry
+    return job_answers(
+        client.settings, registry.name("lm-requests"), registry.name("lm-responses"), plan.job_ids
+    )
 
 
 def _cancel_and_wait(client: Client, job_id: str, running: list[str]) -> dict[str, Any]:
@@ -159,12 +172,13 @@ def _cancel_and_wait(client: Client, job_id: str, running: list[str]) -> dict[st
     return jobs
 
 
-async def _purge(client: Client, plan: PurgePlan) -> None:
+async def _purge(client: Client, plan: PurgePlan, answers: JobAnswers) -> None:
     """The PurgeJobs, acknowledged by the broker, then the tombstones."""
     registry = client.registry
     records: list[tuple[TopicRole, str]] = [("status", j) for j in plan.job_ids]
     records += [("optimizer-state", j) for j in plan.optimizations]
     records += [("candidates", c) for c in plan.candidates]
+    records += [("lm-responses", h) for h in answers.keys]
     async with AsyncProducer(client.settings) as producer:
         # First, so that the aggregator stops writing these statuses back (a late charge, a Cancel).
         notices = [to_record(PurgeJob(job_id=j), role="jobs") for j in plan.job_ids]
@@ -182,7 +196,7 @@ def _retained(client: Client) -> dict[str, str]:
     return {topic: configs.get(topic, {}).get("retention.ms", "") for topic in topics}
 
 
-def _describe_plan(plan: PurgePlan, registry: TopicRegistry) -> str:
+def _describe_plan(plan: PurgePlan, registry: TopicRegistry, answers: JobAnswers) -> str:
     job_id, subs = plan.job_ids[0], plan.job_ids[1:]
     lines = [f"purge job {job_id}" + (f" and its {len(subs)} sub-jobs" if subs else "") + ":"]
     lines.append(f"  {registry.name('status')}: {len(plan.job_ids)} status(es)")
@@ -191,11 +205,16 @@ def _describe_plan(plan: PurgePlan, registry: TopicRegistry) -> str:
     lines.append(f"  {registry.name('candidates')}: {len(plan.candidates)} program(s)")
     if plan.shared:
         lines.append(f"  kept: {len(plan.shared)} program(s) other jobs also use")
+    if answers.keys:
+        shared = f" ({len(answers.shared)} also asked by other jobs)" if answers.shared else ""
+        lines.append(
+            f"  {registry.name('lm-responses')}: {len(answers.keys)} provider-batch answer(s){shared}"
+        )
     return "\n".join(lines)
 
 
-def _summary(plan: PurgePlan, retained: Mapping[str, str]) -> str:
-    total = len(plan.job_ids) + len(plan.optimizations) + len(plan.candidates)
+def _summary(plan: PurgePlan, answers: JobAnswers, retained: Mapping[str, str]) -> str:
+    total = len(plan.job_ids) + len(plan.optimizations) + len(plan.candidates) + len(answers.keys)
     lines = [f"purged job {plan.job_ids[0]}: {total} tombstone(s) written"]
     lines.append("  the aggregator ignores its late records (attempts, cancels) from now on")
     lines.append("still on topics that delete by age only (until their retention ends):")

@@ -25,8 +25,10 @@ Choices worth knowing:
 * Security: see ``--allow-module``, ``--allow-api-base``, ``--allow-key-env`` and ``--allow-mcp-server``;
   with none given a worker runs dspex's own modules against loopback LMs only, and no MCP server.
 * Debugging a stuck worker: ``kill -USR1 <pid>`` writes the stack of every thread to its stderr.
-* Options: declared once in :class:`~dspex.cli._worker_options.WorkerSettings`; one not given on
-  the command line may come from ``DSPEX_WORKER_<OPTION>`` (``DSPEX_WORKER_CONCURRENCY=64``).
+* Options: declared once, as the fields of :class:`~dspex.cli._worker_options.WorkerSettings`
+  (``aggregate``: :class:`~dspex.processors.aggregator_options.AggregatorOptions`); one not given on
+  the command line may come from ``DSPEX_WORKER_<OPTION>`` (``DSPEX_WORKER_CONCURRENCY=64``;
+  ``aggregate``: ``DSPEX_AGGREGATOR_<OPTION>``).
 """
 
 from __future__ import annotations
@@ -36,29 +38,24 @@ import faulthandler
 import logging
 import os
 import signal
-from pathlib import Path
-from typing import Annotated
+from typing import Any
 
 import typer
 
 from dspex._gc import tune_gc_for_worker
-from dspex.cli._common import DEFAULT_PREFIX, BootstrapOption, PrefixOption, fail, probe_or_exit
-from dspex.cli._worker_options import given_values, worker_command, worker_option
+from dspex.cli._common import fail, probe_or_exit
+from dspex.cli._worker_options import options_command, worker_command
 from dspex.configuration import configure
 from dspex.errors import ConfigurationError, KafkaError
-from dspex.observability.server import DEFAULT_METRICS_HOST, DEFAULT_TARGETS_DIR
-from dspex.processors.aggregate_deaths import DEAD_AFTER_S
 from dspex.processors.aggregator import run_aggregator
 from dspex.processors.aggregator_options import AggregatorOptions
 from dspex.processors.common import Worker, WorkerOptions
 from dspex.processors.predictor import Predictor
 from dspex.processors.scorer import Scorer
-from dspex.streams.config import DEFAULT_BOOTSTRAP, KafkaSettings
+from dspex.streams.config import KafkaSettings
 from dspex.utils.mcp import restrict_mcp_servers
 
-__all__ = ["DEFAULT_AGGREGATE_DIR", "register"]
-
-DEFAULT_AGGREGATE_DIR = Path("~/.cache/dspex/aggregate")
+__all__ = ["register"]
 
 worker_app = typer.Typer(
     name="worker",
@@ -85,8 +82,6 @@ _COMMON = (
     "price",
 )
 _FLOW_CONTROL = ("lm_initial_limit", "max_rps", "max_tpm", "breaker_failures", "breaker_open_s")
-# Parameters of `aggregate` that are not AggregatorOptions fields as they stand.
-_AGGREGATE_OWN = frozenset({"bootstrap", "prefix", "data_dir"})
 
 
 def _settings(bootstrap: str) -> KafkaSettings:
@@ -135,6 +130,7 @@ def _configure_logging() -> None:
         *_COMMON,
         "allow_mcp_server",
         "allow_media_fetch",
+        "record_lm_calls",
         "drain_timeout",
         *_FLOW_CONTROL,
         "callback",
@@ -190,52 +186,28 @@ def optimize(bootstrap: str, options: WorkerOptions) -> None:
     _serve(OptimizeCoordinator(_settings(bootstrap), options))
 
 
-@worker_app.command(
+@options_command(
+    worker_app,
     "aggregate",
-    epilog="Example: dspex worker aggregate --bootstrap 127.0.0.1:9092 --prefix dspex. --fast-groups",
+    AggregatorOptions,
+    tuple(AggregatorOptions.model_fields),
+    epilog="Example: dspex worker aggregate --bootstrap 127.0.0.1:9092 --prefix dspex. --fast-groups. "
+    "An option not given may come from DSPEX_AGGREGATOR_<OPTION> (DSPEX_AGGREGATOR_COMMIT_EVERY=300).",
 )
-def aggregate(
-    ctx: typer.Context,
-    bootstrap: BootstrapOption = DEFAULT_BOOTSTRAP,
-    prefix: PrefixOption = DEFAULT_PREFIX,
-    web_port: Annotated[
-        int | None,
-        typer.Option("--web-port", min=1, max=65535, help="Port of faust's web server (default: off)."),
-    ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir", help="faust's local table state (default ~/.cache/dspex/aggregate/PREFIX)."
-        ),
-    ] = None,
-    worker_id: Annotated[str | None, worker_option("worker_id")] = None,
-    fast_groups: Annotated[bool, worker_option("fast_groups")] = False,
-    metrics_port: Annotated[int | None, worker_option("metrics_port")] = None,
-    metrics_host: Annotated[str, worker_option("metrics_host")] = DEFAULT_METRICS_HOST,
-    targets_dir: Annotated[Path, worker_option("targets_dir")] = DEFAULT_TARGETS_DIR,
-    dead_worker_after: Annotated[
-        float,
-        typer.Option(
-            "--dead-worker-after",
-            min=0.001,
-            envvar="DSPEX_AGGREGATOR_DEAD_WORKER_AFTER",
-            help="Seconds a predictor may be silent (while other workers are heard) before it is "
-            "taken for dead (killed) and its unreported LM calls show in its jobs' status.",
-        ),
-    ] = DEAD_AFTER_S,
-) -> None:
+def aggregate(bootstrap: str, given: dict[str, Any]) -> None:
     """Aggregate scores into job status (a faust app, consumer group PREFIXaggregate).
 
     Its /metrics also carries the lag of every pipeline group (predict, score, aggregate), read
     through the admin API, so lag shows even when no member of a group is alive.
     """
-    settings = _settings(bootstrap)
-    _configure_logging()
-    state_dir = data_dir if data_dir is not None else DEFAULT_AGGREGATE_DIR.expanduser() / (prefix or "_")
     try:
         # what the command line does not give, AggregatorOptions reads from DSPEX_AGGREGATOR_*
-        given = {name: value for name, value in given_values(ctx).items() if name not in _AGGREGATE_OWN}
-        options = AggregatorOptions(prefix=prefix, data_dir=state_dir, **given)
+        options = AggregatorOptions(**given)
+    except ConfigurationError as exc:  # a bad value: a usage error (exit 2), as the other workers'
+        raise typer.BadParameter(str(exc)) from exc
+    settings = _settings(bootstrap)
+    _configure_logging()
+    try:
         run_aggregator(settings, options)
     except (ConfigurationError, KafkaError) as exc:
         fail(str(exc))

@@ -16,6 +16,13 @@ the partial results with ``stopped_early=True`` (as local Evaluate does at ``max
 systemic failure (a bad key, an unknown model) raises what local Evaluate raises, which is a
 :class:`~dspex.errors.JobError` too, whatever the limits; any other failure, a cancellation, or
 ``timeout`` passing raises JobError. Sync methods are thin wrappers of the async ones (``a``-prefixed).
+
+:class:`dspex.Client` is built in layers, each a module: :mod:`~dspex.client._client_base`
+(connection and lifecycle), :mod:`~dspex.client._client_jobs` (any job's status, results and
+cancellation, and the cluster's workers and lag), :mod:`~dspex.client._client_outcomes`
+(submitting evaluation jobs and turning their scores into results),
+:mod:`~dspex.client._client_evaluate` (the evaluate, run and predict methods) and
+:mod:`~dspex.client._client` (optimization, and the class itself).
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
 """The connection a :class:`dspex.Client` holds: settings, topics, admin client and producer.
 
-:class:`dspex.Client` is built in layers, each a module: :mod:`~dspex.client._client_base`
-(connection and lifecycle), :mod:`~dspex.client._client_jobs` (any job's status, results and
-cancellation, and the cluster's workers and lag), :mod:`~dspex.client._client_outcomes`
-(submitting evaluation jobs and turning their scores into results),
-:mod:`~dspex.client._client_evaluate` (the evaluate, run and predict methods) and
-:mod:`~dspex.client._client` (optimization, and the class itself).
+One layer of :class:`dspex.Client`; :mod:`dspex.client._client` lists them all.
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
 """Submitting evaluation jobs from a :class:`dspex.Client` and turning their scores into results.
 
-:class:`dspex.Client` is built in layers, each a module: :mod:`~dspex.client._client_base`
-(connection and lifecycle), :mod:`~dspex.client._client_jobs` (any job's status, results and
-cancellation, and the cluster's workers and lag), :mod:`~dspex.client._client_outcomes`
-(submitting evaluation jobs and turning their scores into results),
-:mod:`~dspex.client._client_evaluate` (the evaluate, run and predict methods) and
-:mod:`~dspex.client._client` (optimization, and the class itself).
+One layer of :class:`dspex.Client`; :mod:`dspex.client._client` lists them all.
 """
 
 from __future__ import annotations
@@ -31,7 +26,7 @@ from dspex.metrics import MetricLike
 from dspex.primitives import Example
 from dspex.schemas import JobStatus, ScoreRecord
 from dspex.schemas.base import utc_now
-from dspex.tracking import alog_submission
+from dspex.tracking import alog_submission, evaluation_progress
 
 __all__ = ["ALLOWANCE_HEARTBEAT_AGE_S", "SubmittingClient"]
 
@@ -114,6 +109,8 @@ class SubmittingClient(JobsClient):
         self, submitted: Submitted, *, display_progress: bool, timeout: float | None
     ) -> list[EvaluationResult]:
         job = submitted.submission.job
+        # with MLflow on: the running score, cost and tokens become steps of the run as it goes
+        progress = evaluation_progress(submitted.submission, submitted.submitted_at)
         follow = Follow(
             job.job_id,
             partition=submitted.where.status_partition,
@@ -122,6 +119,7 @@ class SubmittingClient(JobsClient):
             display_progress=display_progress,
             timeout=timeout,
             label=job.name,
+            on_status=progress,
         )
         where = submitted.where
         tail = _cluster.ScoreTail(
@@ -131,6 +129,8 @@ class SubmittingClient(JobsClient):
             status = await _cluster.follow_status(self.settings, self.registry, follow)
         except BaseException:
             await tail.cancel()
+            if progress is not None:
+                progress.abandon()
             raise
         if not isinstance(status, JobStatus):  # an evaluation's id never carries an optimization's status
             raise JobError(
@@ -155,5 +155,5 @@ class SubmittingClient(JobsClient):
             )
             for cid in sub.program_ids
         ]
-        await alog_submission(sub, results)  # MLflow runs, when dspex.configure(mlflow=...) is on
+        await alog_submission(sub, results, progress)  # MLflow runs, when dspex.configure(mlflow=...) is on
         return results

@@ -418,6 +418,10 @@ class DevBroker:
         return [
             java,
             f"-Xmx{self.heap}",
+            # The JIT's quick tier only: a fresh broker's optimizing compiler took more CPU than
+            # the broker's work over a 6,000-example job (bench/pipeline_throughput.py --mode
+            # defaults: 0.54-0.86 ms per example with it, 0.23-0.27 without), and still over 30,000.
+            "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true",
             "-XX:+ExitOnOutOfMemoryError",
             f"-Dkafka.logs.dir={self.data_dir}",

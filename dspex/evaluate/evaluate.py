@@ -56,7 +56,7 @@ from dspex.evaluate._calls import (
 )
 from dspex.evaluate.display import Progress, construct_result_table, print_result_table
 from dspex.evaluate.result import EvaluationResult, ExampleResult, dspy_rows, write_csv, write_json
-from dspex.lm.usage import UsageTracker, track_usage
+from dspex.lm.usage import UsageTracker, track_totals
 from dspex.metrics import MetricLike, metric_name, resolve_metric, score_of
 from dspex.primitives import Example, Prediction
 from dspex.utils.callback import with_callbacks
@@ -360,7 +360,7 @@ def _run_sequential(config: _Config, program: Any) -> EvaluationResult:
     started = time.perf_counter()
     call = sync_caller(program)
     stopped_early = False
-    with track_usage() as tracker, Progress(len(config.devset), config.display_progress) as progress:
+    with track_totals() as tracker, Progress(len(config.devset), config.display_progress) as progress:
         run = _Run(config, tracker, progress)
         for index in range(len(config.devset)):
             if run.record(_one_sync(run, call, index)):
@@ -436,7 +436,7 @@ class _AsyncRun:
 
 async def _run(config: _Config, program: Any) -> EvaluationResult:
     started = time.perf_counter()
-    with track_usage() as tracker, Progress(len(config.devset), config.display_progress) as progress:
+    with track_totals() as tracker, Progress(len(config.devset), config.display_progress) as progress:
         run = _Run(config, tracker, progress)
         runner = _AsyncRun(run, program)
         count = min(config.concurrency, len(config.devset))

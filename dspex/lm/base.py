@@ -29,7 +29,8 @@ from pydantic_core import to_jsonable_python
 from dspex._callers import CALLER_MODULES
 from dspex._sync import run_sync
 from dspex.errors import ConfigurationError
-from dspex.lm.usage import Usage, record_usage
+from dspex.lm.call_log import current_log
+from dspex.lm.usage import Usage, as_mapping, record_usage
 
 if TYPE_CHECKING:
     from dspex.lm.client import LMResponse
@@ -245,6 +246,14 @@ _INSIDE_OVERRIDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 
 async def _complete(lm: Any, messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]) -> LMResponse:
+    """:func:`_answer`, kept in the LM call log when one is open (a predictor's, per task)."""
+    log = current_log()
+    if log is None:
+        return await _answer(lm, messages, request)
+    return await log.complete(_answer, lm, messages, request)
+
+
+async def _answer(lm: Any, messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]) -> LMResponse:
     """``lm.acomplete``, or the LM's own ``__call__`` when a DSPy-style subclass overrides it."""
     overrides_call = isinstance(lm, BaseLM) and type(lm).__call__ is not BaseLM.__call__
     if not overrides_call or _INSIDE_OVERRIDE.get():
@@ -283,7 +292,7 @@ def record_call(
         "kwargs": dict(kwargs),
         "response": response,
         "outputs": [response.text],
-        "usage": usage.model_dump() if usage is not None else {},
+        "usage": {**usage.model_dump(), "total_tokens": usage.total_tokens} if usage is not None else {},
         "cost": usage.cost_usd if usage is not None else None,
         "timestamp": datetime.now().isoformat(),
         "model": getattr(lm, "model", None),
@@ -314,7 +323,7 @@ def _response_from(raw: Any, model: str, latency: float) -> LMResponse:
     prompt_tokens = int(_get(reported, "prompt_tokens") or 0)
     completion_tokens = int(_get(reported, "completion_tokens") or 0)
     usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, lm_calls=1)
-    record_usage(usage)
+    record_usage(usage, model, as_mapping(reported))  # the report by model, as DSPy keeps it
     return LMResponse(
         text=text or "",
         model=str(_get(raw, "model") or model),

@@ -677,6 +677,8 @@ class LM(BaseLM):
     def _record(self, priced_as: str, data: Mapping[str, Any], *, cached: bool) -> Usage:
         if cached:
             usage = Usage(lm_calls=1, cache_hits=1)
+            record_usage(usage)  # a hit was not billed: no report for DSPy's per-model usage
+            return usage
         else:
             reported = data.get("usage") or {}
             prompt = int(reported.get("prompt_tokens") or 0)
@@ -689,7 +691,8 @@ class LM(BaseLM):
                 lm_calls=1,
                 cache_hits=0,
             )
-        record_usage(usage)
+        # the provider's report too, by model, for DSPy's per-model usage (chat answers, as DSPy)
+        record_usage(usage, self.model, reported if "choices" in data else None)
         return usage
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from dspex._sync import run_in_thread, run_sync
 from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError, OptimizerError
-from dspex.lm.usage import Usage, track_usage
+from dspex.lm.usage import Usage, track_totals
 from dspex.metrics import FieldMetric
 from dspex.optimizers.budget import Budget
 from dspex.optimizers.checkpoint import BudgetRecord, RunCheckpoint, read_checkpoint, read_state
@@ -180,7 +180,7 @@ class OptimizerRun(ABC):
         if reason is not None:
             self.stop(reason)
             return
-        with track_usage() as tracker:
+        with track_totals() as tracker:
             cost = await self._step()
         # In-process calls (proposals, local runs) were measured here; remote workers' calls come
         # back in the results. A cluster step may make both.

@@ -33,6 +33,7 @@ from dspex._callers import CALLER_MODULES
 from dspex._parallel import call_inputs, resolve_concurrency, run_bounded
 from dspex._sync import run_in_thread, run_sync
 from dspex.adapters import Adapter
+from dspex.configuration import call_usage_tracker
 from dspex.errors import ConfigurationError, ProgramLoadError
 from dspex.lm import BaseLM
 from dspex.lm.usage import track_usage
@@ -179,8 +180,9 @@ class Module:
         call_id = notify_start(callbacks, "module", self, dict(kwargs)) if callbacks else ""
         # the calls made inside (sub-modules, LMs) see this call as their parent (DSPy's ACTIVE_CALL_ID)
         call_token = ACTIVE_CALL_ID.set(call_id) if callbacks else None
+        tracker, lm_usage = call_usage_tracker()
         try:
-            with track_usage() as tracker:
+            with track_usage(tracker):
                 result = await self._dispatch(args, kwargs)
         except BaseException as exc:
             if callbacks:
@@ -196,6 +198,8 @@ class Module:
         if isinstance(result, Prediction):
             result._trace = list(collector.steps)
             result._usage = tracker.usage
+            if lm_usage:
+                result.set_lm_usage(tracker.get_total_tokens())
         return cast(Prediction, result)
 
     async def _dispatch(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

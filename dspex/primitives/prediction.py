@@ -108,9 +108,10 @@ class Prediction(Example):
         return self._adapter
 
     def get_lm_usage(self) -> dict[str, Any] | None:
-        """DSPy's per-LM usage (``{"openai/gpt-4o-mini": {"total_tokens": ...}}``) if it was set.
-
-        :attr:`usage` is dspex's own total, always present.
+        """DSPy's per-model usage of the call, ``{"openai/gpt-4o-mini": {"prompt_tokens": ...,
+        "total_tokens": ..., "prompt_tokens_details": ...}}``: set on the outermost module call's
+        prediction when ``settings.track_usage`` is on (``{}`` when every answer came from the
+        cache), None otherwise. :attr:`usage` is dspex's own total, always present.
         """
         return self._lm_usage
 

@@ -652,8 +652,17 @@ class AggregateBatch:
 
     def _chunk_keys_of(self, meta: JobMeta) -> set[str]:
         # A known job's chunks, and those of this batch (scores of a job not known yet included).
-        keys = {key for _, key in job_chunk_keys(meta)} if meta.known else set()
+        keys = {key for _, key in job_chunk_keys(meta)} if meta.known else self._stored_chunks_of(meta.job_id)
         return keys | {key for key in self._chunks if key.startswith(f"{meta.job_id}:")}
+
+    def _stored_chunks_of(self, job_id: str) -> set[str]:
+        """The stored chunks of a job whose record was never read (scores only): no candidate list
+        names them, so they are found by key prefix, a scan of the table (for a purge only)."""
+        stored = getattr(self._chunks_view, "keys", None)
+        if stored is None:
+            return set()
+        prefix = f"{job_id}:"
+        return {key for key in stored() if isinstance(key, str) and key.startswith(prefix)}
 
     def finish(self) -> BatchResult:
         """Decide terminal states of the jobs this batch touched and collect what to write."""

@@ -42,6 +42,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -52,7 +53,9 @@ from dspex.errors import ConfigurationError, KafkaError, SchemaError
 from dspex.observability.aggregator import AggregatorMetrics
 from dspex.processors.aggregate_deaths import DeathWatch, death_key, record_unreported, restate_unreported
 from dspex.processors.aggregate_fetch import use_prompt_fetch
+from dspex.processors.aggregate_folders import StateFolder, claim_state_folder, remove_stale_folders
 from dspex.processors.aggregate_resync import PartitionResync, SourcePositions
+from dspex.processors.aggregate_spans import BatchSpans, batch_spans, start_aggregator_tracing
 from dspex.processors.aggregate_state import (
     AggregateBatch,
     BatchResult,
@@ -145,7 +148,7 @@ class Aggregator:
         # Statuses are enqueued one at a time, so a running status the timer built before a job
         # ended can never land on the topic after that job's terminal status.
         self._send_lock = asyncio.Lock()
-        (options.data_dir / self.worker_id).mkdir(parents=True, exist_ok=True)
+        self.state_folder = _own_state_folder(options.data_dir, self.worker_id)
         app_options = _app_options(settings, options, self.worker_id, partitions, replication_factor)
         self.app = faust.App(**app_options)
         use_prompt_fetch(self.app)
@@ -161,6 +164,7 @@ class Aggregator:
         self.dlq_topic = self.app.topic(self.registry.name("dlq"), key_type=bytes, value_type=bytes)
         self.scores_topic = self.app.topic(self.registry.name("scores"), key_type=bytes, value_type=bytes)
         self._dead: list[DeadLetter] = []  # the current batch's poison, dead-lettered before it is acked
+        self._spans: BatchSpans | None = None  # the current batch's trace spans (tracing on)
         # JSON keys and values: str keys and dict values come back as such from the changelog.
         schema: Any = faust.Schema(key_serializer="json", value_serializer="json")
         table_options: dict[str, Any] = {"partitions": partitions, "schema": schema}
@@ -189,6 +193,7 @@ class Aggregator:
         batch = AggregateBatch(self.jobs, self.chunks, self._clock)
         positions = SourcePositions(self.positions.data)
         self._dead = []
+        self._spans = batch_spans(self.jobs.data, self.chunks.data)
         for event in events:
             self._admit(batch, positions, event)
         result = batch.finish()
@@ -205,6 +210,8 @@ class Aggregator:
         # Every write of the batch is on the broker before the positions move past its records
         # (faust's producer flush can return with sends pending).
         await asyncio.gather(*sent)
+        if self._spans is not None:
+            self._spans.end()  # its records are counted for good now
         self._write(self.positions, positions.writes())
         await self._resync.after_batch(positions)
         return result
@@ -227,7 +234,11 @@ class Aggregator:
                     report = decode(event.value, UsageReport)
                     self.stats[batch.add_usage_report(report, message.partition)] += 1
                 else:
-                    self.stats[batch.add_score(decode(event.value, ScoreRecord), message.partition)] += 1
+                    score = decode(event.value, ScoreRecord)
+                    outcome = batch.add_score(score, message.partition)
+                    self.stats[outcome] += 1
+                    if self._spans is not None:
+                        self._spans.folded(message, score, outcome)
                 return
             job = decode(event.value, JobMessage)
         except SchemaError as exc:
@@ -502,6 +513,14 @@ def _dead_letter_score(letter: DeadLetter, worker_id: str) -> ScoreRecord | None
     )
 
 
+def _own_state_folder(data_dir: Path, worker_id: str) -> StateFolder:
+    """Lock this aggregator's state folder for its life, then remove the folders of earlier
+    aggregators that no live process owns (:mod:`dspex.processors.aggregate_folders`)."""
+    folder = claim_state_folder(data_dir, worker_id)
+    remove_stale_folders(data_dir, keep=folder.path)
+    return folder
+
+
 def _runs_here(value: Any, owned: set[int]) -> bool:
     """Whether a jobs-table value is a known, unfinished job on a partition this instance owns."""
     return (
@@ -620,6 +639,7 @@ def run_aggregator(settings: KafkaSettings, options: AggregatorOptions) -> None:
     admin API every 5 s) on ``metrics_port`` or a free port in 9400-9499, registered in ``targets_dir``
     for Prometheus; a port in use is a ConfigurationError before anything starts.
     """
+    start_aggregator_tracing(options.otlp_endpoint)
     aggregator = build_aggregator(settings, options)
     observed = None
     if options.metrics:

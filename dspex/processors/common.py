@@ -113,6 +113,8 @@ class WorkerOptions:
     program the worker runs; a predictor stores their events in each prediction's result.
     ``sandbox_pool``: warm code sandboxes of a predictor (``--sandbox-pool``); 0 runs no code.
     ``allow_media_fetch``: whether programs a predictor runs may download image/audio/file URLs.
+    ``record_lm_calls``: whether a predictor keeps each task's LM calls (messages, completion,
+    usage) in its result, bounded (:mod:`dspex.processors.lm_calls`).
     ``tasks_timeout``: seconds after which an intake worker fails an evaluation with nothing done.
     """
 
@@ -135,6 +137,7 @@ class WorkerOptions:
     callbacks: tuple[str, ...] = ()
     sandbox_pool: int = 0
     allow_media_fetch: bool = False
+    record_lm_calls: bool = True
     tasks_timeout: float = DEFAULT_TASKS_TIMEOUT_S
     # the provider-batch worker's (dspex.processors.provider_batch.ProviderBatchOptions)
     batch_window: float = 5.0

@@ -47,7 +47,7 @@ from typing import Generic, TypeVar
 from confluent_kafka import Message
 
 from dspex.schemas.common import Priority
-from dspex.schemas.headers import ids_from_headers, max_in_flight_from_headers, priority_from_headers
+from dspex.schemas.headers import HEADER_JOB_ID, HEADER_MAX_IN_FLIGHT, HEADER_PRIORITY
 
 __all__ = [
     "DEFAULT_PRIORITY",
@@ -79,13 +79,46 @@ def weight_of(priority: str | None) -> int:
 
 def job_flow(message: Message) -> Flow:
     """A task message's flow: its job (from headers; "" when unreadable) and its priority's weight."""
-    headers = message.headers()
-    return ids_from_headers(headers).job_id or "", weight_of(priority_from_headers(headers))
+    found = _flow_headers(message)
+    return found.get(HEADER_JOB_ID, ""), weight_of(found.get(HEADER_PRIORITY) or None)
 
 
 def job_budget(message: Message) -> int | None:
     """A task message's job in-flight budget, from its headers (None: the job set none)."""
-    return max_in_flight_from_headers(message.headers())
+    text = _flow_headers(message).get(HEADER_MAX_IN_FLIGHT, "")
+    budget = int(text) if text.isascii() and text.isdigit() else 0
+    return budget if budget >= 1 else None
+
+
+_FLOW_HEADERS = frozenset({HEADER_JOB_ID, HEADER_PRIORITY, HEADER_MAX_IN_FLIGHT})
+
+
+def _flow_headers(message: Message) -> dict[str, str]:
+    # One pass over the headers for the few a queued task needs (every task read ahead comes
+    # through here, for its flow and then its budget: the last message's answer is kept): the
+    # first of a repeated header wins, as in dspex.schemas.headers; a value that is missing or not
+    # UTF-8 reads as "" (unreadable, and not replaced by a later repeat).
+    if _last_read.message is message:
+        return _last_read.found
+    found: dict[str, str] = {}
+    headers = message.headers() or []
+    for name, value in headers.items() if isinstance(headers, dict) else headers:
+        if name in _FLOW_HEADERS and name not in found:
+            try:
+                found[name] = value.decode("utf-8") if isinstance(value, bytes) else (value or "")
+            except UnicodeDecodeError:
+                found[name] = ""
+    _last_read.message, _last_read.found = message, found
+    return found
+
+
+@dataclass
+class _LastRead:
+    message: Message | None = None
+    found: dict[str, str] = field(default_factory=dict)
+
+
+_last_read = _LastRead()  # the last message's flow headers: read once for job_flow and job_budget
 
 
 @dataclass

@@ -190,7 +190,7 @@ class OptimizeCoordinator(Worker):
             cancel.set()
         started = utc_now()
         run: OptimizerRun | None = None
-        tracking.begin_optimization(job.optimizer)  # with --mlflow-uri: the run its evaluations nest under
+        tracking.begin_optimization(job.optimizer, job.job_id)  # --mlflow-uri: one run per job, resumed too
         try:
             run, lm = await self._begin(job)
             await self._publish(job, run, "running", started)
@@ -314,6 +314,8 @@ class OptimizeCoordinator(Worker):
             stop_reason=stop_reason,
         )
         await self.produce("status", status)
+        if not terminal:
+            tracking.log_optimization_progress(status)  # --mlflow-uri: the trials so far, as steps
         if terminal:
             prometheus.optimizer_ended(job.job_id)  # per-job series only while the job runs
             best = run.result() if state == "completed" and run is not None else None

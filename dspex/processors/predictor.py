@@ -64,9 +64,10 @@ from dspex.errors import (
     ProgramLoadError,
     SecurityPolicyError,
 )
-from dspex.lm import LM, Usage, track_usage
+from dspex.lm import LM, Usage
 from dspex.lm.batch_mode import ParkRequest, batch_replay
 from dspex.lm.limiter import limiter_flow
+from dspex.lm.usage import track_totals
 from dspex.observability.metrics import (
     LM_CALLS,
     TASKS_WINDOW,
@@ -86,6 +87,7 @@ from dspex.processors.fairqueue import (
     job_budget,
     job_flow,
 )
+from dspex.processors.lm_calls import logged_fields, logged_lm_calls
 from dspex.processors.loopwindow import LoopLagWindow
 from dspex.processors.provider_batch import park, parked_request
 from dspex.processors.unreported import UnreportedLedger, usage_record
@@ -216,6 +218,8 @@ class Predictor(Worker):
         stack.callback(self._stop_watchers)
         # the handlers start after this, in this context: they see the pool (or the refusal)
         self.sandbox = stack.enter_context(worker_sandbox(self.options.sandbox_pool))
+        # and no program downloads a media URL unless the worker was started to (see types._fetch)
+        stack.enter_context(media_fetches(allowed=self.options.allow_media_fetch))
         sampler = asyncio.create_task(self.loop_window.run(self._running_now), name="dspex-loop-window")
         stack.callback(sampler.cancel)
         if self.sandbox.pool is not None and self.options.metrics:
@@ -315,9 +319,10 @@ class Predictor(Worker):
         With user callbacks (``--callback``) the record carries what they heard (``callback_events``).
         Raises PoisonMessageError for tasks that must be dead-lettered (unknown candidate, a
         program or LM the policy refuses). An agent's tool calls, with their start and duration,
-        go into the record's ``tool_calls``.
+        go into the record's ``tool_calls``, its LM calls into ``lm_call_log`` (unless the worker
+        records none: :mod:`dspex.processors.lm_calls`).
         """
-        with tool_timings() as tools:
+        with tool_timings() as tools, logged_lm_calls(self.options.record_lm_calls):
             record = await self._heard(task)
         calls = tools.records()
         return record.model_copy(update={"tool_calls": calls}) if calls else record
@@ -343,7 +348,7 @@ class Predictor(Worker):
         left = _time_left(task)
         if left is not None and left <= 0:
             return self._record(task, error=_expired(task, -left), usage=Usage(), latency=0.0)
-        with track_usage() as tracker:
+        with track_totals() as tracker:
             started = time.perf_counter()
             count_from(started)  # tool calls' offsets, like the latency, from the program's start
             try:
@@ -371,11 +376,9 @@ class Predictor(Worker):
     async def _run(self, task: Task, program: Module) -> Any:
         # a program running code waits for a sandbox slot first (see WorkerSandbox.slot)
         slot = self.sandbox.slot(task.candidate_id, program) if self.sandbox is not None else nullcontext()
-        # a worker downloads no media URL a program names unless started to (see types._fetch)
-        with media_fetches(allowed=self.options.allow_media_fetch):
-            async with slot:
-                with batch_replay(task.batch_answers or {}) if task.lm_mode == "batch" else nullcontext():
-                    return await program.acall(**await self._inputs(task))
+        async with slot:
+            with batch_replay(task.batch_answers or {}) if task.lm_mode == "batch" else nullcontext():
+                return await program.acall(**await self._inputs(task))
 
     async def _inputs(self, task: Task) -> dict[str, Any]:
         """The task's inputs, values sent as blobs read back (InputError: its example fails)."""
@@ -434,6 +437,7 @@ class Predictor(Worker):
             # and the aggregator charges each distinct attempt id once (see ScoreRecord).
             attempt_id=new_call_id(),  # unique per process run: a random prefix and a counter
             worker_id=self.worker_id,
+            **logged_fields(),  # the run's LM calls, when logged (see predict)
             **fields,
         )
 

@@ -52,6 +52,7 @@ from dspex.lm.provider_batch import (
 from dspex.processors.common import Outcome, Worker, WorkerOptions
 from dspex.schemas.base import utc_now
 from dspex.schemas.dlq import DLQ_REASON_SECURITY_POLICY
+from dspex.schemas.headers import HEADER_JOB_ID
 from dspex.schemas.provider_batch import LMBatchAnswer, ParkedLMRequest, ProviderBatchCheckpoint, StoredAnswer
 from dspex.schemas.tasks import Task
 from dspex.streams.config import KafkaSettings
@@ -114,10 +115,13 @@ async def park(worker: Worker, parked: ParkedLMRequest) -> None:
     await _send(worker, "lm-requests", parked, parked.request_hash)
 
 
-async def _send(worker: Worker, role: Any, model: BaseModel, key: str) -> None:
+async def _send(worker: Worker, role: Any, model: BaseModel, key: str, *, job_id: str | None = None) -> None:
     if worker.producer is None:
         raise ConfigurationError(f"the {worker.kind} worker is not running")
-    await worker.producer.produce_record(worker.registry.name(role), to_record(model, key=key))
+    record = to_record(model, key=key)
+    if job_id is not None:  # an answer names the job that asked first: `dspex purge` finds it so
+        record.headers.append((HEADER_JOB_ID, job_id.encode()))
+    await worker.producer.produce_record(worker.registry.name(role), record)
 
 
 class ProviderBatchWorker(Worker):
@@ -350,7 +354,9 @@ class ProviderBatchWorker(Worker):
                 billed.add(parked.request_hash)
                 if parked.request_hash not in self._answered:
                     record = LMBatchAnswer(request_hash=parked.request_hash, batch_id=batch_id, answer=answer)
-                    sends.append(_send(self, "lm-responses", record, parked.request_hash))
+                    sends.append(
+                        _send(self, "lm-responses", record, parked.request_hash, job_id=parked.job_id)
+                    )
                     self._answered[parked.request_hash] = answer
                 sends.append(self._resume(parked, answer))
             elif result.retryable and self.batching.retry == "online":
@@ -388,7 +394,7 @@ class ProviderBatchWorker(Worker):
             return
         answer = StoredAnswer(status=200, body=body, online=True)
         record = LMBatchAnswer(request_hash=parked.request_hash, batch_id=batch_id, answer=answer)
-        await _send(self, "lm-responses", record, parked.request_hash)
+        await _send(self, "lm-responses", record, parked.request_hash, job_id=parked.job_id)
         self._answered.setdefault(parked.request_hash, answer)
         await self._resume(parked, answer)
 

@@ -52,6 +52,7 @@ from dspex.schemas.headers import (
     priority_from_headers,
 )
 from dspex.schemas.jobs import Cancel, DatasetSummary, EvalJob, JobMessage, OptimizeJob, PurgeJob
+from dspex.schemas.lm_calls import LMCallRecord, LMMessageRecord
 from dspex.schemas.programs import ProgramSpec, program_candidate_id
 from dspex.schemas.registry import (
     MESSAGE_MODELS,
@@ -127,6 +128,8 @@ __all__ = [
     "JobMessage",
     "JobState",
     "JobStatus",
+    "LMCallRecord",
+    "LMMessageRecord",
     "LMSpec",
     "Message",
     "MetricKind",

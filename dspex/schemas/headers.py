@@ -84,6 +84,7 @@ def headers_for(model: BaseModel) -> list[tuple[str, bytes]]:
     traceparent = TRACEPARENT.get()
     if traceparent is not None:
         headers.append((HEADER_TRACEPARENT, traceparent))
+    fields = type(model).model_fields  # asking a model for a field it lacks costs an exception
     for name, field in (
         (HEADER_JOB_ID, "job_id"),
         (HEADER_CANDIDATE_ID, "candidate_id"),
@@ -91,7 +92,7 @@ def headers_for(model: BaseModel) -> list[tuple[str, bytes]]:
         (HEADER_PRIORITY, "priority"),
         (HEADER_MAX_IN_FLIGHT, "max_in_flight"),
     ):
-        value = getattr(model, field, None)
+        value = getattr(model, field) if field in fields else None
         if value is not None:
             headers.append((name, str(value).encode()))
     return headers

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from dspex.schemas.base import Message, Timestamp, utc_now
 from dspex.schemas.common import CallbackEvent, ErrorInfo, ToolCallRecord, TraceEntry, UsageRecord
+from dspex.schemas.lm_calls import LMCallRecord
 
 __all__ = [
     "SCORE_SOURCE_DLQ",
@@ -35,10 +36,14 @@ class PredictionRecord(Message):
     the worker has none. ``tool_calls``: the agent's tool calls with their start and duration
     (:class:`~dspex.schemas.common.ToolCallRecord`); absent when the program called no tool.
     ``attempt_id``: a random id of this run of the task (each delivery of a task runs it again,
-    with its own LM calls); absent from writers that predate it.
+    with its own LM calls); absent from writers that predate it. ``lm_call_log``: every LM call of
+    the run with its messages and answer, bounded (:class:`~dspex.schemas.lm_calls.LMCallRecord`;
+    ``lm_calls_unlogged`` counts calls beyond the bound); absent when the worker records none
+    (``--no-record-lm-calls``), from writers that predate it, and for runs that made no call.
     """
 
-    SCHEMA_VERSION: ClassVar[str] = "1.3"  # 1.1: callback_events; 1.2: attempt_id; 1.3: tool_calls
+    # 1.1: callback_events; 1.2: attempt_id; 1.3: tool_calls; 1.4: lm_call_log, lm_calls_unlogged
+    SCHEMA_VERSION: ClassVar[str] = "1.4"
 
     task_id: str
     job_id: str
@@ -49,6 +54,8 @@ class PredictionRecord(Message):
     trace: list[TraceEntry] = Field(default_factory=list)
     callback_events: list[CallbackEvent] | None = None
     tool_calls: list[ToolCallRecord] | None = None
+    lm_call_log: list[LMCallRecord] | None = None
+    lm_calls_unlogged: int | None = Field(default=None, ge=0)
     usage: UsageRecord = Field(default_factory=UsageRecord)
     adapter: str | None = Field(default=None, description="Which adapter answered.")
     latency_s: float = Field(default=0.0, ge=0)
@@ -70,8 +77,10 @@ class ScoreRecord(Message):
 
     A failed prediction or metric scores the job's ``failure_score`` and keeps the ``error``;
     ``source`` says who wrote it ("scorer", or "dlq" when a dead-lettered task was accounted to
-    its job). Readers keep the first score per (job, candidate, example index). ``callback_events``
-    and ``tool_calls`` are the prediction's (see :class:`PredictionRecord`).
+    its job). Readers keep the first score per (job, candidate, example index). ``callback_events``,
+    ``tool_calls``, ``lm_call_log`` and ``lm_calls_unlogged`` are the prediction's (see
+    :class:`PredictionRecord`); ``worker_id`` is the writer's, ``predicted_by`` the predictor's
+    that ran the example (absent from writers before 1.4 and for dead letters).
 
     ``attempt_id`` is the prediction's: readers count the first score per example, but the usage of
     every distinct (task id, attempt id), so LM calls of a task run again after a redelivery are
@@ -79,7 +88,9 @@ class ScoreRecord(Message):
     score's usage counts.
     """
 
-    SCHEMA_VERSION: ClassVar[str] = "1.3"  # 1.1: callback_events; 1.2: attempt_id; 1.3: tool_calls
+    # 1.1: callback_events; 1.2: attempt_id; 1.3: tool_calls; 1.4: lm_call_log, lm_calls_unlogged,
+    # predicted_by
+    SCHEMA_VERSION: ClassVar[str] = "1.4"
 
     job_id: str
     candidate_id: str
@@ -91,6 +102,8 @@ class ScoreRecord(Message):
     trace: list[TraceEntry] = Field(default_factory=list)
     callback_events: list[CallbackEvent] | None = None
     tool_calls: list[ToolCallRecord] | None = None
+    lm_call_log: list[LMCallRecord] | None = None
+    lm_calls_unlogged: int | None = Field(default=None, ge=0)
     usage: UsageRecord = Field(default_factory=UsageRecord, description="Prediction plus metric usage.")
     latency_s: float | None = Field(default=None, ge=0)
     error: ErrorInfo | None = None
@@ -98,6 +111,7 @@ class ScoreRecord(Message):
     source: str = SCORE_SOURCE_SCORER
     attempt_id: str | None = Field(default=None, description="The prediction's attempt id.")
     worker_id: str | None = None
+    predicted_by: str | None = Field(default=None, description="Worker id of the predictor that ran it.")
     scored_at: Timestamp = Field(default_factory=utc_now)
 
     @property

@@ -144,6 +144,7 @@ class RuntimeBase:
         self._max_backlog_bytes = options.max_backlog_bytes
         self._dispatch_limit = dispatch_limit
         self._running: dict[asyncio.Task[None], TopicPartitionKey] = {}
+        self._restart_pending = False  # handlers ended; their successors start once (see dispatch)
         self._assigned: set[TopicPartitionKey] = set()
         self._paused: set[TopicPartitionKey] = set()
         self._held = False

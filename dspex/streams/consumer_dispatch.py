@@ -143,6 +143,14 @@ class DispatchingRuntime(RebalancingRuntime):
             # committed, so stop and let a restart handle it again.
             self._fatal = self._fatal or task.exception()
             self.request_stop()
+        # Handlers end in bursts (one broker acknowledgement completes many of them): their
+        # successors start once per burst, when this loop iteration's callbacks have run.
+        if not self._restart_pending:
+            self._restart_pending = True
+            asyncio.get_running_loop().call_soon(self._start_after_done)
+
+    def _start_after_done(self) -> None:
+        self._restart_pending = False
         self._start_ready()
         if self._has_room():
             self._room.set()

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from dspex.testing import _errors as err
-from dspex.testing._completion import build_completion, request_hash
-from dspex.testing._files import FileRejected, page_after
+from dspex.testing._completion import request_hash
+from dspex.testing._files import FileRejected, found, gated, page_after
 
 if TYPE_CHECKING:
     from dspex.testing._server import SimulatedLM
@@ -267,13 +267,7 @@ class BatchStore:
             error_body = json.loads(rejected.body) if isinstance(rejected.body, bytes) else {}
             response = {"status_code": rejected.status, "request_id": _request_id(body), "body": error_body}
             return _line(batch, request, response, None), False
-        done = build_completion(
-            body,
-            garble=config.garble,
-            garble_fields=config.garble_fields,
-            code_abuse=config.code_abuse,
-            code_abuse_port=config.code_abuse_port,
-        )
+        done = sim.complete(body)
         counts = sim.batch_counts
         counts["requests_ok"] += 1
         counts["prompt_tokens"] += done.prompt_tokens
@@ -343,10 +337,10 @@ def _check_metadata(metadata: Any) -> dict[str, str] | None:
 def batches_routes(sim: SimulatedLM) -> list[web.RouteDef]:
     """The ``/v1/batches`` routes bound to ``sim`` (its ``batches`` store)."""
 
+    def batch_named(request: web.Request) -> _Batch | web.Response:
+        return found(request, "batch_id", sim.batches.get, "Batch object")
+
     async def create(request: web.Request) -> web.Response:
-        rejected = sim.gate(request, "batches")
-        if rejected is not None:
-            return rejected
         body = await err.read_json(request)
         if isinstance(body, web.Response):
             return body
@@ -357,18 +351,10 @@ def batches_routes(sim: SimulatedLM) -> list[web.RouteDef]:
         return web.json_response(batch.as_object())
 
     async def retrieve(request: web.Request) -> web.Response:
-        rejected = sim.gate(request, "batches")
-        if rejected is not None:
-            return rejected
-        batch = sim.batches.get(request.match_info["batch_id"])
-        if batch is None:
-            return err.not_found(f"No such Batch object: {request.match_info['batch_id']}")
-        return web.json_response(batch.as_object())
+        batch = batch_named(request)
+        return batch if isinstance(batch, web.Response) else web.json_response(batch.as_object())
 
     async def listing(request: web.Request) -> web.Response:
-        rejected = sim.gate(request, "batches")
-        if rejected is not None:
-            return rejected
         try:
             limit = int(request.query.get("limit", _LIST_DEFAULT))
         except ValueError:
@@ -383,20 +369,21 @@ def batches_routes(sim: SimulatedLM) -> list[web.RouteDef]:
         )
 
     async def cancel(request: web.Request) -> web.Response:
-        rejected = sim.gate(request, "batches")
-        if rejected is not None:
-            return rejected
-        batch = sim.batches.get(request.match_info["batch_id"])
-        if batch is None:
-            return err.not_found(f"No such Batch object: {request.match_info['batch_id']}")
+        batch = batch_named(request)
+        if isinstance(batch, web.Response):
+            return batch
         if batch.status in _FINISHED:
             return err.bad_request(f"Cannot cancel a batch with status {batch.status!r}")
         sim.batches.request_cancel(batch)
         return web.json_response(batch.as_object())
 
-    return [
-        web.post("/v1/batches", create),
-        web.get("/v1/batches", listing),
-        web.get("/v1/batches/{batch_id}", retrieve),
-        web.post("/v1/batches/{batch_id}/cancel", cancel),
-    ]
+    return gated(
+        sim,
+        "batches",
+        [
+            web.post("/v1/batches", create),
+            web.get("/v1/batches", listing),
+            web.get("/v1/batches/{batch_id}", retrieve),
+            web.post("/v1/batches/{batch_id}/cancel", cancel),
+        ],
+    )

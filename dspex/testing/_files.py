@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,7 +28,16 @@ from dspex.testing import _errors as err
 if TYPE_CHECKING:
     from dspex.testing._server import SimulatedLM
 
-__all__ = ["UPLOAD_PURPOSES", "FileRejected", "FileStore", "StoredFile", "files_routes", "page_after"]
+__all__ = [
+    "UPLOAD_PURPOSES",
+    "FileRejected",
+    "FileStore",
+    "StoredFile",
+    "files_routes",
+    "found",
+    "gated",
+    "page_after",
+]
 
 # What a client may upload (OpenAI's list); the server's own outputs use other purposes.
 UPLOAD_PURPOSES = frozenset({"batch", "fine-tune", "assistants", "vision", "user_data", "evals"})
@@ -36,6 +45,8 @@ _READ_CHUNK = 1 << 16
 
 
 _Listed = TypeVar("_Listed")
+_Found = TypeVar("_Found")
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def page_after(
@@ -48,6 +59,32 @@ def page_after(
     if after is not None:
         newest_first = newest_first[newest_ids.index(after) + 1 :] if after in newest_ids else []
     return newest_first[:limit], len(newest_first) > limit
+
+
+def gated(sim: SimulatedLM, path: str, routes: Sequence[web.RouteDef]) -> list[web.RouteDef]:
+    """``routes`` with every handler behind ``sim.gate``: counted under ``path``, and answered by
+    the outage or the missing key before the handler runs (the files, batches and fine-tuning APIs)."""
+    return [
+        web.route(route.method, route.path, _behind_gate(sim, path, route.handler), **route.kwargs)
+        for route in routes
+    ]
+
+
+def _behind_gate(sim: SimulatedLM, path: str, handler: _Handler) -> _Handler:
+    async def gated_handler(request: web.Request) -> web.StreamResponse:
+        rejected = sim.gate(request, path)
+        return rejected if rejected is not None else await handler(request)
+
+    return gated_handler
+
+
+def found(
+    request: web.Request, key: str, get: Callable[[str], _Found | None], what: str
+) -> _Found | web.Response:
+    """The object the URL's ``key`` part names (``get(id)``), or the 404 "No such WHAT: id"."""
+    object_id = request.match_info[key]
+    stored = get(object_id)
+    return err.not_found(f"No such {what}: {object_id}") if stored is None else stored
 
 
 class FileRejected(Exception):
@@ -146,10 +183,6 @@ class FileStore:
         }
 
 
-def _not_found(file_id: str) -> web.Response:
-    return err.not_found(f"No such File object: {file_id}")
-
-
 async def _read_part(part: BodyPartReader, store: FileStore) -> bytes:
     """The part's bytes, refused (413) as soon as they outgrow the store's limits."""
     chunks: list[bytes] = []
@@ -186,10 +219,10 @@ async def _read_upload(request: web.Request, store: FileStore) -> tuple[bytes, s
 def files_routes(sim: SimulatedLM) -> list[web.RouteDef]:
     """The ``/v1/files`` routes bound to ``sim`` (its ``files`` store)."""
 
+    def stored_file(request: web.Request) -> StoredFile | web.Response:
+        return found(request, "file_id", sim.files.get, "File object")
+
     async def upload(request: web.Request) -> web.Response:
-        rejected = sim.gate(request, "files")
-        if rejected is not None:
-            return rejected
         try:
             data, filename, purpose = await _read_upload(request, sim.files)
             stored = sim.files.add(data, filename=filename, purpose=purpose)
@@ -199,47 +232,36 @@ def files_routes(sim: SimulatedLM) -> list[web.RouteDef]:
         return web.json_response(stored.as_object())
 
     async def listing(request: web.Request) -> web.Response:
-        rejected = sim.gate(request, "files")
-        if rejected is not None:
-            return rejected
         files = sim.files.listing(request.query.get("purpose"))
         return web.json_response(
             {"object": "list", "data": [f.as_object() for f in files], "has_more": False}
         )
 
     async def retrieve(request: web.Request) -> web.Response:
-        rejected = sim.gate(request, "files")
-        if rejected is not None:
-            return rejected
-        stored = sim.files.get(request.match_info["file_id"])
-        return (
-            _not_found(request.match_info["file_id"])
-            if stored is None
-            else web.json_response(stored.as_object())
-        )
+        stored = stored_file(request)
+        return stored if isinstance(stored, web.Response) else web.json_response(stored.as_object())
 
     async def content(request: web.Request) -> web.Response:
-        rejected = sim.gate(request, "files")
-        if rejected is not None:
-            return rejected
-        stored = sim.files.get(request.match_info["file_id"])
-        if stored is None:
-            return _not_found(request.match_info["file_id"])
+        stored = stored_file(request)
+        if isinstance(stored, web.Response):
+            return stored
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
     async def delete(request: web.Request) -> web.Response:
-        rejected = sim.gate(request, "files")
-        if rejected is not None:
-            return rejected
-        file_id = request.match_info["file_id"]
-        if not sim.files.delete(file_id):
-            return _not_found(file_id)
-        return web.json_response({"id": file_id, "object": "file", "deleted": True})
+        stored = stored_file(request)
+        if isinstance(stored, web.Response):
+            return stored
+        sim.files.delete(stored.id)
+        return web.json_response({"id": stored.id, "object": "file", "deleted": True})
 
-    return [
-        web.post("/v1/files", upload),
-        web.get("/v1/files", listing),
-        web.get("/v1/files/{file_id}", retrieve),
-        web.get("/v1/files/{file_id}/content", content),
-        web.delete("/v1/files/{file_id}", delete),
-    ]
+    return gated(
+        sim,
+        "files",
+        [
+            web.post("/v1/files", upload),
+            web.get("/v1/files", listing),
+            web.get("/v1/files/{file_id}", retrieve),
+            web.get("/v1/files/{file_id}/content", content),
+            web.delete("/v1/files/{file_id}", delete),
+        ],
+    )

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from dspex.testing import _errors as err
-from dspex.testing._files import page_after
+from dspex.testing._files import found, gated, page_after
 from dspex.testing._prompt import answer_field, message_text, sections
 from dspex.testing.task import finetune_gain, parse_question
 
@@ -308,16 +308,9 @@ def finetune_routes(sim: SimulatedLM) -> list[web.RouteDef]:
         return sim.config.finetune_seconds
 
     def find(request: web.Request) -> _Job | web.Response:
-        rejected = sim.gate(request, "fine_tuning")
-        if rejected is not None:
-            return rejected
-        job = store.get(request.match_info["job_id"])
-        return job or err.not_found(f"No such fine-tuning job: {request.match_info['job_id']}")
+        return found(request, "job_id", store.get, "fine-tuning job")
 
     async def create(request: web.Request) -> web.Response:
-        rejected = sim.gate(request, "fine_tuning")
-        if rejected is not None:
-            return rejected
         body = await err.read_json(request)
         if isinstance(body, web.Response):
             return body
@@ -329,8 +322,7 @@ def finetune_routes(sim: SimulatedLM) -> list[web.RouteDef]:
         return job if isinstance(job, web.Response) else web.json_response(job.as_object(_seconds()))
 
     async def listing(request: web.Request) -> web.Response:
-        rejected = sim.gate(request, "fine_tuning")
-        limit = _limit(request) if rejected is None else rejected
+        limit = _limit(request)
         if isinstance(limit, web.Response):
             return limit
         jobs, more = store.listing(limit, request.query.get("after"))
@@ -352,10 +344,14 @@ def finetune_routes(sim: SimulatedLM) -> list[web.RouteDef]:
         refused = store.cancel(job)
         return refused if refused is not None else web.json_response(job.as_object(_seconds()))
 
-    return [
-        web.post("/v1/fine_tuning/jobs", create),
-        web.get("/v1/fine_tuning/jobs", listing),
-        web.get("/v1/fine_tuning/jobs/{job_id}", retrieve),
-        web.get("/v1/fine_tuning/jobs/{job_id}/events", events),
-        web.post("/v1/fine_tuning/jobs/{job_id}/cancel", cancel),
-    ]
+    return gated(
+        sim,
+        "fine_tuning",
+        [
+            web.post("/v1/fine_tuning/jobs", create),
+            web.get("/v1/fine_tuning/jobs", listing),
+            web.get("/v1/fine_tuning/jobs/{job_id}", retrieve),
+            web.get("/v1/fine_tuning/jobs/{job_id}/events", events),
+            web.post("/v1/fine_tuning/jobs/{job_id}/cancel", cancel),
+        ],
+    )

@@ -278,6 +278,18 @@ class SimulatedLM:
         """A draw from the fault generator (seeded with ``seed``)."""
         return self._rng.random()
 
+    def complete(self, body: dict[str, Any]) -> Completion:
+        """The answer to chat request ``body`` under the current knobs (garbling, code abuse), as
+        the chat route and the batch runner both give it."""
+        config = self.config
+        return build_completion(
+            body,
+            garble=config.garble,
+            garble_fields=config.garble_fields,
+            code_abuse=config.code_abuse,
+            code_abuse_port=config.code_abuse_port,
+        )
+
     def _fault(self, request: web.Request) -> web.Response | None:
         """The outage, rate-limit and failure gates, in that order."""
         if self._down == "503":
@@ -372,14 +384,7 @@ class SimulatedLM:
             rejected = err.check_chat_body(body) or self._fault(request)
         if rejected is not None:
             return rejected
-        config = self.config
-        done = build_completion(
-            body,
-            garble=config.garble,
-            garble_fields=config.garble_fields,
-            code_abuse=config.code_abuse,
-            code_abuse_port=config.code_abuse_port,
-        )
+        done = self.complete(body)
         call.request_hash = done.request_hash
         call.prompt_hash, call.demos, call.correct = done.prompt_hash, done.demos, done.correct
         call.text = done.question_text[:_LOG_TEXT_CHARS]

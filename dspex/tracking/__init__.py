@@ -14,13 +14,17 @@ What a run holds (see :mod:`~dspex.tracking.content`):
   ``program``, ``program_id``, ``model``, ``metric``, ``dataset_fingerprint``, ``num_examples`` (and
   ``job_id`` on the cluster); metrics ``score``, ``cost_usd``, tokens, ``lm_calls``, ``errors``,
   ``examples_per_s``; artifacts ``results.json`` (every example's inputs, outputs, score, error) and
-  ``program.json``;
+  ``program.json``. A cluster evaluation also logs those metrics while it runs, with the examples
+  done as the step (:mod:`~dspex.tracking.progress`), its final values at the step of the whole
+  dataset;
 - an **optimization** (a local compile, ``dspex optimize``, or each job of ``dspex worker optimize
   --mlflow-uri``): params ``optimizer``, ``seed``, each plain knob as ``knob.NAME`` (and the
   trainset's fingerprint, locally); the metric ``score`` with one step per trial (and
   ``best_score_so_far``); artifacts ``best_program.json`` and ``best_program.txt`` (its instructions
   and demos). The candidate evaluations of a local compile, and of a worker's optimization, are its
-  child runs. A worker logs only to the server it was started with; a job cannot name one.
+  child runs. A worker logs only to the server it was started with; a job cannot name one. A
+  worker logs each trial as its step ends, into the run tagged with the job's id: an optimization
+  another worker resumes (its first one was killed) goes on in the same run, after its last step.
 
 MLflow's own client does the talking: ``mlflow-skinny``, the ``mlflow`` extra (``pip install
 'dspex[mlflow]'``), imported only when MLflow logging is turned on.
@@ -30,14 +34,18 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from dspex.tracking.callback import PARENT_RUN, MlflowCallback
 from dspex.tracking.logger import MlflowLogger
+from dspex.tracking.progress import EvaluationProgress
 from dspex.tracking.settings import MlflowSettings, resolve
 
 __all__ = [
+    "JOB_TAG",
     "MlflowCallback",
     "MlflowLogger",
     "MlflowSettings",
@@ -45,13 +53,16 @@ __all__ = [
     "alog_submission",
     "begin_optimization",
     "enable",
+    "evaluation_progress",
     "flush",
     "log_evaluation",
     "log_optimization",
+    "log_optimization_progress",
     "with_setting",
 ]
 
 _CALLBACK_TYPE = MlflowCallback
+JOB_TAG = "dspex.job_id"  # the tag that finds a worker's optimization run again on resume
 _active: MlflowCallback | None = None
 _lock = threading.Lock()
 
@@ -129,9 +140,27 @@ def _installed() -> MlflowCallback | None:
     return _active if current_settings().mlflow is not None else None
 
 
-async def alog_submission(submission: Any, results: Sequence[Any]) -> None:
+def evaluation_progress(submission: Any, started: float | None = None) -> EvaluationProgress | None:
+    """What logs a cluster evaluation's progress while the client follows it (its ``on_status``),
+    None when MLflow logging is off. ``started``: when it was submitted (``time.perf_counter()``)."""
+    callback = _installed()
+    if callback is None:
+        return None
+    from dspex.tracking.content import saved_program_name
+
+    wanted = set(submission.program_ids)
+    names = {spec.candidate_id: saved_program_name(spec.program) for spec in submission.specs}
+    names = {program_id: name for program_id, name in names.items() if program_id in wanted}
+    begun = time.perf_counter() if started is None else started
+    return EvaluationProgress(callback.logger, names, PARENT_RUN.get(), begun)
+
+
+async def alog_submission(
+    submission: Any, results: Sequence[Any], progress: EvaluationProgress | None = None
+) -> None:
     """Log each program's result of a cluster evaluation the client waited for (one run per
-    distinct program), off the event loop; nothing when MLflow logging is off."""
+    distinct program, the one ``progress`` opened if it did), off the event loop; nothing when
+    MLflow logging is off. Its metrics are at the step of the whole dataset, after the progress."""
     callback = _installed()
     if callback is None:
         return
@@ -140,20 +169,19 @@ async def alog_submission(submission: Any, results: Sequence[Any]) -> None:
 
     programs = {spec.candidate_id: spec.program for spec in submission.specs}
     settings_lm, job = current_settings().lm, submission.job
-    contents, seen = [], set()
+    parent = PARENT_RUN.get()  # an optimization's candidate evaluations nest under its run
+    opened = progress.runs if progress is not None else {}
+    final_step, seen = len(submission.examples), set()
     for program_id, result in zip(submission.program_ids, results, strict=False):
         if program_id in seen or program_id not in programs:
             continue
         seen.add(program_id)
-        contents.append(
-            saved_evaluation_content(
-                programs[program_id], program_id, submission.examples, result,
-                job_lm=job.lm, settings_lm=settings_lm, job_id=str(job.job_id),
-            )
+        content = saved_evaluation_content(
+            programs[program_id], program_id, submission.examples, result,
+            job_lm=job.lm, settings_lm=settings_lm, job_id=str(job.job_id),
         )  # fmt: skip
-    parent = PARENT_RUN.get()  # an optimization's candidate evaluations nest under its run
-    for content in contents:
-        callback.logger.log(content, parent=parent)
+        content.metrics = [replace(point, step=final_step) for point in content.metrics]
+        callback.logger.log(content, parent=parent, run=opened.get(program_id))
 
 
 def log_optimization(
@@ -173,23 +201,32 @@ def log_optimization(
     if callback is None:
         return
     from dspex.configuration import current_settings
-    from dspex.tracking.content import Step, optimization_content
+    from dspex.tracking.content import optimization_content
 
-    steps = [
-        Step(index, record.score, record.num_examples, record.kind, optimizer_step=record.step)
-        for index, record in enumerate(status.steps)
-    ]
     content = optimization_content(
-        str(status.optimizer), knobs, steps, best, seed=seed, usage=status.usage, trainset=trainset,
-        job_id=str(status.job_id), settings_lm=current_settings().lm, failed=status.state != "completed",
+        str(status.optimizer), knobs, _status_steps(status), best, seed=seed, usage=status.usage,
+        trainset=trainset, job_id=str(status.job_id), settings_lm=current_settings().lm,
+        failed=status.state != "completed",
     )  # fmt: skip
     callback.logger.log(content, run=opened)
 
 
-def begin_optimization(optimizer: str) -> None:
+def _status_steps(status: Any) -> list[Any]:
+    from dspex.tracking.content import Step
+
+    return [
+        Step(index, record.score, record.num_examples, record.kind, optimizer_step=record.step)
+        for index, record in enumerate(status.steps)
+    ]
+
+
+def begin_optimization(optimizer: str, job_id: str | None = None) -> None:
     """Open the run of an optimization this task runs (``dspex worker optimize``): the cluster
-    evaluations of its candidates, logged as they end, become its child runs, and
-    :func:`log_optimization` completes it. Nothing when MLflow logging is off."""
+    evaluations of its candidates, logged as they end, become its child runs,
+    :func:`log_optimization_progress` adds its trials as they come and :func:`log_optimization`
+    completes it. With ``job_id``, the run is tagged ``dspex.job_id`` and a run of the experiment
+    already so tagged (the job's first worker was killed) is continued instead of a new one.
+    Nothing when MLflow logging is off."""
     callback = _installed()
     if callback is None:
         return
@@ -197,4 +234,17 @@ def begin_optimization(optimizer: str) -> None:
 
     stub = RunContent(kind="optimization", name=f"{optimizer} optimize",
                       tags={"dspex.kind": "optimization", "mlflow.source.name": SOURCE_TAG})  # fmt: skip
-    PARENT_RUN.set(callback.logger.start(stub))
+    resume = None if job_id is None else {"dspex.kind": "optimization", JOB_TAG: job_id}
+    PARENT_RUN.set(callback.logger.start(stub, resume=resume))
+
+
+def log_optimization_progress(status: Any) -> None:
+    """Add the scored trials of a running optimization's ``status`` (an ``OptimizeStatus``) to
+    the run :func:`begin_optimization` opened, each at its step (the trials its run already holds
+    are not sent again). Nothing when MLflow logging is off or no run was opened."""
+    callback, run = _installed(), PARENT_RUN.get()
+    if callback is None or run is None:
+        return
+    from dspex.tracking.content import step_metrics
+
+    callback.logger.log_points(run, step_metrics(_status_steps(status)), kind="optimization's progress")

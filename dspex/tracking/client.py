@@ -76,6 +76,26 @@ class TrackingClient:
             run = self._client.create_run(experiment_id, tags=dict(tags), run_name=run_name)
         return str(run.info.run_id)
 
+    def find_run(self, experiment_id: str, tags: Mapping[str, str]) -> str | None:
+        """The oldest run of ``experiment_id`` with every one of ``tags``; None when there is none."""
+        condition = " and ".join(f"tags.`{key}` = '{_quoted(value)}'" for key, value in tags.items())
+        with self._failures():
+            found = self._client.search_runs(
+                [experiment_id], condition, order_by=["attributes.start_time ASC"], max_results=1
+            )
+        return str(found[0].info.run_id) if found else None
+
+    def resume_run(self, run_id: str) -> dict[str, int]:
+        """Mark ``run_id`` RUNNING again (if it ended) and say the last step of each of its metrics."""
+        with self._failures():
+            run = self._client.get_run(run_id)
+            if run.info.status != "RUNNING":
+                self._client.update_run(run_id, status="RUNNING")
+            return {
+                key: max((point.step for point in self._client.get_metric_history(run_id, key)), default=0)
+                for key in run.data.metrics
+            }
+
     def log_batch(self, run_id: str, params: Mapping[str, str], metrics: Sequence[MetricPoint]) -> None:
         """Log ``params`` and ``metrics`` (MLflow's client splits them to its batch limits)."""
         now = _now_ms()
@@ -115,6 +135,11 @@ class TrackingClient:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 3] + "..."
+
+
+def _quoted(value: str) -> str:
+    """``value`` inside a single-quoted string of MLflow's search syntax."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _now_ms() -> int:

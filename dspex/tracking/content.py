@@ -26,6 +26,8 @@ __all__ = [
     "optimization_content",
     "program_text",
     "saved_evaluation_content",
+    "saved_program_name",
+    "step_metrics",
 ]
 
 SOURCE_TAG: Final = "dspex"
@@ -98,7 +100,7 @@ def saved_evaluation_content(
     if job_lm is not None and getattr(job_lm, "model", None):
         models.add(str(job_lm.model))
     described = _Program(
-        name=str(program.get("type", "program")).rpartition(".")[2].rpartition(":")[2],
+        name=saved_program_name(program),
         program_id=program_id,
         data=dict(program),
         models=sorted(models),
@@ -106,6 +108,11 @@ def saved_evaluation_content(
     key_holders = [lm for lm in (settings_lm, job_lm) if lm is not None]
     key_holders += [SimpleNamespace(api_key_env=env) for env in _key_envs_in(program)]
     return _evaluation(described, devset, result, _secrets(key_holders), job_id=job_id, seed=None)
+
+
+def saved_program_name(program: Mapping[str, Any]) -> str:
+    """The class name of a saved program (its ``type``, without module)."""
+    return str(program.get("type", "program")).rpartition(".")[2].rpartition(":")[2]
 
 
 def _key_envs_in(data: Any) -> Iterable[str]:
@@ -256,7 +263,7 @@ def optimization_content(
         params["dataset_fingerprint"] = dataset_fingerprint(trainset)
         params["num_examples"] = len(trainset)
     params.update({f"knob.{name}": value for name, value in _plain_knobs(knobs).items()})
-    metrics = _step_metrics(steps)
+    metrics = step_metrics(steps)
     scores = [step.score for step in steps if step.score is not None]
     if scores:
         metrics.append(MetricPoint("best_score", max(scores), step=max(len(steps) - 1, 0)))
@@ -281,7 +288,9 @@ def optimization_content(
     )
 
 
-def _step_metrics(steps: Sequence[Step]) -> list[MetricPoint]:
+def step_metrics(steps: Sequence[Step]) -> list[MetricPoint]:
+    """Each scored trial of ``steps`` at its step: ``score``, ``best_score_so_far``,
+    ``num_examples`` and ``optimizer_step``."""
     points: list[MetricPoint] = []
     best: float | None = None
     for step in steps:

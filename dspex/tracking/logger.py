@@ -3,10 +3,12 @@ background thread: an evaluation or compile hands its run over and goes on at on
 unreachable server never holds up (or fails) what is being logged.
 
 Runs are sent one after another, in the order they were handed over: a compile's run is created
-before its candidate evaluations (its children) are sent. A failure leaves that run as far as it
-got, ``dspex_mlflow_export_errors_total`` counts it, and a warning names the server and the reason
-(at most once a minute per logger, so an outage does not flood the log). :meth:`MlflowLogger.check`
-is the start-up check, which fails loudly instead. :meth:`MlflowLogger.flush` waits until what was
+before its candidate evaluations (its children) are sent, and a run opened with
+:meth:`MlflowLogger.start` gets its progress points (:meth:`MlflowLogger.log_points`, one
+``log_batch`` each) in order too. A failure leaves that run as far as it got,
+``dspex_mlflow_export_errors_total`` counts it, and a warning names the server and the reason (at
+most once a minute per logger, so an outage does not flood the log). :meth:`MlflowLogger.check` is
+the start-up check, which fails loudly instead. :meth:`MlflowLogger.flush` waits until what was
 handed over is sent (tests, the CLI at exit).
 """
 
@@ -16,14 +18,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import Counter
 
 from dspex.errors import ConfigurationError, DspexError
-from dspex.tracking.content import RunContent
+from dspex.tracking.content import MetricPoint, RunContent
 from dspex.tracking.settings import MlflowSettings
 
 if TYPE_CHECKING:
@@ -34,7 +36,8 @@ __all__ = ["EXPORT_ERRORS", "MlflowLogger", "RunRef", "TrackingFailure"]
 logger = logging.getLogger("dspex.tracking")
 
 EXPORT_ERRORS: Final = Counter(
-    "dspex_mlflow_export_errors", "Runs (evaluations, optimizations) that could not be logged to MLflow."
+    "dspex_mlflow_export_errors",
+    "Runs (evaluations, optimizations) and progress points that could not be logged to MLflow.",
 )
 
 _WARN_EVERY_S: Final = 60.0
@@ -51,9 +54,18 @@ class TrackingFailure(DspexError):
 @dataclass
 class RunRef:
     """A run handed over to the sender: its id once the server made it (None until then, and for
-    good if that failed)."""
+    good if that failed), and the last step of each metric it holds (a point at that step or an
+    earlier one is not sent again: a resumed optimization repeats the trials of its checkpoint)."""
 
     run_id: str | None = None
+    last_steps: dict[str, int] = field(default_factory=dict)
+
+    def unsent(self, points: Sequence[MetricPoint]) -> list[MetricPoint]:
+        """The points of ``points`` past the run's last step of their metric (recorded as sent)."""
+        fresh = [point for point in points if point.step > self.last_steps.get(point.key, -1)]
+        for point in fresh:
+            self.last_steps[point.key] = max(point.step, self.last_steps.get(point.key, -1))
+        return fresh
 
 
 class MlflowLogger:
@@ -99,12 +111,24 @@ class MlflowLogger:
 
     # -- handing runs over -------------------------------------------------------------------------
 
-    def start(self, content: RunContent, parent: RunRef | None = None) -> RunRef:
+    def start(
+        self, content: RunContent, parent: RunRef | None = None, resume: Mapping[str, str] | None = None
+    ) -> RunRef:
         """Open the run of ``content`` (RUNNING, nothing logged yet) as a child of ``parent``; it
-        is completed by a later :meth:`log` with ``run=`` this reference."""
+        is completed by a later :meth:`log` with ``run=`` this reference. With ``resume`` (tags),
+        the oldest run of the experiment with those tags is continued instead when there is one
+        (an optimization another worker began): its metrics go on after their last steps."""
         ref = RunRef()
-        self._hand_over(lambda: self._start_now(content, parent, ref))
+        self._hand_over(lambda: self._start_now(content, parent, ref, resume))
         return ref
+
+    def log_points(self, run: RunRef, points: Sequence[MetricPoint], kind: str = "progress") -> None:
+        """Add ``points`` to the opened ``run`` (one batch; nothing when its opening failed)."""
+        self._hand_over(lambda: self._points_now(run, list(points), kind))
+
+    def end(self, run: RunRef, failed: bool = True) -> None:
+        """End the opened ``run`` with nothing more logged (what it was opened for went wrong)."""
+        self._hand_over(lambda: self._end_now(run, failed))
 
     def log(self, content: RunContent, parent: RunRef | None = None, run: RunRef | None = None) -> None:
         """Log ``content`` as one run (into ``run`` when it was opened with :meth:`start`, else a
@@ -133,13 +157,36 @@ class MlflowLogger:
 
     # -- on the sender thread ----------------------------------------------------------------------
 
-    def _start_now(self, content: RunContent, parent: RunRef | None, ref: RunRef) -> None:
+    def _start_now(
+        self, content: RunContent, parent: RunRef | None, ref: RunRef, resume: Mapping[str, str] | None
+    ) -> None:
         try:
-            ref.run_id = self._client.create_run(
-                self._experiment(), self._name(content), _tags(content, parent)
-            )
+            experiment = self._experiment()
+            found = self._client.find_run(experiment, resume) if resume else None
+            if found is not None:
+                ref.last_steps.update(self._client.resume_run(found))
+                ref.run_id = found
+                return
+            tags = {**_tags(content, parent), **(resume or {})}
+            ref.run_id = self._client.create_run(experiment, self._name(content), tags)
         except TrackingFailure as exc:
-            self._warn(content, exc)
+            self._warn(content.kind, exc)
+
+    def _points_now(self, ref: RunRef, points: list[MetricPoint], kind: str) -> None:
+        if ref.run_id is None:
+            return  # its opening failed, and said so
+        try:
+            self._client.log_batch(ref.run_id, {}, ref.unsent(points))
+        except TrackingFailure as exc:
+            self._warn(kind, exc)
+
+    def _end_now(self, ref: RunRef, failed: bool) -> None:
+        if ref.run_id is None:
+            return
+        try:
+            _again(lambda: self._client.finish_run(str(ref.run_id), "FAILED" if failed else "FINISHED"))
+        except TrackingFailure as exc:
+            self._warn("run's end", exc)
 
     def _log_now(self, content: RunContent, parent: RunRef | None, ref: RunRef | None) -> None:
         if ref is not None and ref.run_id is None:
@@ -150,12 +197,13 @@ class MlflowLogger:
                 if ref is not None and ref.run_id is not None
                 else self._client.create_run(self._experiment(), self._name(content), _tags(content, parent))
             )
-            self._client.log_batch(run_id, content.params, content.metrics)
+            metrics = content.metrics if ref is None else ref.unsent(content.metrics)
+            self._client.log_batch(run_id, content.params, metrics)
             # the two steps a repeat cannot double: on a loaded server an upload may time out once
             _again(lambda: self._client.log_artifacts(run_id, content.artifacts))
             _again(lambda: self._client.finish_run(run_id, "FAILED" if content.failed else "FINISHED"))
         except TrackingFailure as exc:
-            self._warn(content, exc)
+            self._warn(content.kind, exc)
 
     def _name(self, content: RunContent) -> str:
         return self.settings.run_name or content.name
@@ -169,15 +217,13 @@ class MlflowLogger:
                 self._experiment_id = known
         return known
 
-    def _warn(self, content: RunContent, exc: TrackingFailure) -> None:
+    def _warn(self, kind: str, exc: TrackingFailure) -> None:
         self.failures += 1
         EXPORT_ERRORS.inc()
         now = time.monotonic()
         if now - self._last_warning >= _WARN_EVERY_S:
             self._last_warning = now
-            logger.warning(
-                "the %s was not logged to MLflow (%d so far): %s", content.kind, self.failures, exc
-            )
+            logger.warning("the %s was not logged to MLflow (%d so far): %s", kind, self.failures, exc)
 
 
 def _client(settings: MlflowSettings) -> TrackingClient:

@@ -19,7 +19,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
     from dspex.lm.events import LMAttempt, LMRequest
@@ -34,6 +34,22 @@ ACTIVE_CALL_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _bind_active_call_id(fn: F) -> F:
+    """``fn`` bound to the callback call id active now, for calls made later in other threads (DSPy's
+    helper of the same name: a worker thread's calls then nest under the call that started them)."""
+    parent = ACTIVE_CALL_ID.get()
+
+    @functools.wraps(fn)
+    def bound(*args: Any, **kwargs: Any) -> Any:
+        token = ACTIVE_CALL_ID.set(parent)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            ACTIVE_CALL_ID.reset(token)
+
+    return cast(F, bound)
 
 
 class BaseCallback:

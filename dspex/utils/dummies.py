@@ -55,7 +55,7 @@ class DummyLM(BaseLM):
     ) -> LMResponse:
         """The next scripted answer (or, with ``n > 1``, the first of ``n``), formatted for the adapter."""
         text = self._answer([dict(m) for m in messages]) or ""
-        record_usage(Usage(lm_calls=1))
+        record_usage(Usage(lm_calls=1), self.model, {})  # DSPy's DummyLM reports zero tokens
         return LMResponse(text=text, model="dummy", usage=Usage(lm_calls=1), finish_reason="stop")
 
     def _answer(self, messages: list[dict[str, Any]]) -> str | None:

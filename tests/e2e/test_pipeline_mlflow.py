@@ -1,6 +1,7 @@
 """Cluster evaluations and optimizations logged to a real MLflow tracking server (the session's,
-from its cached environment), read back through MLflow's REST API: through ``dspex.Client`` with
-``dspex.configure(mlflow=...)``, and through ``dspex eval`` / ``dspex optimize`` with ``--mlflow-uri``."""
+from its cached environment), read back both through its REST API (plain HTTP) and through MLflow's
+own client (``MlflowClient``): through ``dspex.Client`` with ``dspex.configure(mlflow=...)``, and
+through ``dspex eval`` / ``dspex optimize`` with ``--mlflow-uri``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from e2e_optimize import wait_optimizer_owns_jobs
 from e2e_pipeline import Pipeline, devset, predict_program, sim_lm, wait_for
-from mlflow_tools import MlflowServer, metrics_of, params_of, tags_of
+from mlflow_tools import MlflowServer, metrics_of, mlflow_client, params_of, steps_of, tags_of
 
 import dspex
 from dspex import tracking
@@ -39,6 +40,25 @@ def experiment(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> 
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     yield name
     dspex.configure(mlflow=None)
+
+
+@pytest.fixture
+def logging_on(mlflow_server: MlflowServer, experiment: str) -> str:
+    """This process logs to ``experiment`` (its name) on the session's server."""
+    dspex.configure(
+        mlflow=MlflowSettings(tracking_uri=mlflow_server.url, experiment=experiment, timeout_s=60)
+    )
+    return experiment
+
+
+@pytest.fixture
+def sim(sim_factory: Callable[..., SimulatedLMServer]) -> SimulatedLMServer:
+    return sim_factory(latency=0.002)
+
+
+@pytest.fixture
+def client(mlflow_server: MlflowServer) -> Any:
+    return mlflow_client(mlflow_server)
 
 
 def runs_of_kind(server: MlflowServer, experiment: str, kind: str) -> list[dict[str, Any]]:
@@ -67,22 +87,20 @@ def write_jsonl(path: Path, examples: list[Any]) -> Path:
 
 def test_a_client_evaluation_on_the_cluster_logs_its_run(
     shared_pipeline: Pipeline,
-    sim_factory: Callable[..., SimulatedLMServer],
+    sim: SimulatedLMServer,
     cache_dir: Path,
     mlflow_server: MlflowServer,
-    experiment: str,
+    logging_on: str,
+    client: Any,
+    tmp_path: Path,
 ) -> None:
-    sim = sim_factory(latency=0.002)
     lm = sim_lm(sim, cache_dir, api_key_env=KEY_ENV)
     examples = devset(EXAMPLES, seed=21)
     program = predict_program()
-    dspex.configure(
-        mlflow=MlflowSettings(tracking_uri=mlflow_server.url, experiment=experiment, timeout_s=60)
-    )
     (result,) = shared_pipeline.evaluate([program], examples, lm)
     assert tracking.flush(300)  # runs are sent from a background thread
 
-    [run] = runs_of_kind(mlflow_server, experiment, "evaluation")
+    [run] = runs_of_kind(mlflow_server, logging_on, "evaluation")
     params, logged = params_of(run), metrics_of(run)
     assert run["info"]["status"] == "FINISHED"
     assert params["program_id"] == candidate_id(program) and params["model"] == "openai/simulated"
@@ -94,17 +112,52 @@ def test_a_client_evaluation_on_the_cluster_logs_its_run(
     assert [row["score"] for row in table["results"]] == [record.score for record in result.records]
     assert candidate_id(mlflow_server.artifact_json(run, "program.json")) == candidate_id(program)
     no_secret_in(mlflow_server, run)
+    # the same run through MLflow's client: its data, and the program downloaded from its artifacts
+    read = client.get_run(run["info"]["run_id"])
+    assert read.data.params == params and read.data.metrics == logged
+    downloaded = client.download_artifacts(read.info.run_id, "program.json", str(tmp_path))
+    assert candidate_id(json.loads(Path(downloaded).read_text())) == candidate_id(program)
+    shared_pipeline.wait_drained()
+
+
+def test_a_long_evaluation_logs_its_running_score_cost_and_tokens_as_steps(
+    shared_pipeline: Pipeline,
+    sim_factory: Callable[..., SimulatedLMServer],
+    cache_dir: Path,
+    mlflow_server: MlflowServer,
+    logging_on: str,
+    client: Any,
+) -> None:
+    # ~12 examples at once (4 per predictor), 0.25 s each: seconds long, several statuses a run
+    sim = sim_factory(latency=0.25)
+    lm = sim_lm(sim, cache_dir)
+    examples = devset(200, seed=23)
+    (result,) = shared_pipeline.evaluate([predict_program()], examples, lm, num_threads=4)
+    assert tracking.flush(300)
+
+    [run] = runs_of_kind(mlflow_server, logging_on, "evaluation")
+    run_id = run["info"]["run_id"]
+    scores = steps_of(client, run_id, "score")
+    steps = [step for step, _ in scores]
+    assert len(steps) >= 3 and steps == sorted(set(steps)), scores  # several, strictly increasing
+    assert scores[-1] == (len(examples), result.score)
+    assert steps[0] > 0 and steps[-2] < len(examples)
+    tokens = steps_of(client, run_id, "total_tokens")
+    assert [step for step, _ in tokens] == steps
+    assert [value for _, value in tokens] == sorted(value for _, value in tokens)
+    assert tokens[-1][1] == result.usage.total_tokens
+    rates = steps_of(client, run_id, "examples_per_s")
+    assert len(rates) == len(steps) and all(rate > 0 for _, rate in rates)
     shared_pipeline.wait_drained()
 
 
 def test_dspex_eval_with_mlflow_uri_logs_the_same_run_as_it_prints(
     shared_pipeline: Pipeline,
-    sim_factory: Callable[..., SimulatedLMServer],
+    sim: SimulatedLMServer,
     mlflow_server: MlflowServer,
     experiment: str,
     tmp_path: Path,
 ) -> None:
-    sim = sim_factory(latency=0.002)
     program = predict_program()
     program.save(tmp_path / "program.json")
     examples = devset(EXAMPLES, seed=22)
@@ -130,12 +183,12 @@ def test_dspex_eval_with_mlflow_uri_logs_the_same_run_as_it_prints(
 
 def test_an_optimization_is_logged_by_the_cli_and_by_a_worker_started_with_mlflow_uri(
     pipeline_factory: Callable[..., Pipeline],
-    sim_factory: Callable[..., SimulatedLMServer],
+    sim: SimulatedLMServer,
     mlflow_server: MlflowServer,
     experiment: str,
+    client: Any,
     tmp_path: Path,
 ) -> None:
-    sim = sim_factory(latency=0.002)
     worker_experiment = experiment + "-worker"  # the worker's runs go to an experiment of their own
     pipeline = pipeline_factory(env={"MLFLOW_EXPERIMENT_NAME": worker_experiment})
     pipeline.start_workers(1)
@@ -186,6 +239,17 @@ def test_an_optimization_is_logged_by_the_cli_and_by_a_worker_started_with_mlflo
     assert {params_of(child)["program_id"] for child in children} >= {
         step.candidate_id for step in status.steps if step.kind == "full"
     }
+
+    # the worker's run through MLflow's client: its steps, its nested runs and its best program
+    run_id = worker_run["info"]["run_id"]
+    assert steps_of(client, run_id, "score") == scored
+    assert client.get_run(run_id).data.tags["dspex.job_id"] == status.job_id
+    nested = client.search_runs(
+        [client.get_run(run_id).info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'"
+    )
+    assert sorted(child.info.run_id for child in nested) == sorted(c["info"]["run_id"] for c in children)
+    downloaded = client.download_artifacts(run_id, "best_program.json", str(tmp_path))
+    assert candidate_id(json.loads(Path(downloaded).read_text())) == candidate_id(best)
 
 
 def _finished(server: MlflowServer, experiment: str) -> dict[str, Any] | None:

@@ -23,10 +23,11 @@ from typing import Any
 
 import pytest
 from e2e_cost_programs import DraftThenCheck
-from e2e_pipeline import Pipeline, devset, per_example, predict_program, sim_lm, wait_for
+from e2e_pipeline import Pipeline, devset, per_example, predict_program, read_topic, sim_lm, wait_for
 from typer.testing import CliRunner
 
 from dspex.cli import app as cli_app
+from dspex.schemas.headers import HEADER_JOB_ID
 from dspex.testing import SimulatedLMServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -158,3 +159,22 @@ def test_an_expired_batch_is_answered_online_by_policy(
     assert sim.control.stats()["by_path"]["chat"] == expired  # each expired request asked online once
     # the batch-answered calls at half price, the online ones at the full price
     assert online.usage.cost_usd > batched.usage.cost_usd > online.usage.cost_usd / 2
+    assert_purge_deletes_the_answers(pipeline)
+
+
+def assert_purge_deletes_the_answers(pipeline: Pipeline) -> None:
+    """Every answer (batch or online) names the job that asked in its header; `dspex purge` of that
+    job leaves each key's latest record on the compacted lm-responses topic a tombstone."""
+    topic = pipeline.registry.name("lm-responses")
+    answers = read_topic(pipeline.settings, topic)
+    named = {dict(message.headers() or [])[HEADER_JOB_ID] for message in answers}
+    assert len(named) == 1 and len({message.key() for message in answers}) == EXPIRED_EXAMPLES
+    job_id = named.pop().decode()
+    status = pipeline.status(job_id)
+    assert status is not None and status.name == "batch"
+    args = ["purge", job_id, "--yes", "--bootstrap", pipeline.bootstrap, "--prefix", pipeline.prefix]
+    purged = CliRunner().invoke(cli_app, args)
+    assert purged.exit_code == 0, purged.output
+    assert f"{topic}: {EXPIRED_EXAMPLES} provider-batch answer(s)" in purged.output
+    latest = {message.key(): message.value() for message in read_topic(pipeline.settings, topic)}
+    assert len(latest) == EXPIRED_EXAMPLES and set(latest.values()) == {None}

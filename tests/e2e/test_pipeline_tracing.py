@@ -1,10 +1,12 @@
-"""An evaluation on the cluster, traced: each example's trace runs client -> predictor -> scorer.
+"""An evaluation on the cluster, traced: each example's trace runs client -> predictor -> scorer
+-> aggregator.
 
 A real OTLP/HTTP receiver (this test's own ``POST /v1/traces`` server, decoding the protobuf with
 ``opentelemetry-proto``) gets the spans of the client (``dspex.configure(tracing=...)``) and of
 worker processes started with ``--otlp-endpoint``; the trace of each of the 20 examples must link
-the client's submission, the predictor's task (with the program's spans inside) and the scorer's
-metric span, with the parent ids chained across both Kafka hops.
+the client's submission, the predictor's task (with the program's spans inside), the scorer's
+metric span and the aggregator's span of folding the score into the job, with the parent ids
+chained across all three Kafka hops.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Received:
     parent_id: str
     attributes: dict[str, Any]
     links: tuple[str, ...]  # span ids
+    events: tuple[str, ...]  # names
 
 
 class Receiver(ThreadingHTTPServer):
@@ -88,6 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
                             span.parent_span_id.hex(),
                             attributes,
                             tuple(link.span_id.hex() for link in span.links),
+                            tuple(event.name for event in span.events),
                         )
                     )
         with self.server.lock:
@@ -120,9 +124,9 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def traced_pipeline(pipeline_factory: Callable[..., Pipeline], receiver: Receiver) -> Pipeline:
-    """An aggregator, and a scorer and a predictor that export their spans to ``receiver``."""
+    """An aggregator, a scorer and a predictor that export their spans to ``receiver``."""
     pipeline = pipeline_factory()
-    pipeline.start("aggregate")
+    pipeline.start("aggregate", "--otlp-endpoint", receiver.url)
     pipeline.start("score", "--otlp-endpoint", receiver.url)
     pipeline.start("predict", "--otlp-endpoint", receiver.url)
     pipeline.wait_ready()
@@ -141,7 +145,7 @@ def _evaluate_traced(pipeline: Pipeline, receiver: Receiver, lm: LM, sample_rati
     return result
 
 
-def test_each_examples_trace_links_client_predictor_and_scorer(
+def test_each_examples_trace_links_client_predictor_scorer_and_aggregator(
     traced_pipeline: Pipeline,
     receiver: Receiver,
     sim_factory: Callable[..., SimulatedLMServer],
@@ -153,10 +157,10 @@ def test_each_examples_trace_links_client_predictor_and_scorer(
 
     def complete() -> list[Received] | None:
         # each process exports on its own schedule: wait until every example's trace has the
-        # client's, the predictor's (program and LM included) and the scorer's spans
+        # client's, the predictor's (program and LM included), the scorer's and the aggregator's spans
         spans = receiver.snapshot()
         traces = {s.trace_id for s in spans if s.name == "dspex.example"}
-        for name in ("dspex.predict", "dspex.score"):
+        for name in ("dspex.predict", "dspex.score", "dspex.aggregate"):
             if {s.trace_id for s in spans if s.name == name} != traces:
                 return None
         llm = {s.trace_id for s in spans if s.attributes.get("openinference.span.kind") == "LLM"}
@@ -179,6 +183,13 @@ def test_each_examples_trace_links_client_predictor_and_scorer(
         assert score.parent_id == predict.span_id  # the prediction's traceparent, across Kafka
         assert score.attributes["openinference.span.kind"] == "EVALUATOR"
         assert score.attributes["dspex.example_index"] == example.attributes["dspex.example_index"]
+        (aggregate,) = [s for s in trace if s.name == "dspex.aggregate"]
+        assert aggregate.service == "dspex-aggregate"
+        assert aggregate.parent_id == score.span_id  # the score's traceparent, across Kafka
+        assert aggregate.attributes["dspex.example_index"] == example.attributes["dspex.example_index"]
+        assert aggregate.attributes["dspex.aggregate.outcome"] == "counted"
+        assert aggregate.attributes["dspex.job.total_tasks"] == EXAMPLES
+        assert 1 <= aggregate.attributes["dspex.job.done"] <= EXAMPLES
         (program,) = [s for s in trace if s.name.startswith("ChainOfThought")]
         assert program.parent_id == predict.span_id and program.service == "dspex-predict"
         (llm,) = [s for s in trace if s.attributes.get("openinference.span.kind") == "LLM"]
@@ -188,6 +199,10 @@ def test_each_examples_trace_links_client_predictor_and_scorer(
             chain.append(parent.name)
             parent = by_id.get(parent.parent_id)
         assert chain[-3:] == [program.name, "dspex.predict", "dspex.example"]
+    # the job's end is told once, by the span of the record whose batch completed it
+    (ender,) = [s for s in spans if "dspex.job.ended" in s.events]
+    assert ender.name == "dspex.aggregate" and ender.attributes["dspex.job.state"] == "completed"
+    assert ender.attributes["dspex.job.done"] == EXAMPLES
 
 
 def _wait(found: Callable[[], list[Received] | None], timeout: float) -> list[Received]:
@@ -213,18 +228,22 @@ def test_failed_examples_are_kept_at_ratio_zero_across_the_hop(
 
     def complete() -> list[Received] | None:
         spans = receiver.snapshot()
-        return spans if len([s for s in spans if s.name == "dspex.score"]) >= len(failed) else None
+        kept = [s for s in spans if s.name in ("dspex.score", "dspex.aggregate")]
+        return spans if len(kept) >= 2 * len(failed) else None
 
     spans = _wait(complete, 60.0)
     time.sleep(1.0)  # a span of a passing example would come in the same batches: give it a moment
     spans = receiver.snapshot()
     predicted = {s.attributes["dspex.example_index"]: s for s in spans if s.name == "dspex.predict"}
     scored = {s.attributes["dspex.example_index"]: s for s in spans if s.name == "dspex.score"}
-    assert set(predicted) == set(scored) == failed  # every failed example, and nothing else
+    aggregated = {s.attributes["dspex.example_index"]: s for s in spans if s.name == "dspex.aggregate"}
+    assert set(predicted) == set(scored) == set(aggregated) == failed  # every failed one, nothing else
     assert not [s for s in spans if s.name == "dspex.example"]  # the client's part was not sampled
     for index in failed:
         assert scored[index].trace_id == predicted[index].trace_id
         assert scored[index].parent_id == predicted[index].span_id
+        assert aggregated[index].trace_id == scored[index].trace_id
+        assert aggregated[index].parent_id == scored[index].span_id
         program = [
             s for s in spans if s.parent_id == predicted[index].span_id and s.service == "dspex-predict"
         ]

@@ -2,9 +2,10 @@
 
 What is shown is what the records hold: the example (split into inputs and gold labels by the job's
 input keys), the program's outputs, the score and the metric's feedback, the error, the trace (each
-predictor call's inputs and outputs), the callback events a worker recorded (``--callback``; LM
-calls' messages and completions appear there when a callback records them), tokens, cost, LM calls,
-latency and the worker that ran it.
+predictor call's inputs and outputs), every LM call with its messages, completion, tokens, cost,
+latency and cache hit (``lm_call_log``, kept by the predictor unless it ran with
+``--no-record-lm-calls``: :mod:`dspex.processors.lm_calls`), the callback events a worker recorded
+(``--callback``), tokens, cost, LM calls, latency and the worker that ran it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from dspex.schemas.lm_calls import LMCallRecord
 from dspex.schemas.results import ScoreRecord
 
 __all__ = ["example_detail", "example_rows"]
@@ -23,9 +25,14 @@ def example_rows(records: Iterable[ScoreRecord], candidate_id: str | None = None
     return [_row(record) for record in sorted(chosen, key=lambda r: (r.candidate_id, r.example_index))]
 
 
-def example_detail(record: ScoreRecord, input_keys: Sequence[str]) -> dict[str, Any]:
-    """One example in full; with no ``input_keys`` known, the whole example is under ``inputs``."""
+def example_detail(
+    record: ScoreRecord, input_keys: Sequence[str], lm_calls: Sequence[LMCallRecord] | None = None
+) -> dict[str, Any]:
+    """One example in full; with no ``input_keys`` known, the whole example is under ``inputs``.
+
+    ``lm_calls``: the example's LM calls when kept apart from ``record`` (else the record's)."""
     example = record.example or {}
+    calls = record.lm_call_log if lm_calls is None else lm_calls
     keys = set(input_keys) if input_keys else set(example)
     return {
         **_row(record),
@@ -35,8 +42,11 @@ def example_detail(record: ScoreRecord, input_keys: Sequence[str]) -> dict[str, 
         "feedback": record.feedback,
         "error": None if record.error is None else record.error.model_dump(mode="json"),
         "trace": [entry.model_dump(mode="json") for entry in record.trace],
+        "lm_call_log": [call.model_dump(mode="json") for call in calls or []],
+        "lm_calls_unlogged": record.lm_calls_unlogged or 0,
         "callback_events": [event.model_dump(mode="json") for event in record.callback_events or []],
         "tool_calls": [call.model_dump(mode="json") for call in record.tool_calls or []],
+        "scored_by": record.worker_id,
         "task_id": record.task_id,
         "scored_at": record.scored_at.isoformat(),
     }
@@ -54,5 +64,6 @@ def _row(record: ScoreRecord) -> dict[str, Any]:
         "cost_usd": record.usage.cost_usd,
         "lm_calls": record.usage.lm_calls,
         "latency_s": record.latency_s,
-        "worker_id": record.worker_id,
+        # the predictor that ran the example (a record from before 1.4 names its writer only)
+        "worker_id": record.predicted_by or record.worker_id,
     }

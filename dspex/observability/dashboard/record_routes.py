@@ -76,7 +76,8 @@ async def _example(request: web.Request) -> web.Response:
     )
     if found is None:
         return _json({"error": "no result for this example yet", "example_index": index}, status=404)
-    return _json({"job_id": status.job_id, **example_detail(found, _input_keys(records))})
+    detail = example_detail(found, _input_keys(records), records.call_log(found))
+    return _json({"job_id": status.job_id, **detail})
 
 
 async def _compare(request: web.Request) -> web.Response:

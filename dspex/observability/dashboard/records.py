@@ -2,6 +2,10 @@
 topic: dataset, input keys) and its score records (scores topic: outputs, score, error, trace, usage,
 latency, worker).
 
+An example's LM calls (``lm_call_log``, the bulk of a score record) are kept apart as their JSON
+text and read back for the one example opened (:meth:`JobRecords.call_log`): a cached job holds its
+rows as objects and its prompts as compact bytes.
+
 Both topics are keyed by job id and co-partitioned, so a job's records sit in one partition of each;
 it is read from a little before the job started (by record time) to the end it has now, keeping the
 job's records only. Calls block (librdkafka): the app runs them on a thread.
@@ -18,10 +22,12 @@ from datetime import datetime, timedelta
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as RawKafkaError
+from pydantic import TypeAdapter
 
 from dspex.errors import KafkaError, SchemaError, TopicError
 from dspex.schemas import decode
 from dspex.schemas.jobs import EvalJob, JobMessage
+from dspex.schemas.lm_calls import LMCallRecord
 from dspex.schemas.results import ScoreRecord, is_usage_report
 from dspex.streams.config import KafkaSettings, client_config
 from dspex.streams.fetch import consume_ready
@@ -35,15 +41,33 @@ _log = logging.getLogger("dspex.streams.librdkafka.dashboard")
 CLOCK_SLACK = timedelta(minutes=10)
 """Read from this long before the job's start: writers' clocks and record times differ a little."""
 _BATCH = 1000
+_CALLS: TypeAdapter[list[LMCallRecord]] = TypeAdapter(list[LMCallRecord])
 
 
 @dataclass
 class JobRecords:
     """What the topics hold about one evaluation: its job record (None: not found) and its score
-    records, the first per candidate and example (a redelivered task's repeat is not counted)."""
+    records, the first per candidate and example (a redelivered task's repeat is not counted).
+
+    ``scores`` hold no ``lm_call_log``: :meth:`add` keeps it apart (see the module docs)."""
 
     job: EvalJob | None = None
     scores: list[ScoreRecord] = field(default_factory=list)
+    lm_calls: dict[tuple[str, int], bytes] = field(default_factory=dict)
+
+    def add(self, record: ScoreRecord) -> None:
+        """Keep ``record``, its LM calls as JSON text beside it."""
+        if record.lm_call_log:
+            self.lm_calls[(record.candidate_id, record.example_index)] = _CALLS.dump_json(record.lm_call_log)
+            record = record.model_copy(update={"lm_call_log": None})
+        self.scores.append(record)
+
+    def call_log(self, record: ScoreRecord) -> list[LMCallRecord]:
+        """The LM calls of ``record``'s example (empty when none were recorded)."""
+        kept = self.lm_calls.get((record.candidate_id, record.example_index))
+        if kept is None:
+            return list(record.lm_call_log or [])
+        return _CALLS.validate_json(kept)
 
 
 def read_job_records(
@@ -73,7 +97,7 @@ def read_job_records(
             continue
         if (record.candidate_id, record.example_index) not in seen:
             seen.add((record.candidate_id, record.example_index))
-            records.scores.append(record)
+            records.add(record)
     return records
 
 

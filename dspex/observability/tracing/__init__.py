@@ -8,8 +8,9 @@ to the endpoint it was started with; a job cannot name one.
 What becomes a span (see :mod:`~dspex.observability.tracing.callback`): every module call, LM call,
 tool call, adapter format/parse, code execution, evaluation and compile, through the callback seam
 (:class:`~dspex.utils.BaseCallback`); and on the cluster, each example's submission (client), its
-task (predictor) and its scoring (scorer, an ``EVALUATOR`` span), linked through a W3C
-``traceparent`` header on the task and prediction messages. Each example is one trace.
+task (predictor), its scoring (scorer, an ``EVALUATOR`` span) and its score folded into the job
+(aggregator, :mod:`dspex.processors.aggregate_spans`), linked through a W3C ``traceparent`` header
+on the task, prediction and score messages. Each example is one trace.
 
 Sampling: parent-based, new traces kept with probability ``sample_ratio`` (default
 :data:`DEFAULT_SAMPLE_RATIO`, 1%; ``OTEL_TRACES_SAMPLER(_ARG)`` may say otherwise). Failed examples

@@ -4,8 +4,10 @@ The client's submission gives each task a root span of its own (``dspex.example`
 example, sampled on its own) and puts its W3C ``traceparent`` in the task's headers. A predictor
 continues that trace for the task (``dspex.predict``: the program's spans nest under it) and puts its
 own span's ``traceparent`` on the prediction; the scorer continues it once more (``dspex.score``, an
-``EVALUATOR`` span). The sampling decision travels in the header's flags; a part that fails in a
-worker is kept there even when the example was not sampled (see :mod:`dspex.observability.tracing`).
+``EVALUATOR`` span) and puts its span's on the score, which the aggregator continues last
+(``dspex.aggregate``, see :mod:`dspex.processors.aggregate_spans`). The sampling decision travels
+in the header's flags; a part that fails in a worker is kept there even when the example was not
+sampled (see :mod:`dspex.observability.tracing`).
 
 Everything here costs one check when tracing is off.
 """

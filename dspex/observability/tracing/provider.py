@@ -126,13 +126,14 @@ class LeanSpan(NonRecordingSpan):
         attributes: dict[str, Any],
         links: Sequence[Link],
         recorder: Recorder,
+        start_time: int | None = None,
     ) -> None:
         super().__init__(context)
         self._parent, self._name, self._kind = parent, name, kind
         self._attributes, self._links, self._recorder = attributes, links, recorder
         self._events: list[Event] = []
         self._status = Status(StatusCode.UNSET)
-        self._start = time.time_ns()
+        self._start = start_time if start_time is not None else time.time_ns()
 
     def is_recording(self) -> bool:
         return True
@@ -183,9 +184,13 @@ class Recorder:
         kind: SpanKind = SpanKind.INTERNAL,
         attributes: dict[str, Any] | None = None,
         links: Sequence[Link] = (),
+        start_time: int | None = None,
     ) -> Span:
-        """A span ``name`` under ``context`` (None: the current one); not made current."""
-        span = self.tracer.start_span(name, context=context, kind=kind, attributes=attributes, links=links)
+        """A span ``name`` under ``context`` (None: the current one); not made current.
+        ``start_time``: when it began, in epoch nanoseconds (None: now)."""
+        span = self.tracer.start_span(
+            name, context=context, kind=kind, attributes=attributes, links=links, start_time=start_time
+        )
         if span.is_recording():
             return span
         parent = get_current_span(context).get_span_context()
@@ -197,6 +202,7 @@ class Recorder:
             dict(attributes or {}),
             links,
             self,
+            start_time,
         )
 
 

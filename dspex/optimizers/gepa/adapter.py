@@ -183,10 +183,15 @@ class DspyAdapter:
         return self._runs_on_executor(program, batch, threads)
 
     def batch_evaluate(
-        self, items: Sequence[tuple[Mapping[str, str], Sequence[Example]]], *, capture_traces: bool = True
+        self,
+        items: Sequence[tuple[Mapping[str, str], Sequence[Example]]],
+        *,
+        capture_traces: bool = True,
+        num_threads: int | None = None,
     ) -> list[GepaBatch]:
-        """Every (candidate, batch) pair at once; the ``num_threads`` bound is split between them."""
-        total = self.num_threads or current_settings().num_threads
+        """Every (candidate, batch) pair at once; the ``num_threads`` bound (the adapter's unless
+        given) is split between them."""
+        total = num_threads or self.num_threads or current_settings().num_threads
         workers = min(len(items), total) or 1
         share, extra = divmod(total, workers)
 
@@ -513,6 +518,12 @@ class ProposalMemo:
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return key in self._made
+
+    def peek(self, key: str) -> dict[str, str] | None:
+        """The texts the next :meth:`take` of this key hands out (None: none), left in place."""
+        with self._lock:
+            waiting = self._made.get(key)
+            return dict(waiting[0]) if waiting else None
 
     def take(
         self,

@@ -11,7 +11,8 @@ their acceptance), through the engine's own methods (``_run_full_eval_and_add``,
 ``_run_reflective_batch``), so gepa's proposal, acceptance and Pareto rules are unchanged. The
 reflections of an iteration with several proposals run at once (:mod:`.reflection`), and the
 parents' minibatches, reflections and children's minibatches of the next iterations are made ahead,
-together (:mod:`.prefetch`).
+together (:mod:`.prefetch`), the next parents' runs also while a new candidate is scored on the
+valset (:class:`_HedgingEngine`, :func:`evaluate_seed`).
 Everything an iteration depends on (the state, the shared generator, the sampler's epoch, the merge
 bookkeeping) is exported by :mod:`.checkpoint` as JSON, not pickled. Contract tests pin the parts of
 gepa this relies on.
@@ -19,8 +20,11 @@ gepa this relies on.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -62,10 +66,17 @@ from gepa.strategies.eval_policy import EvaluationPolicy, FullEvaluationPolicy
 from gepa.utils import CompositeStopper, MaxMetricCallsStopper
 
 from dspex.errors import ConfigurationError
-from dspex.optimizers.gepa.prefetch import prefetch_parents, speculate_children
+from dspex.optimizers.gepa.prefetch import (
+    LOOKAHEAD,
+    hedge_parents,
+    prefetch_parents,
+    speculate_children,
+)
 from dspex.optimizers.gepa.reflection import ConcurrentReflection, ProposerView
 
 __all__ = ["ENGINE_KWARGS", "EngineParts", "build_engine", "evaluate_seed", "run_iteration"]
+
+logger = logging.getLogger(__name__)
 
 # gepa_kwargs dspex.GEPA passes on to gepa's parts (everything else is a ConfigurationError).
 ENGINE_KWARGS = frozenset(
@@ -166,7 +177,7 @@ def build_engine(
         sampling_strategy=settings.sampling_strategy,
     )
     merge = _merge_proposer(settings, adapter, val_loader, rng, logger, all_callbacks)
-    engine = GEPAEngine(
+    engine = _HedgingEngine(
         adapter=adapter,
         run_dir=None,  # dspex checkpoints the run itself (JSON), never gepa's pickle
         valset=val_loader,
@@ -190,7 +201,68 @@ def build_engine(
         acceptance_criterion=_acceptance(extra.get("acceptance_criterion", "strict_improvement")),
         selection_strategy=settings.selection_strategy,
     )
+    engine.max_metric_calls = settings.max_metric_calls
     return EngineParts(engine, rng, sampler, merge, all_callbacks, settings.max_metric_calls)
+
+
+class _HedgingEngine(GEPAEngine[Any, Any, Any, Any]):
+    """gepa's engine, whose valset evaluation of new candidates runs the parents the next
+    iterations may select meanwhile (:func:`~.prefetch.hedge_parents`); nothing else differs."""
+
+    max_metric_calls = 0
+
+    def _evaluate_programs_on_valset(self, programs: list[dict[str, str]], state: Any) -> Any:
+        valset = self.valset
+        size = len(programs) * (0 if valset is None else len(valset))
+        evals_left = self.max_metric_calls - state.total_num_evals - size
+
+        def hedge() -> None:
+            if all(_known_runs(self.adapter, program, valset) for program in programs):
+                return  # the evaluation waits for no LM call: the next iteration predicts exactly
+            hedge_parents(
+                self.reflective_proposer,
+                self.adapter,
+                state,
+                programs,
+                evals_left=evals_left,
+                num_threads=_threads_besides(self.adapter, size),
+            )
+
+        return _alongside(
+            lambda: super(_HedgingEngine, self)._evaluate_programs_on_valset(programs, state), hedge
+        )
+
+
+def _known_runs(adapter: Any, program: dict[str, str], valset: Any) -> bool:
+    memo = getattr(adapter, "memo", None)
+    if memo is None or valset is None:
+        return False
+    examples = valset.fetch(list(valset.all_ids()))
+    return len(memo.lookup(program, examples, False)) == len(examples)
+
+
+def _threads_besides(adapter: Any, in_flight: int) -> int | None:
+    """The runs a hedge may have in flight beside ``in_flight`` others (None: the adapter's bound)."""
+    total = getattr(adapter, "num_threads", None)
+    return None if total is None else max(1, total - in_flight)
+
+
+def _alongside(main: Callable[[], Any], side: Callable[[], None]) -> Any:
+    """``main()``'s result, ``side()`` having run at the same time in another thread (with this
+    context: LM, settings, usage trackers); a failure of ``side`` is logged, never raised."""
+
+    def guarded() -> None:
+        try:
+            side()
+        except Exception as exc:  # the hedge only fills the memo: without it the run is the same
+            logger.debug("hedged runs failed: %s: %s", type(exc).__name__, exc)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(copy_context().run, guarded)
+        try:
+            return main()
+        finally:
+            future.result()
 
 
 def _candidate_selector(choice: Any, rng: random.Random) -> CandidateSelector:
@@ -289,7 +361,10 @@ def evaluate_seed(parts: EngineParts) -> GEPAState[Any, Any]:
         ),
     )
     ids = list(valset.all_ids())
-    outputs, scores, objectives = engine.evaluator(valset.fetch(ids), engine.seed_candidate)
+    outputs, scores, objectives = _alongside(
+        lambda: engine.evaluator(valset.fetch(ids), engine.seed_candidate),
+        lambda: _hedge_seed(parts, ids),
+    )
     evaluation = ValsetEvaluation(
         outputs_by_val_id=dict(zip(ids, outputs, strict=False)),
         scores_by_val_id=dict(zip(ids, scores, strict=False)),
@@ -325,6 +400,35 @@ def evaluate_seed(parts: EngineParts) -> GEPAState[Any, Any]:
     if parts.merge is not None:
         parts.merge.last_iter_found_new_program = False
     return state
+
+
+def _hedge_seed(parts: EngineParts, val_ids: list[Any]) -> None:
+    """The first iterations' parent runs (the seed's, the only candidate) during its valset
+    evaluation: predicted from a state whose valset scores are placeholders, which a selector
+    of the Pareto front or of the best candidate cannot tell apart when there is one candidate."""
+    engine = parts.engine
+    placeholder = ValsetEvaluation(
+        outputs_by_val_id=dict.fromkeys(val_ids),
+        scores_by_val_id=dict.fromkeys(val_ids, 0.0),
+        objective_scores_by_val_id=None,
+    )
+    state: GEPAState[Any, Any] = initialize_gepa_state(
+        run_dir=None,
+        logger=engine.logger,
+        seed_candidate=engine.seed_candidate,
+        seed_valset_evaluation=placeholder,
+        track_best_outputs=False,
+        frontier_type=engine.frontier_type,
+    )
+    hedge_parents(
+        engine.reflective_proposer,
+        engine.adapter,
+        state,
+        [],
+        evals_left=parts.max_metric_calls - len(val_ids),
+        rounds=LOOKAHEAD,
+        num_threads=_threads_besides(engine.adapter, len(val_ids)),
+    )
 
 
 def should_stop(parts: EngineParts, state: GEPAState[Any, Any]) -> bool:

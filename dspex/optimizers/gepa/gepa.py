@@ -36,9 +36,10 @@ parent's minibatch; gepa still counts it as a metric call, so the budget is DSPy
 are those an LM cache gives DSPy's GEPA at its defaults; off: every evaluation calls the LM again,
 which only differs for a program whose answers vary from call to call); ``speculate`` (default on,
 with ``reuse_runs``: the next iterations' reflections and child minibatches are asked ahead,
-together, assuming no candidate is added before them; each answer goes to the iteration whose
-reflection prompt it answers, so gepa's decisions and inputs are unchanged; the reflections and
-child runs made for iterations after an accepted candidate are spent for nothing, so a run with
+together, assuming no candidate is added before them, and while a candidate is scored on the
+valset the parents the next iterations may select run on their minibatches; each answer goes to
+the iteration whose reflection prompt it answers, so gepa's decisions and inputs are unchanged;
+the reflections and runs made for iterations that do not come are spent for nothing, so a run with
 ``max_lm_calls`` or ``max_cost_usd`` does not speculate; see :mod:`.prefetch`); ``executor`` at
 compile; and :attr:`history`. What differs: the default proposer (:class:`InstructionProposer`,
 DSPy's arguments and behaviour) words its prompt in dspex's own words, and ``gepa_kwargs``'s

@@ -29,11 +29,20 @@ the iterations after it are not used (at most :data:`LOOKAHEAD` of each, bounded
 metric-call budget left; ``ProposalMemo.made`` and ``used`` count them). A run with an LM-call or
 USD cap (``max_lm_calls``, ``max_cost_usd``) makes nothing ahead: there, what is spent is what the
 search can still try, and the cap's bound (the calls in flight when it is reached) stays small.
+
+:func:`hedge_parents` covers the round trips an added candidate costs: while gepa scores new
+candidates on the valset (and while it scores the seed), the parents the next iterations may select,
+the new candidates included, run on the minibatches those iterations will draw, and the reflections
+of the parents whose runs there are already known are asked. The first speculated child also runs
+on the minibatch of the iteration after its own, so that if it is added, its reflection as the next
+parent can be asked during its valset evaluation. Which of these the iterations take depends on the
+valset scores; the others are spent for nothing (counted like any call).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,9 +50,12 @@ from contextvars import Context, copy_context
 from typing import Any
 
 from dspex.optimizers.gepa.adapter import ProposalMemo
+from dspex.optimizers.gepa.feedback import split_score
 
 __all__ = [
+    "HEDGE",
     "LOOKAHEAD",
+    "hedge_parents",
     "predicted_proposal_tasks",
     "predicted_tasks",
     "prefetch_parents",
@@ -54,6 +66,8 @@ logger = logging.getLogger(__name__)
 
 # Iterations whose parents' minibatches are run together (the current one included).
 LOOKAHEAD = 8
+# Iterations after a candidate's valset evaluation whose possible parents are run meanwhile.
+HEDGE = LOOKAHEAD
 
 
 class _StateAt:
@@ -103,13 +117,14 @@ def prefetch_parents(
     if memo is None or rounds < 1:
         return 0
     try:
+        # the current iteration alone first: most iterations find their parent's runs made
+        current = predicted_proposal_tasks(proposer, state, 1)[0]
+        if all(_known(memo, task.parent_candidate, list(task.minibatch)) for task in current):
+            return 0  # this iteration waits for nothing: predict again when it would
         iterations = predicted_proposal_tasks(proposer, state, rounds)
     except Exception as exc:  # a user's selector or sampler that cannot be copied: no prediction
         logger.debug("no prefetch of parent minibatches: %s: %s", type(exc).__name__, exc)
         return 0
-    current = [(task.parent_candidate, list(task.minibatch)) for task in iterations[0]]
-    if all(_known(memo, candidate, batch) for candidate, batch in current):
-        return 0  # this iteration waits for nothing: predict again when it would
     tasks = _within(iterations, evals_left)
     items = _missing(memo, tasks)
     if items:
@@ -172,14 +187,59 @@ def speculate_children(
         return 0  # (under an LM-call or USD cap, spend buys search, not speed)
     memo, proposals = adapter.memo, adapter.proposals
     try:
+        # the current iteration alone first: most find their reflection and child made, or skip
+        current = _reflection_jobs(proposer, adapter, state, evals_left, 1)
+        if all(_ready(memo, proposals, job) for job in current):
+            return 0  # this iteration waits for nothing: predict again when one would
         jobs = _reflection_jobs(proposer, adapter, state, evals_left, rounds)
     except Exception as exc:  # a user's selector or sampler that cannot be copied or predicted
         logger.debug("no speculative reflections: %s: %s", type(exc).__name__, exc)
         return 0
-    if not jobs or jobs[0].key in proposals:
-        return 0  # this iteration waits for no reflection (or has none): predict again when it would
+    if not jobs:
+        return 0
+    first = _child_of(jobs[0], proposals.peek(jobs[0].key))
     asked = [job for job in jobs if job.key not in proposals]
-    texts = _reflections(adapter, asked)
+    if first is not None:
+        # its reflection was made (while the last candidate was scored): its child runs while the
+        # later iterations' reflections are asked, and when it beats its parent they are left there
+        texts = _alongside_runs(adapter, [first], lambda: _reflections(adapter, asked))
+        if _beats_parent(adapter, jobs[0], first):
+            _keep(proposals, asked, texts)
+            return len(asked)
+    else:
+        texts = _reflections(adapter, asked)
+    children = _keep(proposals, asked, texts)
+    known = {job.key: _child_of(job, proposals.peek(job.key)) for job in jobs}
+    children += [child for child in known.values() if child is not None]
+    lead = known[jobs[0].key]
+    if lead is not None and jobs[0].after:
+        # the first child is the likeliest to be added; if it is, the next iteration may select it,
+        # and with its runs there known, that iteration's reflection is asked during its valset
+        # evaluation (hedge_parents)
+        children.append((lead[0], jobs[0].after))
+    missing = _missing(memo, children)
+    if missing:
+        adapter.batch_evaluate(missing, capture_traces=True)
+    return len(asked)
+
+
+def _ready(memo: Any, proposals: ProposalMemo, job: _Job) -> bool:
+    """Whether the job's reflection was made and its child's runs too (or it proposed nothing)."""
+    if job.key not in proposals:
+        return False
+    child = _child_of(job, proposals.peek(job.key))
+    return child is None or _known(memo, *child)
+
+
+def _child_of(job: _Job, texts: dict[str, str] | None) -> tuple[dict[str, str], list[Any]] | None:
+    """The child a reflection's texts make and the minibatch it runs on (None: no texts)."""
+    return ({**job.parent, **texts}, job.minibatch) if texts else None
+
+
+def _keep(
+    proposals: ProposalMemo, asked: Sequence[_Job], texts: Sequence[dict[str, str] | None]
+) -> list[tuple[dict[str, str], list[Any]]]:
+    """Store each answer for its iteration; the children the answers make."""
     children = []
     for job, new_texts in zip(asked, texts, strict=True):
         if new_texts is None:
@@ -187,22 +247,53 @@ def speculate_children(
         proposals.put(job.key, new_texts)
         if new_texts:
             children.append(({**job.parent, **new_texts}, job.minibatch))
-    missing = _missing(memo, children)
-    if missing:
-        adapter.batch_evaluate(missing, capture_traces=True)
-    return len(asked)
+    return children
+
+
+def _alongside_runs(
+    adapter: Any, runs: Sequence[tuple[dict[str, str], list[Any]]], ask: Any
+) -> list[dict[str, str] | None]:
+    """``ask()``'s answers, the ``runs`` missing from the memo made at the same time."""
+    missing = _missing(adapter.memo, runs)
+    if not missing:
+        result: list[dict[str, str] | None] = ask()
+        return result
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(copy_context().run, adapter.batch_evaluate, missing, capture_traces=True)
+        try:
+            result = ask()
+        finally:
+            future.result()
+    return result
+
+
+def _beats_parent(adapter: Any, job: _Job, child: tuple[dict[str, str], list[Any]]) -> bool:
+    """Whether the child scores more than its parent on the minibatch (from the memo; False when a
+    run is missing): gepa's default acceptance, used here only to stop predicting past it."""
+    memo = adapter.memo
+    before = memo.lookup(job.parent, job.minibatch, False)
+    after = memo.lookup(child[0], child[1], False)
+    if len(before) != len(job.minibatch) or len(after) != len(child[1]):
+        return False
+    return _total(after.values()) > _total(before.values())
+
+
+def _total(runs: Any) -> float:
+    scores = (split_score(run.raw_score)[0] for run in runs)
+    return sum(float(score) for score in scores if score is not None)
 
 
 class _Job:
     """One predicted reflection: the parent, its minibatch, the components and the dataset."""
 
-    __slots__ = ("components", "dataset", "key", "minibatch", "parent")
+    __slots__ = ("after", "components", "dataset", "key", "minibatch", "parent")
 
     def __init__(
         self, parent: dict[str, str], minibatch: list[Any], components: list[str], dataset: Any
     ) -> None:
         self.parent, self.minibatch, self.components, self.dataset = parent, minibatch, components, dataset
         self.key = ProposalMemo.key(parent, dataset, components)
+        self.after: list[Any] = []  # the minibatch of the iteration after this one, when predicted
 
 
 def _reflection_jobs(proposer: Any, adapter: Any, state: Any, evals_left: int, rounds: int) -> list[_Job]:
@@ -223,20 +314,19 @@ def _predicted_jobs(proposer: Any, adapter: Any, state: Any, evals_left: int, ro
     selector_state = _SelectorState(state)
     jobs: list[_Job] = []
     spent = 0
-    for iteration in predicted_proposal_tasks(proposer, state, rounds):
+    iterations = predicted_proposal_tasks(proposer, state, rounds + 1)
+    for iteration, following in itertools.pairwise(iterations):
         for task in iteration:
             minibatch = list(task.minibatch)
             spent += 2 * len(minibatch)  # the parent's runs and the child's
             if spent > evals_left or not _known(adapter.memo, task.parent_candidate, minibatch):
                 return jobs
-            runs = adapter.evaluate(minibatch, task.parent_candidate, capture_traces=True)  # from the memo
-            if not runs.trajectories or _skipped_as_perfect(proposer, runs.scores):
-                continue
-            components = proposer.module_selector(
-                selector_state, runs.trajectories, runs.scores, task.parent_idx, task.parent_candidate
+            job = _job_for(
+                proposer, adapter, selector_state, task.parent_idx, task.parent_candidate, minibatch
             )
-            dataset = adapter.make_reflective_dataset(task.parent_candidate, runs, components)
-            jobs.append(_Job(task.parent_candidate, minibatch, list(components), dataset))
+            if job is not None:
+                job.after = list(following[0].minibatch) if following else []
+                jobs.append(job)
     return jobs
 
 
@@ -275,3 +365,117 @@ def _speculating(adapter: Any) -> bool:
         return False
     stopper = getattr(adapter, "stopper", None)
     return stopper is None or not _capped(stopper.budget)
+
+
+def hedge_parents(
+    proposer: Any,
+    adapter: Any,
+    state: Any,
+    new_programs: Sequence[dict[str, str]],
+    *,
+    evals_left: int,
+    rounds: int = HEDGE,
+    num_threads: int | None = None,
+) -> int:
+    """While candidates are scored on the valset (before gepa adds them): run the parents the next
+    ``rounds`` iterations may select on the minibatches they will draw, missing from the memo;
+    returns how many runs were started.
+
+    Which parent an iteration selects depends on the valset scores being made, so every plausible
+    one is run: the new candidates and the parents predicted when none is added. The minibatches
+    do not depend on them within the sampler's epoch (a later epoch's shuffle may, and then the
+    runs are made for nothing). gepa's decisions do not change: the runs only fill the memo, and
+    the iterations find there the runs they would have made. Nothing is run under an LM-call or
+    USD cap or with ``speculate`` off; ``num_threads`` bounds the runs in flight.
+    """
+    if rounds < 1 or not _speculating(adapter):
+        return 0
+    try:
+        iterations = predicted_proposal_tasks(proposer, _StateAt(state, state.i + 1), rounds)
+    except Exception as exc:  # a user's selector or sampler that cannot be copied: no hedge
+        logger.debug("no hedge of parent minibatches: %s: %s", type(exc).__name__, exc)
+        return 0
+    predicted = _within(iterations, evals_left)
+    parents = {_key(candidate): candidate for candidate, _ in predicted}
+    parents.update((_key(candidate), candidate) for candidate in new_programs)
+    batches = {tuple(id(example) for example in batch): batch for _, batch in predicted}
+    items = _missing(adapter.memo, [(p, b) for p in parents.values() for b in batches.values()])
+    jobs = _next_reflections(proposer, adapter, state, iterations, list(parents.values()))
+    asked = [job for job in jobs if job.key not in adapter.proposals]
+
+    def run_items() -> None:
+        if items:
+            adapter.batch_evaluate(items, capture_traces=True, num_threads=num_threads)
+
+    if asked:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(copy_context().run, run_items)
+            try:
+                _keep(adapter.proposals, asked, _reflections(adapter, asked))
+            finally:
+                future.result()
+    else:
+        run_items()
+    return sum(len(batch) for _, batch in items)
+
+
+def _next_reflections(
+    proposer: Any,
+    adapter: Any,
+    state: Any,
+    iterations: Sequence[Sequence[Any]],
+    parents: Sequence[dict[str, str]],
+) -> list[_Job]:
+    """The reflections the next iterations ask if they select one of ``parents`` whose runs on
+    their minibatches are known, up to the first iteration where none of them is known to be
+    perfect (before it, a parent may be skipped, which draws nothing), each built as that iteration
+    would build it (copies of the adapter's generator and the round-robin counters)."""
+    jobs: list[_Job] = []
+    for iteration in iterations:
+        found = [
+            _reflection_of(proposer, adapter, state, task, parent) for task in iteration for parent in parents
+        ]
+        jobs += [job for job in found if isinstance(job, _Job)]
+        if not any(job is True for job in found):
+            break  # no parent known to be skipped here: this iteration is taken to reflect
+    return jobs
+
+
+def _reflection_of(proposer: Any, adapter: Any, state: Any, task: Any, parent: dict[str, str]) -> _Job | bool:
+    """The reflection an iteration drawing ``task``'s minibatch asks with ``parent`` (False: its
+    runs there are not known, True: it is perfect there and the iteration asks none)."""
+    minibatch = list(task.minibatch)
+    if not _known(adapter.memo, parent, minibatch):
+        return False
+    pool = list(state.program_candidates)
+    selector_state = _SelectorState(state)
+    counters = selector_state.named_predictor_id_to_update_next_for_program_candidate
+    if parent in pool:
+        index = pool.index(parent)
+    else:  # a candidate being scored: gepa gives it the next index (its counter is a guess)
+        index = len(pool)
+        counters.append(max(counters, default=0))
+    # a copy for this job (a valset evaluation running meanwhile draws nothing from the generator)
+    real_rng = adapter.rng
+    adapter.rng = copy.deepcopy(real_rng)
+    try:
+        job = _job_for(proposer, adapter, selector_state, index, parent, minibatch)
+    finally:
+        adapter.rng = real_rng
+    return True if job is None else job
+
+
+def _job_for(
+    proposer: Any, adapter: Any, selector_state: Any, index: int, parent: dict[str, str], minibatch: list[Any]
+) -> _Job | None:
+    """The reflection an iteration with this parent and minibatch asks (None: it asks none)."""
+    runs = adapter.evaluate(minibatch, parent, capture_traces=True)  # from the memo
+    if not runs.trajectories or _skipped_as_perfect(proposer, runs.scores):
+        return None
+    components = proposer.module_selector(selector_state, runs.trajectories, runs.scores, index, parent)
+    dataset = adapter.make_reflective_dataset(parent, runs, components)
+    return _Job(parent, minibatch, list(components), dataset)
+
+
+def _key(candidate: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(candidate.items()))

@@ -1,6 +1,11 @@
 """`dspex purge` and `dspex topics create --retention` against the real broker. The test writes an
 optimization's statuses, checkpoint and programs itself (no workers), purges it, and reads the
-compacted topics back: nothing is left for it, and a program another job uses stays."""
+compacted topics back: nothing is left for it, and a program another job uses stays.
+
+Provider-batch answers (``lm-responses``, keyed by request hash) are written as the provider-batch
+worker writes them: an answer found by its job id header, one found only through the job's parked
+request on ``lm-requests`` (an answer from before the header), and one another job asked too are
+deleted; an answer only another job asked for stays."""
 
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from dspex.schemas import (
     TrialRecord,
     encode,
 )
+from dspex.schemas.headers import HEADER_JOB_ID
+from dspex.schemas.provider_batch import LMBatchAnswer, StoredAnswer
 from dspex.streams.config import KafkaSettings
 from dspex.streams.partitioner import partition_for
 from dspex.streams.reader import CompactedReader
@@ -55,16 +62,44 @@ def write(settings: KafkaSettings, registry: TopicRegistry) -> None:
         evaluation(OTHER, "base"),
         evaluation(RUNNING, "solo", state="running"),
     ]
-    records: list[tuple[str, str, bytes]] = [("status", s.job_id, encode(s)) for s in statuses]
+    records: list[Row] = [("status", s.job_id, encode(s), None) for s in statuses]
     checkpoint = OptimizerCheckpoint(job_id=OPT, step=0, optimizer="bootstrap-rs")
-    records.append(("optimizer-state", OPT, encode(checkpoint)))
-    records += [("candidates", c, b'{"program": "test"}') for c in ("base", "best", "solo")]
+    records.append(("optimizer-state", OPT, encode(checkpoint), None))
+    records += [("candidates", c, b'{"program": "test"}', None) for c in ("base", "best", "solo")]
+    records += batch_records()
     producer = Producer(settings.confluent())
-    for role, key, value in records:
+    for role, key, value, job in records:
         topic = registry.name(role)  # type: ignore[arg-type]
         count = len(producer.list_topics(topic, timeout=10).topics[topic].partitions)
-        producer.produce(topic, value, key=key.encode(), partition=partition_for(key, count))
+        headers = [(HEADER_JOB_ID, job.encode())] if job else None
+        producer.produce(topic, value, key=key.encode(), partition=partition_for(key, count), headers=headers)
     assert producer.flush(30) == 0
+
+
+Row = tuple[str, str, bytes | None, str | None]  # role, key, value (None: tombstone), job id header
+
+
+def batch_records() -> list[Row]:
+    """Parked requests (``lm-requests``) and answers (``lm-responses``) of the purged jobs and another."""
+
+    def answer(digest: str) -> bytes:
+        return encode(
+            LMBatchAnswer(request_hash=digest, batch_id="b1", answer=StoredAnswer(status=200, body={}))
+        )
+
+    parked = b'{"parked": "test"}'  # purge reads keys and headers only
+    return [
+        ("lm-requests", "h-sub", parked, SUB_A),
+        ("lm-requests", "h-shared", parked, SUB_A),
+        ("lm-requests", "h-shared", parked, OTHER),
+        ("lm-requests", "h-other", parked, OTHER),
+        ("lm-responses", "h-sub", answer("h-sub"), None),  # written before answers named their job
+        ("lm-responses", "h-named", answer("h-named"), SUB_B),  # its request gone from lm-requests
+        ("lm-responses", "h-shared", answer("h-shared"), OTHER),
+        ("lm-responses", "h-other", answer("h-other"), OTHER),
+        ("lm-responses", "h-gone", answer("h-gone"), OPT),
+        ("lm-responses", "h-gone", None, None),  # deleted already: nothing to count
+    ]
 
 
 async def keys(settings: KafkaSettings, topic: str) -> set[str]:
@@ -96,12 +131,15 @@ def test_purge_tombstones_an_optimization_and_keeps_what_others_use(
     assert purged.exit_code == 0, purged.output
     assert f"purge job {OPT} and its 2 sub-jobs" in purged.output
     assert "kept: 1 program(s) other jobs also use" in purged.output
+    answers = registry.name("lm-responses")
+    assert f"{answers}: 3 provider-batch answer(s) (1 also asked by other jobs)" in purged.output
     for role in ("jobs", "tasks", "predictions", "scores", "dlq", "blobs"):
         assert registry.name(role) in purged.output  # listed with what stays until retention ends  # type: ignore[arg-type]
 
     assert asyncio.run(keys(settings, registry.name("status"))) == {OTHER, RUNNING}
     assert asyncio.run(keys(settings, registry.name("candidates"))) == {"base", "solo"}
     assert asyncio.run(keys(settings, registry.name("optimizer-state"))) == set()
+    assert asyncio.run(keys(settings, answers)) == {"h-other"}
     for command in (("results", SUB_A), ("status", OPT), ("cancel", SUB_B)):
         gone = cli(*command)
         assert gone.exit_code == 1, (command, gone.output)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
-import dspex
 from dspex.cli import jobs
 
 runner = CliRunner()
@@ -29,7 +27,11 @@ class _Client:
 
 @pytest.mark.parametrize(("flag", "mode"), [("--batch", "batch"), ("--online", "online"), (None, "online")])
 def test_the_batch_flag_reaches_the_jobs_mode(
-    flag: str | None, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    flag: str | None,
+    mode: str,
+    jobs_app: typer.Typer,
+    eval_args: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = _Client()
 
@@ -38,14 +40,8 @@ def test_the_batch_flag_reaches_the_jobs_mode(
         yield client
 
     monkeypatch.setattr(jobs, "client_for", client_for)
-    app = typer.Typer()
-    jobs.register(app)
-    program, data = tmp_path / "qa.json", tmp_path / "dev.jsonl"
-    dspex.Predict("question -> answer").save(program)
-    data.write_text('{"question": "1+1?", "answer": "2"}\n', "utf-8")
-    args = ["eval", str(program), str(data), "--inputs", "question", "--metric", "exact_match:answer"]
-    args += ["--lm", "openai/gpt-4o-mini", "--no-wait", "--json", *([flag] if flag else [])]
-    result = runner.invoke(app, args)
+    more = ["--lm", "openai/gpt-4o-mini", "--no-wait", "--json", *([flag] if flag else [])]
+    result = runner.invoke(jobs_app, [*eval_args, *more])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"job_id": "job-1"}
     assert [options["mode"] for options in client.options] == [mode]

@@ -6,28 +6,18 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dspex.cli import worker
-
 runner = CliRunner()
 
 
-@pytest.fixture
-def app() -> typer.Typer:
-    root = typer.Typer()
-    root.command("noop")(lambda: None)  # a second command keeps `worker` a sub-command
-    worker.register(root)
-    return root
-
-
 @pytest.mark.parametrize("kind", ["predict", "score", "aggregate"])
-def test_help_shows_an_example(app: typer.Typer, kind: str) -> None:
-    result = runner.invoke(app, ["worker", kind, "--help"])
+def test_help_shows_an_example(worker_app: typer.Typer, kind: str) -> None:
+    result = runner.invoke(worker_app, ["worker", kind, "--help"])
     assert result.exit_code == 0, result.output
     assert f"Example: dspex worker {kind}" in result.output
 
 
-def test_predict_help_explains_the_security_defaults(app: typer.Typer) -> None:
-    result = runner.invoke(app, ["worker", "predict", "--help"], terminal_width=200)
+def test_predict_help_explains_the_security_defaults(worker_app: typer.Typer) -> None:
+    result = runner.invoke(worker_app, ["worker", "predict", "--help"], terminal_width=200)
     assert "loopback" in result.output and "--allow-key-env" in result.output
     assert "--lm-cache-dir" in result.output and "--fast-groups" in result.output
 
@@ -40,6 +30,6 @@ def test_predict_help_explains_the_security_defaults(app: typer.Typer) -> None:
         ["--concurrency", "0"],
     ],
 )
-def test_bad_options_exit_2(app: typer.Typer, args: list[str]) -> None:
-    result = runner.invoke(app, ["worker", "predict", "--bootstrap", "127.0.0.1:1", *args])
+def test_bad_options_exit_2(worker_app: typer.Typer, args: list[str]) -> None:
+    result = runner.invoke(worker_app, ["worker", "predict", "--bootstrap", "127.0.0.1:1", *args])
     assert result.exit_code == 2, result.output

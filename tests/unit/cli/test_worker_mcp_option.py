@@ -6,32 +6,23 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dspex.cli import worker
 from dspex.cli._worker_options import WorkerSettings
 
 runner = CliRunner()
 
 
-@pytest.fixture
-def app() -> typer.Typer:
-    root = typer.Typer()
-    root.command("noop")(lambda: None)  # a second command keeps `worker` a sub-command
-    worker.register(root)
-    return root
-
-
 @pytest.mark.parametrize("kind", ["predict", "optimize"])
-def test_the_option_is_offered_where_programs_run(app: typer.Typer, kind: str) -> None:
-    result = runner.invoke(app, ["worker", kind, "--help"], terminal_width=200)
+def test_the_option_is_offered_where_programs_run(worker_app: typer.Typer, kind: str) -> None:
+    result = runner.invoke(worker_app, ["worker", kind, "--help"], terminal_width=200)
     assert result.exit_code == 0 and "--allow-mcp-serv" in result.output  # rich may cut the rest
 
 
-def test_a_stdio_server_is_a_usage_error_from_the_flag_or_the_variable(app: typer.Typer) -> None:
+def test_a_stdio_server_is_a_usage_error_from_the_flag_or_the_variable(worker_app: typer.Typer) -> None:
     base = ["worker", "predict", "--bootstrap", "127.0.0.1:1"]
-    flag = runner.invoke(app, [*base, "--allow-mcp-server", "stdio:python server.py"])
+    flag = runner.invoke(worker_app, [*base, "--allow-mcp-server", "stdio:python server.py"])
     assert flag.exit_code == 2 and "streamable-HTTP" in flag.output
     variable = '["http://10.0.0.5/mcp", "stdio:python server.py"]'
-    env = runner.invoke(app, base, env={"DSPEX_WORKER_ALLOW_MCP_SERVER": variable})
+    env = runner.invoke(worker_app, base, env={"DSPEX_WORKER_ALLOW_MCP_SERVER": variable})
     assert env.exit_code == 2 and "streamable-HTTP" in env.output
 
 

@@ -13,6 +13,7 @@ from dspex.cli import worker as worker_cli
 from dspex.cli._worker_options import WorkerSettings
 from dspex.errors import ConfigurationError
 from dspex.lm.pricing import ModelPrice
+from dspex.processors.aggregator_options import AggregatorOptions
 from dspex.streams.config import KafkaSettings
 
 runner = CliRunner()
@@ -29,11 +30,15 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return workers
 
 
-def _invoke(*args: str) -> Any:
+def _root() -> typer.Typer:
     root = typer.Typer()
     root.command("noop")(lambda: None)  # a second command keeps `worker` a sub-command
     worker_cli.register(root)
-    return runner.invoke(root, ["worker", *args], env={"COLUMNS": "250"})
+    return root
+
+
+def _invoke(*args: str) -> Any:
+    return runner.invoke(_root(), ["worker", *args], env={"COLUMNS": "250"})
 
 
 def test_a_variable_fills_an_option_the_command_line_does_not_give(
@@ -116,6 +121,8 @@ def aggregated(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     monkeypatch.setattr(worker_cli, "_settings", lambda bootstrap: None)
     monkeypatch.setattr(worker_cli, "_configure_logging", lambda: None)
     monkeypatch.setattr(worker_cli, "run_aggregator", lambda settings, options: runs.append(options))
+    for name in ("DSPEX_FAST_GROUPS", "DSPEX_PROMETHEUS_TARGETS_DIR", "DSPEX_AGGREGATOR_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
     return runs
 
 
@@ -135,8 +142,9 @@ def test_aggregate_names_a_wrong_typed_variable(
 ) -> None:
     monkeypatch.setenv("DSPEX_AGGREGATOR_METRICS_PORT", "nine")
     result = _invoke("aggregate", "--data-dir", "/nonexistent/agg")
-    assert result.exit_code == 1
-    assert "DSPEX_AGGREGATOR_METRICS_PORT" in result.output and "valid integer" in result.output
+    assert result.exit_code == 2  # a usage error, as a worker's DSPEX_WORKER_* variable
+    text = " ".join(result.output.replace("│", " ").split())  # the error box wraps lines
+    assert "DSPEX_AGGREGATOR_METRICS_PORT" in text and "valid integer" in text
     assert aggregated == []
 
 
@@ -147,7 +155,7 @@ def test_every_setting_reaches_the_worker_options(tmp_path: Path) -> None:
         allow_mcp_server=["http://mcp.internal/mcp"], worker_id="w-1", lm_cache_dir=tmp_path / "c",
         fast_groups=True, drain_timeout=2.0, lm_initial_limit=7, max_rps=3.0, max_tpm=100.0,
         breaker_failures=2, breaker_open_s=0.5, callback=["mypkg.cb:One"], sandbox_pool=1,
-        allow_media_fetch=True, tasks_timeout=30.0, batch_window=0.5, batch_poll=2.0,
+        allow_media_fetch=True, record_lm_calls=False, tasks_timeout=30.0, batch_window=0.5, batch_poll=2.0,
         batch_max_requests=10, batch_max_bytes=1000, batch_max_tries=4, batch_retry="online",
         otlp_endpoint="http://otel.internal:4318",  # process-wide: start_tracing(), not WorkerOptions
         price=["sim/m=1,2"],  # process-wide: register_prices(), not WorkerOptions
@@ -157,6 +165,7 @@ def test_every_setting_reaches_the_worker_options(tmp_path: Path) -> None:
     options = settings.worker_options()
     assert (options.prefix, options.concurrency, options.worker_id) == ("p.", 9, "w-1")
     assert options.sandbox_pool == 1 and options.allow_media_fetch and options.tasks_timeout == 30.0
+    assert options.record_lm_calls is False
     assert (options.batch_window, options.batch_poll, options.batch_max_tries) == (0.5, 2.0, 4)
     assert (options.batch_max_requests, options.batch_max_bytes, options.batch_retry) == (10, 1000, "online")
     assert (options.metrics_port, options.metrics_host, options.targets_dir) == (9401, "0.0.0.0", tmp_path)
@@ -191,3 +200,45 @@ def test_a_malformed_price_is_a_usage_error_quoting_it(served: list[Any], spec: 
     text = " ".join(result.output.replace("│", " ").split())
     assert "price" in text and repr(spec.partition("=")[0] or spec).strip("'") in text
     assert served == []
+
+
+def _aggregate_params() -> dict[str, Any]:
+    group = typer.main.get_command(_root())
+    command = group.commands["worker"].commands["aggregate"]  # type: ignore[attr-defined]
+    return {param.name: param for param in command.params}
+
+
+def test_every_aggregator_option_is_one_flag_helped_by_its_field() -> None:
+    params = _aggregate_params()
+    assert set(params) == {"bootstrap", *AggregatorOptions.model_fields}
+    flags = [flag for param in params.values() for flag in (*param.opts, *param.secondary_opts)]
+    assert len(flags) == len(set(flags))  # no flag spelled twice
+    for name, field in AggregatorOptions.model_fields.items():
+        assert params[name].help == field.description, name
+    # the spellings scripts already use
+    assert params["targets_dir"].opts == ["--prometheus-targets-dir"]
+    assert params["metrics"].secondary_opts == ["--no-metrics"]
+    assert params["dead_worker_after"].opts == ["--dead-worker-after"]
+
+
+def test_aggregate_flags_reach_the_options(aggregated: list[Any], tmp_path: Path) -> None:
+    result = _invoke(
+        "aggregate", "--prefix", "p.", "--no-metrics", "--dead-worker-after", "4.5",
+        "--prometheus-targets-dir", str(tmp_path), "--commit-every", "7", "--status-interval", "0.5",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    options = aggregated[0]
+    assert (options.prefix, options.metrics, options.dead_worker_after) == ("p.", False, 4.5)
+    assert (options.targets_dir, options.commit_every, options.status_interval) == (tmp_path, 7, 0.5)
+    assert options.data_dir.parts[-2:] == ("aggregate", "p.")  # one state folder per prefix
+
+
+def test_aggregate_options_own_variables_count_as_given(
+    aggregated: list[Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DSPEX_FAST_GROUPS", "1")
+    monkeypatch.setenv("DSPEX_PROMETHEUS_TARGETS_DIR", str(tmp_path))
+    monkeypatch.setenv("DSPEX_AGGREGATOR_DEAD_WORKER_AFTER", "12")
+    assert _invoke("aggregate").exit_code == 0
+    options = aggregated[0]
+    assert (options.fast_groups, options.targets_dir, options.dead_worker_after) == (True, tmp_path, 12.0)

@@ -4,47 +4,26 @@ rules (loopback by default; anything else needs a token or an explicit opt-out).
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from dashboard_fakes import FixedJobs, served
 
 from dspex.errors import ConfigurationError
-from dspex.observability.dashboard import create_app, serve_dashboard, start_site
+from dspex.observability.dashboard import create_app, serve_dashboard
 from dspex.observability.dashboard.access import COOKIE_NAME, check_binding, is_loopback
-from dspex.schemas import JobStatus, WorkerHeartbeat
+from dspex.schemas import JobStatus
 from dspex.streams.config import KafkaSettings
 
 TOKEN = "correct-horse-battery-staple"
 STATUS = JobStatus(job_id="job-secret-1", name="payroll eval", state="running", total_tasks=4)
 
 
-class OneJob:
-    def statuses(self) -> list[JobStatus]:
-        return [STATUS]
-
-    def status(self, job_id: str) -> JobStatus | None:
-        return STATUS if job_id == STATUS.job_id else None
-
-    def heartbeats(self) -> list[WorkerHeartbeat]:
-        return []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 async def url() -> AsyncIterator[str]:
-    port = free_port()
-    runner = await start_site(create_app(OneJob(), token=TOKEN), "127.0.0.1", port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with served(create_app(FixedJobs([STATUS]), token=TOKEN)) as base:
+        yield base
 
 
 async def test_no_token_wrong_token_and_the_right_one(url: str) -> None:
@@ -87,13 +66,8 @@ async def test_a_first_visit_with_the_token_sets_a_cookie_and_drops_the_token_fr
 
 
 async def test_without_a_token_the_app_answers_everyone() -> None:
-    port = free_port()
-    runner = await start_site(create_app(OneJob()), "127.0.0.1", port)
-    try:
-        async with httpx.AsyncClient() as client:
-            answer = await client.get(f"http://127.0.0.1:{port}/api/jobs")
-    finally:
-        await runner.cleanup()
+    async with served(create_app(FixedJobs([STATUS]))) as base, httpx.AsyncClient(base_url=base) as client:
+        answer = await client.get("/api/jobs")
     assert answer.status_code == 200
 
 
@@ -117,4 +91,4 @@ async def test_serving_refuses_a_wildcard_address_without_a_token() -> None:
     # refused before anything binds or connects: no broker is needed to see it
     settings = KafkaSettings(bootstrap_servers="127.0.0.1:1")
     with pytest.raises(ConfigurationError, match="needs a token"):
-        await serve_dashboard(settings, prefix="dspex.", host="0.0.0.0", port=free_port())
+        await serve_dashboard(settings, prefix="dspex.", host="0.0.0.0", port=9)

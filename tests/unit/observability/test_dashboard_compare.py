@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from dashboard_fakes import FixedJobs
 
 from dspex.observability.dashboard import create_app
 from dspex.observability.dashboard.compare import chi2_sf_1df, compare_scores, mcnemar
 from dspex.observability.dashboard.records import JobRecords
-from dspex.schemas import CandidateAggregate, JobStatus, ScoreRecord, WorkerHeartbeat
+from dspex.schemas import CandidateAggregate, JobStatus, ScoreRecord
 from dspex.schemas.common import MetricSpec, TraceEntry
 from dspex.schemas.jobs import DatasetSummary, EvalJob
 
@@ -122,23 +123,14 @@ RECORDS = {
 }
 
 
-class Jobs:
-    def __init__(self) -> None:
-        self._statuses = {
-            "base": evaluation("base", ["c"]),
-            "tuned": evaluation("tuned", ["c"]),
-            "other": evaluation("other", ["c"]),
-            "two": evaluation("two", ["c1", "c2"]),
-        }
-
-    def statuses(self) -> list[JobStatus]:
-        return list(self._statuses.values())
-
-    def status(self, job_id: str) -> JobStatus | None:
-        return self._statuses.get(job_id)
-
-    def heartbeats(self) -> list[WorkerHeartbeat]:
-        return []
+JOBS = FixedJobs(
+    [
+        evaluation("base", ["c"]),
+        evaluation("tuned", ["c"]),
+        evaluation("other", ["c"]),
+        evaluation("two", ["c1", "c2"]),
+    ]
+)
 
 
 async def read(status: JobStatus) -> JobRecords:
@@ -147,7 +139,7 @@ async def read(status: JobStatus) -> JobRecords:
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(create_app(Jobs(), records=read))) as made:
+    async with TestClient(TestServer(create_app(JOBS, records=read))) as made:
         yield made
 
 

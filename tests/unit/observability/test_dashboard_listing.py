@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from dashboard_fakes import FixedJobs
 
 from dspex.errors import ConfigurationError
 from dspex.observability.dashboard import create_app
@@ -217,23 +218,9 @@ def test_workers_silent_for_five_minutes_leave_the_list_with_their_last_state() 
     assert gone["last_seen"] == (NOW - timedelta(seconds=301)).isoformat()
 
 
-class Jobs:
-    def __init__(self, statuses: list[Status]) -> None:
-        self._statuses = {s.job_id: s for s in statuses}
-
-    def statuses(self) -> list[Status]:
-        return list(self._statuses.values())
-
-    def status(self, job_id: str) -> Status | None:
-        return self._statuses.get(job_id)
-
-    def heartbeats(self) -> list[WorkerHeartbeat]:
-        return []
-
-
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(create_app(Jobs(four_optimizations())))) as made:
+    async with TestClient(TestServer(create_app(FixedJobs(four_optimizations())))) as made:
         yield made
 
 

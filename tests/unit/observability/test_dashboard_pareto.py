@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from dashboard_fakes import FixedJobs, served
 
 from dspex.configuration import context
 from dspex.lm import LM
 from dspex.modules import Predict
-from dspex.observability.dashboard import create_app, start_site
+from dspex.observability.dashboard import create_app
 from dspex.observability.dashboard.pareto import is_gepa_checkpoint, pareto_view, plain
 from dspex.optimizers import GEPA
-from dspex.schemas import JobStatus, OptimizerCheckpoint, OptimizeStatus, UsageRecord, WorkerHeartbeat
+from dspex.schemas import JobStatus, OptimizerCheckpoint, OptimizeStatus, UsageRecord
 from dspex.serialization import candidate_id
 from dspex.testing import SimulatedLMServer, arithmetic_dataset
 from dspex.testing.gepa_task import phrase_feedback_metric
@@ -187,37 +187,17 @@ MIPRO_JOB = OptimizeStatus(job_id="opt-mipro", state="running", optimizer="mipro
 EVAL_JOB = JobStatus(job_id="ev-1", state="running", total_tasks=4)
 
 
-class Jobs:
-    statuses_: list[JobStatus | OptimizeStatus] = [GEPA_JOB, WAITING, MIPRO_JOB, EVAL_JOB]
-
-    def statuses(self) -> list[JobStatus | OptimizeStatus]:
-        return self.statuses_
-
-    def status(self, job_id: str) -> JobStatus | OptimizeStatus | None:
-        return next((s for s in self.statuses_ if s.job_id == job_id), None)
-
-    def heartbeats(self) -> list[WorkerHeartbeat]:
-        return []
+JOBS = FixedJobs([GEPA_JOB, WAITING, MIPRO_JOB, EVAL_JOB])
 
 
 async def latest(status: OptimizeStatus) -> OptimizerCheckpoint | None:
     return hand_made() if status.job_id == GEPA_JOB.job_id else None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 async def url() -> AsyncIterator[str]:
-    port = free_port()
-    runner = await start_site(create_app(Jobs(), checkpoints=latest), "127.0.0.1", port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with served(create_app(JOBS, checkpoints=latest)) as base:
+        yield base
 
 
 async def test_the_route_answers_for_gepa_runs_only(url: str) -> None:
@@ -243,11 +223,6 @@ async def test_the_route_answers_for_gepa_runs_only(url: str) -> None:
 
 
 async def test_a_dashboard_that_reads_no_checkpoints_says_so() -> None:
-    port = free_port()
-    runner = await start_site(create_app(Jobs()), "127.0.0.1", port)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            answer = await client.get("/api/jobs/opt-gepa/pareto")
-    finally:
-        await runner.cleanup()
+    async with served(create_app(JOBS)) as base, httpx.AsyncClient(base_url=base) as client:
+        answer = await client.get("/api/jobs/opt-gepa/pareto")
     assert answer.status_code == 404 and "checkpoints" in answer.json()["error"]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from dashboard_fakes import FixedJobs
 
 from dspex.errors import ConfigurationError
 from dspex.observability.dashboard import create_app, start_site
@@ -72,17 +73,6 @@ def taken_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-class NoJobs:
-    def statuses(self) -> list[JobStatus]:
-        return []
-
-    def status(self, job_id: str) -> None:
-        return None
-
-    def heartbeats(self) -> list[WorkerHeartbeat]:
-        return []
-
-
 async def test_a_dashboard_port_in_use_is_an_error_naming_it(taken_port: int) -> None:
     with pytest.raises(ConfigurationError, match=f"dashboard port {taken_port} .*already in use"):
-        await start_site(create_app(NoJobs()), "127.0.0.1", taken_port)
+        await start_site(create_app(FixedJobs()), "127.0.0.1", taken_port)

@@ -85,6 +85,6 @@ def test_prediction_records_carry_events_and_records_without_them_still_read() -
         worker_id="w", callback_events=[event],
     )  # fmt: skip
     assert decode(encode(record), PredictionRecord).callback_events == [event]
-    assert record.schema_version == "1.3"  # 1.2: attempt_id; 1.3: tool_calls
+    assert record.schema_version == "1.4"  # 1.2: attempt_id; 1.3: tool_calls; 1.4: lm_call_log
     older = record.model_copy(update={"callback_events": None, "schema_version": "1.0"})
     assert decode(encode(older), PredictionRecord).callback_events is None

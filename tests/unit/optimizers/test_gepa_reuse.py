@@ -9,12 +9,13 @@ from typing import Any
 from dspex_optimizer_fakes import sim_lm_of
 from gepa_fakes import MAGIC, ScriptedLM, dataset, feedback_metric
 
+from dspex._sync import run_in_thread
 from dspex.configuration import context
 from dspex.modules import Predict
 from dspex.optimizers import GEPA
 from dspex.optimizers.gepa import DspyAdapter
 from dspex.optimizers.gepa.adapter import RunMemo
-from dspex.optimizers.gepa.prefetch import predicted_tasks
+from dspex.optimizers.gepa.prefetch import LOOKAHEAD, hedge_parents, predicted_tasks
 from dspex.testing import SimulatedLMServer, arithmetic_dataset
 from dspex.testing.gepa_task import phrase_feedback_metric
 
@@ -129,3 +130,47 @@ async def test_a_capped_run_asks_nothing_ahead(sim: SimulatedLMServer) -> None:
             await run.step()
     proposals = run.parts.engine.adapter.proposals
     assert proposals is not None and proposals.made == proposals.used == 0
+
+
+async def test_the_seeds_valset_evaluation_runs_the_first_iterations_parents_meanwhile() -> None:
+    lm = ScriptedLM()
+    optimizer = GEPA(feedback_metric, max_metric_calls=200, reflection_lm=lm, seed=3)
+    with context(lm=lm):
+        run = optimizer.start(student(), trainset=dataset(7), valset=dataset(4, offset=50))
+        await run.step()  # the seed's valset evaluation
+    proposer, state, memo = run.parts.engine.reflective_proposer, run.gepa_state, run.adapter.memo
+    assert memo is not None
+    state.i += 1  # as run_iteration does before the round's draws
+    predicted = predicted_tasks(proposer, state, LOOKAHEAD)
+    state.i -= 1
+    assert all(len(memo.lookup(parent, batch, True)) == len(batch) for parent, batch in predicted)
+    examples = {id(example) for _, batch in predicted for example in batch}
+    assert lm.calls == 4 + len(examples)  # the valset, and each predicted example once
+
+    quiet = ScriptedLM()
+    without = GEPA(feedback_metric, max_metric_calls=200, reflection_lm=quiet, seed=3, speculate=False)
+    with context(lm=quiet):
+        await without.start(student(), trainset=dataset(7), valset=dataset(4, offset=50)).step()
+    assert quiet.calls == 4  # nothing ahead without speculate
+
+
+async def test_a_candidate_being_scored_runs_on_the_next_minibatches_meanwhile() -> None:
+    lm = ScriptedLM()
+    optimizer = GEPA(feedback_metric, max_metric_calls=200, reflection_lm=lm, seed=3)
+    new = {"self": f"Answer with the number only, and say {MAGIC}."}
+    with context(lm=lm):
+        run = optimizer.start(student(), trainset=dataset(7), valset=dataset(4, offset=50))
+        await run.step()
+        proposer, state, adapter = run.parts.engine.reflective_proposer, run.gepa_state, run.adapter
+        calls = lm.calls
+        started = await run_in_thread(lambda: hedge_parents(proposer, adapter, state, [new], evals_left=100))
+    state.i += 1  # the next iteration's draws, had no candidate been added
+    upcoming = predicted_tasks(proposer, state, LOOKAHEAD)
+    state.i -= 1
+    memo, proposals = adapter.memo, adapter.proposals
+    assert memo is not None and proposals is not None and started > 0
+    # and the seed, wrong on every example, gets the next iteration's reflection asked as well
+    assert proposals.made == 1 and lm.calls == calls + started + 1
+    # the new candidate may be the next parents: its runs on their minibatches are made
+    assert all(len(memo.lookup(new, batch, True)) == len(batch) for _, batch in upcoming)
+    assert state.total_num_evals == 4  # gepa counts nothing: these runs only fill the memo

@@ -123,6 +123,15 @@ def test_records_before_the_purge_in_the_same_batch_are_dropped_with_it() -> Non
     assert set(result.dropped_chunks) == {chunk_key("j1", "c1", 0)}
 
 
+def test_the_stored_chunks_of_a_job_never_read_are_dropped_too() -> None:
+    tables = _Tables()
+    tables.run(_score(0, "a0", job_id="unread"), _score(0, "a0"))  # scores only: no EvalJob read
+    assert set(tables.chunks) == {chunk_key("unread", "c1", 0), chunk_key("j1", "c1", 0)}
+    result = tables.run(PurgeJob(job_id="unread"))
+    assert set(result.dropped_chunks) == {chunk_key("unread", "c1", 0)}
+    assert set(tables.chunks) == {chunk_key("j1", "c1", 0)}  # another job's chunks stay
+
+
 def test_the_marker_survives_a_reload_and_expires_with_its_window() -> None:
     tables = _Tables()
     tables.run(_job(), _score(0, "a0"), _score(1, "a1"), PurgeJob(job_id="j1"))

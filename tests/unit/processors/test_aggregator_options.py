@@ -9,7 +9,7 @@ import pytest
 
 from dspex.errors import ConfigurationError
 from dspex.observability.server import DEFAULT_TARGETS_DIR
-from dspex.processors.aggregator_options import ENV_PREFIX, AggregatorOptions, parse_options
+from dspex.processors.aggregator_options import ENV_PREFIX, AggregatorOptions, options_parser, parse_options
 
 PROG = "python -m dspex.processors.aggregator"
 
@@ -19,7 +19,7 @@ def _no_aggregator_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for name in list(os.environ):
-        if name.startswith(ENV_PREFIX):
+        if name.startswith(ENV_PREFIX) or name in ("DSPEX_FAST_GROUPS", "DSPEX_PROMETHEUS_TARGETS_DIR"):
             monkeypatch.delenv(name)
 
 
@@ -79,3 +79,26 @@ def test_a_bad_variable_is_one_line_naming_the_variable(monkeypatch: pytest.Monk
     monkeypatch.setenv("DSPEX_AGGREGATOR_WEB_PORT", "99999")
     with pytest.raises(ConfigurationError, match=r"^DSPEX_AGGREGATOR_WEB_PORT: Input should be less"):
         AggregatorOptions(data_dir=Path("/tmp/agg"))
+
+
+def test_every_option_is_one_flag_helped_by_its_field() -> None:
+    actions = {action.dest: action for action in options_parser(PROG)._actions}
+    assert set(actions) == {"help", "bootstrap", *AggregatorOptions.model_fields}
+    for name, field in AggregatorOptions.model_fields.items():
+        assert actions[name].help == field.description, name
+    assert actions["metrics"].option_strings == ["--metrics", "--no-metrics"]
+    assert actions["targets_dir"].option_strings == ["--prometheus-targets-dir"]
+
+
+def test_an_options_own_variable_is_read_as_a_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DSPEX_FAST_GROUPS", "true")
+    monkeypatch.setenv("DSPEX_PROMETHEUS_TARGETS_DIR", str(tmp_path))
+    _, options = parse_options(["--no-fast-groups"], PROG)
+    assert options.fast_groups is False and options.targets_dir == tmp_path  # the flag wins
+
+
+def test_the_state_folder_defaults_to_one_per_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSPEX_AGGREGATOR_PREFIX", "env.")
+    first, second = AggregatorOptions(prefix="a."), AggregatorOptions()
+    assert first.data_dir.name == "a." and second.data_dir.name == "env."
+    assert first.data_dir.parent == second.data_dir.parent

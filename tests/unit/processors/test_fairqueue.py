@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from dspex.processors.fairqueue import PRIORITY_WEIGHTS, FairQueue, job_flow, weight_of
+from dspex.processors.fairqueue import PRIORITY_WEIGHTS, FairQueue, job_budget, job_flow, weight_of
 from dspex.schemas import PRIORITIES, Task, headers_for
 from dspex.streams.flow import Backlog, FifoBacklog
 
@@ -140,6 +140,21 @@ def test_job_flow_reads_the_job_and_priority_headers_without_decoding() -> None:
     plain = Task.build(job_id="j2", candidate_id="c", example_index=0, example={"q": 1}, input_keys=["q"])
     assert job_flow(_FakeMessage(headers_for(plain))) == ("j2", PRIORITY_WEIGHTS["normal"])  # type: ignore[arg-type]
     assert job_flow(_FakeMessage(None)) == ("", PRIORITY_WEIGHTS["normal"])  # type: ignore[arg-type]
+
+
+def test_flow_headers_read_as_the_header_helpers_do() -> None:
+    # the first of a repeated header wins even when unreadable; a budget must be a positive integer
+    repeated = [("dspex-job-id", b"\xff"), ("dspex-job-id", b"j9"), ("dspex-priority", b"bulk")]
+    assert job_flow(_FakeMessage(repeated)) == ("", PRIORITY_WEIGHTS["bulk"])  # type: ignore[arg-type]
+    for raw, budget in [(b"16", 16), (b"0", None), (b"-3", None), ("\u0663".encode(), None), (b"x", None)]:
+        message = _FakeMessage([("dspex-job-id", b"j1"), ("dspex-max-in-flight", raw)])
+        assert job_flow(message) == ("j1", PRIORITY_WEIGHTS["normal"])  # type: ignore[arg-type]
+        assert job_budget(message) == budget  # type: ignore[arg-type]
+    task = Task.build(
+        job_id="j2", candidate_id="c", example_index=0, example={"q": 1}, input_keys=["q"], max_in_flight=8
+    )
+    assert job_budget(_FakeMessage(headers_for(task))) == 8  # type: ignore[arg-type]
+    assert job_budget(_FakeMessage(None)) is None  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- a simulated predictor

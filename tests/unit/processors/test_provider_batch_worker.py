@@ -89,7 +89,7 @@ def worker(monkeypatch: pytest.MonkeyPatch) -> ProviderBatchWorker:
     async def resume(parked: ParkedLMRequest, answer: StoredAnswer) -> None:
         made.sent_back.append((parked.task_id, answer))  # type: ignore[attr-defined]
 
-    async def send(*args: Any) -> None:
+    async def send(*args: Any, **kwargs: Any) -> None:
         return None
 
     monkeypatch.setattr(made, "_save", save)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -223,3 +224,39 @@ async def test_files_and_batches_need_the_key_when_one_is_required(client: Clien
     assert (await client.get("/v1/batches")).status == 401
     ok = await client.get("/v1/batches", headers={"Authorization": "Bearer sk-sim"})
     assert ok.status == 200
+
+
+_ROUTES = [
+    ("POST", "/v1/files", "files"), ("GET", "/v1/files", "files"), ("GET", "/v1/files/f-1", "files"),
+    ("GET", "/v1/files/f-1/content", "files"), ("DELETE", "/v1/files/f-1", "files"),
+    ("POST", "/v1/batches", "batches"), ("GET", "/v1/batches", "batches"),
+    ("GET", "/v1/batches/b-1", "batches"), ("POST", "/v1/batches/b-1/cancel", "batches"),
+    ("POST", "/v1/fine_tuning/jobs", "fine_tuning"), ("GET", "/v1/fine_tuning/jobs", "fine_tuning"),
+    ("GET", "/v1/fine_tuning/jobs/j-1", "fine_tuning"),
+    ("GET", "/v1/fine_tuning/jobs/j-1/events", "fine_tuning"),
+    ("POST", "/v1/fine_tuning/jobs/j-1/cancel", "fine_tuning"),
+]  # fmt: skip
+
+
+async def test_every_files_batches_and_fine_tuning_route_is_counted_and_gated(
+    client: Client, sim: SimulatedLM
+) -> None:
+    sim.down()
+    for method, path, _ in _ROUTES:
+        assert (await client.request(method, path)).status == 503, path
+    sim.up()
+    expected = Counter(counted for *_, counted in _ROUTES)  # files 5, batches 4, fine_tuning 5
+    assert {name: sim.by_path[name] for name in expected} == expected
+
+
+async def test_an_unknown_id_is_a_404_naming_the_object(client: Client) -> None:
+    for path, named in [
+        ("/v1/files/f-1/content", "No such File object: f-1"),
+        ("/v1/batches/b-1/cancel", "No such Batch object: b-1"),
+        ("/v1/fine_tuning/jobs/j-1/events", "No such fine-tuning job: j-1"),
+    ]:
+        method = "POST" if path.endswith("cancel") else "GET"
+        response = await client.request(method, path)
+        assert response.status == 404 and named in (await response.json())["error"]["message"], path
+    deleted = await client.delete("/v1/files/f-1")
+    assert deleted.status == 404

@@ -326,8 +326,43 @@ async function loadExample(jobId, candidate, index) {
   showJSON("example-outputs", e.outputs);
   showJSON("example-error", e.error);
   showJSON("example-trace", e.trace);
+  renderLMCalls(e.lm_call_log || [], e.lm_calls_unlogged || 0);
   showJSON("example-tools", e.tool_calls && e.tool_calls.length ? e.tool_calls : null);
   showJSON("example-events", e.callback_events.length ? e.callback_events : null);
+}
+
+// One block per LM call: its numbers in the summary, then each message sent and the answer.
+function renderLMCalls(calls, unlogged) {
+  const box = document.getElementById("example-lm-calls");
+  const blocks = calls.map((call, i) => lmCallBlock(call, i, i === 0));
+  if (!calls.length) blocks.push(el("p", "– (none recorded: the predictor ran with --no-record-lm-calls, or made no LM call)", "muted"));
+  if (unlogged) blocks.push(el("p", unlogged + " more LM calls not recorded (over the per-example limit)", "muted"));
+  box.replaceChildren(...blocks);
+}
+
+function lmCallBlock(call, i, open) {
+  const block = el("details", null, "lm-call" + (call.error ? " failed" : ""));
+  block.open = open;
+  const facts = [
+    "#" + (i + 1), call.model, call.prompt_tokens + " in / " + call.completion_tokens + " out",
+    "$" + fmt(call.cost_usd, 6), fmt(call.latency_s, 3) + " s", "at " + fmt(call.start_s, 3) + " s",
+  ];
+  if (call.cache_hit) facts.push("cache hit");
+  if (call.error) facts.push("failed");
+  if (call.truncated_chars) facts.push(call.truncated_chars + " chars truncated");
+  block.appendChild(el("summary", facts.join(" · ")));
+  for (const message of call.messages) block.appendChild(lmText(message.role, message.content));
+  if (call.completion !== null && call.completion !== undefined) block.appendChild(lmText("completion", call.completion));
+  if (call.tool_calls && call.tool_calls.length) block.appendChild(lmText("tool calls", JSON.stringify(call.tool_calls, null, 2)));
+  if (call.error) block.appendChild(lmText("error", call.error));
+  return block;
+}
+
+function lmText(role, text) {
+  const part = el("div", null, "lm-msg role-" + role.replace(/[^a-z]/g, ""));
+  part.appendChild(el("span", role, "lm-role"));
+  part.appendChild(el("pre", text));
+  return part;
 }
 
 async function compareWith() {

@@ -126,6 +126,15 @@ class ClientBase:
             self._producer = AsyncProducer(self.settings)
         return self._producer
 
+    async def _aproducer(self) -> AsyncProducer:
+        """:meth:`_get_producer`, connected and knowing the topics the first time (a job's first
+        records would otherwise wait for that)."""
+        if self._producer is None:
+            producer = self._get_producer()
+            await producer.warm_up(self.connect_timeout)
+            return producer
+        return self._producer
+
 
 def _settings(bootstrap_servers: str | None, kafka: KafkaSettings | None) -> KafkaSettings:
     if kafka is None:

@@ -50,8 +50,10 @@ class SubmittingClient(JobsClient):
             list(programs), devset, metric, policy=self.policy, limits=limits, blob_settings=blobs
         )
         await self._aready(create_topics=True)
-        where = await asyncio.to_thread(positions, self._admin, self.registry, submission.job.job_id)
-        await publish(self._get_producer(), self.registry, submission, self._blobs)
+        where, producer = await asyncio.gather(
+            asyncio.to_thread(positions, self._admin, self.registry, submission.job.job_id), self._aproducer()
+        )
+        await publish(producer, self.registry, submission, self._blobs)
         submitted = Submitted(submission, where, time.perf_counter())
         self._submitted[submission.job.job_id] = submitted
         logger.info(
@@ -75,8 +77,9 @@ class SubmittingClient(JobsClient):
         """Publish several jobs at once (each one's programs, job and tasks in order)."""
         await self._aready(create_topics=True)
         job_ids = [submission.job.job_id for submission in submissions]
-        where = await asyncio.to_thread(positions_of, self._admin, self.registry, job_ids)
-        producer = self._get_producer()
+        where, producer = await asyncio.gather(
+            asyncio.to_thread(positions_of, self._admin, self.registry, job_ids), self._aproducer()
+        )
         await asyncio.gather(*(publish(producer, self.registry, s, self._blobs) for s in submissions))
         now = time.perf_counter()
         # Not kept in self._submitted: an optimizer makes many of these, read once, right away.

@@ -31,7 +31,7 @@ from dspex.streams.admin import KafkaAdmin
 from dspex.streams.blobs import BlobRef, BlobWriter
 from dspex.streams.partitioner import partition_for
 from dspex.streams.producer import AsyncProducer
-from dspex.streams.serde import to_record
+from dspex.streams.serde import RawHeaders, to_record
 from dspex.streams.topics import TopicRegistry, TopicRole
 
 __all__ = ["Positions", "positions", "positions_of", "publish", "task_headers"]
@@ -139,7 +139,7 @@ async def _send_tasks(producer: AsyncProducer, topic: str, tasks: Iterable[Task]
     await asyncio.gather(*pending)
 
 
-def task_headers(task: Task, traceparent: bytes | None = None) -> list[tuple[str, bytes]]:
+def task_headers(task: Task, traceparent: bytes | None = None) -> RawHeaders:
     """The headers of ``task``'s message, as :func:`dspex.schemas.headers.headers_for` makes them
     (with ``traceparent`` as the current one)."""
     head, tail = _task_header_parts(task)
@@ -160,7 +160,7 @@ def _task_header_parts(task: Task) -> tuple[list[tuple[str, bytes]], list[tuple[
 
 def _join_headers(
     head: list[tuple[str, bytes]], tail: list[tuple[str, bytes]], index: int, traceparent: bytes | None
-) -> list[tuple[str, bytes]]:
+) -> RawHeaders:
     if traceparent is not None:  # right after the schema header, where headers_for puts it
         head = [head[0], (HEADER_TRACEPARENT, traceparent), *head[1:]]
     return [*head, (HEADER_EXAMPLE_INDEX, str(index).encode()), *tail]

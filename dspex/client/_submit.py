@@ -7,6 +7,8 @@ bad submission is refused with nothing written to Kafka.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -20,6 +22,7 @@ from dspex.adapters.types.image import check_images
 from dspex.client.results import output_types
 from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError, MetricError, SecurityPolicyError
+from dspex.ids import ID_HEX_DIGITS
 from dspex.lm import LM, BaseLM
 from dspex.metrics import FieldMetric, metric_from_spec, metric_name, resolve_metric
 from dspex.primitives import Example, Module
@@ -79,21 +82,59 @@ class Submission:
 
     def tasks(self, refs: Mapping[str, BlobRef] | None = None) -> Iterator[Task]:
         """Every task, candidate by candidate, in example order; large values as their ``refs``."""
-        lm = self.job.lm
         refs = refs or {}
         for candidate_id in self.job.candidate_ids:
+            # A job's tasks differ only in their example: the first is validated as any Task is,
+            # the others are copies of it with their own example (built here, valid by construction),
+            # the hot path of a large submit. Each id is task_id_for's, from a hash of the shared prefix.
+            template: Task | None = None
+            ids = _TaskIds(self.job.job_id, candidate_id)
             for index, row in enumerate(self.rows):
-                yield Task.build(
-                    job_id=self.job.job_id,
-                    candidate_id=candidate_id,
-                    example_index=index,
-                    example=self.blobs.apply(index, row, refs),
-                    input_keys=self.input_keys[index],
-                    lm=lm,
-                    priority=self.job.priority,
-                    max_in_flight=self.job.max_in_flight,
-                    lm_mode=self.lm_mode,
-                )
+                example = self.blobs.apply(index, row, refs)
+                if template is None:
+                    template = self._first_task(candidate_id, index, example)
+                    yield template
+                    continue
+                update = {
+                    "task_id": ids.of(index),
+                    "example_index": index,
+                    "example": example,
+                    "input_keys": self.input_keys[index],
+                }
+                yield template.model_copy(update=update)
+
+    def _first_task(self, candidate_id: str, index: int, example: dict[str, Any]) -> Task:
+        return Task.build(
+            job_id=self.job.job_id,
+            candidate_id=candidate_id,
+            example_index=index,
+            example=example,
+            input_keys=self.input_keys[index],
+            lm=self.job.lm,
+            priority=self.job.priority,
+            max_in_flight=self.job.max_in_flight,
+            lm_mode=self.lm_mode,
+        )
+
+
+class _TaskIds:
+    """:func:`dspex.schemas.task_id_for` of one job and candidate, by example index: the canonical
+    JSON (sorted keys) of the three fields is a prefix naming the candidate, the index, then a
+    suffix naming the job, so the prefix is hashed once and only the rest per task."""
+
+    def __init__(self, job_id: str, candidate_id: str) -> None:
+        prefix = f'{{"candidate_id":{_json_text(candidate_id)},"example_index":'
+        self._prefix = hashlib.sha256(prefix.encode("utf-8"))
+        self._suffix = f',"job_id":{_json_text(job_id)}}}'
+
+    def of(self, index: int) -> str:
+        digest = self._prefix.copy()
+        digest.update(f"{index}{self._suffix}".encode())
+        return digest.hexdigest()[:ID_HEX_DIGITS]
+
+
+def _json_text(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 def new_job_id() -> str:

@@ -56,7 +56,14 @@ def first_unseen(records: Iterable[ScoreRecord], seen: dict[str, set[int]]) -> l
 
 def usage_of(record: UsageRecord) -> Usage:
     """The wire usage as the programming model's Usage."""
-    return Usage(**record.model_dump())
+    # The record's values were validated when it was decoded: the same fields, no second check.
+    return Usage.model_construct(
+        prompt_tokens=record.prompt_tokens,
+        completion_tokens=record.completion_tokens,
+        cost_usd=record.cost_usd,
+        lm_calls=record.lm_calls,
+        cache_hits=record.cache_hits,
+    )
 
 
 def evaluation_result(
@@ -76,9 +83,12 @@ def evaluation_result(
     ``field_types``: the candidate's :func:`output_types`, so typed outputs come back typed.
     """
     mine = sorted((r for r in records if r.candidate_id == candidate_id), key=lambda r: r.example_index)
-    rows = [_example_result(r, _example(r, examples), field_types) for r in mine]
+    usages = [usage_of(r.usage) for r in mine]  # Usage is frozen: each is its prediction's and the sum's
+    rows = [
+        _example_result(r, _example(r, examples), field_types, u) for r, u in zip(mine, usages, strict=True)
+    ]
     score = mean_score([r.score for r in rows])  # local Evaluate's rule, rounding included
-    usage = sum((usage_of(r.usage) for r in mine), Usage())
+    usage = _total(usages)
     return EvaluationResult(
         score=score,
         records=rows,
@@ -91,6 +101,21 @@ def evaluation_result(
     )
 
 
+def _total(usages: Sequence[Usage]) -> Usage:
+    """``sum(usages, Usage())`` (the same additions in the same order) without a Usage per step."""
+    prompt = completion = calls = hits = 0
+    cost = 0.0
+    for usage in usages:
+        prompt += usage.prompt_tokens
+        completion += usage.completion_tokens
+        cost += usage.cost_usd
+        calls += usage.lm_calls
+        hits += usage.cache_hits
+    return Usage.model_construct(
+        prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, lm_calls=calls, cache_hits=hits
+    )
+
+
 def _example(record: ScoreRecord, examples: Sequence[Example] | None) -> Example:
     if examples is not None and record.example_index < len(examples):
         return examples[record.example_index]
@@ -98,12 +123,12 @@ def _example(record: ScoreRecord, examples: Sequence[Example] | None) -> Example
 
 
 def _example_result(
-    record: ScoreRecord, example: Example, field_types: Mapping[str, Any] | None
+    record: ScoreRecord, example: Example, field_types: Mapping[str, Any] | None, usage: Usage | None = None
 ) -> ExampleResult:
     return ExampleResult(
         index=record.example_index,
         example=example,
-        prediction=_prediction(record, field_types),
+        prediction=_prediction(record, field_types, usage),
         score=record.score,
         feedback=record.feedback,
         error=None if record.error is None else f"{record.error.type}: {record.error.message}",
@@ -112,11 +137,13 @@ def _example_result(
     )
 
 
-def _prediction(record: ScoreRecord, field_types: Mapping[str, Any] | None = None) -> Prediction | None:
+def _prediction(
+    record: ScoreRecord, field_types: Mapping[str, Any] | None = None, usage: Usage | None = None
+) -> Prediction | None:
     if record.outputs is None:
         return None
     prediction = Prediction(coerce_outputs(record.outputs, field_types or {}))
-    prediction._usage = usage_of(record.usage)
+    prediction._usage = usage if usage is not None else usage_of(record.usage)
     return prediction
 
 

@@ -26,3 +26,37 @@ def test_task_headers_equal_headers_for(fields: dict[str, object], traceparent: 
         TRACEPARENT.reset(token)
     assert task_headers(task, traceparent) == expected
     assert ("dspex-example-index", b"7") in expected
+
+
+def test_submission_tasks_equal_task_build() -> None:
+    """The copies Submission.tasks makes of a candidate's first task are the tasks Task.build makes."""
+    import dataclasses
+
+    import dspex
+    from dspex.client._submit import Limits, Policy, build_submission
+    from dspex.schemas.serde import encode
+
+    examples = [dspex.Example(question=f"q{i} é", answer=str(i)).with_inputs("question") for i in range(12)]
+    programs = [dspex.Predict("question -> answer"), dspex.ChainOfThought("question -> answer")]
+    lm = dspex.LM("openai/sim", api_base="http://127.0.0.1:9/v1", api_key_env="SIM_KEY")
+    limits = Limits(priority="bulk", num_threads=4)
+    with dspex.context(lm=lm):
+        submission = build_submission(
+            programs, examples, "exact_match:answer", policy=Policy(), limits=limits
+        )
+    submission = dataclasses.replace(submission, lm_mode="batch")
+    job = submission.job
+    assert (job.priority, job.max_in_flight, job.lm is not None) == ("bulk", 4, True)
+    expected = [
+        Task.build(
+            job_id=job.job_id, candidate_id=cid, example_index=index, example=row,
+            input_keys=submission.input_keys[index], lm=job.lm, priority=job.priority,
+            max_in_flight=job.max_in_flight, lm_mode="batch",
+        )
+        for cid in job.candidate_ids
+        for index, row in enumerate(submission.rows)
+    ]  # fmt: skip
+    tasks = list(submission.tasks())
+    assert len(tasks) == 24 and len({task.task_id for task in tasks}) == 24
+    assert tasks == expected
+    assert [encode(task) for task in tasks] == [encode(task) for task in expected]

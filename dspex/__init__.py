@@ -112,6 +112,7 @@ _EXPORTS: dict[str, str] = {
     "load": "dspex.primitives.saving",
     "candidate_id": "dspex.serialization",
     "streamify": "dspex.streaming",
+    "is_retryable_lm_error": "dspex.errors",  # DSPy exports it beside its LM errors
     # the Kafka client: imports confluent-kafka only when first used
     "Client": "dspex.client",
 }
@@ -309,6 +310,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         infer_prefix as infer_prefix,
         make_signature as make_signature,
     )
+    from dspex.errors import is_retryable_lm_error as is_retryable_lm_error
     from dspex.streaming.streamify import streamify as streamify
     from dspex.utils import (
         DummyLM as DummyLM,

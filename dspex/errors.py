@@ -38,6 +38,7 @@ there, and DSPy 3.4.1's names (``DSPyError``, ``LMAuthError``, ``LMInvalidReques
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 __all__ = [
@@ -345,3 +346,25 @@ class ReflectionParseError(DspexError, ValueError):
 
 class DevBrokerError(DspexError):
     """The project's development broker could not be fetched, started or stopped."""
+
+
+# The two helpers below are functions, not exception classes, so they stay out of ``__all__`` (which
+# dspex exports whole as its exception tree); DSPy code reaches them as ``dspy.utils.exceptions.*``.
+
+
+def is_retryable_lm_error(error: BaseException) -> bool:
+    """Whether ``error`` is an LM failure that a later retry of the same request can get past."""
+    return isinstance(error, LMError) and error.transient
+
+
+def format_error_for_lm(error: BaseException, *, traceback_frames: int = 0) -> str:
+    """``error`` as text to show an LM (a tool's failure, code that raised).
+
+    With ``traceback_frames`` 0 or less it is just the error's message; otherwise the formatted
+    traceback, at most that many frames, on a new line so it reads apart from any prefix the caller
+    puts before it.
+    """
+    if traceback_frames <= 0:
+        return str(error)
+    lines = traceback.format_exception(type(error), error, error.__traceback__, limit=traceback_frames)
+    return "\n" + "".join(lines).strip()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import copy as copy_mod
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -53,7 +54,10 @@ _OWN_LM_CLASS_PATHS = frozenset({BUILTIN_LM_CLASS_PATH, "dspex.lm.client.LM"})
 
 # DSPy keeps the last 10,000 calls; so do we, per LM and process-wide, so a long run's memory stays flat.
 MAX_HISTORY_SIZE = 10_000
-GLOBAL_HISTORY: deque[dict[str, Any]] = deque(maxlen=MAX_HISTORY_SIZE)
+# A plain list as in DSPy (code indexes, slices and type-checks it); `_remember_globally` drops the
+# oldest entries past the bound, under a lock because calls are recorded from many threads.
+GLOBAL_HISTORY: list[dict[str, Any]] = []
+_GLOBAL_HISTORY_LOCK = threading.Lock()
 
 
 class BaseLM:
@@ -299,12 +303,19 @@ def record_call(
         "model_type": getattr(lm, "model_type", "chat"),
     }
     history.append(entry)
-    GLOBAL_HISTORY.append(entry)
+    _remember_globally(entry)
     for module in CALLER_MODULES.get():
         kept = module.history
         kept.append(entry)
         if len(kept) > settings.max_history_size:
             del kept[: len(kept) - settings.max_history_size]
+
+
+def _remember_globally(entry: dict[str, Any]) -> None:
+    with _GLOBAL_HISTORY_LOCK:
+        GLOBAL_HISTORY.append(entry)
+        if len(GLOBAL_HISTORY) > MAX_HISTORY_SIZE:
+            del GLOBAL_HISTORY[: len(GLOBAL_HISTORY) - MAX_HISTORY_SIZE]
 
 
 def _response_from(raw: Any, model: str, latency: float) -> LMResponse:

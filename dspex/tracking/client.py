@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import posixpath
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -115,7 +116,14 @@ class TrackingClient:
                 target = Path(folder, path)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-            self._client.log_artifacts(run_id, folder)
+                parent = posixpath.dirname(path)
+                self._client.log_artifact(run_id, str(target), parent or None)
+            # A finished CLI run was once seen with none of its artifacts and no error: check the
+            # server holds each, so that a miss is retried (the caller repeats) and then reported.
+            held = {info.path for info in self._client.list_artifacts(run_id)}
+            missing = sorted(path for path in artifacts if posixpath.dirname(path) == "" and path not in held)
+            if missing:
+                raise TrackingFailure(f"MLflow at {self.uri} lacks the artifacts {missing} of run {run_id}")
 
     def finish_run(self, run_id: str, status: str = "FINISHED") -> None:
         """End ``run_id`` as ``status`` (FINISHED or FAILED)."""

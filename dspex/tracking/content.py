@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ __all__ = [
     "saved_program_name",
     "step_metrics",
 ]
+
+logger = logging.getLogger("dspex.tracking")
 
 SOURCE_TAG: Final = "dspex"
 # MLflow's limits on a param's value and key (its server refuses longer ones)
@@ -381,7 +384,8 @@ def _program_json(program: Any) -> dict[str, Any] | None:
 
     try:  # dspex's save format: LM settings without their keys (values scrubbed on top)
         return dump_program(program)
-    except Exception:  # not a dspex Module, or holds what JSON cannot: the run goes without it
+    except Exception as exc:  # not a dspex Module, or holds what JSON cannot: the run goes without it
+        logger.warning("the program is logged to MLflow without its JSON (%s: %s)", type(exc).__name__, exc)
         return None
 
 

@@ -88,7 +88,15 @@ class MlflowLogger:
     def close(self, timeout_s: float | None = None) -> None:
         """Send what was handed over (for at most ``timeout_s``, default the request timeout times
         the requests of one run) and drop the rest."""
-        self.flush(_REQUESTS_PER_RUN * self.settings.timeout_s if timeout_s is None else timeout_s)
+        bound = _REQUESTS_PER_RUN * self.settings.timeout_s if timeout_s is None else timeout_s
+        if not self.flush(bound):
+            with self._sent:
+                dropped = self._handed_over - self._done
+            EXPORT_ERRORS.inc(dropped)
+            logger.warning(
+                "%d MLflow update(s) (runs, progress points, ends) not sent to %s within %.0f s: dropped",
+                dropped, self.settings.tracking_uri, bound,
+            )  # fmt: skip
         with self._sent:
             self._closed = True
         self._queue.put(None)

@@ -215,14 +215,15 @@ def test_an_optimization_is_logged_by_the_cli_and_by_a_worker_started_with_mlflo
 
     # the client's run (dspex optimize --mlflow-uri) ...
     [run] = runs_of_kind(mlflow_server, experiment, "optimization")
+    assert run["info"]["status"] == "FINISHED", done.stderr  # the CLI ended it once its uploads were in
     params = params_of(run)
     assert (params["optimizer"], params["seed"], params["job_id"]) == ("bootstrap-rs", "5", status.job_id)
     assert params["knob.num_candidate_programs"] == "1" and params["num_trials"] == str(len(status.steps))
     history = mlflow_server.metric_history(run["info"]["run_id"], "score")
     assert [(int(point["step"]), float(point["value"])) for point in history] == scored
     assert metrics_of(run)["best_score"] == status.best_score
+    assert mlflow_server.artifact_paths(run) == ["best_program.json", "best_program.txt"], done.stderr
     assert candidate_id(mlflow_server.artifact_json(run, "best_program.json")) == candidate_id(best)
-    assert mlflow_server.artifact_paths(run) == ["best_program.json", "best_program.txt"]
 
     # ... and the worker's, with the optimization's candidate evaluations as its children
     worker_run = wait_for(

@@ -19,7 +19,7 @@ EXPECTED_PROGRAMMING_MODEL = {
     "Evaluate", "EvaluationResult", "load", "candidate_id",
     "ReActV2", "ProgramOfThought", "CodeAct", "RLM", "CodeInterpreter", "CodeInterpreterError",
     "CodeExecutionError", "FinalOutput", "PythonInterpreter", "SandboxSerializable",
-    "resolve_interpreter_factory", "streamify", "Provider", "TrainingJob",
+    "resolve_interpreter_factory", "streamify", "Provider", "TrainingJob", "is_retryable_lm_error",
 }  # fmt: skip
 EXPECTED_OPTIMIZERS = {
     "Teleprompter", "LabeledFewShot", "BootstrapFewShot", "BootstrapFewShotWithRandomSearch",

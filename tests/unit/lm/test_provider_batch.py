@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
+from lm_served import served_v1
 
 from dspex.errors import ConfigurationError, LMAuthenticationError
 from dspex.lm import LM
 from dspex.lm.provider_batch import BatchLimits, BatchRequest, ProviderBatchClient, _parse_result, batch_key
-from dspex.lm.transport import aclose_client
 from dspex.testing._server import SimulatedLM, make_app
 
 
@@ -32,13 +31,8 @@ async def sim() -> SimulatedLM:
 
 @pytest.fixture
 async def base(sim: SimulatedLM) -> AsyncIterator[str]:
-    server = TestServer(make_app(sim))
-    await server.start_server()
-    try:
-        yield str(server.make_url("/v1"))
-    finally:
-        await aclose_client()
-        await server.close()
+    async with served_v1(make_app(sim)) as url:
+        yield url
 
 
 async def test_a_batch_round_trip_gives_the_online_answers(base: str, sim: SimulatedLM) -> None:

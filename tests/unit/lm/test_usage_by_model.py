@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from lm_served import served_v1
 from pydantic import BaseModel
 
 import dspex
 from dspex.configuration import reset_settings
-from dspex.lm.transport import aclose_client
 from dspex.lm.usage import UsageTracker, merge_usage_reports, track_usage, usage_report
 from dspex.testing._server import SimulatedLM, make_app
 from dspex.utils.dummies import DummyLM
@@ -34,13 +33,8 @@ def fresh_settings() -> Iterator[None]:
 
 @pytest.fixture
 async def sim_base() -> AsyncIterator[str]:
-    server = TestServer(make_app(SimulatedLM()))
-    await server.start_server()
-    try:
-        yield str(server.make_url("/v1"))
-    finally:
-        await aclose_client()
-        await server.close()
+    async with served_v1(make_app(SimulatedLM())) as base:
+        yield base
 
 
 DETAILED_USAGE = {
@@ -79,13 +73,8 @@ async def detailed_base() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        yield str(server.make_url("/v1"))
-    finally:
-        await aclose_client()
-        await server.close()
+    async with served_v1(app) as base:
+        yield base
 
 
 class Outer(dspex.Module):

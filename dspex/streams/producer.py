@@ -202,7 +202,7 @@ class AsyncProducer:
         await asyncio.to_thread(self._poller.join)
 
     def __len__(self) -> int:
-        """Records queued and not yet acknowledged."""
+        """Records queued and not yet acknowledged (librdkafka counts its unserved events too)."""
         return len(self._producer) + sum(len(retired) for retired in list(self._retired))
 
     async def _enqueue(self, topic: str, kwargs: dict[str, Any]) -> None:

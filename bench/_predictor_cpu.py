@@ -4,6 +4,7 @@
     .venv/bin/python bench/_predictor_cpu.py --profile /tmp/p.prof  # the same under cProfile
     .venv/bin/python bench/_predictor_cpu.py --default-gc           # without the workers' GC tuning
     .venv/bin/python bench/_predictor_cpu.py --no-record-lm-calls   # results without their LM calls
+    DSPEX_EVENT_LOOP=asyncio .venv/bin/python bench/_predictor_cpu.py  # on asyncio's loop, not uvloop
 
 Starts a dev broker of its own (temporary data dir) and a simulated LM (100 ms), submits one job of
 ``--examples`` tasks with ``dspex.Client`` (no workers yet, so the tasks wait in Kafka), then runs a
@@ -21,6 +22,7 @@ import asyncio
 import cProfile
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,16 @@ async def _measure(
     )
 
 
+def _run(measuring: Coroutine[Any, Any, str]) -> str:
+    """On the loop a worker runs on (uvloop unless ``DSPEX_EVENT_LOOP=asyncio``); trees from before
+    dspex._loop (``PYTHONPATH=<other tree>``) on asyncio's."""
+    try:
+        from dspex._loop import run_worker_loop
+    except ImportError:
+        return asyncio.run(measuring)
+    return run_worker_loop(measuring)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=6000)
@@ -111,7 +123,8 @@ def main() -> int:
         if not args.default_gc:
             tune_gc_for_worker()  # as `dspex worker predict` does
         recording = not args.no_record_lm_calls
-        print(asyncio.run(_measure(broker.bootstrap, sim.base_url, args.examples, args.profile, recording)))
+        measuring = _measure(broker.bootstrap, sim.base_url, args.examples, args.profile, recording)
+        print(_run(measuring))
     return 0
 
 

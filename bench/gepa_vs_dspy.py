@@ -20,6 +20,11 @@ lets dspex evaluate N proposals per iteration together (gepa's ``IndependentSamp
 ``SameParentSampling``, ``--dspex-sampling``; ``--dspex-selection best``: gepa's
 ``BestImprovement``): a different search at the same metric-call budget, fewer and wider iterations.
 
+The simulated reflection LM draws its revisions from what it is shown (the current instruction and
+the examples' feedback), not from the wording of the proposer's prompt (:mod:`dspex.testing._reflect`),
+so two engines that make the same search decisions propose the same texts; the table's "same search"
+column says whether they did (the same final instructions after the same kinds of iterations).
+
 Measured in the child: wall time over ``compile`` only, the simulated LM's ``completions_ok`` delta,
 the held-out score (percent correct on 50 other examples, one evaluation after compile), and, from a
 gepa callback both engines take, where the iterations' time went (:class:`_Phases`): how many
@@ -271,6 +276,13 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
+def _same_search(theirs: dict[str, Any], ours: dict[str, Any]) -> str:
+    """ "yes" when both engines ended with the same instructions after the same iterations (as many
+    proposals, accepted children, skipped and rejected iterations), else "no"."""
+    same = theirs["instructions"] == ours["instructions"]
+    return "yes" if same and theirs["phases"]["kinds"] == ours["phases"]["kinds"] else "no"
+
+
 def main() -> None:
     args = _parser().parse_args()
     if args.child:
@@ -300,11 +312,12 @@ def main() -> None:
                 ratio = ours["wall_s"] / theirs["wall_s"] if theirs["wall_s"] else float("nan")
                 rows.append([
                     latency, seed, theirs["wall_s"], ours["wall_s"], ratio,
-                    theirs["held_out"], ours["held_out"], theirs["lm_calls"], ours["lm_calls"],
+                    theirs["held_out"], ours["held_out"], _same_search(theirs, ours),
+                    theirs["lm_calls"], ours["lm_calls"],
                 ])  # fmt: skip
     print(machine_summary())
     headers = ["latency s", "seed", "dspy wall s", "dspex wall s", "dspex/dspy", "dspy held-out %",
-               "dspex held-out %", "dspy LM calls", "dspex LM calls"]  # fmt: skip
+               "dspex held-out %", "same search", "dspy LM calls", "dspex LM calls"]  # fmt: skip
     print(markdown_table(headers, rows))
 
 

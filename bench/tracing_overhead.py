@@ -18,8 +18,13 @@ evaluation call alone. Configurations:
 - ``all``: every example sampled (ratio 1.0), to the accepting receiver: the cost of full traces.
 
 ``--cpu`` measures instead the CPU per example of in-process runs (simulated LM in its own process at
-0 latency, width 32): tracing off, a callback that overrides the same hooks and does nothing (the
-cost of the callback seam alone), and tracing at the default sampling.
+0 latency, width 32): tracing off, a callback that overrides the module and LM hooks and does nothing
+(the cost of the callback seam alone), tracing at the default sampling, and at the default sampling
+to the black hole. All of them run in one child process, interleaved round by round (each round a
+fresh program and LM with no history left in the process, after a 100-example warm-up and a
+flush of the exporter), and each configuration's cost is given as the median
+of its per-round ratios to "off": on a shared machine only ratios taken under the same load mean
+anything.
 
 Rounds run the configurations in turn (off, default, black hole, all, off, ...), so load from other
 work on the machine falls on all of them alike; the table gives each configuration's median.
@@ -28,6 +33,7 @@ work on the machine falls on all of them alike; the table gives each configurati
 from __future__ import annotations
 
 import argparse
+import gc
 import socket
 import statistics
 import sys
@@ -42,7 +48,7 @@ DATASET_SEED = 7
 WARMUP_SEED = 8
 WARMUP_EXAMPLES = 256
 MODES = ("off", "default", "black hole", "all")
-CPU_MODES = ("cpu off", "cpu no-op callback", "cpu default")
+CPU_MODES = ("cpu off", "cpu no-op callback", "cpu default", "cpu black hole")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,14 +58,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=256, help="Evaluate concurrency")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each configuration")
     parser.add_argument("--cpu", action="store_true", help="CPU per example, in-process (see above)")
-    parser.add_argument("--child", choices=[*MODES, *CPU_MODES], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=[*MODES, "cpu"], help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--hole", help=argparse.SUPPRESS)
     return parser
 
 
 def _cpu_child(args: argparse.Namespace) -> dict[str, Any]:
+    """Every CPU configuration in turn, ``rounds`` times, in this one process: each round's
+    configurations run under the same load, so their ratios mean something on a shared machine."""
     import dspex
+    from dspex.lm.base import GLOBAL_HISTORY
+    from dspex.observability import tracing
     from dspex.observability.tracing import TracingSettings
     from dspex.testing.task import arithmetic_dataset
 
@@ -73,38 +84,61 @@ def _cpu_child(args: argparse.Namespace) -> dict[str, Any]:
         def on_lm_request(self, call_id: str | None, instance: Any, request: Any) -> None: ...
         def on_lm_attempt(self, call_id: str | None, instance: Any, attempt: Any) -> None: ...
 
-    if args.child == "cpu no-op callback":
-        dspex.configure(callbacks=[Silent()])
-    elif args.child == "cpu default":
-        dspex.configure(tracing=TracingSettings(endpoint=args.endpoint))
-    lm = dspex.LM("openai/sim", api_base=args.base_url, api_key="sim", cache=False)
-    program = dspex.ChainOfThought("question -> answer")
-    program.set_lm(lm)
+    settings: dict[str, dict[str, Any]] = {
+        "cpu off": {"tracing": None, "callbacks": []},
+        "cpu no-op callback": {"tracing": None, "callbacks": [Silent()]},
+        "cpu default": {"tracing": TracingSettings(endpoint=args.endpoint), "callbacks": []},
+        "cpu black hole": {"tracing": TracingSettings(endpoint=args.hole), "callbacks": []},
+    }
     metric = dspex.metrics.exact_match("answer")
-    dspex.Evaluate(devset=arithmetic_dataset(100, WARMUP_SEED), metric=metric, concurrency=32)(program)
-    evaluate = dspex.Evaluate(
-        devset=arithmetic_dataset(args.examples, DATASET_SEED), metric=metric, concurrency=32
-    )
-    with CpuClock() as clock:
-        evaluate(program)
-    return {"wall_s": clock.wall_s, "cpu_s": clock.cpu_s}
-
-
-def _cpu_main(args: argparse.Namespace, endpoint: str) -> None:
+    devset, warmup = arithmetic_dataset(args.examples, DATASET_SEED), arithmetic_dataset(100, WARMUP_SEED)
     measured: dict[str, list[float]] = {mode: [] for mode in CPU_MODES}
+    for _ in range(args.rounds):
+        for mode in CPU_MODES:
+            dspex.configure(**settings[mode])
+            # each run starts alike: a fresh program and LM, no LM history left from earlier runs (a
+            # growing heap makes every later run's garbage collections dearer)
+            GLOBAL_HISTORY.clear()
+            program = dspex.ChainOfThought("question -> answer")
+            program.set_lm(dspex.LM("openai/sim", api_base=args.base_url, api_key="sim", cache=False))
+            gc.collect()
+            dspex.Evaluate(devset=warmup, metric=metric, concurrency=32)(program)
+            tracing.flush(1.0)  # the exporter's first export (its one-time set-up) is not timed
+            evaluate = dspex.Evaluate(devset=devset, metric=metric, concurrency=32)
+            with CpuClock() as clock:
+                evaluate(program)
+            measured[mode].append(1000 * clock.cpu_s / args.examples)
+    dspex.configure(tracing=None, callbacks=[])
+    return measured
+
+
+def _cpu_main(args: argparse.Namespace, endpoint: str, hole: str) -> None:
     with start_sim(latency=0.0) as sim:
-        for _ in range(args.rounds):
-            for mode in CPU_MODES:
-                argv = [sys.executable, __file__, "--child", mode, "--base-url", sim.base_url]
-                argv += ["--examples", str(args.examples), "--endpoint", endpoint]
-                result = run_child_json(argv, timeout_s=900)
-                measured[mode].append(1000 * result["cpu_s"] / args.examples)
+        argv = [sys.executable, __file__, "--child", "cpu", "--base-url", sim.base_url]
+        argv += ["--examples", str(args.examples), "--rounds", str(args.rounds)]
+        argv += ["--endpoint", endpoint, "--hole", hole]
+        measured: dict[str, list[float]] = run_child_json(argv, timeout_s=1800)
     print(
-        f"{args.examples} examples in-process, LM latency 0, width 32, {args.rounds} rounds; "
-        f"{machine_summary()}"
+        f"{args.examples} examples in-process, LM latency 0, width 32, {args.rounds} interleaved rounds "
+        f"in one process; {machine_summary()}"
     )
-    rows = [[mode, statistics.median(v), " / ".join(f"{x:.3f}" for x in v)] for mode, v in measured.items()]
-    print(markdown_table(["configuration", "CPU ms/example (median)", "per round"], rows))
+    off = measured["cpu off"]
+    rows = []
+    for mode, values in measured.items():
+        ratios = [value / base for value, base in zip(values, off, strict=True)]
+        rows.append(
+            [
+                mode,
+                statistics.median(values),
+                f"{statistics.median(ratios):.1%}",
+                " / ".join(f"{x:.3f}" for x in values),
+            ]
+        )
+    print(
+        markdown_table(
+            ["configuration", "CPU ms/example (median)", "of off (median of rounds)", "per round"], rows
+        )
+    )
 
 
 def _child(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,6 +158,7 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     dspex.Evaluate(
         devset=arithmetic_dataset(WARMUP_EXAMPLES, WARMUP_SEED), metric=metric, concurrency=args.width
     )(program)
+    tracing.flush(1.0)  # the exporter's first export (its one-time set-up) is not timed
     evaluate = dspex.Evaluate(
         devset=arithmetic_dataset(args.examples, DATASET_SEED), metric=metric, concurrency=args.width
     )
@@ -172,7 +207,7 @@ def _black_hole() -> tuple[socket.socket, list[socket.socket]]:
 def main() -> None:
     args = _parser().parse_args()
     if args.child:
-        child = _cpu_child if args.child in CPU_MODES else _child
+        child = _cpu_child if args.child == "cpu" else _child
         print(__import__("json").dumps(child(args)))
         return
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Accepting)
@@ -185,7 +220,7 @@ def main() -> None:
         "all": f"http://127.0.0.1:{receiver.server_address[1]}",
     }
     if args.cpu:
-        _cpu_main(args, endpoints["default"])
+        _cpu_main(args, endpoints["default"], endpoints["black hole"])
         receiver.shutdown()
         return
     print(machine_summary(), file=sys.stderr)

@@ -77,12 +77,14 @@ _EXPORTS: dict[str, str] = {
     "configure": "dspex.configuration",
     "context": "dspex.configuration",
     "settings": "dspex.configuration",
+    "load_settings": "dspex._settings_file",
     "BaseLM": "dspex.lm",
     "Provider": "dspex.lm.finetune",
     "TrainingJob": "dspex.lm.finetune",
     "DummyLM": "dspex.utils",
     "inspect_history": "dspex.lm.history",
     "configure_cache": "dspex.lm.cache",
+    "cache": "dspex.lm.cache",  # the process's Cache (DSPy's dspy.cache), built on first use
     "asyncify": "dspex.utils.asyncify",
     "syncify": "dspex.utils.asyncify",
     "enable_logging": "dspex.utils",
@@ -97,6 +99,9 @@ _EXPORTS: dict[str, str] = {
     "MlflowSettings": "dspex.tracking",
     "Evaluate": "dspex.evaluate",
     "Embedder": "dspex.lm.embedder",
+    "Embeddings": "dspex.retrievers",
+    "EmbeddingsWithScores": "dspex.retrievers",
+    "Retrieve": "dspex.retrievers",
     "Teleprompter": "dspex.optimizers",
     "LabeledFewShot": "dspex.optimizers",
     "BootstrapFewShot": "dspex.optimizers",
@@ -194,6 +199,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         context as context,
         settings as settings,
     )
+    from dspex._settings_file import load_settings as load_settings
     from dspex.errors import (
         AdapterParseError as AdapterParseError,
         BrokerAuthenticationError as BrokerAuthenticationError,
@@ -208,17 +214,24 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         KafkaError as KafkaError,
         LMAuthenticationError as LMAuthenticationError,
         LMAuthError as LMAuthError,
+        LMBillingError as LMBillingError,
+        LMCollectionLimitError as LMCollectionLimitError,
+        LMConfigurationError as LMConfigurationError,
         LMConnectionError as LMConnectionError,
         LMError as LMError,
         LMInvalidRequestError as LMInvalidRequestError,
+        LMLockTimeoutError as LMLockTimeoutError,
+        LMNotConfiguredError as LMNotConfiguredError,
         LMNotFoundError as LMNotFoundError,
         LMProviderError as LMProviderError,
         LMRateLimitError as LMRateLimitError,
         LMRequestError as LMRequestError,
         LMServerError as LMServerError,
+        LMStreamAssemblyError as LMStreamAssemblyError,
         LMTimeoutError as LMTimeoutError,
         LMTransportError as LMTransportError,
         LMUnexpectedError as LMUnexpectedError,
+        LMUnsupportedFeatureError as LMUnsupportedFeatureError,
         LMUnsupportedModelError as LMUnsupportedModelError,
         MetricError as MetricError,
         OptimizerError as OptimizerError,
@@ -246,6 +259,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dspex.lm.finetune import (
         Provider as Provider,
         TrainingJob as TrainingJob,
+    )
+    from dspex.retrievers import (
+        Embeddings as Embeddings,
+        EmbeddingsWithScores as EmbeddingsWithScores,
+        Retrieve as Retrieve,
     )
     from dspex.lm.embedder import (
         Embedder as Embedder,

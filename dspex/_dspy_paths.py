@@ -73,6 +73,8 @@ DSPY_PATHS: Final[dict[str, str]] = {
     "dspex.clients": "dspex.lm",
     "dspex.clients.lm": "dspex.lm.client",
     "dspex.clients.base_lm": "dspex.lm.base",
+    "dspex.clients.cache": "dspex.lm.cache",
+    "dspex.clients.disk_serialization": "dspex.lm.cache_disk",
 }
 
 

@@ -77,13 +77,13 @@ _KNOWN_KEYS: Final = frozenset({"traces", "train", "demos", "signature", "lm", "
 
 def dependency_versions() -> dict[str, str]:
     """DSPy's ``metadata.dependency_versions``: only keys DSPy's own loader knows (it looks each up)."""
-    versions = {"python": f"{sys.version_info.major}.{sys.version_info.minor}", "dspy": DSPY_VERSION}
-    try:
-        import cloudpickle
-    except ImportError:  # not a dspex dependency; DSPy only warns when a key differs
-        return versions
-    versions["cloudpickle"] = ".".join(str(cloudpickle.__version__).split(".")[:2])
-    return versions
+    import cloudpickle  # only for its version: saved programs are JSON or read inertly
+
+    return {
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "dspy": DSPY_VERSION,
+        "cloudpickle": ".".join(str(cloudpickle.__version__).split(".")[:2]),
+    }
 
 
 def state_predictors(module: Module) -> list[tuple[str, Predictor]]:

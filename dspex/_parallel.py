@@ -15,14 +15,23 @@ and :class:`dspex.modules.Parallel` can both use it. Semantics, shared by both:
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
 from dspex.errors import ConfigurationError, InputError, LMError
 
-__all__ = ["DEFAULT_CONCURRENCY", "BatchOutcome", "call_inputs", "resolve_concurrency", "run_bounded"]
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "BatchOutcome",
+    "call_inputs",
+    "own_usage_tracker",
+    "resolve_concurrency",
+    "run_bounded",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +58,16 @@ class BatchOutcome(Generic[T]):
         order = sorted(range(len(self.failed_indices)), key=lambda i: self.failed_indices[i])
         failed = [inputs[self.failed_indices[i]] for i in order]
         return self.results, failed, [self.exceptions[i] for i in order]
+
+
+def own_usage_tracker() -> AbstractContextManager[Any]:
+    """A block in which one parallel call has its own ``settings.usage_tracker``: a copy of the one
+    open here (DSPy gives each worker thread a copy, so ``get_total_tokens()`` inside a call is that
+    call's own usage). The LM calls made inside still count in the trackers open here too."""
+    from dspex.lm.usage import current_usage_tracker, track_usage
+
+    tracker = current_usage_tracker()
+    return nullcontext() if tracker is None else track_usage(copy.deepcopy(tracker))
 
 
 def resolve_concurrency(concurrency: int | None, num_threads: int | None) -> int:

@@ -36,6 +36,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
+from dspex._anyio_worker import call_as_anyio_worker
+
 __all__ = [
     "DEFAULT_THREAD_POOL_SIZE",
     "home_loop",
@@ -123,7 +125,7 @@ async def run_in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T
 def _call_at_home(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> T:
     # Runs inside the copied context, so this setting is seen only by this call.
     _home_loop.set(loop)
-    return fn()
+    return call_as_anyio_worker(loop, fn)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

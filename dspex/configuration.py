@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields, replace
+from types import ModuleType
 from typing import Any, Final, cast
 
+from dspex._settings_file import load_settings, save_settings
 from dspex.adapters import Adapter
 from dspex.errors import ConfigurationError
 from dspex.lm.base import BaseLM
@@ -252,6 +255,13 @@ def _type_name(kind: type) -> str:
     return f"dspex.{kind.__name__}" if kind.__module__.startswith("dspex") else kind.__name__
 
 
+# What calls in progress keep in the settings (the trace they append to, the open usage tracker, the
+# calling predictor and modules, a stream being sent): state, not configuration, so never saved.
+_CALL_STATE: Final = frozenset(
+    {"trace", "usage_tracker", "caller_predict", "caller_modules", "send_stream", "stream_listeners"}
+)
+
+
 class SettingsObject:
     """DSPy's ``dspy.settings``: read any setting as an attribute, change them with ``configure``.
 
@@ -301,6 +311,22 @@ class SettingsObject:
 
     configure = staticmethod(configure)
     context = staticmethod(context)
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        modules_to_serialize: list[ModuleType] | None = None,
+        exclude_keys: list[str] | None = None,
+    ) -> None:
+        """DSPy's ``settings.save``: pickle the settings in effect here (cloudpickle) to ``path``.
+        ``modules_to_serialize``' code is stored by value; ``exclude_keys`` are left out, and so is
+        the state of calls in progress (``trace``, ``usage_tracker``, ...). API keys are never
+        written (an LM pickles its settings only). Read it back with ``dspex.load_settings``."""
+        current = current_settings()
+        values = {name: getattr(current, name) for name in ACCEPTED_SETTINGS if name not in _CALL_STATE}
+        save_settings(values, path, modules_to_serialize, exclude_keys)
+
+    load = staticmethod(load_settings)
 
     def __repr__(self) -> str:
         return f"dspex.settings({current_settings()!r})"

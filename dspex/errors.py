@@ -14,15 +14,23 @@ there, and DSPy 3.4.1's names (``DSPyError``, ``LMAuthError``, ``LMInvalidReques
     ├── AdapterParseError             LM output that cannot be parsed; carries the raw text
     ├── ProgramLoadError              a saved program that is corrupt or from a newer schema version
     ├── MetricError                   a metric that cannot be found or built
-    ├── LMError                       an LM call that failed; carries ``status`` and ``retry_after``
+    ├── LMError                       an LM call that failed; carries ``code``, ``model``, ``provider``,
+    │   │                             ``status``, ``request_id`` and ``retry_after``
+    │   ├── LMConfigurationError      an LM that cannot be called as configured (also a ConfigurationError)
+    │   │   └── LMNotConfiguredError  an LM missing what a call needs (an api_base for its provider)
     │   ├── LMRateLimitError          429: flow control, retried without using up retries
     │   ├── LMServerError             5xx: transient, retried with backoff
     │   ├── LMTimeoutError            no answer in time: transient
     │   ├── LMConnectionError         the endpoint could not be reached: transient
     │   ├── LMUnexpectedError         an answer the client cannot use
+    │   │   └── LMStreamAssemblyError a stream that ended without a whole answer; carries ``partial``
+    │   ├── LMUnsupportedFeatureError a feature the LM or provider does not have; names the ``features``
+    │   ├── LMLockTimeoutError        a local lock that could not be taken in time: transient
+    │   ├── LMCollectionLimitError    a local collector (of a stream) that reached its budget
     │   ├── FinetuneError             a fine-tuning job that failed or was cancelled; names the job
     │   └── LMRequestError            other 4xx: never retried, the provider's message kept
     │       ├── LMAuthenticationError 401 / 403: a systemic error, fails a whole job
+    │       ├── LMBillingError        402, or an exhausted quota: systemic too
     │       ├── LMNotFoundError       404: unknown model or path, systemic too
     │       └── ContextWindowExceededError  the prompt is longer than the model's window
     ├── SchemaError                   a message that does not decode into its model
@@ -39,7 +47,7 @@ there, and DSPy 3.4.1's names (``DSPyError``, ``LMAuthError``, ``LMInvalidReques
 from __future__ import annotations
 
 import traceback
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "AdapterParseError",
@@ -59,17 +67,24 @@ __all__ = [
     "KafkaError",
     "LMAuthError",
     "LMAuthenticationError",
+    "LMBillingError",
+    "LMCollectionLimitError",
+    "LMConfigurationError",
     "LMConnectionError",
     "LMError",
     "LMInvalidRequestError",
+    "LMLockTimeoutError",
+    "LMNotConfiguredError",
     "LMNotFoundError",
     "LMProviderError",
     "LMRateLimitError",
     "LMRequestError",
     "LMServerError",
+    "LMStreamAssemblyError",
     "LMTimeoutError",
     "LMTransportError",
     "LMUnexpectedError",
+    "LMUnsupportedFeatureError",
     "LMUnsupportedModelError",
     "MetricError",
     "OptimizerError",
@@ -85,7 +100,30 @@ __all__ = [
 
 
 class DspexError(Exception):
-    """Root of every error dspex raises on purpose."""
+    """Root of every error dspex raises on purpose.
+
+    ``code`` is a stable short name of the kind of failure (DSPy's codes for the errors it has, e.g.
+    ``"rate_limit"``), or None.
+    """
+
+    default_code: ClassVar[str | None] = None
+
+    @property
+    def code(self) -> str | None:
+        """This error's stable code: the one given when raised, else its class's."""
+        return self.__dict__.get("_code") or self.default_code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default pickles only ``args`` and calls the class with them, which fails for errors
+        # with keyword-only fields and would prefix an LMError's message twice: keep the state as is.
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild_error(cls: type[DspexError], args: tuple[Any, ...], state: dict[str, Any]) -> DspexError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigurationError(DspexError, ValueError):
@@ -107,33 +145,68 @@ class InputError(DspexError, ValueError):
 class AdapterParseError(DspexError):
     """LM output that could not be parsed into the signature's output fields.
 
-    ``adapter_name``, ``signature``, ``lm_response`` and ``parsed_result`` are DSPy's attribute names.
+    Takes DSPy's arguments (``adapter_name``, ``signature``, ``lm_response``, ``message``,
+    ``parsed_result``: the message is then DSPy's "Adapter X failed to parse the LM response" text)
+    or dspex's (a finished message with ``raw_text=``, ``adapter=`` and ``field=``). Either way the
+    error carries ``adapter_name``, ``signature``, ``lm_response`` (also ``raw_text``),
+    ``parsed_result`` and ``field``.
     """
+
+    default_code = "adapter_parse_error"
 
     def __init__(
         self,
-        message: str,
+        adapter_name: str = "",
+        signature: Any = None,
+        lm_response: str | None = None,
+        message: str | None = None,
+        parsed_result: Any = None,
         *,
-        raw_text: str,
+        raw_text: str | None = None,
         adapter: str = "",
         field: str | None = None,
-        signature: Any = None,
-        parsed_result: Any = None,
     ) -> None:
-        super().__init__(message)
-        self.raw_text = raw_text
-        self.adapter = adapter
-        self.field = field
+        if raw_text is not None or lm_response is None:
+            # dspex's form: the first argument is the whole message, already worded
+            text = adapter_name or message or ""
+            self.adapter_name = adapter
+            self.lm_response = raw_text if raw_text is not None else ""
+        else:
+            text = _parse_failure_text(adapter_name, signature, lm_response, message, parsed_result)
+            self.adapter_name = adapter_name
+            self.lm_response = lm_response
+        super().__init__(text)
+        self.message = text
         self.signature = signature
         self.parsed_result = parsed_result
+        self.field = field
 
     @property
-    def adapter_name(self) -> str:
-        return self.adapter
+    def raw_text(self) -> str:
+        """The LM's unparsed answer (dspex's name for ``lm_response``)."""
+        return self.lm_response
 
     @property
-    def lm_response(self) -> str:
-        return self.raw_text
+    def adapter(self) -> str:
+        """dspex's name for ``adapter_name``."""
+        return self.adapter_name
+
+
+def _parse_failure_text(
+    adapter_name: str, signature: Any, lm_response: str, message: str | None, parsed_result: Any
+) -> str:
+    """DSPy's wording of a parse failure, so code matching on it keeps working."""
+    expected = ", ".join(getattr(signature, "output_fields", None) or ())
+    text = f"{message}\n\n" if message else ""
+    text += (
+        f"Adapter {adapter_name} failed to parse the LM response. \n\n"
+        f"LM Response: {lm_response} \n\n"
+        f"Expected to find output fields in the LM response: [{expected}] \n\n"
+    )
+    if parsed_result is not None:
+        parsed = ", ".join(parsed_result.keys() if hasattr(parsed_result, "keys") else parsed_result)
+        text += f"Actual output fields parsed from the LM response: [{parsed}] \n\n"
+    return text
 
 
 class ProgramLoadError(DspexError, ValueError):
@@ -145,76 +218,201 @@ class MetricError(DspexError):
 
 
 class LMError(DspexError):
-    """An LM call that failed.
+    """An LM call that failed, with DSPy's metadata.
 
-    ``status`` is the HTTP status when there was a response; ``retry_after`` is the number of
-    seconds the provider asked us to wait, when it said so.
+    ``model`` (the message then starts with ``[model]``, as DSPy's does), ``provider``,
+    ``provider_code`` (the provider's own error code), ``status`` (the HTTP status when there was a
+    response), ``request_id`` (the provider's, when it sent one) and ``retry_after`` (the seconds
+    the provider asked us to wait, when it said so); ``message`` is the text without the prefix.
     """
+
+    default_code = "lm_error"
 
     def __init__(
         self,
         message: str = "",
         *,
-        status: int | None = None,
-        retry_after: float | None = None,
+        code: str | None = None,
         model: str | None = None,
+        provider: str | None = None,
+        provider_code: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
         api_base: str | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
+        prefix = f"[{model}]" if model else ""
+        super().__init__(f"{prefix} {message}" if prefix and message else prefix or message)
+        self.message = message
+        self._code = code
         self.model = model
+        self.provider = provider
+        self.provider_code = provider_code
+        self.status = status
+        self.request_id = request_id
+        self.retry_after = retry_after
         self.api_base = api_base
 
     @property
     def transient(self) -> bool:
         """Whether retrying the same request later can succeed."""
-        return isinstance(self, LMRateLimitError | LMServerError | LMTimeoutError | LMConnectionError)
+        return isinstance(
+            self, LMRateLimitError | LMServerError | LMTimeoutError | LMConnectionError | LMLockTimeoutError
+        )
 
     @property
     def systemic(self) -> bool:
         """Whether every request to this endpoint will fail the same way (bad key, unknown model)."""
-        return isinstance(self, LMAuthenticationError | LMNotFoundError)
+        return isinstance(
+            self, LMAuthenticationError | LMBillingError | LMNotFoundError | LMConfigurationError
+        )
+
+
+class LMConfigurationError(LMError, ConfigurationError):
+    """An LM that cannot work as configured (e.g. a reasoning model with temperature 0.7); a
+    ConfigurationError (and ValueError) too."""
+
+    default_code = "configuration"
+
+
+class LMNotConfiguredError(LMConfigurationError):
+    """An LM missing what a call needs: an ``api_base`` for a provider with no known endpoint."""
+
+    default_code = "not_configured"
 
 
 class LMRateLimitError(LMError):
     """429 Too Many Requests."""
 
+    default_code = "rate_limit"
+
 
 class LMServerError(LMError):
     """5xx from the provider."""
+
+    default_code = "server"
 
 
 class LMTimeoutError(LMError):
     """The provider did not answer in time."""
 
+    default_code = "timeout"
+
 
 class LMConnectionError(LMError):
     """The provider could not be reached."""
+
+    default_code = "transport"
 
 
 class LMRequestError(LMError):
     """A 4xx other than 429: the request itself is wrong; retrying cannot help."""
 
+    default_code = "invalid_request"
+
 
 class LMAuthenticationError(LMRequestError):
     """401 or 403: the API key is missing, wrong or not allowed."""
+
+    default_code = "auth"
 
 
 class LMNotFoundError(LMRequestError):
     """404: unknown model or endpoint path."""
 
+    default_code = "unsupported_model"
+
 
 class ContextWindowExceededError(LMRequestError):
-    """The prompt is longer than the model's context window (DSPy's name; ReAct trims and retries)."""
+    """The prompt is longer than the model's context window (DSPy's name; ReAct trims and retries).
+
+    ``ContextWindowExceededError(model="openai/gpt-4o")`` reads "[openai/gpt-4o] Context window
+    exceeded", as in DSPy; the message may also come first, positionally.
+    """
+
+    default_code = "context_window_exceeded"
+
+    def __init__(self, message: str = "Context window exceeded", **metadata: Any) -> None:
+        super().__init__(message, **metadata)
+
+
+class LMBillingError(LMRequestError):
+    """402, or a provider saying the account's quota or credit is used up: retrying cannot help."""
+
+    default_code = "billing"
 
 
 class LMUnexpectedError(LMError):
     """An answer the client cannot use (e.g. structured output the provider did not honour)."""
 
+    default_code = "unexpected"
+
+
+class LMStreamAssemblyError(LMUnexpectedError):
+    """A streamed answer that cannot be put together into a whole one. ``partial`` is what arrived
+    (not a success: never cached), ``part_index`` the part that failed, when known."""
+
+    default_code = "stream_assembly"
+
+    def __init__(
+        self, message: str = "", *, partial: Any = None, part_index: int | None = None, **metadata: Any
+    ) -> None:
+        super().__init__(message, **metadata)
+        self.partial = partial
+        self.part_index = part_index
+
+
+class LMUnsupportedFeatureError(LMError):
+    """A feature the LM, its provider or its client does not have. ``features`` names them (DSPy's
+    ``feature`` names one), ``issues`` says why, when known."""
+
+    default_code = "unsupported_feature"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        features: list[str] | None = None,
+        feature: str | None = None,
+        issues: list[str] | None = None,
+        **metadata: Any,
+    ) -> None:
+        super().__init__(message, **metadata)
+        self.feature = feature
+        self.features = list(features) if features is not None else ([feature] if feature is not None else [])
+        self.issues = list(issues or [])
+
+
+class LMLockTimeoutError(LMError):
+    """A local lock (e.g. on stored credentials) that could not be taken in time: not the
+    provider's failure, and worth retrying. ``path`` is what the lock guards."""
+
+    default_code = "lock_timeout"
+
+    def __init__(self, message: str = "", *, path: str = "", lock_path: str = "", **metadata: Any) -> None:
+        super().__init__(message, **metadata)
+        self.path = path
+        self.lock_path = lock_path
+
+
+class LMCollectionLimitError(LMError):
+    """A local collector (of a streamed answer) that reached its budget; never retried. ``limit``,
+    ``maximum`` and what was kept come from ``source``, the collector's own error, when given."""
+
+    default_code = "collection_limit"
+
+    def __init__(self, message: str = "", *, source: Any = None, **metadata: Any) -> None:
+        super().__init__(message, **metadata)
+        self.source = source
+        self.limit = getattr(source, "limit", None)
+        self.maximum = getattr(source, "maximum", None)
+        self.partial = getattr(source, "partial", None)
+
 
 class FinetuneError(LMError):
     """A fine-tuning job that did not give a model: ``job_id`` and the provider's ``reason``."""
+
+    default_code = "finetune"
 
     def __init__(
         self, message: str, *, job_id: str | None = None, reason: str | None = None, **kw: Any

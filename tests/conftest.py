@@ -45,6 +45,21 @@ CONTAINER_ENV = {
 TEST_HEAP = "768m"
 
 
+@pytest.fixture(autouse=True)
+def _memory_only_response_cache() -> Iterator[None]:
+    """Each test starts with an empty, memory-only ``dspex.cache`` (as DSPy's own suite does): no test
+    sees another's cached LM responses or function results, and none writes to ~/.cache/dspex."""
+    import dspex
+
+    original = dspex.__dict__.get("cache")
+    dspex.configure_cache(enable_disk_cache=False)
+    yield
+    if original is None:
+        dspex.__dict__.pop("cache", None)
+    else:
+        dspex.cache = original
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 

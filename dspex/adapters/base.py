@@ -14,6 +14,7 @@ An adapter is called two ways:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import textwrap
@@ -38,6 +39,7 @@ from dspex.adapters.types.native import (
 from dspex.adapters.utils import apply_output_field_defaults
 from dspex.errors import AdapterParseError, ConfigurationError
 from dspex.lm.base import call_lm
+from dspex.lm.samples import call_lm_samples
 from dspex.signatures import FieldSpec, Signature, ensure_signature
 from dspex.utils.callback import with_callbacks
 
@@ -58,6 +60,16 @@ _MISSING_IN_INCOMPLETE = "Not supplied for this particular example. "
 _MISSING_IN_COMPLETE = "Not supplied for this conversation history message. "
 _PREVIEW_CHARS = 300
 _ANNOUNCED_METHODS = {"format": "adapter_format", "parse": "adapter_parse"}
+
+
+def _changes_single_call_only(cls: type[Adapter]) -> bool:
+    """Whether ``cls`` (or a base below the one defining its ``acall_results``) overrides
+    :meth:`Adapter.acall_result`: its samples then go through that single call, one by one."""
+
+    def owner(name: str) -> int:
+        return next(depth for depth, base in enumerate(cls.__mro__) if name in vars(base))
+
+    return owner("acall_result") < owner("acall_results")
 
 
 class Adapter:
@@ -197,6 +209,34 @@ class Adapter:
         request = {**self.request_options(sig), **(config or {})}
         response = await call_lm(lm, messages, request)
         return AdapterResult(outputs=self.parse(sig, response.text), response=response, adapter=self.name)
+
+    async def acall_results(
+        self,
+        lm: BaseLM,
+        signature: SignatureLike,
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+        *,
+        configs: Sequence[Mapping[str, Any]],
+        announced: Mapping[str, Any],
+    ) -> list[AdapterResult]:
+        """Several samples of one call (a predictor's ``n``): format once, one LM call of one request
+        per config (callbacks hear it as one call, with ``announced`` as its options), parse each.
+
+        A subclass that changes :meth:`acall_result` only, and a signature with ``ToolCalls``, get
+        one :meth:`acall_result` per config instead."""
+        sig = ensure_signature(signature)
+        if tool_call_fields(sig)[1] is not None or _changes_single_call_only(type(self)):
+            calls = (self.acall_result(lm, sig, demos, inputs, config=config) for config in configs)
+            return list(await asyncio.gather(*calls))
+        messages = self.format(sig, demos, inputs)
+        options = self.request_options(sig)
+        requests = [{**options, **config} for config in configs]
+        responses = await call_lm_samples(lm, messages, requests, {**options, **announced})
+        return [
+            AdapterResult(outputs=self.parse(sig, response.text), response=response, adapter=self.name)
+            for response in responses
+        ]
 
     async def _acall_result_with_tools(
         self,

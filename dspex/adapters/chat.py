@@ -124,6 +124,31 @@ class ChatAdapter(Adapter):
                 error, lambda: fallback.acall_result(lm, signature, demos, inputs, config=config)
             )
 
+    async def acall_results(
+        self,
+        lm: BaseLM,
+        signature: SignatureLike,
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+        *,
+        configs: Sequence[Mapping[str, Any]],
+        announced: Mapping[str, Any],
+    ) -> list[AdapterResult]:
+        """As :meth:`Adapter.acall_results`; when a sample fails to parse, the samples are asked
+        again through JSONAdapter (DSPy retries the whole call), as :meth:`acall_result` does."""
+        try:
+            return await super().acall_results(
+                lm, signature, demos, inputs, configs=configs, announced=announced
+            )
+        except AdapterParseError as error:
+            fallback = self._fallback(error)
+            return await _araise_first(
+                error,
+                lambda: fallback.acall_results(
+                    lm, signature, demos, inputs, configs=configs, announced=announced
+                ),
+            )
+
     def _fallback(self, error: AdapterParseError) -> Adapter:
         """The adapter to retry with, or ``error`` re-raised when there is none."""
         factory = type(self).fallback_factory

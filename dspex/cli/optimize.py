@@ -28,7 +28,12 @@ from dspex.primitives import Module
 from dspex.schemas import OptimizeStatus
 from dspex.serialization import candidate_id
 from dspex.streams.config import DEFAULT_BOOTSTRAP
-from dspex.tracking import log_optimization
+from dspex.tracking import (
+    abandon_optimization,
+    begin_optimization,
+    log_optimization,
+    log_optimization_progress,
+)
 
 __all__ = ["register"]
 
@@ -124,7 +129,12 @@ def optimize_command(
         typer.echo(f"job {job_id} ({label}) submitted; `dspex status {job_id[:SHORT_ID]}`", err=True)
         started = time.perf_counter()
         planned = planned_candidates(optimizer, knobs, compile_options)
-        status = _follow(client, job_id, planned, timeout, label)
+        begin_optimization(optimizer)  # --mlflow-uri: its trials logged as the statuses come
+        try:
+            status = _follow(client, job_id, planned, timeout, label)
+        except BaseException:
+            abandon_optimization()  # not followed to its end (a timeout): the run says it failed
+            raise
         wall_s = time.perf_counter() - started
         if status.state != "completed":
             log_optimization(status, None, knobs=knobs, seed=seed, trainset=train)
@@ -139,10 +149,17 @@ def optimize_command(
 def _follow(client: Client, job_id: str, planned: int | None, timeout: float | None, label: str) -> Any:
     """The optimization's terminal status, its progress shown meanwhile (JobError on ``timeout``)."""
     with OptimizeProgress(job_id, planned, label=f"optimize {label}") as shown:
-        status = client.wait(job_id, timeout=timeout, on_status=shown.update)
+        status = client.wait(job_id, timeout=timeout, on_status=lambda seen: _shown(shown, seen))
     if not isinstance(status, OptimizeStatus):
         fail(f"job {job_id} is not an optimization")
     return status
+
+
+def _shown(shown: OptimizeProgress, status: Any) -> None:
+    """A status seen while following: on the progress bar, and its trials in the MLflow run."""
+    shown.update(status)
+    if isinstance(status, OptimizeStatus) and not status.finished:
+        log_optimization_progress(status)
 
 
 def _save(best: Module, output: Path | None) -> str:

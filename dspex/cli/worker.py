@@ -33,7 +33,6 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import asyncio
 import faulthandler
 import logging
 import os
@@ -43,6 +42,7 @@ from typing import Any
 import typer
 
 from dspex._gc import tune_gc_for_worker
+from dspex._loop import run_worker_loop
 from dspex.cli._common import fail, probe_or_exit
 from dspex.cli._worker_options import options_command, worker_command
 from dspex.configuration import configure
@@ -107,7 +107,7 @@ def _serve(worker: Worker) -> None:
         await worker.run()
 
     try:
-        asyncio.run(main())
+        run_worker_loop(main())  # uvloop where installed (dspex._loop: DSPEX_EVENT_LOOP)
     except (ConfigurationError, KafkaError) as exc:
         fail(str(exc))
 

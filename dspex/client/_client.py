@@ -36,6 +36,7 @@ from dspex.client._client_base import Program
 from dspex.client._client_evaluate import EvaluateOptions, EvaluatingClient
 from dspex.metrics import MetricLike
 from dspex.primitives import Example, Module
+from dspex.tracking import follow_optimization
 
 __all__ = ["Client", "EvaluateOptions"]
 
@@ -116,9 +117,19 @@ class Client(EvaluatingClient):
         await _optimize.submit_optimize(self._get_producer(), self.registry, spec, job, blobs=self._blobs)
         if not wait:
             return job.job_id
-        status = await _optimize.wait_optimize(
-            self.settings, self.registry, job.job_id, timeout=timeout, display_progress=display_progress
-        )
-        return await _optimize.fetch_program(
-            self.settings, self.registry, status, allow_modules=self.policy.allow_modules
-        )
+        followed = follow_optimization(optimizer)  # with MLflow on: its run, trials as they come
+        try:
+            status = await _optimize.wait_optimize(
+                self.settings, self.registry, job.job_id, timeout=timeout,
+                display_progress=display_progress, on_status=followed,
+            )  # fmt: skip
+            best = await _optimize.fetch_program(
+                self.settings, self.registry, status, allow_modules=self.policy.allow_modules
+            )
+        except BaseException:
+            if followed is not None:  # failed, cancelled or not waited for: the run says so
+                followed.completed(None, knobs=request.knobs, seed=job.seed, trainset=trainset)
+            raise
+        if followed is not None:
+            followed.completed(best, knobs=request.knobs, seed=job.seed, trainset=trainset)
+        return best

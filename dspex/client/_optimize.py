@@ -13,7 +13,7 @@ read back from the candidates topic.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -189,11 +189,14 @@ async def wait_optimize(
     *,
     timeout: float | None = None,
     display_progress: bool = False,
+    on_status: Callable[[Any], None] | None = None,
 ) -> OptimizeStatus:
-    """The optimization's terminal status; JobError unless it completed."""
+    """The optimization's terminal status; JobError unless it completed. ``on_status`` sees every
+    status read (MLflow's live trials)."""
     follow = Follow(
-        job_id, timeout=timeout, display_progress=display_progress, label=f"optimize {job_id[:12]}"
-    )
+        job_id, timeout=timeout, display_progress=display_progress, label=f"optimize {job_id[:12]}",
+        on_status=on_status,
+    )  # fmt: skip
     status = await follow_status(settings, registry, follow)
     if not isinstance(status, OptimizeStatus):
         raise JobError(f"job {job_id} is not an optimization", job_id=job_id, state=status.state)

@@ -82,15 +82,17 @@ async def publish(
         writer = blobs or BlobWriter()
         refs = await writer.write_all(producer, registry.name("blobs"), submission.blobs.values)
     await _send_all(producer, registry, "candidates", submission.specs)
-    await _send_all(producer, registry, "jobs", [submission.job])
-    try:
-        with tracing_kafka.job_submitted(submission.job):  # the span each example's trace links to
+    # the job's span: its record carries it (the aggregator's span of the job's end is its child),
+    # and each example's trace links to it
+    with tracing_kafka.job_submitted(submission.job):
+        await _send_all(producer, registry, "jobs", [submission.job])
+        try:
             await _send_tasks(producer, registry.name("tasks"), submission.tasks(refs))
-    except (Exception, asyncio.CancelledError) as exc:
-        # The job is out and some of its tasks are not: it could never complete. Say so, so that
-        # it fails (``tasks_missing``) and the workers skip the tasks that did go out.
-        await _report_missing_tasks(producer, registry, submission.job.job_id, exc)
-        raise
+        except (Exception, asyncio.CancelledError) as exc:
+            # The job is out and some of its tasks are not: it could never complete. Say so, so
+            # that it fails (``tasks_missing``) and the workers skip the tasks that did go out.
+            await _report_missing_tasks(producer, registry, submission.job.job_id, exc)
+            raise
 
 
 async def _report_missing_tasks(

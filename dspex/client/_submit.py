@@ -7,8 +7,6 @@ bad submission is refused with nothing written to Kafka.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -22,7 +20,6 @@ from dspex.adapters.types.image import check_images
 from dspex.client.results import output_types
 from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError, MetricError, SecurityPolicyError
-from dspex.ids import ID_HEX_DIGITS
 from dspex.lm import LM, BaseLM
 from dspex.metrics import FieldMetric, metric_from_spec, metric_name, resolve_metric
 from dspex.primitives import Example, Module
@@ -38,6 +35,7 @@ from dspex.schemas import (
     Task,
     program_candidate_id,
 )
+from dspex.schemas.tasks import TaskIds
 from dspex.serialization import dump_program
 from dspex.streams.blobs import BlobPlan, BlobRef, BlobSettings, plan_blobs
 
@@ -88,7 +86,7 @@ class Submission:
             # the others are copies of it with their own example (built here, valid by construction),
             # the hot path of a large submit. Each id is task_id_for's, from a hash of the shared prefix.
             template: Task | None = None
-            ids = _TaskIds(self.job.job_id, candidate_id)
+            ids = TaskIds(self.job.job_id, candidate_id)
             for index, row in enumerate(self.rows):
                 example = self.blobs.apply(index, row, refs)
                 if template is None:
@@ -115,26 +113,6 @@ class Submission:
             max_in_flight=self.job.max_in_flight,
             lm_mode=self.lm_mode,
         )
-
-
-class _TaskIds:
-    """:func:`dspex.schemas.task_id_for` of one job and candidate, by example index: the canonical
-    JSON (sorted keys) of the three fields is a prefix naming the candidate, the index, then a
-    suffix naming the job, so the prefix is hashed once and only the rest per task."""
-
-    def __init__(self, job_id: str, candidate_id: str) -> None:
-        prefix = f'{{"candidate_id":{_json_text(candidate_id)},"example_index":'
-        self._prefix = hashlib.sha256(prefix.encode("utf-8"))
-        self._suffix = f',"job_id":{_json_text(job_id)}}}'
-
-    def of(self, index: int) -> str:
-        digest = self._prefix.copy()
-        digest.update(f"{index}{self._suffix}".encode())
-        return digest.hexdigest()[:ID_HEX_DIGITS]
-
-
-def _json_text(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
 
 
 def new_job_id() -> str:
@@ -373,6 +351,11 @@ def lm_spec(lm: BaseLM | Mapping[str, Any] | None) -> LMSpec | None:
             "(an OpenAI-compatible endpoint); a DummyLM or another in-process BaseLM runs only locally"
         )
     settings = lm.settings().model_dump() if isinstance(lm, LM) else dict(lm)
+    if settings.get("model_type", "chat") != "chat":  # LMSpec (the wire schema) has chat calls only
+        raise ConfigurationError(
+            f"{lm!r} uses model_type={settings['model_type']!r}: a job's LM must be a chat one (the "
+            "workers call chat completions); run Responses API LMs locally"
+        )
     extra = settings.pop("request_kwargs", None) or {}
     try:
         return LMSpec(**{key: settings[key] for key in LMSpec.model_fields if key in settings}, extra=extra)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from collections.abc import Callable
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
@@ -80,10 +81,12 @@ class ProgressBar:
 
 
 class Progress:
-    """A local evaluation's bar: fed one finished example at a time."""
+    """A local evaluation's bar: fed one finished example at a time. ``listener`` hears each one
+    too (keywords ``done``, ``score_sum``, ``errors``, ``usage``: MLflow's progress steps)."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, listener: Callable[..., None] | None = None) -> None:
         self._bar = ProgressBar("Evaluate", total, enabled=enabled)
+        self._listener = listener
 
     def __enter__(self) -> Progress:
         self._bar.__enter__()
@@ -94,6 +97,8 @@ class Progress:
 
     def advance(self, *, done: int, score_sum: float, errors: int, usage: Usage) -> None:
         """One more example finished; ``done`` of them so far, scoring ``score_sum`` in all."""
+        if self._listener is not None:
+            self._listener(done=done, score_sum=score_sum, errors=errors, usage=usage)
         score = 100.0 * score_sum / done if done else 0.0
         self._bar.show(done=done, score=score, errors=errors, tokens=usage.total_tokens, cost=usage.cost_usd)
 

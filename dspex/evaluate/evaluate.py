@@ -353,6 +353,16 @@ class _Run:
         )
 
 
+def _progress(config: _Config) -> Progress:
+    """The run's bar, and with MLflow logging on its progress as steps of its run."""
+    listener = None
+    if current_settings().mlflow is not None:
+        from dspex.tracking import local_evaluation_progress
+
+        listener = local_evaluation_progress()
+    return Progress(len(config.devset), config.display_progress, listener)
+
+
 # -- one after another, on the calling thread (num_threads=1, sync call) ----------------------------
 
 
@@ -360,7 +370,7 @@ def _run_sequential(config: _Config, program: Any) -> EvaluationResult:
     started = time.perf_counter()
     call = sync_caller(program)
     stopped_early = False
-    with track_totals() as tracker, Progress(len(config.devset), config.display_progress) as progress:
+    with track_totals() as tracker, _progress(config) as progress:
         run = _Run(config, tracker, progress)
         for index in range(len(config.devset)):
             if run.record(_one_sync(run, call, index)):
@@ -436,7 +446,7 @@ class _AsyncRun:
 
 async def _run(config: _Config, program: Any) -> EvaluationResult:
     started = time.perf_counter()
-    with track_totals() as tracker, Progress(len(config.devset), config.display_progress) as progress:
+    with track_totals() as tracker, _progress(config) as progress:
         run = _Run(config, tracker, progress)
         runner = _AsyncRun(run, program)
         count = min(config.concurrency, len(config.devset))

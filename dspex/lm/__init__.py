@@ -11,6 +11,8 @@ usage and cost.
 from __future__ import annotations
 
 from dspex.lm.base import BaseLM
+from dspex.lm.cache import Cache, configure_cache
+from dspex.lm.cache import _get_dspy_cache as _get_dspy_cache  # DSPy's dspy.clients has it
 from dspex.lm.client import LM, LMResponse, LMSettings
 from dspex.lm.limiter import AdaptiveLimiter
 from dspex.lm.pricing import ModelPrice, PriceTable, register_prices
@@ -21,6 +23,7 @@ __all__ = [
     "LM",
     "AdaptiveLimiter",
     "BaseLM",
+    "Cache",
     "LMResponse",
     "LMSettings",
     "ModelPrice",
@@ -28,6 +31,7 @@ __all__ = [
     "RetryPolicy",
     "Usage",
     "UsageTracker",
+    "configure_cache",
     "register_prices",
     "track_usage",
 ]

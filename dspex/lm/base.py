@@ -20,7 +20,6 @@ import contextvars
 import copy as copy_mod
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO, cast
@@ -73,15 +72,21 @@ class BaseLM:
         temperature: float | None = None,
         max_tokens: int | None = None,
         cache: bool = True,
+        callbacks: list[Any] | None = None,
+        num_retries: int = 3,
         **kwargs: Any,
     ) -> None:
         self.model = model
         self.model_type = model_type
         self.cache = cache
+        self.callbacks: list[Any] = list(callbacks or [])  # the caller's list stays theirs
+        self.num_retries = num_retries
         kwargs.pop(LM_CLASS_STATE_KEY, None)  # a class marker is the class's to write, never a kwarg
-        self.kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, **kwargs}
-        self.history: deque[dict[str, Any]] = deque(maxlen=MAX_HISTORY_SIZE)
-        self.callbacks: list[Any] = []
+        self.kwargs: dict[str, Any] = self._get_initial_kwargs(
+            temperature=temperature, max_tokens=max_tokens, **kwargs
+        )
+        # A plain list as in DSPy (users index and slice it); record_call keeps it bounded.
+        self.history: list[dict[str, Any]] = []
 
     # -- the one call every module makes --------------------------------------------------
 
@@ -93,7 +98,12 @@ class BaseLM:
         if rollout_id is not None:
             kwargs["rollout_id"] = rollout_id
         started = time.perf_counter()
-        raw = await self.aforward(messages=[dict(m) for m in messages], **kwargs)
+        prompt = _DIRECT_PROMPT.get()
+        if prompt is not None and _is_prompt_only(messages, prompt):
+            # lm("text") on a DSPy-style LM: its forward gets the prompt as DSPy passes it
+            raw = await self.aforward(prompt=prompt, messages=None, **kwargs)
+        else:
+            raw = await self.aforward(messages=[dict(m) for m in messages], **kwargs)
         return _response_from(raw, self.model, time.perf_counter() - started)
 
     def forward(
@@ -125,7 +135,11 @@ class BaseLM:
     ) -> list[str | dict[str, Any]]:
         """Async ``__call__``."""
         chat = list(messages) if messages is not None else [{"role": "user", "content": prompt or ""}]
-        response = await call_lm(self, chat, kwargs)
+        token = _DIRECT_PROMPT.set(prompt if messages is None else None)
+        try:
+            response = await call_lm(self, chat, kwargs)
+        finally:
+            _DIRECT_PROMPT.reset(token)
         if response.tool_calls:  # DSPy's shape for a completion with function calls
             return [{"text": response.text or None, "tool_calls": response.tool_calls}]
         return [response.text]
@@ -133,24 +147,51 @@ class BaseLM:
     # -- copies and history -------------------------------------------------------------------
 
     def copy(self, **kwargs: Any) -> BaseLM:
-        """A copy with some ``kwargs`` changed (``lm.copy(temperature=0.7)``); history starts empty."""
+        """A shallow copy with some settings changed (``lm.copy(temperature=0.7)``), as DSPy's.
+
+        Clients and other attributes are shared; ``history`` starts empty and ``callbacks`` and
+        ``kwargs`` are the copy's own. A key already in ``kwargs`` (or not an attribute) changes the
+        request options (None removes it); any other attribute (``model``, ``cache``) is set.
+        """
         new = copy_mod.copy(self)
         new.kwargs = {**self.kwargs}
+        new.callbacks = list(getattr(self, "callbacks", None) or [])
+        new.history = []
         for key, value in kwargs.items():
-            if key in ("model", "model_type", "cache"):
-                setattr(new, key, value)
-            elif value is None:
-                new.kwargs.pop(key, None)
+            if key in new.kwargs or not hasattr(self, key) or _is_property(self, key):
+                if value is None:
+                    new.kwargs.pop(key, None)
+                else:
+                    new.kwargs[key] = value
             else:
-                new.kwargs[key] = value
-        new.history = deque(maxlen=MAX_HISTORY_SIZE)
+                setattr(new, key, value)
         return new
+
+    def _get_initial_kwargs(
+        self, *, temperature: float | None, max_tokens: int | None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """The request options the LM starts with (DSPy's hook: a subclass may rename or check them)."""
+        return {"temperature": temperature, "max_tokens": max_tokens, **kwargs}
 
     def inspect_history(self, n: int = 1, file: TextIO | None = None) -> None:
         """Print this LM's last ``n`` calls: messages and answers."""
         from dspex.lm.history import pretty_print_history
 
         pretty_print_history(list(self.history), n, file=file)
+
+    def update_history(self, entry: dict[str, Any]) -> None:
+        """Remember ``entry`` (DSPy's history entry) as a call of this LM: in its history, the
+        process-wide one and the calling modules' (unless history is disabled), as calls are."""
+        from dspex.configuration import current_settings
+
+        settings = current_settings()
+        if settings.disable_history:
+            return
+        _remember_globally(entry)
+        for owner_history in (self.history, *(module.history for module in CALLER_MODULES.get())):
+            owner_history.append(entry)
+            if len(owner_history) > settings.max_history_size:
+                del owner_history[: len(owner_history) - settings.max_history_size]
 
     # What the LM declares it supports (DSPy's names): JSONAdapter asks for `response_format` only
     # when it is listed. A subclass for an endpoint with structured outputs overrides these.
@@ -242,6 +283,21 @@ async def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], request: Mappi
     return response
 
 
+# The prompt of a direct ``lm("text")`` call, while it runs: BaseLM's default ``acomplete`` hands
+# it to a DSPy-style ``forward(prompt=...)`` as DSPy does, instead of the message built from it.
+_DIRECT_PROMPT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "dspex_lm_direct_prompt", default=None
+)
+
+
+def _is_property(obj: object, name: str) -> bool:
+    return isinstance(getattr(type(obj), name, None), property)
+
+
+def _is_prompt_only(messages: Sequence[Mapping[str, Any]], prompt: str) -> bool:
+    return len(messages) == 1 and messages[0].get("role") == "user" and messages[0].get("content") == prompt
+
+
 # Set while a user's own ``__call__`` override runs, so that its ``super().__call__`` goes to
 # ``acomplete`` instead of back into the override.
 _INSIDE_OVERRIDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -303,6 +359,8 @@ def record_call(
         "model_type": getattr(lm, "model_type", "chat"),
     }
     history.append(entry)
+    if len(history) > settings.max_history_size:
+        del history[: len(history) - settings.max_history_size]
     _remember_globally(entry)
     for module in CALLER_MODULES.get():
         kept = module.history
@@ -354,9 +412,7 @@ def _tool_calls_of(message: Any) -> list[dict[str, Any]] | None:
 
 
 def _lm_arguments(state: dict[str, Any]) -> dict[str, Any]:
-    """DSPy's LM state as arguments of dspex's LM (DSPy's finetuning fields carry nothing here)."""
-    for unused in ("finetuning_model", "launch_kwargs", "train_kwargs"):
-        state.pop(unused, None)
+    """DSPy's LM state as arguments of dspex's LM (which keeps DSPy's finetuning fields as given)."""
     # DSPy writes null for "the provider's default"; dspex's LM keeps its own defaults then
     return {key: value for key, value in state.items() if value is not None or key not in _NULLABLE}
 

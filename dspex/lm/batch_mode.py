@@ -97,7 +97,7 @@ def _stored_error(lm: Any, found: Mapping[str, Any]) -> LMError:
     if isinstance(status, int) and status >= 400:
         error = error_for_status(status, message, {}, model=lm.model, api_base=lm.api_base)
         return error
-    return LMServerError(f"{lm.model} at {lm.api_base} (provider batch): {message}", model=lm.model)
+    return LMServerError(f"{lm.api_base} (provider batch): {message}", model=lm.model)
 
 
 _replay: ContextVar[BatchReplay | None] = ContextVar("dspex_batch_replay", default=None)

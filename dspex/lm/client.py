@@ -21,31 +21,41 @@ import logging
 import os
 import re
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from dspex._sync import run_sync
 from dspex.errors import (
     ConfigurationError,
+    LMConfigurationError,
     LMConnectionError,
     LMError,
+    LMNotConfiguredError,
     LMRateLimitError,
     LMServerError,
     LMTimeoutError,
 )
 from dspex.lm import cache as cache_mod
 from dspex.lm._sse import send_streamed
-from dspex.lm.base import BUILTIN_LM_CLASS_PATH, LM_CLASS_STATE_KEY, MAX_HISTORY_SIZE, BaseLM
+from dspex.lm.base import BUILTIN_LM_CLASS_PATH, LM_CLASS_STATE_KEY, BaseLM
 from dspex.lm.batch_mode import active_replay
 from dspex.lm.breaker import CircuitBreaker
 from dspex.lm.events import ATTEMPT_HOOK, REQUEST_HOOK, AttemptOutcome, LMAttempt, LMRequest, emit, listeners
 from dspex.lm.limiter import AdaptiveLimiter, limiter_for
 from dspex.lm.pricing import DEFAULT_PRICES
+from dspex.lm.responses_api import chat_to_responses_request, responses_to_chat_answer
 from dspex.lm.retry import RetryPolicy, error_for_status, with_retries
 from dspex.lm.sse import open_stream_sink
 from dspex.lm.transport import aclose_client, get_session
@@ -80,8 +90,14 @@ _DEFAULT_API_BASES = {name: base for name, (base, _) in _PROVIDER_ENDPOINTS.item
 _DEFAULT_KEY_ENVS = {name: env for name, (_, env) in _PROVIDER_ENDPOINTS.items() if env}
 # Set by the client itself, or not supported yet (streaming, several choices per call).
 _RESERVED_KWARGS = frozenset({"model", "messages", "input", "stream", "n"})
-# DSPy LM arguments for its finetuning and provider layers; accepted and not sent in requests.
-_DSPY_ONLY_KWARGS = ("finetuning_model", "launch_kwargs", "train_kwargs", "use_developer_role")
+# DSPy LM arguments for its finetuning and provider layers: kept on the LM and in its saved state
+# (DSPy's defaults here), never sent in requests.
+_DSPY_ONLY_KWARGS: dict[str, Any] = {
+    "finetuning_model": None,
+    "launch_kwargs": {},
+    "train_kwargs": {},
+    "use_developer_role": False,
+}
 
 # Validates a 200 response's body and returns its JSON object; raises LMServerError when malformed.
 _Check = Callable[["LM", bytes], dict[str, Any]]
@@ -108,6 +124,21 @@ class LMSettings(BaseModel):
     max_retries: int = Field(default=5, ge=0)
     timeout: float = Field(default=120.0, gt=0.0)
     request_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # the API the calls go to: chat completions, or OpenAI's Responses API
+    model_type: Literal["chat", "responses"] = "chat"
+    # system messages sent as "developer" ones (on the Responses API, as DSPy does)
+    use_developer_role: bool = False
+
+    @model_serializer(mode="wrap")
+    def _leave_out_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Written only when set, so the settings of every chat LM read as before (in saved
+        # programs, jobs and content-keyed pools) and load where these fields are unknown.
+        data: dict[str, Any] = handler(self)
+        if data.get("model_type") == "chat":
+            del data["model_type"]
+        if data.get("use_developer_role") is False:
+            del data["use_developer_role"]
+        return data
 
 
 class LMResponse(BaseModel):
@@ -156,10 +187,13 @@ def _check_reasoning_settings(model: str, temperature: float | None, max_tokens:
     if not is_openai_reasoning_model(model):
         return
     if (temperature and temperature != 1.0) or (max_tokens and max_tokens < 16000):
-        raise ConfigurationError(
-            f"LM {model!r}: OpenAI's reasoning models take temperature=1.0 or None and max_tokens >= "
-            f"16000 or None, got temperature={temperature!r}, max_tokens={max_tokens!r} "
-            f"(e.g. dspex.LM({model!r}, temperature=1.0, max_tokens=16000))"
+        # "reasoning models require passing ..." is DSPy's wording, which code may match on
+        raise LMConfigurationError(
+            "OpenAI's reasoning models require passing temperature=1.0 or None and max_tokens >= 16000 "
+            f"or None; got temperature={temperature!r}, max_tokens={max_tokens!r} "
+            f"(e.g. dspex.LM({model!r}, temperature=1.0, max_tokens=16000))",
+            model=model,
+            provider=model.partition("/")[0] if "/" in model else "openai",
         )
 
 
@@ -186,14 +220,17 @@ class LM(BaseLM):
     to https://api.openai.com/v1 and ``api_key_env`` to OPENAI_API_KEY; anthropic, gemini, groq,
     deepseek, mistral, together_ai, fireworks_ai, openrouter, xai, perplexity, cerebras, deepinfra
     and ollama(_chat) default to their OpenAI-compatible endpoints and litellm's key variables;
-    other providers need an ``api_base``. With no key (neither ``api_key`` nor a set
+    other providers need an ``api_base`` (building the LM does not check it: its first call raises
+    :class:`~dspex.errors.LMNotConfiguredError`). With no key (neither ``api_key`` nor a set
     ``api_key_env``) no Authorization header is sent. ``cache=False`` turns off both cache
     layers; ``cache_dir`` defaults to ~/.cache/dspex/lm.
     ``retry_policy`` sets backoff timings and the 429 wait budget (its ``max_retries`` is replaced by
     ``max_retries``). ``limiter=True`` adds the process's adaptive concurrency limiter for this API
     base (or pass an :class:`AdaptiveLimiter`). ``breaker`` (a :class:`CircuitBreaker`, shared by
     the LMs of one endpoint) makes calls wait while the endpoint is down. ``**request_kwargs`` go
-    into every request body (e.g. ``top_p=0.9``).
+    into every request body (e.g. ``top_p=0.9``). ``model_type="responses"`` sends each call to
+    OpenAI's Responses API (``POST {api_base}/responses``, see :mod:`dspex.lm.responses_api`);
+    ``use_developer_role=True`` then sends system messages as "developer" ones, as DSPy does.
     """
 
     def __init__(
@@ -220,23 +257,25 @@ class LM(BaseLM):
         provider: Any = None,
         **request_kwargs: Any,
     ) -> None:
-        if model_type != "chat":
+        if model_type not in ("chat", "responses"):
             raise ConfigurationError(
                 f"LM {model!r}: model_type={model_type!r} is not supported; dspex speaks chat completions "
-                "(model_type='chat')"
+                "(model_type='chat') and OpenAI's Responses API (model_type='responses')"
             )
+        self.model_type = model_type
         self._provider = provider  # a dspex.lm.finetune.Provider; None: the OpenAI-compatible one
-        for ignored in _DSPY_ONLY_KWARGS:  # DSPy's finetuning/provider plumbing: nothing to send
-            request_kwargs.pop(ignored, None)
+        self._dspy_state = _pop_dspy_state(request_kwargs)
+        use_developer_role = bool(self._dspy_state.pop("use_developer_role"))
         if num_retries is not None:  # DSPy's name
             max_retries = num_retries
         provider, self._request_model = _split_model(model)
+        if is_openai_reasoning_model(model) and "max_completion_tokens" in request_kwargs:
+            # DSPy's name of max_tokens for these models (in their kwargs and some saved states)
+            alias = request_kwargs.pop("max_completion_tokens")
+            max_tokens = max_tokens if max_tokens is not None else alias
         _check_reasoning_settings(model, temperature, max_tokens)
-        base = api_base or base_url or _DEFAULT_API_BASES.get(provider)
-        if base is None:
-            raise ConfigurationError(
-                f"LM {model!r} needs api_base=... (no default for provider {provider!r})"
-            )
+        # No endpoint is fine until a call needs one (as in DSPy, building an LM checks nothing).
+        base = api_base or base_url or _DEFAULT_API_BASES.get(provider) or ""
         try:
             self._settings = LMSettings(
                 model=model if "/" in model else f"{provider}/{model}",
@@ -248,21 +287,30 @@ class LM(BaseLM):
                 max_retries=max_retries,
                 timeout=timeout,
                 request_kwargs=_check_kwargs(request_kwargs),
+                model_type="responses" if model_type == "responses" else "chat",
+                use_developer_role=use_developer_role,
             )
         except ValidationError as exc:
             raise ConfigurationError(f"invalid LM settings for {model!r}: {exc}") from exc
         # what every request body starts from: the set options only (None: the provider's default)
-        self._defaults_sent = {key: value for key, value in self.kwargs.items() if value is not None}
+        self._defaults_sent = {
+            key: value
+            for key, value in self.kwargs.items()
+            if value is not None and key != LM_CLASS_STATE_KEY
+        }
         self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self._cache = cache_mod.cache_for(cache_dir) if cache else None
+        # its own directory's cache; without one, dspex.cache as it is at each call (_response_cache)
+        self._cache = cache_mod.cache_for(cache_dir) if cache and cache_dir is not None else None
+        self._follows_global_cache = bool(cache) and cache_dir is None
         self._policy = dataclasses.replace(retry_policy or RetryPolicy(), max_retries=max_retries)
         self._limiter = limiter
         self._breaker = breaker
         # Per connection only: the whole answer has its own deadline in _send, which a per-read
         # timeout of the same length could never beat (and it re-arms a timer on every read).
         self._http_timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout)
-        self.history: deque[dict[str, Any]] = deque(maxlen=MAX_HISTORY_SIZE)
+        # A plain list as in DSPy (users index and slice it); record_call keeps it bounded.
+        self.history: list[dict[str, Any]] = []
         self.callbacks: list[Any] = list(callbacks or [])
 
     # -- settings ------------------------------------------------------------------------------
@@ -280,11 +328,15 @@ class LM(BaseLM):
     def kwargs(self) -> dict[str, Any]:  # type: ignore[override]
         """DSPy's request options: temperature, max_tokens (``max_completion_tokens`` for OpenAI's
         reasoning models) and the extra request keywords; None where the provider's default applies."""
-        return {
+        kwargs = {
             "temperature": self.temperature,
             self._max_tokens_key: self.max_tokens,
             **self._settings.request_kwargs,
         }
+        marker = self._dspy_state.get(LM_CLASS_STATE_KEY)
+        if marker is not None:  # given as a keyword: shown as DSPy shows it, never sent nor saved
+            kwargs[LM_CLASS_STATE_KEY] = marker
+        return kwargs
 
     @property
     def _max_tokens_key(self) -> str:
@@ -334,9 +386,29 @@ class LM(BaseLM):
         return True
 
     @property
-    def num_retries(self) -> int:
+    def num_retries(self) -> int:  # type: ignore[override]
         """DSPy's name for ``max_retries``."""
         return self.max_retries
+
+    @property
+    def finetuning_model(self) -> str | None:
+        """DSPy's model to fine-tune when it differs from the one served (kept, saved; unused here)."""
+        return self._dspy_state["finetuning_model"]  # type: ignore[no-any-return]
+
+    @property
+    def launch_kwargs(self) -> dict[str, Any]:
+        """DSPy's arguments for launching a local model (kept and saved)."""
+        return self._dspy_state["launch_kwargs"]  # type: ignore[no-any-return]
+
+    @property
+    def train_kwargs(self) -> dict[str, Any]:
+        """DSPy's default fine-tuning arguments (kept and saved)."""
+        return self._dspy_state["train_kwargs"]  # type: ignore[no-any-return]
+
+    @property
+    def use_developer_role(self) -> bool:
+        """Send system messages with the "developer" role (DSPy does so for the Responses API)."""
+        return self._settings.use_developer_role
 
     def dump_state(self) -> dict[str, Any]:
         """DSPy 3.4.1's LM state (``dspy.LM(**state)`` rebuilds it; DSPy reads it as its built-in LM).
@@ -345,19 +417,21 @@ class LM(BaseLM):
         ``allow_unsafe_lm_state=True``); the key never is, nor the variable naming it.
         """
         state: dict[str, Any] = {
+            **self._settings.request_kwargs,
             LM_CLASS_STATE_KEY: BUILTIN_LM_CLASS_PATH,
             "model": self.model,
-            "model_type": "chat",
+            "model_type": self.model_type,
             "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
+            "max_tokens": self.max_tokens,  # also for reasoning models: DSPy saves the constructor's name
             "num_retries": self.max_retries,
             "cache": self.cache,
-            "finetuning_model": None,
-            "launch_kwargs": {},
-            "train_kwargs": {},
-            **self._settings.request_kwargs,
+            "finetuning_model": self.finetuning_model,
+            "launch_kwargs": self.launch_kwargs,
+            "train_kwargs": self.train_kwargs,
         }
-        if self.api_base != _DEFAULT_API_BASES.get(self.model.partition("/")[0]):
+        if self.use_developer_role:  # DSPy writes it only when on
+            state["use_developer_role"] = True
+        if self.api_base and self.api_base != _DEFAULT_API_BASES.get(self.model.partition("/")[0]):
             state["api_base"] = self.api_base
         return state
 
@@ -377,6 +451,7 @@ class LM(BaseLM):
             "limiter": self._limiter,
             "breaker": self._breaker,
             "provider": self._provider,
+            **self._dspy_state,
         }
         return LM.from_settings(self._settings, **{**kept, **changes})
 
@@ -394,7 +469,7 @@ class LM(BaseLM):
         # Pickles (e.g. to another process) carry settings, never the key: an explicit api_key=
         # does not survive; the receiving side reads the key from api_key_env as usual.
         limiter = self._limiter if isinstance(self._limiter, bool) else False
-        return (_unpickle, (self._settings, self.cache_dir, self._policy, limiter))
+        return (_unpickle, (self._settings, self.cache_dir, self._policy, limiter, self._dspy_state))
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -411,9 +486,22 @@ class LM(BaseLM):
         body.update(_check_kwargs(overrides))
         if rollout_id is not None:
             body["seed"] = rollout_id
+        if self.model_type == "responses":
+            return await self._respond(body)
         sink = open_stream_sink()  # set only under dspex.streamify: then this call may stream
         send = None if sink is None else functools.partial(send_streamed, self, sink)
         data, usage, latency = await self._call("/chat/completions", body, _check_chat, self.model, send)
+        return self._chat_response(data, usage.cache_hits > 0, latency, usage)
+
+    async def _respond(self, body: dict[str, Any]) -> LMResponse:
+        """``body`` (a chat request) sent to OpenAI's Responses API (``POST /responses``)."""
+        seed = body.pop("seed", None)
+        if self.use_developer_role:
+            body["messages"] = [_as_developer(message) for message in body["messages"]]
+        request = chat_to_responses_request(body)
+        if seed is not None:  # no seed in this API; the rollout still gets its own cache entry
+            request["metadata"] = {**(request.get("metadata") or {}), "dspex_rollout_id": str(seed)}
+        data, usage, latency = await self._call("/responses", request, _check_responses, self.model)
         return self._chat_response(data, usage.cache_hits > 0, latency, usage)
 
     def complete(
@@ -434,8 +522,9 @@ class LM(BaseLM):
     async def aclose(self) -> None:
         """Write pending cache entries to disk and close this loop's shared HTTP client (the next
         call, by any LM, opens a new one)."""
-        if self._cache is not None:
-            await asyncio.to_thread(self._cache.flush)
+        cache = self._response_cache()
+        if cache is not None:
+            await asyncio.to_thread(cache.flush)
         await aclose_client()
 
     # -- fine-tuning ---------------------------------------------------------------------------
@@ -492,15 +581,17 @@ class LM(BaseLM):
             return replay.answer(self, body, priced_as)
         started = time.perf_counter()
         callbacks = listeners(self)
-        cache = self._cache
+        cache = self._response_cache()
         key = cache_mod.cache_key(self.api_base, body) if cache is not None else ""
-        hit = cache.get(key) if cache is not None else None
+        hit = cache.lm_get(key) if cache is not None else None
         if hit is not None:
             usage = self._record(priced_as, hit, cached=True)
             latency = time.perf_counter() - started
             if callbacks:
                 self._announce_request(callbacks, "cache_hit", latency, priced_as, usage)
             return hit, usage, latency
+        if not self.api_base:
+            raise _missing_endpoint(self)
         url = self.api_base + path
         try:
             data = await with_retries(
@@ -509,6 +600,7 @@ class LM(BaseLM):
                 breaker=self._breaker,
             )
         except LMError as exc:
+            _name_the_model(exc, self.model)
             if callbacks:
                 self._announce_request(
                     callbacks, "error", time.perf_counter() - started, priced_as, None, exc
@@ -516,11 +608,19 @@ class LM(BaseLM):
             raise
         latency = time.perf_counter() - started
         if cache is not None:
-            cache.put(key, data)
+            cache.lm_put(key, data)
         usage = self._record(priced_as, data, cached=False)
         if callbacks:
             self._announce_request(callbacks, "ok", latency, priced_as, usage)
         return data, usage, latency
+
+    def _response_cache(self) -> cache_mod.Cache | None:
+        """Where this call's response is looked up and stored: the LM's own directory's cache, else
+        ``dspex.cache`` (None when ``cache=False`` or both of its tiers are off)."""
+        if not self._follows_global_cache:
+            return self._cache
+        found = cache_mod.global_cache()
+        return found if found.enabled else None
 
     async def _attempt(
         self, url: str, body: dict[str, Any], check: _Check, callbacks: list[Any], send: _Send
@@ -656,6 +756,20 @@ class LM(BaseLM):
         key = self._key()
         return {**_JSON, "Authorization": f"Bearer {key}"} if key else _JSON
 
+    def _extract_citations_from_response(self, choice: Any) -> list[dict[str, Any]] | None:
+        """The citations of one choice of a chat answer, flattened into one list (DSPy 3.4.1's name).
+
+        Anthropic's citations reach an OpenAI-shaped answer (LiteLLM's) in the message's
+        ``provider_specific_fields["citations"]``: a list with one list of citations per text
+        block. ``choice`` may be a dict or an object with attributes. None when there are none.
+        """
+        message = _field(choice, "message")
+        fields = _field(message, "provider_specific_fields") if message is not None else None
+        found = _field(fields, "citations") if fields is not None else None
+        if not isinstance(found, list):
+            return None
+        return [item for group in found for item in (group if isinstance(group, list) else [group])]
+
     def _chat_response(
         self, data: dict[str, Any], cached: bool, latency: float, usage: Usage | None = None
     ) -> LMResponse:
@@ -711,8 +825,46 @@ def _total_tokens(data: Mapping[str, Any]) -> int:
     return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
 
 
-def _unpickle(settings: LMSettings, cache_dir: Path | None, policy: RetryPolicy, limiter: bool) -> LM:
-    return LM.from_settings(settings, cache_dir=cache_dir, retry_policy=policy, limiter=limiter)
+def _unpickle(
+    settings: LMSettings,
+    cache_dir: Path | None,
+    policy: RetryPolicy,
+    limiter: bool,
+    dspy_state: Mapping[str, Any] | None = None,
+) -> LM:
+    return LM.from_settings(
+        settings, cache_dir=cache_dir, retry_policy=policy, limiter=limiter, **(dspy_state or {})
+    )
+
+
+def _pop_dspy_state(request_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """DSPy's LM arguments that are not request options (and a class marker given as a keyword),
+    taken out of ``request_kwargs``."""
+    state = {name: request_kwargs.pop(name, default) for name, default in _DSPY_ONLY_KWARGS.items()}
+    state["launch_kwargs"] = dict(state["launch_kwargs"] or {})
+    state["train_kwargs"] = dict(state["train_kwargs"] or {})
+    if LM_CLASS_STATE_KEY in request_kwargs:
+        state[LM_CLASS_STATE_KEY] = request_kwargs.pop(LM_CLASS_STATE_KEY)
+    return state
+
+
+def _name_the_model(error: LMError, model: str) -> None:
+    """DSPy's ``model`` and ``provider`` on an error that was raised without them (a timeout, a
+    refused connection: their messages name the model already)."""
+    if error.model is None:
+        error.model = model
+    if error.provider is None:
+        error.provider = model.partition("/")[0]
+
+
+def _missing_endpoint(lm: LM) -> LMNotConfiguredError:
+    provider = lm.model.partition("/")[0]
+    return LMNotConfiguredError(
+        f"no API endpoint for provider {provider!r}: pass api_base=... (the provider's "
+        "OpenAI-compatible URL) to dspex.LM",
+        model=lm.model,
+        provider=provider,
+    )
 
 
 # httpx's encoding of ``json=``: compact, UTF-8, no NaN (kept so requests stay byte-identical). One
@@ -759,6 +911,22 @@ def _check_chat(lm: LM, raw: bytes) -> dict[str, Any]:
     return data
 
 
+def _check_responses(lm: LM, raw: bytes) -> dict[str, Any]:
+    """A Responses API answer, as a chat-completions answer (what is cached and recorded)."""
+    data = _json_object(lm, raw)
+    if not isinstance(data.get("output"), list):
+        raise LMServerError(lm._describe("answered 200 without output"), status=200)
+    return responses_to_chat_answer(data)
+
+
+def _as_developer(message: dict[str, Any]) -> dict[str, Any]:
+    return {**message, "role": "developer"} if message.get("role") == "system" else message
+
+
+# DSPy's name of the conversion (dspy.clients.lm), for code that imports it from there.
+_convert_chat_request_to_responses_request = chat_to_responses_request
+
+
 def _check_embeddings(lm: LM, raw: bytes) -> dict[str, Any]:
     data = _json_object(lm, raw)
     items = data.get("data")
@@ -767,3 +935,8 @@ def _check_embeddings(lm: LM, raw: bytes) -> dict[str, Any]:
     ):
         raise LMServerError(lm._describe("answered 200 without embeddings"), status=200)
     return data
+
+
+def _field(obj: Any, name: str) -> Any:
+    """``obj[name]`` of a mapping, else the attribute (None when absent)."""
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)

@@ -10,7 +10,9 @@ by a string; a custom model is a callable from a list of texts to a list (or arr
 sync or async, called once per batch of ``batch_size`` texts with ``**kwargs``. A hosted model's
 requests go through :meth:`dspex.LM.aembed` of an LM built from the name (``kwargs`` are that LM's
 arguments, e.g. ``api_base``, ``api_key``; ``caching`` is its response cache), or of the LM given as
-``model``. Results are numpy ``float32`` arrays when numpy is importable (DSPy's type), else lists.
+``model``. A function's vectors are cached in ``dspex.cache`` too (unless ``caching=False``), keyed
+by the function, the texts and the keywords, as DSPy does. Results are numpy ``float32`` arrays when
+numpy is importable (DSPy's type), else lists.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from dspex._sync import run_sync
 from dspex.errors import ConfigurationError
+from dspex.lm.cache import global_cache
 from dspex.lm.client import LM
 
 __all__ = ["Embedder"]
@@ -79,11 +82,18 @@ class Embedder:
             size = batch_size or self.batch_size
             merged = {**self.default_kwargs, **kwargs}
             vectors: list[list[float]] = []
+            use_cache = self.caching if caching is None else caching
             for start in range(0, len(texts), size):
-                answer = self.model(texts[start : start + size], **merged)
-                if inspect.isawaitable(answer):
-                    answer = run_sync(_awaited(answer))
-                vectors.extend(_rows(answer))
+                batch = texts[start : start + size]
+                found = _cached(self.model, batch, merged) if use_cache else None
+                if found is None:
+                    answer = self.model(batch, **merged)
+                    if inspect.isawaitable(answer):
+                        answer = run_sync(_awaited(answer))
+                    found = _rows(answer)
+                    if use_cache:
+                        _store(self.model, batch, merged, found)
+                vectors.extend(found)
             return _as_output(vectors, single)
         return run_sync(self.acall(inputs, batch_size=batch_size, caching=caching, **kwargs))
 
@@ -108,8 +118,14 @@ class Embedder:
     ) -> list[list[float]]:
         if isinstance(self.model, str | LM):
             return await self._hosted(caching).aembed(texts)
-        answer = self.model(texts, **kwargs)
-        return _rows(await answer if inspect.isawaitable(answer) else answer)
+        use_cache = self.caching if caching is None else caching
+        found = _cached(self.model, texts, kwargs) if use_cache else None
+        if found is None:
+            answer = self.model(texts, **kwargs)
+            found = _rows(await answer if inspect.isawaitable(answer) else answer)
+            if use_cache:
+                _store(self.model, texts, kwargs, found)
+        return found
 
     def _hosted(self, caching: bool | None) -> LM:
         """The LM that answers a hosted model's requests (built once from the name)."""
@@ -119,6 +135,31 @@ class Embedder:
         cache = self.caching if caching is None else caching
         self._lm = LM(self.model, cache=cache, **self.default_kwargs)
         return self._lm
+
+
+# A function's vectors are cached in dspex.cache (DSPy's Embedder does so too), keyed by the
+# function (its source, or its name), the texts and the call's keywords; never by key or endpoint.
+_EMBED_ID = "dspex.lm.embedder.Embedder"
+_NOT_IN_KEY = ("api_key", "api_base", "base_url")
+
+
+def _embed_request(model: Any, texts: list[str], kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {**kwargs, "model": model, "batch_inputs": list(texts), "_fn_identifier": _EMBED_ID}
+
+
+def _cached(model: Any, texts: list[str], kwargs: dict[str, Any]) -> list[list[float]] | None:
+    found = global_cache().get(_embed_request(model, texts, kwargs), _NOT_IN_KEY)
+    return None if found is None else _rows(found)
+
+
+def _store(model: Any, texts: list[str], kwargs: dict[str, Any], rows: list[list[float]]) -> None:
+    try:  # a float32 array: what callers get back anyway, and cheap to copy on each hit
+        import numpy as np
+
+        value: Any = np.asarray(rows, dtype=np.float32)
+    except ImportError:
+        value = rows
+    global_cache().put(_embed_request(model, texts, kwargs), value, _NOT_IN_KEY)
 
 
 def _is_async(function: Any) -> bool:

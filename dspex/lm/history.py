@@ -7,6 +7,7 @@ lm.inspect_history(file=buffer)     # to a file, without colours
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
@@ -35,6 +36,8 @@ def pretty_print_history(history: list[dict[str, Any]], n: int = 1, file: TextIO
             print(paint(_RED, f"{str(message['role']).capitalize()} message:"), file=out)
             for line in _content_lines(message.get("content"), paint):
                 print(line, file=out)
+            for line in _tool_call_lines(message.get("tool_calls"), paint):
+                print(line, file=out)
             print("\n", file=out)
         outputs = entry.get("outputs") or [""]
         first = outputs[0]
@@ -42,6 +45,9 @@ def pretty_print_history(history: list[dict[str, Any]], n: int = 1, file: TextIO
         if text:
             print(paint(_RED, "Response:"), file=out)
             print(paint(_GREEN, str(text).strip(), strip=True), file=out)
+        if isinstance(first, Mapping):
+            for line in _tool_call_lines(first.get("tool_calls"), paint):
+                print(line, file=out)
         if len(outputs) > 1:
             print(paint(_RED, f" \t (and {len(outputs) - 1} other completions)", end=""), file=out)
     print("\n\n\n", file=out)
@@ -83,3 +89,31 @@ def _content_lines(content: Any, paint: Any) -> Iterable[str]:
             name, file_id, data = info.get("filename", ""), info.get("file_id", ""), info.get("file_data", "")
             lines.append(paint(_BLUE, f"<file: name:{name}, id:{file_id}, data_length:{len(data)}>"))
     return lines
+
+
+def _tool_call_lines(tool_calls: Any, paint: Any) -> list[str]:
+    """``Tool calls:`` then ``name: {arguments}`` per call, in OpenAI's shape (``function.name``,
+    ``function.arguments`` as a JSON string) or the plain one (``name`` and ``args``/``arguments``)."""
+    if not tool_calls:
+        return []
+    lines = [paint(_RED, "Tool calls:", end="")]
+    for call in tool_calls:
+        function = call.get("function") or {}
+        name = function.get("name") or call.get("name") or "<unknown>"
+        arguments = function.get("arguments")
+        if arguments is None:
+            arguments = call.get("args", call.get("arguments", {}))
+        lines.append(paint(_GREEN, f"{name}: {_arguments_text(arguments)}", end=""))
+    return lines
+
+
+def _arguments_text(arguments: Any) -> str:
+    if isinstance(arguments, str):
+        written: str = arguments
+        try:
+            arguments = json.loads(written)
+        except json.JSONDecodeError:
+            return written  # not JSON: shown as the LM wrote it
+    if isinstance(arguments, (dict, list)):
+        return json.dumps(arguments, ensure_ascii=False)
+    return str(arguments)

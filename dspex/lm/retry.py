@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from dspex.errors import (
     ConfigurationError,
+    ContextWindowExceededError,
     LMAuthenticationError,
+    LMBillingError,
     LMConnectionError,
     LMError,
     LMNotFoundError,
@@ -163,13 +165,43 @@ def error_for_status(
     api_base: str,
     secret: str | None = None,
 ) -> LMError:
-    """The dspex error for an HTTP error response (status >= 400)."""
+    """The dspex error for an HTTP error response (status >= 400), with DSPy's metadata: the
+    provider (the model's prefix), the provider's error code and its request id when it sent them.
+    A 400 whose code says the prompt was too long is a :class:`ContextWindowExceededError`."""
     detail = provider_message(body, secret=secret)
-    retry_after = retry_after_from_headers(headers)
-    message = f"{model} at {api_base} answered HTTP {status}: {detail}"
-    return _error_class(status)(
-        message, status=status, retry_after=retry_after, model=model, api_base=api_base
+    provider_code = _provider_code(body)
+    error_class = _error_class(status)
+    if status == 400 and provider_code in _CONTEXT_WINDOW_CODES:
+        error_class = ContextWindowExceededError
+    elif status == 402 or provider_code in _BILLING_CODES:  # waiting cannot refill a quota
+        error_class = LMBillingError
+    return error_class(
+        f"{api_base} answered HTTP {status}: {detail}",
+        status=status,
+        retry_after=retry_after_from_headers(headers),
+        model=model,
+        provider=model.partition("/")[0] if "/" in model else None,
+        provider_code=provider_code,
+        request_id=headers.get("x-request-id") or headers.get("request-id"),
+        api_base=api_base,
     )
+
+
+# What OpenAI (and servers copying its errors) call an over-long prompt, and a used-up account
+# (OpenAI answers that one with a 429, which must not be waited out like a rate limit).
+_CONTEXT_WINDOW_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+_BILLING_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
+
+
+def _provider_code(body: str) -> str | None:
+    """The ``code`` of an OpenAI-shaped error body (``{"error": {"code": ...}}``), if any."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return str(code) if code is not None else None
 
 
 async def with_retries(
@@ -223,9 +255,16 @@ def _rate_limit_delay(
 
 def _budget_spent(exc: LMRateLimitError, waited: float, policy: RetryPolicy) -> LMRateLimitError:
     message = (
-        f"{exc} (still rate limited after waiting {waited:.1f}s in total; the budget is "
+        f"{exc.message} (still rate limited after waiting {waited:.1f}s in total; the budget is "
         f"{policy.rate_limit_budget_s:.0f}s: lower the concurrency or raise rate_limit_budget_s)"
     )
     return LMRateLimitError(
-        message, status=exc.status, retry_after=exc.retry_after, model=exc.model, api_base=exc.api_base
+        message,
+        status=exc.status,
+        retry_after=exc.retry_after,
+        model=exc.model,
+        provider=exc.provider,
+        provider_code=exc.provider_code,
+        request_id=exc.request_id,
+        api_base=exc.api_base,
     )

@@ -8,7 +8,8 @@ DSPy's threads become asyncio tasks: a dspex module is awaited (``acall``), an `
 too, and a plain sync callable runs in a worker thread. ``num_threads`` bounds the calls in flight
 (``concurrency=`` is dspex's name for it). Error semantics are :mod:`dspex._parallel`'s: failed pairs
 give None, more than ``max_errors`` failures raise, a configuration or systemic LM error is raised at
-once.
+once. Each pair's ``settings.usage_tracker`` is a copy of the caller's (DSPy's threads get one), so
+it reports that pair's own usage; its LM calls are counted by the caller's trackers too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from dspex._parallel import call_inputs, check_max_errors, resolve_concurrency, run_bounded
+from dspex._parallel import call_inputs, check_max_errors, own_usage_tracker, resolve_concurrency, run_bounded
 from dspex._sync import run_in_thread, run_sync
 from dspex.configuration import current_settings
 from dspex.errors import InputError
@@ -110,6 +111,11 @@ class Parallel:
 
 
 async def _invoke(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    with own_usage_tracker():
+        return await _invoke_target(target, args, kwargs)
+
+
+async def _invoke_target(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     acall = getattr(target, "acall", None)
     if callable(acall):
         return await acall(*args, **kwargs)

@@ -180,6 +180,10 @@ class Predict(Predictor):
         base = _with_sampling_temperature({k: v for k, v in config.items() if k != "n"}, lm, n)
         start = base.get("rollout_id") or 0
         requests = [{**base, "rollout_id": start + i} for i in range(n)]
+        if isinstance(adapter, Adapter):  # one formatted prompt, one LM call of n samples (DSPy's)
+            return await adapter.acall_results(
+                lm, sig, demos, inputs, configs=requests, announced={**base, "n": n}
+            )
         return list(
             await asyncio.gather(
                 *(adapter.acall_result(lm, sig, demos, inputs, config=request) for request in requests)

@@ -550,8 +550,17 @@ def lm_error(model: str, error: str) -> None:
 
 
 def set_limiter_limit(endpoint: str, limit: float) -> None:
-    """The adaptive limiter's limit for ``endpoint`` now."""
-    child(_LIMITER_LIMIT, endpoint).set(limit)
+    """The adaptive limiter's limit for ``endpoint`` now (every LM attempt reports it; the gauge is
+    written only when it changed, under the lock so that the last writer's value is the gauge's)."""
+    if _limiter_limits.get(endpoint) == limit:
+        return
+    with _lock:
+        _limiter_limits[endpoint] = limit
+        child(_LIMITER_LIMIT, endpoint).set(limit)
+
+
+# The limit each endpoint's gauge was last set to: most attempts leave the limit where it was.
+_limiter_limits: dict[str, float] = {}
 
 
 def set_breaker_state(endpoint: str, state: Literal["closed", "half_open", "open"]) -> None:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from dspex._compile_callback import with_compile_callbacks
 from dspex._sync import run_in_thread, run_sync
 from dspex.configuration import current_settings
 from dspex.errors import ConfigurationError, OptimizerError
@@ -31,9 +32,8 @@ from dspex.metrics import FieldMetric
 from dspex.optimizers.budget import Budget
 from dspex.optimizers.checkpoint import BudgetRecord, RunCheckpoint, read_checkpoint, read_state
 from dspex.optimizers.executor import Executor, LocalExecutor
-from dspex.optimizers.history import Trial, TrialHistory
+from dspex.optimizers.history import STEP_LISTENER, Trial, TrialHistory
 from dspex.primitives import Example, Module
-from dspex.utils.callback import with_callbacks
 
 __all__ = [
     "DEFAULT_MAX_ERRORS",
@@ -188,6 +188,9 @@ class OptimizerRun(ABC):
         self.budget.charge(spent, runs=cost.runs)
         self.history.usage = self.budget.spent
         self.step_index += 1
+        listener = STEP_LISTENER.get()
+        if listener is not None:
+            listener(self.history)
 
     async def run_to_end(self) -> Module:
         """Every remaining step, then the result."""
@@ -286,7 +289,9 @@ class Teleprompter:
     - ``async def acompile(...)``: ``compile`` is then its sync wrapper, with its keywords;
     - a plain ``compile`` (as a DSPy teleprompter does): ``acompile`` then runs it in a worker thread.
 
-    ``history`` is the history of the last compile, where kept.
+    ``history`` is the history of the last compile, where kept. Callbacks hear each compile the
+    caller makes once (``on_compile_start`` / ``on_compile_end``; see
+    :mod:`dspex._compile_callback`).
     """
 
     history: TrialHistory | None = None
@@ -300,8 +305,10 @@ class Teleprompter:
         # The compile keywords are written once, on start; what DSPy's callers introspect
         # (inspect.signature(optimizer.compile), as its BetterTogether does) is derived from there.
         super().__init_subclass__(**kwargs)
+        _announce_own_compiles(cls)
         if "start" in vars(cls) and "acompile" not in vars(cls):
-            cls.acompile = _stepwise_acompile(cls)  # type: ignore[method-assign]
+            made = _stepwise_acompile(cls)
+            cls.acompile = with_compile_callbacks(made, none_defaults=False)  # type: ignore[method-assign]
         if "compile" not in vars(cls) and _compile_is_generic(cls):
             cls.compile = _sync_compile(cls)  # type: ignore[method-assign]
 
@@ -341,7 +348,6 @@ class Teleprompter:
             self.history = run.history
             self._keep_from_run(run)
 
-    @with_callbacks
     async def _compile_by_steps(self, *args: Any, **kwargs: Any) -> Module:
         """What a ``start``-defined optimizer's ``acompile`` does: start the run, take every step."""
         run: OptimizerRun = self.start(*args, **kwargs)  # type: ignore[attr-defined]
@@ -384,6 +390,15 @@ def _stepwise_acompile(cls: type[Teleprompter]) -> Callable[..., Any]:
         f"unknown keywords are a ConfigurationError).\n\n:meth:`start`: {inspect.getdoc(start) or ''}"
     )
     return _made(acompile, cls, _compile_signature(start), doc)
+
+
+def _announce_own_compiles(cls: type[Teleprompter]) -> None:
+    """Wrap the ``compile`` / ``acompile`` written in ``cls``'s body for the callbacks' compile hooks
+    (an inherited one is already wrapped; the generic ones only lead to a wrapped one)."""
+    for name in ("compile", "acompile"):
+        own = vars(cls).get(name)
+        if callable(own) and not hasattr(own, _MADE):
+            setattr(cls, name, with_compile_callbacks(own))
 
 
 def _sync_compile(cls: type[Teleprompter]) -> Callable[..., Any]:

@@ -193,6 +193,11 @@ class BootstrapFinetune(FinetuneTeleprompter):
             return lm
         return lm.copy(provider=OpenAIProvider(**self.provider_settings))
 
+    def finetune_lms_replaced(self) -> bool:
+        """Whether ``finetune_lms`` is not this class's own (a subclass overrides it, or it is set on
+        this object): the run then trains through it instead of starting each LM's job itself."""
+        return "finetune_lms" in vars(self) or type(self).finetune_lms is not BootstrapFinetune.finetune_lms
+
     @staticmethod
     def finetune_lms(finetune_dict: Mapping[Any, dict[str, Any]]) -> dict[Any, Any]:
         """Start every fine-tuning job, then wait for each: ``{key: tuned LM}``."""

@@ -202,12 +202,41 @@ class FinetuneRun(OptimizerRun):
             group.state = FinetuneJobState(records=list(data), data_format=data_format)
 
     async def _train(self) -> None:
+        if self.optimizer.finetune_lms_replaced():
+            await self._train_through_finetune_lms()
+            return
         for group in self.groups:
             if group.job is None and _state(group).model is None:
                 self._start_job(group)
         await self._until_named()
         self.record(
             Trial(step=self.step_index, kind="finetune", label="fine-tuning jobs started",
+                  note="; ".join(_describe(g) for g in self.groups))
+        )  # fmt: skip
+        self.phase = "wait"
+
+    async def _train_through_finetune_lms(self) -> None:
+        """Train with the optimizer's own ``finetune_lms`` (a subclass's, or one set on the object),
+        as DSPy 3.4.1 does: one call with every job keyed ``(lm, predictor index or None)``, which
+        answers ``{key: tuned LM}``. The wait step then only finishes the program."""
+        jobs: dict[tuple[Any, int | None], dict[str, Any]] = {}
+        for group in self.groups:
+            state = _state(group)
+            jobs[(group.key, group.predictor)] = {
+                "lm": group.lm,
+                "train_data": list(state.records),
+                "train_data_format": state.data_format,
+                "train_kwargs": self.optimizer.train_kwargs[group.key],
+            }
+        tuned = await run_in_thread(self.optimizer.finetune_lms, jobs)
+        for group in self.groups:
+            key = (group.key, group.predictor)
+            if key not in tuned:
+                raise ConfigurationError(f"finetune_lms returned no tuned LM for {_model(group.key)!r}")
+            group.tuned = tuned[key]
+            group.state = _state(group).model_copy(update={"model": str(_model(group.tuned)), "records": []})
+        self.record(
+            Trial(step=self.step_index, kind="finetune", label="fine-tuned by finetune_lms",
                   note="; ".join(_describe(g) for g in self.groups))
         )  # fmt: skip
         self.phase = "wait"

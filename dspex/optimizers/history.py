@@ -13,6 +13,8 @@ which for candidates is candidate order, whatever order their evaluations finish
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -20,7 +22,7 @@ from pydantic import ConfigDict, TypeAdapter
 
 from dspex.lm.usage import Usage
 
-__all__ = ["Trial", "TrialHistory"]
+__all__ = ["STEP_LISTENER", "Trial", "TrialHistory"]
 
 
 @dataclass(frozen=True)
@@ -111,3 +113,10 @@ class TrialHistory:
 
 
 _HISTORY: TypeAdapter[TrialHistory] = TypeAdapter(TrialHistory)
+
+
+# Hears a run's history after each of its steps in this context (a compile's MLflow run logs its
+# trials live through it); None: nobody. A listener must not raise.
+STEP_LISTENER: contextvars.ContextVar[Callable[[TrialHistory], None] | None] = contextvars.ContextVar(
+    "dspex_step_listener", default=None
+)

@@ -58,7 +58,7 @@ class LabeledFewShot(Optimizer):
     ) -> None:
         super().__init__()
         reject_unknown("LabeledFewShot", unknown, LabeledFewShot.__init__)
-        self.k = check_int("k", k, minimum=1)
+        self.k = check_int("k", k, minimum=0)  # DSPy takes k=0: no demos
         self._budget = Budget(max_lm_calls, max_cost_usd)
 
     def start(

@@ -312,6 +312,8 @@ class Module:
             return []
         children: list[tuple[str, Module]] = []
         for name, value in vars(self).items():
+            if name == "history":
+                continue  # LM calls, up to max_history_size of them: never modules, and walked per call
             if isinstance(value, Module):
                 children.append((name, value))
             elif isinstance(value, list | tuple):

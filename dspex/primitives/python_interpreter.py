@@ -53,6 +53,8 @@ __all__ = ["CodeExecutionError", "CodeInterpreterError", "FinalOutput", "PythonI
 logger = logging.getLogger(__name__)
 
 _MOUNT_ROOT = "/sandbox"
+# JSON-RPC's "server error" code (the -32000 to -32099 range is the application's): a tool failed.
+_JSONRPC_APPLICATION_ERROR = -32000
 
 
 def _canonical(path: PathLike[str] | str) -> str:
@@ -228,11 +230,12 @@ class PythonInterpreter:
         return self._process.popen if self._process is not None else None
 
     def start(self) -> None:
-        """Start the sandbox now (else the first ``execute`` does); a no-op while it runs."""
-        with self._lock:
-            self._ensure_process()
+        """Start the sandbox now (else the first ``execute`` does); a no-op while it runs (the
+        callbacks hear every call, as in DSPy)."""
+        with self._announce("interpreter_startup", {}), self._lock:
+            self._ensure_process(announce=False)
 
-    def _ensure_process(self) -> SandboxProcess:
+    def _ensure_process(self, announce: bool = True) -> SandboxProcess:
         if self._process is not None and self._process.dead is not None:
             self._session_ended = True
             raise self._process.dead  # the limit or crash that ended the session, again
@@ -241,7 +244,7 @@ class PythonInterpreter:
                 "PythonInterpreter session has ended; create a new interpreter for a fresh session."
             )
         if self._process is None:
-            with self._announce("interpreter_startup", {}):
+            with self._announce("interpreter_startup", {}) if announce else _Announcement(None):
                 self._process = self._spawn()
                 self._mount_files()
         return self._process
@@ -401,12 +404,46 @@ class PythonInterpreter:
 
     def invoke_tool(self, tool_name: str, kwargs: dict[str, Any]) -> Any:
         """Call the host tool ``tool_name`` (awaiting it when it is a coroutine function)."""
-        if tool_name not in self.tools:
-            raise CodeInterpreterError(f"Unknown tool: {tool_name}")
         with self._announce("interpreter_tool_call", {"tool_name": tool_name, "kwargs": kwargs}) as announced:
+            if tool_name not in self.tools:  # heard by the callbacks, as a failed call of the code
+                raise CodeInterpreterError(f"Unknown tool: {tool_name}")
             result = self.tools[tool_name](**kwargs)
             announced.result = run_sync(result) if inspect.iscoroutine(result) else result
         return announced.result
+
+    # -- DSPy's protocol methods ---------------------------------------------------------------
+
+    def _handle_tool_call(self, request: dict[str, Any]) -> None:
+        """Answer one ``tool_call`` request (``{"id", "params": {"name", "kwargs"}}``) through
+        :meth:`_write_message`, as DSPy's interpreter does: a JSON-RPC reply whose ``error`` names
+        the exception's type in ``data.type`` (and in ``type``, which the sandbox's runner reads).
+
+        The session's own loop answers the tool calls of running code through its process; this is
+        the same answer for callers that drive the protocol themselves.
+        """
+        params = request.get("params") or {}
+        reply = self._on_tool_call(str(params.get("name")), dict(params.get("kwargs") or {}))
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request.get("id")}
+        if "error" in reply:
+            error = reply["error"]
+            message["error"] = {
+                "code": _JSONRPC_APPLICATION_ERROR,
+                "message": error["message"],
+                "data": {"type": error["type"]},
+                "type": error["type"],
+            }
+        else:
+            message["result"] = reply["result"]
+        self._write_message(
+            json.dumps(message, allow_nan=False, default=str), "while returning a tool result"
+        )
+
+    def _write_message(self, message: str, context: str) -> None:
+        """Send one protocol line (a JSON object) to the running sandbox."""
+        process = self._process
+        if process is None or process.dead is not None:
+            raise CodeInterpreterError(f"no sandbox session is running {context}")
+        process.send(json.loads(message))
 
     # -- callbacks -----------------------------------------------------------------------------
 

@@ -307,7 +307,13 @@ def _read(path: str | Path) -> dict[str, Any]:
 
 def _refuse_pickle(path: Path, allow_pickle: bool, what: str) -> None:
     if not allow_pickle:
+        # DSPy's two sentences lead (code matches on them); then what dspex does differently.
+        refusal = (
+            "Loading with pickle is not allowed"
+            if what.startswith("a pickled program")
+            else "Loading .pkl files can run arbitrary code, which may be dangerous"
+        )
         raise ProgramLoadError(
-            f"{path}: {what}; loading pickles is refused unless you pass allow_pickle=True (only for files "
-            "you trust; dspex reads them with a restricted unpickler that builds only known classes)"
+            f"{path}: {refusal}: {what}, read only with allow_pickle=True (only for files you trust; "
+            "dspex reads them with a restricted unpickler that builds only known classes)"
         )

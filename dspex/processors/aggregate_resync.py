@@ -13,6 +13,15 @@ once the batch's table writes are on the broker, and :class:`SourcePositions` ap
 strictly in offset order from there. :class:`PartitionResync` seeks a partition back to it when
 the agent sees a record beyond it, and, once after every rebalance, when the consumer's position
 is beyond it (nothing more may arrive on that partition to reveal the gap).
+
+A seek alone does not make faust hand the re-read records over: its fetch loop drops a record
+below the partition's read offset, and it sets that offset after each record it hands over, once
+the agent's queue took it. A seek that lands while the loop is part-way through a fetched batch
+(waiting on a full queue: what a loaded machine does all the time) sees the rest of that batch
+raise the read offset again, and the re-read records are dropped as already read; every later
+seek can lose the same way, until the gap is given up for real. So while a partition is being
+read again, its read offset is cleared before every fetch too (:meth:`PartitionResync.hook`),
+the point where no record fetched before the seek is left to raise it.
 """
 
 from __future__ import annotations
@@ -29,14 +38,30 @@ from faust.types import TP
 
 from dspex.processors.aggregate_state import ReadView
 
-__all__ = ["MAX_SEEKS", "RETRY_S", "OffsetVerdict", "PartitionResync", "SourcePositions", "position_key"]
+__all__ = [
+    "MAX_RETRY_S",
+    "MAX_SEEKS",
+    "RETRY_S",
+    "OffsetVerdict",
+    "PartitionResync",
+    "SourcePositions",
+    "position_key",
+]
 
 logger = logging.getLogger(__name__)
 
 RETRY_S = 3.0
-"""A partition still missing its next record this long after a seek is sought again."""
+"""A partition still missing its next record this long after its first seek is sought again; the
+wait doubles after each later seek, up to MAX_RETRY_S."""
+MAX_RETRY_S = 15.0
+"""The longest wait between two seeks of one partition. On a loaded machine the agent can take many
+seconds to work through what it had queued before the re-read records reach it (seen: three seeks
+3 s apart before they did), and every seek queues the partition once more: a fixed short wait
+turns that backlog into a gap given up on."""
 MAX_SEEKS = 10
-"""After this many seeks without the next record, the gap is taken as real (logged as an error)."""
+"""After this many seeks without the next record (about two minutes), the gap is taken as real
+(logged as an error). Source topics are neither compacted nor transactional and records that
+retention deleted are skipped at once (the floor), so a real gap is not expected there."""
 
 OffsetVerdict = Literal["apply", "replayed", "gap"]
 
@@ -104,6 +129,10 @@ class _Pending:
     last_seek: float = -math.inf
     give_up: bool = False
 
+    def retry_after(self) -> float:
+        """Seconds from the last seek to the next one (see RETRY_S)."""
+        return min(RETRY_S * 2.0 ** max(self.seeks - 1, 0), MAX_RETRY_S)
+
 
 class PartitionResync:
     """Seeks source partitions back to the recorded next offset, and retries until it arrives.
@@ -118,6 +147,7 @@ class PartitionResync:
         self._app, self._positions, self._stats = app, positions, stats
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._checked_generation: int | None = None
+        self._hooked: Any = None  # the consumer whose fetches clear the read offsets (see hook)
 
     def floor(self, topic: str, partition: int, offset: int) -> int:
         """The lowest offset the agent may apply next on this partition (0: no constraint)."""
@@ -166,8 +196,25 @@ class PartitionResync:
     async def _seek_due(self) -> None:
         now = time.monotonic()
         for key, pending in list(self._pending.items()):
-            if not pending.give_up and now - pending.last_seek >= RETRY_S:
+            if not pending.give_up and now - pending.last_seek >= pending.retry_after():
                 await self._seek(TP(*key), pending, now)
+
+    def hook(self, consumer: Any) -> None:
+        """Clear the read offset of every partition being read again before each of the
+        consumer's fetches (see the module docs); once per consumer."""
+        if self._hooked is consumer:
+            return
+        fetch = consumer._getmany
+
+        async def fetch_rereading(*args: Any, **kwargs: Any) -> Any:
+            for (topic, partition), pending in self._pending.items():
+                if pending.seeks and not pending.give_up:
+                    # faust skips no record of the partition then; SourcePositions sorts them
+                    consumer._read_offset[TP(topic, partition)] = None
+            return await fetch(*args, **kwargs)
+
+        consumer._getmany = fetch_rereading
+        self._hooked = consumer
 
     async def _seek_in_consumer_thread(self, tp: TP, offset: int) -> None:
         # faust's `consumer.seek` calls aiokafka's seek from this thread while aiokafka fetches in
@@ -175,6 +222,7 @@ class PartitionResync:
         # `seek_wait` runs the seek in aiokafka's thread; the read offset is then reset as `seek`
         # would, so that records from `offset` on are not dropped as already read.
         consumer = self._app.consumer
+        self.hook(consumer)
         await consumer.seek_wait({tp: offset})
         consumer._read_offset[tp] = offset if offset else None
 

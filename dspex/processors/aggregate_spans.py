@@ -16,6 +16,14 @@ to its own span of the same example, so the kept trace is whole. A record with n
 (its example was not traced, or the aggregator's own dead-letter score) gets no span: the
 aggregator starts no trace of its own.
 
+The job has a span here too: a job record whose headers carry the ``traceparent`` of the client's
+``dspex.job`` span (the job's submission) is remembered when read, and when a batch ends the job
+a ``dspex.aggregate.job`` span, child of the client's, covers the time from that record's reading
+to the end, with the job's counts and the ``dspex.job.ended`` event. So the client's job links to
+the aggregator as each example's trace does, whatever the examples' sampling. What is remembered
+lives in this process only (at most :data:`MAX_JOBS_REMEMBERED` jobs): a job whose record an
+aggregator read before it restarted gets no job span.
+
 When tracing is off the aggregator holds no :class:`BatchSpans` and does no span work at all.
 """
 
@@ -23,8 +31,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -36,6 +44,7 @@ from dspex.schemas.headers import traceparent_from_headers
 
 __all__ = [
     "AGGREGATE_SPAN",
+    "JOB_AGGREGATE_SPAN",
     "JOB_ENDED_EVENT",
     "BatchSpans",
     "batch_spans",
@@ -43,6 +52,8 @@ __all__ = [
 ]
 
 AGGREGATE_SPAN: Final = "dspex.aggregate"
+JOB_AGGREGATE_SPAN: Final = "dspex.aggregate.job"
+MAX_JOBS_REMEMBERED: Final = 10_000
 JOB_ENDED_EVENT: Final = "dspex.job.ended"
 SERVICE_NAME: Final = "dspex-aggregate"
 
@@ -83,6 +94,11 @@ class _Folded:
     counted: bool
 
 
+# job id -> (the client's job span as a traceparent, when its record was read in epoch ns), for
+# the jobs whose end this aggregator has not spanned yet; oldest dropped first
+_JOB_PARENTS: OrderedDict[str, tuple[str, int]] = OrderedDict()
+
+
 class BatchSpans:
     """The ``dspex.aggregate`` spans of the records one batch applied, made when the batch ends
     (with the time each record was applied as its start): every attribute is set in one go."""
@@ -90,10 +106,25 @@ class BatchSpans:
     def __init__(self, tracing: Tracing, jobs: Mapping[str, Any], chunks: Mapping[str, Any]) -> None:
         self._tracing, self._jobs, self._chunks = tracing, jobs, chunks
         self._folded: list[_Folded] = []
+        self._touched: dict[str, bool] = {}  # jobs with a remembered span: ended before the batch?
+
+    def job_read(self, message: Any, job: Any) -> None:
+        """The job record ``job`` was read from ``message``: remember the client's job span its
+        headers name, the parent of the span of the job's end."""
+        traceparent = traceparent_from_headers(_headers(message))
+        if traceparent is None or _remote_parent(traceparent) is None:
+            return
+        _JOB_PARENTS[job.job_id] = (traceparent, time.time_ns())
+        _JOB_PARENTS.move_to_end(job.job_id)
+        while len(_JOB_PARENTS) > MAX_JOBS_REMEMBERED:
+            _JOB_PARENTS.popitem(last=False)
 
     def folded(self, message: Any, record: ScoreRecord, outcome: ScoreOutcome) -> None:
         """``record`` (read from ``message``) was applied with ``outcome``: it gets a span if its
         example's trace is kept (sampled, or this example failed)."""
+        if record.job_id in _JOB_PARENTS and record.job_id not in self._touched:
+            stored = self._jobs.get(record.job_id)
+            self._touched[record.job_id] = stored is not None and stored.get("outcome") is not None
         traceparent = traceparent_from_headers(_headers(message))
         if traceparent is None:
             return
@@ -140,6 +171,31 @@ class BatchSpans:
                 span.add_event(JOB_ENDED_EVENT, _ended(job))
             span.end()
         self._folded = []
+        self._end_jobs()
+
+    def _end_jobs(self) -> None:
+        """A ``dspex.aggregate.job`` span for each job this batch ended whose client's span is
+        remembered (under it, from its record's reading to now); a job already ended is forgotten."""
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        for job_id, ended_before in self._touched.items():
+            counts = None if ended_before else _job_counts(job_id, self._jobs, self._chunks)
+            if not ended_before and (counts is None or not counts["dspex.job.terminal"]):
+                continue  # still running: its span waits for a later batch
+            remembered = _JOB_PARENTS.pop(job_id, None)
+            if counts is None or remembered is None:
+                continue
+            parent = _remote_parent(remembered[0])
+            attributes = {"openinference.span.kind": "CHAIN", "dspex.job_id": job_id, **counts}
+            span = self._tracing.recorder.start(
+                JOB_AGGREGATE_SPAN, context=parent, kind=SpanKind.CONSUMER, attributes=attributes,
+                start_time=remembered[1],
+            )  # fmt: skip
+            span.add_event(JOB_ENDED_EVENT, _ended(counts))
+            if counts["dspex.job.state"] == "failed":
+                span.set_status(Status(StatusCode.ERROR, str(counts.get("dspex.job.stop_reason", "failed"))))
+            span.end()
+        self._touched = {}
 
     def _jobs_seen(self) -> dict[str, None]:
         return {folded.attributes["dspex.job_id"]: None for folded in self._folded}
@@ -172,22 +228,17 @@ def _sampled(traceparent: str) -> bool:
         return False
 
 
-_TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-
-
 def _remote_parent(traceparent: str) -> Any:
     """The OpenTelemetry context of the remote span a W3C ``traceparent`` names; None when it is
     not valid (a span under it would start a trace of the aggregator's own)."""
     from opentelemetry import trace
-    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+    from opentelemetry.trace import NonRecordingSpan
 
-    match = _TRACEPARENT.fullmatch(traceparent.strip())
-    if match is None or match[1] == "ff":
+    from dspex.observability.tracing.provider import remote_span_context
+
+    parent = remote_span_context(traceparent)
+    if parent is None:
         return None
-    trace_id, span_id = int(match[2], 16), int(match[3], 16)
-    if not trace_id or not span_id:
-        return None
-    parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[4], 16)))
     return trace.set_span_in_context(NonRecordingSpan(parent))
 
 

@@ -246,6 +246,8 @@ class Aggregator:
             return
         if isinstance(job, EvalJob):
             batch.add_job(job, message.partition)
+            if self._spans is not None:  # the client's job span, parent of the job's end here
+                self._spans.job_read(message, job)
         elif isinstance(job, Cancel):
             batch.add_cancel(job, message.partition)
         elif isinstance(job, PurgeJob):

@@ -20,7 +20,9 @@ a Cancel stops the named optimization if this worker runs it):
    or ``invalid_submit`` (the job cannot be run as given); ``cancelled``).
 
 The job's message is done (its offset committable) only when the optimization ends, so the job of
-a killed worker is delivered again to the next owner, which resumes from the last checkpoint. On a
+a killed worker is delivered again to the next owner, which resumes from the last checkpoint. What
+the killed worker had spent on its unfinished step (its heartbeats list it) is reported by the next
+owner as the status's ``usage_unreported`` (:mod:`dspex.processors.optimize_unreported`). On a
 rebalance the worker does not wait for the step in progress: its handler is cancelled at once
 (``drain_timeout`` of 0.1 s), the step's work is redone once by the next owner, and the latest
 checkpoint stands. A step is either in a checkpoint or not at all, so the history never repeats a
@@ -32,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -49,13 +51,17 @@ from dspex.errors import (
     OptimizerError,
     ProgramLoadError,
 )
+from dspex.lm.usage import Usage
 from dspex.metrics import metric_from_spec, resolve_metric
 from dspex.observability import metrics as prometheus
 from dspex.optimizers import KafkaExecutor, OptimizerRun
 from dspex.optimizers.registry import check_compile_options, cluster_optimizer, start_options
 from dspex.primitives import Example
+from dspex.processors.aggregate_deaths import death_key
 from dspex.processors.candidates import CandidateCache
 from dspex.processors.common import Outcome, Worker
+from dspex.processors.optimize_unreported import StepSpend, dead_owners_spend, results_usage, total_unreported
+from dspex.processors.unreported import UnreportedLedger
 from dspex.schemas.base import utc_now
 from dspex.schemas.checkpoints import OptimizerCheckpoint
 from dspex.schemas.common import ExampleSet, MetricSpec, UsageRecord
@@ -63,6 +69,7 @@ from dspex.schemas.jobs import Cancel, JobMessage, OptimizeJob
 from dspex.schemas.programs import ProgramSpec
 from dspex.schemas.serde import decode
 from dspex.schemas.status import JobState, OptimizeStatus, OptimizeStopReason, TrialRecord
+from dspex.schemas.workers import WorkerHeartbeat
 from dspex.serialization import candidate_id, dump_program
 from dspex.streams.blobs import BlobReader, refs_of
 from dspex.streams.consumer import ConsumerRuntime
@@ -118,10 +125,35 @@ def metric_of(spec: MetricSpec, allow_modules: tuple[str, ...]) -> Callable[...,
     return resolve_metric(spec.name, allow_modules=allow_modules)
 
 
-def executor_for(client: Client, job: OptimizeJob) -> KafkaExecutor:
+def executor_for(
+    client: Client, job: OptimizeJob, on_usage: Callable[[Usage], None] | None = None
+) -> KafkaExecutor:
     """Where the job's evaluations run: child jobs of ``job`` on the cluster, its full evaluations
-    in the job's ``evaluation_mode``."""
-    return KafkaExecutor(client, parent_job_id=job.job_id, evaluation_mode=job.evaluation_mode)
+    in the job's ``evaluation_mode``; ``on_usage`` gets the usage each call's results carry."""
+    executor = _SpendingExecutor(client, parent_job_id=job.job_id, evaluation_mode=job.evaluation_mode)
+    executor.on_usage = on_usage
+    return executor
+
+
+class _SpendingExecutor(KafkaExecutor):
+    """A KafkaExecutor that says what each finished call's results spent, as they come back (the
+    step charges them only when it ends; until its checkpoint, heartbeats list them)."""
+
+    on_usage: Callable[[Usage], None] | None = None
+
+    async def run(self, *args: Any, **kwargs: Any) -> list[Any]:
+        results = await super().run(*args, **kwargs)
+        self._spent(results)
+        return results
+
+    async def evaluate_many(self, *args: Any, **kwargs: Any) -> list[Any]:
+        results = await super().evaluate_many(*args, **kwargs)
+        self._spent(results)
+        return results
+
+    def _spent(self, results: list[Any]) -> None:
+        if self.on_usage is not None:
+            self.on_usage(results_usage(results))
 
 
 class OptimizeCoordinator(Worker):
@@ -138,6 +170,11 @@ class OptimizeCoordinator(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cancels: dict[str, asyncio.Event] = {}
+        # What the steps in progress spent (heartbeats list it until their checkpoints are in) ...
+        self.unreported = UnreportedLedger()
+        self._steps: dict[str, StepSpend] = {}
+        # ... and, per job, what owners killed mid-step had listed (death key -> usage)
+        self._dead_spend: dict[str, dict[str, UsageRecord]] = {}
 
     async def open_caches(self, stack: AsyncExitStack) -> None:
         cache = CandidateCache(
@@ -196,8 +233,10 @@ class OptimizeCoordinator(Worker):
             await self._publish(job, run, "running", started)
             with context(lm=lm):
                 while not run.done:
-                    await _until_cancelled(run.step(), cancel)
-                    await self._after_step(job, run, started)
+                    with self._step_spend(job.job_id):  # listed in heartbeats until checkpointed
+                        await _until_cancelled(run.step(), cancel)
+                        await self._after_step(job, run, started)
+                    await self._unlist_step()
             await self._publish(
                 job, run, "completed", started, reason=run.history.stopped, stop_reason=budget_stop(run)
             )
@@ -216,6 +255,31 @@ class OptimizeCoordinator(Worker):
             await self._publish(job, run, "failed", started, reason=f"{type(exc).__name__}: {exc}")
         finally:
             self._cancels.pop(job.job_id, None)
+            self._dead_spend.pop(job.job_id, None)
+
+    @contextlib.contextmanager
+    def _step_spend(self, job_id: str) -> Iterator[StepSpend]:
+        with StepSpend(self.unreported, job_id) as spend:
+            self._steps[job_id] = spend
+            try:
+                yield spend
+            finally:
+                self._steps.pop(job_id, None)
+
+    async def _unlist_step(self) -> None:
+        # A heartbeat still listing a checkpointed step would count it twice if this worker died
+        # before the next regular one: say at once that it is charged.
+        if self.heartbeats is not None:
+            await self.heartbeats.send_now()
+
+    def _spent(self, job_id: str, usage: Usage) -> None:
+        spend = self._steps.get(job_id)
+        if spend is not None:
+            spend.add(usage)
+
+    def heartbeat(self) -> WorkerHeartbeat:
+        """The common heartbeat, with what the steps in progress spent per optimization."""
+        return super().heartbeat().model_copy(update={"unreported": self.unreported.snapshot()})
 
     async def _begin(self, job: OptimizeJob) -> tuple[OptimizerRun, Any]:
         if self.candidates is None or self.client is None:
@@ -235,14 +299,34 @@ class OptimizeCoordinator(Worker):
             student,
             trainset=trainset,
             valset=valset,
-            executor=executor_for(self.client, job),
+            executor=executor_for(self.client, job, lambda usage: self._spent(job.job_id, usage)),
             state=checkpoint.state if checkpoint is not None else None,
             **start_options(optimizer, metric),
             **job.compile_options,
         )
         if checkpoint is not None:
             logger.info("optimization %s resumes after step %s", job.job_id, checkpoint.step)
+        await self._note_dead_owners(job, checkpoint)
         return run, lm
+
+    async def _note_dead_owners(self, job: OptimizeJob, checkpoint: OptimizerCheckpoint | None) -> None:
+        """What earlier owners killed mid-step had spent on their unfinished steps (the
+        checkpoint's record of earlier deaths, and the workers topic's latest heartbeats)."""
+        reader: CompactedReader[WorkerHeartbeat] = CompactedReader(
+            self.settings, self.registry.name("workers"), decoder=WorkerHeartbeat
+        )
+        async with reader:
+            await reader.wait_caught_up(_CHECKPOINT_READ_S)
+            beats = reader.snapshot()
+        found = dead_owners_spend(beats, job.job_id, me=death_key(self.heartbeat()))
+        for key, usage in found.items():
+            logger.warning(
+                "optimize worker %s died mid-step (killed?): up to %s LM calls of optimization %s "
+                "are not charged (reported as usage_unreported)",
+                key, usage.lm_calls, job.job_id,
+            )  # fmt: skip
+        earlier = checkpoint.unreported if checkpoint is not None else {}
+        self._dead_spend[job.job_id] = {**found, **earlier}
 
     async def _checkpoint(self, job_id: str) -> OptimizerCheckpoint | None:
         # A fresh reader to the end of the topic: whatever the previous owner had acknowledged is in.
@@ -264,6 +348,7 @@ class OptimizeCoordinator(Worker):
             best_candidate_id=history.best_candidate_id,
             best_score=history.best_score,
             usage=_usage(run),
+            unreported=self._dead_spend.get(job.job_id, {}),
         )
         await self.produce("optimizer-state", checkpoint)  # acknowledged before anything else
         prometheus.optimizer_step(job.optimizer)
@@ -307,6 +392,7 @@ class OptimizeCoordinator(Worker):
             best_candidate_id=best_id,
             best_score=run.history.best_score if run is not None else None,
             usage=_usage(run) if run is not None else UsageRecord(),
+            usage_unreported=total_unreported(self._dead_spend.get(job.job_id, {})),
             seq=(run.step_index if run is not None else 0) + int(terminal),
             started_at=started,
             finished_at=utc_now() if terminal else None,

@@ -120,6 +120,11 @@ class SecurityPolicy:
 
     def check_api_base(self, api_base: str) -> None:
         """Raise SecurityPolicyError unless ``api_base`` is allowed."""
+        if not api_base:
+            raise SecurityPolicyError(
+                "the job's LM has no API base (its provider has no default endpoint): give the LM "
+                "api_base=... (an endpoint this worker allows with --allow-api-base)"
+            )
         if self.allow_api_bases is None:
             if not is_loopback_url(api_base):
                 raise SecurityPolicyError(

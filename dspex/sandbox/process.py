@@ -181,6 +181,10 @@ class SandboxProcess:
         budget = timeout_s if timeout_s is not None else self.limits.timeout_s
         return self._wait(request_id, budget, on_tool_call)
 
+    def send(self, message: dict[str, Any]) -> None:
+        """Write one protocol message to the runner (a reply the caller built itself)."""
+        self._send(message)
+
     def _send(self, message: dict[str, Any]) -> None:
         stdin = self._process.stdin
         assert stdin is not None  # Popen(PIPE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -21,6 +21,8 @@ class OptimizerCheckpoint(Message):
     ``history`` the trials so far, in trial order.
     """
 
+    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: unreported
+
     job_id: str
     step: int = Field(ge=0)
     optimizer: str
@@ -30,4 +32,9 @@ class OptimizerCheckpoint(Message):
     best_candidate_id: str | None = None
     best_score: float | None = None
     usage: UsageRecord = Field(default_factory=UsageRecord)
+    unreported: dict[str, UsageRecord] = Field(
+        default_factory=dict,
+        description="Per optimize worker that died mid-step (its death key), what it had spent on "
+        "that step (dspex.processors.optimize_unreported); summed as the status's usage_unreported.",
+    )
     written_at: Timestamp = Field(default_factory=utc_now)

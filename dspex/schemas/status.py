@@ -138,11 +138,7 @@ class JobStatus(Message):
     @property
     def unreported_note(self) -> str | None:
         """What readers say about ``usage_unreported`` (None: nothing to say)."""
-        usage = self.usage_unreported
-        if usage is None or not usage.lm_calls:
-            return None
-        calls = "LM call" if usage.lm_calls == 1 else "LM calls"
-        return f"up to {usage.lm_calls:,} {calls} not charged: a predictor died"
+        return _unreported_note(self.usage_unreported, "a predictor died")
 
 
 class TrialRecord(WireModel):
@@ -182,7 +178,16 @@ class OptimizeStatus(Message):
         "Readers treat a value they do not know as absent.",
     )
 
-    SCHEMA_VERSION: ClassVar[str] = "1.1"  # 1.1: stop_reason
+    usage_unreported: UsageRecord | None = Field(
+        default=None,
+        description="LM calls (and their tokens and cost) the optimization may have spent that "
+        "``usage`` does not hold: what optimize workers killed mid-step (kill -9) had spent on the "
+        "step they never checkpointed, as their last heartbeat said (the step was redone by the next "
+        "owner). Not a charge: calls answered after that heartbeat are missing. Absent: no such "
+        "death, or a writer older than schema 1.2.",
+    )
+
+    SCHEMA_VERSION: ClassVar[str] = "1.2"  # 1.1: stop_reason; 1.2: usage_unreported
 
     _stop_reason_tolerant = field_validator("stop_reason", mode="wrap")(known_or_none)
 
@@ -191,6 +196,18 @@ class OptimizeStatus(Message):
         """Whether the optimization reached a terminal state."""
         return self.state in TERMINAL_STATES
 
+    @property
+    def unreported_note(self) -> str | None:
+        """What readers say about ``usage_unreported`` (None: nothing to say)."""
+        return _unreported_note(self.usage_unreported, "an optimize worker died mid-step")
+
 
 StatusMessage = Annotated[JobStatus | OptimizeStatus, Field(discriminator="kind")]
 """Any value of the status topic, told apart by ``kind``."""
+
+
+def _unreported_note(usage: UsageRecord | None, cause: str) -> str | None:
+    if usage is None or not usage.lm_calls:
+        return None
+    calls = "LM call" if usage.lm_calls == 1 else "LM calls"
+    return f"up to {usage.lm_calls:,} {calls} not charged: {cause}"

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from dspex.ids import content_id
+from dspex.ids import ID_HEX_DIGITS, content_id
 from dspex.schemas.base import Message, Timestamp, known_or_none
 from dspex.schemas.common import LMSpec, Priority
 
-__all__ = ["Task", "task_id_for"]
+__all__ = ["Task", "TaskIds", "task_id_for"]
 
 
 def task_id_for(job_id: str, candidate_id: str, example_index: int) -> str:
@@ -21,6 +23,24 @@ def task_id_for(job_id: str, candidate_id: str, example_index: int) -> str:
     Redelivered or re-published tasks therefore get the same id, which makes consumers idempotent.
     """
     return content_id({"job_id": job_id, "candidate_id": candidate_id, "example_index": example_index})
+
+
+class TaskIds:
+    """:func:`task_id_for` of one job and candidate, by example index, for submitting many tasks.
+
+    The canonical JSON of the three fields (sorted keys) starts with the candidate and ends with the
+    job, the index between them: the start is hashed once and only the rest per task.
+    """
+
+    def __init__(self, job_id: str, candidate_id: str) -> None:
+        start = f'{{"candidate_id":{json.dumps(candidate_id, ensure_ascii=False)},"example_index":'
+        self._start = hashlib.sha256(start.encode("utf-8"))
+        self._end = f',"job_id":{json.dumps(job_id, ensure_ascii=False)}}}'
+
+    def of(self, example_index: int) -> str:
+        digest = self._start.copy()
+        digest.update(f"{example_index}{self._end}".encode())
+        return digest.hexdigest()[:ID_HEX_DIGITS]
 
 
 class Task(Message):

@@ -31,11 +31,14 @@ class WorkerHeartbeat(Message):
     breaker); ``endpoints`` has them one by one. ``concurrency``: the most messages it runs at once
     (``--concurrency``), so the most in-flight slots one job can get there.
 
-    ``unreported`` (a predictor's): per job, the LM calls its running tasks had answered that no
-    produced record (a prediction or a usage report) carries yet; they are lost if the worker dies
-    without a word (kill -9). ``final``: the worker's last heartbeat, sent as it stops in order,
-    after its tasks were drained. An aggregator that stops hearing from a worker whose last
-    heartbeat was not final adds that heartbeat's ``unreported`` to the jobs' ``usage_unreported``.
+    ``unreported``: per job, the LM calls answered that no acknowledged record carries yet; they
+    are lost if the worker dies without a word (kill -9). A predictor's: its running tasks' calls
+    not yet in a prediction or usage report. An optimize worker's: per optimization, what the step
+    in progress spent (its own calls and finished sub-jobs) since the last acknowledged checkpoint.
+    ``final``: the worker's last heartbeat, sent as it stops in order, after its tasks were drained.
+    An aggregator that stops hearing from a predictor whose last heartbeat was not final adds that
+    heartbeat's ``unreported`` to the jobs' ``usage_unreported``; the next owner of an optimization
+    does the same for a dead optimize worker's (``OptimizeStatus.usage_unreported``).
     ``dispatch_window``: how many tasks the worker lets run at once now (``in_flight`` stays
     below it): the least of ``--concurrency``, what its event loop can serve and its LM limits
     plus headroom. ``limit`` alone can read higher than what runs.
@@ -66,6 +69,6 @@ class WorkerHeartbeat(Message):
     )
     unreported: dict[str, UsageRecord] = Field(
         default_factory=dict,
-        description="Per job: LM calls answered that no produced record carries yet (a predictor's).",
+        description="Per job: LM calls answered that no acknowledged record carries yet.",
     )
     final: bool = Field(default=False, description="The last heartbeat of a worker stopping in order.")

@@ -323,7 +323,7 @@ def _field_values(
     code = code_step(view)
     if code is not None:  # RLM or ProgramOfThought writing code for an arithmetic question (see _code)
         return {d.name: code.get(d.name, _plausible(d, _draw(request_hash, d.name))) for d in outputs}, None
-    reflected = reflect_fields(view.inputs, names, _draw(request_hash, "reflection"))
+    reflected = reflect_fields(view.inputs, names)
     if reflected is not None:  # DSPy's GEPA proposer (see _reflect)
         return reflected, None
     value, correct = _solve(view, request_hash)
@@ -357,7 +357,7 @@ def render_outputs(view: PromptView, values: dict[str, Any], request_hash: str) 
 def compose_answer(view: PromptView, request_hash: str) -> Answer:
     """The simulated LM's reply to the request ``view``, deterministic in ``request_hash``."""
     if view.system is None and is_reflection_prompt(view.last_user):
-        return Answer(reflect(view.last_user, _draw(request_hash, "reflection")), None)
+        return Answer(reflect(view.last_user), None)
     if view.system is None or not view.system.outputs:
         value, correct = _solve(view, request_hash)
         text = str(value) if value is not None else f"This is a simulated response ({request_hash[:8]})."

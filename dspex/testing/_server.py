@@ -3,7 +3,9 @@
 Endpoints: ``POST /v1/chat/completions`` (DSPy ChatAdapter and JSONAdapter formats, see
 :mod:`dspex.testing.task` for the arithmetic task and its accuracy model; native tool calls for
 requests with ``tools``, see :mod:`dspex.testing._tools`; ``stream: true`` answers as server-sent
-chunks, see :mod:`dspex.testing._stream`), ``POST /v1/embeddings``, ``GET /v1/models``, OpenAI's
+chunks, see :mod:`dspex.testing._stream`), ``POST /v1/embeddings``, ``GET /v1/models``,
+``POST /v1/responses`` (OpenAI's Responses API over the same answers, see
+:mod:`dspex.testing._responses`), OpenAI's
 Files and Batch APIs (``/v1/files``, ``/v1/batches``: see :mod:`dspex.testing._files` and
 :mod:`dspex.testing._batches`), OpenAI's fine-tuning API (``/v1/fine_tuning/jobs``, see
 :mod:`dspex.testing._finetune`), and the admin endpoints a test drives it with: ``GET /admin/stats``,
@@ -40,6 +42,7 @@ from dspex.testing._completion import Completion, build_completion
 from dspex.testing._embed import DEFAULT_DIMENSIONS, embed
 from dspex.testing._files import FileStore, files_routes
 from dspex.testing._finetune import FinetuneStore, finetune_routes
+from dspex.testing._responses import responses_routes
 from dspex.testing._stream import DONE_EVENT, sse_event, stream_chunks
 
 __all__ = ["DownMode", "SimLMConfig", "SimulatedLM", "make_app", "start_server"]
@@ -467,6 +470,7 @@ def make_app(sim: SimulatedLM) -> web.Application:
             *files_routes(sim),
             *batches_routes(sim),
             *finetune_routes(sim),
+            *responses_routes(sim),
             *admin_routes(sim),
         ]
     )

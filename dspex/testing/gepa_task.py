@@ -11,7 +11,10 @@ its seed, and the only place it appears is the feedback of this metric for a wro
     wrong: expected 375, got 371. Instructions that say "mind the carried digits" do better.
 
 The simulated LM, as a reflection LM, copies a phrase it reads that way into its new instruction
-(:mod:`dspex.testing._reflect`); from scores alone it never writes one. So GEPA with this metric
+(:mod:`dspex.testing._reflect`); from scores alone it never writes one. Its other revisions are
+drawn from what the reflection is shown (the instruction and the examples' feedback), not from the
+wording of the proposer's prompt, so two GEPA implementations that make the same decisions propose
+the same texts. So GEPA with this metric
 finds the phrase and beats zero-shot, and GEPA with :func:`score_metric` at the same budget does
 not find it. Deterministic: the phrase depends on the seed only, the answers on the requests only.
 

@@ -14,17 +14,22 @@ What a run holds (see :mod:`~dspex.tracking.content`):
   ``program``, ``program_id``, ``model``, ``metric``, ``dataset_fingerprint``, ``num_examples`` (and
   ``job_id`` on the cluster); metrics ``score``, ``cost_usd``, tokens, ``lm_calls``, ``errors``,
   ``examples_per_s``; artifacts ``results.json`` (every example's inputs, outputs, score, error) and
-  ``program.json``. A cluster evaluation also logs those metrics while it runs, with the examples
-  done as the step (:mod:`~dspex.tracking.progress`), its final values at the step of the whole
-  dataset;
-- an **optimization** (a local compile, ``dspex optimize``, or each job of ``dspex worker optimize
-  --mlflow-uri``): params ``optimizer``, ``seed``, each plain knob as ``knob.NAME`` (and the
-  trainset's fingerprint, locally); the metric ``score`` with one step per trial (and
-  ``best_score_so_far``); artifacts ``best_program.json`` and ``best_program.txt`` (its instructions
-  and demos). The candidate evaluations of a local compile, and of a worker's optimization, are its
-  child runs. A worker logs only to the server it was started with; a job cannot name one. A
-  worker logs each trial as its step ends, into the run tagged with the job's id: an optimization
-  another worker resumes (its first one was killed) goes on in the same run, after its last step.
+  ``program.json``. Local or on the cluster, those metrics are also logged while it runs, with the
+  examples done as the step (:mod:`~dspex.tracking.progress`), its final values at the step of the
+  whole dataset;
+- an **optimization** (a local compile, ``Client.optimize``, ``dspex optimize``, or each job of
+  ``dspex worker optimize --mlflow-uri``): params ``optimizer``, ``seed``, each plain knob as
+  ``knob.NAME`` (and the trainset's fingerprint, locally); the metric ``score`` with one step per
+  trial (and ``best_score_so_far``), and at each trial's step the ``cost_usd``, ``total_tokens``
+  and ``lm_calls`` spent so far and ``examples_per_s`` (logged as the trials come: by the worker,
+  by ``Client.optimize`` and ``dspex optimize`` while they follow the job, by a local compile
+  after each step; the whole run's usage follows at the step after the last trial); artifacts
+  ``best_program.json`` and ``best_program.txt`` (its instructions and demos). The candidate
+  evaluations of a local compile, and of a worker's optimization, are its child runs (none with
+  ``MlflowSettings(nested_evaluations=False)``: only the optimization's run). A worker logs only
+  to the server it was started with; a job cannot name one. A worker logs each trial as its step
+  ends, into the run tagged with the job's id: an optimization another worker resumes (its first
+  one was killed) goes on in the same run, after its last step.
 
 MLflow's own client does the talking: ``mlflow-skinny``, the ``mlflow`` extra (``pip install
 'dspex[mlflow]'``), imported only when MLflow logging is turned on.
@@ -41,7 +46,13 @@ from typing import Any
 
 from dspex.tracking.callback import PARENT_RUN, MlflowCallback
 from dspex.tracking.logger import MlflowLogger
-from dspex.tracking.progress import EvaluationProgress
+from dspex.tracking.optimization import (
+    OptimizationFollower,
+    opening_stub,
+    status_content,
+    status_points,
+)
+from dspex.tracking.progress import EvaluationProgress, LocalEvaluationProgress
 from dspex.tracking.settings import MlflowSettings, resolve
 
 __all__ = [
@@ -49,12 +60,15 @@ __all__ = [
     "MlflowCallback",
     "MlflowLogger",
     "MlflowSettings",
+    "abandon_optimization",
     "active",
     "alog_submission",
     "begin_optimization",
     "enable",
     "evaluation_progress",
     "flush",
+    "follow_optimization",
+    "local_evaluation_progress",
     "log_evaluation",
     "log_optimization",
     "log_optimization_progress",
@@ -140,11 +154,30 @@ def _installed() -> MlflowCallback | None:
     return _active if current_settings().mlflow is not None else None
 
 
-def evaluation_progress(submission: Any, started: float | None = None) -> EvaluationProgress | None:
-    """What logs a cluster evaluation's progress while the client follows it (its ``on_status``),
-    None when MLflow logging is off. ``started``: when it was submitted (``time.perf_counter()``)."""
+def _nested_or_alone(callback: MlflowCallback) -> bool:
+    """Whether an evaluation run here is logged: it is no optimization's candidate, or those are
+    logged as child runs (``nested_evaluations``)."""
+    return PARENT_RUN.get() is None or callback.logger.settings.nested_evaluations
+
+
+def local_evaluation_progress() -> LocalEvaluationProgress | None:
+    """What logs the progress of the local ``Evaluate`` call running here (fed each finished
+    example), None when MLflow logging is off or does not log that evaluation."""
     callback = _installed()
     if callback is None:
+        return None
+    from dspex.utils.callback import ACTIVE_CALL_ID
+
+    return callback.progress_of(ACTIVE_CALL_ID.get())  # inside Evaluate's call: its own call id
+
+
+def evaluation_progress(submission: Any, started: float | None = None) -> EvaluationProgress | None:
+    """What logs a cluster evaluation's progress while the client follows it (its ``on_status``),
+    None when MLflow logging is off or does not log this evaluation (an optimization's candidate
+    with ``nested_evaluations=False``). ``started``: when it was submitted
+    (``time.perf_counter()``)."""
+    callback = _installed()
+    if callback is None or not _nested_or_alone(callback):
         return None
     from dspex.tracking.content import saved_program_name
 
@@ -160,9 +193,10 @@ async def alog_submission(
 ) -> None:
     """Log each program's result of a cluster evaluation the client waited for (one run per
     distinct program, the one ``progress`` opened if it did), off the event loop; nothing when
-    MLflow logging is off. Its metrics are at the step of the whole dataset, after the progress."""
+    MLflow logging is off (or, for an optimization's candidates, ``nested_evaluations=False``).
+    Its metrics are at the step of the whole dataset, after the progress."""
     callback = _installed()
-    if callback is None:
+    if callback is None or not _nested_or_alone(callback):
         return
     from dspex.configuration import current_settings
     from dspex.tracking.content import saved_evaluation_content
@@ -201,23 +235,12 @@ def log_optimization(
     if callback is None:
         return
     from dspex.configuration import current_settings
-    from dspex.tracking.content import optimization_content
 
-    content = optimization_content(
-        str(status.optimizer), knobs, _status_steps(status), best, seed=seed, usage=status.usage,
-        trainset=trainset, job_id=str(status.job_id), settings_lm=current_settings().lm,
-        failed=status.state != "completed",
+    content = status_content(
+        status, best, knobs=knobs, seed=seed, trainset=trainset,
+        settings_lm=current_settings().lm, live=opened is not None,
     )  # fmt: skip
     callback.logger.log(content, run=opened)
-
-
-def _status_steps(status: Any) -> list[Any]:
-    from dspex.tracking.content import Step
-
-    return [
-        Step(index, record.score, record.num_examples, record.kind, optimizer_step=record.step)
-        for index, record in enumerate(status.steps)
-    ]
 
 
 def begin_optimization(optimizer: str, job_id: str | None = None) -> None:
@@ -230,21 +253,35 @@ def begin_optimization(optimizer: str, job_id: str | None = None) -> None:
     callback = _installed()
     if callback is None:
         return
-    from dspex.tracking.content import SOURCE_TAG, RunContent
-
-    stub = RunContent(kind="optimization", name=f"{optimizer} optimize",
-                      tags={"dspex.kind": "optimization", "mlflow.source.name": SOURCE_TAG})  # fmt: skip
     resume = None if job_id is None else {"dspex.kind": "optimization", JOB_TAG: job_id}
-    PARENT_RUN.set(callback.logger.start(stub, resume=resume))
+    PARENT_RUN.set(callback.logger.start(opening_stub(optimizer), resume=resume))
+
+
+def abandon_optimization() -> None:
+    """End the run :func:`begin_optimization` opened as FAILED, nothing more logged (the
+    optimization could not be followed to its end); nothing when none was opened."""
+    callback, run = _installed(), PARENT_RUN.get()
+    if run is None:
+        return
+    PARENT_RUN.set(None)
+    if callback is not None:
+        callback.logger.end(run, failed=True)
 
 
 def log_optimization_progress(status: Any) -> None:
-    """Add the scored trials of a running optimization's ``status`` (an ``OptimizeStatus``) to
-    the run :func:`begin_optimization` opened, each at its step (the trials its run already holds
-    are not sent again). Nothing when MLflow logging is off or no run was opened."""
+    """Add the trials of a running optimization's ``status`` (an ``OptimizeStatus``) to the run
+    :func:`begin_optimization` opened, each at its step: its score, and the cost, tokens and LM
+    calls spent and the examples per second so far, as the status says (the trials its run already
+    holds are not sent again, so each keeps the numbers of the status that first reported it).
+    Nothing when MLflow logging is off or no run was opened."""
     callback, run = _installed(), PARENT_RUN.get()
     if callback is None or run is None:
         return
-    from dspex.tracking.content import step_metrics
+    callback.logger.log_points(run, status_points(status), kind="optimization's progress")
 
-    callback.logger.log_points(run, step_metrics(_status_steps(status)), kind="optimization's progress")
+
+def follow_optimization(optimizer: str) -> OptimizationFollower | None:
+    """What logs an optimization a client follows (``Client.optimize``; its ``on_status``): its
+    run opened now, its trials as statuses come; None when MLflow logging is off."""
+    callback = _installed()
+    return None if callback is None else OptimizationFollower(callback.logger, optimizer)

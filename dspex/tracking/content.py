@@ -29,6 +29,7 @@ __all__ = [
     "saved_evaluation_content",
     "saved_program_name",
     "step_metrics",
+    "usage_metrics",
 ]
 
 logger = logging.getLogger("dspex.tracking")
@@ -270,10 +271,8 @@ def optimization_content(
     scores = [step.score for step in steps if step.score is not None]
     if scores:
         metrics.append(MetricPoint("best_score", max(scores), step=max(len(steps) - 1, 0)))
-    if usage is not None:
-        metrics.append(MetricPoint("cost_usd", float(usage.cost_usd)))
-        metrics.append(MetricPoint("total_tokens", float(usage.total_tokens)))
-        metrics.append(MetricPoint("lm_calls", float(usage.lm_calls)))
+    if usage is not None:  # the whole run's, after its last trial (the trials' own come live)
+        metrics.extend(_usage_points(usage, step=len(steps)))
     artifacts: dict[str, bytes] = {}
     if best is not None:
         program_json = _program_json(best)
@@ -306,6 +305,30 @@ def step_metrics(steps: Sequence[Step]) -> list[MetricPoint]:
         if step.optimizer_step is not None:
             points.append(MetricPoint("optimizer_step", float(step.optimizer_step), step=step.step))
     return points
+
+
+def usage_metrics(steps: Sequence[Step], usage: Any, elapsed_s: float | None = None) -> list[MetricPoint]:
+    """The optimization's usage so far (``usage``: cost, tokens and LM calls since it began) at
+    the step of each trial of ``steps``, and with ``elapsed_s`` its throughput there (the examples
+    its trials up to that one evaluated, per second of ``elapsed_s``). For the trials just
+    reported: the run keeps only points past its last step of each metric, so a trial keeps the
+    usage known when it was first logged."""
+    points: list[MetricPoint] = []
+    examples = 0
+    for step in steps:
+        examples += step.num_examples
+        points.extend(_usage_points(usage, step=step.step))
+        if elapsed_s is not None and elapsed_s > 0:
+            points.append(MetricPoint("examples_per_s", examples / elapsed_s, step=step.step))
+    return points
+
+
+def _usage_points(usage: Any, *, step: int) -> list[MetricPoint]:
+    return [
+        MetricPoint("cost_usd", float(usage.cost_usd), step=step),
+        MetricPoint("total_tokens", float(usage.total_tokens), step=step),
+        MetricPoint("lm_calls", float(usage.lm_calls), step=step),
+    ]
 
 
 def _plain_knobs(knobs: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,8 @@ class MlflowSettings(BaseModel):
     servers are supported). ``experiment``: the experiment the runs go
     into, created if missing. ``run_name``: the name of every run logged (None: the program's
     class and the kind of run, e.g. ``Predict eval``). ``nested_evaluations``: an optimization's
-    candidate evaluations become child runs of its run (False: only the optimization's run).
+    candidate evaluations, local or on the cluster, become child runs of its run (False: only the
+    optimization's run is logged).
     ``timeout_s``: the longest one request to the server may take (MLflow's client takes whole
     seconds: it is rounded up and set as ``MLFLOW_HTTP_REQUEST_TIMEOUT`` in this process, with
     ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` 0); logging that fails or times out is a warning, never a

@@ -210,7 +210,27 @@ def _kind_of(instance: Any, method: str) -> str:
     if isinstance(instance, Adapter):
         return "adapter_parse" if method == "parse" else "adapter_format"
     kind = getattr(instance, "callback_kind", None)
-    return kind if isinstance(kind, str) else "module"
+    if isinstance(kind, str) and kind != "interpreter":
+        return kind
+    hooks = _INTERPRETER_HOOKS.get(method)
+    if hooks is not None and (kind == "interpreter" or _is_code_interpreter(instance)):
+        return hooks
+    return "module"
+
+
+# A code interpreter's methods and the hooks that hear them (DSPy's on_interpreter_* names).
+_INTERPRETER_HOOKS = {
+    "execute": "interpreter_execute",
+    "invoke_tool": "interpreter_tool_call",
+    "start": "interpreter_startup",
+    "shutdown": "interpreter_shutdown",
+}
+
+
+def _is_code_interpreter(instance: Any) -> bool:
+    from dspex.primitives.code_interpreter import CodeInterpreter
+
+    return isinstance(instance, CodeInterpreter)
 
 
 # Call ids as DSPy's (32 hex digits), unique per process run, without uuid4's system call per id:
@@ -249,17 +269,78 @@ def notify_end(
 def _bound_inputs(
     fn: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
+    plan = _binding(fn)
+    if plan is not None:
+        inputs = plan.bind(args, kwargs)
+        if inputs is not None:
+            return inputs
+    signature = inspect.signature(fn)  # what the plan does not cover (*args, positional-only...)
     try:
-        bound = inspect.signature(fn).bind(instance, *args, **kwargs)
+        bound = signature.bind(instance, *args, **kwargs)
     except TypeError:
         return dict(kwargs)
     bound.apply_defaults()
     inputs = dict(bound.arguments)
     inputs.pop("self", None)
-    for name, parameter in inspect.signature(fn).parameters.items():
+    for name, parameter in signature.parameters.items():
         if parameter.kind is inspect.Parameter.VAR_KEYWORD and name in inputs:
             inputs.update(inputs.pop(name))
     return inputs
+
+
+class _Binding:
+    """How a method's arguments become the inputs callbacks hear, worked out once per method:
+    every announced adapter format and parse binds its inputs, and ``inspect.Signature.bind`` per
+    call was most of what announcing them cost."""
+
+    __slots__ = ("defaults", "extra", "keyword", "positional")
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        parameters = list(signature.parameters.values())[1:]  # without self
+        kinds = inspect.Parameter
+        self.positional = tuple(p.name for p in parameters if p.kind is kinds.POSITIONAL_OR_KEYWORD)
+        self.keyword = tuple(p.name for p in parameters if p.kind is kinds.KEYWORD_ONLY)
+        self.defaults = {p.name: p.default for p in parameters if p.default is not kinds.empty}
+        self.extra = any(p.kind is kinds.VAR_KEYWORD for p in parameters)  # **kwargs
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """The inputs in parameter order (``**kwargs`` spread at the end, as the signature's
+        binding gives them); None when the call does not fit (the slow path then decides)."""
+        given = len(args)
+        if given > len(self.positional):
+            return None
+        inputs = dict(zip(self.positional, args, strict=False))
+        matched = 0
+        for name in (*self.positional[given:], *self.keyword):
+            if name in kwargs:
+                inputs[name] = kwargs[name]
+                matched += 1
+            elif name in self.defaults:
+                inputs[name] = self.defaults[name]
+            else:
+                return None  # a required argument is missing: a TypeError to come
+        if matched == len(kwargs):
+            return inputs
+        if not self.extra:
+            return None  # a keyword no parameter takes, or a positional one given twice
+        for name, value in kwargs.items():
+            if name in self.positional[:given]:
+                return None
+            inputs.setdefault(name, value)
+        return inputs
+
+
+@functools.lru_cache(maxsize=1024)
+def _binding(fn: Callable[..., Any]) -> _Binding | None:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    parameters = list(signature.parameters.values())
+    kinds = inspect.Parameter
+    if not parameters or any(p.kind in (kinds.POSITIONAL_ONLY, kinds.VAR_POSITIONAL) for p in parameters):
+        return None
+    return _Binding(signature)
 
 
 class _Announced:
@@ -304,31 +385,15 @@ def with_callbacks(fn: F, *, kind: str | None = None, outermost_only: bool = Fal
     hot path then skips finding it per call); ``outermost_only``: a call made from inside the same
     method of the same instance (an override calling ``super().parse(...)``) is not announced again.
     """
-
+    # The wrappers name only module-level functions: cloudpickle copies a wrapper by value (it
+    # carries the wrapped function's name), and a context variable it reached would not pickle.
     fixed_kind = kind
-
-    def announce(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Announced | None:
-        callbacks = active_callbacks(instance)
-        if not callbacks:
-            return None
-        kind = fixed_kind or _kind_of(instance, fn.__name__)
-        callbacks = listening(callbacks, kind)
-        if not callbacks:
-            return None
-        if outermost_only:
-            key = (id(instance), fn.__name__)
-            if _ANNOUNCING.get() == key:
-                return None
-            announced = _Announced(callbacks, kind, instance, _bound_inputs(fn, instance, args, kwargs))
-            announced.nested_token = _ANNOUNCING.set(key)
-            return announced
-        return _Announced(callbacks, kind, instance, _bound_inputs(fn, instance, args, kwargs))
 
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def async_wrapper(instance: Any, *args: Any, **kwargs: Any) -> Any:
-            announced = announce(instance, args, kwargs)
+            announced = _announce(fn, fixed_kind, outermost_only, instance, args, kwargs)
             if announced is None:
                 return await fn(instance, *args, **kwargs)
             with announced:
@@ -339,7 +404,7 @@ def with_callbacks(fn: F, *, kind: str | None = None, outermost_only: bool = Fal
 
     @functools.wraps(fn)
     def sync_wrapper(instance: Any, *args: Any, **kwargs: Any) -> Any:
-        announced = announce(instance, args, kwargs)
+        announced = _announce(fn, fixed_kind, outermost_only, instance, args, kwargs)
         if announced is None:
             return fn(instance, *args, **kwargs)
         with announced:
@@ -347,3 +412,29 @@ def with_callbacks(fn: F, *, kind: str | None = None, outermost_only: bool = Fal
         return announced.result
 
     return sync_wrapper  # type: ignore[return-value]
+
+
+def _announce(
+    fn: Callable[..., Any],
+    fixed_kind: str | None,
+    outermost_only: bool,
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> _Announced | None:
+    """The announced call of ``fn`` on ``instance``, or None when no callback listens."""
+    callbacks = active_callbacks(instance)
+    if not callbacks:
+        return None
+    kind = fixed_kind or _kind_of(instance, fn.__name__)
+    callbacks = listening(callbacks, kind)
+    if not callbacks:
+        return None
+    if not outermost_only:
+        return _Announced(callbacks, kind, instance, _bound_inputs(fn, instance, args, kwargs))
+    key = (id(instance), fn.__name__)
+    if _ANNOUNCING.get() == key:
+        return None
+    announced = _Announced(callbacks, kind, instance, _bound_inputs(fn, instance, args, kwargs))
+    announced.nested_token = _ANNOUNCING.set(key)
+    return announced

@@ -5,7 +5,8 @@
     executor.failed_indices, executor.exceptions_map
 
 Each call runs in a copy of the caller's context, so dspex settings (``context`` blocks), callback
-ancestry and open usage trackers reach it, and what a call changes there stays in it. With
+ancestry and open usage trackers reach it, and what a call changes there stays in it; as in DSPy, its
+``settings.usage_tracker`` is a copy of the caller's, so it reports that call's own usage. With
 ``num_threads=1`` the calls run one after another on the calling thread. When ``max_errors`` calls
 have failed, the calls not started are skipped and ``execute`` raises. dspex's own programs use
 :class:`dspex.Parallel` (asyncio); this class is for DSPy code that calls the executor directly.
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from dspex._parallel import own_usage_tracker
 from dspex.errors import DspexError
 
 __all__ = ["ParallelExecutor"]
@@ -94,7 +96,7 @@ class ParallelExecutor:
         if self.cancel_jobs.is_set():
             return None
         try:
-            return context.run(function, item)
+            return context.run(_call_with_own_tracker, function, item)
         except Exception as exc:
             self._failed(index, item, exc)
             return None
@@ -110,3 +112,8 @@ class ParallelExecutor:
             logger.error("Error for %r: %s\n%s", item, exc, traceback.format_exc())
         else:
             logger.error("Error for %r: %s. Set `provide_traceback=True` for traceback.", item, exc)
+
+
+def _call_with_own_tracker(function: Callable[[Any], Any], item: Any) -> Any:
+    with own_usage_tracker():
+        return function(item)

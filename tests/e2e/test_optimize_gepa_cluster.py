@@ -37,13 +37,14 @@ def knobs(sim: SimulatedLMServer, model: str = "openai/simulated") -> dict[str, 
 
 
 def local_reference(
-    sim: SimulatedLMServer, lm: LM, costs: list[float] | None = None
+    sim: SimulatedLMServer, lm: LM, costs: list[float] | None = None, **extra: Any
 ) -> tuple[str, list[TrialRecord], list[int]]:
     """The same optimization here: best program id, trials, LM requests per step (and, into
-    ``costs``, the USD each step spent)."""
+    ``costs``, the USD each step spent); ``extra``: more GEPA knobs."""
 
     async def go() -> tuple[str, list[TrialRecord], list[int]]:
-        optimizer = optimizer_from_name("gepa", metric=feedback_metric, seed=SEED, **knobs(sim, lm.model))
+        settings = {**knobs(sim, lm.model), **extra}
+        optimizer = optimizer_from_name("gepa", metric=feedback_metric, seed=SEED, **settings)
         calls: list[int] = []
         with context(lm=lm):
             run = optimizer.start(predict_program(), trainset=TRAIN, valset=VAL, executor=LocalExecutor())
@@ -126,7 +127,9 @@ def test_a_cluster_gepa_run_stops_at_its_usd_cap_with_the_best_so_far(
     register_prices(dict([parse_price(f"{PRICED_MODEL}={PRICE}")]))
     lm = LM(PRICED_MODEL, api_base=sim.base_url, cache=False, cache_dir=cache_dir)
     costs: list[float] = []
-    _, trials, _ = local_reference(sim, lm, costs)
+    # a capped run makes nothing ahead (what is spent is what the search can still try): each of
+    # the reference's rounds pays for its own calls only without speculation either
+    _, trials, _ = local_reference(sim, lm, costs, speculate=False)
     assert len(costs) >= 4 and all(cost > 0 for cost in costs[:3])
     cap = sum(costs[:2]) + costs[2] / 2  # reached during the third round
     pipeline = pipeline_factory()

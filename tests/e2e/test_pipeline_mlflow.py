@@ -17,11 +17,14 @@ from typing import Any
 import httpx
 import pytest
 from e2e_optimize import wait_optimizer_owns_jobs
-from e2e_pipeline import Pipeline, devset, predict_program, sim_lm, wait_for
+from e2e_pipeline import JOB_TIMEOUT_S, Pipeline, devset, predict_program, sim_lm, wait_for
 from mlflow_tools import MlflowServer, metrics_of, mlflow_client, params_of, steps_of, tags_of
 
 import dspex
-from dspex import tracking
+from dspex import metrics, tracking
+from dspex.optimizers.executor import KafkaExecutor
+from dspex.optimizers.random_search import BootstrapFewShotWithRandomSearch
+from dspex.schemas import OptimizeStatus
 from dspex.serialization import candidate_id
 from dspex.testing import SimulatedLMServer
 from dspex.tracking import MlflowSettings
@@ -188,6 +191,7 @@ def test_an_optimization_is_logged_by_the_cli_and_by_a_worker_started_with_mlflo
     experiment: str,
     client: Any,
     tmp_path: Path,
+    cache_dir: Path,
 ) -> None:
     worker_experiment = experiment + "-worker"  # the worker's runs go to an experiment of their own
     pipeline = pipeline_factory(env={"MLFLOW_EXPERIMENT_NAME": worker_experiment})
@@ -241,6 +245,18 @@ def test_an_optimization_is_logged_by_the_cli_and_by_a_worker_started_with_mlflo
         step.candidate_id for step in status.steps if step.kind == "full"
     }
 
+    # each trial's step holds the usage spent so far, as the statuses said (the whole at the end)
+    for logged in (run, worker_run):
+        calls = steps_of(client, logged["info"]["run_id"], "lm_calls")
+        assert [step for step, _ in calls] == list(range(len(status.steps) + 1)), calls
+        values = [value for _, value in calls]
+        assert values == sorted(values) and values[-1] == status.usage.lm_calls, calls
+        tokens = steps_of(client, logged["info"]["run_id"], "total_tokens")
+        assert len(tokens) == len(calls) and tokens[-1][1] == status.usage.total_tokens
+        assert len(steps_of(client, logged["info"]["run_id"], "cost_usd")) == len(calls)
+    worker_calls = [value for _, value in steps_of(client, worker_run["info"]["run_id"], "lm_calls")]
+    assert len(set(worker_calls)) >= 2  # logged step by step, not once at the end
+
     # the worker's run through MLflow's client: its steps, its nested runs and its best program
     run_id = worker_run["info"]["run_id"]
     assert steps_of(client, run_id, "score") == scored
@@ -251,6 +267,63 @@ def test_an_optimization_is_logged_by_the_cli_and_by_a_worker_started_with_mlflo
     assert sorted(child.info.run_id for child in nested) == sorted(c["info"]["run_id"] for c in children)
     downloaded = client.download_artifacts(run_id, "best_program.json", str(tmp_path))
     assert candidate_id(json.loads(Path(downloaded).read_text())) == candidate_id(best)
+
+    # Client.optimize with dspex.configure(mlflow=...): a run of the client's own, trials as they come
+    own_experiment = experiment + "-client"
+    dspex.configure(
+        mlflow=MlflowSettings(tracking_uri=mlflow_server.url, experiment=own_experiment, timeout_s=60)
+    )
+    label = f"mlflow-client-{uuid.uuid4().hex[:8]}"
+    with dspex.context(lm=sim_lm(sim, cache_dir)):
+        own_best = pipeline.client.optimize(
+            predict_program(), devset(8, seed=35), devset(10, seed=36), "numeric_equal:answer",
+            optimizer="bootstrap-rs", knobs={"num_candidate_programs": 1, "max_bootstrapped_demos": 2},
+            seed=6, name=label, timeout=240,
+        )  # fmt: skip
+    assert tracking.flush(300)
+    [own] = [s for s in pipeline.client.jobs().values() if isinstance(s, OptimizeStatus) and s.name == label]
+    [own_run] = runs_of_kind(mlflow_server, own_experiment, "optimization")
+    assert own_run["info"]["status"] == "FINISHED" and params_of(own_run)["job_id"] == own.job_id
+    own_scored = [(index, step.score) for index, step in enumerate(own.steps) if step.score is not None]
+    assert steps_of(client, own_run["info"]["run_id"], "score") == own_scored and len(own_scored) >= 3
+    calls = steps_of(client, own_run["info"]["run_id"], "lm_calls")
+    assert [step for step, _ in calls] == list(range(len(own.steps) + 1))
+    assert calls[-1][1] == own.usage.lm_calls
+    assert candidate_id(mlflow_server.artifact_json(own_run, "best_program.json")) == candidate_id(own_best)
+
+
+def test_without_nested_evaluations_a_compile_on_the_cluster_logs_only_its_own_run(
+    shared_pipeline: Pipeline,
+    sim: SimulatedLMServer,
+    cache_dir: Path,
+    mlflow_server: MlflowServer,
+    experiment: str,
+    client: Any,
+) -> None:
+    settings = MlflowSettings(
+        tracking_uri=mlflow_server.url, experiment=experiment, timeout_s=60, nested_evaluations=False
+    )
+    dspex.configure(mlflow=settings)
+    optimizer = BootstrapFewShotWithRandomSearch(
+        metrics.numeric_equal("answer"),
+        max_bootstrapped_demos=1,
+        max_labeled_demos=2,
+        num_candidate_programs=1,
+        seed=4,
+    )
+    executor = KafkaExecutor(shared_pipeline.client, timeout=JOB_TIMEOUT_S)
+    with dspex.context(lm=sim_lm(sim, cache_dir)):
+        train, val = devset(8, seed=33), devset(8, seed=34)
+        optimizer.compile(predict_program(), trainset=train, valset=val, executor=executor)
+    assert tracking.flush(300)
+    trials = optimizer.history.trials if optimizer.history is not None else []
+    scored = [(index, trial.score) for index, trial in enumerate(trials) if trial.score is not None]
+    assert len(scored) >= 3  # its candidates were evaluated on the cluster ...
+
+    [run] = runs_of_kind(mlflow_server, experiment, "optimization")
+    assert steps_of(client, run["info"]["run_id"], "score") == scored
+    assert runs_of_kind(mlflow_server, experiment, "evaluation") == []  # ... and none is a run
+    shared_pipeline.wait_drained()
 
 
 def _finished(server: MlflowServer, experiment: str) -> dict[str, Any] | None:

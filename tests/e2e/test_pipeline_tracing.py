@@ -6,7 +6,8 @@ A real OTLP/HTTP receiver (this test's own ``POST /v1/traces`` server, decoding 
 worker processes started with ``--otlp-endpoint``; the trace of each of the 20 examples must link
 the client's submission, the predictor's task (with the program's spans inside), the scorer's
 metric span and the aggregator's span of folding the score into the job, with the parent ids
-chained across all three Kafka hops.
+chained across all three Kafka hops; the client's job span is the parent of the aggregator's span
+of the job's end, across the jobs topic.
 """
 
 from __future__ import annotations
@@ -164,7 +165,8 @@ def test_each_examples_trace_links_client_predictor_scorer_and_aggregator(
             if {s.trace_id for s in spans if s.name == name} != traces:
                 return None
         llm = {s.trace_id for s in spans if s.attributes.get("openinference.span.kind") == "LLM"}
-        return spans if len(traces) == EXAMPLES and llm >= traces else None
+        ended = [s for s in spans if s.name == "dspex.aggregate.job"]
+        return spans if len(traces) == EXAMPLES and llm >= traces and ended else None
 
     spans = _wait(complete, 60.0)
     by_id = {span.span_id: span for span in spans}
@@ -199,10 +201,19 @@ def test_each_examples_trace_links_client_predictor_scorer_and_aggregator(
             chain.append(parent.name)
             parent = by_id.get(parent.parent_id)
         assert chain[-3:] == [program.name, "dspex.predict", "dspex.example"]
-    # the job's end is told once, by the span of the record whose batch completed it
-    (ender,) = [s for s in spans if "dspex.job.ended" in s.events]
-    assert ender.name == "dspex.aggregate" and ender.attributes["dspex.job.state"] == "completed"
+    # the job's end is told once in the examples' traces, by the span of the record whose batch
+    # completed it ...
+    (ender,) = [s for s in spans if "dspex.job.ended" in s.events and s.name == "dspex.aggregate"]
+    assert ender.attributes["dspex.job.state"] == "completed"
     assert ender.attributes["dspex.job.done"] == EXAMPLES
+    # ... and once in the job's: the aggregator's span of the job, a child of the client's job span
+    # (its record's traceparent, across Kafka)
+    (ended,) = [s for s in spans if s.name == "dspex.aggregate.job"]
+    assert (ended.trace_id, ended.parent_id) == (job.trace_id, job.span_id)
+    assert ended.service == "dspex-aggregate" and ended.events == ("dspex.job.ended",)
+    assert ended.attributes["dspex.job.state"] == "completed"
+    assert ended.attributes["dspex.job.done"] == EXAMPLES
+    assert ended.attributes["dspex.job_id"] == job.attributes["dspex.job_id"]
 
 
 def _wait(found: Callable[[], list[Received] | None], timeout: float) -> list[Received]:

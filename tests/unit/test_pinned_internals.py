@@ -5,7 +5,7 @@ failure names what moved, before an aggregator finds out at run time (an Attribu
 consumer thread, or a setting silently ignored).
 
 Where each is used: ``_fetch_max_wait_ms`` (aggregate_fetch: the 100 ms long poll), the consumer's
-``_read_offset`` and ``seek_wait`` (aggregate_resync: reading a partition again), a table's
+``_read_offset``, ``seek_wait`` and ``_getmany`` (aggregate_resync: reading a partition again), a table's
 ``data`` and ``send_changelog`` (aggregator: one write per key, on the job's partition).
 """
 
@@ -58,8 +58,10 @@ def test_faust_consumer_keeps_read_offsets_and_seeks_in_its_thread() -> None:
     assert "_read_offset" in inspect.get_annotations(FaustConsumer)
     # what aggregate_resync does after seek_wait, as faust's own seek does
     assert "self._read_offset[ensure_TP(partition)] = offset" in inspect.getsource(FaustConsumer.seek)
-    for name in ("seek_wait", "position", "earliest_offsets"):
+    for name in ("seek_wait", "position", "earliest_offsets", "_getmany"):
         assert inspect.iscoroutinefunction(getattr(FaustAIOKafkaConsumer, name)), name
+    # the fetch loop asks for each batch through the instance's _getmany, which the resync wraps
+    assert "await self._getmany(" in inspect.getsource(FaustConsumer._wait_next_records)
 
 
 @pytest.fixture

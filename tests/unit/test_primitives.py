@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gc
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -154,6 +155,26 @@ def test_named_predictors_walks_attributes_lists_and_dicts() -> None:
         "tools['search']",
         "alias",
     ]
+
+
+def test_the_module_walk_does_not_read_the_lm_history() -> None:
+    # Every call walks the tree; a module's history holds up to max_history_size LM calls, so
+    # reading it would make each call slower as the history grows.
+    program = _Nested()
+
+    class Exploding(list[Any]):
+        def __iter__(self) -> Any:
+            raise AssertionError("the module walk read the history")
+
+    program.history = Exploding([{"messages": []}] * 10_000)
+    assert [path for path, _ in program.named_children()] == [
+        "generate",
+        "steps[0]",
+        "steps[1]",
+        "tools['search']",
+        "alias",
+    ]
+    assert len(program.module_tree()) == 6
 
 
 def test_walking_the_module_tree_leaves_nothing_for_the_garbage_collector() -> None:

@@ -13,10 +13,13 @@ task (predictor), its scoring (scorer, an ``EVALUATOR`` span) and its score fold
 on the task, prediction and score messages. Each example is one trace.
 
 Sampling: parent-based, new traces kept with probability ``sample_ratio`` (default
-:data:`DEFAULT_SAMPLE_RATIO`, 1%; ``OTEL_TRACES_SAMPLER(_ARG)`` may say otherwise). Failed examples
-are always kept: unsampled spans are still recorded, and each process exports the part of an
-unsampled trace it ran when one of its spans failed (an exception, an error prediction or score),
-deciding when the trace's local root span ends (see :mod:`~dspex.observability.tracing.provider`).
+:data:`DEFAULT_SAMPLE_RATIO`, 1%; ``OTEL_TRACES_SAMPLER(_ARG)`` may say otherwise), decided once per
+example where its trace starts (and carried in the ``traceparent`` flag across Kafka). Failed
+examples are always kept: inside an unsampled trace each call is a plain object holding references
+to the call (no OpenTelemetry call, no attribute built), and each process exports the part of an
+unsampled trace it ran when that part's local root span failed (an exception, an error prediction or
+score), with the inputs of the spans that failed (see :mod:`~dspex.observability.tracing.lean`).
+Unsampled spans are not made OpenTelemetry's current span.
 Secrets (API keys, authorization headers, any secret-named value) never go into attributes.
 An unreachable receiver never fails or slows a call: export errors are counted in
 ``dspex_trace_export_errors_total`` and logged at most once a minute.

@@ -12,55 +12,56 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
-from openinference.semconv.trace import (
-    OpenInferenceMimeTypeValues,
-    OpenInferenceSpanKindValues,
-    SpanAttributes,
-)
+from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, Status, StatusCode, Tracer
 
 from dspex.lm.events import LMAttempt, LMRequest
-from dspex.observability.tracing.attributes import (
-    INPUT_MESSAGES,
-    INVOCATION_PARAMETERS,
-    OUTPUT_MESSAGES,
-    json_text,
-    message_attributes,
-    scrub,
-    secret_key,
-)
+from dspex.observability.tracing.attributes import scrub
+from dspex.observability.tracing.lean import UNSAMPLED, LeanSpan, Source
 from dspex.observability.tracing.provider import Recorder
+from dspex.observability.tracing.sources import (
+    CODE,
+    FORMAT,
+    KIND,
+    LM,
+    MODULE,
+    PARSE,
+    TOOL_CALL,
+    lm_outputs,
+    output,
+)
 from dspex.utils.callback import BaseCallback
 
-__all__ = ["TracingCallback"]
+__all__ = ["KIND", "TracingCallback"]
 
-KIND: Final = SpanAttributes.OPENINFERENCE_SPAN_KIND
 _CHAIN: Final = OpenInferenceSpanKindValues.CHAIN.value
-_LLM: Final = OpenInferenceSpanKindValues.LLM.value
-_TOOL: Final = OpenInferenceSpanKindValues.TOOL.value
-_JSON: Final = OpenInferenceMimeTypeValues.JSON.value
-_TEXT: Final = OpenInferenceMimeTypeValues.TEXT.value
 
 
-Contents = Callable[[], dict[str, Any]]
-"""Builds a span's content attributes (input and output values, messages): called only for spans
-that are exported with their contents (see :class:`TracingCallback`)."""
+class _Open:
+    """A span of a sampled trace (or of a plain tracer) this callback opened: what ending it takes."""
 
+    __slots__ = ("attempts", "lean_token", "sampled", "secrets", "secrets_token", "span", "token", "unsent")
 
-class _Open(NamedTuple):
-    span: Span
-    token: object
-    secrets: tuple[str, ...]
-    secrets_token: contextvars.Token[tuple[str, ...]] | None
-    sampled: bool
-    inputs: Contents | None  # of an unsampled span: kept for when it fails
+    def __init__(
+        self,
+        span: Span,
+        token: object,
+        lean_token: contextvars.Token[LeanSpan | None] | None,
+        secrets: tuple[str, ...],
+        secrets_token: contextvars.Token[tuple[str, ...]] | None,
+        sampled: bool,
+        unsent: tuple[Source, Any, Mapping[str, Any]] | None,  # unsampled: its inputs, if it fails
+    ) -> None:
+        self.span, self.token, self.lean_token = span, token, lean_token
+        self.secrets, self.secrets_token = secrets, secrets_token
+        self.sampled, self.unsent = sampled, unsent
+        self.attempts = 0  # of an LM call
 
 
 # Secret values met in the calls running here (an LM's key, a secret-named input): the spans of what
@@ -76,37 +77,30 @@ class TracingCallback(BaseCallback):
     (then unsampled traces are not recorded at all, failed or not).
 
     Spans of sampled traces carry their contents (inputs, outputs, prompt and completion messages).
-    Spans of unsampled traces are recorded lean (names, timings, model, status, the usage and
-    attempts of failed LM calls), with the inputs of the spans that fail: serializing every prompt
-    of the 99% of examples that are dropped would cost more than the rest of tracing together.
+    Inside an unsampled trace a call costs a :class:`~dspex.observability.tracing.lean.LeanSpan`
+    that holds references to the call (no name, attribute or id is made, no OpenTelemetry call);
+    if the example fails, its spans are exported lean (names, timings, model, status, the usage and
+    attempts of failed LM calls) with the inputs of the spans that failed.
     """
 
     def __init__(self, tracer: Tracer | Recorder) -> None:
         # a Recorder (what configure(tracing=...) gives) also records unsampled traces, lean, so
         # that failed examples are kept; a plain tracer follows its own provider's sampling
+        self._lean = isinstance(tracer, Recorder)
         self._start_span = tracer.start if isinstance(tracer, Recorder) else tracer.start_span
-        self._open: dict[str, _Open] = {}
-        self._attempts: dict[str, int] = {}
+        self._open: dict[str, _Open | LeanSpan] = {}
         self._evaluations: set[int] = set()  # span ids of evaluation spans open now
         self._lock = threading.Lock()
 
     # -- modules, evaluations, compiles ----------------------------------------------------------
 
     def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        attributes = {KIND: _CHAIN, "dspex.module": type(instance).__qualname__}
-        self._start(
-            call_id,
-            _module_name(instance),
-            attributes,
-            lambda: _input(inputs),
-            _secret_inputs(inputs),
-            example=True,
-        )
+        self._call(call_id, MODULE, instance, inputs, example=True)
 
     def on_module_end(
         self, call_id: str, outputs: Any | None, exception: BaseException | None = None
     ) -> None:
-        self._end(call_id, {}, lambda: _output(outputs), exception)
+        self._end(call_id, output, outputs, exception)
 
     def on_evaluate_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         devset = inputs.get("devset") or getattr(instance, "devset", None) or ()
@@ -122,9 +116,9 @@ class TracingCallback(BaseCallback):
         opened = self._open.get(call_id)
         if opened is not None:
             with self._lock:
-                self._evaluations.discard(opened.span.get_span_context().span_id)
-        scored = {"dspex.evaluate.score": float(score)} if isinstance(score, int | float) else {}
-        self._end(call_id, scored, None, exception)
+                self._evaluations.discard(_span_of(opened).get_span_context().span_id)
+        scored = {"dspex.evaluate.score": float(score)} if isinstance(score, int | float) else None
+        self._end(call_id, None, None, exception, scored)
 
     def on_compile_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         self._start(call_id, f"{type(instance).__name__}.compile", {KIND: _CHAIN})
@@ -132,27 +126,19 @@ class TracingCallback(BaseCallback):
     def on_compile_end(
         self, call_id: str, outputs: Any | None, exception: BaseException | None = None
     ) -> None:
-        self._end(call_id, {}, None, exception)
+        self._end(call_id, None, None, exception)
 
     # -- LM calls --------------------------------------------------------------------------------
 
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        model = getattr(instance, "model", None)
-        attributes: dict[str, Any] = {KIND: _LLM}
-        if isinstance(model, str):
-            attributes[SpanAttributes.LLM_MODEL_NAME] = model
-            if "/" in model:
-                attributes[SpanAttributes.LLM_PROVIDER] = model.split("/", 1)[0]
-        name = f"LM.{model}" if isinstance(model, str) else "LM"
-        self._start(call_id, name, attributes, lambda: _lm_inputs(instance, inputs), _secrets_of(instance))
+        self._call(call_id, LM, instance, inputs)
 
     def on_lm_attempt(self, call_id: str | None, instance: Any, attempt: LMAttempt) -> None:
         opened = self._open.get(call_id) if call_id is not None else None
         if opened is None:
             return
-        with self._lock:
-            self._attempts[call_id or ""] = self._attempts.get(call_id or "", 0) + 1
-        if not opened.sampled and attempt.outcome == "ok":
+        opened.attempts += 1
+        if attempt.outcome == "ok" and (isinstance(opened, LeanSpan) or not opened.sampled):
             return  # lean: an unsampled trace keeps the attempts that went wrong
         event: dict[str, Any] = {
             "outcome": attempt.outcome,
@@ -163,17 +149,16 @@ class TracingCallback(BaseCallback):
             event["http.status_code"] = attempt.status
         if attempt.error is not None:
             event["error"] = attempt.error
-        opened.span.add_event("lm.attempt", event)
+        _span_of(opened).add_event("lm.attempt", event)
 
     def on_lm_request(self, call_id: str | None, instance: Any, request: LMRequest) -> None:
         opened = self._open.get(call_id) if call_id is not None else None
         if opened is None:
             return
-        with self._lock:
-            attempts = self._attempts.pop(call_id or "", 0)
-        if not opened.sampled and request.outcome != "error":
+        attempts = opened.attempts
+        if request.outcome != "error" and (isinstance(opened, LeanSpan) or not opened.sampled):
             return  # lean: an unsampled trace keeps the usage of failed calls only
-        opened.span.set_attributes(
+        _span_of(opened).set_attributes(
             {
                 SpanAttributes.LLM_TOKEN_COUNT_PROMPT: request.prompt_tokens,
                 SpanAttributes.LLM_TOKEN_COUNT_COMPLETION: request.completion_tokens,
@@ -188,106 +173,128 @@ class TracingCallback(BaseCallback):
         )
 
     def on_lm_end(self, call_id: str, outputs: Any | None, exception: BaseException | None = None) -> None:
-        with self._lock:
-            self._attempts.pop(call_id, None)
-        self._end(call_id, {}, lambda: _lm_outputs(outputs), exception)
+        self._end(call_id, lm_outputs, outputs, exception)
 
     # -- adapters, tools, interpreters -------------------------------------------------------------
 
     def on_adapter_format_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        name = f"{type(instance).__name__}.format"
-        self._start(call_id, name, {KIND: _CHAIN}, lambda: _input(inputs))
+        self._call(call_id, FORMAT, instance, inputs)
 
     def on_adapter_format_end(
         self, call_id: str, outputs: Any | None, exception: BaseException | None = None
     ) -> None:
-        self._end(call_id, {}, lambda: _output(outputs), exception)
+        self._end(call_id, output, outputs, exception)
 
     def on_adapter_parse_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        name = f"{type(instance).__name__}.parse"
-        self._start(call_id, name, {KIND: _CHAIN}, lambda: _input(inputs))
+        self._call(call_id, PARSE, instance, inputs)
 
     def on_adapter_parse_end(
         self, call_id: str, outputs: Any | None, exception: BaseException | None = None
     ) -> None:
-        self._end(call_id, {}, lambda: _output(outputs), exception)
+        self._end(call_id, output, outputs, exception)
 
     def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        name = getattr(instance, "name", None) or type(instance).__name__
-        attributes: dict[str, Any] = {KIND: _TOOL, SpanAttributes.TOOL_NAME: str(name)}
-        description = getattr(instance, "desc", None)
-        if isinstance(description, str) and description:
-            attributes[SpanAttributes.TOOL_DESCRIPTION] = description
-        self._start(call_id, f"Tool.{name}", attributes, lambda: _tool_inputs(instance, inputs))
+        self._call(call_id, TOOL_CALL, instance, inputs)
 
     def on_tool_end(self, call_id: str, outputs: Any | None, exception: BaseException | None = None) -> None:
-        self._end(call_id, {}, lambda: _output(outputs), exception)
+        self._end(call_id, output, outputs, exception)
 
     def on_interpreter_execute_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        attributes: dict[str, Any] = {KIND: _TOOL, SpanAttributes.TOOL_NAME: "code_interpreter"}
-        self._start(call_id, f"{type(instance).__name__}.execute", attributes, lambda: _code(inputs))
+        self._call(call_id, CODE, instance, inputs)
 
     def on_interpreter_execute_end(
         self, call_id: str, outputs: Any | None, exception: BaseException | None = None
     ) -> None:
-        self._end(call_id, {}, lambda: _output(outputs), exception)
+        self._end(call_id, output, outputs, exception)
 
     # -- spans -----------------------------------------------------------------------------------
+
+    def _call(
+        self, call_id: str, source: Source, instance: Any, inputs: Mapping[str, Any], *, example: bool = False
+    ) -> None:
+        lean = UNSAMPLED.get() if self._lean else None
+        if lean is not None and not (example and lean.span_id in self._evaluations):
+            # the common case at the default ratio: inside an unsampled trace, one plain object
+            # holding references to the call, and no OpenTelemetry call at all
+            span = LeanSpan.described(lean, source, instance, inputs)
+            span.token = UNSAMPLED.set(span)
+            self._open[call_id] = span
+            return
+        self._start(
+            call_id, source.name(instance), source.attributes(instance), source, instance, inputs, example
+        )
 
     def _start(
         self,
         call_id: str,
         name: str,
         attributes: dict[str, Any],
-        inputs: Contents | None = None,
-        secrets: tuple[str, ...] = (),
-        *,
+        source: Source | None = None,
+        instance: Any = None,
+        inputs: Mapping[str, Any] | None = None,
         example: bool = False,
     ) -> Span:
+        """A span that is sampled, the root of an unsampled trace, or from a plain tracer."""
+        lean = UNSAMPLED.get() if self._lean else None
         parent_context: otel_context.Context | None = None
         links: list[Link] = []
         if example:
-            parent = trace.get_current_span().get_span_context()
+            parent = (lean or trace.get_current_span()).get_span_context()
             if parent.is_valid and parent.span_id in self._evaluations:
                 # an example of an evaluation: a trace of its own, sampled and kept on its own
                 parent_context, links = otel_context.Context(), [Link(parent)]
         inherited = _SECRETS.get()
-        secrets_token = None
-        if secrets:
-            secrets = (*inherited, *secrets)
-            secrets_token = _SECRETS.set(secrets)
-        else:
-            secrets = inherited
+        if lean is not None:
+            inherited = (*inherited, *lean.all_secrets())
         span = self._start_span(name, context=parent_context, attributes=attributes, links=links)
+        if isinstance(span, LeanSpan):
+            if source is not None:
+                span.source, span.instance, span.inputs = source, instance, inputs or {}
+            span.secrets = (lambda: inherited) if inherited else None
+            span.token = UNSAMPLED.set(span)
+            self._open[call_id] = span
+            return span
+        own = source.secrets(instance, inputs or {}) if source is not None else ()
+        secret_values = (*inherited, *own)
+        secrets_token = _SECRETS.set(secret_values) if own else None
         sampled = span.get_span_context().trace_flags.sampled
-        if sampled and inputs is not None:
-            span.set_attributes(_scrubbed(inputs(), secrets))
+        if sampled and source is not None:
+            span.set_attributes(_scrubbed(source.contents(instance, inputs or {}), secret_values))
         token = otel_context.attach(trace.set_span_in_context(span))
-        kept_inputs = None if sampled else inputs
-        self._open[call_id] = _Open(span, token, secrets, secrets_token, sampled, kept_inputs)
+        lean_token = UNSAMPLED.set(None) if lean is not None else None
+        unsent = None if sampled or source is None else (source, instance, inputs or {})
+        self._open[call_id] = _Open(span, token, lean_token, secret_values, secrets_token, sampled, unsent)
         return span
 
     def _end(
         self,
         call_id: str,
-        attributes: dict[str, Any],
-        outputs: Contents | None,
+        contents: Callable[[Any], dict[str, Any]] | None,
+        outputs: Any,
         exception: BaseException | None,
+        attributes: dict[str, Any] | None = None,
     ) -> None:
         opened = self._open.pop(call_id, None)
         if opened is None:
             return
+        if isinstance(opened, LeanSpan):
+            _end_lean(opened, attributes, exception)
+            return
         span, secrets = opened.span, opened.secrets
-        if opened.sampled and outputs is not None and exception is None:
-            attributes = {**attributes, **outputs()}
-        elif exception is not None and opened.inputs is not None:
-            attributes = {**attributes, **opened.inputs()}  # a failure is kept: say what it was given
-        if attributes:
-            span.set_attributes(_scrubbed(attributes, secrets))
+        found = dict(attributes or {})
+        if opened.sampled and contents is not None and exception is None:
+            found.update(contents(outputs))
+        elif exception is not None and opened.unsent is not None:
+            source, instance, inputs = opened.unsent
+            found.update(source.contents(instance, inputs))  # a failure is kept: say what it was given
+        if found:
+            span.set_attributes(_scrubbed(found, secrets))
         if exception is not None:
             _record_failure(span, exception, secrets)
         span.end()
         otel_context.detach(opened.token)  # type: ignore[arg-type]  # attach's token, opaque
+        if opened.lean_token is not None:
+            _reset(opened.lean_token)
         if opened.secrets_token is not None:
             _SECRETS.reset(opened.secrets_token)
 
@@ -295,52 +302,38 @@ class TracingCallback(BaseCallback):
         return "TracingCallback()"
 
 
+def _span_of(opened: _Open | LeanSpan) -> Span:
+    return opened if isinstance(opened, LeanSpan) else opened.span
+
+
+def _end_lean(span: LeanSpan, attributes: dict[str, Any] | None, exception: BaseException | None) -> None:
+    if exception is not None:
+        # kept if its example failed: what it was given, without any secret of it or its callers
+        secrets = span.all_secrets() + _SECRETS.get()
+        found = dict(attributes or {})
+        if span.source is not None:
+            found.update(span.source.contents(span.instance, span.inputs))
+        span.set_attributes(_scrubbed(found, secrets))
+        _record_failure(span, exception, secrets)
+    elif attributes:
+        span.set_attributes(attributes)  # numbers (an evaluation's score)
+    span.end()
+    if span.token is not None:
+        _reset(span.token)
+        span.token = None
+
+
+def _reset(token: contextvars.Token[LeanSpan | None]) -> None:
+    try:  # noqa: SIM105  (contextlib.suppress would cost an object per span)
+        UNSAMPLED.reset(token)
+    except ValueError:  # ended in another context than it started in (gone now)
+        pass
+
+
 def _scrubbed(attributes: dict[str, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
     if not secrets:
         return attributes
     return {k: scrub(v, secrets) if isinstance(v, str) else v for k, v in attributes.items()}
-
-
-def _lm_inputs(lm: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    messages = inputs.get("messages") or ()
-    attributes = message_attributes(INPUT_MESSAGES, messages)
-    attributes[SpanAttributes.INPUT_VALUE] = json_text(list(messages))
-    attributes[SpanAttributes.INPUT_MIME_TYPE] = _JSON
-    parameters = {key: value for key, value in inputs.items() if key in INVOCATION_PARAMETERS}
-    kwargs = getattr(lm, "kwargs", None)
-    if isinstance(kwargs, Mapping):
-        parameters = {**{k: v for k, v in kwargs.items() if k in INVOCATION_PARAMETERS}, **parameters}
-    if parameters:
-        attributes[SpanAttributes.LLM_INVOCATION_PARAMETERS] = json_text(parameters)
-    return attributes
-
-
-def _lm_outputs(outputs: Any) -> dict[str, Any]:
-    if not isinstance(outputs, list) or not outputs:
-        return {}
-    texts = [_completion_text(output) for output in outputs]
-    attributes: dict[str, Any] = {
-        SpanAttributes.OUTPUT_VALUE: texts[0],
-        SpanAttributes.OUTPUT_MIME_TYPE: _TEXT,
-    }
-    assistant = ({"role": "assistant", "content": text} for text in texts)
-    attributes.update(message_attributes(OUTPUT_MESSAGES, assistant))
-    return attributes
-
-
-def _tool_inputs(tool: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    attributes = _input(inputs)
-    arguments = getattr(tool, "args", None)
-    if isinstance(arguments, Mapping):
-        attributes[SpanAttributes.TOOL_PARAMETERS] = json_text(arguments)
-    return attributes
-
-
-def _code(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    code = inputs.get("code")
-    if not isinstance(code, str):
-        return {}
-    return {SpanAttributes.INPUT_VALUE: code, SpanAttributes.INPUT_MIME_TYPE: _TEXT}
 
 
 def _record_failure(span: Span, exception: BaseException, secrets: Iterable[str]) -> None:
@@ -352,55 +345,6 @@ def _record_failure(span: Span, exception: BaseException, secrets: Iterable[str]
     span.add_event(
         "exception", {"exception.type": type(exception).__qualname__, "exception.message": message}
     )
-
-
-def _module_name(instance: Any) -> str:
-    signature = getattr(instance, "signature", None)
-    cls = type(instance).__name__
-    signature_name = getattr(signature, "__name__", None)
-    return f"{cls}({signature_name})" if isinstance(signature_name, str) else cls
-
-
-def _input(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    return {SpanAttributes.INPUT_VALUE: json_text(dict(inputs)), SpanAttributes.INPUT_MIME_TYPE: _JSON}
-
-
-def _output(outputs: Any) -> dict[str, Any]:
-    if outputs is None:
-        return {}
-    return {SpanAttributes.OUTPUT_VALUE: json_text(outputs), SpanAttributes.OUTPUT_MIME_TYPE: _JSON}
-
-
-def _completion_text(output: Any) -> str:
-    if isinstance(output, Mapping):
-        text = output.get("text")
-        return text if isinstance(text, str) else json_text(output)
-    return output if isinstance(output, str) else json_text(output)
-
-
-def _secret_inputs(inputs: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(
-        value
-        for key, value in inputs.items()
-        if secret_key(key) and isinstance(value, str) and len(value) >= 4
-    )
-
-
-def _secrets_of(lm: Any) -> tuple[str, ...]:
-    """The key an LM sends: given (``api_key``, kept as a SecretStr) or read from ``api_key_env``."""
-    found: list[str] = []
-    candidates: list[Any] = [getattr(lm, "api_key", None), getattr(lm, "_api_key", None)]
-    kwargs = getattr(lm, "kwargs", None)
-    if isinstance(kwargs, Mapping):
-        candidates.append(kwargs.get("api_key"))
-    env = getattr(lm, "api_key_env", None)
-    if isinstance(env, str):
-        candidates.append(os.environ.get(env))
-    for value in candidates:
-        secret = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        if isinstance(secret, str) and len(secret) >= 4:
-            found.append(secret)
-    return tuple(found)
 
 
 def _endpoint(url: str) -> str:

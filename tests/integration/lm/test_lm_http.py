@@ -169,7 +169,9 @@ async def test_an_explicit_key_wins_and_no_key_sends_no_header(server: ScriptedS
 async def test_the_cache_file_holds_no_key(server: ScriptedServer, make_lm: Any, tmp_path: Path) -> None:
     await make_lm(api_key=KEY).acomplete(MESSAGES)
     cache_for(tmp_path / "cache").flush()
-    for path in (tmp_path / "cache").iterdir():
+    files = [path for path in (tmp_path / "cache").rglob("*") if path.is_file()]
+    assert files
+    for path in files:
         assert KEY.encode() not in path.read_bytes()
 
 

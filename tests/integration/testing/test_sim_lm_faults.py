@@ -167,4 +167,5 @@ def test_latency_is_applied(sim: SimulatedLMServer) -> None:
     sim.control.configure(latency=0.2, jitter=0.05)
     start = time.perf_counter()
     assert httpx.post(f"{sim.base_url}/chat/completions", json=BODY).status_code == 200
-    assert 0.14 <= time.perf_counter() - start < 2.0
+    # the lower bound is the latency; the upper one only rules out a wrong unit, loose for a loaded machine
+    assert 0.14 <= time.perf_counter() - start < 10.0

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from mlflow_tools import MlflowServer, free_port, metrics_of, params_of, tags_of
+from mlflow_tools import MlflowServer, free_port, metrics_of, mlflow_client, params_of, steps_of, tags_of
 
 import dspex
 from dspex import metrics, tracking
@@ -100,6 +100,36 @@ async def test_an_evaluation_is_one_run_with_its_params_metrics_and_artifacts(
     no_secret_in(mlflow_server, run)
 
 
+async def test_a_longer_evaluation_logs_its_running_score_cost_and_tokens_as_steps(
+    mlflow_server: MlflowServer, experiment: str
+) -> None:
+    # 4 at once, 0.1 s each: 60 examples take about 1.5 s, past the least interval between points
+    with SimulatedLMServer(latency=0.1) as slow:
+        devset = arithmetic_dataset(60, seed=11)
+        result = await Evaluate(devset=devset, metric=METRIC, concurrency=4).acall(keyed_program(slow))
+    assert tracking.flush(300)
+
+    run = only_run(mlflow_server, experiment, "evaluation")  # the progress and the result: one run
+    assert run["info"]["status"] == "FINISHED"
+    client = mlflow_client(mlflow_server)
+    scores = steps_of(client, run["info"]["run_id"], "score")
+    steps = [step for step, _ in scores]
+    assert len(steps) >= 3 and steps == sorted(set(steps)), scores  # progress points, then the end
+    assert steps[0] > 0 and steps[-2] < len(devset)
+    assert scores[-1] == (len(devset), result.score)
+    tokens = steps_of(client, run["info"]["run_id"], "total_tokens")
+    assert [step for step, _ in tokens] == steps
+    assert [value for _, value in tokens] == sorted(value for _, value in tokens)
+    assert tokens[-1][1] == result.usage.total_tokens
+    costs = steps_of(client, run["info"]["run_id"], "cost_usd")
+    assert [step for step, _ in costs] == steps and costs[-1][1] == pytest.approx(result.usage.cost_usd)
+    calls = steps_of(client, run["info"]["run_id"], "lm_calls")
+    assert all(value == step for step, value in calls[:-1])  # one LM call per example done
+    rates = steps_of(client, run["info"]["run_id"], "examples_per_s")
+    assert len(rates) == len(steps) and all(rate > 0 for _, rate in rates)
+    assert mlflow_server.artifact_paths(run) == ["program.json", "results.json"]
+
+
 async def test_a_compile_is_a_run_with_a_step_per_trial_and_its_evaluations_as_children(
     mlflow_server: MlflowServer, experiment: str, sim: SimulatedLMServer
 ) -> None:
@@ -122,6 +152,18 @@ async def test_a_compile_is_a_run_with_a_step_per_trial_and_its_evaluations_as_c
     assert len(scored) >= 3  # the zero-shot, labeled and bootstrapped candidates at least
     history = mlflow_server.metric_history(parent["info"]["run_id"], "score")
     assert [(int(point["step"]), float(point["value"])) for point in history] == scored
+    # the usage spent so far at each trial's step, logged after each optimizer step; the whole at the end
+    usage = optimizer.history.usage if optimizer.history is not None else None
+    assert usage is not None and usage.lm_calls > 0
+    client = mlflow_client(mlflow_server)
+    for key, total in (("lm_calls", usage.lm_calls), ("total_tokens", usage.total_tokens)):
+        points = steps_of(client, parent["info"]["run_id"], key)
+        assert [step for step, _ in points] == list(range(len(trials) + 1)), (key, points)
+        values = [value for _, value in points]
+        assert values == sorted(values) and len(set(values)) >= 2 and values[-1] == total, (key, points)
+    costs = steps_of(client, parent["info"]["run_id"], "cost_usd")
+    assert len(costs) == len(trials) + 1 and costs[-1][1] == pytest.approx(usage.cost_usd)
+    assert len(steps_of(client, parent["info"]["run_id"], "examples_per_s")) == len(trials)
     assert mlflow_server.artifact_paths(parent) == ["best_program.json", "best_program.txt"]
     assert candidate_id(mlflow_server.artifact_json(parent, "best_program.json")) == candidate_id(best)
     text = mlflow_server.artifact(parent, "best_program.txt").decode()

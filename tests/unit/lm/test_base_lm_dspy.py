@@ -76,7 +76,9 @@ def test_history_is_kept_per_lm_and_per_module_and_printed() -> None:
     program = dspex.Predict("question -> answer")
     for question in ("one", "two", "three"):
         program(question=question)
-    assert len(lm.history) == 3 and len(program.history) == 2
+    # max_history_size bounds the LM's history too, as in DSPy 3.4.1: the oldest call is dropped
+    assert len(lm.history) == 2 and len(program.history) == 2
+    assert isinstance(lm.history, list) and "one" not in str(lm.history[0]["messages"])
     assert program.history[-1]["outputs"] == ["[[ ## answer ## ]]\nc"]
     out = io.StringIO()
     lm.inspect_history(n=1, file=out)
@@ -132,14 +134,18 @@ def test_lm_state_is_dspys_and_never_holds_a_key() -> None:
         dspex.BaseLM.load_state({**state, "_dspy_lm_class": "somewhere.Else"})
 
 
-def test_configure_cache_sets_the_layers_of_lms_made_afterwards(tmp_path: Path) -> None:
+def test_configure_cache_replaces_the_cache_of_lms_without_their_own_dir(tmp_path: Path) -> None:
+    original = dspex.cache
+    lm = dspex.LM("openai/x")  # made before: it follows dspex.cache at each call
     try:
         dspex.configure_cache(enable_disk_cache=False, disk_cache_dir=tmp_path)
-        cache = dspex.LM("openai/x")._cache
-        assert cache is not None and (cache.disk, cache.memory) == (False, True)
+        cache = lm._response_cache()
+        assert cache is dspex.cache and (cache.enable_disk_cache, cache.enable_memory_cache) == (False, True)
         dspex.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
-        assert dspex.LM("openai/x")._cache is None
-        assert dspex.LM("openai/x", cache_dir=tmp_path)._cache is not None  # its own dir: both layers
+        assert lm._response_cache() is None and dspex.LM("openai/x")._response_cache() is None
+        own = dspex.LM("openai/x", cache_dir=tmp_path)._response_cache()  # its own dir: both tiers
+        assert own is not None and own.enable_disk_cache and own.enable_memory_cache
+        assert dspex.LM("openai/x", cache=False)._response_cache() is None
     finally:
-        dspex.configure_cache()
-    assert cache_mod.cache_for(None) is not None
+        dspex.cache = original
+    assert cache_mod.cache_for(None) is original

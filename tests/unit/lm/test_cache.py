@@ -1,4 +1,4 @@
-"""Cache keys, and hits and misses on both layers of the response cache."""
+"""LM cache keys, and hits and misses of LM responses on both tiers of the cache."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dspex.errors import ConfigurationError
-from dspex.lm.cache import ResponseCache, _MemoryLRU, cache_for, cache_key
+from dspex.lm.cache import Cache, cache_for, cache_key
 
 BASE = "http://127.0.0.1:8000/v1"
 BODY = {
@@ -50,32 +50,37 @@ def test_the_api_base_is_part_of_the_key() -> None:
     assert cache_key(BASE, BODY) != cache_key("https://api.openai.com/v1", BODY)
 
 
+def _lm_cache(directory: Path, memory_entries: int = 1000) -> Cache:
+    return Cache(True, True, directory, memory_max_entries=memory_entries)
+
+
 def test_memory_layer_hit_and_miss(tmp_path: Path) -> None:
-    cache = ResponseCache(tmp_path)
-    assert cache.get("k") is None
-    cache.put("k", RESPONSE)
-    assert cache.get("k") == RESPONSE
+    cache = _lm_cache(tmp_path)
+    assert cache.lm_get("k") is None
+    cache.lm_put("k", RESPONSE)
+    assert cache.lm_get("k") == RESPONSE
 
 
 def test_disk_layer_survives_a_new_process_view(tmp_path: Path) -> None:
-    writer = ResponseCache(tmp_path)
-    writer.put("k", RESPONSE)
+    writer = _lm_cache(tmp_path)
+    writer.lm_put("k", RESPONSE)
     writer.flush()
-    writer.clear_memory()
-    assert writer.get("k") == RESPONSE  # from disk, then promoted to memory
-    other = ResponseCache(tmp_path)  # a second handle on the same file, as another process would have
-    assert other.get("k") == RESPONSE
-    assert other.get("missing") is None
+    writer.reset_memory_cache()
+    assert writer.lm_get("k") == RESPONSE  # from disk, then promoted to memory
+    assert "k" in writer.memory_cache
+    other = _lm_cache(tmp_path)  # a second handle on the same directory, as another process would have
+    assert other.lm_get("k") == RESPONSE
+    assert other.lm_get("missing") is None
 
 
 def test_the_memory_layer_is_bounded_lru() -> None:
-    memory = _MemoryLRU(2)
-    memory.put("a", {"k": "a"})
-    memory.put("b", {"k": "b"})
-    assert memory.get("a") == {"k": "a"}  # "a" is now the most recent
-    memory.put("c", {"k": "c"})
-    assert memory.get("b") is None
-    assert memory.get("a") == {"k": "a"} and memory.get("c") == {"k": "c"}
+    cache = Cache(False, True, None, memory_max_entries=2)
+    cache.lm_put("a", {"k": "a"})
+    cache.lm_put("b", {"k": "b"})
+    assert cache.lm_get("a") == {"k": "a"}  # "a" is now the most recent
+    cache.lm_put("c", {"k": "c"})
+    assert cache.lm_get("b") is None
+    assert cache.lm_get("a") == {"k": "a"} and cache.lm_get("c") == {"k": "c"}
 
 
 def test_one_cache_per_directory_in_a_process(tmp_path: Path) -> None:
@@ -87,20 +92,28 @@ def test_an_unusable_directory_says_what_to_do(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(ConfigurationError, match=r"cache=False"):
-        ResponseCache(blocker / "sub").put("k", RESPONSE)
+        cache_for(blocker / "sub")
+
+
+def test_lm_responses_are_stored_as_json_text_not_pickles(tmp_path: Path) -> None:
+    cache = Cache(True, False, tmp_path, restrict_pickle=True)
+    cache.lm_put("k", RESPONSE)
+    cache.flush()
+    assert isinstance(cache.disk_cache.get("k"), str)  # read back without unpickling anything
+    assert cache.lm_get("k") == RESPONSE
 
 
 def test_reads_are_fast_enough_to_run_on_the_event_loop(tmp_path: Path) -> None:
-    # The reason reads are inline (not in a thread): a WAL point read costs ~10 us here, less than
-    # a hop to a thread pool (~50-100 us). Generous bounds: this machine is shared.
-    cache = ResponseCache(tmp_path)
+    # Reads are inline (not in a thread): a disk point read is cheaper than a hop to a thread pool
+    # (~50-100 us). Generous bounds: this machine is shared.
+    cache = _lm_cache(tmp_path)
     for i in range(2000):
-        cache.put(f"k{i}", RESPONSE)
+        cache.lm_put(f"k{i}", RESPONSE)
     cache.flush()
-    cache.clear_memory()
+    cache.reset_memory_cache()
     took = []
     for i in range(2000):
         started = time.perf_counter()
-        assert cache.get(f"k{i}") is not None
+        assert cache.lm_get(f"k{i}") is not None
         took.append(time.perf_counter() - started)
     assert statistics.median(took) < 500e-6

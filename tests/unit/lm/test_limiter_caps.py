@@ -17,8 +17,9 @@ async def test_requests_per_second_cap_paces_calls() -> None:
             pass
 
     await asyncio.gather(*(call() for _ in range(75)))
-    # 50 go at once (one second of burst), the other 25 at 50/s: about half a second.
-    assert 0.4 <= time.monotonic() - started < 2.0
+    # 50 go at once (one second of burst), the other 25 at 50/s: about half a second (the upper
+    # bound is loose, for a loaded machine; unpaced, the lower one fails)
+    assert 0.4 <= time.monotonic() - started < 5.0
 
 
 async def test_tokens_per_minute_cap_waits_for_the_debt_to_clear() -> None:
@@ -29,7 +30,7 @@ async def test_tokens_per_minute_cap_waits_for_the_debt_to_clear() -> None:
     started = time.monotonic()
     async with limiter.slot():
         pass
-    assert 0.8 <= time.monotonic() - started < 2.0
+    assert 0.8 <= time.monotonic() - started < 5.0  # loose above: a loaded machine adds, never removes
 
 
 async def test_no_caps_means_no_pacing() -> None:
@@ -39,4 +40,4 @@ async def test_no_caps_means_no_pacing() -> None:
     for _ in range(100):
         async with limiter.slot():
             pass
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.0  # no cap: no wait (a token cap would make it hours)

@@ -38,9 +38,14 @@ def test_a_known_provider_gets_its_endpoint_and_key_variable(
     assert "api_base" not in lm.dump_state()  # the provider's default: DSPy's state has none either
 
 
-def test_an_unknown_provider_still_needs_an_api_base(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="needs api_base"):
-        LM("someprovider/model-x", cache_dir=tmp_path)
+def test_an_unknown_provider_needs_an_api_base_when_called(tmp_path: Path) -> None:
+    lm = LM("someprovider/model-x", cache_dir=tmp_path, max_retries=3)  # building checks nothing
+    assert lm.api_base == "" and "api_base" not in lm.dump_state()
+    with pytest.raises(dspex.LMNotConfiguredError, match=r"provider 'someprovider'.*api_base") as caught:
+        lm.complete([{"role": "user", "content": "hi"}])
+    # a configuration error, not a transient one: a job stops at it instead of retrying
+    assert isinstance(caught.value, ConfigurationError) and caught.value.systemic
+    assert (caught.value.model, caught.value.provider) == ("someprovider/model-x", "someprovider")
     assert LM("someprovider/model-x", api_base="http://127.0.0.1:1/v1/", cache_dir=tmp_path).api_base == (
         "http://127.0.0.1:1/v1"
     )

@@ -61,7 +61,6 @@ def test_settings_refuse_unknown_fields() -> None:
     ("kwargs", "match"),
     [
         ({"model": "/gpt-4o-mini"}, "provider/name"),
-        ({"model": "sim/x"}, "needs api_base"),
         ({"model": "openai/x", "stream": True}, "stream"),
         ({"model": "openai/x", "n": 3}, "n > 1"),
         ({"model": "openai/x", "max_tokens": 0}, "max_tokens"),

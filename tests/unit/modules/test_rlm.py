@@ -91,7 +91,8 @@ class EchoLM(dspex.BaseLM):
         self.max_in_flight = 0
 
     async def aforward(self, prompt: str | None = None, messages: Any = None, **kwargs: Any) -> str:
-        content = messages[-1]["content"]
+        # lm("text") hands forward the prompt, as DSPy does; a chat call the messages
+        content = prompt if messages is None else messages[-1]["content"]
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -64,10 +64,11 @@ def test_a_turn_of_two_concurrent_tools_records_each_call_s_start_and_duration(t
     assert len(record.tool_calls) == 3 and set(by_tool) == {"short_lookup", "long_lookup", "submit"}
     short, long = by_tool["short_lookup"], by_tool["long_lookup"]
     assert (short.outcome, long.outcome, by_tool["submit"].outcome) == ("ok", "ok", "ok")
-    # each slept its time; a loaded 2-core machine may add some, never a second
-    assert 0.19 <= short.duration_s < 1.2 and 0.39 <= long.duration_s < 1.4
-    # they ran at once: both started before the shorter one ended (one after the other: 0.2 s apart)
-    assert abs(short.start_s - long.start_s) < 0.1
+    # each slept its time; a loaded 2-core machine may add some (the upper bounds are loose)
+    assert 0.19 <= short.duration_s < 5.0 and 0.39 <= long.duration_s < 5.0
+    # they ran at once: each started before the other ended (one after the other, one would not)
+    assert long.start_s < short.start_s + short.duration_s
+    assert short.start_s < long.start_s + long.duration_s
     assert long.start_s < short.start_s + short.duration_s and short.start_s < long.start_s + long.duration_s
     # submit runs after the turn's other calls, in the next turn
     assert by_tool["submit"].start_s >= long.start_s + long.duration_s
@@ -98,7 +99,7 @@ def test_react_records_each_step_s_call_and_its_failures_and_keeps_dspy_s_trajec
     assert [(c.tool, c.outcome) for c in record.tool_calls] == [
         ("long_lookup", "ok"), ("boom", "error"), ("nope", "invalid")
     ]  # fmt: skip  # finish is no call
-    assert 0.39 <= record.tool_calls[0].duration_s < 1.4
+    assert 0.39 <= record.tool_calls[0].duration_s < 5.0
     assert record.tool_calls[1].start_s >= record.tool_calls[0].start_s + record.tool_calls[0].duration_s
     trajectory = record.prediction.trajectory
     assert set(trajectory) == {
@@ -146,7 +147,7 @@ def test_code_act_records_each_step_s_code_run() -> None:
         pred = act(question="q")
     calls = log.records()
     assert [(c.tool, c.outcome) for c in calls] == [(CODE_TOOL, "ok"), (CODE_TOOL, "ok")]
-    assert all(0.09 <= c.duration_s < 1.1 for c in calls) and calls[1].start_s >= calls[0].start_s + 0.09
+    assert all(0.09 <= c.duration_s < 5.0 for c in calls) and calls[1].start_s >= calls[0].start_s + 0.09
     assert set(pred.trajectory) == {"generated_code_0", "code_output_0", "generated_code_1", "code_output_1"}
 
 
@@ -183,7 +184,7 @@ def test_a_cancelled_call_is_recorded_as_cancelled() -> None:
         return log.records()
 
     [call] = asyncio.run(run())
-    assert call.outcome == "cancelled" and 0.04 <= call.duration_s < 1.0
+    assert call.outcome == "cancelled" and 0.04 <= call.duration_s < 4.0  # cut off, not its 5 s
 
 
 def test_tool_calls_travel_in_prediction_and_score_records_and_show_in_the_drill_down() -> None:

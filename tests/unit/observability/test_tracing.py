@@ -327,3 +327,68 @@ def test_a_worker_traces_only_to_the_endpoint_it_was_started_with(monkeypatch: p
     bad = CliRunner().invoke(app, ["worker", "score", "--otlp-endpoint", "ftp://collector"])
     said = " ".join(bad.output.replace("│", " ").split())  # rich wraps the message in a box
     assert bad.exit_code == 2 and "needs an http:// or https:// URL" in said and tracing.active() is None
+
+
+def test_an_unsampled_example_starts_no_sdk_span_and_builds_no_attribute(
+    lm: LM, exported: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dspex.observability.tracing import sources
+
+    calls = {"start_span": 0, "json_text": 0, "message_attributes": 0, "secrets": 0}
+
+    def counted(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("json_text", "message_attributes"):  # what message and value attributes are built by
+        monkeypatch.setattr(sources, name, counted(name, getattr(sources, name)))
+    monkeypatch.setattr(sources.LM, "_secrets", counted("secrets", sources.LM._secrets))
+    devset = [Example(question=f"What is {i} + 1?").with_inputs("question") for i in range(20)]
+
+    def evaluate(ratio: float, exporter: InMemorySpanExporter) -> None:
+        traced(exporter, ratio=ratio)
+        active = tracing.active()
+        assert active is not None
+        tracer = active.recorder.tracer
+        monkeypatch.setattr(tracer, "start_span", counted("start_span", tracer.start_span))
+        with dspex.context(lm=lm):
+            Evaluate(devset=devset, metric=lambda example, prediction, trace=None: 1.0, num_threads=4)(
+                ChainOfThought("question -> answer")
+            )
+
+    evaluate(0.0, exported)  # every example passes: nothing is kept
+    assert calls == {"start_span": 0, "json_text": 0, "message_attributes": 0, "secrets": 0}
+    assert spans_of(exported) == []
+    sampled = InMemorySpanExporter()  # the first one is shut down with its provider
+    evaluate(1.0, sampled)  # the same run sampled: every span is the SDK's, with its contents
+    assert calls["start_span"] >= 20 * 5 and calls["json_text"] > 0 and calls["message_attributes"] > 0
+    assert calls["secrets"] == 20 and len(by_name(spans_of(sampled), "LM.")) == 20
+
+
+def test_a_failed_unsampled_example_is_kept_without_its_secrets(
+    lm: LM, exported: InMemorySpanExporter
+) -> None:
+    traced(exported, ratio=0.0)
+
+    class Leaky(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cot = ChainOfThought("question, api_key -> answer")
+
+        async def aforward(self, question: str, api_key: str) -> Prediction:
+            await self.cot.acall(question=question, api_key=api_key)
+            raise ValueError(f"failed with {api_key}")
+
+    with dspex.context(lm=lm), pytest.raises(ValueError):
+        Leaky()(question="Say hi", api_key=SECRET)
+    spans = spans_of(exported)
+    assert by_name(spans, "Leaky") and by_name(spans, "LM.") and by_name(spans, "ChatAdapter.format")
+    (root,) = by_name(spans, "Leaky")
+    assert root.status.status_code is StatusCode.ERROR and "[redacted]" in str(root.status.description)
+    for span in spans:
+        texts = [str(v) for v in (span.attributes or {}).values()] + [str(span.status.description)]
+        texts += [str(v) for event in span.events for v in (event.attributes or {}).values()]
+        assert not any(SECRET in text for text in texts), span.name

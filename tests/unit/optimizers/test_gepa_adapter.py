@@ -85,7 +85,7 @@ def test_objective_scores_are_forwarded_only_when_present() -> None:
         RunRecord(None, Prediction(score=0.5, objective_scores={"x": 1.0}), None),
         RunRecord(None, 0.25, None),
     ]
-    batch = a._make_evaluation_batch(runs, False)
+    batch = a._batch_of_runs(runs, False)
     assert batch.scores == [0.5, 0.25] and batch.objective_scores == [{"x": 1.0}, {}]
-    assert a._make_evaluation_batch([RunRecord(None, None, None)], False).scores == [0.0]
-    assert a._make_evaluation_batch([RunRecord(None, 1.0, None)], False).objective_scores is None
+    assert a._batch_of_runs([RunRecord(None, None, None)], False).scores == [0.0]
+    assert a._batch_of_runs([RunRecord(None, 1.0, None)], False).objective_scores is None

@@ -174,3 +174,31 @@ async def test_a_candidate_being_scored_runs_on_the_next_minibatches_meanwhile()
     # the new candidate may be the next parents: its runs on their minibatches are made
     assert all(len(memo.lookup(new, batch, True)) == len(batch) for _, batch in upcoming)
     assert state.total_num_evals == 4  # gepa counts nothing: these runs only fill the memo
+
+
+async def test_the_first_predicted_child_is_scored_on_the_valset_with_its_minibatch() -> None:
+    lm = ScriptedLM()
+    optimizer = GEPA(feedback_metric, max_metric_calls=200, reflection_lm=lm, seed=3)
+    valset = dataset(4, offset=50)
+    during: list[int] = []  # LM calls made while gepa scores a new candidate on the valset
+    with context(lm=lm):
+        run = optimizer.start(student(), trainset=dataset(7), valset=valset)
+        await run.step()  # the seed
+        engine = run.parts.engine
+        scored = engine._evaluate_programs_on_valset
+
+        def counted(programs: Any, state: Any) -> Any:
+            before = lm.calls
+            try:
+                return scored(programs, state)
+            finally:
+                during.append(lm.calls - before)
+
+        engine._evaluate_programs_on_valset = counted  # type: ignore[method-assign]
+        await run.step()  # the first reflection: its child has the magic word and is added
+    state = run.gepa_state
+    assert len(state.program_candidates) == 2 and MAGIC in state.program_candidates[1]["self"]
+    assert state.prog_candidate_val_subscores[1] == dict.fromkeys(range(4), 1.0)
+    # its valset runs were made with its minibatch, ahead: gepa's evaluation waited for no call
+    assert during == [0]
+    assert state.total_num_evals == 4 + 2 * 3 + 4  # and counted its metric calls all the same

@@ -25,7 +25,7 @@ from dspex.optimizers.registry import cluster_optimizer, optimizer_class
 from dspex.processors.lms import LMPool
 from dspex.processors.security import SecurityPolicy
 from dspex.testing import SimulatedLMServer, arithmetic_dataset
-from dspex.testing._reflect import reflect, reflect_fields
+from dspex.testing._reflect import reflect, reflect_fields, revise
 from dspex.testing.gepa_task import feedback_metric, phrase_feedback_metric, score_metric
 from dspex.testing.task import SECRET_PHRASES, secret_phrase
 
@@ -168,18 +168,45 @@ async def test_log_dir_holds_dspex_json_and_a_second_compile_resumes(
 def test_the_simulated_reflection_reads_the_phrase_in_either_proposer_form() -> None:
     feedback = 'wrong: expected 3, got 2. Instructions that say "count the borrows" do better.'
     prompt = f"I provided an assistant with the following instructions\n```\nAdd.\n```\n```\n{feedback}\n```"
-    assert reflect(prompt, 5) == "```\nAdd. Always count the borrows.\n```"
+    assert reflect(prompt) == "```\nAdd. Always count the borrows.\n```"
     dspy_form = {
         "current_instruction": "Add.",
         "examples_with_feedback": json.dumps([{"Feedback": feedback}]),
     }
-    assert reflect_fields(dspy_form, ["new_instruction"], 5) == {
-        "new_instruction": "Add. Always count the borrows."
-    }
-    assert reflect_fields({"question": "q"}, ["answer"], 5) is None
-    for draw in range(200):  # scores alone: a generic revision, never a secret phrase
-        revised = reflect(prompt.replace(feedback, "This trajectory got a score of 0.0."), draw)
+    revised = reflect_fields(dspy_form, ["new_instruction"])
+    assert revised == {"new_instruction": "Add. Always count the borrows."}
+    assert reflect_fields({"question": "q"}, ["answer"]) is None
+    revisions = set()
+    for i in range(200):  # scores alone: a generic revision, never a secret phrase
+        scored = f"What is {i} + 1? The answer was {i}. This trajectory got a score of 0.0."
+        revised = reflect(prompt.replace(feedback, scored))
         assert not any(phrase in revised.lower() for phrase in SECRET_PHRASES)
+        revisions.add(revised)
+    assert len(revisions) > 20  # drawn from what the reflection is shown
+
+
+def test_the_simulated_reflection_draws_from_what_it_is_shown_not_how_it_is_asked() -> None:
+    """Two proposers that show the same instruction and feedback in different wording and format
+    get the same proposal; a different feedback or instruction draws anew."""
+    rows = [
+        {"Inputs": {"question": f"What is {a} + 7?"}, "Generated Outputs": {"answer": str(a + 6)},
+         "Feedback": f"wrong: expected {a + 7}, got {a + 6}."}
+        for a in (12, 40, 93)
+    ]  # fmt: skip
+    markdown = "\n".join(
+        f"# Example {n}\n## Inputs\n### question\n{r['Inputs']['question']}\n## Generated Outputs\n"
+        f"### answer\n{r['Generated Outputs']['answer']}\n## Feedback\n{r['Feedback']}"
+        for n, r in enumerate(rows, 1)
+    )
+    prompt = "I provided an assistant with the following instructions\n```\nAdd.\n```\nLook:"
+    prompt += f"\n```\n{markdown}\n```"
+    dspy_form = {"current_instruction": "Add.", "examples_with_feedback": json.dumps(rows)}
+    as_json = reflect_fields(dspy_form, ["new_instruction"])
+    assert as_json == {"new_instruction": reflect(prompt).strip("`\n")}
+    assert reflect(prompt.replace("Look:", "Here are the examples, in another wording:")) == reflect(prompt)
+    drawn = {revise("Add.", json.dumps(rows).replace("+ 7", f"+ {k}")) for k in range(8, 40)}
+    drawn |= {revise(f"Add {k}.", json.dumps(rows)).replace(f"Add {k}.", "Add.") for k in range(40)}
+    assert len(drawn) > 10
 
 
 async def test_the_reflections_of_one_iteration_run_at_once() -> None:

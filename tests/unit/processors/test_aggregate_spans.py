@@ -21,6 +21,7 @@ from dspex.observability import tracing
 from dspex.observability.tracing import TracingSettings
 from dspex.processors.aggregate_spans import (
     AGGREGATE_SPAN,
+    JOB_AGGREGATE_SPAN,
     JOB_ENDED_EVENT,
     batch_spans,
     start_aggregator_tracing,
@@ -198,3 +199,42 @@ def test_tracing_starts_from_the_option_or_the_otel_variable(tmp_path: Path) -> 
         assert active.settings.service_name == "agg-east"
     finally:
         tracing.disable()
+
+
+def job_with_span(n: int, header: bytes) -> Event:
+    """The job record as a client publishes it inside its ``dspex.job`` span."""
+    event = job(n)
+    return Event(Message(PREFIX + "jobs", 0, 0, [("traceparent", header)]), event.value)
+
+
+def test_the_jobs_end_is_a_span_under_the_clients_job_span_whatever_the_sampling(
+    aggregator: Aggregator, exported: InMemorySpanExporter
+) -> None:
+    run_batch(
+        aggregator,
+        job_with_span(2, traceparent(0x10B, 0x10C, sampled=True)),
+        score(0, traceparent(0xA0, 0xB0, sampled=False)),  # the examples' traces are not kept
+    )
+    assert tracing.flush(5.0)
+    assert not [s for s in exported.get_finished_spans() if s.name == JOB_AGGREGATE_SPAN]  # running
+    run_batch(aggregator, score(1, traceparent(0xA1, 0xB1, sampled=False)))
+    run_batch(aggregator, score(1, traceparent(0xA1, 0xB1, sampled=False)))  # late: no second end
+    assert tracing.flush(5.0)
+    [span] = [s for s in exported.get_finished_spans() if s.name == JOB_AGGREGATE_SPAN]
+    assert span.context is not None and span.parent is not None
+    assert span.context.trace_id == 0x10B and span.parent.span_id == 0x10C and span.parent.is_remote
+    attributes = span.attributes or {}
+    assert attributes["dspex.job_id"] == "j1" and attributes["dspex.job.state"] == "completed"
+    assert (attributes["dspex.job.done"], attributes["dspex.job.total_tasks"]) == (2, 2)
+    assert [event.name for event in span.events] == [JOB_ENDED_EVENT]
+    assert span.start_time is not None and span.end_time is not None and span.start_time < span.end_time
+    assert not aggregate_spans(exported)  # unsampled examples: no span of theirs
+
+
+def test_a_job_record_without_a_span_gets_no_job_span(
+    aggregator: Aggregator, exported: InMemorySpanExporter
+) -> None:
+    run_batch(aggregator, job(1), score(0, traceparent(0xA0, 0xB0, sampled=True)))
+    assert tracing.flush(5.0)
+    assert not [s for s in exported.get_finished_spans() if s.name == JOB_AGGREGATE_SPAN]
+    assert set(aggregate_spans(exported)) == {0}

@@ -37,6 +37,12 @@ def test_defaults_allow_loopback_bases_with_any_key_and_nothing_else() -> None:
         policy.check_lm("https://api.openai.com/v1", None)
 
 
+def test_an_lm_without_an_api_base_is_refused_with_what_to_give() -> None:
+    for policy in (SecurityPolicy(), SecurityPolicy(allow_api_bases=("https://api.example/v1",))):
+        with pytest.raises(SecurityPolicyError, match=r"no API base .*give the LM api_base=\.\.\."):
+            policy.check_lm("", None)
+
+
 def test_allowed_bases_cover_their_paths_and_nothing_beside() -> None:
     policy = SecurityPolicy(allow_api_bases=["https://api.openai.com/v1/"], allow_key_envs=["OPENAI_API_KEY"])
     policy.check_lm("https://api.openai.com/v1", "OPENAI_API_KEY")

@@ -60,3 +60,12 @@ def test_task_inputs_are_the_input_fields_only() -> None:
         job_id="j", candidate_id="c", example_index=0, example={"q": 1, "a": 2}, input_keys=["q"]
     )
     assert task.inputs == {"q": 1}
+
+
+def test_task_ids_built_from_a_hashed_prefix_equal_task_id_for() -> None:
+    from dspex.schemas.tasks import TaskIds
+
+    for job_id, candidate_id in [("job", "cand"), ('jo"b\\', "ünïcode ✓"), ("", "x" * 300)]:
+        ids = TaskIds(job_id, candidate_id)
+        for index in (0, 7, 10_000_000):
+            assert ids.of(index) == task_id_for(job_id, candidate_id, index)

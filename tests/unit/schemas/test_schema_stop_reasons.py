@@ -49,10 +49,10 @@ def test_the_exported_schemas_list_every_stop_reason_and_require_none() -> None:
     schemas = json_schemas()
     for name, reasons, version in (
         ("JobStatus", StopReason, "1.3"),
-        ("OptimizeStatus", OptimizeStopReason, "1.1"),
+        ("OptimizeStatus", OptimizeStopReason, "1.2"),
     ):
         schema = schemas[name]
-        assert schema["x-dspex-schema-version"] == version  # JobStatus 1.3: usage_unreported
+        assert schema["x-dspex-schema-version"] == version  # 1.3 / 1.2: usage_unreported
         assert "stop_reason" not in schema["required"]
         [enum, null] = schema["properties"]["stop_reason"]["anyOf"]
         assert enum["enum"] == list(get_args(reasons)) and null == {"type": "null"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -208,3 +209,12 @@ def test_dspy_paths_of_history_printing() -> None:
     from dspex.lm.history import pretty_print_history
 
     assert from_dspy_path is pretty_print_history
+
+
+def test_dspy_utils_saving_loads_what_module_save_wrote(tmp_path: Path) -> None:
+    from dspex.utils.saving import get_dependency_versions, load
+
+    program = dspex.Predict("question -> answer")
+    program.save(tmp_path / "qa.json")
+    assert isinstance(load(tmp_path / "qa.json"), dspex.Predict)
+    assert set(get_dependency_versions()) == {"python", "dspy", "cloudpickle"}

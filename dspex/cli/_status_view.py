@@ -123,7 +123,7 @@ def describe_job(found: ResolvedJob, now: datetime, batches: JobBatches | None =
             )
     else:
         lines.append(f"  optimizer {status.optimizer}: {len(status.steps)} steps, best {status.best_score}")
-        if getattr(status, "unreported_note", None) is not None:  # schema 1.2: an owner killed mid-step
+        if status.unreported_note is not None:  # an owner was killed mid-step
             lines.append(f"  {status.unreported_note}")
     return "\n".join(lines)
 

@@ -321,7 +321,7 @@ def results_command(
             return
         records = client.results(job_id)
     _print_records(records, output_format)
-    note = getattr(found.status, "unreported_note", None)  # an evaluation's, not an optimization's
+    note = found.status.unreported_note if found.status is not None else None
     if note is not None:
         typer.echo(f"job {job_id}: {note}", err=True)  # stderr: the records stay machine-readable
 

@@ -13,6 +13,7 @@ read back from the candidates topic.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -50,6 +51,8 @@ __all__ = [
     "submit_optimize",
     "wait_optimize",
 ]
+
+logger = logging.getLogger(__name__)
 
 _PROGRAM_WAIT_S = 30.0
 
@@ -200,6 +203,8 @@ async def wait_optimize(
     status = await follow_status(settings, registry, follow)
     if not isinstance(status, OptimizeStatus):
         raise JobError(f"job {job_id} is not an optimization", job_id=job_id, state=status.state)
+    if status.unreported_note is not None:  # the status's usage lacks those calls: say so
+        logger.warning("optimization %s: %s", job_id, status.unreported_note)
     if status.state != "completed":
         raise JobError(
             f"optimization {job_id} {status.state}: {status.reason or 'no reason given'}",

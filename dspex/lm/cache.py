@@ -55,8 +55,25 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path("~/.cache/dspex/lm")
-# DSPy's default for its process cache (DSPY_CACHE_LIMIT overrides it there and here).
-DEFAULT_SIZE_LIMIT = int(float(os.environ.get("DSPY_CACHE_LIMIT", 3e10)))
+_DSPY_SIZE_LIMIT = 30_000_000_000
+
+
+def _size_limit_from_env() -> int:
+    # DSPy's default for its process cache; DSPY_CACHE_LIMIT overrides it there and here. Read at
+    # import, so a bad value is a warning rather than an import error.
+    text = os.environ.get("DSPY_CACHE_LIMIT")
+    if text is None:
+        return _DSPY_SIZE_LIMIT
+    try:
+        return int(float(text))
+    except ValueError:
+        logger.warning(
+            "DSPY_CACHE_LIMIT=%r is not a number of bytes: the cache keeps %s", text, _DSPY_SIZE_LIMIT
+        )
+        return _DSPY_SIZE_LIMIT
+
+
+DEFAULT_SIZE_LIMIT = _size_limit_from_env()
 DEFAULT_MEMORY_ENTRIES = 1_000_000
 # An LM's own cache_dir is mostly a long-running worker's (--lm-cache-dir): a smaller memory tier.
 DIRECTORY_MEMORY_ENTRIES = 10_000
@@ -215,7 +232,11 @@ class Cache:
         text = self._read_disk(key)
         if not isinstance(text, str):
             return None
-        value = json.loads(text)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:  # a damaged entry is a miss; the fresh answer replaces it
+            logger.debug("disk cache entry %s is not JSON; a miss", key)
+            return None
         if self.enable_memory_cache:
             with self._lock:
                 self.memory_cache[key] = value

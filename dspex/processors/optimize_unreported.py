@@ -107,11 +107,5 @@ def total_unreported(shares: dict[str, UsageRecord]) -> UsageRecord | None:
         return None
     total = UsageRecord()
     for usage in shares.values():
-        total = UsageRecord(
-            prompt_tokens=total.prompt_tokens + usage.prompt_tokens,
-            completion_tokens=total.completion_tokens + usage.completion_tokens,
-            cost_usd=total.cost_usd + usage.cost_usd,
-            lm_calls=total.lm_calls + usage.lm_calls,
-            cache_hits=total.cache_hits + usage.cache_hits,
-        )
+        total = total + usage
     return total

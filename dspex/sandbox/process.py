@@ -41,6 +41,8 @@ ToolHandler = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 _POLL_S = 0.05
 _STDERR_TAIL = 4096
+# How long an exited process's stderr reader may take to read what is left in the pipe.
+_STDERR_DRAIN_S = 1.0
 _MAX_FOREIGN_LINES = 1000  # lines the code forged on stdout before the session counts as broken
 _LOST = "the interpreter state was lost: create a new interpreter for a fresh session"
 _EOF = object()
@@ -147,11 +149,17 @@ class SandboxProcess:
 
     def _start_readers(self) -> None:
         assert self._process.stdout is not None and self._process.stderr is not None  # Popen(PIPE)
-        for target, args in (
-            (_read_stdout, (self._process.stdout, self._lines, self.limits.max_line_bytes)),
-            (_read_stderr, (self._process.stderr, self._stderr)),
-        ):
-            threading.Thread(target=target, args=args, daemon=True, name=f"sandbox-{self.pid}").start()
+        name = f"sandbox-{self.pid}"
+        threading.Thread(
+            target=_read_stdout,
+            args=(self._process.stdout, self._lines, self.limits.max_line_bytes),
+            daemon=True,
+            name=name,
+        ).start()
+        self._stderr_reader = threading.Thread(
+            target=_read_stderr, args=(self._process.stderr, self._stderr), daemon=True, name=name
+        )
+        self._stderr_reader.start()
 
     def boot(self, config: dict[str, Any]) -> dict[str, Any]:
         """Send the guest code and configuration; wait for Pyodide to be ready (start-up limit)."""
@@ -263,6 +271,10 @@ class SandboxProcess:
 
     def _exit_note(self) -> str:
         code = self._process.poll()
+        if code is not None:
+            # Its last words may still be in the pipe: stdout's end can be seen before stderr's
+            # reader has read them (bounded: a child still holding the pipe must not stall us).
+            self._stderr_reader.join(timeout=_STDERR_DRAIN_S)
         return (f" (exit code {code})" if code is not None else "") + self._stderr_note()
 
     def _stderr_note(self) -> str:

@@ -213,7 +213,8 @@ class TracingCallback(BaseCallback):
         self, call_id: str, source: Source, instance: Any, inputs: Mapping[str, Any], *, example: bool = False
     ) -> None:
         lean = UNSAMPLED.get() if self._lean else None
-        if lean is not None and not (example and lean.span_id in self._evaluations):
+        # (a span id is drawn only when an evaluation is open to compare it with)
+        if lean is not None and not (example and self._evaluations and lean.span_id in self._evaluations):
             # the common case at the default ratio: inside an unsampled trace, one plain object
             # holding references to the call, and no OpenTelemetry call at all
             span = LeanSpan.described(lean, source, instance, inputs)
@@ -278,7 +279,13 @@ class TracingCallback(BaseCallback):
         if opened is None:
             return
         if isinstance(opened, LeanSpan):
-            _end_lean(opened, attributes, exception)
+            if exception is None and not attributes:  # most spans of an unsampled trace
+                opened.end()
+                token, opened.token = opened.token, None
+                if token is not None:
+                    _reset(token)
+            else:
+                _end_lean(opened, attributes, exception)
             return
         span, secrets = opened.span, opened.secrets
         found = dict(attributes or {})

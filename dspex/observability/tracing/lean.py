@@ -111,30 +111,33 @@ class Source(Protocol):
 class LeanSpan(NonRecordingSpan):
     """A span of an unsampled trace (see the module's docstring)."""
 
+    # What every span sets lives in slots; what few spans ever set is a class default (the instance
+    # gets its own value when one is set): fewer stores per span, and most spans are unsampled ones.
     __slots__ = (
-        "_context",
-        "_span_id",
         "attempts",
         "end_time",
-        "events",
-        "extra",
         "flags",
         "inputs",
         "instance",
         "keep",
-        "kind",
-        "label",
-        "links",
         "parent",
         "part",
-        "secrets",
         "source",
         "start_time",
-        "static",
-        "status",
         "token",
         "trace_id",
     )
+
+    _context: SpanContext | None = None  # type: ignore[assignment]  # made on demand
+    _span_id = 0  # drawn on demand: most spans never need it
+    label: str | None = None
+    kind: SpanKind = SpanKind.INTERNAL
+    links: Sequence[Link] = ()
+    static: dict[str, Any] | None = None  # attributes given at the start
+    secrets: Secrets | None = None
+    extra: dict[str, Any] | None = None  # attributes set after the start
+    events: list[Event] | None = None
+    status: Status = _UNSET
 
     def __init__(
         self,
@@ -149,18 +152,20 @@ class LeanSpan(NonRecordingSpan):
         start_time: int | None = None,
         secrets: Secrets | None = None,
     ) -> None:
-        # NonRecordingSpan's context and the span id are made on demand: most spans never need them
-        self._context: SpanContext | None = None  # type: ignore[assignment]
-        self._span_id = 0
         self.keep, self.trace_id, self.flags, self.parent = keep, trace_id, flags, parent
-        self.label, self.kind, self.links, self.static = name, kind, links, attributes
-        self.secrets = secrets
+        if name is not None:
+            self.label = name
+        if kind is not SpanKind.INTERNAL:
+            self.kind = kind
+        if attributes is not None:
+            self.static = attributes
+        if links:
+            self.links = links
+        if secrets is not None:
+            self.secrets = secrets
         self.source: Source | None = None
         self.instance: Any = None
         self.inputs: Mapping[str, Any] = _NO_INPUTS
-        self.extra: dict[str, Any] | None = None  # attributes set after the start
-        self.events: list[Event] | None = None
-        self.status = _UNSET
         self.start_time = start_time if start_time is not None else time.time_ns()
         self.end_time: int | None = None
         self.part: _Part = parent.part if isinstance(parent, LeanSpan) else _Part()
@@ -173,8 +178,11 @@ class LeanSpan(NonRecordingSpan):
     ) -> LeanSpan:
         """A span under ``parent`` for a call ``source`` describes (name and attributes made only
         if it is exported)."""
-        span = cls(parent.keep, parent.trace_id, parent.flags, parent, None)
+        span = cls.__new__(cls)
+        span.keep, span.trace_id, span.flags, span.parent = parent.keep, parent.trace_id, parent.flags, parent
         span.source, span.instance, span.inputs = source, instance, inputs
+        span.start_time, span.end_time = time.time_ns(), None
+        span.part, span.token, span.attempts = parent.part, None, 0
         return span
 
     @property

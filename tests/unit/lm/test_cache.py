@@ -103,6 +103,15 @@ def test_lm_responses_are_stored_as_json_text_not_pickles(tmp_path: Path) -> Non
     assert cache.lm_get("k") == RESPONSE
 
 
+def test_a_damaged_lm_entry_on_disk_is_a_miss_not_an_error(tmp_path: Path) -> None:
+    cache = Cache(True, False, tmp_path)
+    cache.disk_cache.set("k", '{"choices": [')  # a truncated write
+    assert cache.lm_get("k") is None
+    cache.lm_put("k", RESPONSE)  # the fresh answer replaces it
+    cache.flush()
+    assert cache.lm_get("k") == RESPONSE
+
+
 def test_reads_are_fast_enough_to_run_on_the_event_loop(tmp_path: Path) -> None:
     # Reads are inline (not in a thread): a disk point read is cheaper than a hop to a thread pool
     # (~50-100 us). Generous bounds: this machine is shared.

@@ -1,4 +1,5 @@
-"""The private parts of faust-streaming and aiokafka the aggregator relies on still exist.
+"""The private parts of faust-streaming and aiokafka the aggregator relies on still exist (and
+anyio's thread state, last test).
 
 pyproject.toml pins both to the minor versions this passes on. Raising a pin starts here: a
 failure names what moved, before an aggregator finds out at run time (an AttributeError in the
@@ -35,6 +36,7 @@ def _minor(package: str) -> tuple[int, int]:
 def test_the_installed_versions_are_the_pinned_minors() -> None:
     assert _minor("faust-streaming") == (0, 15)
     assert _minor("aiokafka") == (0, 14)
+    assert _minor("anyio") == (4, 16)
 
 
 async def test_aiokafka_consumer_keeps_fetch_max_wait_ms_and_its_fetcher_reads_it() -> None:
@@ -93,3 +95,23 @@ async def test_the_app_attributes_the_aggregator_reads_exist(app: faust.App) -> 
     assert (app.rebalancing, app.in_recovery, app.consumer_generation_id) == (False, False, 0)
     assert callable(app.assignor.assigned_actives)
     assert hasattr(app.tables, "recovery") or "recovery" in dir(type(app.tables))
+
+
+def test_anyio_keeps_the_thread_state_that_marks_dspex_threads_as_its_workers() -> None:
+    # dspex._anyio_worker sets anyio's private per-thread token so that anyio.from_thread.run
+    # works from a sync forward run in dspex's own threads; without these it silently does nothing.
+    import asyncio
+
+    from anyio._backends._asyncio import backend_class
+    from anyio._core._eventloop import threadlocals
+    from anyio.lowlevel import EventLoopToken
+
+    from dspex._anyio_worker import _find_marker
+
+    assert _find_marker() == (threadlocals, EventLoopToken, backend_class)
+    loop = asyncio.new_event_loop()
+    try:
+        token = EventLoopToken(backend_class, loop)
+        assert token.native_token is loop
+    finally:
+        loop.close()

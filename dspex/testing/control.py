@@ -238,6 +238,11 @@ class _SubprocessBackend:
         self._signal(signal.SIGKILL, timeout=10.0)
 
 
+async def _turns(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 class _ThreadBackend:
     """The server on an event loop in a daemon thread of this process."""
 
@@ -264,6 +269,9 @@ class _ThreadBackend:
             return
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30.0)
+            # Closing a connection closes its socket a loop turn later: let those turns run, or the
+            # sockets of connections cut by cleanup() are left for the garbage collector.
+            asyncio.run_coroutine_threadsafe(_turns(3), self._loop).result(timeout=30.0)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30.0)
         self._loop.close()

@@ -20,9 +20,9 @@ import contextvars
 import copy as copy_mod
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 from pydantic_core import to_jsonable_python
 
@@ -41,9 +41,12 @@ __all__ = [
     "LM_CLASS_STATE_KEY",
     "MAX_HISTORY_SIZE",
     "BaseLM",
+    "announced_lm_call",
     "call_lm",
     "record_call",
 ]
+
+T = TypeVar("T")
 
 # DSPy's saved LM state names the LM's class under this key; its built-in LM is this path, which
 # dspex's LM writes too (so DSPy loads it) and reads as its own LM.
@@ -260,27 +263,48 @@ class BaseLM:
 async def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]) -> LMResponse:
     """What every module's LM call goes through: ``lm.acomplete``, the callbacks' ``on_lm_start`` /
     ``on_lm_end`` around it (when any are installed), and the call's line in the LM history."""
+
+    async def complete() -> LMResponse:
+        response = await _complete(lm, messages, request)
+        record_call(lm, messages, response, request)
+        return response
+
+    def inputs() -> dict[str, Any]:  # built only when a callback listens
+        return {"messages": list(messages), **request}
+
+    return await announced_lm_call(lm, inputs, complete, _texts_of_one)
+
+
+async def announced_lm_call(
+    lm: Any,
+    inputs: Callable[[], dict[str, Any]],
+    run: Callable[[], Awaitable[T]],
+    texts: Callable[[T], list[str]],
+) -> T:
+    """``run()`` heard by the callbacks as one LM call: ``on_lm_start`` with ``inputs()`` (built only
+    when a callback listens), ``on_lm_end`` with ``texts`` of its result or with its error."""
     from dspex.utils.callback import ACTIVE_CALL_ID, active_callbacks, listening, notify_end, notify_start
 
     callbacks = listening(active_callbacks(lm), "lm")
     if not callbacks:
-        response = await _complete(lm, messages, request)
-        record_call(lm, messages, response, request)
-        return response
-    call_id = notify_start(callbacks, "lm", lm, {"messages": list(messages), **request})
+        return await run()
+    call_id = notify_start(callbacks, "lm", lm, inputs())
     # inside, the LM's attempt and request events (dspex.lm.events) name this call, as DSPy's
     # instrumented calls set ACTIVE_CALL_ID for what they run
     token = ACTIVE_CALL_ID.set(call_id)
     try:
-        response = await _complete(lm, messages, request)
+        result = await run()
     except BaseException as exc:
         notify_end(callbacks, "lm", call_id, None, exc)
         raise
     finally:
         ACTIVE_CALL_ID.reset(token)
-    record_call(lm, messages, response, request)
-    notify_end(callbacks, "lm", call_id, [response.text], None)
-    return response
+    notify_end(callbacks, "lm", call_id, texts(result), None)
+    return result
+
+
+def _texts_of_one(response: LMResponse) -> list[str]:
+    return [response.text]
 
 
 # The prompt of a direct ``lm("text")`` call, while it runs: BaseLM's default ``acomplete`` hands

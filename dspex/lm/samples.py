@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dspex.lm.base import _complete, record_call
+from dspex.lm.base import _complete, announced_lm_call, record_call
 
 if TYPE_CHECKING:
     from dspex.lm.base import BaseLM
@@ -30,22 +30,16 @@ async def call_lm_samples(
 ) -> list[LMResponse]:
     """One answer per request (in order), all of ``messages``, heard by the callbacks as one call
     whose inputs are ``messages`` and ``announced`` (the request as the program made it, ``n`` in it)."""
-    from dspex.utils.callback import ACTIVE_CALL_ID, active_callbacks, listening, notify_end, notify_start
+    return await announced_lm_call(
+        lm,
+        lambda: {"messages": list(messages), **announced},
+        lambda: _all(lm, messages, requests),
+        _texts,
+    )
 
-    callbacks = listening(active_callbacks(lm), "lm")
-    if not callbacks:
-        return await _all(lm, messages, requests)
-    call_id = notify_start(callbacks, "lm", lm, {"messages": list(messages), **announced})
-    token = ACTIVE_CALL_ID.set(call_id)
-    try:
-        responses = await _all(lm, messages, requests)
-    except BaseException as exc:
-        notify_end(callbacks, "lm", call_id, None, exc)
-        raise
-    finally:
-        ACTIVE_CALL_ID.reset(token)
-    notify_end(callbacks, "lm", call_id, [response.text for response in responses], None)
-    return responses
+
+def _texts(responses: list[LMResponse]) -> list[str]:
+    return [response.text for response in responses]
 
 
 async def _all(

@@ -312,7 +312,7 @@ class _Run:
         latency = time.perf_counter() - started
         example = self.config.devset[index]
         calls = tuple(tools.records())
-        return ExampleResult(index, example, prediction, score, feedback, None, latency, calls)
+        return ExampleResult(index, example, prediction, score, feedback, None, latency, calls, value)
 
     def failed(
         self, index: int, prediction: Prediction | None, exc: Exception, started: float, tools: ToolTimingLog

@@ -32,6 +32,9 @@ class ExampleResult:
 
     ``tool_calls``: the agent's tool calls, each with its start (seconds into the example's run)
     and duration, in start order (:mod:`dspex.utils.tool_timings`); empty without tools.
+    ``metric_value``: what the metric returned, as it returned it (a bool, a number, a
+    ``Prediction(score=..., feedback=...)``...), which DSPy's ``results`` hold; None when the program or
+    the metric raised, and for results read back from Kafka (a score record carries the number only).
     """
 
     index: int
@@ -42,6 +45,13 @@ class ExampleResult:
     error: str | None = None
     latency_s: float = 0.0
     tool_calls: tuple[ToolCallRecord, ...] = ()
+    metric_value: Any = None
+
+    @property
+    def result_score(self) -> Any:
+        """The third item of this example's row in ``EvaluationResult.results``: the metric's own value
+        where it is known (as DSPy keeps it), else the number."""
+        return self.score if self.metric_value is None else self.metric_value
 
     @property
     def usage(self) -> Usage:
@@ -96,7 +106,8 @@ class EvaluationResult(Prediction):
         records = list(records)
         if results is None:
             results = [
-                (r.example, Prediction() if r.prediction is None else r.prediction, r.score) for r in records
+                (r.example, Prediction() if r.prediction is None else r.prediction, r.result_score)
+                for r in records
             ]
         super().__init__(score=score, results=list(results))
         _set_slot(self, "_usage", usage if usage is not None else Usage())
@@ -245,7 +256,7 @@ class EvaluationResult(Prediction):
 
 def _record_from_result(index: int, row: tuple[Any, Any, Any]) -> ExampleResult:
     example, prediction, score = row
-    return ExampleResult(index, example, prediction, _number(score))
+    return ExampleResult(index, example, prediction, _number(score), metric_value=score)
 
 
 def _number(score: Any) -> Any:

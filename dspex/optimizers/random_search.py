@@ -320,7 +320,7 @@ class _RandomSearchRun(OptimizerRun):
         )
         if trial.score is not None and (previous is None or trial.score > previous):
             self.best_index = index
-        subscores = [score for *_, score in result.results]
+        subscores = [record.score for record in result.records]
         self.candidate_programs.append(
             {"score": result.score, "subscores": subscores, "seed": plan.seed, "program": program}
         )

@@ -281,7 +281,7 @@ class _SimbaRun(OptimizerRun):
         programs = [c.variant.build(self.student) for c in candidates]
         results = await self.executor.evaluate_many(programs, examples, self.opt.metric) if programs else []
         for member, program, result in zip(candidates, programs, results, strict=True):
-            member.scores = [score for *_, score in result.results]
+            member.scores = [record.score for record in result.records]
             self._record_minibatch(member, program, result)
         if candidates:
             best = max(range(len(candidates)), key=lambda i: (candidates[i].average, -i))
@@ -305,7 +305,7 @@ class _SimbaRun(OptimizerRun):
         programs = [self.pool[i].variant.build(self.student) for i in chosen]
         results = await self.executor.evaluate_many(programs, self.final_set, self.opt.metric)
         for index, program, result in zip(chosen, programs, results, strict=True):
-            scores = [score for *_, score in result.results]
+            scores = [record.score for record in result.records]
             self.final.append((index, sum(scores) / len(scores) if scores else 0.0))
             self.record(
                 Trial(

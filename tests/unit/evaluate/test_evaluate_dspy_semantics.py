@@ -204,3 +204,19 @@ async def test_a_module_metric_is_awaited_on_the_loop() -> None:
     with dspex.context(lm=lm):
         result = await Evaluate(devset=examples, metric=SemanticF1(), num_threads=2).acall(program)
     assert result.score == round(100 * 2 * 0.5 / 1.5, 2)
+
+
+@pytest.mark.parametrize("num_threads", [1, 4])
+def test_results_keep_what_the_metric_returned_as_dspy_does(num_threads: int) -> None:
+    def judged(example: Example, prediction: Prediction, trace: Any = None) -> Any:
+        if example.answer == "0":
+            return True
+        return Prediction(score=0.5, feedback=f"half for {example.answer}")
+
+    result = Evaluate(devset=devset(3), metric=judged, num_threads=num_threads)(Echo(fail={2}))
+    first, second, failed = (row[2] for row in result.results)
+    assert first is True
+    assert isinstance(second, Prediction) and second.feedback == "half for 1"
+    assert failed == 0.0  # a failed example holds the failure score, as in DSPy
+    assert [record.score for record in result.records] == [1.0, 0.5, 0.0]
+    assert result.records[1].feedback == "half for 1" and result.score == 50.0

@@ -19,7 +19,8 @@ def test_dspy_construction_repr_and_fields() -> None:
     assert isinstance(result, Prediction)
     assert result["score"] == result.score == float(result) == 100.0
     assert result.keys() == ["score", "results"]
-    assert result.records[0] == ExampleResult(0, example(1), {"answer": "1"}, 100.0)  # type: ignore[arg-type]
+    expected = ExampleResult(0, example(1), {"answer": "1"}, 100.0, metric_value=100.0)  # type: ignore[arg-type]
+    assert result.records[0] == expected
     assert (result.errors, result.total, result.processed, result.stopped_early) == (0, 1, 1, False)
     assert result.usage == Usage()
 

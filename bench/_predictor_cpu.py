@@ -5,6 +5,7 @@
     .venv/bin/python bench/_predictor_cpu.py --default-gc           # without the workers' GC tuning
     .venv/bin/python bench/_predictor_cpu.py --no-record-lm-calls   # results without their LM calls
     DSPEX_EVENT_LOOP=asyncio .venv/bin/python bench/_predictor_cpu.py  # on asyncio's loop, not uvloop
+    DSPEX_LM_HTTP_CLIENT=aiohttp .venv/bin/python bench/_predictor_cpu.py  # LM calls through aiohttp
 
 Starts a dev broker of its own (temporary data dir) and a simulated LM (100 ms), submits one job of
 ``--examples`` tasks with ``dspex.Client`` (no workers yet, so the tasks wait in Kafka), then runs a

@@ -30,7 +30,9 @@ the held-out score (percent correct on 50 other examples, one evaluation after c
 gepa callback both engines take, where the iterations' time went (:class:`_Phases`): how many
 iterations were skipped (perfect parent minibatch), rejected or accepted, how many reflections
 were made, and the seconds spent on the parents' minibatches, the reflections, the children's
-minibatches and the valset evaluations.
+minibatches and the valset evaluations. For dspex also: the CPU seconds of the child process over
+``compile`` (``cpu_s``), its serial LM round trips (``waves``: overlapping batches of runs and
+reflections merged, :class:`_Waves`) and the compile time with none in flight (``idle_s``).
 """
 
 from __future__ import annotations
@@ -153,6 +155,45 @@ class _Phases:
         return {"kinds": self.kinds, "seconds": {k: round(v, 2) for k, v in self.seconds.items()}}
 
 
+class _Waves:
+    """dspex's serial LM round trips: the intervals of its adapter's LM-calling methods (a batch of
+    runs, a reflection), overlapping ones merged into one wave. ``idle_s``: compile time with no
+    such call in flight (gepa's bookkeeping and dspex's predictions between waves)."""
+
+    METHODS = ("_run_batch", "reflect")
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.spans: list[tuple[float, float]] = []
+
+    def install(self, adapter_class: Any) -> None:
+        for name in self.METHODS:
+            setattr(adapter_class, name, self._timed(getattr(adapter_class, name)))
+
+    def _timed(self, method: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.spans.append((started, time.perf_counter()))
+
+        return timed
+
+    def summary(self, started: float, ended: float) -> dict[str, Any]:
+        merged: list[list[float]] = []
+        for start, end in sorted(self.spans):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        busy = sum(end - start for start, end in merged)
+        return {"waves": len(merged), "idle_s": round(ended - started - busy, 3)}
+
+
 def _dspex_child(args: argparse.Namespace) -> dict[str, Any]:
     import asyncio
 
@@ -164,6 +205,7 @@ def _dspex_child(args: argparse.Namespace) -> dict[str, Any]:
     from dspex.lm import LM
     from dspex.modules import Predict
     from dspex.optimizers import GEPA
+    from dspex.optimizers.gepa.adapter import DspyAdapter
     from dspex.testing import arithmetic_dataset
     from dspex.testing.gepa_task import phrase_feedback_metric, score_metric
 
@@ -173,7 +215,8 @@ def _dspex_child(args: argparse.Namespace) -> dict[str, Any]:
     sampler = IndependentSampling if args.dspex_sampling == "independent" else SameParentSampling
     sampling = sampler(n) if n > 1 else None
     selection = BestImprovement() if args.dspex_selection == "best" else None
-    phases = _Phases()
+    phases, waves = _Phases(), _Waves()
+    waves.install(DspyAdapter)
     optimizer = GEPA(
         metric,
         auto="light",
@@ -190,14 +233,16 @@ def _dspex_child(args: argparse.Namespace) -> dict[str, Any]:
 
     async def go() -> dict[str, Any]:
         with context(lm=lm):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             run = optimizer.start(Predict("question -> answer"), trainset=train, valset=val)
             best = await run.run_to_end()
-            wall = time.perf_counter() - started
+            ended, cpu = time.perf_counter(), time.process_time() - cpu_started
             test = arithmetic_dataset(TEST, seed=TEST_SEED)
             held_out = await Evaluate(devset=test, metric=score_metric, num_threads=64).acall(best)
         return {
-            "wall_s": wall,
+            "wall_s": ended - started,
+            "cpu_s": round(cpu, 3),
+            **waves.summary(started, ended),
             "held_out": float(held_out.score),
             "instructions": best.signature.instructions,
             "phases": phases.summary(),

@@ -107,6 +107,13 @@ class WorkerSettings(BaseModel):
         "bounded, keys never) in its result, for the dashboard's drill-down.",
         json_schema_extra=cli("--record-lm-calls/--no-record-lm-calls"),
     )
+    inline_builtin_metrics: bool = Field(
+        True,
+        description="Score predictions of jobs with a built-in metric (exact_match:answer) here and "
+        "write their scores straight to the scores topic; with --no-inline-builtin-metrics every "
+        "prediction goes to the scorer.",
+        json_schema_extra=cli("--inline-builtin-metrics/--no-inline-builtin-metrics"),
+    )
     tasks_timeout: float = Field(
         DEFAULT_TASKS_TIMEOUT_S,
         ge=0.001,

@@ -131,6 +131,7 @@ def _configure_logging() -> None:
         "allow_mcp_server",
         "allow_media_fetch",
         "record_lm_calls",
+        "inline_builtin_metrics",
         "drain_timeout",
         *_FLOW_CONTROL,
         "callback",
@@ -141,6 +142,9 @@ def _configure_logging() -> None:
 )
 def predict(bootstrap: str, options: WorkerOptions) -> None:
     """Run programs on tasks and publish predictions (consumer group PREFIXpredict).
+
+    Predictions of jobs with a built-in metric are scored here and published as scores (see
+    --no-inline-builtin-metrics); the others go to the scorer.
 
     API keys come from this process's environment only, named by the job's LM settings and allowed
     by --allow-key-env; nothing is sent to an API base outside --allow-api-base.

@@ -18,7 +18,7 @@ from confluent_kafka import Message
 
 from dspex.client._reader import AsyncPartitionReader, PartitionReader, keyed
 from dspex.client.progress import JobProgress
-from dspex.client.results import dedupe, first_unseen
+from dspex.client.results import EvaluatedScore, dedupe, first_unseen
 from dspex.errors import JobError, KafkaError, SchemaError, TopicError
 from dspex.schemas import (
     JobStatus,
@@ -263,7 +263,8 @@ class ScoreTail:
     A large job's results would otherwise all be read and decoded after its final status, which
     at thousands of examples per second is a visible share of the wall time; started at submit,
     only the last records are left by then. :meth:`finish` reads to the end of the partition and
-    returns what :func:`read_scores` would (it falls back to that when records are missing).
+    returns what :func:`read_scores` would (it falls back to that when records are missing), read
+    as :class:`~dspex.client.results.EvaluatedScore`: it serves ``Client.evaluate`` only.
 
         tail = ScoreTail(settings, registry, job_id, partition, start).start()
         status = await follow_status(...)
@@ -307,7 +308,8 @@ class ScoreTail:
             self._take(await run(reader.read_to_end))
 
     def _take(self, messages: list[Message]) -> None:
-        self._records.extend(_scores(keyed(messages, self._job_id)))
+        # an evaluation's records: what its EvaluationResult holds, not the trace or LM call log
+        self._records.extend(_scores(keyed(messages, self._job_id), EvaluatedScore))
 
 
 async def read_scores_of(
@@ -340,13 +342,15 @@ def _start_offset(reader: PartitionReader, partition: int, status: Any) -> int |
     return reader.offset_for_time(partition, int((started - _CLOCK_SLACK).timestamp() * 1000))
 
 
-def _scores(values: Iterable[bytes | None]) -> list[ScoreRecord]:
+def _scores(
+    values: Iterable[bytes | None], record_type: type[ScoreRecord] = ScoreRecord
+) -> list[ScoreRecord]:
     records = []
     for value in values:
         if is_usage_report(value):  # a cancelled run's LM usage (the aggregator's), never a result
             continue
         try:
-            records.append(decode(value, ScoreRecord))
+            records.append(decode(value, record_type))
         except SchemaError as exc:
             logger.warning("skipping an unreadable score record: %s", exc)
     return records

@@ -53,12 +53,13 @@ from dspex.lm.base import BUILTIN_LM_CLASS_PATH, LM_CLASS_STATE_KEY, BaseLM
 from dspex.lm.batch_mode import active_replay
 from dspex.lm.breaker import CircuitBreaker
 from dspex.lm.events import ATTEMPT_HOOK, REQUEST_HOOK, AttemptOutcome, LMAttempt, LMRequest, emit, listeners
+from dspex.lm.http1 import Target, target_of
 from dspex.lm.limiter import AdaptiveLimiter, limiter_for
 from dspex.lm.pricing import DEFAULT_PRICES
 from dspex.lm.responses_api import chat_to_responses_request, responses_to_chat_answer
 from dspex.lm.retry import RetryPolicy, error_for_status, with_retries
 from dspex.lm.sse import open_stream_sink
-from dspex.lm.transport import aclose_client, get_session
+from dspex.lm.transport import aclose_client, get_http1_pool, get_session
 from dspex.lm.usage import Usage, record_usage
 
 __all__ = ["LM", "LMResponse", "LMSettings"]
@@ -104,6 +105,7 @@ _Check = Callable[["LM", bytes], dict[str, Any]]
 # One HTTP attempt (url, body, check) -> the answer: LM._send, or a streamed one (dspex.lm._sse).
 _Send = Callable[[str, dict[str, Any], _Check], Awaitable[dict[str, Any]]]
 _JSON = {"Content-Type": "application/json"}
+_JSON_LINES = b"Content-Type: application/json\r\n"
 
 
 class LMSettings(BaseModel):
@@ -711,6 +713,29 @@ class LM(BaseLM):
         emit(callbacks, REQUEST_HOOK, self, request)
 
     async def _send(self, url: str, body: dict[str, Any], check: _Check) -> dict[str, Any]:
+        pool = await get_http1_pool()
+        target = _http1_target(url) if pool is not None else None
+        if pool is None or target is None:
+            return await self._send_with_aiohttp(url, body, check)
+        payload = _encode_json(body)
+        try:
+            # one deadline for connecting and the whole answer, as on the aiohttp path
+            async with asyncio.timeout(self.timeout):
+                response = await pool.post(target, self._header_lines(), payload)
+        except TimeoutError as exc:
+            detail = f"no answer within {self.timeout}s ({type(exc).__name__})"
+            raise LMTimeoutError(self._describe(detail)) from exc
+        except OSError as exc:  # refused, reset, dropped mid-answer, not HTTP, unknown host
+            raise LMConnectionError(self._describe(f"could not reach {url} ({exc!r})")) from exc
+        if response.status >= 400:
+            raise self._status_error(
+                response.status, _body_text(response.body, response.charset), response.headers
+            )
+        return check(self, response.body)
+
+    async def _send_with_aiohttp(self, url: str, body: dict[str, Any], check: _Check) -> dict[str, Any]:
+        """``_send`` through the loop's aiohttp session: URLs the lean client leaves to it, and
+        every URL under ``DSPEX_LM_HTTP_CLIENT=aiohttp``."""
         session = await get_session()
         payload = _encode_json(body)
         try:
@@ -734,15 +759,13 @@ class LM(BaseLM):
         except (aiohttp.ClientError, OSError) as exc:  # refused, reset, dropped mid-answer, bad URL
             raise LMConnectionError(self._describe(f"could not reach {url} ({exc!r})")) from exc
         if status >= 400:
-            raise error_for_status(
-                status,
-                _body_text(raw, response.charset),
-                response.headers,
-                model=self.model,
-                api_base=self.api_base,
-                secret=self._key(),
-            )
+            raise self._status_error(status, _body_text(raw, response.charset), response.headers)
         return check(self, raw)
+
+    def _status_error(self, status: int, text: str, headers: Mapping[str, str]) -> LMError:
+        return error_for_status(
+            status, text, headers, model=self.model, api_base=self.api_base, secret=self._key()
+        )
 
     def _describe(self, what: str) -> str:
         return f"{self.model} at {self.api_base}: {what}"
@@ -755,6 +778,15 @@ class LM(BaseLM):
     def _headers(self) -> dict[str, str]:
         key = self._key()
         return {**_JSON, "Authorization": f"Bearer {key}"} if key else _JSON
+
+    def _header_lines(self) -> bytes:
+        """``_headers()`` as the lean client writes them (CRLF after each)."""
+        key = self._key()
+        if not key:
+            return _JSON_LINES
+        if "\r" in key or "\n" in key:  # it would end the header and start another
+            raise LMConfigurationError(self._describe("the API key holds a line break"))
+        return b"%bAuthorization: Bearer %b\r\n" % (_JSON_LINES, key.encode("utf-8"))
 
     def _extract_citations_from_response(self, choice: Any) -> list[dict[str, Any]] | None:
         """The citations of one choice of a chat answer, flattened into one list (DSPy 3.4.1's name).
@@ -874,6 +906,12 @@ _REQUEST_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), a
 
 def _encode_json(body: Mapping[str, Any]) -> bytes:
     return _REQUEST_ENCODER.encode(body).encode("utf-8")
+
+
+@functools.lru_cache(maxsize=256)
+def _http1_target(url: str) -> Target | None:
+    """Parsed once per URL: an LM sends every call to the same one or two."""
+    return target_of(url)
 
 
 # aiohttp warns (ResourceWarning) when given more raw bytes than this; a file object is streamed.

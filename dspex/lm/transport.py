@@ -8,6 +8,12 @@ loop's :class:`aiohttp.ClientSession` (connection limit high enough for 1,000+ c
 maps aiohttp's exceptions itself. :func:`get_client` gives an ``httpx.AsyncClient`` over the same
 session for code that wants httpx's API.
 
+The LM's own JSON calls (``LM._send``: chat, Responses, embeddings) skip even aiohttp's request
+path: :func:`get_http1_pool` gives the loop's :class:`~dspex.lm.http1.Http1Pool`, a lean HTTP/1.1
+client with the same TLS context, connection limit and keep-alive (aiohttp's request objects were
+about a quarter of a predictor's CPU; see :mod:`dspex.lm.http1`). ``DSPEX_LM_HTTP_CLIENT=aiohttp``
+sends those calls through the aiohttp session too, for a server the lean client cannot read.
+
 Why one session per loop: an aiohttp session belongs to the loop that created it. Sessions are keyed
 weakly by loop, so a closed, dropped loop takes its entry with it. The session is closed when
 ``asyncio.run`` (or any runner calling ``loop.shutdown_asyncgens()``) finishes, by a small parked
@@ -18,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import ssl
 import weakref
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -26,11 +34,14 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from dspex.lm.http1 import Http1Pool
+
 __all__ = [
     "MAX_CONNECTIONS",
     "LoopResources",
     "aclose_client",
     "get_client",
+    "get_http1_pool",
     "get_session",
     "loop_resources",
 ]
@@ -43,17 +54,22 @@ MAX_CONNECTIONS = 4096
 _KEEPALIVE_S = 30.0
 
 
+_CLIENT_ENV = "DSPEX_LM_HTTP_CLIENT"
+
+
 @dataclass
 class LoopResources:
-    """What one event loop owns: its HTTP session (and an httpx client over it)."""
+    """What one event loop owns: its HTTP session (and an httpx client over it), and the lean
+    client's pool for the LM's JSON calls (None when ``DSPEX_LM_HTTP_CLIENT=aiohttp``)."""
 
     session: aiohttp.ClientSession
     client: httpx.AsyncClient
+    http1: Http1Pool | None
     closer: AsyncGenerator[None, None]
 
     @property
     def closed(self) -> bool:
-        return self.session.closed or self.client.is_closed
+        return self.session.closed or self.client.is_closed or (self.http1 is not None and self.http1.closed)
 
 
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopResources] = weakref.WeakKeyDictionary()
@@ -62,10 +78,19 @@ _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopResources] = 
 _last: tuple[weakref.ref[asyncio.AbstractEventLoop], LoopResources] | None = None
 
 
-def _new_session() -> aiohttp.ClientSession:
+def _tls_context() -> ssl.SSLContext:
     # httpx's TLS context: certifi's CA bundle, the same on every machine and the one httpx-based
     # clients (DSPy's litellm among them) trust, rather than whatever the system store holds.
-    tls = httpx.create_ssl_context(trust_env=False)
+    return httpx.create_ssl_context(trust_env=False)
+
+
+def _new_http1_pool(tls: ssl.SSLContext) -> Http1Pool | None:
+    if os.environ.get(_CLIENT_ENV, "").strip().lower() == "aiohttp":
+        return None
+    return Http1Pool(tls, limit=MAX_CONNECTIONS, keepalive_s=_KEEPALIVE_S)
+
+
+def _new_session(tls: ssl.SSLContext) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=_KEEPALIVE_S, ssl=tls)
     # trust_env=False: proxies and .netrc come from explicit settings only, never from the environment
     return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
@@ -77,11 +102,14 @@ def _httpx_over(session: aiohttp.ClientSession) -> httpx.AsyncClient:
 
 
 async def _close_at_loop_shutdown(
-    client: httpx.AsyncClient, session: aiohttp.ClientSession
+    client: httpx.AsyncClient, session: aiohttp.ClientSession, http1: Http1Pool | None
 ) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
+        if http1 is not None:
+            http1.close()
+            await asyncio.sleep(0)  # the transports finish closing in their next callbacks
         await client.aclose()
         await session.close()
 
@@ -95,11 +123,14 @@ async def loop_resources() -> LoopResources:
         return last[1]
     resources = _by_loop.get(loop)
     if resources is None or resources.closed:
-        session = _new_session()
+        tls = _tls_context()
+        session = _new_session(tls)
         client = _httpx_over(session)
-        closer = _close_at_loop_shutdown(client, session)
+        http1 = _new_http1_pool(tls)
+        closer = _close_at_loop_shutdown(client, session, http1)
         await closer.__anext__()  # parked at its yield; shutdown_asyncgens() will finish it
-        resources = _by_loop[loop] = LoopResources(session=session, client=client, closer=closer)
+        resources = LoopResources(session=session, client=client, http1=http1, closer=closer)
+        _by_loop[loop] = resources
         logger.debug("opened an HTTP session for loop %#x", id(loop))
     _last = (weakref.ref(loop), resources)
     return resources
@@ -108,6 +139,12 @@ async def loop_resources() -> LoopResources:
 async def get_session() -> aiohttp.ClientSession:
     """The running loop's shared aiohttp session (what ``dspex.lm`` sends with)."""
     return (await loop_resources()).session
+
+
+async def get_http1_pool() -> Http1Pool | None:
+    """The running loop's lean HTTP/1.1 pool for the LM's JSON calls, or None when
+    ``DSPEX_LM_HTTP_CLIENT=aiohttp`` asks for the aiohttp session instead."""
+    return (await loop_resources()).http1
 
 
 async def get_client() -> httpx.AsyncClient:

@@ -133,15 +133,19 @@ def bootstrap_trace_data(
     log_format_failures: bool = False,
     callback_metadata: dict[str, Any] | None = None,
     capture_crashes: bool = False,
+    display_progress: bool = True,
 ) -> list[TraceData]:
-    """Every example's run: ``{example_ind, example, prediction, trace}`` and ``score`` with a metric."""
+    """Every example's run: ``{example_ind, example, prediction, trace}`` and ``score`` with a metric.
+
+    ``display_progress``: the evaluation's bar on stderr (DSPy's shows one); a caller making many
+    small evaluations at once (GEPA's minibatches) turns it off."""
     capture = _Capture(
         capture_failed_parses, capture_crashes, failure_score, format_failure_score, log_format_failures
     )
     evaluator = Evaluate(
         devset=list(dataset),
         num_threads=num_threads,
-        display_progress=True,
+        display_progress=display_progress,
         provide_traceback=False,
         max_errors=len(dataset) * 10,  # DSPy's bound: failures are data here, not a reason to stop
         failure_score=failure_score,

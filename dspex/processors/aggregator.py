@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -49,6 +50,7 @@ import faust
 from faust.types import EventT
 
 from dspex._gc import tune_gc_for_worker
+from dspex._loop import set_worker_loop
 from dspex.errors import ConfigurationError, KafkaError, SchemaError
 from dspex.observability.aggregator import AggregatorMetrics
 from dspex.processors.aggregate_deaths import DeathWatch, death_key, record_unreported, restate_unreported
@@ -642,6 +644,9 @@ def run_aggregator(settings: KafkaSettings, options: AggregatorOptions) -> None:
     for Prometheus; a port in use is a ConfigurationError before anything starts.
     """
     start_aggregator_tracing(options.otlp_endpoint)
+    # uvloop where installed (DSPEX_EVENT_LOOP, see dspex._loop), set before faust's app and worker
+    # are built: both take the thread's current loop
+    loop = set_worker_loop()
     aggregator = build_aggregator(settings, options)
     observed = None
     if options.metrics:
@@ -659,7 +664,9 @@ def run_aggregator(settings: KafkaSettings, options: AggregatorOptions) -> None:
             aggregator.metrics_url = observed.server.url
     tune_gc_for_worker()  # a process of its own from here on: see dspex._gc
     quiet_aiokafka_loggers()  # a broker outage: one warning and a summary every 10 s, not a flood
-    worker = _GuardedWorker(aggregator.app, loglevel=options.loglevel, quiet=True, redirect_stdouts=False)
+    worker = _GuardedWorker(
+        aggregator.app, loglevel=options.loglevel, quiet=True, redirect_stdouts=False, loop=loop
+    )
     worker.guard = StopGuard(
         aggregator.worker_id, request_stop=worker.stop_on_signal, left_undone=_left_undone
     )
@@ -689,6 +696,10 @@ class _GuardedWorker(faust.Worker):
     def _install_signal_handlers_unix(self) -> None:
         super()._install_signal_handlers_unix()
         if self.guard is not None:
+            # faust's loop handlers for these go first: uvloop would still run them beside the
+            # guard's (it dispatches a signal from its wakeup fd whatever Python handler is set)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self.loop.remove_signal_handler(signum)
             self.guard.install(self.loop)
 
     def stop_on_signal(self) -> None:

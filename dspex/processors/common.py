@@ -115,6 +115,8 @@ class WorkerOptions:
     ``allow_media_fetch``: whether programs a predictor runs may download image/audio/file URLs.
     ``record_lm_calls``: whether a predictor keeps each task's LM calls (messages, completion,
     usage) in its result, bounded (:mod:`dspex.processors.lm_calls`).
+    ``inline_builtin_metrics``: whether a predictor scores the predictions of jobs with a built-in
+    metric itself, straight to the scores topic (:mod:`dspex.processors.inline_score`).
     ``tasks_timeout``: seconds after which an intake worker fails an evaluation with nothing done.
     """
 
@@ -138,6 +140,7 @@ class WorkerOptions:
     sandbox_pool: int = 0
     allow_media_fetch: bool = False
     record_lm_calls: bool = True
+    inline_builtin_metrics: bool = True
     tasks_timeout: float = DEFAULT_TASKS_TIMEOUT_S
     # the provider-batch worker's (dspex.processors.provider_batch.ProviderBatchOptions)
     batch_window: float = 5.0

@@ -16,7 +16,25 @@ For each Task (consumer group ``<prefix>predict``, up to ``--concurrency`` in fl
    before any call; a refusal dead-letters the task (reason ``security_policy``);
 3. run ``await program.acall(**inputs)`` with the job's LM in the context;
 4. produce a PredictionRecord (outputs, trace, usage, latency, adapter) keyed by task id, and return
-   only once the broker acknowledged it, so the task's offset is committed only after its result.
+   only once the broker acknowledged it, so the task's offset is committed only after its result;
+   or, when the job's metric is a built-in, score it here and produce its ScoreRecord instead (below).
+
+Built-in metrics are scored inline: when the job's metric is ``MetricSpec(kind="builtin")`` (e.g.
+``exact_match:answer``), the predictor runs it on the prediction itself and produces the
+:class:`~dspex.schemas.ScoreRecord` (``source="predictor"``, keyed by job id) straight to the scores
+topic; nothing goes to the predictions topic and the scorer never sees the example. A built-in is
+a pure, cheap function of the example and the outputs, and dspex's own code: running it where the
+prediction is made saves a produce, a consume, an encode/decode pair and the broker's work per
+example. The record is what the scorer would have written (:mod:`dspex.processors.inline_score`,
+shared with it): an errored prediction scores the job's ``failure_score`` with its error, a metric
+that raises scores ``failure_score`` (never systemic), the metric's span (``dspex.score``) is in the
+example's trace under ``dspex.predict``, and the usage, attempt id and everything else the
+aggregator reads are the prediction's. Imported metrics (``--allow-module``) and LM judges still go
+through the scorer, whose scaling and security policy are for them, and so does a prediction whose
+job this predictor has not read yet or whose built-in cannot be built (the scorer dead-letters it
+as before). ``--no-inline-builtin-metrics`` sends every prediction to the scorer. In the worker
+metrics an inline score counts as ``dspex_messages_produced_total{kind="predict",topic=<scores>}``;
+the scorer's counters do not move for it.
 
 Programs that run model-written code (RLM, ProgramOfThought, CodeAct) get their interpreters
 from the worker's sandbox pool (``--sandbox-pool N``, :mod:`dspex.sandbox.worker`); without one
@@ -32,9 +50,9 @@ its answered calls are listed in the predictor's heartbeats (``unreported``, per
 predictor is killed, the aggregator reports them in the job's ``usage_unreported``
 (:mod:`dspex.processors.aggregate_deaths`).
 
-A program or LM that fails yields a PredictionRecord with an error instead (the scorer gives it the
-job's failure score): ``systemic`` for a bad key, an unknown model or a program that cannot be built,
-so that the aggregator fails the whole job at once with the provider's message.
+A program or LM that fails yields a PredictionRecord with an error instead (scored, here or by the
+scorer, as the job's failure score): ``systemic`` for a bad key, an unknown model or a program that
+cannot be built, so that the aggregator fails the whole job at once with the provider's message.
 
     worker = Predictor(KafkaSettings(bootstrap_servers="127.0.0.1:9092"), WorkerOptions(prefix="dspex."))
     worker.install_signal_handlers()
@@ -87,6 +105,7 @@ from dspex.processors.fairqueue import (
     job_budget,
     job_flow,
 )
+from dspex.processors.inline_score import MetricBook, score_prediction
 from dspex.processors.lm_calls import logged_fields, logged_lm_calls
 from dspex.processors.loopwindow import LoopLagWindow
 from dspex.processors.provider_batch import park, parked_request
@@ -95,8 +114,9 @@ from dspex.sandbox.worker import WorkerSandbox, worker_sandbox
 from dspex.schemas.base import utc_now
 from dspex.schemas.common import ErrorInfo, TraceEntry
 from dspex.schemas.dlq import DLQ_REASON_SECURITY_POLICY, DeadLetter
-from dspex.schemas.headers import HEADER_JOB_ID, HEADER_SCHEMA, headers_for
-from dspex.schemas.results import PredictionRecord, UsageReport
+from dspex.schemas.headers import HEADER_JOB_ID, HEADER_SCHEMA, HEADER_TRACEPARENT, TRACEPARENT, headers_for
+from dspex.schemas.jobs import EvalJob
+from dspex.schemas.results import SCORE_SOURCE_PREDICTOR, PredictionRecord, UsageReport
 from dspex.schemas.serde import encode
 from dspex.schemas.tasks import Task
 from dspex.schemas.workers import WorkerHeartbeat
@@ -166,6 +186,8 @@ class Predictor(Worker):
         self._reports: set[asyncio.Task[None]] = set()  # usage reports of cancelled runs, being sent
         # LM calls answered that no acknowledged record carries yet, per job: in every heartbeat
         self.unreported = UnreportedLedger()
+        # Built-in metrics only (no module is imported for them): see the module docs.
+        self.inline_metrics = MetricBook(allow_modules=())
 
     def runtime_options(self) -> dict[str, Any]:
         """Read ahead into per-job fair queues; start tasks as the LM endpoints can take them."""
@@ -265,8 +287,38 @@ class Predictor(Worker):
                 return "skipped"
             if record.error is not None:
                 span.failed(f"{record.error.type}: {record.error.message}")
-            await self.produce("predictions", record)
+            await self._deliver(record)
         return "ok"
+
+    async def _deliver(self, record: PredictionRecord) -> None:
+        """Produce ``record``'s score when its job's metric is scored here, else ``record`` itself."""
+        job = self.inline_job(record)
+        if job is None:
+            await self.produce("predictions", record)
+            return
+        # the metric's span, as the scorer's would be: a child of dspex.predict, named on the score
+        with tracing_kafka.continued(_CurrentSpan(), "dspex.score", record, evaluator=True) as span:
+            metric_of, worker_id = self.inline_metrics.of_job, self.worker_id
+            score = await score_prediction(
+                record, job, metric_of, source=SCORE_SOURCE_PREDICTOR, worker_id=worker_id
+            )
+            span.set("dspex.score", score.score)
+            if score.error is not None:
+                span.failed(f"{score.error.type}: {score.error.message}")
+            await self.produce("scores", score)
+
+    def inline_job(self, record: PredictionRecord) -> EvalJob | None:
+        """``record``'s job when this predictor scores it (a built-in metric that builds), else None."""
+        if not self.options.inline_builtin_metrics or self.jobs is None:
+            return None
+        job = self.jobs.job(record.job_id)
+        if job is None or job.metric.kind != "builtin":
+            return None
+        try:
+            self.inline_metrics.of_job(job)
+        except PoisonMessageError:  # the scorer dead-letters it, as for any metric it cannot build
+            return None
+        return job
 
     async def _predict_unless_stopped(self, task: Task) -> PredictionRecord | None:
         """:meth:`predict`, or None when the job stopped while it ran (its LM calls cancelled)."""
@@ -495,6 +547,17 @@ class Predictor(Worker):
             child(LM_CALLS, self.kind, "cache_hit").inc(usage.cache_hits)
         if isinstance(error, LMError | AdapterParseError):
             child(LM_CALLS, self.kind, _outcome_name(error)).inc()
+
+
+class _CurrentSpan:
+    """The span current here as a consumed message whose headers name it (what
+    :func:`~dspex.observability.tracing.kafka.continued` continues)."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self) -> None:
+        traceparent = TRACEPARENT.get()
+        self.headers = [(HEADER_TRACEPARENT, traceparent)] if traceparent is not None else []
 
 
 class _DeadlineReached(Exception):

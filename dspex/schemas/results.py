@@ -76,8 +76,10 @@ class ScoreRecord(Message):
     """One example's result for one candidate: the score the metric gave, with what led to it.
 
     A failed prediction or metric scores the job's ``failure_score`` and keeps the ``error``;
-    ``source`` says who wrote it ("scorer", or "dlq" when a dead-lettered task was accounted to
-    its job). Readers keep the first score per (job, candidate, example index). ``callback_events``,
+    ``source`` says who wrote it: "scorer"; "predictor" when the predictor scored a built-in metric
+    itself (the prediction then never went to the predictions topic; from 1.5); or "dlq" when a
+    dead-lettered task was accounted to its job; a reader must not refuse a source it does not
+    know. Readers keep the first score per (job, candidate, example index). ``callback_events``,
     ``tool_calls``, ``lm_call_log`` and ``lm_calls_unlogged`` are the prediction's (see
     :class:`PredictionRecord`); ``worker_id`` is the writer's, ``predicted_by`` the predictor's
     that ran the example (absent from writers before 1.4 and for dead letters).
@@ -89,8 +91,8 @@ class ScoreRecord(Message):
     """
 
     # 1.1: callback_events; 1.2: attempt_id; 1.3: tool_calls; 1.4: lm_call_log, lm_calls_unlogged,
-    # predicted_by
-    SCHEMA_VERSION: ClassVar[str] = "1.4"
+    # predicted_by; 1.5: source "predictor" (a built-in metric scored by the predictor)
+    SCHEMA_VERSION: ClassVar[str] = "1.5"
 
     job_id: str
     candidate_id: str

@@ -34,7 +34,7 @@ def admin_routes(sim: SimulatedLM) -> list[web.RouteDef]:
             limit = int(request.query.get("limit", _DEFAULT_LOG_LIMIT))
         except ValueError:
             return err.bad_request("`limit` must be an integer")
-        entries = list(sim.log)[-limit:] if limit > 0 else []
+        entries = [call.as_dict() for call in list(sim.log)[-limit:]] if limit > 0 else []
         return web.json_response({"requests": entries})
 
     async def get_config(request: web.Request) -> web.Response:

@@ -96,10 +96,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# one decoder for every request: json.loads with parse_constant builds a new JSONDecoder per call
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _read_body(raw: bytes) -> Any:
+    # what json.loads does with bytes (UTF-8, -16 or -32, found from the first bytes), decoder reused
+    return _decoder.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+
+
 async def read_json(request: web.Request) -> dict[str, Any] | web.Response:
     """The request's JSON object, or a 400 response saying what is wrong with it."""
     try:
-        body = json.loads(await request.read(), parse_constant=_reject_constant)
+        body = _read_body(await request.read())
     except ValueError as exc:
         return bad_request(f"the request body is not valid JSON: {exc}")
     if not isinstance(body, dict):

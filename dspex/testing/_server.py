@@ -180,7 +180,8 @@ class SimulatedLM:
         self.prompt_tokens = self.completion_tokens = 0
         self.max_in_flight = self.in_flight
         self.held_total = 0
-        self.log: deque[dict[str, Any]] = deque(maxlen=self.config.log_size)
+        # the calls themselves: a dict is made only when /admin/requests asks (see _Call.as_dict)
+        self.log: deque[_Call] = deque(maxlen=self.config.log_size)
         self.batch_counts: Counter[str] = Counter()
 
     def configure(self, **knobs: Any) -> SimLMConfig:
@@ -344,7 +345,7 @@ class SimulatedLM:
         self.in_flight -= 1
         call.t_end = time.time()
         self.by_status[call.status] += 1
-        self.log.append(call.as_dict())
+        self.log.append(call)
 
     def _count_completion(self, done: Completion) -> None:
         self.completions_ok += 1

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dspex._gc import tune_gc_for_worker
+from dspex._loop import run_worker_loop
 from dspex.errors import ConfigurationError
 from dspex.testing._server import SimLMConfig, SimulatedLM, start_server
 
@@ -73,8 +74,12 @@ async def _serve(config: SimLMConfig, host: str, port: int, port_file: str | Non
 def serve(
     config: SimLMConfig, *, host: str = "127.0.0.1", port: int = 8000, port_file: str | None = None
 ) -> None:
-    """Run the simulated LM until SIGTERM or SIGINT (blocking); ``port_file`` receives the bound port."""
-    asyncio.run(_serve(config, host, port, port_file))
+    """Run the simulated LM until SIGTERM or SIGINT (blocking); ``port_file`` receives the bound port.
+
+    It runs on the loop a worker runs on (uvloop where installed; ``DSPEX_EVENT_LOOP``, see
+    :mod:`dspex._loop`): a load test's simulated LM shares the machine with what it measures, and
+    uvloop's sockets and callbacks cost it less CPU per request."""
+    run_worker_loop(_serve(config, host, port, port_file))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -8,6 +8,10 @@ component (``Predict(..., callbacks=[...])``, ``LM(..., callbacks=[...])``). Eve
 Beyond DSPy's hooks, dspex's LM reports each HTTP attempt (``on_lm_attempt``) and each call as a
 whole (``on_lm_request``): see :mod:`dspex.lm.events`. Metrics attach here too
 (``dspex.observability.callbacks.PrometheusCallback``, installed by the workers).
+
+A callback can stop hearing the calls made inside the one it is hearing (:func:`muted`): tracing
+does so for an example it does not sample, so that the calls inside cost what they cost with no
+callback installed.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 if TYPE_CHECKING:
     from dspex.lm.events import LMAttempt, LMRequest
 
-__all__ = ["ACTIVE_CALL_ID", "BaseCallback", "with_callbacks"]
+__all__ = ["ACTIVE_CALL_ID", "BaseCallback", "muted", "unmuted", "with_callbacks"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,17 +157,64 @@ class BaseCallback:
 
 
 def active_callbacks(instance: Any) -> list[BaseCallback]:
-    """The callbacks in effect for ``instance``: the settings' (global, then context), then its own."""
-    installed = _settings_reader()().callbacks
+    """The callbacks in effect for ``instance``: the settings' (global, then context), then its own,
+    without the one :func:`muted` here."""
+    installed: list[BaseCallback] = _settings_reader()().callbacks
     own: Iterable[BaseCallback] = getattr(instance, "callbacks", None) or ()
-    if not own:
-        # every module, adapter and LM call asks: no list built when the component has none of its
-        # own (the settings' list is handed out as is; no caller changes what it is given)
-        return cast("list[BaseCallback]", installed) if installed else _NONE
-    return [*installed, *own]
+    if own:
+        installed = [*installed, *own]
+    elif not installed:
+        return _NONE
+    # every module, adapter and LM call asks: no list built when the component has none of its
+    # own (the settings' list is handed out as is; no caller changes what it is given)
+    silenced = _MUTED.get()
+    if silenced is None:
+        return installed
+    if len(installed) == 1:  # tracing alone, muted inside an unsampled example
+        return _NONE if installed[0] is silenced else installed
+    return _without(installed, silenced)
 
 
 _NONE: list[BaseCallback] = []
+
+# The callback the calls running here are not announced to: tracing's, inside an example it did not
+# sample (see dspex.observability.tracing.callback). A context variable, so that it follows the
+# example into the tasks and threads it starts and nowhere else.
+_MUTED: contextvars.ContextVar[BaseCallback | None] = contextvars.ContextVar(
+    "dspex_muted_callback", default=None
+)
+
+
+def muted(callback: BaseCallback) -> contextvars.Token[BaseCallback | None]:
+    """From now on in this context, calls are not announced to ``callback`` (calls already started
+    still end with it): for a callback with nothing to do inside the call it is hearing, it costs
+    each of them one context-variable read instead of an announcement. Undo with :func:`unmuted`."""
+    return _MUTED.set(callback)
+
+
+def unmuted(token: contextvars.Token[BaseCallback | None]) -> None:
+    """Undo the :func:`muted` call that gave ``token`` (nothing if it was made in another context)."""
+    try:  # noqa: SIM105  (contextlib.suppress would cost an object per example)
+        _MUTED.reset(token)
+    except ValueError:  # the context it was set in is gone
+        pass
+
+
+# The last list filtered, to hand out the same one again: a worker's settings hold its metrics
+# callback beside tracing's, and an unsampled example's calls all ask.
+_last_without: tuple[list[BaseCallback], BaseCallback, list[BaseCallback]] | None = None
+
+
+def _without(callbacks: list[BaseCallback], silenced: BaseCallback) -> list[BaseCallback]:
+    global _last_without
+    last = _last_without
+    if last is not None and last[0] is callbacks and last[1] is silenced:
+        return last[2]
+    kept = [callback for callback in callbacks if callback is not silenced] or _NONE
+    _last_without = (callbacks, silenced, kept)
+    return kept
+
+
 _current_settings: Callable[[], Any] | None = None
 
 

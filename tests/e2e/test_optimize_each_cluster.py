@@ -47,7 +47,17 @@ from dspex.optimizers import (
 )
 from dspex.optimizers.labeled import labeled_program
 from dspex.primitives import Example, Module, Prediction
-from dspex.schemas import EvalJob, JobMessage, OptimizeStatus, PredictionRecord, TrialRecord, decode
+from dspex.schemas import (
+    SCORE_SOURCE_PREDICTOR,
+    EvalJob,
+    JobMessage,
+    OptimizeStatus,
+    PredictionRecord,
+    ScoreRecord,
+    TrialRecord,
+    decode,
+    is_usage_report,
+)
 from dspex.serialization import candidate_id
 from dspex.testing import SimulatedLMServer
 
@@ -237,10 +247,18 @@ def test_bootstrap_teacher_runs_went_through_the_predictors(
     mine = {j.job_id: j for j in jobs if isinstance(j, EvalJob) and j.parent_job_id == status.job_id}
     runs = {job_id for job_id, job in mine.items() if (job.name or "").startswith("runs")}
     assert runs and len(mine) > len(runs), "teacher-run jobs and the validation job, all the optimization's"
-    predictions = [
+    predictions: list[PredictionRecord | ScoreRecord] = [
         decode(m.value(), PredictionRecord)
         for m in read_topic(shared_pipeline.settings, _topic(shared_pipeline, "predictions"))
         if m.value() is not None
+    ]
+    # a job with a built-in metric: the predictors wrote its scores instead of its predictions
+    predictions += [
+        score
+        for m in read_topic(shared_pipeline.settings, _topic(shared_pipeline, "scores"))
+        if m.value() is not None and not is_usage_report(m.value())
+        for score in [decode(m.value(), ScoreRecord)]
+        if score.source == SCORE_SOURCE_PREDICTOR
     ]
     ours = [p for p in predictions if p.job_id in mine]
     teacher = [p for p in ours if p.job_id in runs]

@@ -146,14 +146,15 @@ def test_images_and_histories_travel_as_blobs_and_score_as_locally(
         assert len(tasks) == EXAMPLES
         assert max(len(message.value()) for message in tasks) < TASK_BYTES_MAX
         assert sum(BLOB_REF_KEY.encode() in message.value() for message in tasks) == with_blobs
-        # the predictions carry the references too (example and trace), not copies of the values
-        predictions = [
+        # the results carry the references too (example and trace), not copies of the values: the
+        # scores the predictors wrote (a built-in metric is scored where the prediction is made)
+        scores = [
             message
-            for message in read_topic(shared_pipeline.settings, shared_pipeline.registry.name("predictions"))
+            for message in read_topic(shared_pipeline.settings, shared_pipeline.registry.name("scores"))
             if dict(message.headers() or []).get(HEADER_JOB_ID) == job_id.encode()
         ]
-        assert len(predictions) == EXAMPLES
-        assert max(len(message.value()) for message in predictions) < TASK_BYTES_MAX
+        assert len(scores) == EXAMPLES
+        assert max(len(message.value()) for message in scores) < TASK_BYTES_MAX
 
     big_values = {blob_hash(example.to_dict()["image"]) for example in images[1:]}
     long_histories = {blob_hash(example.to_dict()["history"]) for example in histories[::3]}

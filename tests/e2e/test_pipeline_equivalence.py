@@ -64,11 +64,21 @@ def test_distributed_evaluation_equals_local_evaluate(
     assert distributed[0].score != distributed[1].score  # the two candidates really differ
     assert list(distributed[1].records[0].prediction or {}) == ["reasoning", "answer"]
     assert sim.control.stats()["by_status"] == {"200": 4 * EXAMPLES}
-    # and the work really was spread over the three predictor processes
-    predictors = Counter(
-        json.loads(message.value())["worker_id"]
-        for message in read_topic(shared_pipeline.settings, shared_pipeline.registry.name("predictions"))
+    # and the work really was spread over the three predictor processes, each scoring its own
+    # predictions (a built-in metric: nothing of the job on the predictions topic)
+    scores = [
+        json.loads(message.value())
+        for message in read_topic(shared_pipeline.settings, shared_pipeline.registry.name("scores"))
         if dict(message.headers() or []).get(HEADER_JOB_ID) == job_id.encode()
-    )
+    ]
+    assert {(score["source"], score["worker_id"] == score["predicted_by"]) for score in scores} == {
+        ("predictor", True)
+    }
+    predictors = Counter(score["predicted_by"] for score in scores)
     assert sum(predictors.values()) >= 2 * EXAMPLES
     assert sorted(predictors) == ["predict-1", "predict-2", "predict-3"], predictors
+    assert not [
+        message
+        for message in read_topic(shared_pipeline.settings, shared_pipeline.registry.name("predictions"))
+        if dict(message.headers() or []).get(HEADER_JOB_ID) == job_id.encode()
+    ]

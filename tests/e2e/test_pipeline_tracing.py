@@ -7,7 +7,9 @@ worker processes started with ``--otlp-endpoint``; the trace of each of the 20 e
 the client's submission, the predictor's task (with the program's spans inside), the scorer's
 metric span and the aggregator's span of folding the score into the job, with the parent ids
 chained across all three Kafka hops; the client's job span is the parent of the aggregator's span
-of the job's end, across the jobs topic.
+of the job's end, across the jobs topic. The predictors there send every prediction to the scorer
+(``--no-inline-builtin-metrics``); with their default flags a built-in metric is scored on the
+predictor, whose metric span is then the same child of its task span, in the predictor's service.
 """
 
 from __future__ import annotations
@@ -123,15 +125,25 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
-@pytest.fixture
-def traced_pipeline(pipeline_factory: Callable[..., Pipeline], receiver: Receiver) -> Pipeline:
-    """An aggregator, a scorer and a predictor that export their spans to ``receiver``."""
-    pipeline = pipeline_factory()
+def _traced(pipeline: Pipeline, receiver: Receiver, *predict_flags: str) -> Pipeline:
     pipeline.start("aggregate", "--otlp-endpoint", receiver.url)
     pipeline.start("score", "--otlp-endpoint", receiver.url)
-    pipeline.start("predict", "--otlp-endpoint", receiver.url)
+    pipeline.start("predict", "--otlp-endpoint", receiver.url, *predict_flags)
     pipeline.wait_ready()
     return pipeline
+
+
+@pytest.fixture
+def traced_pipeline(pipeline_factory: Callable[..., Pipeline], receiver: Receiver) -> Pipeline:
+    """An aggregator, a scorer and a predictor that export their spans to ``receiver``; every
+    prediction goes through the scorer."""
+    return _traced(pipeline_factory(), receiver, "--no-inline-builtin-metrics")
+
+
+@pytest.fixture
+def inline_traced_pipeline(pipeline_factory: Callable[..., Pipeline], receiver: Receiver) -> Pipeline:
+    """The same with the predictor on its default flags: it scores built-in metrics itself."""
+    return _traced(pipeline_factory(), receiver)
 
 
 def _evaluate_traced(pipeline: Pipeline, receiver: Receiver, lm: LM, sample_ratio: float) -> EvaluationResult:
@@ -259,3 +271,37 @@ def test_failed_examples_are_kept_at_ratio_zero_across_the_hop(
             s for s in spans if s.parent_id == predicted[index].span_id and s.service == "dspex-predict"
         ]
         assert program and program[0].name.startswith("ChainOfThought")
+
+
+def test_a_builtin_metric_scored_on_the_predictor_is_in_the_examples_trace(
+    inline_traced_pipeline: Pipeline,
+    receiver: Receiver,
+    sim_factory: Callable[..., SimulatedLMServer],
+    cache_dir: Path,
+) -> None:
+    lm = sim_lm(sim_factory(latency=0.005), cache_dir)
+    result = _evaluate_traced(inline_traced_pipeline, receiver, lm, sample_ratio=1.0)
+    assert len(result.results) == EXAMPLES
+
+    def complete() -> list[Received] | None:
+        spans = receiver.snapshot()
+        traces = {s.trace_id for s in spans if s.name == "dspex.example"}
+        for name in ("dspex.predict", "dspex.score", "dspex.aggregate"):
+            if {s.trace_id for s in spans if s.name == name} != traces:
+                return None
+        return spans if len(traces) == EXAMPLES else None
+
+    spans = _wait(complete, 60.0)
+    assert not [s for s in spans if s.service == "dspex-score"], "the scorer saw none of the examples"
+    for example in [s for s in spans if s.name == "dspex.example"]:
+        trace = [s for s in spans if s.trace_id == example.trace_id]
+        (predict,) = [s for s in trace if s.name == "dspex.predict"]
+        (score,) = [s for s in trace if s.name == "dspex.score"]
+        (aggregate,) = [s for s in trace if s.name == "dspex.aggregate"]
+        assert (predict.service, score.service) == ("dspex-predict", "dspex-predict")
+        assert predict.parent_id == example.span_id
+        assert score.parent_id == predict.span_id  # as the scorer's span would be
+        assert score.attributes["openinference.span.kind"] == "EVALUATOR"
+        assert score.attributes["dspex.example_index"] == example.attributes["dspex.example_index"]
+        assert "dspex.score" in score.attributes
+        assert aggregate.parent_id == score.span_id  # the score's traceparent, across Kafka

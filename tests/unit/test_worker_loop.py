@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from dspex._loop import EVENT_LOOP_VARIABLE, loop_factory, run_worker_loop
+from dspex._loop import EVENT_LOOP_VARIABLE, loop_factory, run_worker_loop, set_worker_loop
 from dspex.errors import ConfigurationError
 
 uvloop = pytest.importorskip("uvloop")
@@ -41,3 +41,15 @@ def test_without_uvloop_auto_falls_back_and_uvloop_says_so(monkeypatch: pytest.M
     assert loop_factory({}) is asyncio.new_event_loop
     with pytest.raises(ConfigurationError, match="uvloop is not installed"):
         loop_factory({EVENT_LOOP_VARIABLE: "uvloop"})
+
+
+def test_set_worker_loop_makes_the_chosen_loop_the_threads_current_one() -> None:
+    # faust's app and worker take the thread's current loop when they are built (the aggregator)
+    for environ, expected in (({}, uvloop.Loop), ({EVENT_LOOP_VARIABLE: "asyncio"}, None)):
+        loop = set_worker_loop(environ)
+        try:
+            assert asyncio.get_event_loop() is loop
+            assert type(loop) is expected if expected else not isinstance(loop, uvloop.Loop)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

@@ -14,11 +14,24 @@ on the task, prediction and score messages. Each example is one trace.
 
 Sampling: parent-based, new traces kept with probability ``sample_ratio`` (default
 :data:`DEFAULT_SAMPLE_RATIO`, 1%; ``OTEL_TRACES_SAMPLER(_ARG)`` may say otherwise), decided once per
-example where its trace starts (and carried in the ``traceparent`` flag across Kafka). Failed
-examples are always kept: inside an unsampled trace each call is a plain object holding references
-to the call (no OpenTelemetry call, no attribute built), and each process exports the part of an
-unsampled trace it ran when that part's local root span failed (an exception, an error prediction or
-score), with the inputs of the spans that failed (see :mod:`~dspex.observability.tracing.lean`).
+example where its trace starts (and carried in the ``traceparent`` flag across Kafka).
+
+Failed examples are always kept, and an unsampled example costs about what it costs with tracing
+off: tracing hears its own call (the program's module call) and nothing inside it. That call's
+span is a plain object holding references to the call (no OpenTelemetry call, no attribute built),
+and tracing's callback is muted for every call made inside (one context-variable read each: the
+callback seam finds no callback listening, as with tracing off). Each process exports the part of
+an unsampled trace it ran when that part's local root span failed (an exception, an error
+prediction or score; see :mod:`~dspex.observability.tracing.lean`). What a failed example keeps:
+
+- sampled: every span (modules, predictors, adapter format and parse, LM calls with their
+  attempts and retries, tools), each with its inputs and outputs;
+- not sampled: the worker's task span (on a cluster), the program's span with its inputs and the
+  error, and one ``LLM`` span per LM call it made, made after the fact from the LM call log
+  (:mod:`~dspex.observability.tracing.recalled`: model, messages, completion, tokens, cost,
+  start and duration, and the error of a call that failed; not its attempts and retries). No span
+  for inner modules, adapter format and parse, or tool calls: they were never announced.
+
 Unsampled spans are not made OpenTelemetry's current span.
 Secrets (API keys, authorization headers, any secret-named value) never go into attributes.
 An unreachable receiver never fails or slows a call: export errors are counted in

@@ -22,6 +22,7 @@ __all__ = [
     "message_attributes",
     "redacted_mapping",
     "scrub",
+    "scrubbed",
     "secret_key",
 ]
 
@@ -89,6 +90,13 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
         if secret and secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def scrubbed(attributes: dict[str, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
+    """``attributes`` with every secret replaced in their text values."""
+    if not secrets:
+        return attributes
+    return {k: scrub(v, secrets) if isinstance(v, str) else v for k, v in attributes.items()}
 
 
 def message_attributes(prefix: str, messages: Iterable[Any]) -> dict[str, str]:

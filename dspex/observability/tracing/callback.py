@@ -6,6 +6,14 @@ parameters, tokens, cost, latency, attempts and retries), a tool call (``TOOL``)
 format and parse (``CHAIN``), a code interpreter's execution (``TOOL``), an evaluation and a compile
 (``CHAIN``). A module call made directly under an evaluation starts a trace of its own, linked to the
 evaluation's span: one trace per example, each sampled (and kept when it fails) on its own.
+
+An example that is not sampled (99 in 100 at the default ratio) is heard once: its own module
+call, whose span is a :class:`~dspex.observability.tracing.lean.LeanSpan`. For the calls it makes,
+this callback is muted (:func:`dspex.utils.callback.muted`): the seam finds no callback listening
+and takes the path it takes with tracing off. If the example fails, its span is exported with the
+error and the inputs, and its LM calls as child spans made from the LM call log
+(:mod:`~dspex.observability.tracing.recalled`); its inner modules, adapter format and parse and
+tool calls were never heard and have no span.
 """
 
 from __future__ import annotations
@@ -22,9 +30,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, Status, StatusCode, Tracer
 
 from dspex.lm.events import LMAttempt, LMRequest
-from dspex.observability.tracing.attributes import scrub
+from dspex.observability.tracing.attributes import scrub, scrubbed
 from dspex.observability.tracing.lean import UNSAMPLED, LeanSpan, Source
 from dspex.observability.tracing.provider import Recorder
+from dspex.observability.tracing.recalled import Recall
 from dspex.observability.tracing.sources import (
     CODE,
     FORMAT,
@@ -36,7 +45,7 @@ from dspex.observability.tracing.sources import (
     lm_outputs,
     output,
 )
-from dspex.utils.callback import BaseCallback
+from dspex.utils.callback import BaseCallback, muted, unmuted
 
 __all__ = ["KIND", "TracingCallback"]
 
@@ -64,6 +73,16 @@ class _Open:
         self.attempts = 0  # of an LM call
 
 
+class _Hushed:
+    """An example that is not sampled, running: its span, the muting of tracing for the calls it
+    makes, and the log of its LM calls (what its export adds if it fails)."""
+
+    __slots__ = ("recall", "span", "token")
+
+    def __init__(self, span: LeanSpan, token: contextvars.Token[BaseCallback | None]) -> None:
+        self.span, self.token, self.recall = span, token, Recall()
+
+
 # Secret values met in the calls running here (an LM's key, a secret-named input): the spans of what
 # they call scrub them too, e.g. from the prompt a secret-named input field was formatted into.
 _SECRETS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("dspex_trace_secrets", default=())
@@ -77,18 +96,22 @@ class TracingCallback(BaseCallback):
     (then unsampled traces are not recorded at all, failed or not).
 
     Spans of sampled traces carry their contents (inputs, outputs, prompt and completion messages).
-    Inside an unsampled trace a call costs a :class:`~dspex.observability.tracing.lean.LeanSpan`
-    that holds references to the call (no name, attribute or id is made, no OpenTelemetry call);
-    if the example fails, its spans are exported lean (names, timings, model, status, the usage and
-    attempts of failed LM calls) with the inputs of the spans that failed.
+    An unsampled example is heard at its own call only (see the module's docstring): a
+    :class:`~dspex.observability.tracing.lean.LeanSpan` holding references to the call, and a mute
+    of this callback for what the call runs. If the example fails, that span is exported with its
+    inputs and the error, and its LM calls (from the LM call log) as ``LLM`` spans under it: model,
+    messages, completion, tokens, cost, duration, outcome, and the error of a call that failed.
+    Calls made under an unsampled span that is not an example (an evaluation's or a compile's own
+    LM calls) are lean spans of their own, kept if that span's part fails.
     """
 
     def __init__(self, tracer: Tracer | Recorder) -> None:
         # a Recorder (what configure(tracing=...) gives) also records unsampled traces, lean, so
         # that failed examples are kept; a plain tracer follows its own provider's sampling
-        self._lean = isinstance(tracer, Recorder)
+        self._recorder = tracer if isinstance(tracer, Recorder) else None
         self._start_span = tracer.start if isinstance(tracer, Recorder) else tracer.start_span
         self._open: dict[str, _Open | LeanSpan] = {}
+        self._hushed: dict[str, _Hushed] = {}  # the unsampled examples running, by call id
         self._evaluations: set[int] = set()  # span ids of evaluation spans open now
         self._lock = threading.Lock()
 
@@ -212,18 +235,49 @@ class TracingCallback(BaseCallback):
     def _call(
         self, call_id: str, source: Source, instance: Any, inputs: Mapping[str, Any], *, example: bool = False
     ) -> None:
-        lean = UNSAMPLED.get() if self._lean else None
-        # (a span id is drawn only when an evaluation is open to compare it with)
-        if lean is not None and not (example and self._evaluations and lean.span_id in self._evaluations):
-            # the common case at the default ratio: inside an unsampled trace, one plain object
-            # holding references to the call, and no OpenTelemetry call at all
-            span = LeanSpan.described(lean, source, instance, inputs)
-            span.token = UNSAMPLED.set(span)
-            self._open[call_id] = span
-            return
+        recorder = self._recorder
+        lean = UNSAMPLED.get() if recorder is not None else None
+        sampled: bool | None = None
+        if lean is not None and recorder is not None:
+            span, sampled = self._unsampled(recorder, lean, source, instance, inputs, example)
+            if span is not None:
+                inherited = _SECRETS.get()
+                if inherited:
+                    span.secrets = lambda: inherited
+                span.token = UNSAMPLED.set(span)
+                self._opened(call_id, span, example)
+                return
         self._start(
-            call_id, source.name(instance), source.attributes(instance), source, instance, inputs, example
+            call_id,
+            source.name(instance),
+            source.attributes(instance),
+            source,
+            instance,
+            inputs,
+            example,
+            sampled,
         )
+
+    def _unsampled(
+        self,
+        recorder: Recorder,
+        lean: LeanSpan,
+        source: Source,
+        instance: Any,
+        inputs: Mapping[str, Any],
+        example: bool,
+    ) -> tuple[LeanSpan | None, bool | None]:
+        """Inside the unsampled span ``lean``: the call's span when it is not sampled either (None
+        for an example of an evaluation that is), and the sampling decision drawn for it, if any."""
+        # (a span id is drawn only when an evaluation is open to compare it with)
+        if not (example and self._evaluations and lean.span_id in self._evaluations):
+            # one plain object holding references to the call, and no OpenTelemetry call at all
+            return LeanSpan.described(lean, source, instance, inputs), None
+        if recorder.draw():
+            return None, True  # a sampled example of an unsampled evaluation
+        # an example of an unsampled evaluation, not sampled either (the common case at the default
+        # ratio): a trace of its own, linked to the evaluation
+        return LeanSpan.example(recorder.keep, lean, source, instance, inputs), False
 
     def _start(
         self,
@@ -234,9 +288,11 @@ class TracingCallback(BaseCallback):
         instance: Any = None,
         inputs: Mapping[str, Any] | None = None,
         example: bool = False,
+        sampled: bool | None = None,
     ) -> Span:
-        """A span that is sampled, the root of an unsampled trace, or from a plain tracer."""
-        lean = UNSAMPLED.get() if self._lean else None
+        """A span that is sampled, the root of an unsampled trace, or from a plain tracer.
+        ``sampled``: the sampling decision already drawn for it, if it starts a new trace."""
+        lean = UNSAMPLED.get() if self._recorder is not None else None
         parent_context: otel_context.Context | None = None
         links: list[Link] = []
         if example:
@@ -247,25 +303,39 @@ class TracingCallback(BaseCallback):
         inherited = _SECRETS.get()
         if lean is not None:
             inherited = (*inherited, *lean.all_secrets())
-        span = self._start_span(name, context=parent_context, attributes=attributes, links=links)
+        if sampled is None or self._recorder is None:
+            span = self._start_span(name, context=parent_context, attributes=attributes, links=links)
+        else:  # drawn already (by _call)
+            span = self._recorder.start(
+                name, context=parent_context, attributes=attributes, links=links, sampled=sampled
+            )
         if isinstance(span, LeanSpan):
             if source is not None:
                 span.source, span.instance, span.inputs = source, instance, inputs or {}
             span.secrets = (lambda: inherited) if inherited else None
             span.token = UNSAMPLED.set(span)
-            self._open[call_id] = span
+            self._opened(call_id, span, example)
             return span
         own = source.secrets(instance, inputs or {}) if source is not None else ()
         secret_values = (*inherited, *own)
         secrets_token = _SECRETS.set(secret_values) if own else None
         sampled = span.get_span_context().trace_flags.sampled
         if sampled and source is not None:
-            span.set_attributes(_scrubbed(source.contents(instance, inputs or {}), secret_values))
+            span.set_attributes(scrubbed(source.contents(instance, inputs or {}), secret_values))
         token = otel_context.attach(trace.set_span_in_context(span))
         lean_token = UNSAMPLED.set(None) if lean is not None else None
         unsent = None if sampled or source is None else (source, instance, inputs or {})
         self._open[call_id] = _Open(span, token, lean_token, secret_values, secrets_token, sampled, unsent)
         return span
+
+    def _opened(self, call_id: str, span: LeanSpan, example: bool) -> None:
+        if not example:
+            self._open[call_id] = span
+            return
+        # An example (a module call) that is not sampled: the calls it makes are not announced to
+        # this callback at all, as if tracing were off; its LM calls are found in the LM call log
+        # if it fails (see dspex.observability.tracing.recalled).
+        self._hushed[call_id] = _Hushed(span, muted(self))
 
     def _end(
         self,
@@ -277,6 +347,9 @@ class TracingCallback(BaseCallback):
     ) -> None:
         opened = self._open.pop(call_id, None)
         if opened is None:
+            hushed = self._hushed.pop(call_id, None)
+            if hushed is not None:
+                _end_hushed(hushed, exception)
             return
         if isinstance(opened, LeanSpan):
             if exception is None and not attributes:  # most spans of an unsampled trace
@@ -295,7 +368,7 @@ class TracingCallback(BaseCallback):
             source, instance, inputs = opened.unsent
             found.update(source.contents(instance, inputs))  # a failure is kept: say what it was given
         if found:
-            span.set_attributes(_scrubbed(found, secrets))
+            span.set_attributes(scrubbed(found, secrets))
         if exception is not None:
             _record_failure(span, exception, secrets)
         span.end()
@@ -313,6 +386,14 @@ def _span_of(opened: _Open | LeanSpan) -> Span:
     return opened if isinstance(opened, LeanSpan) else opened.span
 
 
+def _end_hushed(hushed: _Hushed, exception: BaseException | None) -> None:
+    unmuted(hushed.token)
+    span, recall = hushed.span, hushed.recall
+    recall.close(span)
+    span.after = recall.spans
+    _end_lean(span, None, exception)
+
+
 def _end_lean(span: LeanSpan, attributes: dict[str, Any] | None, exception: BaseException | None) -> None:
     if exception is not None:
         # kept if its example failed: what it was given, without any secret of it or its callers
@@ -320,7 +401,7 @@ def _end_lean(span: LeanSpan, attributes: dict[str, Any] | None, exception: Base
         found = dict(attributes or {})
         if span.source is not None:
             found.update(span.source.contents(span.instance, span.inputs))
-        span.set_attributes(_scrubbed(found, secrets))
+        span.set_attributes(scrubbed(found, secrets))
         _record_failure(span, exception, secrets)
     elif attributes:
         span.set_attributes(attributes)  # numbers (an evaluation's score)
@@ -335,12 +416,6 @@ def _reset(token: contextvars.Token[LeanSpan | None]) -> None:
         UNSAMPLED.reset(token)
     except ValueError:  # ended in another context than it started in (gone now)
         pass
-
-
-def _scrubbed(attributes: dict[str, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
-    if not secrets:
-        return attributes
-    return {k: scrub(v, secrets) if isinstance(v, str) else v for k, v in attributes.items()}
 
 
 def _record_failure(span: Span, exception: BaseException, secrets: Iterable[str]) -> None:

@@ -5,7 +5,10 @@ of what tracing costs. A :class:`LeanSpan` never touches the OpenTelemetry SDK (
 generator, no span processor, no context attach): it is a name, two timestamps, the few attributes
 its caller gave, and a reference to its parent. Its children are started from it directly
 (:meth:`LeanSpan.child`), found through :data:`UNSAMPLED` (the unsampled span current here), so
-deciding "not sampled" happens once per trace part: at its local root.
+deciding "not sampled" happens once per trace part: at its local root. Inside an example's own
+span the callback makes no children at all (it is not told of the calls made there, see
+:mod:`~dspex.observability.tracing.callback`); spans :attr:`LeanSpan.after` makes stand in for
+them when the span is exported.
 
 A *part* is what one process ran of an unsampled trace under one local root (an example's module
 call, a worker's task span: a span whose parent is remote or absent). Its spans are kept in memory
@@ -20,7 +23,7 @@ import contextvars
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, Protocol
 
@@ -39,6 +42,7 @@ __all__ = [
     "Secrets",
     "Source",
     "current",
+    "new_span_id",
     "new_trace_id",
     "sampled_now",
     "traceparent_of",
@@ -62,6 +66,11 @@ _RANDOM_ID_FLAG: Final = 0x02  # W3C trace-context level 2: the trace id is rand
 def new_trace_id() -> int:
     """A random, valid 128-bit trace id."""
     return _RANDOM.getrandbits(128) or 1
+
+
+def new_span_id() -> int:
+    """A random, valid 64-bit span id."""
+    return _RANDOM.getrandbits(64) or 1
 
 
 def sampled_now(ratio: float) -> bool:
@@ -138,6 +147,9 @@ class LeanSpan(NonRecordingSpan):
     extra: dict[str, Any] | None = None  # attributes set after the start
     events: list[Event] | None = None
     status: Status = _UNSET
+    # spans made only if this one is exported: its children that were never announced (the LM
+    # calls of an unsampled example, see dspex.observability.tracing.recalled)
+    after: Callable[[LeanSpan], Iterable[ReadableSpan]] | None = None
 
     def __init__(
         self,
@@ -185,11 +197,26 @@ class LeanSpan(NonRecordingSpan):
         span.part, span.token, span.attempts = parent.part, None, 0
         return span
 
+    @classmethod
+    def example(
+        cls, keep: Keep, evaluation: LeanSpan, source: Source, instance: Any, inputs: Mapping[str, Any]
+    ) -> LeanSpan:
+        """The root of a new trace for an example of ``evaluation`` (linked to it), for a call
+        ``source`` describes: :meth:`described`'s economy for the one span an unsampled example
+        of a local evaluation costs."""
+        span = cls.__new__(cls)
+        span.keep, span.trace_id, span.flags, span.parent = keep, new_trace_id(), _RANDOM_ID_FLAG, None
+        span.source, span.instance, span.inputs = source, instance, inputs
+        span.links = (Link(evaluation.get_span_context()),)
+        span.start_time, span.end_time = time.time_ns(), None
+        span.part, span.token, span.attempts = _Part(), None, 0
+        return span
+
     @property
     def span_id(self) -> int:
         """This span's id (drawn when first asked for)."""
         if not self._span_id:
-            self._span_id = _RANDOM.getrandbits(64) or 1
+            self._span_id = new_span_id()
         return self._span_id
 
     @property
@@ -281,7 +308,7 @@ class LeanSpan(NonRecordingSpan):
         ended = part.ended
         if ended is None:  # ended after its local root: follows the root's decision
             if part.kept:
-                self.keep.emit(self.readable())
+                self._export()
             return
         ended.append(self)
         if isinstance(self.parent, LeanSpan):
@@ -291,7 +318,13 @@ class LeanSpan(NonRecordingSpan):
         if self.status.status_code is StatusCode.ERROR:
             part.kept = True
             for span in ended:
-                self.keep.emit(span.readable())
+                span._export()
+
+    def _export(self) -> None:
+        self.keep.emit(self.readable())
+        if self.after is not None:
+            for span in self.after(self):
+                self.keep.emit(span)
 
     # -- for the callback and the Kafka hop --------------------------------------------------
 

@@ -6,7 +6,7 @@ one. Sampled traces get the SDK's spans. The others get
 :class:`~dspex.observability.tracing.lean.LeanSpan`s, which cost a few attribute stores each and are
 exported only when the example failed in this process (its local root span failed), so every
 failed example is kept, each process deciding for the part it ran, without a collector doing tail
-sampling.
+sampling (what a failed unsampled example keeps: :mod:`dspex.observability.tracing`).
 
 Exports run on the batch processor's background thread, from a bounded queue (a full one drops
 spans, never waits). An export that fails (unreachable receiver, an error answer, a timeout)
@@ -86,9 +86,11 @@ class Recorder:
         attributes: dict[str, Any] | None = None,
         links: Sequence[Link] = (),
         start_time: int | None = None,
+        sampled: bool | None = None,
     ) -> Span:
         """A span ``name`` under ``context`` (None: the current one); not made current.
-        ``start_time``: when it began, in epoch nanoseconds (None: now)."""
+        ``start_time``: when it began, in epoch nanoseconds (None: now); ``sampled``: if it starts a
+        new trace, the decision :meth:`draw` gave for it (None: drawn here)."""
         if context is None:
             lean = UNSAMPLED.get()
             if lean is not None:
@@ -101,9 +103,13 @@ class Recorder:
             if parent_context.trace_flags.sampled:
                 return self._sdk(name, context, kind, attributes, links, start_time)
             return LeanSpan.under(self.keep, parent_context, name, kind, attributes, links, start_time)
-        if name in ALWAYS_KEPT or sampled_now(self.ratio):
+        if name in ALWAYS_KEPT or (sampled if sampled is not None else sampled_now(self.ratio)):
             return self._sdk(name, context, kind, attributes, links, start_time)
         return LeanSpan.new_trace(self.keep, name, kind, attributes, links, start_time)
+
+    def draw(self) -> bool:
+        """A new trace's sampling decision (kept with probability ``ratio``)."""
+        return sampled_now(self.ratio)
 
     def continued(
         self, name: str, traceparent: str | None, kind: SpanKind, attributes: dict[str, Any]

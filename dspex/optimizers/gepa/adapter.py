@@ -205,6 +205,8 @@ class DspyAdapter:
         # Each pair waits in its own thread (gepa's engine is sync); the runs themselves happen on
         # dspex's event loop. Each thread gets the caller's context: LM, settings, usage trackers.
         work = [(copy_context(), item, share + (index < extra)) for index, item in enumerate(items)]
+        if len(work) == 1:
+            return [one(work[0])]  # (no thread to start: most batches are one candidate's)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(one, work))
 
@@ -275,7 +277,7 @@ class DspyAdapter:
     def _gated(self, program: Module) -> Module:
         """``program``, refusing to start a run once the budget is spent (in-process runs only: a
         remote executor's workers run the program itself)."""
-        if self.stopper is None or getattr(self.executor, "remote", False):
+        if self.stopper is None or not self.stopper.capped or getattr(self.executor, "remote", False):
             return program
         return _SpendGate(program, self.stopper)
 
@@ -592,6 +594,9 @@ def trace_runs(
         failure_score=failure_score,
         format_failure_score=failure_score,
         callback_metadata=dict(callback_metadata or {}),
+        # a bar per minibatch, several at once from gepa's threads: more CPU than the runs' own
+        # bookkeeping, and unreadable (gepa logs its progress a line per iteration)
+        display_progress=False,
     )
     runs = [RunRecord(None, None, None)] * len(batch)
     for trajectory in trajectories:

@@ -117,6 +117,11 @@ class SpendStopper:
         self.budget = budget
         self.tracker = tracker
 
+    @property
+    def capped(self) -> bool:
+        """Whether there is an LM-call or USD cap (without one, :meth:`exhausted` is always None)."""
+        return self.budget.max_lm_calls is not None or self.budget.max_cost_usd is not None
+
     def exhausted(self) -> str | None:
         """Why no new work may start, or None while there is budget left."""
         self.budget.spent = self.tracker.usage

@@ -45,10 +45,19 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import random
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context, copy_context
 from typing import Any
+
+from gepa.strategies.batch_sampler import EpochShuffledBatchSampler
+from gepa.strategies.candidate_selector import (
+    CurrentBestCandidateSelector,
+    EpsilonGreedyCandidateSelector,
+    ParetoCandidateSelector,
+    TopKParetoCandidateSelector,
+)
 
 from dspex.optimizers.gepa.adapter import ProposalMemo
 from dspex.optimizers.gepa.feedback import split_score
@@ -73,6 +82,12 @@ HEDGE = LOOKAHEAD
 # (:func:`_lead_runs`). Measured (seeds 0-2 of bench/gepa_vs_dspy.py, 0.1 s): 8 saves 4-5 of
 # about 34 round trips over 0 and 3, for about 200 more runs.
 LEAD_HEDGE = HEDGE
+# Predicted children run on the valset with their minibatches, in order (when the first is
+# rejected the second is the likeliest to be added), each also in the hedge's new candidates.
+# Measured (seeds 0-2 of bench/gepa_vs_dspy.py, 0.1 s, session 13): 2 leads took 24 / 18 / 25
+# round trips and 1,130 / 829 / 974 LM calls against 27 / 19 / 28 and 926 / 658 / 864 with 1; on
+# a small budget (tests/unit/optimizers/test_gepa_reuse.py) 2 spend more LM calls than no reuse.
+LEADS = 1
 
 
 class _StateAt:
@@ -90,7 +105,7 @@ def predicted_proposal_tasks(proposer: Any, state: Any, rounds: int) -> list[lis
     """gepa's proposal tasks (parent index and candidate, minibatch) of this iteration and the next
     ``rounds - 1``, one list per iteration, as they will be drawn if no candidate is added meanwhile
     (from copies: nothing real is drawn)."""
-    selector, sampler = copy.deepcopy((proposer.candidate_selector, proposer.batch_sampler))
+    selector, sampler = _copies(proposer.candidate_selector, proposer.batch_sampler)
     return [
         list(
             proposer.sampling_strategy.sample_tasks(
@@ -99,6 +114,50 @@ def predicted_proposal_tasks(proposer: Any, state: Any, rounds: int) -> list[lis
         )
         for ahead in range(rounds)
     ]
+
+
+def _copies(selector: Any, sampler: Any) -> tuple[Any, Any]:
+    """Copies of the selector and sampler that draw as they will, sharing one copy of the random
+    generator they share: gepa's own classes copied field by field (a deep copy of each is most of
+    the CPU of a prediction, made several times per iteration), any other deeply."""
+    if type(selector) not in _SHALLOW or type(sampler) not in _SHALLOW:
+        copied: tuple[Any, Any] = copy.deepcopy((selector, sampler))
+        return copied
+    rngs: dict[int, random.Random] = {}
+
+    def with_own_rng(part: Any) -> Any:
+        twin = copy.copy(part)  # the sampler replaces its lists when it reshuffles, never edits them
+        rng = getattr(part, "rng", None)
+        if isinstance(rng, random.Random):
+            if id(rng) not in rngs:
+                rngs[id(rng)] = _rng_copy(rng)
+            twin.rng = rngs[id(rng)]
+        return twin
+
+    return with_own_rng(selector), with_own_rng(sampler)
+
+
+def _rng_copy(rng: random.Random) -> random.Random:
+    """A generator that draws what ``rng`` will (a plain one from its state: a deep copy reseeds
+    from the OS first and costs about 30 times as much)."""
+    if type(rng) is not random.Random:
+        twin: random.Random = copy.deepcopy(rng)
+        return twin
+    twin = random.Random()
+    twin.setstate(rng.getstate())
+    return twin
+
+
+# gepa's selectors and sampler whose fields are a random generator and values they replace, not edit
+_SHALLOW: frozenset[type] = frozenset(
+    {
+        ParetoCandidateSelector,
+        CurrentBestCandidateSelector,
+        EpsilonGreedyCandidateSelector,
+        TopKParetoCandidateSelector,
+        EpochShuffledBatchSampler,
+    }
+)
 
 
 def predicted_tasks(proposer: Any, state: Any, rounds: int) -> list[tuple[dict[str, str], list[Any]]]:
@@ -138,15 +197,17 @@ def prefetch_parents(
 
 
 def _within(iterations: list[list[Any]], evals_left: int | None) -> list[tuple[dict[str, str], list[Any]]]:
-    """The iterations' (parent, minibatch) pairs, the first iteration's all, the others' while the
-    metric calls they would make (parent and child minibatches) fit in ``evals_left``."""
+    """The iterations' (parent, minibatch) pairs: the first iteration's, and each later one's while
+    it may still start. gepa checks its budget between iterations only, so an iteration starts
+    while the calls before it are fewer than ``evals_left``; the earlier ones are counted at their
+    parents' minibatches (an iteration whose parent is perfect there spends no more)."""
     tasks: list[tuple[dict[str, str], list[Any]]] = []
     spent = 0
     for ahead, iteration in enumerate(iterations):
-        pairs = [(task.parent_candidate, list(task.minibatch)) for task in iteration]
-        spent += sum(2 * len(batch) for _, batch in pairs)
-        if ahead and evals_left is not None and spent > evals_left:
+        if ahead and evals_left is not None and spent >= evals_left:
             break
+        pairs = [(task.parent_candidate, list(task.minibatch)) for task in iteration]
+        spent += sum(len(batch) for _, batch in pairs)
         tasks.extend(pairs)
     return tasks
 
@@ -192,8 +253,8 @@ def speculate_children(
     the current iteration would wait for its reflection; returns how many reflections were asked.
 
     ``evals_left``: metric calls the run may still make; iterations beyond them are not predicted.
-    ``valset``: the examples a new candidate is scored on; the first predicted child runs on them
-    together with its minibatch (:func:`_lead_runs`).
+    ``valset``: the examples a new candidate is scored on; the first predicted children run on
+    them together with their minibatches (:func:`_lead_runs`).
     """
     if rounds < 1 or not _speculating(adapter):
         return 0  # (under an LM-call or USD cap, spend buys search, not speed)
@@ -209,25 +270,27 @@ def speculate_children(
         return 0
     if not jobs:
         return 0
-    first = _child_of(jobs[0], proposals.peek(jobs[0].key))
     asked = [job for job in jobs if job.key not in proposals]
-    if first is not None:
-        # its reflection was made (while the last candidate was scored): its child runs while the
-        # later iterations' reflections are asked, and when it beats its parent they are left there
-        runs, hedge = _lead_runs(proposer, adapter, state, jobs[0], first, valset, evals_left)
+    known = {job.key: _child_of(job, proposals.peek(job.key)) for job in jobs}
+    start = 0
+    if leads := _leads(jobs, 0, known):
+        # their reflections were made (while the last candidate was scored): their children run
+        # while the later iterations' reflections are asked, and when one beats its parent (it
+        # will be added) the predictions past it are left there
+        runs, hedge = _lead_runs(proposer, adapter, state, leads, valset, evals_left)
         texts = _alongside_runs(adapter, runs, lambda: _reflections(adapter, asked), hedge)
-        if _beats_parent(adapter, jobs[0], first):
+        if any(_beats_parent(adapter, job, child) for job, child in leads):
             _keep(proposals, asked, texts)
             return len(asked)
+        start = len(leads)  # all rejected: the next predicted children are now the likeliest
     else:
         texts = _reflections(adapter, asked)
     children = _keep(proposals, asked, texts)
     known = {job.key: _child_of(job, proposals.peek(job.key)) for job in jobs}
     children += [child for child in known.values() if child is not None]
-    lead = known[jobs[0].key]
     hedge = None
-    if lead is not None and first is None:  # (a first child that ran above was not added)
-        runs, hedge = _lead_runs(proposer, adapter, state, jobs[0], lead, valset, evals_left)
+    if leads := _leads(jobs, start, known):
+        runs, hedge = _lead_runs(proposer, adapter, state, leads, valset, evals_left)
         children += runs
     if hedge is not None:
         _alongside_runs(adapter, children, hedge)
@@ -236,37 +299,67 @@ def speculate_children(
     return len(asked)
 
 
+def _leads(
+    jobs: Sequence[_Job], start: int, known: dict[str, tuple[dict[str, str], list[Any]] | None]
+) -> list[tuple[_Job, tuple[dict[str, str], list[Any]]]]:
+    """The predicted children from ``jobs[start]`` on, in order, while their reflections are known
+    (at most :data:`LEADS`): each is added if those before it are rejected."""
+    leads = []
+    for job in jobs[start : start + LEADS]:
+        child = known[job.key]
+        if child is None:
+            break
+        leads.append((job, child))
+    return leads
+
+
 def _lead_runs(
     proposer: Any,
     adapter: Any,
     state: Any,
-    job: _Job,
-    child: tuple[dict[str, str], list[Any]],
+    leads: Sequence[tuple[_Job, tuple[dict[str, str], list[Any]]]],
     valset: Sequence[Any] | None,
     evals_left: int,
 ) -> tuple[list[tuple[dict[str, str], list[Any]]], Callable[[], int] | None]:
-    """The runs of the first predicted child: its minibatch, the next iteration's minibatch and,
-    while the metric calls left allow it, the valset; with the valset, a call to make meanwhile
-    (None without): the runs of the parents the iterations after the child's may select if it is
-    added (:func:`hedge_parents` from its iteration).
+    """The runs of the first predicted children (:func:`_leads`): each one's minibatch, the next
+    iteration's minibatch and the valset (when given); with the valset and metric calls left
+    after it, a call to make meanwhile (None without): the runs of the parents the iterations
+    after the first child's may select if one of them is added (:func:`hedge_parents` from its
+    iteration).
 
-    The first child is the likeliest to be added. If it is, gepa's valset evaluation of it waits
-    for no LM call, and the next iterations, which may select it or another parent, find their
-    parents' runs made: one round trip per added candidate fewer. If it is not added, these runs
-    were made for nothing (counted like any call).
+    The first child is the likeliest to be added, then the next. If one is, gepa's valset
+    evaluation of it waits for no LM call, and the next iterations, which may select it or another
+    parent, find their parents' runs made: one round trip per added candidate fewer. The runs of
+    the others were made for nothing (counted like any call).
     """
-    runs = [child]
-    if job.after:
-        runs.append((child[0], job.after))
-    left = evals_left - 2 * len(job.minibatch) - len(valset or ())
-    if not valset or left < 0:
-        return runs, None
-    runs.append((child[0], list(valset)))
-    at = _StateAt(state, state.i + job.ahead)
+    runs = []
+    for job, child in leads:
+        runs.append(child)
+        if job.after:
+            runs.append((child[0], job.after))
+        if valset:
+            # (gepa scores an added child on the valset whatever its budget left: it stops only after)
+            runs.append((child[0], list(valset)))
+    first = leads[0][0]
+    left = evals_left - 2 * len(first.minibatch) - len(valset or ())
+    if not valset or left <= 0:
+        return runs, None  # no iteration after the child's
+    # the copies of the selector and sampler first make the draws of the iterations up to the
+    # child's (the current one's included: it has not drawn yet), then those of the hedged ones
+    before = _StateAt(state, state.i - 1)
+    new_programs = [child[0] for _, child in leads]
 
     def hedge() -> int:
         try:
-            return hedge_parents(proposer, adapter, at, [child[0]], evals_left=left, rounds=LEAD_HEDGE)
+            return hedge_parents(
+                proposer,
+                adapter,
+                before,
+                new_programs,
+                evals_left=left,
+                rounds=LEAD_HEDGE,
+                skip=first.ahead + 1,
+            )
         except Exception as exc:  # the hedge only fills the memo: without it the run is the same
             logger.debug("hedged runs after the first child failed: %s: %s", type(exc).__name__, exc)
             return 0
@@ -358,7 +451,7 @@ def _reflection_jobs(proposer: Any, adapter: Any, state: Any, evals_left: int, r
     The reflective datasets draw from a copy of the adapter's generator, in the order the
     iterations will draw from the real one (which stays as it was)."""
     real_rng = adapter.rng
-    adapter.rng = copy.deepcopy(real_rng)
+    adapter.rng = _rng_copy(real_rng)
     try:
         return _predicted_jobs(proposer, adapter, state, evals_left, rounds)
     finally:
@@ -368,17 +461,17 @@ def _reflection_jobs(proposer: Any, adapter: Any, state: Any, evals_left: int, r
 def _predicted_jobs(proposer: Any, adapter: Any, state: Any, evals_left: int, rounds: int) -> list[_Job]:
     selector_state = _SelectorState(state)
     jobs: list[_Job] = []
-    spent = 0
+    spent = 0  # the metric calls of the iterations before (gepa starts one while below its budget)
     iterations = predicted_proposal_tasks(proposer, state, rounds + 1)
     for ahead, (iteration, following) in enumerate(itertools.pairwise(iterations)):
         for task in iteration:
             minibatch = list(task.minibatch)
-            spent += 2 * len(minibatch)  # the parent's runs and the child's
-            if spent > evals_left or not _known(adapter.memo, task.parent_candidate, minibatch):
+            if spent >= evals_left or not _known(adapter.memo, task.parent_candidate, minibatch):
                 return jobs
             job = _job_for(
                 proposer, adapter, selector_state, task.parent_idx, task.parent_candidate, minibatch
             )
+            spent += len(minibatch) * (1 if job is None else 2)  # the parent's runs (and the child's)
             if job is not None:
                 job.after = list(following[0].minibatch) if following else []
                 job.ahead = ahead
@@ -409,8 +502,8 @@ def _reflections(adapter: Any, jobs: Sequence[_Job]) -> list[dict[str, str] | No
             logger.debug("speculative reflection failed: %s: %s", type(exc).__name__, exc)
             return None
 
-    if not jobs:
-        return []
+    if len(jobs) <= 1:
+        return [one((copy_context(), job)) for job in jobs]
     # each thread gets the caller's context: the LM, settings and usage trackers
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         return list(pool.map(one, [(copy_context(), job) for job in jobs]))
@@ -432,10 +525,12 @@ def hedge_parents(
     evals_left: int,
     rounds: int = HEDGE,
     num_threads: int | None = None,
+    skip: int = 0,
 ) -> int:
     """While candidates are scored on the valset (before gepa adds them): run the parents the next
     ``rounds`` iterations may select on the minibatches they will draw, missing from the memo;
-    returns how many runs were started.
+    returns how many runs were started. ``skip``: iterations after the current one whose draws
+    come first (the copies of the selector and sampler make them), not hedged.
 
     Which parent an iteration selects depends on the valset scores being made, so every plausible
     one is run: the new candidates and the parents predicted when none is added. The minibatches
@@ -447,7 +542,7 @@ def hedge_parents(
     if rounds < 1 or not _speculating(adapter):
         return 0
     try:
-        iterations = predicted_proposal_tasks(proposer, _StateAt(state, state.i + 1), rounds)
+        iterations = predicted_proposal_tasks(proposer, _StateAt(state, state.i + 1), skip + rounds)[skip:]
     except Exception as exc:  # a user's selector or sampler that cannot be copied: no hedge
         logger.debug("no hedge of parent minibatches: %s: %s", type(exc).__name__, exc)
         return 0
@@ -513,7 +608,7 @@ def _reflection_of(proposer: Any, adapter: Any, state: Any, task: Any, parent: d
         counters.append(max(counters, default=0))
     # a copy for this job (a valset evaluation running meanwhile draws nothing from the generator)
     real_rng = adapter.rng
-    adapter.rng = copy.deepcopy(real_rng)
+    adapter.rng = _rng_copy(real_rng)
     try:
         job = _job_for(proposer, adapter, selector_state, index, parent, minibatch)
     finally:

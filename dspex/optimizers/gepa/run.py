@@ -91,7 +91,8 @@ class GEPARun(OptimizerRun):
     async def step(self) -> None:
         """The next round; with the optimizer's ``log_dir``, the checkpoint is written there after it."""
         await super().step()
-        save_run_file(self.optimizer.log_dir, self.state_dict())
+        if self.optimizer.log_dir is not None:  # (a checkpoint costs a dump of gepa's whole state)
+            save_run_file(self.optimizer.log_dir, self.state_dict())
 
     async def _step(self) -> StepCost:
         self.spend.begin_step()
@@ -169,8 +170,15 @@ class _LiveSpend(SpendStopper):
     def begin_step(self) -> None:
         self.local, self.remote = UsageTracker(), UsageTracker()
 
+    @property
+    def capped(self) -> bool:
+        budget = self.run.budget
+        return budget.max_lm_calls is not None or budget.max_cost_usd is not None
+
     def exhausted(self) -> str | None:
         budget = self.run.budget
+        if budget.max_lm_calls is None and budget.max_cost_usd is None:
+            return None  # (asked before every run: no sums to make without a cap)
         spent = budget.spent + self.local.usage + self.remote.usage
         return Budget(budget.max_lm_calls, budget.max_cost_usd, spent=spent).exhausted()
 

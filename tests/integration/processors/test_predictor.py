@@ -41,7 +41,10 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
 
 def options(registry: TopicRegistry, **changes: object) -> WorkerOptions:
-    base: dict[str, object] = {"prefix": registry.prefix, "fast_groups": True, "metrics": False}
+    # These tests read the predictions: built-in metrics are not scored inline here (test_inline_scores)
+    base: dict[str, object] = {
+        "prefix": registry.prefix, "fast_groups": True, "metrics": False, "inline_builtin_metrics": False,
+    }  # fmt: skip
     return WorkerOptions(**{**base, **changes})  # type: ignore[arg-type]
 
 

@@ -29,6 +29,7 @@ async def test_a_user_callback_runs_in_the_worker_and_its_events_are_in_the_resu
     options = WorkerOptions(
         prefix=registry.prefix, fast_groups=True, metrics=False,
         policy=SecurityPolicy(allow_modules=["callbacks_kafka"]), callbacks=(CALLBACK,),
+        inline_builtin_metrics=False,  # the prediction, then the scorer's score: both carry the events
     )  # fmt: skip
     predictor, scorer = Predictor(settings, options), Scorer(settings, options)
     with SimulatedLMServer(in_process=True) as sim:

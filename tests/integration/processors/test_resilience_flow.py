@@ -29,6 +29,7 @@ def _worker(settings: KafkaSettings, registry: TopicRegistry, base_url: str, **f
         concurrency=4,
         policy=SecurityPolicy(allow_api_bases=[base_url]),
         endpoints=EndpointOptions(**flow),  # type: ignore[arg-type]
+        inline_builtin_metrics=False,  # the tests read the predictions
     )
     # A read-ahead of 4 beyond the 4 running: the partitions pause at 8 outstanding tasks.
     return Predictor(settings, options, read_ahead=4)

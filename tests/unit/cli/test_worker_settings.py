@@ -155,7 +155,8 @@ def test_every_setting_reaches_the_worker_options(tmp_path: Path) -> None:
         allow_mcp_server=["http://mcp.internal/mcp"], worker_id="w-1", lm_cache_dir=tmp_path / "c",
         fast_groups=True, drain_timeout=2.0, lm_initial_limit=7, max_rps=3.0, max_tpm=100.0,
         breaker_failures=2, breaker_open_s=0.5, callback=["mypkg.cb:One"], sandbox_pool=1,
-        allow_media_fetch=True, record_lm_calls=False, tasks_timeout=30.0, batch_window=0.5, batch_poll=2.0,
+        allow_media_fetch=True, record_lm_calls=False, inline_builtin_metrics=False, tasks_timeout=30.0,
+        batch_window=0.5, batch_poll=2.0,
         batch_max_requests=10, batch_max_bytes=1000, batch_max_tries=4, batch_retry="online",
         otlp_endpoint="http://otel.internal:4318",  # process-wide: start_tracing(), not WorkerOptions
         price=["sim/m=1,2"],  # process-wide: register_prices(), not WorkerOptions
@@ -165,7 +166,7 @@ def test_every_setting_reaches_the_worker_options(tmp_path: Path) -> None:
     options = settings.worker_options()
     assert (options.prefix, options.concurrency, options.worker_id) == ("p.", 9, "w-1")
     assert options.sandbox_pool == 1 and options.allow_media_fetch and options.tasks_timeout == 30.0
-    assert options.record_lm_calls is False
+    assert options.record_lm_calls is False and options.inline_builtin_metrics is False
     assert (options.batch_window, options.batch_poll, options.batch_max_tries) == (0.5, 2.0, 4)
     assert (options.batch_max_requests, options.batch_max_bytes, options.batch_retry) == (10, 1000, "online")
     assert (options.metrics_port, options.metrics_host, options.targets_dir) == (9401, "0.0.0.0", tmp_path)

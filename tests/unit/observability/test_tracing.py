@@ -182,18 +182,24 @@ def test_failed_examples_are_kept_whole_at_ratio_zero(lm: LM, exported: InMemory
     assert result.score == pytest.approx(80.0)
     spans = spans_of(exported)
     roots = [s for s in spans if s.parent is None]
-    # two failed examples, each its own trace, kept whole (program, predictor, LM); nothing else
+    # two failed examples, each its own trace, kept: the program's span and its LM call; nothing else
     assert sorted(str(r.attributes["input.value"]) for r in roots if r.attributes) == [
         '{"question": "fail question 0"}',
         '{"question": "fail question 5"}',
     ]
     assert all(r.status.status_code is StatusCode.ERROR and r.links for r in roots)  # linked to Evaluate
     assert len({s.context.trace_id for s in spans if s.context}) == 2
-    assert len(by_name(spans, "LM.")) == 2 and not by_name(spans, "Evaluate")
-    # kept lean (unsampled): the structure, model and status, no prompt or completion
-    (llm, _) = by_name(spans, "LM.")
-    assert llm.attributes is not None and llm.attributes["llm.model_name"] == "openai/sim"
-    assert not any(key.startswith(("llm.input_messages", "output.value")) for key in llm.attributes)
+    assert len(spans) == 4 and len(by_name(spans, "LM.")) == 2 and not by_name(spans, "Evaluate")
+    # the calls inside an unsampled example were not announced to tracing: no predictor or adapter
+    # span; its LM call is made from the LM call log, under the program's span, with what it sent
+    # and got
+    for llm in by_name(spans, "LM."):
+        (root,) = [r for r in roots if r.context.trace_id == llm.context.trace_id]
+        assert llm.parent is not None and llm.parent.span_id == root.context.span_id
+        assert llm.attributes is not None and llm.attributes["llm.model_name"] == "openai/sim"
+        assert "question" in str(llm.attributes["llm.input_messages.1.message.content"])
+        assert llm.attributes["llm.output_messages.0.message.role"] == "assistant"
+        assert root.start_time <= llm.start_time <= llm.end_time <= root.end_time  # type: ignore[operator]
 
 
 def closed_port() -> int:
@@ -385,7 +391,9 @@ def test_a_failed_unsampled_example_is_kept_without_its_secrets(
     with dspex.context(lm=lm), pytest.raises(ValueError):
         Leaky()(question="Say hi", api_key=SECRET)
     spans = spans_of(exported)
-    assert by_name(spans, "Leaky") and by_name(spans, "LM.") and by_name(spans, "ChatAdapter.format")
+    assert by_name(spans, "Leaky") and by_name(spans, "LM.") and not by_name(spans, "ChatAdapter.format")
+    (llm,) = by_name(spans, "LM.")  # with its prompt, where the secret-named input was formatted into
+    assert "[redacted]" in str(dict(llm.attributes or {})["llm.input_messages.1.message.content"])
     (root,) = by_name(spans, "Leaky")
     assert root.status.status_code is StatusCode.ERROR and "[redacted]" in str(root.status.description)
     for span in spans:

@@ -51,6 +51,7 @@ def test_an_empty_traced_batch_still_reaches_the_trace_run(
     monkeypatch.setattr(bootstrap_trace, "bootstrap_trace_data", recorder)
     result = make(reflection_minibatch_size=minibatch).evaluate([], {}, capture_traces=True)
     assert [call["callback_metadata"] for call in seen] == [expected]
+    assert [call["display_progress"] for call in seen] == [False]  # no bar per minibatch
     assert result.scores == [] and result.trajectories == []
 
 

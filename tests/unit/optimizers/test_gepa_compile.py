@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -135,7 +136,9 @@ async def test_an_unusable_reflection_answer_is_a_failed_proposal_not_a_crash() 
     with context(lm=lm):
         best = await optimizer.acompile(student(), trainset=dataset(3))
     assert len(best.detailed_results.candidates) == 1  # type: ignore[attr-defined]
-    assert len(lm.prompts) >= 2 and lm.prompts[0] == lm.prompts[1]  # asked once more, then given up
+    # each reflection asked once more, then given up (several are asked at once: ahead of time)
+    asked = Counter(lm.prompts)
+    assert asked and all(times >= 2 for times in asked.values())
 
 
 def test_custom_component_selector_and_proposer_are_used() -> None:

@@ -202,3 +202,25 @@ async def test_the_first_predicted_child_is_scored_on_the_valset_with_its_miniba
     # its valset runs were made with its minibatch, ahead: gepa's evaluation waited for no call
     assert during == [0]
     assert state.total_num_evals == 4 + 2 * 3 + 4  # and counted its metric calls all the same
+
+
+async def test_a_hedge_from_a_later_iteration_runs_on_the_minibatches_drawn_after_the_ones_before() -> None:
+    lm = ScriptedLM()
+    optimizer = GEPA(feedback_metric, max_metric_calls=200, reflection_lm=lm, seed=3)
+    new = {"self": f"Answer with the number only, and say {MAGIC}."}
+    skip = 4  # the current iteration and the next three draw first (an epoch ends among them)
+    with context(lm=lm):
+        run = optimizer.start(student(), trainset=dataset(7), valset=dataset(4, offset=50))
+        await run.step()
+        proposer, state, adapter = run.parts.engine.reflective_proposer, run.gepa_state, run.adapter
+        await run_in_thread(
+            lambda: hedge_parents(proposer, adapter, state, [new], evals_left=100, rounds=3, skip=skip)
+        )
+    state.i += 1  # the current iteration, before its draws
+    upcoming = predicted_tasks(proposer, state, skip + 3)[skip:]
+    state.i += skip  # a prediction that starts there without the draws before it
+    stale = predicted_tasks(proposer, state, 3)
+    memo = adapter.memo
+    assert memo is not None
+    assert all(len(memo.lookup(new, batch, True)) == len(batch) for _, batch in upcoming)
+    assert [batch for _, batch in stale] != [batch for _, batch in upcoming]  # the draws before count

@@ -5,12 +5,16 @@ Reproduce (about 7-9 minutes on a 2-core machine):
     .venv/bin/python bench/pipeline_throughput.py
     .venv/bin/python bench/pipeline_throughput.py --predictors 3 --concurrency 512 --fast-examples 4000
     .venv/bin/python bench/pipeline_throughput.py --mode defaults   # what a new user gets (~6 minutes)
+    .venv/bin/python bench/pipeline_throughput.py --mode defaults --defaults-rounds 3   # medians
 
 ``--mode defaults`` asks what the workers' default flags are worth: one job per LM latency (6,000
 examples at 100 ms, 10,000 at 1 s) with predictors on their default flags, and the same job with the
 tuned flags (``--concurrency C --lm-initial-limit C``), each job on a stack of its own (a fresh
 broker, fresh workers, so cold LM limiters: what a new user's first job meets), DSPy's Evaluate on the
-same simulated LM first. The rest of this text is about the default ``--mode tuned``.
+same simulated LM first. ``--defaults-rounds N`` runs each of the four jobs N times, the two flag sets
+alternating and each round reversing the order of the one before, and reports each configuration's
+median job: one job per configuration moved by up to 18% against the other from run to run on this
+machine (bench/RESULTS.md). The rest of this text is about the default ``--mode tuned``.
 
 One run starts everything it measures and stops it at the end (also on failure or SIGTERM): a
 simulated LM subprocess (a simulation, not a model), a dev Kafka broker of its own on a free port
@@ -76,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--defaults-fast-examples", type=int, default=6000, help="defaults mode, 100 ms")
     parser.add_argument("--defaults-slow-examples", type=int, default=10000, help="defaults mode, 1 s")
+    parser.add_argument(
+        "--defaults-rounds", type=int, default=1,
+        help="defaults mode: jobs per configuration, in alternating order; the median is reported",
+    )  # fmt: skip
     parser.add_argument("--predictors", type=int, default=2, help="predictor processes")
     parser.add_argument("--concurrency", type=int, default=1024, help="tasks in flight per predictor")
     parser.add_argument("--fast-examples", type=int, default=20000, help="examples per job at 100 ms")
@@ -444,12 +452,28 @@ def _fresh_stack_job(
 def _defaults_runs(
     args: argparse.Namespace, sim: SimProcess, work_dir: Path
 ) -> dict[tuple[str, float], PipelineRun]:
-    """Default vs tuned flags at each latency; the two modes alternate so that load drift hits both."""
-    runs: dict[tuple[str, float], PipelineRun] = {}
+    """Default vs tuned flags at each latency, ``--defaults-rounds`` jobs each: the median job (by
+    rate) per configuration. The two modes alternate, and each round reverses the order of the one
+    before (defaults, tuned, tuned, defaults, ...), so that load drift and going first hit both."""
+    rounds: dict[tuple[str, float], list[PipelineRun]] = {}
     for latency, examples in ((0.1, args.defaults_fast_examples), (1.0, args.defaults_slow_examples)):
-        for mode in MODES:
-            runs[mode, latency] = _fresh_stack_job(args, sim, work_dir, mode, latency, examples)
-    return runs
+        for index in range(max(1, args.defaults_rounds)):
+            for mode in MODES if index % 2 == 0 else MODES[::-1]:
+                run = _fresh_stack_job(args, sim, work_dir, mode, latency, examples)
+                rounds.setdefault((mode, latency), []).append(run)
+    _DEFAULTS_ROUNDS.clear()
+    _DEFAULTS_ROUNDS.update(rounds)
+    return {key: _median_run(runs) for key, runs in rounds.items()}
+
+
+# every job of the last _defaults_runs, for the report's per-round rates
+_DEFAULTS_ROUNDS: dict[tuple[str, float], list[PipelineRun]] = {}
+
+
+def _median_run(runs: list[PipelineRun]) -> PipelineRun:
+    """The job with the median rate (the lower middle one of an even count)."""
+    ordered = sorted(runs, key=lambda run: run.rate)
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def _defaults_report(
@@ -510,9 +534,21 @@ def _defaults_notes(
         f"{share[1.0]:.0%} at 1 s; defaults >= 4.5x DSPy's best at 100 ms -> {fast:.2f}x.",
         f"- defaults: predictors started with no flag but `--allow-api-base`; tuned: `{tuned_flags}`.",
         f"- Errors: {sum(run.errors for run in runs.values())} over every dspex job.",
+        *_rounds_lines(),
         f"- Command: `{' '.join(['.venv/bin/python', 'bench/pipeline_throughput.py', *sys.argv[1:]])}`.",
     ]
     return "\n".join(lines)
+
+
+def _rounds_lines() -> list[str]:
+    """With several rounds: each configuration's rates in the order run (the table shows the median)."""
+    if all(len(runs) < 2 for runs in _DEFAULTS_ROUNDS.values()):
+        return []
+    lines = ["- Rounds (examples/s in the order run; the tables give each configuration's median job):"]
+    for (mode, latency), runs in _DEFAULTS_ROUNDS.items():
+        rates = " / ".join(f"{run.rate:,.0f}" for run in runs)
+        lines.append(f"  - {mode}, {latency * 1000:.0f} ms: {rates}")
+    return lines
 
 
 def _defaults_main(args: argparse.Namespace, work_dir: Path, load_before: str) -> None:

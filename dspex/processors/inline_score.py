@@ -28,14 +28,15 @@ from typing import Any
 from dspex.errors import MetricError, PoisonMessageError, SecurityPolicyError
 from dspex.ids import content_id
 from dspex.metrics import metric_from_spec, resolve_metric, score_of
+from dspex.observability.tracing import kafka as tracing_kafka
 from dspex.primitives import Example, Prediction
-from dspex.processors.common import DLQ_REASON_UNKNOWN_METRIC, error_info
+from dspex.processors.common import DLQ_REASON_UNKNOWN_METRIC, Worker, error_info
 from dspex.schemas.common import MetricSpec
 from dspex.schemas.dlq import DLQ_REASON_SECURITY_POLICY
 from dspex.schemas.jobs import EvalJob
 from dspex.schemas.results import PredictionRecord, ScoreRecord
 
-__all__ = ["MetricBook", "MetricFn", "score_prediction", "scored"]
+__all__ = ["MetricBook", "MetricFn", "produce_score", "score_prediction", "scored"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,26 @@ class MetricBook:
             return PoisonMessageError(f"metric refused: {exc}", reason=DLQ_REASON_SECURITY_POLICY)
         except MetricError as exc:
             return PoisonMessageError(f"metric cannot be built: {exc}", reason=DLQ_REASON_UNKNOWN_METRIC)
+
+
+async def produce_score(
+    worker: Worker,
+    carrier: Any,
+    record: PredictionRecord,
+    job: EvalJob,
+    metric_of: Callable[[EvalJob], MetricFn],
+    *,
+    source: str,
+) -> None:
+    """Score ``record`` (:func:`score_prediction`) inside the metric's span, ``dspex.score`` in the
+    example's trace continued from ``carrier``'s headers (a consumed message, or what stands for the
+    span current here), and produce the score record to the scores topic."""
+    with tracing_kafka.continued(carrier, "dspex.score", record, evaluator=True) as span:
+        score = await score_prediction(record, job, metric_of, source=source, worker_id=worker.worker_id)
+        span.set("dspex.score", score.score)
+        if score.error is not None:
+            span.failed(f"{score.error.type}: {score.error.message}")
+        await worker.produce("scores", score)
 
 
 async def score_prediction(

@@ -105,7 +105,7 @@ from dspex.processors.fairqueue import (
     job_budget,
     job_flow,
 )
-from dspex.processors.inline_score import MetricBook, score_prediction
+from dspex.processors.inline_score import MetricBook, produce_score
 from dspex.processors.lm_calls import logged_fields, logged_lm_calls
 from dspex.processors.loopwindow import LoopLagWindow
 from dspex.processors.provider_batch import park, parked_request
@@ -296,16 +296,9 @@ class Predictor(Worker):
         if job is None:
             await self.produce("predictions", record)
             return
-        # the metric's span, as the scorer's would be: a child of dspex.predict, named on the score
-        with tracing_kafka.continued(_CurrentSpan(), "dspex.score", record, evaluator=True) as span:
-            metric_of, worker_id = self.inline_metrics.of_job, self.worker_id
-            score = await score_prediction(
-                record, job, metric_of, source=SCORE_SOURCE_PREDICTOR, worker_id=worker_id
-            )
-            span.set("dspex.score", score.score)
-            if score.error is not None:
-                span.failed(f"{score.error.type}: {score.error.message}")
-            await self.produce("scores", score)
+        # the metric's span, as the scorer's would be, a child of dspex.predict
+        metric_of = self.inline_metrics.of_job
+        await produce_score(self, _CurrentSpan(), record, job, metric_of, source=SCORE_SOURCE_PREDICTOR)
 
     def inline_job(self, record: PredictionRecord) -> EvalJob | None:
         """``record``'s job when this predictor scores it (a built-in metric that builds), else None."""

@@ -29,9 +29,8 @@ from typing import Any
 from confluent_kafka import Message
 
 from dspex.errors import ConfigurationError, PoisonMessageError
-from dspex.observability.tracing import kafka as tracing_kafka
 from dspex.processors.common import DLQ_REASON_UNKNOWN_JOB, Outcome, Worker, WorkerOptions
-from dspex.processors.inline_score import MetricBook, MetricFn, score_prediction
+from dspex.processors.inline_score import MetricBook, MetricFn, produce_score, score_prediction
 from dspex.schemas.common import MetricSpec
 from dspex.schemas.jobs import EvalJob
 from dspex.schemas.results import SCORE_SOURCE_SCORER, PredictionRecord, ScoreRecord
@@ -56,13 +55,7 @@ class Scorer(Worker):
     async def handle(self, message: Message, value: Any) -> Outcome:
         record: PredictionRecord = value
         job = await self._job(record)
-        # the metric's span, in the example's trace (when tracing is on)
-        with tracing_kafka.continued(message, "dspex.score", record, evaluator=True) as span:
-            score = await self.score(record, job)
-            span.set("dspex.score", score.score)
-            if score.error is not None:
-                span.failed(f"{score.error.type}: {score.error.message}")
-            await self.produce("scores", score)
+        await produce_score(self, message, record, job, self._metrics.of_job, source=SCORE_SOURCE_SCORER)
         return "ok"
 
     async def score(self, record: PredictionRecord, job: EvalJob) -> ScoreRecord:

@@ -368,11 +368,15 @@ class Adapter:
         texts = self.__dict__.get("_texts")
         if texts is None:
             texts = self.__dict__["_texts"] = weakref.WeakKeyDictionary()
-        guard = (signature.instructions, signature.input_fields, signature.output_fields)
-        per_kind: dict[str, tuple[tuple[Any, ...], str]] = texts.setdefault(signature, {})
+        per_kind: dict[str, tuple[tuple[Any, ...], str]] | None = texts.get(signature)
+        if per_kind is None:
+            per_kind = texts[signature] = {}
         cached = per_kind.get(what)
-        if cached is not None and all(a is b for a, b in zip(cached[0], guard, strict=True)):
-            return cached[1]
+        guard = (signature.instructions, signature.input_fields, signature.output_fields)
+        if cached is not None:
+            known = cached[0]
+            if known[0] is guard[0] and known[1] is guard[1] and known[2] is guard[2]:
+                return cached[1]
         text = build()
         per_kind[what] = (guard, text)
         return text

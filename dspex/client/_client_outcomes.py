@@ -16,6 +16,7 @@ from dspex.client import _cluster
 from dspex.client._client_base import Program, Submitted
 from dspex.client._client_jobs import JobsClient
 from dspex.client._cluster import Follow
+from dspex.client._collector import collector_paused
 from dspex.client._publish import positions, positions_of, publish
 from dspex.client._stop import job_error, stopped_early
 from dspex.client._submit import Limits, Submission, build_submission
@@ -46,9 +47,10 @@ class SubmittingClient(JobsClient):
         if limits.num_threads is not None:  # clamped to what the live predictors allow
             limits = replace(limits, in_flight_allowance=await self._ain_flight_allowance())
         blobs = self.blob_settings
-        submission = build_submission(
-            list(programs), devset, metric, policy=self.policy, limits=limits, blob_settings=blobs
-        )
+        with collector_paused():  # a row per example, kept until the job ends: dspex.client._collector
+            submission = build_submission(
+                list(programs), devset, metric, policy=self.policy, limits=limits, blob_settings=blobs
+            )
         await self._aready(create_topics=True)
         where, producer = await asyncio.gather(
             asyncio.to_thread(positions, self._admin, self.registry, submission.job.job_id), self._aproducer()
@@ -145,18 +147,19 @@ class SubmittingClient(JobsClient):
         stopped = stopped_early(status, records, max_errors=job.max_errors, max_cost_usd=job.max_cost_usd)
         elapsed = time.perf_counter() - submitted.submitted_at
         sub = submitted.submission
-        results = [
-            evaluation_result(
-                cid,
-                records,
-                sub.examples,
-                total=job.num_examples,
-                metric=sub.metric,
-                stopped_early=stopped,
-                elapsed_s=elapsed,
-                field_types=sub.field_types.get(cid),
-            )
-            for cid in sub.program_ids
-        ]
+        with collector_paused():  # thousands of acyclic objects: see dspex.client._collector
+            results = [
+                evaluation_result(
+                    cid,
+                    records,
+                    sub.examples,
+                    total=job.num_examples,
+                    metric=sub.metric,
+                    stopped_early=stopped,
+                    elapsed_s=elapsed,
+                    field_types=sub.field_types.get(cid),
+                )
+                for cid in sub.program_ids
+            ]
         await alog_submission(sub, results, progress)  # MLflow runs, when dspex.configure(mlflow=...) is on
         return results

@@ -16,6 +16,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from dspex.client._collector import collector_paused
 from dspex.client._reader import AsyncPartitionReader, PartitionReader, keyed
 from dspex.client.progress import JobProgress
 from dspex.client.results import EvaluatedScore, dedupe, first_unseen
@@ -308,8 +309,10 @@ class ScoreTail:
             self._take(await run(reader.read_to_end))
 
     def _take(self, messages: list[Message]) -> None:
-        # an evaluation's records: what its EvaluationResult holds, not the trace or LM call log
-        self._records.extend(_scores(keyed(messages, self._job_id), EvaluatedScore))
+        # an evaluation's records: what its EvaluationResult holds, not the trace or LM call log;
+        # acyclic, so the collector would only walk them (see dspex.client._collector)
+        with collector_paused():
+            self._records.extend(_scores(keyed(messages, self._job_id), EvaluatedScore))
 
 
 async def read_scores_of(

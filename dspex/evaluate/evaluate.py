@@ -37,6 +37,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,7 +60,7 @@ from dspex.evaluate.result import EvaluationResult, ExampleResult, dspy_rows, wr
 from dspex.lm.usage import UsageTracker, track_totals
 from dspex.metrics import MetricLike, metric_name, resolve_metric, score_of
 from dspex.primitives import Example, Prediction
-from dspex.utils.callback import with_callbacks
+from dspex.utils.callback import ExampleHearing, ExampleRunner, example_hearing, with_callbacks
 from dspex.utils.tool_timings import ToolTimingLog, tool_timings
 
 __all__ = ["DEFAULT_CONCURRENCY", "Evaluate", "EvaluationResult", "ExampleResult"]
@@ -370,20 +371,38 @@ def _run_sequential(config: _Config, program: Any) -> EvaluationResult:
     started = time.perf_counter()
     call = sync_caller(program)
     stopped_early = False
-    with track_totals() as tracker, _progress(config) as progress:
+    hearing = example_hearing(program)
+    with track_totals() as tracker, _progress(config) as progress, _running(hearing) as examples:
         run = _Run(config, tracker, progress)
         for index in range(len(config.devset)):
-            if run.record(_one_sync(run, call, index)):
+            if run.record(_one_sync(run, call, index, examples)):
                 stopped_early = True
                 break
     return run.result(stopped_early=stopped_early, elapsed_s=time.perf_counter() - started)
 
 
-def _one_sync(run: _Run, call: Callable[[dict[str, Any]], Any], index: int) -> ExampleResult:
+def _running(hearing: ExampleHearing | None) -> AbstractContextManager[ExampleRunner | None]:
+    """Around one worker's examples: what a callback taking them one by one needs (usually none)."""
+    return nullcontext() if hearing is None else hearing.running()
+
+
+def _one_sync(
+    run: _Run, call: Callable[[dict[str, Any]], Any], index: int, examples: ExampleRunner | None
+) -> ExampleResult:
     example, started, tools = run.config.devset[index], time.perf_counter(), ToolTimingLog()
+    inputs = run.inputs[index]
     try:
         with tool_timings(tools):
-            prediction = as_prediction(call(run.inputs[index]))
+            token = examples.begin() if examples is not None else None
+            try:
+                output = call(inputs)
+            except BaseException as exc:
+                if examples is not None:
+                    examples.end(token, inputs, started, exc)
+                raise
+            if token is not None and examples is not None:
+                examples.end(token, inputs, started, None)
+            prediction = as_prediction(output)
     except Exception as exc:
         raise_if_systemic(exc)
         return run.failed(index, None, exc, started, tools)
@@ -411,21 +430,35 @@ class _AsyncRun:
         self.call = program_caller(program)
         self.workers: list[asyncio.Task[None]] = []
         self._indices: Iterator[int] = iter(range(len(run.config.devset)))
+        # asked here, inside the evaluation's own (announced) call: tracing takes the examples one
+        # by one, so that an unsampled one is announced to nothing
+        self.hearing = example_hearing(program)
 
     async def worker(self) -> None:
-        for index in self._indices:  # one iterator shared by every worker: each index runs once
-            if self.run.record(await self._one(index)):
-                self._stop_others()
-                raise _StopEarly
+        with _running(self.hearing) as examples:
+            for index in self._indices:  # one iterator shared by every worker: each index runs once
+                if self.run.record(await self._one(index, examples)):
+                    self._stop_others()
+                    raise _StopEarly
 
-    async def _one(self, index: int) -> ExampleResult:
+    async def _one(self, index: int, examples: ExampleRunner | None) -> ExampleResult:
         example, started, tools = self.run.config.devset[index], time.perf_counter(), ToolTimingLog()
+        inputs = self.run.inputs[index]
         try:
             # an unreadable image fails its example, naming it, before any LM call (as the cluster's
             # client refuses it before submitting)
-            check_images(self.run.inputs[index], f"example {index}")
+            check_images(inputs, f"example {index}")
             with tool_timings(tools):
-                prediction = as_prediction(await self.call(self.run.inputs[index]))
+                token = examples.begin() if examples is not None else None
+                try:
+                    output = await self.call(inputs)
+                except BaseException as exc:
+                    if examples is not None:
+                        examples.end(token, inputs, started, exc)
+                    raise
+                if token is not None and examples is not None:
+                    examples.end(token, inputs, started, None)
+                prediction = as_prediction(output)
         except Exception as exc:
             raise_if_systemic(exc)
             return self.run.failed(index, None, exc, started, tools)

@@ -30,6 +30,7 @@ from dspex._callers import CALLER_MODULES
 from dspex._sync import run_sync
 from dspex.errors import ConfigurationError
 from dspex.lm.call_log import current_log
+from dspex.lm.events import callback_api
 from dspex.lm.usage import Usage, as_mapping, record_usage
 
 if TYPE_CHECKING:
@@ -283,23 +284,22 @@ async def announced_lm_call(
 ) -> T:
     """``run()`` heard by the callbacks as one LM call: ``on_lm_start`` with ``inputs()`` (built only
     when a callback listens), ``on_lm_end`` with ``texts`` of its result or with its error."""
-    from dspex.utils.callback import ACTIVE_CALL_ID, active_callbacks, listening, notify_end, notify_start
-
-    callbacks = listening(active_callbacks(lm), "lm")
+    api = callback_api()
+    callbacks = api.listening(api.active_callbacks(lm), "lm")
     if not callbacks:
         return await run()
-    call_id = notify_start(callbacks, "lm", lm, inputs())
+    call_id = api.notify_start(callbacks, "lm", lm, inputs())
     # inside, the LM's attempt and request events (dspex.lm.events) name this call, as DSPy's
     # instrumented calls set ACTIVE_CALL_ID for what they run
-    token = ACTIVE_CALL_ID.set(call_id)
+    token = api.ACTIVE_CALL_ID.set(call_id)
     try:
         result = await run()
     except BaseException as exc:
-        notify_end(callbacks, "lm", call_id, None, exc)
+        api.notify_end(callbacks, "lm", call_id, None, exc)
         raise
     finally:
-        ACTIVE_CALL_ID.reset(token)
-    notify_end(callbacks, "lm", call_id, texts(result), None)
+        api.ACTIVE_CALL_ID.reset(token)
+    api.notify_end(callbacks, "lm", call_id, texts(result), None)
     return result
 
 
@@ -329,19 +329,34 @@ _INSIDE_OVERRIDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-async def _complete(lm: Any, messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]) -> LMResponse:
+# _complete and _answer hand back what to await rather than awaiting it themselves: each
+# coroutine layer costs every LM call its frame, and these two only choose.
+
+
+def _complete(
+    lm: Any, messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]
+) -> Awaitable[LMResponse]:
     """:func:`_answer`, kept in the LM call log when one is open (a predictor's, per task)."""
     log = current_log()
     if log is None:
-        return await _answer(lm, messages, request)
-    return await log.complete(_answer, lm, messages, request)
+        return _answer(lm, messages, request)
+    return log.complete(_answer, lm, messages, request)
 
 
-async def _answer(lm: Any, messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]) -> LMResponse:
+def _answer(
+    lm: Any, messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]
+) -> Awaitable[LMResponse]:
     """``lm.acomplete``, or the LM's own ``__call__`` when a DSPy-style subclass overrides it."""
     overrides_call = isinstance(lm, BaseLM) and type(lm).__call__ is not BaseLM.__call__
     if not overrides_call or _INSIDE_OVERRIDE.get():
-        return cast("LMResponse", await lm.acomplete(messages, **request))
+        return cast("Awaitable[LMResponse]", lm.acomplete(messages, **request))
+    return _answer_by_override(lm, messages, request)
+
+
+async def _answer_by_override(
+    lm: Any, messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]
+) -> LMResponse:
+    """The LM's own ``__call__`` (a DSPy-style subclass's), in a thread, as an LMResponse."""
     from dspex._sync import run_in_thread
 
     started = time.perf_counter()
@@ -363,10 +378,8 @@ def record_call(
     lm: BaseLM, messages: Sequence[Mapping[str, Any]], response: LMResponse, kwargs: Mapping[str, Any]
 ) -> None:
     """Append one call to ``lm.history`` and the process-wide history (unless history is disabled)."""
-    from dspex.configuration import current_settings
-
     history = getattr(lm, "history", None)
-    settings = current_settings()
+    settings = _current_settings()
     if history is None or settings.disable_history:
         return
     usage = getattr(response, "usage", None)
@@ -391,6 +404,20 @@ def record_call(
         kept.append(entry)
         if len(kept) > settings.max_history_size:
             del kept[: len(kept) - settings.max_history_size]
+
+
+def _current_settings() -> Any:
+    """dspex.configuration's ``current_settings()``; that module imports this one, so it is reached
+    at call time, once (an ``import`` in :func:`record_call` would cost it on every LM call)."""
+    global _SETTINGS_OF
+    if _SETTINGS_OF is None:
+        from dspex.configuration import current_settings
+
+        _SETTINGS_OF = current_settings
+    return _SETTINGS_OF()
+
+
+_SETTINGS_OF: Callable[[], Any] | None = None
 
 
 def _remember_globally(entry: dict[str, Any]) -> None:

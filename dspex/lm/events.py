@@ -26,7 +26,8 @@ model itself records no metrics.
 from __future__ import annotations
 
 import logging
-from typing import Any, Final, Literal, NamedTuple
+from types import ModuleType
+from typing import Any, Final, Literal, NamedTuple, cast
 
 __all__ = [
     "ATTEMPT_HOOK",
@@ -35,6 +36,7 @@ __all__ = [
     "LMAttempt",
     "LMRequest",
     "RequestOutcome",
+    "callback_api",
     "emit",
     "listeners",
 ]
@@ -94,13 +96,27 @@ class LMRequest(NamedTuple):
     error: str | None = None
 
 
+def callback_api() -> ModuleType:
+    """:mod:`dspex.utils.callback`, imported on first use.
+
+    dspex.utils imports dspex.lm (its DummyLM answers with an LMResponse), so dspex.lm reaches the
+    callback module at call time. Kept here once imported: an ``import`` statement in a function
+    costs as much as the rest of a small hook call, and the LM's hot path has several per call.
+    """
+    global _CALLBACK_API
+    if _CALLBACK_API is None:
+        from dspex.utils import callback
+
+        _CALLBACK_API = callback
+    return _CALLBACK_API
+
+
+_CALLBACK_API: ModuleType | None = None
+
+
 def listeners(lm: Any) -> list[Any]:
     """The callbacks in effect for ``lm`` (empty list when none: build no event then)."""
-    # dspex.utils imports dspex.lm (its DummyLM answers with an LMResponse), so the callback module
-    # is reached at call time; after the first call this is a dictionary lookup.
-    from dspex.utils.callback import active_callbacks
-
-    return active_callbacks(lm)
+    return cast("list[Any]", callback_api().active_callbacks(lm))
 
 
 def emit(callbacks: list[Any], hook: str, lm: Any, event: LMAttempt | LMRequest) -> None:
@@ -109,9 +125,7 @@ def emit(callbacks: list[Any], hook: str, lm: Any, event: LMAttempt | LMRequest)
     A callback written for DSPy has neither hook and is skipped; a hook that raises is logged and
     never breaks the call, as for DSPy's hooks.
     """
-    from dspex.utils.callback import ACTIVE_CALL_ID
-
-    call_id = ACTIVE_CALL_ID.get()
+    call_id = callback_api().ACTIVE_CALL_ID.get()
     for callback in callbacks:
         handler = getattr(callback, hook, None)
         if handler is None:

@@ -42,9 +42,9 @@ import asyncio
 import collections
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
 
 from dspex.errors import ConfigurationError, LMRateLimitError, LMTimeoutError
 
@@ -53,14 +53,26 @@ __all__ = ["AdaptiveLimiter", "limiter_flow", "limiter_for"]
 _FLOW: ContextVar[str] = ContextVar("dspex_limiter_flow", default="")
 
 
-@contextmanager
-def limiter_flow(key: str) -> Iterator[None]:
+def limiter_flow(key: str) -> AbstractContextManager[None]:
     """Wait for limiter slots as flow ``key`` in this context (flows take turns; see the module docs)."""
-    token = _FLOW.set(key)
-    try:
-        yield
-    finally:
-        _FLOW.reset(token)
+    return _Flow(key)
+
+
+class _Flow(AbstractContextManager[None]):
+    # A plain class rather than @contextmanager: a predictor opens one per task.
+    __slots__ = ("_key", "_token")
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+        self._token: Token[str] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _FLOW.set(self._key)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _FLOW.reset(self._token)
+            self._token = None
 
 
 class AdaptiveLimiter:

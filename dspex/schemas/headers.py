@@ -84,18 +84,32 @@ def headers_for(model: BaseModel) -> list[tuple[str, bytes]]:
     traceparent = TRACEPARENT.get()
     if traceparent is not None:
         headers.append((HEADER_TRACEPARENT, traceparent))
-    fields = type(model).model_fields  # asking a model for a field it lacks costs an exception
-    for name, field in (
-        (HEADER_JOB_ID, "job_id"),
-        (HEADER_CANDIDATE_ID, "candidate_id"),
-        (HEADER_EXAMPLE_INDEX, "example_index"),
-        (HEADER_PRIORITY, "priority"),
-        (HEADER_MAX_IN_FLIGHT, "max_in_flight"),
-    ):
-        value = getattr(model, field) if field in fields else None
+    for name, field in _id_fields(type(model)):
+        value = getattr(model, field)
         if value is not None:
             headers.append((name, str(value).encode()))
     return headers
+
+
+_ID_HEADERS = (
+    (HEADER_JOB_ID, "job_id"),
+    (HEADER_CANDIDATE_ID, "candidate_id"),
+    (HEADER_EXAMPLE_INDEX, "example_index"),
+    (HEADER_PRIORITY, "priority"),
+    (HEADER_MAX_IN_FLIGHT, "max_in_flight"),
+)
+_id_fields_of: dict[type[BaseModel], tuple[tuple[str, str], ...]] = {}
+
+
+def _id_fields(model_type: type[BaseModel]) -> tuple[tuple[str, str], ...]:
+    """The (header, field) pairs of :data:`_ID_HEADERS` that ``model_type`` has, found once per type
+    (every message produced asks)."""
+    found = _id_fields_of.get(model_type)
+    if found is None:
+        fields = model_type.model_fields  # asking a model for a field it lacks costs an exception
+        found = tuple((name, field) for name, field in _ID_HEADERS if field in fields)
+        _id_fields_of[model_type] = found
+    return found
 
 
 def ids_from_headers(headers: Headers) -> HeaderIds:

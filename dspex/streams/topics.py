@@ -51,7 +51,7 @@ ROLES: tuple[TopicRole, ...] = get_args(TopicRole)
 
 MAX_TOPIC_NAME_LENGTH = 249
 MIN_TASK_PARTITIONS = 8
-# Values of several MB are expected (demos with passages, ReAct traces); producers compress with zstd.
+# Values of several MB are expected (demos with passages, ReAct traces); producers compress with lz4.
 LARGE_MESSAGE_BYTES = 16 * 1024 * 1024
 
 DEFAULT_PARTITIONS: dict[TopicRole, int] = {

@@ -11,7 +11,10 @@ whole (``on_lm_request``): see :mod:`dspex.lm.events`. Metrics attach here too
 
 A callback can stop hearing the calls made inside the one it is hearing (:func:`muted`): tracing
 does so for an example it does not sample, so that the calls inside cost what they cost with no
-callback installed.
+callback installed. A callback can also take an evaluation's examples one by one before their
+program runs (dspex extension :meth:`BaseCallback.examples_of`, found by :func:`example_hearing`):
+tracing then decides an example is not sampled before announcing anything, and its program runs
+as with tracing off.
 """
 
 from __future__ import annotations
@@ -23,12 +26,22 @@ import itertools
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     from dspex.lm.events import LMAttempt, LMRequest
 
-__all__ = ["ACTIVE_CALL_ID", "BaseCallback", "muted", "unmuted", "with_callbacks"]
+__all__ = [
+    "ACTIVE_CALL_ID",
+    "BaseCallback",
+    "ExampleHearing",
+    "ExampleRunner",
+    "example_hearing",
+    "muted",
+    "unmuted",
+    "with_callbacks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +67,33 @@ def _bind_active_call_id(fn: F) -> F:
             ACTIVE_CALL_ID.reset(token)
 
     return cast(F, bound)
+
+
+class ExampleRunner(Protocol):
+    """One worker's examples, run one after another, as a callback that takes them one by one
+    hears them (what :meth:`ExampleHearing.running` gives)."""
+
+    def begin(self) -> object | None:
+        """An example's program is about to run: None when the callback does not want to hear its
+        calls (they are then not announced to it), else a token for :meth:`end`."""
+        ...
+
+    def end(
+        self, token: object | None, inputs: dict[str, Any], started: float, exception: BaseException | None
+    ) -> None:
+        """The program of the example :meth:`begin` gave ``token`` for ended (``started``: its
+        ``time.perf_counter()`` at the start; ``exception``: what it raised). Called for a None
+        token only when the program raised."""
+        ...
+
+
+class ExampleHearing(Protocol):
+    """How a callback hears one evaluation's examples when it takes them one by one (what
+    :meth:`BaseCallback.examples_of` returns)."""
+
+    def running(self) -> AbstractContextManager[ExampleRunner]:
+        """Around the examples one worker runs one after another (or the whole sequential run)."""
+        ...
 
 
 class BaseCallback:
@@ -155,6 +195,24 @@ class BaseCallback:
     ) -> None:
         """A code interpreter's session ended."""
 
+    def examples_of(self, program: Any) -> ExampleHearing | None:
+        """dspex extension: asked by a local evaluation, while its own call is announced, before it
+        runs ``program`` on its examples; an :class:`ExampleHearing` takes the examples one by one
+        (tracing: each example's sampling decided before its program call is announced). None
+        (the default): the examples' calls are announced as any call."""
+        return None
+
+
+def example_hearing(program: Any) -> ExampleHearing | None:
+    """The first :meth:`BaseCallback.examples_of` answer of the callbacks in effect for ``program``
+    (usually None: tracing off, or no callback taking examples one by one; the others hear the
+    examples' calls as any call)."""
+    for callback in active_callbacks(program):
+        hearing = callback.examples_of(program)
+        if hearing is not None:
+            return hearing
+    return None
+
 
 def active_callbacks(instance: Any) -> list[BaseCallback]:
     """The callbacks in effect for ``instance``: the settings' (global, then context), then its own,
@@ -185,10 +243,11 @@ _MUTED: contextvars.ContextVar[BaseCallback | None] = contextvars.ContextVar(
 )
 
 
-def muted(callback: BaseCallback) -> contextvars.Token[BaseCallback | None]:
+def muted(callback: BaseCallback | None) -> contextvars.Token[BaseCallback | None]:
     """From now on in this context, calls are not announced to ``callback`` (calls already started
     still end with it): for a callback with nothing to do inside the call it is hearing, it costs
-    each of them one context-variable read instead of an announcement. Undo with :func:`unmuted`."""
+    each of them one context-variable read instead of an announcement (None: every callback hears
+    them again, inside a block that muted one). Undo with :func:`unmuted`."""
     return _MUTED.set(callback)
 
 

@@ -8,7 +8,9 @@ task finished for ``max(30 s, 5 x p95 of its recent example latencies)``.
 
 The reason comes from the workers' heartbeats: no live predictor (or scorer, or aggregator), every
 live predictor's circuit breaker open, or else the group lagging (workers alive and healthy, but
-this job's tasks are not being done: queued behind other work or not consumed).
+this job's tasks are not being done: queued behind other work or not consumed). A job whose scores
+come from the predictors (a built-in metric scored inline, ``source="predictor"``) needs no scorer,
+so a missing scorer is not its reason.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from dspex.schemas.results import SCORE_SOURCE_PREDICTOR
 from dspex.schemas.status import JobStatus, OptimizeStatus
 from dspex.schemas.workers import WorkerHeartbeat
 
@@ -55,6 +58,7 @@ class ProgressTracker:
     def __init__(self) -> None:
         self._progress: dict[str, _Progress] = {}
         self._latencies: dict[str, deque[float]] = {}
+        self._scored_inline: set[str] = set()
 
     def observe(self, status: Status) -> None:
         """Note a status as read from the topic (in topic order)."""
@@ -65,10 +69,16 @@ class ProgressTracker:
             since = status.started_at if known is None and done == 0 and status.started_at else None
             self._progress[status.job_id] = _Progress(mark, since or status.updated_at)
 
-    def observe_latency(self, job_id: str, latency_s: float) -> None:
-        """Note one finished example's latency."""
+    def observe_latency(self, job_id: str, latency_s: float, source: str | None = None) -> None:
+        """Note one finished example's latency (``source``: the score record's, who scored it)."""
         window = self._latencies.setdefault(job_id, deque(maxlen=LATENCY_WINDOW))
         window.append(latency_s)
+        if source == SCORE_SOURCE_PREDICTOR:
+            self._scored_inline.add(job_id)
+
+    def needs_scorer(self, job_id: str) -> bool:
+        """False once a score of the job came from a predictor: its metric is scored inline."""
+        return job_id not in self._scored_inline
 
     def retain(self, job_ids: set[str]) -> None:
         """Forget the progress of every job but ``job_ids`` (a purged job's goes with its status).
@@ -117,16 +127,18 @@ def stall_of(
         "since": since.isoformat(),
         "idle_s": round(idle, 1),
         "threshold_s": round(threshold, 1),
-        "reason": stall_reason(live),
+        "reason": stall_reason(live, needs_scorer=tracker.needs_scorer(status.job_id)),
     }
 
 
-def stall_reason(live: Iterable[WorkerHeartbeat]) -> str:
+def stall_reason(live: Iterable[WorkerHeartbeat], *, needs_scorer: bool = True) -> str:
     """Why tasks are not being done, from the live workers' heartbeats."""
     by_kind: dict[str, list[WorkerHeartbeat]] = {}
     for beat in live:
         by_kind.setdefault(beat.kind, []).append(beat)
     for kind, noun in _NEEDED_KINDS:
+        if kind == "score" and not needs_scorer:
+            continue
         if not by_kind.get(kind):
             return f"no live {noun}"
     predictors = by_kind["predict"]

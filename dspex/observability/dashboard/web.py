@@ -281,10 +281,11 @@ def _decode_status(value: bytes) -> Status:
     return decoded
 
 
-def _score_latency(value: bytes) -> tuple[str, float] | None:
-    """``(job_id, latency_s)`` of a score record; None for other values (usage reports) and bad ones.
+def _score_latency(value: bytes) -> tuple[str, float, str | None] | None:
+    """``(job_id, latency_s, source)`` of a score record; None for other values (usage reports) and
+    bad ones.
 
-    Read as plain JSON rather than validated as a ScoreRecord: the dashboard needs two fields of
+    Read as plain JSON rather than validated as a ScoreRecord: the dashboard needs three fields of
     every record, and a record it cannot use is no reason to log a warning per message.
     """
     try:
@@ -295,5 +296,6 @@ def _score_latency(value: bytes) -> tuple[str, float] | None:
         return None
     job_id, latency = record.get("job_id"), record.get("latency_s")
     if isinstance(job_id, str) and isinstance(latency, int | float) and not isinstance(latency, bool):
-        return job_id, float(latency)
+        source = record.get("source")
+        return job_id, float(latency), source if isinstance(source, str) else None
     return None

@@ -17,12 +17,17 @@ Sampling: parent-based, new traces kept with probability ``sample_ratio`` (defau
 example where its trace starts (and carried in the ``traceparent`` flag across Kafka).
 
 Failed examples are always kept, and an unsampled example costs about what it costs with tracing
-off: tracing hears its own call (the program's module call) and nothing inside it. That call's
-span is a plain object holding references to the call (no OpenTelemetry call, no attribute built),
-and tracing's callback is muted for every call made inside (one context-variable read each: the
-callback seam finds no callback listening, as with tracing off). Each process exports the part of
-an unsampled trace it ran when that part's local root span failed (an exception, an error
-prediction or score; see :mod:`~dspex.observability.tracing.lean`). What a failed example keeps:
+off. In a local evaluation, each example's sampling is drawn before its program is called
+(:mod:`~dspex.observability.tracing.examples`): an unsampled one is not announced to tracing at
+all (tracing's callback is muted while the evaluation's workers run it, one context-variable read
+per call: the callback seam finds no callback listening, as with tracing off), and if it fails its
+span is made after the fact from its inputs, start and end. Elsewhere (a worker's task, a program
+called directly) tracing hears the example's own call (the program's module call) and nothing
+inside it: that call's span is a plain object holding references to the call (no OpenTelemetry
+call, no attribute built), and tracing's callback is muted for every call made inside. Each
+process exports the part of an unsampled trace it ran when that part's local root span failed (an
+exception, an error prediction or score; see :mod:`~dspex.observability.tracing.lean`). What a
+failed example keeps:
 
 - sampled: every span (modules, predictors, adapter format and parse, LM calls with their
   attempts and retries, tools), each with its inputs and outputs;
@@ -32,6 +37,7 @@ prediction or score; see :mod:`~dspex.observability.tracing.lean`). What a faile
   start and duration, and the error of a call that failed; not its attempts and retries). No span
   for inner modules, adapter format and parse, or tool calls: they were never announced.
 
+A local evaluation's metric is not traced (it runs outside its example's trace).
 Unsampled spans are not made OpenTelemetry's current span.
 Secrets (API keys, authorization headers, any secret-named value) never go into attributes.
 An unreachable receiver never fails or slows a call: export errors are counted in

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -68,7 +69,18 @@ def json_text(value: Any) -> str:
     return _bounded(text)
 
 
+# The text of classes met in values (a signature handed to an adapter's format and parse: its repr
+# walks every field's pydantic metadata, a tenth of what a sampled example's spans cost), made once
+# per class; weakly held, as programs may make signature classes on the fly.
+_CLASS_TEXTS: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
+
+
 def _fallback(value: Any) -> Any:
+    if isinstance(value, type):
+        text = _CLASS_TEXTS.get(value)
+        if text is None:
+            text = _CLASS_TEXTS[value] = repr(value)
+        return text
     for method in ("toDict", "model_dump"):
         dump = getattr(value, method, None)
         if callable(dump):

@@ -7,7 +7,10 @@ format and parse (``CHAIN``), a code interpreter's execution (``TOOL``), an eval
 (``CHAIN``). A module call made directly under an evaluation starts a trace of its own, linked to the
 evaluation's span: one trace per example, each sampled (and kept when it fails) on its own.
 
-An example that is not sampled (99 in 100 at the default ratio) is heard once: its own module
+A local evaluation takes its examples' sampling from :meth:`TracingCallback.examples_of` before
+calling their program: an example that is not sampled (99 in 100 at the default ratio) is not
+heard at all (:mod:`~dspex.observability.tracing.examples`). Elsewhere, an unsampled example (a
+worker's task, a program called directly) is heard once: its own module
 call, whose span is a :class:`~dspex.observability.tracing.lean.LeanSpan`. For the calls it makes,
 this callback is muted (:func:`dspex.utils.callback.muted`): the seam finds no callback listening
 and takes the path it takes with tracing off. If the example fails, its span is exported with the
@@ -31,7 +34,7 @@ from opentelemetry.trace import Link, Span, Status, StatusCode, Tracer
 
 from dspex.lm.events import LMAttempt, LMRequest
 from dspex.observability.tracing.attributes import scrub, scrubbed
-from dspex.observability.tracing.lean import UNSAMPLED, LeanSpan, Source
+from dspex.observability.tracing.lean import SAMPLED_EXAMPLE, UNSAMPLED, LeanSpan, Source
 from dspex.observability.tracing.provider import Recorder
 from dspex.observability.tracing.recalled import Recall
 from dspex.observability.tracing.sources import (
@@ -45,9 +48,9 @@ from dspex.observability.tracing.sources import (
     lm_outputs,
     output,
 )
-from dspex.utils.callback import BaseCallback, muted, unmuted
+from dspex.utils.callback import BaseCallback, ExampleHearing, muted, unmuted
 
-__all__ = ["KIND", "TracingCallback"]
+__all__ = ["KIND", "TracingCallback", "end_lean"]
 
 _CHAIN: Final = OpenInferenceSpanKindValues.CHAIN.value
 
@@ -150,6 +153,23 @@ class TracingCallback(BaseCallback):
         self, call_id: str, outputs: Any | None, exception: BaseException | None = None
     ) -> None:
         self._end(call_id, None, None, exception)
+
+    def examples_of(self, program: Any) -> ExampleHearing | None:
+        """An evaluation's examples, when the evaluation running here is one this callback heard
+        and its program a module: each example's sampling is drawn before its program's call, and
+        an unsampled one is not announced to this callback at all (see
+        :mod:`~dspex.observability.tracing.examples`)."""
+        from dspex.primitives import Module
+
+        recorder = self._recorder
+        if recorder is None or not isinstance(program, Module):
+            return None
+        evaluation = (UNSAMPLED.get() or trace.get_current_span()).get_span_context()
+        if not evaluation.is_valid or evaluation.span_id not in self._evaluations:
+            return None
+        from dspex.observability.tracing.examples import Examples
+
+        return Examples(self, recorder, evaluation, program)
 
     # -- LM calls --------------------------------------------------------------------------------
 
@@ -273,11 +293,13 @@ class TracingCallback(BaseCallback):
         if not (example and self._evaluations and lean.span_id in self._evaluations):
             # one plain object holding references to the call, and no OpenTelemetry call at all
             return LeanSpan.described(lean, source, instance, inputs), None
-        if recorder.draw():
+        if SAMPLED_EXAMPLE.get() == lean.span_id or recorder.draw():
             return None, True  # a sampled example of an unsampled evaluation
-        # an example of an unsampled evaluation, not sampled either (the common case at the default
-        # ratio): a trace of its own, linked to the evaluation
-        return LeanSpan.example(recorder.keep, lean, source, instance, inputs), False
+        # an example of an unsampled evaluation, not sampled either (an evaluation's examples are
+        # mostly decided before they are announced, see dspex.observability.tracing.examples):
+        # a trace of its own, linked to the evaluation
+        links = (Link(lean.get_span_context()),)
+        return LeanSpan.example(recorder.keep, links, source, instance, inputs), False
 
     def _start(
         self,
@@ -300,6 +322,8 @@ class TracingCallback(BaseCallback):
             if parent.is_valid and parent.span_id in self._evaluations:
                 # an example of an evaluation: a trace of its own, sampled and kept on its own
                 parent_context, links = otel_context.Context(), [Link(parent)]
+                if sampled is None and SAMPLED_EXAMPLE.get() == parent.span_id:
+                    sampled = True  # drawn by the evaluation before the call
         inherited = _SECRETS.get()
         if lean is not None:
             inherited = (*inherited, *lean.all_secrets())
@@ -358,7 +382,7 @@ class TracingCallback(BaseCallback):
                 if token is not None:
                     _reset(token)
             else:
-                _end_lean(opened, attributes, exception)
+                end_lean(opened, attributes, exception)
             return
         span, secrets = opened.span, opened.secrets
         found = dict(attributes or {})
@@ -391,10 +415,12 @@ def _end_hushed(hushed: _Hushed, exception: BaseException | None) -> None:
     span, recall = hushed.span, hushed.recall
     recall.close(span)
     span.after = recall.spans
-    _end_lean(span, None, exception)
+    end_lean(span, None, exception)
 
 
-def _end_lean(span: LeanSpan, attributes: dict[str, Any] | None, exception: BaseException | None) -> None:
+def end_lean(span: LeanSpan, attributes: dict[str, Any] | None, exception: BaseException | None) -> None:
+    """End an unsampled span: if ``exception`` failed it, with the inputs of its call and the error
+    (what keeps its part, when it is the part's root)."""
     if exception is not None:
         # kept if its example failed: what it was given, without any secret of it or its callers
         secrets = span.all_secrets() + _SECRETS.get()

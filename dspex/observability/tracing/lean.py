@@ -36,6 +36,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.util.types import Attributes
 
 __all__ = [
+    "SAMPLED_EXAMPLE",
     "UNSAMPLED",
     "Keep",
     "LeanSpan",
@@ -52,6 +53,12 @@ UNSAMPLED: contextvars.ContextVar[LeanSpan | None] = contextvars.ContextVar(
     "dspex_trace_unsampled", default=None
 )
 """The unsampled span current here (lean spans are never attached to OpenTelemetry's context)."""
+
+SAMPLED_EXAMPLE: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "dspex_trace_sampled_example", default=0
+)
+"""The span id of the evaluation whose example runs here, sampled already (Evaluate drew it before
+the example's call, :mod:`~dspex.observability.tracing.examples`): its call is not drawn again."""
 
 Secrets = Callable[[], tuple[str, ...]]
 """The secret values a span's inputs hold, computed only when the span's inputs are exported."""
@@ -199,16 +206,22 @@ class LeanSpan(NonRecordingSpan):
 
     @classmethod
     def example(
-        cls, keep: Keep, evaluation: LeanSpan, source: Source, instance: Any, inputs: Mapping[str, Any]
+        cls,
+        keep: Keep,
+        links: Sequence[Link],
+        source: Source,
+        instance: Any,
+        inputs: Mapping[str, Any],
+        start_time: int | None = None,
     ) -> LeanSpan:
-        """The root of a new trace for an example of ``evaluation`` (linked to it), for a call
-        ``source`` describes: :meth:`described`'s economy for the one span an unsampled example
-        of a local evaluation costs."""
+        """The root of a new trace for an example of an evaluation (``links``: to the evaluation's
+        span), for a call ``source`` describes: :meth:`described`'s economy for the one span an
+        unsampled example costs. ``start_time``: when it started (None: now)."""
         span = cls.__new__(cls)
         span.keep, span.trace_id, span.flags, span.parent = keep, new_trace_id(), _RANDOM_ID_FLAG, None
         span.source, span.instance, span.inputs = source, instance, inputs
-        span.links = (Link(evaluation.get_span_context()),)
-        span.start_time, span.end_time = time.time_ns(), None
+        span.links = links
+        span.start_time, span.end_time = start_time if start_time is not None else time.time_ns(), None
         span.part, span.token, span.attempts = _Part(), None, 0
         return span
 

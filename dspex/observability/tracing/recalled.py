@@ -37,14 +37,20 @@ class Recall:
 
     __slots__ = ("first", "last", "log", "opened", "unlogged")
 
-    def __init__(self) -> None:
-        log = current_log()
+    def __init__(self, log: LMCallLog | None = None, first: int | None = None, dropped: int = 0) -> None:
+        """The calls ``log`` takes from now on (from its ``first`` call and past ``dropped`` ones, when
+        given: an example of a local evaluation, whose worker keeps one log for the examples it
+        runs in turn); no ``log``: the one open here, or else one opened here until :meth:`close`."""
         self.opened: AbstractContextManager[LMCallLog] | None = None
-        if log is None:  # a local evaluation (a predictor opens one per task)
-            self.opened = logging_lm_calls()
-            log = self.opened.__enter__()
+        if log is None:
+            log = current_log()
+            if log is None:  # a predictor opens one per task
+                self.opened = logging_lm_calls()
+                log = self.opened.__enter__()
         self.log = log
-        self.first, self.last, self.unlogged = len(log.calls), -1, log.dropped
+        if first is None:
+            first, dropped = len(log.calls), log.dropped
+        self.first, self.last, self.unlogged = first, -1, dropped
 
     def close(self, example: LeanSpan) -> None:
         """``example`` ended: its calls are the log's so far (the log opened for it is closed)."""

@@ -19,14 +19,13 @@ LM calls use the same clients, caches, usage trackers and budgets as everything 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextvars import Context, copy_context
 from typing import Any, NamedTuple
 
 from gepa.core.adapter import EvaluationBatch
@@ -41,6 +40,7 @@ from dspex.lm.usage import Usage
 from dspex.optimizers import bootstrap_trace as bootstrap_trace_module
 from dspex.optimizers.bootstrap_trace import FailedPrediction, TraceData
 from dspex.optimizers.executor import Executor, LocalExecutor
+from dspex.optimizers.gepa import _threads
 from dspex.optimizers.gepa.budgets import SpendStopper
 from dspex.optimizers.gepa.feedback import (
     FeedbackMetricError,
@@ -62,6 +62,7 @@ __all__ = [
     "RunRecord",
     "bootstrap_trace_module",
     "evaluate_with_trace",
+    "split_bound",
     "trace_runs",
 ]
 
@@ -191,24 +192,31 @@ class DspyAdapter:
         num_threads: int | None = None,
     ) -> list[GepaBatch]:
         """Every (candidate, batch) pair at once; the ``num_threads`` bound (the adapter's unless
-        given) is split between them."""
+        given) is split between them by the runs each still has to make (:func:`split_bound`)."""
         total = num_threads or self.num_threads or current_settings().num_threads
-        workers = min(len(items), total) or 1
-        share, extra = divmod(total, workers)
+        shares = split_bound(
+            total, [self._runs_to_make(candidate, batch, capture_traces) for candidate, batch in items]
+        )
 
-        def one(work: tuple[Context, tuple[Mapping[str, str], Sequence[Example]], int]) -> GepaBatch:
-            ctx, (candidate, batch), threads = work
-            return ctx.run(
-                self.evaluate, batch, candidate, capture_traces=capture_traces, num_threads=threads
+        calls = [
+            functools.partial(
+                self.evaluate, batch, candidate, capture_traces=capture_traces, num_threads=share
             )
-
-        # Each pair waits in its own thread (gepa's engine is sync); the runs themselves happen on
+            for (candidate, batch), share in zip(items, shares, strict=True)
+        ]
+        if len(calls) == 1:
+            return [calls[0]()]  # (no thread: most batches are one candidate's)
+        # Each pair waits in a helper thread (gepa's engine is sync); the runs themselves happen on
         # dspex's event loop. Each thread gets the caller's context: LM, settings, usage trackers.
-        work = [(copy_context(), item, share + (index < extra)) for index, item in enumerate(items)]
-        if len(work) == 1:
-            return [one(work[0])]  # (no thread to start: most batches are one candidate's)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, work))
+        return _threads.run_all(calls, at_once=total)  # (more pairs than the bound: 1 run each)
+
+    def _runs_to_make(
+        self, candidate: Mapping[str, str], batch: Sequence[Example], capture_traces: bool
+    ) -> int:
+        """How many of the batch's runs :meth:`evaluate` would make (the others are in the memo)."""
+        if self.memo is None:
+            return len(batch)
+        return len(batch) - len(self.memo.lookup(candidate, batch, capture_traces))
 
     def _runs_on_executor(
         self, program: Module, batch: Sequence[Example], threads: int | None
@@ -422,6 +430,27 @@ class DspyAdapter:
                 components_to_update=components_to_update,
             )
         return dict(proposals)
+
+
+def split_bound(total: int, demands: Sequence[int]) -> list[int]:
+    """Runs in flight for each of several evaluations made together, ``total`` at most in all:
+    each its own runs when they fit, else the smaller ones theirs and the larger ones even shares
+    of the rest; what no one needs is spread evenly (a share only bounds). An even split would
+    make a valset evaluation beside a few minibatches (26 runs against a share of 21 of 64) wait a
+    second round trip for its last runs, and gepa's next step waits for it. Every share is at
+    least 1 (with more evaluations than ``total``, the caller runs ``total`` of them at a time)."""
+    count = len(demands)
+    if count >= total:
+        return [1] * count
+    shares = [0] * count
+    left = total
+    by_need = sorted(range(count), key=lambda index: demands[index])
+    for served, index in enumerate(by_need):
+        shares[index] = max(1, min(demands[index], left // (count - served)))
+        left -= shares[index]
+    for spare in range(left):
+        shares[by_need[-1 - spare % count]] += 1
+    return shares
 
 
 class _SpendGate(Module):

@@ -23,8 +23,6 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextvars import copy_context
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -66,6 +64,7 @@ from gepa.strategies.eval_policy import EvaluationPolicy, FullEvaluationPolicy
 from gepa.utils import CompositeStopper, MaxMetricCallsStopper
 
 from dspex.errors import ConfigurationError
+from dspex.optimizers.gepa import _threads
 from dspex.optimizers.gepa.prefetch import (
     LOOKAHEAD,
     hedge_parents,
@@ -257,12 +256,11 @@ def _alongside(main: Callable[[], Any], side: Callable[[], None]) -> Any:
         except Exception as exc:  # the hedge only fills the memo: without it the run is the same
             logger.debug("hedged runs failed: %s: %s", type(exc).__name__, exc)
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(copy_context().run, guarded)
-        try:
-            return main()
-        finally:
-            future.result()
+    future = _threads.start(guarded)
+    try:
+        return main()
+    finally:
+        future.result()
 
 
 def _candidate_selector(choice: Any, rng: random.Random) -> CandidateSelector:

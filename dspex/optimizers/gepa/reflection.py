@@ -17,13 +17,14 @@ asking the other jobs again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context, copy_context
 from typing import Any
 
 from gepa.proposer.reflective_mutation.reflection_lm import ReflectionJob, ReflectionProposal
 
+from dspex.optimizers.gepa import _threads
 from dspex.optimizers.gepa.adapter import DspyAdapter, GepaBatch
 
 __all__ = ["ConcurrentReflection", "ProposerView"]
@@ -55,8 +56,7 @@ class ConcurrentReflection:
             return ctx.run(self.reflect, *job)
 
         # each job's thread gets the caller's context: the LM, settings and usage trackers
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            return list(pool.map(one, [(copy_context(), job) for job in jobs]))
+        return _threads.run_all([functools.partial(one, (copy_context(), job)) for job in jobs])
 
 
 class ProposerView:

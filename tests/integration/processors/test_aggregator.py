@@ -1,6 +1,6 @@
 """The aggregator as a real faust worker process against a real broker.
 
-Jobs and scores are written with confluent-kafka (murmur2 partitioner, zstd, as our workers
+Jobs and scores are written with confluent-kafka (murmur2 partitioner, lz4, as our workers
 write them); the test follows the status topic and waits on what it says, never on sleeps.
 """
 

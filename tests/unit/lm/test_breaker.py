@@ -6,8 +6,11 @@ import asyncio
 import time
 
 import pytest
+from aiohttp import web
+from lm_served import served_v1
 
 from dspex.errors import ConfigurationError, LMConnectionError
+from dspex.lm import LM
 from dspex.lm.breaker import BreakerState, CircuitBreaker
 from dspex.lm.retry import RetryPolicy, with_retries
 
@@ -115,3 +118,26 @@ def test_bad_settings_are_refused() -> None:
         CircuitBreaker("x", failure_threshold=0)
     with pytest.raises(ConfigurationError):
         CircuitBreaker("x", open_s=5, max_open_s=1)
+
+
+async def test_an_lm_call_waits_for_its_open_breaker_then_probes_it_closed() -> None:
+    """The LM asks its breaker without waiting first; an open one still holds the call until the
+    probe may go, and the answered probe closes it."""
+    answered: list[float] = []
+
+    async def chat(request: web.Request) -> web.Response:
+        answered.append(time.monotonic())
+        return web.json_response({"choices": [{"message": {"content": "hello"}}], "usage": {}})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served_v1(app) as base:
+        breaker = CircuitBreaker(base, failure_threshold=1, open_s=0.2)
+        lm = LM("openai/sim-chat", api_base=base, cache=False, breaker=breaker)
+        breaker.record_failure()
+        opened = time.monotonic()
+        assert (await lm.acomplete([{"role": "user", "content": "hi"}])).text == "hello"
+        assert answered[0] - opened >= 0.15  # held until the breaker let its probe go
+        assert breaker.state == "closed"
+        assert (await lm.acomplete([{"role": "user", "content": "again"}])).text == "hello"
+        assert len(answered) == 2

@@ -12,7 +12,7 @@ from gepa_fakes import MAGIC, ScriptedLM, dataset, feedback_metric
 
 from dspex.configuration import context, current_settings
 from dspex.modules import Predict
-from dspex.optimizers.gepa.adapter import DspyAdapter, RunRecord
+from dspex.optimizers.gepa.adapter import DspyAdapter, RunMemo, RunRecord, split_bound
 from dspex.primitives import Prediction
 
 
@@ -68,6 +68,42 @@ def test_batch_evaluate_runs_pairs_together_and_splits_the_bound() -> None:
         results = a.batch_evaluate([({"self": "a"}, []), ({"self": "b"}, [])])
     assert [r.outputs[0] for r in results] == [lm, lm]  # the caller's context reached each thread
     assert sorted(calls) == [(2, True), (3, True)]
+
+
+def test_batch_evaluate_gives_each_pair_the_runs_it_makes_when_they_fit() -> None:
+    # an even split (4 and 4 of 8) would run the 6-example batch in two round trips
+    a = adapter(num_threads=8)
+    calls: list[tuple[int, int | None]] = []
+
+    def evaluate(
+        batch: Any, candidate: Any, capture_traces: bool = False, num_threads: int | None = None
+    ) -> Any:
+        calls.append((len(batch), num_threads))
+        return EvaluationBatch(outputs=[None] * len(batch), scores=[1.0] * len(batch))
+
+    a.evaluate = evaluate  # type: ignore[method-assign]
+    a.batch_evaluate([({"self": "a"}, dataset(6)), ({"self": "b"}, dataset(1))])
+    assert sorted(calls) == [(1, 1), (6, 7)]
+
+
+def test_split_bound_serves_small_demands_and_shares_the_rest() -> None:
+    assert split_bound(64, [26, 3, 3])[0] >= 26  # a valset beside two minibatches: one round trip
+    assert split_bound(10, [100, 1]) == [9, 1]
+    assert split_bound(9, [20, 20, 2]) == [3, 4, 2] or split_bound(9, [20, 20, 2]) == [4, 3, 2]
+    assert split_bound(3, [5, 5, 5, 5]) == [1, 1, 1, 1]  # more pairs than the bound: one run each
+    for total, demands in [(64, [26, 3, 3]), (5, [0, 0]), (44, [24, 24, 3]), (7, [1, 2, 30])]:
+        shares = split_bound(total, demands)
+        assert sum(shares) == total and min(shares) >= 1
+
+
+def test_runs_in_the_memo_are_not_counted_in_a_pairs_share() -> None:
+    memo = RunMemo()
+    a = adapter(num_threads=4, memo=memo)
+    batch = dataset(3)
+    for example in batch[:2]:
+        memo.store({"self": "a"}, example, RunRecord("out", 1.0, None))
+    assert a._runs_to_make({"self": "a"}, batch, False) == 1
+    assert a._runs_to_make({"self": "a"}, batch, True) == 3  # kept without traces: made again
 
 
 def test_adapter_state_survives_json() -> None:

@@ -4,20 +4,32 @@ decisions as a run that makes every evaluation anew."""
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
+import gepa.gepa_utils as gepa_utils
 from dspex_optimizer_fakes import sim_lm_of
+from gepa.strategies.batch_sampler import EpochShuffledBatchSampler
+from gepa.strategies.candidate_selector import ParetoCandidateSelector
 from gepa_fakes import MAGIC, ScriptedLM, dataset, feedback_metric
 
 from dspex._sync import run_in_thread
 from dspex.configuration import context
 from dspex.modules import Predict
 from dspex.optimizers import GEPA
-from dspex.optimizers.gepa import DspyAdapter
+from dspex.optimizers.gepa import DspyAdapter, prefetch
 from dspex.optimizers.gepa.adapter import RunMemo
-from dspex.optimizers.gepa.prefetch import LOOKAHEAD, hedge_parents, predicted_tasks
+from dspex.optimizers.gepa.prefetch import (
+    FOLLOWERS,
+    LEADS,
+    LOOKAHEAD,
+    _reflection_jobs,
+    hedge_parents,
+    predicted_tasks,
+    speculate_children,
+)
 from dspex.testing import SimulatedLMServer, arithmetic_dataset
-from dspex.testing.gepa_task import phrase_feedback_metric
+from dspex.testing.gepa_task import phrase_feedback_metric, score_metric
 
 TRAIN, VAL = arithmetic_dataset(12, seed=1), arithmetic_dataset(8, seed=2)
 
@@ -224,3 +236,67 @@ async def test_a_hedge_from_a_later_iteration_runs_on_the_minibatches_drawn_afte
     assert memo is not None
     assert all(len(memo.lookup(new, batch, True)) == len(batch) for _, batch in upcoming)
     assert [batch for _, batch in stale] != [batch for _, batch in upcoming]  # the draws before count
+
+
+async def test_predicted_children_after_the_lead_also_run_on_the_next_iterations_minibatch(
+    sim: SimulatedLMServer,
+) -> None:
+    # if one of them is added instead of the lead, the hedge of its valset evaluation finds its
+    # runs there and asks its reflection as a parent meanwhile
+    lm = sim_lm_of(sim)
+    # a score-only metric: the reflections draw different revisions, so the children differ
+    optimizer = GEPA(score_metric, max_metric_calls=400, reflection_lm=lm, seed=4)
+    with context(lm=lm):
+        run = optimizer.start(student(), trainset=TRAIN, valset=VAL)
+        await run.step()  # the seed (and the first iterations' parents, meanwhile)
+        proposer, state, adapter = run.parts.engine.reflective_proposer, run.gepa_state, run.adapter
+        state.i += 1  # the first iteration, before its draws
+        asked = await run_in_thread(
+            lambda: speculate_children(proposer, adapter, state, evals_left=300, valset=VAL)
+        )
+        jobs = await run_in_thread(lambda: _reflection_jobs(proposer, adapter, state, 300, LOOKAHEAD))
+    memo, proposals = adapter.memo, adapter.proposals
+    assert memo is not None and proposals is not None and asked >= 2
+    lead = {**jobs[0].parent, **(proposals.peek(jobs[0].key) or {})}
+    followers = [(job, proposals.peek(job.key)) for job in jobs[LEADS : LEADS + FOLLOWERS] if job.after]
+    children = [({**job.parent, **texts}, job.after) for job, texts in followers if texts]
+    children = [(child, after) for child, after in children if child != lead]
+    assert children  # (the test would say nothing without one)
+    assert all(len(memo.lookup(child, after, True)) == len(after) for child, after in children)
+
+
+class _FrontState:
+    """The parts of gepa's state its Pareto selector reads: four candidates, five valset fronts."""
+
+    def __init__(self) -> None:
+        self.fronts = {0: {0, 2}, 1: {1}, 2: {2, 3}, 3: {0, 1, 3}, 4: {3}}
+        self.per_program_tracked_scores = [0.2, 0.5, 0.4, 0.6]
+        self.program_full_scores_val_set = list(self.per_program_tracked_scores)
+        self.program_candidates = [{"self": str(n)} for n in range(4)]
+
+    def get_pareto_front_mapping(self) -> dict[int, set[int]]:
+        return {val_id: set(front) for val_id, front in self.fronts.items()}
+
+
+def test_a_predictions_pareto_draws_are_gepas_and_prune_the_front_once(monkeypatch: Any) -> None:
+    pruned: list[int] = []
+    prune = gepa_utils.remove_dominated_programs
+    monkeypatch.setattr(
+        gepa_utils, "remove_dominated_programs", lambda *a, **k: pruned.append(1) or prune(*a, **k)
+    )
+    monkeypatch.setattr(prefetch._FrontOnce, "_last", ((), []))
+    state, rng = _FrontState(), random.Random(11)
+    real = ParetoCandidateSelector(rng)
+    twin, _ = prefetch._copies(real, EpochShuffledBatchSampler(3, rng=rng))
+    predicted = [twin.select_candidate_idx(state) for _ in range(30)]
+    assert len(pruned) == 1  # one pruning for the whole prediction
+    again, _ = prefetch._copies(real, EpochShuffledBatchSampler(3, rng=rng))
+    assert [again.select_candidate_idx(state) for _ in range(30)] == predicted
+    assert len(pruned) == 1  # the next prediction on the same front prunes nothing
+    drawn = [real.select_candidate_idx(state) for _ in range(30)]
+    assert predicted == drawn and len(set(drawn)) > 1  # gepa's own draws, and not one parent
+    state.fronts[4] = {1}  # a new front is pruned anew
+    before = len(pruned)
+    changed, _ = prefetch._copies(real, EpochShuffledBatchSampler(3, rng=rng))
+    changed.select_candidate_idx(state)
+    assert len(pruned) == before + 1

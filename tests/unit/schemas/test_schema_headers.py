@@ -29,6 +29,7 @@ from dspex.schemas import (
     key_for,
     parse_schema_header,
 )
+from dspex.schemas.headers import HEADER_PRIORITY
 
 
 def test_header_names() -> None:
@@ -133,3 +134,18 @@ def test_keys_follow_the_design(samples: list[BaseModel]) -> None:
     assert key_for("dlq", by_type["DeadLetter"]) == b"task-key"
     with pytest.raises(ConfigurationError, match="unknown topic role 'nope'"):
         key_for("nope", by_type["Task"])
+
+
+def test_which_id_headers_a_model_has_is_known_per_model_class() -> None:
+    # the fields are looked up once per class: a subclass with more of them gets its own headers
+    class PrioritisedScore(ScoreRecord):
+        priority: str | None = None
+
+    plain = ScoreRecord(job_id="j", candidate_id="c", example_index=1, task_id="t", score=1.0)
+    prioritised = PrioritisedScore(job_id="j", candidate_id="c", example_index=1, task_id="t", score=1.0)
+    urgent = prioritised.model_copy(update={"priority": "high"})
+    for _ in range(2):  # the second time from what was found the first
+        assert dict(headers_for(urgent))[HEADER_PRIORITY] == b"high"
+        assert HEADER_PRIORITY not in dict(headers_for(prioritised))  # None: no header
+        assert HEADER_PRIORITY not in dict(headers_for(plain))
+        assert ids_from_headers(headers_for(urgent)) == HeaderIds("j", "c", 1)

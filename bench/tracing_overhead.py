@@ -26,9 +26,11 @@ flush of the exporter), and each configuration's cost is given as the median
 of its per-round ratios to "off": on a shared machine only ratios taken under the same load mean
 anything.
 
-Rounds run the configurations in turn (off, default, black hole, all, off, ...), so load from other
-work on the machine falls on all of them alike; the table gives each configuration's median rate,
-and its median over rounds of the ratio to the same round's "off" (throughput and CPU).
+Rounds run the configurations in turn, each round starting one configuration later than the one
+before (off, default, black hole, all; then default, black hole, all, off; ...), so that load from
+other work on the machine, and going first or after the heaviest, fall on all of them alike; the
+table gives each configuration's median rate, and its median over rounds of the ratio to the same
+round's "off" (throughput and CPU).
 """
 
 from __future__ import annotations
@@ -94,8 +96,8 @@ def _cpu_child(args: argparse.Namespace) -> dict[str, Any]:
     metric = dspex.metrics.exact_match("answer")
     devset, warmup = arithmetic_dataset(args.examples, DATASET_SEED), arithmetic_dataset(100, WARMUP_SEED)
     measured: dict[str, list[float]] = {mode: [] for mode in CPU_MODES}
-    for _ in range(args.rounds):
-        for mode in CPU_MODES:
+    for round_index in range(args.rounds):
+        for mode in _rotated(CPU_MODES, round_index):
             dspex.configure(**settings[mode])
             # each run starts alike: a fresh program and LM, no LM history left from earlier runs (a
             # growing heap makes every later run's garbage collections dearer)
@@ -186,6 +188,12 @@ class _Accepting(BaseHTTPRequestHandler):
         return
 
 
+def _rotated(modes: tuple[str, ...], round_index: int) -> tuple[str, ...]:
+    """The configurations in the order round ``round_index`` runs them."""
+    start = round_index % len(modes)
+    return modes[start:] + modes[:start]
+
+
 def _black_hole() -> tuple[socket.socket, list[socket.socket]]:
     """A listening socket whose connections are accepted and never answered."""
     listener = socket.socket()
@@ -228,7 +236,7 @@ def main() -> None:
     measured: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     with start_sim(latency=args.latency) as sim:
         for round_index in range(args.rounds):
-            for mode in MODES:
+            for mode in _rotated(MODES, round_index):
                 argv = [sys.executable, __file__, "--child", mode, "--base-url", sim.base_url]
                 argv += ["--examples", str(args.examples), "--width", str(args.width)]
                 argv += ["--endpoint", endpoints[mode]]

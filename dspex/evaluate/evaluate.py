@@ -386,6 +386,34 @@ def _running(hearing: ExampleHearing | None) -> AbstractContextManager[ExampleRu
     return nullcontext() if hearing is None else hearing.running()
 
 
+_UNHEARD: AbstractContextManager[None] = nullcontext()
+
+
+def _heard(
+    examples: ExampleRunner | None, inputs: dict[str, Any], started: float
+) -> AbstractContextManager[None]:
+    """Around one example's program call: told to ``examples`` when a callback takes them one by one."""
+    return _UNHEARD if examples is None else _HeardExample(examples, inputs, started)
+
+
+class _HeardExample(AbstractContextManager[None]):
+    """:meth:`ExampleRunner.begin` before the program call; :meth:`ExampleRunner.end` after it when
+    ``begin`` gave a token, and always when the call raised (cancellation included)."""
+
+    __slots__ = ("_examples", "_inputs", "_started", "_token")
+
+    def __init__(self, examples: ExampleRunner, inputs: dict[str, Any], started: float) -> None:
+        self._examples, self._inputs, self._started = examples, inputs, started
+        self._token: object | None = None
+
+    def __enter__(self) -> None:
+        self._token = self._examples.begin()
+
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        if error is not None or self._token is not None:
+            self._examples.end(self._token, self._inputs, self._started, error)
+
+
 def _one_sync(
     run: _Run, call: Callable[[dict[str, Any]], Any], index: int, examples: ExampleRunner | None
 ) -> ExampleResult:
@@ -393,15 +421,8 @@ def _one_sync(
     inputs = run.inputs[index]
     try:
         with tool_timings(tools):
-            token = examples.begin() if examples is not None else None
-            try:
+            with _heard(examples, inputs, started):
                 output = call(inputs)
-            except BaseException as exc:
-                if examples is not None:
-                    examples.end(token, inputs, started, exc)
-                raise
-            if token is not None and examples is not None:
-                examples.end(token, inputs, started, None)
             prediction = as_prediction(output)
     except Exception as exc:
         raise_if_systemic(exc)
@@ -449,15 +470,8 @@ class _AsyncRun:
             # client refuses it before submitting)
             check_images(inputs, f"example {index}")
             with tool_timings(tools):
-                token = examples.begin() if examples is not None else None
-                try:
+                with _heard(examples, inputs, started):
                     output = await self.call(inputs)
-                except BaseException as exc:
-                    if examples is not None:
-                        examples.end(token, inputs, started, exc)
-                    raise
-                if token is not None and examples is not None:
-                    examples.end(token, inputs, started, None)
                 prediction = as_prediction(output)
         except Exception as exc:
             raise_if_systemic(exc)

@@ -29,12 +29,6 @@ from dspex.testing import SimulatedLMServer
 SECRET = "sk-test-TRACING-SECRET-0042"
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatedLMServer]:
-    with SimulatedLMServer(in_process=True) as server:
-        yield server
-
-
 @pytest.fixture
 def lm(sim: SimulatedLMServer) -> LM:
     return LM("openai/sim", api_base=sim.base_url, api_key=SECRET, cache=False)

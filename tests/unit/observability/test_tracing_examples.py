@@ -5,7 +5,6 @@ one is drawn once."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,22 +25,9 @@ from dspex.testing import SimulatedLMServer
 SECRET = "sk-examples-secret-0123456789"
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatedLMServer]:
-    with SimulatedLMServer(in_process=True) as server:
-        yield server
-
-
 @pytest.fixture
 def lm(sim: SimulatedLMServer) -> LM:
     return LM("openai/sim", api_base=sim.base_url, api_key="sim-key", cache=False)
-
-
-@pytest.fixture
-def exported() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    yield exporter
-    dspex.configure(tracing=None, callbacks=[])
 
 
 def spans_of(exporter: InMemorySpanExporter) -> list[ReadableSpan]:

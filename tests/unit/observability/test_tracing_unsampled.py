@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,22 +34,9 @@ HOOKS = (
 )
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatedLMServer]:
-    with SimulatedLMServer(in_process=True) as server:
-        yield server
-
-
 @pytest.fixture
 def lm(sim: SimulatedLMServer) -> LM:
     return LM("openai/sim", api_base=sim.base_url, api_key="sim-key", cache=False)
-
-
-@pytest.fixture
-def exported() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    yield exporter
-    dspex.configure(tracing=None, callbacks=[])
 
 
 def traced(exporter: InMemorySpanExporter, ratio: float, callbacks: list[Any] | None = None) -> Counter[str]:

@@ -50,7 +50,7 @@ import itertools
 import logging
 import random
 from collections.abc import Callable, Sequence
-from contextvars import Context, copy_context
+from contextvars import copy_context
 from typing import Any, cast
 
 from gepa.gepa_utils import select_program_candidate_from_pareto_front
@@ -567,19 +567,18 @@ def _skipped_as_perfect(proposer: Any, scores: Sequence[Any]) -> bool:
 def _reflections(adapter: Any, jobs: Sequence[_Job]) -> list[dict[str, str] | None]:
     """Each job's new texts from the adapter's proposer, all asked at once (None: it failed)."""
 
-    def one(work: tuple[Context, _Job]) -> dict[str, str] | None:
-        ctx, job = work
+    def one(job: _Job) -> dict[str, str] | None:
         try:
-            texts: dict[str, str] = ctx.run(adapter.reflect, job.parent, job.dataset, job.components)
+            texts: dict[str, str] = adapter.reflect(job.parent, job.dataset, job.components)
             return texts
         except Exception as exc:  # the iteration asks again itself and records what it gets
             logger.debug("speculative reflection failed: %s: %s", type(exc).__name__, exc)
             return None
 
     if len(jobs) <= 1:
-        return [one((copy_context(), job)) for job in jobs]
-    # each thread gets the caller's context: the LM, settings and usage trackers
-    return _threads.run_all([functools.partial(one, (copy_context(), job)) for job in jobs])
+        return [copy_context().run(one, job) for job in jobs]
+    # each call runs in a copy of the caller's context: the LM, settings and usage trackers
+    return _threads.run_all([functools.partial(one, job) for job in jobs])
 
 
 def _speculating(adapter: Any) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from contextvars import Context, copy_context
 from typing import Any
 
 from gepa.proposer.reflective_mutation.reflection_lm import ReflectionJob, ReflectionProposal
@@ -51,12 +50,8 @@ class ConcurrentReflection:
         if len(jobs) <= 1:
             return [self.reflect(*job) for job in jobs]
 
-        def one(work: tuple[Context, ReflectionJob]) -> tuple[ReflectionProposal, ConcurrentReflection]:
-            ctx, job = work
-            return ctx.run(self.reflect, *job)
-
-        # each job's thread gets the caller's context: the LM, settings and usage trackers
-        return _threads.run_all([functools.partial(one, (copy_context(), job)) for job in jobs])
+        # each call runs in a copy of the caller's context: the LM, settings and usage trackers
+        return _threads.run_all([functools.partial(self.reflect, *job) for job in jobs])
 
 
 class ProposerView:

@@ -7,16 +7,16 @@
   batches newest first (``after``: the last id of the previous page);
 - ``POST /v1/batches/{id}/cancel`` stops a batch that has not finished.
 
-A batch goes ``validating`` -> ``in_progress`` (for the ``batch_delay`` knob's seconds) ->
-``finalizing`` -> ``completed``; a file that is not valid JSONL of requests, has more than
-``batch_max_requests`` lines or ``batch_max_bytes`` bytes ends ``failed`` with the reasons in
-``errors``. With ``batch_expire_after`` shorter than the delay the batch ends ``expired``: the share
-of requests the elapsed time covers is answered, the others land in the error file with code
-``batch_expired`` (a cancelled batch likewise, code ``batch_cancelled``). Each request is answered
-exactly as ``POST /v1/chat/completions`` would answer it (same validation, same completion code, so
-the same content); a ``batch_fail`` share of them gets an injected 500 instead. Answers go to an
-output file and failures to an error file (purpose ``batch_output``), one JSON object a line with the
-request's ``custom_id``, read back through ``GET /v1/files/{id}/content``.
+A batch goes ``validating`` -> ``in_progress`` (for the ``batch_delay`` knob's seconds, and as long
+as the ``batch_hold`` knob is on) -> ``finalizing`` -> ``completed``; a file that is not valid JSONL
+of requests, has more than ``batch_max_requests`` lines or ``batch_max_bytes`` bytes ends ``failed``
+with the reasons in ``errors``. With ``batch_expire_after`` shorter than the delay the batch ends
+``expired``: the share of requests the elapsed time covers is answered, the others land in the error
+file with code ``batch_expired`` (a cancelled batch likewise, code ``batch_cancelled``). Each request
+is answered exactly as ``POST /v1/chat/completions`` would answer it (same validation, same
+completion code, so the same content); a ``batch_fail`` share of them gets an injected 500 instead.
+Answers go to an output file and failures to an error file (purpose ``batch_output``), one JSON
+object a line with the request's ``custom_id``, read back through ``GET /v1/files/{id}/content``.
 
 The server's ``stats()["batch"]`` counts batches and their requests, and ``repeated``: requests whose
 content was already answered (200) in an earlier batch, which a resumable client never causes.
@@ -53,6 +53,7 @@ _METADATA_KEY_CHARS = 64
 _METADATA_VALUE_CHARS = 512
 _LIST_DEFAULT, _LIST_MAX = 20, 100
 _YIELD_EVERY = 200  # requests answered between yields, so a big batch does not stall other requests
+_HOLD_POLL_S = 0.05  # how often a held batch looks whether the hold is off
 _FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
@@ -215,6 +216,8 @@ class BatchStore:
         if budget > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(batch.cancel.wait(), budget)
+        while self.sim.config.batch_hold and not batch.cancel.is_set():
+            await asyncio.sleep(_HOLD_POLL_S)
         elapsed = time.monotonic() - started
         if batch.cancel.is_set():
             return (min(1.0, elapsed / delay) if delay > 0 else 0.0), "cancelled"

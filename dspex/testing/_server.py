@@ -107,6 +107,9 @@ class SimLMConfig(BaseModel):
     file_max_bytes: int = Field(default=200 * 2**20, ge=1, description="bytes per uploaded file at most")
     files_max_bytes: int = Field(default=2**31, ge=1, description="bytes all stored files may hold")
     batch_delay: float = Field(default=0.0, ge=0, description="seconds a batch stays in_progress")
+    batch_hold: bool = Field(
+        default=False, description="batches stay in_progress while set (a test holds the provider still)"
+    )
     batch_fail: float = Field(
         default=0.0, ge=0, le=1, description="fraction of batch requests answered with a 500"
     )

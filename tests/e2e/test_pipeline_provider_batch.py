@@ -92,6 +92,9 @@ def test_two_calls_in_sequence_survive_kills_and_failed_requests(
     [online] = pipeline.evaluate([DraftThenCheck()], examples, lm, name="online")
     assert online.errors == 0, online.error_messages
     sim.control.reset()
+    # The provider holds every batch until the first worker is gone: its kill is mid-job whatever
+    # the machine's speed, and the second worker has both rounds' answers still to come.
+    sim.control.configure(batch_hold=True)
 
     job_id = pipeline.submit([DraftThenCheck()], examples, lm, name="batch", mode="batch")
 
@@ -114,6 +117,7 @@ def test_two_calls_in_sequence_survive_kills_and_failed_requests(
     first.kill()  # -9: its batches in flight and its uncommitted requests must not be lost
     second = pipeline.start("provider-batch", *BATCH_ARGS, *tries)
     created = sim.control.stats()["batch"]["created"]
+    sim.control.configure(batch_hold=False)
     wait_for(
         lambda: batches_created(created + 1), 120, "a batch by the second worker", detail=pipeline.report
     )

@@ -203,6 +203,17 @@ async def test_an_expired_batch_answers_part_and_reports_the_rest(client: Client
     assert sim.stats()["batch"]["requests_expired"] == 15
 
 
+async def test_a_held_batch_stays_in_progress_until_the_hold_is_off(client: Client, sim: SimulatedLM) -> None:
+    sim.configure(batch_hold=True)
+    created = await _run_batch(client, _jsonl([_chat(f"q{i}") for i in range(3)]))
+    await asyncio.sleep(0.3)
+    held = await (await client.get(f"/v1/batches/{created['id']}")).json()
+    assert held["status"] == "in_progress"
+    sim.configure(batch_hold=False)
+    batch = await _wait_done(client, created["id"])
+    assert batch["status"] == "completed" and sim.stats()["batch"]["requests_ok"] == 3
+
+
 async def test_a_cancelled_batch_stops_and_cannot_be_cancelled_again(
     client: Client, sim: SimulatedLM
 ) -> None:

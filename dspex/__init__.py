@@ -91,6 +91,7 @@ _EXPORTS: dict[str, str] = {
     "disable_logging": "dspex.utils",
     "BetterTogether": "dspex.optimizers",
     "GEPA": "dspex.optimizers",
+    "GRPO": "dspex.optimizers",
     "BootstrapFinetune": "dspex.optimizers",
     "BootstrapRS": "dspex.optimizers",
     "BaseModule": "dspex.primitives",
@@ -288,6 +289,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dspex.optimizers import (
         COPRO as COPRO,
         GEPA as GEPA,
+        GRPO as GRPO,
         KNN as KNN,
         SIMBA as SIMBA,
         BetterTogether as BetterTogether,

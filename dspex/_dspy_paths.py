@@ -53,6 +53,7 @@ DSPY_PATHS: Final[dict[str, str]] = {
     "dspex.teleprompt.bootstrap_trace": "dspex.optimizers.bootstrap_trace",
     "dspex.teleprompt.bootstrap_finetune": "dspex.optimizers.finetune",
     "dspex.teleprompt.bettertogether": "dspex.optimizers.bettertogether",
+    "dspex.teleprompt.grpo": "dspex.optimizers.grpo",
     "dspex.teleprompt.gepa": "dspex.optimizers.gepa",
     "dspex.teleprompt.gepa.gepa": "dspex.optimizers.gepa.gepa",
     "dspex.teleprompt.gepa.gepa_utils": "dspex.optimizers.gepa.adapter",
@@ -75,6 +76,8 @@ DSPY_PATHS: Final[dict[str, str]] = {
     "dspex.clients.base_lm": "dspex.lm.base",
     "dspex.clients.cache": "dspex.lm.cache",
     "dspex.clients.disk_serialization": "dspex.lm.cache_disk",
+    "dspex.clients.provider": "dspex.lm.finetune.provider",
+    "dspex.clients.utils_finetune": "dspex.lm.finetune.data",
 }
 
 

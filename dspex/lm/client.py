@@ -48,6 +48,7 @@ from dspex.errors import (
     LMRateLimitError,
     LMServerError,
     LMTimeoutError,
+    LMUnsupportedFeatureError,
 )
 from dspex.lm import cache as cache_mod
 from dspex.lm._sse import send_streamed
@@ -360,8 +361,16 @@ class LM(BaseLM):
         return self._settings.max_tokens
 
     @property
-    def cache(self) -> bool:  # type: ignore[override]
+    def cache(self) -> bool:
         return self._settings.cache
+
+    @cache.setter
+    def cache(self, value: bool) -> None:
+        """DSPy's ``lm.cache = False``: this LM's later calls skip the response cache (True: use
+        it again), as GRPO does around its rollouts."""
+        self._settings = self._settings.model_copy(update={"cache": bool(value)})
+        self._cache = cache_mod.cache_for(self.cache_dir) if value and self.cache_dir is not None else None
+        self._follows_global_cache = bool(value) and self.cache_dir is None
 
     @property
     def max_retries(self) -> int:
@@ -571,6 +580,23 @@ class LM(BaseLM):
             provider, endpoint, self._request_model, train_data, train_data_format, train_kwargs,
             make_lm=lambda tuned: self.copy(model=f"{prefix}/{tuned}"),
         )  # fmt: skip
+
+    def reinforce(self, train_kwargs: Mapping[str, Any] | None = None) -> Any:
+        """Start reinforcement learning of this model (DSPy's ``LM.reinforce``): the provider's
+        :class:`~dspex.lm.finetune.ReinforceJob`, initialized, for :class:`dspex.GRPO` to step. A
+        provider without ``reinforceable = True`` (the default OpenAI-compatible one) is an
+        :class:`~dspex.errors.LMUnsupportedFeatureError`."""
+        provider = self.provider
+        if not getattr(provider, "reinforceable", False):
+            raise LMUnsupportedFeatureError(
+                f"provider {provider!r} of {self.model} does not implement reinforcement learning; "
+                "give the LM one that does (provider=..., with reinforceable = True)",
+                features=["reinforce"],
+                model=self.model,
+            )
+        job = provider.ReinforceJob(lm=self, train_kwargs=train_kwargs)
+        job.initialize()
+        return job
 
     # -- internals -----------------------------------------------------------------------------
 

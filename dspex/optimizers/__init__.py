@@ -26,6 +26,7 @@ from dspex.optimizers.ensemble import Ensemble, EnsembledProgram
 from dspex.optimizers.executor import Executor, KafkaExecutor, LocalExecutor
 from dspex.optimizers.finetune import BootstrapFinetune
 from dspex.optimizers.gepa import GEPA
+from dspex.optimizers.grpo import GRPO
 from dspex.optimizers.history import Trial, TrialHistory
 from dspex.optimizers.knn import KNN, KNNFewShot, KNNFewShotProgram
 from dspex.optimizers.labeled import LabeledFewShot
@@ -39,6 +40,7 @@ BootstrapRS = BootstrapFewShotWithRandomSearch  # DSPy's short name
 __all__ = [
     "COPRO",
     "GEPA",
+    "GRPO",
     "KNN",
     "OPTIMIZERS",
     "SIMBA",

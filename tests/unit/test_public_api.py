@@ -25,7 +25,7 @@ EXPECTED_PROGRAMMING_MODEL = {
 EXPECTED_OPTIMIZERS = {
     "Teleprompter", "LabeledFewShot", "BootstrapFewShot", "BootstrapFewShotWithRandomSearch",
     "BootstrapRS", "KNNFewShot", "KNN", "Ensemble", "COPRO", "SIMBA", "MIPROv2", "BetterTogether",
-    "BootstrapFinetune", "LocalExecutor", "GEPA",
+    "BootstrapFinetune", "LocalExecutor", "GEPA", "GRPO",
 }  # fmt: skip
 # dspex's own subpackages, and DSPy's (dspex.teleprompt, dspex.predict...) that DSPy code reaches
 EXPECTED_SUBMODULES = {

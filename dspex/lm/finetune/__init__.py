@@ -20,14 +20,25 @@ from typing import Any
 
 from dspex.errors import ConfigurationError
 from dspex.lm.finetune.budget import register_training_prices
-from dspex.lm.finetune.data import TrainDataFormat, TrainingStatus, check_train_data
+from dspex.lm.finetune.data import (
+    GRPOChatData,
+    GRPOGroup,
+    GRPOStatus,
+    TrainDataFormat,
+    TrainingStatus,
+    check_train_data,
+)
 from dspex.lm.finetune.openai import OpenAIProvider, TrainingJobOpenAI
-from dspex.lm.finetune.provider import Endpoint, Provider, TrainingJob
+from dspex.lm.finetune.provider import Endpoint, Provider, ReinforceJob, TrainingJob
 
 __all__ = [
     "Endpoint",
+    "GRPOChatData",
+    "GRPOGroup",
+    "GRPOStatus",
     "OpenAIProvider",
     "Provider",
+    "ReinforceJob",
     "TrainDataFormat",
     "TrainingJob",
     "TrainingJobOpenAI",

@@ -15,11 +15,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from dspex.errors import ConfigurationError
 
 __all__ = [
+    "GRPOChatData",
+    "GRPOGroup",
+    "GRPOStatus",
     "TrainDataFormat",
     "TrainingStatus",
     "chat_record_error",
@@ -54,6 +57,38 @@ class TrainDataFormat(StrEnum):
     CHAT = "chat"
     COMPLETION = "completion"
     GRPO_CHAT = "grpo_chat"
+
+
+class ChatMessage(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class GRPOChatData(TypedDict):
+    """One rollout of a GRPO group: the prompt's messages, the model's answer and its reward."""
+
+    messages: list[ChatMessage]
+    completion: ChatMessage
+    reward: float
+
+
+class GRPOGroup(TypedDict):
+    """What one GRPO step sends per batch the trainer asked for: the rollouts of one input."""
+
+    batch_id: int | None
+    group: list[GRPOChatData]
+
+
+class GRPOStatus(TypedDict, total=False):
+    """A reinforcement job's view of itself (``ReinforceJob.get_status()``): ``pending_batch_ids``
+    are the batches the trainer waits for; GRPO fills each once."""
+
+    job_id: str
+    status: str | None
+    current_model: str
+    checkpoints: dict[str, str]
+    last_checkpoint: str | None
+    pending_batch_ids: list[int]
 
 
 def data_format_of(value: TrainDataFormat | str | None) -> TrainDataFormat:

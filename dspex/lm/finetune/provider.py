@@ -1,4 +1,5 @@
-"""DSPy's ``Provider`` and ``TrainingJob``: who fine-tunes an LM, and the future of one job.
+"""DSPy's ``Provider``, ``TrainingJob`` and ``ReinforceJob``: who fine-tunes an LM, the future of
+one fine-tuning job, and one reinforcement-learning (GRPO) job.
 
     job = lm.finetune(train_data, "chat", {"n_epochs": 2})   # a TrainingJob; the work runs in a thread
     job.status()                                            # a TrainingStatus
@@ -9,6 +10,11 @@ work and returns the tuned model's id, and the LM wraps it as a new LM. What dif
 the future's exception (``result()`` raises it), never an exception object handed back as the result
 (DSPy logs and returns it, and callers have saved it as "the model"). The provider reaches the
 endpoint through the :class:`Endpoint` the LM gives the job, so the key stays with the LM.
+
+Reinforcement learning, as in DSPy 3.4.1: a provider with ``reinforceable = True`` names its job
+class in ``ReinforceJob``; ``lm.reinforce(train_kwargs)`` creates one and initializes it, and
+:class:`dspex.GRPO` steps it. Like DSPy, dspex ships no reinforceable provider: GRPO trainers
+(Arbor and the like) bring their own job class.
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspex.errors import ConfigurationError
-from dspex.lm.finetune.data import TrainDataFormat, TrainingStatus
+from dspex.lm.finetune.data import GRPOGroup, GRPOStatus, TrainDataFormat, TrainingStatus
 
-__all__ = ["Endpoint", "Provider", "TrainingJob"]
+__all__ = ["Endpoint", "Provider", "ReinforceJob", "TrainingJob"]
 
 
 @dataclass(frozen=True)
@@ -71,17 +77,60 @@ class TrainingJob(Future[Any]):
         return TrainingStatus.running if self.running() else TrainingStatus.not_started
 
 
+class ReinforceJob:
+    """One reinforcement-learning job at a provider, stepped by :class:`dspex.GRPO` (DSPy's
+    interface): ``initialize()`` once, ``step(train_data, train_data_format)`` with the
+    :class:`~dspex.lm.finetune.data.GRPOGroup` s of each training step, ``terminate()`` at the end.
+    Between steps GRPO reads ``get_status()["pending_batch_ids"]``: the batches the trainer waits
+    for. A provider's job may update ``lm`` in place as training goes (DSPy's GRPO does not create
+    new LMs). This base does nothing: each method names the subclass that lacks it."""
+
+    def __init__(self, lm: Any, train_kwargs: Mapping[str, Any] | None = None) -> None:
+        self.lm = lm
+        self.train_kwargs: dict[str, Any] = dict(train_kwargs or {})
+        self.checkpoints: dict[str, Any] = {}
+        self.last_checkpoint: str | None = None
+
+    def initialize(self) -> None:
+        raise self._missing("initialize")
+
+    def step(
+        self, train_data: Sequence[GRPOGroup], train_data_format: TrainDataFormat | str | None = None
+    ) -> None:
+        raise self._missing("step")
+
+    def terminate(self) -> None:
+        raise self._missing("terminate")
+
+    def save_checkpoint(self, checkpoint_name: str) -> None:
+        raise self._missing("save_checkpoint")
+
+    def cancel(self) -> None:
+        raise self._missing("cancel")
+
+    def status(self) -> Any:
+        raise self._missing("status")
+
+    def get_status(self) -> GRPOStatus:
+        raise self._missing("get_status")
+
+    def _missing(self, method: str) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__qualname__} does not implement ReinforceJob.{method}()")
+
+
 class Provider:
     """Fine-tunes (and launches, for local models) the LMs it serves; this base can do neither.
 
     A subclass sets ``finetunable = True`` and implements :meth:`finetune`; ``TrainingJob`` is the
-    job class :meth:`dspex.LM.finetune` creates.
+    job class :meth:`dspex.LM.finetune` creates. A provider that trains with reinforcement learning
+    sets ``reinforceable = True`` and its :class:`ReinforceJob` subclass in ``ReinforceJob``.
     """
 
     def __init__(self) -> None:
         self.finetunable = False
         self.reinforceable = False
         self.TrainingJob: type[TrainingJob] = TrainingJob
+        self.ReinforceJob: type[ReinforceJob] = ReinforceJob
 
     @staticmethod
     def is_provider_model(model: str) -> bool:

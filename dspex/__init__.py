@@ -100,6 +100,7 @@ _EXPORTS: dict[str, str] = {
     "MlflowSettings": "dspex.tracking",
     "Evaluate": "dspex.evaluate",
     "Embedder": "dspex.lm.embedder",
+    "ColBERTv2": "dspex.retrievers",
     "Embeddings": "dspex.retrievers",
     "EmbeddingsWithScores": "dspex.retrievers",
     "Retrieve": "dspex.retrievers",
@@ -235,6 +236,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         LMUnsupportedFeatureError as LMUnsupportedFeatureError,
         LMUnsupportedModelError as LMUnsupportedModelError,
         MetricError as MetricError,
+        RetrievalError as RetrievalError,
         OptimizerError as OptimizerError,
         PoisonMessageError as PoisonMessageError,
         ProgramLoadError as ProgramLoadError,
@@ -262,6 +264,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         TrainingJob as TrainingJob,
     )
     from dspex.retrievers import (
+        ColBERTv2 as ColBERTv2,
         Embeddings as Embeddings,
         EmbeddingsWithScores as EmbeddingsWithScores,
         Retrieve as Retrieve,

@@ -68,6 +68,7 @@ DSPY_PATHS: Final[dict[str, str]] = {
     "dspex.dsp": "dspex.utils",
     "dspex.dsp.utils": "dspex.utils",
     "dspex.dsp.utils.utils": "dspex.utils.dotdict",
+    "dspex.dsp.colbertv2": "dspex.retrievers.colbertv2",
     "dspex.utils.callback_context": "dspex.utils.callback",
     "dspex.utils.usage_tracker": "dspex.lm.usage",
     "dspex.utils.inspect_history": "dspex.lm.history",

@@ -14,6 +14,7 @@ there, and DSPy 3.4.1's names (``DSPyError``, ``LMAuthError``, ``LMInvalidReques
     ├── AdapterParseError             LM output that cannot be parsed; carries the raw text
     ├── ProgramLoadError              a saved program that is corrupt or from a newer schema version
     ├── MetricError                   a metric that cannot be found or built
+    ├── RetrievalError                a retrieval server that failed or answered something unusable
     ├── LMError                       an LM call that failed; carries ``code``, ``model``, ``provider``,
     │   │                             ``status``, ``request_id`` and ``retry_after``
     │   ├── LMConfigurationError      an LM that cannot be called as configured (also a ConfigurationError)
@@ -92,6 +93,7 @@ __all__ = [
     "ProgramLoadError",
     "ProgramOfThoughtError",
     "ReflectionParseError",
+    "RetrievalError",
     "SchemaError",
     "SecurityPolicyError",
     "SignatureError",
@@ -215,6 +217,11 @@ class ProgramLoadError(DspexError, ValueError):
 
 class MetricError(DspexError):
     """A metric that cannot be found, imported or built."""
+
+
+class RetrievalError(DspexError, ValueError):
+    """A retrieval server (``ColBERTv2``) that could not be reached, failed, or answered something
+    that holds no passages; the message names the server and what it said."""
 
 
 class LMError(DspexError):

@@ -20,7 +20,7 @@ EXPECTED_PROGRAMMING_MODEL = {
     "ReActV2", "ProgramOfThought", "CodeAct", "RLM", "CodeInterpreter", "CodeInterpreterError",
     "CodeExecutionError", "FinalOutput", "PythonInterpreter", "SandboxSerializable",
     "resolve_interpreter_factory", "streamify", "Provider", "TrainingJob", "is_retryable_lm_error",
-    "load_settings", "cache", "Embeddings", "EmbeddingsWithScores", "Retrieve",
+    "load_settings", "cache", "ColBERTv2", "Embeddings", "EmbeddingsWithScores", "Retrieve",
 }  # fmt: skip
 EXPECTED_OPTIMIZERS = {
     "Teleprompter", "LabeledFewShot", "BootstrapFewShot", "BootstrapFewShotWithRandomSearch",

@@ -89,6 +89,11 @@ _EXPORTS: dict[str, str] = {
     "syncify": "dspex.utils.asyncify",
     "enable_logging": "dspex.utils",
     "disable_logging": "dspex.utils",
+    "configure_dspy_loggers": "dspex.utils",
+    "enable_litellm_logging": "dspex.utils",
+    "disable_litellm_logging": "dspex.utils",
+    "bootstrap_trace_data": "dspex.optimizers.bootstrap_trace",
+    "SignatureMeta": "dspex.signatures",
     "BetterTogether": "dspex.optimizers",
     "GEPA": "dspex.optimizers",
     "GRPO": "dspex.optimizers",
@@ -133,6 +138,7 @@ _SUBMODULES = frozenset(
     {
         "metrics", "testing", "schemas", "streams", "utils", "evaluate", "primitives",
         "adapters", "predict", "teleprompt", "signatures", "clients", "experimental", "streaming",
+        "dsp",
     }
 )  # fmt: skip
 
@@ -335,9 +341,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from dspex.errors import is_retryable_lm_error as is_retryable_lm_error
     from dspex.streaming.streamify import streamify as streamify
+    from dspex.optimizers.bootstrap_trace import bootstrap_trace_data as bootstrap_trace_data
+    from dspex.signatures import SignatureMeta as SignatureMeta
     from dspex.utils import (
         DummyLM as DummyLM,
+        configure_dspy_loggers as configure_dspy_loggers,
+        disable_litellm_logging as disable_litellm_logging,
         disable_logging as disable_logging,
+        enable_litellm_logging as enable_litellm_logging,
         enable_logging as enable_logging,
     )
     from dspex.utils.asyncify import asyncify as asyncify

@@ -32,11 +32,14 @@ from dspex.signatures._fields import (
 )
 from dspex.signatures._signature import (
     Signature,
+    _SignatureMeta,
     default_instructions,
     ensure_signature,
     make_signature,
 )
 from dspex.signatures._types import string_to_type, type_to_string
+
+SignatureMeta = _SignatureMeta  # DSPy's name for the signature classes' metaclass
 
 __all__ = [
     "FIELD_TYPE_KEY",
@@ -47,6 +50,7 @@ __all__ = [
     "InputField",
     "OutputField",
     "Signature",
+    "SignatureMeta",
     "default_instructions",
     "default_prefix",
     "ensure_signature",

@@ -10,15 +10,24 @@ from dspex import errors as exceptions  # DSPy's `dspy.utils.exceptions`
 from dspex.utils.asyncify import asyncify, syncify
 from dspex.utils.callback import BaseCallback, with_callbacks
 from dspex.utils.dummies import DummyLM, DummyVectorizer, dummy_rm
-from dspex.utils.logging_utils import disable_logging, enable_logging
+from dspex.utils.logging_utils import (
+    configure_dspy_loggers,
+    disable_litellm_logging,
+    disable_logging,
+    enable_litellm_logging,
+    enable_logging,
+)
 
 __all__ = [
     "BaseCallback",
     "DummyLM",
     "DummyVectorizer",
     "asyncify",
+    "configure_dspy_loggers",
+    "disable_litellm_logging",
     "disable_logging",
     "dummy_rm",
+    "enable_litellm_logging",
     "enable_logging",
     "exceptions",
     "syncify",

@@ -15,7 +15,8 @@ EXPECTED_PROGRAMMING_MODEL = {
     "Type", "Image", "Audio", "File", "History", "Reasoning", "Code", "Tool", "ToolCalls",
     "ToolCallResults", "LM", "BaseLM", "DummyLM", "Embedder", "Usage", "track_usage", "register_prices",
     "configure", "context", "settings", "configure_cache", "inspect_history", "BaseCallback",
-    "asyncify", "syncify", "enable_logging", "disable_logging",
+    "asyncify", "syncify", "enable_logging", "disable_logging", "configure_dspy_loggers",
+    "enable_litellm_logging", "disable_litellm_logging", "bootstrap_trace_data", "SignatureMeta",
     "Evaluate", "EvaluationResult", "load", "candidate_id",
     "ReActV2", "ProgramOfThought", "CodeAct", "RLM", "CodeInterpreter", "CodeInterpreterError",
     "CodeExecutionError", "FinalOutput", "PythonInterpreter", "SandboxSerializable",
@@ -30,7 +31,7 @@ EXPECTED_OPTIMIZERS = {
 # dspex's own subpackages, and DSPy's (dspex.teleprompt, dspex.predict...) that DSPy code reaches
 EXPECTED_SUBMODULES = {
     "metrics", "testing", "schemas", "streams", "utils", "evaluate", "primitives", "adapters",
-    "predict", "teleprompt", "signatures", "clients", "experimental", "streaming",
+    "predict", "teleprompt", "signatures", "clients", "experimental", "streaming", "dsp",
 }  # fmt: skip
 
 

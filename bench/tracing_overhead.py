@@ -8,8 +8,10 @@ Reproduce (about 2 minutes on a 2-core machine):
 
 One simulated LM subprocess (a simulation, not a model) serves every configuration. Each
 configuration runs in a fresh child process: ``ChainOfThought("question -> answer")`` evaluated over
-the same arithmetic devset (LM cache off), after a warm-up at the same width; the child times the
-evaluation call alone. Configurations:
+the same arithmetic devset (LM cache off), after a warm-up at the same width and a flush of its spans;
+the timed run starts ``SETTLE_S`` after the warm-up in every configuration (the black hole's flush
+waits its whole timeout, and a pause alone changes the figure); the child times the evaluation call
+alone. Configurations:
 
 - ``off``: tracing off (the default);
 - ``default``: ``dspex.configure(tracing=...)`` at the default sampling (1% of examples, plus failed
@@ -30,7 +32,10 @@ Rounds run the configurations in turn, each round starting one configuration lat
 before (off, default, black hole, all; then default, black hole, all, off; ...), so that load from
 other work on the machine, and going first or after the heaviest, fall on all of them alike; the
 table gives each configuration's median rate, and its median over rounds of the ratio to the same
-round's "off" (throughput and CPU).
+round's "off" (throughput and CPU) with the spread of those ratios (middle half, and all rounds);
+two lines compare the black hole with the default in the same round. On a shared machine one
+round's figure moves by +-15%: read the spread before a median, and prefer ``--cpu`` with many short
+rounds (``--cpu --rounds 15 --examples 500``) to a few long ones.
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ DATASET_SEED = 7
 WARMUP_SEED = 8
 WARMUP_EXAMPLES = 256
 MODES = ("off", "default", "black hole", "all")
+# Every configuration starts its timed run this long after its warm-up ended: the black hole's flush
+# waits its whole second while the others return at once, and a pause alone before the run (a
+# "default" child sleeping 3.5 s) measured 122% of the default's CPU, median of 6 rounds.
+SETTLE_S = 1.5
 CPU_MODES = ("cpu off", "cpu no-op callback", "cpu default", "cpu black hole")
 
 
@@ -73,7 +82,6 @@ def _cpu_child(args: argparse.Namespace) -> dict[str, Any]:
     configurations run under the same load, so their ratios mean something on a shared machine."""
     import dspex
     from dspex.lm.base import GLOBAL_HISTORY
-    from dspex.observability import tracing
     from dspex.observability.tracing import TracingSettings
     from dspex.testing.task import arithmetic_dataset
 
@@ -106,7 +114,7 @@ def _cpu_child(args: argparse.Namespace) -> dict[str, Any]:
             program.set_lm(dspex.LM("openai/sim", api_base=args.base_url, api_key="sim", cache=False))
             gc.collect()
             dspex.Evaluate(devset=warmup, metric=metric, concurrency=32)(program)
-            tracing.flush(1.0)  # the exporter's first export (its one-time set-up) is not timed
+            _settle()
             evaluate = dspex.Evaluate(devset=devset, metric=metric, concurrency=32)
             with CpuClock() as clock:
                 evaluate(program)
@@ -134,14 +142,23 @@ def _cpu_main(args: argparse.Namespace, endpoint: str, hole: str) -> None:
                 mode,
                 statistics.median(values),
                 f"{statistics.median(ratios):.1%}",
+                _spread(ratios),
                 " / ".join(f"{x:.3f}" for x in values),
             ]
         )
-    print(
-        markdown_table(
-            ["configuration", "CPU ms/example (median)", "of off (median of rounds)", "per round"], rows
-        )
-    )
+    headers = ["configuration", "CPU ms/example (median)", "of off (median of rounds)", "of off (spread)"]
+    print(markdown_table([*headers, "per round"], rows))
+    print(_same_round("CPU per example", measured["cpu black hole"], measured["cpu default"]))
+
+
+def _settle() -> None:
+    """Flush the warm-up's spans (the exporter's first export, its one-time set-up, is not timed),
+    then wait until ``SETTLE_S`` after the call, whatever the flush took."""
+    from dspex.observability import tracing
+
+    started = time.perf_counter()
+    tracing.flush(1.0)
+    time.sleep(max(0.0, started + SETTLE_S - time.perf_counter()))
 
 
 def _child(args: argparse.Namespace) -> dict[str, Any]:
@@ -161,7 +178,7 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     dspex.Evaluate(
         devset=arithmetic_dataset(WARMUP_EXAMPLES, WARMUP_SEED), metric=metric, concurrency=args.width
     )(program)
-    tracing.flush(1.0)  # the exporter's first export (its one-time set-up) is not timed
+    _settle()
     evaluate = dspex.Evaluate(
         devset=arithmetic_dataset(args.examples, DATASET_SEED), metric=metric, concurrency=args.width
     )
@@ -186,6 +203,25 @@ class _Accepting(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         return
+
+
+def _spread(ratios: list[float]) -> str:
+    """The middle half and the whole range of per-round ratios: how far one round's figure can be
+    trusted."""
+    if len(ratios) < 2:
+        return "-"
+    low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
+    return f"{low:.0%}..{high:.0%} (all {min(ratios):.0%}..{max(ratios):.0%})"
+
+
+def _same_round(what: str, hole: list[float], default: list[float]) -> str:
+    """The black hole against the default in the same round (both costs: larger is worse)."""
+    ratios = [h / d for h, d in zip(hole, default, strict=True)]
+    worse = sum(ratio > 1 for ratio in ratios)
+    return (
+        f"black hole / default, {what}, same round: median {statistics.median(ratios):.1%}, "
+        f"spread {_spread(ratios)}; black hole costlier in {worse} of {len(ratios)} rounds"
+    )
 
 
 def _rotated(modes: tuple[str, ...], round_index: int) -> tuple[str, ...]:
@@ -264,6 +300,7 @@ def main() -> None:
                 mode,
                 rate,
                 f"{statistics.median(ratios):.1%}",
+                _spread(ratios),
                 cpu,
                 f"{statistics.median(cpu_ratios):.1%}",
                 measured[mode][-1]["export_errors"],
@@ -271,8 +308,13 @@ def main() -> None:
         )
     print(f"{args.examples} examples, width {args.width}, LM latency {args.latency} s, "
           f"{args.rounds} rounds; {machine_summary()}")  # fmt: skip
-    headers = ["tracing", "examples/s (median)", "of off (median of rounds)", "CPU ms/example"]
-    print(markdown_table([*headers, "CPU of off (median of rounds)", "export errors"], rows))
+    headers = ["tracing", "examples/s (median)", "of off (median of rounds)", "of off (spread)"]
+    headers += ["CPU ms/example", "CPU of off (median of rounds)", "export errors"]
+    print(markdown_table(headers, rows))
+    walls = {mode: [r["wall_s"] for r in measured[mode]] for mode in ("black hole", "default")}
+    cpus = {mode: [r["cpu_s"] for r in measured[mode]] for mode in ("black hole", "default")}
+    print(_same_round("wall time", walls["black hole"], walls["default"]))
+    print(_same_round("CPU", cpus["black hole"], cpus["default"]))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ DSPY_PATHS: Final[dict[str, str]] = {
     "dspex.teleprompt.bootstrap_finetune": "dspex.optimizers.finetune",
     "dspex.teleprompt.bettertogether": "dspex.optimizers.bettertogether",
     "dspex.teleprompt.grpo": "dspex.optimizers.grpo",
+    "dspex.teleprompt.infer_rules": "dspex.optimizers.infer_rules",
+    "dspex.teleprompt.teleprompt_optuna": "dspex.optimizers.optuna_demos",
     "dspex.teleprompt.gepa": "dspex.optimizers.gepa",
     "dspex.teleprompt.gepa.gepa": "dspex.optimizers.gepa.gepa",
     "dspex.teleprompt.gepa.gepa_utils": "dspex.optimizers.gepa.adapter",

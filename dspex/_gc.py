@@ -25,7 +25,9 @@ collector's. Garbage in cycles (tracebacks of failed calls) still waits for at m
 allocations.
 
 Only worker entry points call this: the client and local ``Evaluate`` run inside a user's program,
-whose collector is theirs to tune.
+whose collector is theirs to tune. One exception, which changes no threshold: a GEPA round freezes
+the objects older than the round while it runs and unfreezes them after, unless something (a
+worker's start-up, the user) froze objects already (:mod:`dspex.optimizers.gepa._collector`).
 """
 
 from __future__ import annotations

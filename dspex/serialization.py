@@ -72,6 +72,9 @@ BUILTIN_TYPES: Final[Mapping[str, str]] = {
 }
 # dspex's own modules are trusted code: a policy restricts user code only.
 _TRUSTED_PACKAGE: Final = "dspex"
+# dspex's own modules that a program may never name, whatever the policy: LocalInterpreter runs
+# code on the host, outside the sandbox (a job must not make a worker do that)
+_NEVER_NAMED: Final = ("dspex.primitives.local_interpreter", "dspex.primitives._local_worker")
 
 
 class ProgramNode(Protocol):
@@ -317,10 +320,15 @@ def import_object(path: str, *, allow_modules: Collection[str] | None = None, wh
             f"{what} {path!r} is outside the allowed modules {sorted(allow_modules or ())}; "
             "add its module to the allowed list to load it"
         )
+    refused = SecurityPolicyError(f"{what} {path!r} runs code outside the sandbox; a program cannot name it")
+    if _within(module_name, _NEVER_NAMED):
+        raise refused
     try:
         found: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             found = getattr(found, part)
     except (ImportError, AttributeError) as exc:
         raise ProgramLoadError(f"cannot import {what} {path!r} ({exc})") from exc
+    if _within(str(getattr(found, "__module__", "")), _NEVER_NAMED):  # e.g. "dspex:LocalInterpreter"
+        raise refused
     return found

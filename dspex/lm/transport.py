@@ -23,6 +23,7 @@ async generator whose ``finally`` closes it, or earlier by :func:`aclose_client`
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import ssl
@@ -79,9 +80,12 @@ _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopResources] = 
 _last: tuple[weakref.ref[asyncio.AbstractEventLoop], LoopResources] | None = None
 
 
+@functools.cache
 def _tls_context() -> ssl.SSLContext:
     # httpx's TLS context: certifi's CA bundle, the same on every machine and the one httpx-based
     # clients (DSPy's litellm among them) trust, rather than whatever the system store holds.
+    # One per process: loading the bundle takes ~40 ms, and every new event loop (a sync call's, a
+    # GEPA thread's) opens its own sessions; a context is safe to share between them.
     return httpx.create_ssl_context(trust_env=False)
 
 

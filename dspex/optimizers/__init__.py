@@ -28,9 +28,11 @@ from dspex.optimizers.finetune import BootstrapFinetune
 from dspex.optimizers.gepa import GEPA
 from dspex.optimizers.grpo import GRPO
 from dspex.optimizers.history import Trial, TrialHistory
+from dspex.optimizers.infer_rules import InferRules
 from dspex.optimizers.knn import KNN, KNNFewShot, KNNFewShotProgram
 from dspex.optimizers.labeled import LabeledFewShot
 from dspex.optimizers.mipro import MIPROv2
+from dspex.optimizers.optuna_demos import BootstrapFewShotWithOptuna
 from dspex.optimizers.random_search import BootstrapFewShotWithRandomSearch
 from dspex.optimizers.registry import OPTIMIZERS, optimizer_class, optimizer_from_name
 from dspex.optimizers.simba import SIMBA
@@ -46,6 +48,7 @@ __all__ = [
     "SIMBA",
     "BetterTogether",
     "BootstrapFewShot",
+    "BootstrapFewShotWithOptuna",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapFinetune",
     "BootstrapRS",
@@ -53,6 +56,7 @@ __all__ = [
     "Ensemble",
     "EnsembledProgram",
     "Executor",
+    "InferRules",
     "KNNFewShot",
     "KNNFewShotProgram",
     "KafkaExecutor",

@@ -3,8 +3,8 @@ code-interpreter interface that ``RLM`` and ``ProgramOfThought`` run code throug
 
 The submodules follow DSPy's layout (``dspex.primitives.example``, ``.prediction``, ``.module``,
 ``.code_interpreter``, ``.repl_types``...), so ``from dspy.primitives.prediction import Prediction``
-keeps working with ``dspex`` in its place. ``PythonInterpreter`` (the Deno/Pyodide sandbox) is
-imported on first use only.
+keeps working with ``dspex`` in its place. ``PythonInterpreter`` (the Deno/Pyodide sandbox) and
+``LocalInterpreter`` (a local subprocess, not a sandbox) are imported on first use only.
 """
 
 from __future__ import annotations
@@ -31,12 +31,16 @@ from dspex.primitives.prediction import Completions, Prediction
 from dspex.primitives.sandbox_serializable import SandboxSerializable
 
 if TYPE_CHECKING:
+    from dspex.primitives.local_interpreter import LocalInterpreter
     from dspex.primitives.python_interpreter import PythonInterpreter
 
 BaseModule = Module  # DSPy's base class name; dspex has one Module base
 
 # name -> the submodule that defines it, imported when the name is first read
-_LAZY = {"PythonInterpreter": "dspex.primitives.python_interpreter"}
+_LAZY = {
+    "PythonInterpreter": "dspex.primitives.python_interpreter",
+    "LocalInterpreter": "dspex.primitives.local_interpreter",
+}
 
 __all__ = [
     "BaseModule",
@@ -46,6 +50,7 @@ __all__ = [
     "Completions",
     "Example",
     "FinalOutput",
+    "LocalInterpreter",
     "Module",
     "Prediction",
     "PythonInterpreter",

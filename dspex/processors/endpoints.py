@@ -41,19 +41,15 @@ class EndpointOptions:
     """
 
     adaptive: bool = True
-    # 512, doubling per round trip: a cold predictor reaches 1,024 in one round trip (five from 32,
-    # which at 1 s LM latency is five seconds of a job). 256 was enough while a predictor's CPU was
-    # the limit; with a cheaper predictor the second round trip of ramp showed at 1 s latency (defaults
-    # at 79-87% of --lm-initial-limit 1024 in two runs, 109% with 512; bench/pipeline_throughput.py
-    # --mode defaults). A provider that takes less answers the first window with 429s, which are flow
+    # The default --concurrency (1,024), so a cold predictor's first round trip is a full one (the
+    # limiter never exceeds --concurrency). From 512 the ramp cost about one round trip of a job:
+    # at 1 s LM latency the defaults measured 73-91% of --lm-initial-limit 1024 (bench/RESULTS.md,
+    # session 14). A provider that takes less answers the first window with 429s, which are flow
     # control: the limit halves once per cooldown, nothing fails
-    # (tests/e2e/resilience/test_resilience_rate_limit.py holds its 200 requests/s limit with 0 failed
-    # examples at this default).
-    # Session 14 tried 1,024 (the defaults then equal the benchmark's tuned flags; 512 measured
-    # 73-91% of them at 1 s latency): two cold predictors then opened 2,048 requests at once and a
-    # simulated LM at 10 ms latency on the loaded CI machine stopped answering its control endpoint
-    # (tests/e2e/resilience/test_resilience_crash.py). Kept at 512 until that burst is understood.
-    initial_limit: int = 512
+    # (tests/e2e/resilience/test_resilience_rate_limit.py holds its 200 requests/s with 0 failed
+    # examples). The burst of two cold predictors (2,048 connections at once) once starved the
+    # simulated LM's control endpoint in a test; it now has a listener of its own (dspex.testing._admin).
+    initial_limit: int = 1024
     max_rps: float | None = None
     max_tpm: float | None = None
     breaker_failures: int = 5

@@ -160,7 +160,7 @@ class AsyncSimLMControl:
 
 
 class _Backend(Protocol):
-    def start(self, host: str, port: int) -> int: ...
+    def start(self, host: str, port: int, admin_port: int) -> tuple[int, int | None]: ...
     def stop(self) -> None: ...
     def kill(self) -> None: ...
     @property
@@ -178,12 +178,18 @@ class _SubprocessBackend:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def _command(self, host: str, port: int, port_file: Path) -> tuple[list[str], dict[str, str]]:
+    def _command(
+        self, host: str, port: int, admin_port: int, folder: Path
+    ) -> tuple[list[str], dict[str, str]]:
         knobs = self._config.model_dump(mode="json", exclude={"require_api_key"}, exclude_defaults=True)
         command = [sys.executable, "-m", "dspex.testing.sim_lm", "--host", host, "--port", str(port)]
         command += [
             "--port-file",
-            str(port_file),
+            str(folder / "port"),
+            "--admin-port",
+            str(admin_port),
+            "--admin-port-file",
+            str(folder / "admin-port"),
             "--config-json",
             json.dumps(knobs),
             "--log-level",
@@ -195,13 +201,15 @@ class _SubprocessBackend:
             command += ["--require-api-key-env", _KEY_ENV]
         return command, env
 
-    def start(self, host: str, port: int) -> int:
+    def start(self, host: str, port: int, admin_port: int) -> tuple[int, int | None]:
+        """The LM's port and its admin listener's (the admin port file is written first)."""
         folder = Path(tempfile.mkdtemp(prefix="dspex-sim-lm-"))
-        command, env = self._command(host, port, folder / "port")
+        command, env = self._command(host, port, admin_port, folder)
         try:
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-            return self._wait_for_port(folder / "port")
+            bound = self._wait_for_port(folder / "port")
+            return bound, int((folder / "admin-port").read_text(encoding="utf-8"))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -265,13 +273,14 @@ class _ThreadBackend:
     def running(self) -> bool:
         return self._runner is not None
 
-    def start(self, host: str, port: int) -> int:
+    def start(self, host: str, port: int, admin_port: int) -> tuple[int, int | None]:
+        """The LM's port; no admin listener of its own (None: /admin is served on the LM's port)."""
         loop = self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=loop.run_forever, name="dspex-simulated-lm", daemon=True)
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(start_server(SimulatedLM(self._config), host, port), loop)
         self._runner, bound = future.result(timeout=30.0)
-        return bound
+        return bound, None
 
     def stop(self) -> None:
         if self._loop is None or self._thread is None:
@@ -309,6 +318,9 @@ class SimulatedLMServer:
         **knobs: Any,
     ) -> None:
         self.host, self.port = host, port
+        # The subprocess serves /admin on a listener of its own too (dspex.testing._admin: answered
+        # promptly however many LM connections wait to be accepted); kept across restarts.
+        self.admin_port: int | None = None
         self.config = SimLMConfig().updated(**knobs)
         # a log file this object makes is removed on close(); one the caller names is kept
         self._own_log: Path | None = None
@@ -326,6 +338,11 @@ class SimulatedLMServer:
     def url(self) -> str:
         """The server's root URL, e.g. ``http://127.0.0.1:8123``."""
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """The root URL the admin client uses: the admin listener's when there is one."""
+        return self.url if self.admin_port is None else f"http://{self.host}:{self.admin_port}"
 
     @property
     def base_url(self) -> str:
@@ -351,18 +368,18 @@ class SimulatedLMServer:
     def control(self) -> SimLMControl:
         """A client of the admin endpoints (stats, hold/release, reset, configure, requests)."""
         if self._control is None:
-            self._control = SimLMControl(self.url)
+            self._control = SimLMControl(self.admin_url)
         return self._control
 
     def async_control(self) -> AsyncSimLMControl:
         """A new asynchronous admin client; ``await ctl.aclose()`` when done."""
-        return AsyncSimLMControl(self.url)
+        return AsyncSimLMControl(self.admin_url)
 
     def start(self) -> SimulatedLMServer:
         """Start serving and wait until ``/admin/stats`` answers."""
         if self.running:
             raise ConfigurationError(f"the simulated LM on port {self.port} is already running")
-        self.port = self._backend.start(self.host, self.port)
+        self.port, self.admin_port = self._backend.start(self.host, self.port, self.admin_port or 0)
         self.control.wait_until(lambda _stats: True, timeout=10.0)
         return self
 

@@ -18,6 +18,10 @@ and expiry; knobs through ``--config-json``), and the admin endpoints a test dri
 - ``POST /admin/down`` (``{"mode": "503"|"drop"}``) and ``POST /admin/up``: a simulated outage;
 - ``POST /admin/reset``: zero the counters and forget the request log.
 
+``--admin-port`` serves the /admin endpoints on a listener and thread of their own as well, so that
+a test's control requests are answered promptly however many LM connections wait to be accepted
+(:class:`dspex.testing.SimulatedLMServer` uses it; see :mod:`dspex.testing._admin`).
+
 Run it with ``dspex sim-lm`` or ``python -m dspex.testing.sim_lm --port 8000 --latency 0.1``; from
 Python use :class:`dspex.testing.SimulatedLMServer`. Answers depend only on the request (the content
 id of model, messages, seed and temperature); the knobs add latency and faults around them, drawn
@@ -34,14 +38,16 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dspex._gc import tune_gc_for_worker
 from dspex._loop import run_worker_loop
 from dspex.errors import ConfigurationError
+from dspex.testing._admin import AdminListener
 from dspex.testing._server import SimLMConfig, SimulatedLM, start_server
 
-__all__ = ["SimLMConfig", "SimulatedLM", "config_from_args", "main", "serve"]
+__all__ = ["AdminPort", "SimLMConfig", "SimulatedLM", "config_from_args", "main", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +60,28 @@ def _write_port_file(path: str, port: int) -> None:
     os.replace(tmp, path)
 
 
-async def _serve(config: SimLMConfig, host: str, port: int, port_file: str | None) -> None:
-    runner, bound = await start_server(SimulatedLM(config), host, port)
+@dataclass(frozen=True)
+class AdminPort:
+    """Serve /admin on a listener of its own too (see :mod:`dspex.testing._admin`): ``port`` (0: a
+    free one), written to ``port_file`` once listening."""
+
+    port: int = 0
+    port_file: str | None = None
+
+
+async def _serve(
+    config: SimLMConfig, host: str, port: int, port_file: str | None, admin: AdminPort | None = None
+) -> None:
+    sim = SimulatedLM(config)
+    runner, bound = await start_server(sim, host, port)
+    listener = AdminListener(sim, asyncio.get_running_loop()) if admin is not None else None
     tune_gc_for_worker()  # it is a server process of its own, like the workers
     print(f"dspex simulated LM (a simulation, not a real model) on http://{host}:{bound}/v1", flush=True)
+    if listener is not None and admin is not None:
+        admin_bound = listener.start(host, admin.port)
+        print(f"its /admin endpoints also on http://{host}:{admin_bound}/admin", flush=True)
+        if admin.port_file:
+            _write_port_file(admin.port_file, admin_bound)
     if port_file:
         _write_port_file(port_file, bound)
     stop = asyncio.Event()
@@ -68,18 +92,26 @@ async def _serve(config: SimLMConfig, host: str, port: int, port_file: str | Non
         await stop.wait()
     finally:
         logger.info("simulated LM on port %d stopping", bound)
+        if listener is not None:
+            await asyncio.to_thread(listener.stop)  # its last actions may still need this loop
         await runner.cleanup()
 
 
 def serve(
-    config: SimLMConfig, *, host: str = "127.0.0.1", port: int = 8000, port_file: str | None = None
+    config: SimLMConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    port_file: str | None = None,
+    admin: AdminPort | None = None,
 ) -> None:
-    """Run the simulated LM until SIGTERM or SIGINT (blocking); ``port_file`` receives the bound port.
+    """Run the simulated LM until SIGTERM or SIGINT (blocking); ``port_file`` receives the bound port,
+    ``admin`` asks for the /admin endpoints on a listener of their own as well.
 
     It runs on the loop a worker runs on (uvloop where installed; ``DSPEX_EVENT_LOOP``, see
     :mod:`dspex._loop`): a load test's simulated LM shares the machine with what it measures, and
     uvloop's sockets and callbacks cost it less CPU per request."""
-    run_worker_loop(_serve(config, host, port, port_file))
+    run_worker_loop(_serve(config, host, port, port_file, admin))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     parser.add_argument("--port-file", help="write the bound port to this file once listening")
+    parser.add_argument(
+        "--admin-port", type=int, help="serve /admin on this port too, on a thread of its own (0: a free one)"
+    )
+    parser.add_argument("--admin-port-file", help="write the bound admin port to this file")
     parser.add_argument("--config-json", help="knobs as a JSON object (flags below override it)")
     numeric = {"latency": float, "jitter": float, "rate": float, "burst": float, "fail": float,
                "timeout-rate": float, "hang-seconds": float, "down-after": int, "seed": int,
@@ -139,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    serve(config, host=args.host, port=args.port, port_file=args.port_file)
+    admin = None if args.admin_port is None else AdminPort(args.admin_port, args.admin_port_file)
+    serve(config, host=args.host, port=args.port, port_file=args.port_file, admin=admin)
     return 0
 
 

@@ -19,14 +19,15 @@ EXPECTED_PROGRAMMING_MODEL = {
     "enable_litellm_logging", "disable_litellm_logging", "bootstrap_trace_data", "SignatureMeta",
     "Evaluate", "EvaluationResult", "load", "candidate_id",
     "ReActV2", "ProgramOfThought", "CodeAct", "RLM", "CodeInterpreter", "CodeInterpreterError",
-    "CodeExecutionError", "FinalOutput", "PythonInterpreter", "SandboxSerializable",
+    "CodeExecutionError", "FinalOutput", "PythonInterpreter", "LocalInterpreter", "SandboxSerializable",
     "resolve_interpreter_factory", "streamify", "Provider", "TrainingJob", "is_retryable_lm_error",
     "load_settings", "cache", "ColBERTv2", "Embeddings", "EmbeddingsWithScores", "Retrieve",
 }  # fmt: skip
 EXPECTED_OPTIMIZERS = {
     "Teleprompter", "LabeledFewShot", "BootstrapFewShot", "BootstrapFewShotWithRandomSearch",
     "BootstrapRS", "KNNFewShot", "KNN", "Ensemble", "COPRO", "SIMBA", "MIPROv2", "BetterTogether",
-    "BootstrapFinetune", "LocalExecutor", "GEPA", "GRPO",
+    "BootstrapFinetune", "LocalExecutor", "GEPA", "GRPO", "InferRules",
+    "BootstrapFewShotWithOptuna",
 }  # fmt: skip
 # dspex's own subpackages, and DSPy's (dspex.teleprompt, dspex.predict...) that DSPy code reaches
 EXPECTED_SUBMODULES = {

@@ -118,7 +118,8 @@ def enable(value: Any) -> Tracing | None:
 
 
 def disable() -> None:
-    """Stop tracing: what was recorded is exported (for at most the export timeout)."""
+    """Stop tracing: what was recorded is exported; this waits at most twice the export timeout
+    (a flush, then the batch thread's end), however slow the receiver."""
     enable(None)
 
 

@@ -11,13 +11,18 @@ sampling (what a failed unsampled example keeps: :mod:`dspex.observability.traci
 Exports run on the batch processor's background thread, from a bounded queue (a full one drops
 spans, never waits). An export that fails (unreachable receiver, an error answer, a timeout)
 increments ``dspex_trace_export_errors_total`` and is logged at most once a minute; the spans are
-dropped and the program never waits for the receiver.
+dropped and the program never waits for the receiver. After a failed export the receiver is left
+alone for a while (1 s, doubling up to a minute, back to none after an export succeeds): the
+batches due meanwhile are dropped without being encoded or sent, and counted the same way, so a
+receiver that never answers costs one export timeout per back-off rather than one per batch.
+:func:`~dspex.observability.tracing.flush` and shutting tracing down wait at most their timeout.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -60,6 +65,10 @@ EXPORT_ERRORS: Final = Counter(
 )
 
 LOG_EVERY_S: Final = 60.0
+# After a failed export, no batch is encoded or sent for this long, doubling per failure up to
+# BACKOFF_MOST_S: a receiver that does not answer would otherwise hold every batch for a timeout.
+BACKOFF_FIRST_S: Final = 1.0
+BACKOFF_MOST_S: Final = 60.0
 # New traces kept whatever the sampling ratio: a job's own span (one per job, what its examples link to).
 ALWAYS_KEPT: Final = frozenset({"dspex.job"})
 # What the OTLP exporter logs on every failed export; ours says it once a minute.
@@ -171,6 +180,7 @@ class _ExportAll(BatchSpanProcessor):
         self._room = int(getattr(inner, "_max_queue_size", 0) or 0)
         self.dropped = 0
         self._last_logged = -LOG_EVERY_S
+        self._shutdown_wait_ms = int(options.get("export_timeout_millis") or 30000)
 
     def on_end(self, span: ReadableSpan) -> None:
         queue = self._queue
@@ -178,6 +188,29 @@ class _ExportAll(BatchSpanProcessor):
             self._drop()
             return
         self._emit(span)
+
+    def force_flush(self, timeout_millis: int | None = 30000) -> bool:
+        """Export what is queued, waiting at most ``timeout_millis``; False when not done by then.
+        (The SDK's flush exports on the calling thread and ignores its timeout: against a receiver
+        that never answers it took one export timeout per batch, 8 s for ``flush(1.0)``.)"""
+        timeout_s = (timeout_millis if timeout_millis is not None else 30000) / 1000
+        done = threading.Event()
+
+        def flush() -> None:
+            try:
+                super(_ExportAll, self).force_flush(timeout_millis)
+            finally:
+                done.set()
+
+        try:
+            threading.Thread(target=flush, name="dspex-trace-flush", daemon=True).start()
+        except RuntimeError:  # no new threads while the interpreter shuts down (3.12+): flush here
+            return bool(super().force_flush(timeout_millis))
+        return done.wait(timeout_s)
+
+    def shutdown(self) -> None:
+        """Stop the batch thread, waiting for it at most one export timeout (the SDK: 30 s)."""
+        self._batch_processor.shutdown(timeout_millis=self._shutdown_wait_ms)
 
     def _drop(self) -> None:
         self.dropped += 1
@@ -200,14 +233,24 @@ class CountedExporter(SpanExporter):
         self._where = where
         self._last_logged = -LOG_EVERY_S
         self._failed_since_log = 0
+        self._backoff_s = 0.0
+        self.resume_at = 0.0  # time.monotonic() before which batches are dropped unsent
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if time.monotonic() < self.resume_at:
+            self._failed(len(spans), "not sent: the receiver failed an export less than "
+                         f"{self._backoff_s:g} s ago")  # fmt: skip
+            return SpanExportResult.FAILURE
         reason = "the receiver did not accept them"
         try:
             result = self._inner.export(spans)
         except Exception as exc:  # an exporter's bug or a transport error must not end the thread
             result, reason = SpanExportResult.FAILURE, f"{type(exc).__name__}: {exc}"
-        if result is not SpanExportResult.SUCCESS:
+        if result is SpanExportResult.SUCCESS:
+            self._backoff_s = 0.0
+        else:
+            self._backoff_s = min(max(2 * self._backoff_s, BACKOFF_FIRST_S), BACKOFF_MOST_S)
+            self.resume_at = time.monotonic() + self._backoff_s
             self._failed(len(spans), reason)
         return result
 

@@ -36,10 +36,12 @@ the new candidates included, run on the minibatches those iterations will draw, 
 of the parents whose runs there are already known are asked. The first speculated child also runs
 on the minibatch of the iteration after its own and on the valset, together with its own minibatch:
 if it is added, its valset evaluation waits for nothing and the next iteration, which may select it,
-finds its runs made. The next speculated child (:data:`FOLLOWERS`) runs on the minibatch of the
-iteration after its own too: if it is added instead, the hedge of its valset evaluation finds those
-runs and asks its reflection as a parent meanwhile. Which of these the iterations take depends on
-the valset scores; the others are spent for nothing (counted like any call).
+finds its runs made; the hedge made beside those runs leaves them out (its parents include that
+child: it would make them again). The next speculated child (:data:`FOLLOWERS`) runs on the
+minibatch of the iteration after its own too: if it is added instead, the hedge of its valset
+evaluation finds those runs and asks its reflection as a parent meanwhile. Which of these the
+iterations take depends on the valset scores; the others are spent for nothing (counted like any
+call).
 """
 
 from __future__ import annotations
@@ -277,15 +279,20 @@ def _known(memo: Any, candidate: dict[str, str], batch: Sequence[Any]) -> bool:
 
 
 def _missing(
-    memo: Any, tasks: Sequence[tuple[dict[str, str], list[Any]]]
+    memo: Any,
+    tasks: Sequence[tuple[dict[str, str], list[Any]]],
+    running: Sequence[tuple[dict[str, str], list[Any]]] = (),
 ) -> list[tuple[dict[str, str], list[Any]]]:
-    """One item per candidate: its predicted examples with no run in the memo, each once."""
+    """One item per candidate: its predicted examples with no run in the memo, each once, and
+    none of those in ``running`` (made meanwhile by another batch: they reach the memo with it)."""
+    made = {(_key(candidate), id(example)) for candidate, batch in running for example in batch}
     wanted: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], dict[int, Any]]] = {}
     for candidate, batch in tasks:
         known = memo.lookup(candidate, batch, True)
-        _, examples = wanted.setdefault(tuple(sorted(candidate.items())), (candidate, {}))
+        key = _key(candidate)
+        _, examples = wanted.setdefault(key, (candidate, {}))
         for index, example in enumerate(batch):
-            if index not in known:
+            if index not in known and (key, id(example)) not in made:
                 examples.setdefault(id(example), example)
     return [(candidate, list(examples.values())) for candidate, examples in wanted.values() if examples]
 
@@ -354,7 +361,7 @@ def speculate_children(
         runs, hedge = _lead_runs(proposer, adapter, state, leads, valset, evals_left)
         children += runs
     if hedge is not None:
-        _alongside_runs(adapter, children, hedge)
+        _alongside_runs(adapter, children, lambda: None, hedge)
     elif missing := _missing(memo, children):
         adapter.batch_evaluate(missing, capture_traces=True)
     return len(asked)
@@ -395,12 +402,12 @@ def _lead_runs(
     leads: Sequence[tuple[_Job, tuple[dict[str, str], list[Any]]]],
     valset: Sequence[Any] | None,
     evals_left: int,
-) -> tuple[list[tuple[dict[str, str], list[Any]]], Callable[[], int] | None]:
+) -> tuple[list[tuple[dict[str, str], list[Any]]], Callable[[Sequence[Any]], int] | None]:
     """The runs of the first predicted children (:func:`_leads`): each one's minibatch, the next
     iteration's minibatch and the valset (when given); with the valset and metric calls left
     after it, a call to make meanwhile (None without): the runs of the parents the iterations
     after the first child's may select if one of them is added (:func:`hedge_parents` from its
-    iteration).
+    iteration), given the runs made beside it (it leaves them out).
 
     The first child is the likeliest to be added, then the next. If one is, gepa's valset
     evaluation of it waits for no LM call, and the next iterations, which may select it or another
@@ -424,7 +431,7 @@ def _lead_runs(
     before = _StateAt(state, state.i - 1)
     new_programs = [child[0] for _, child in leads]
 
-    def hedge() -> int:
+    def hedge(running: Sequence[tuple[dict[str, str], list[Any]]]) -> int:
         try:
             return hedge_parents(
                 proposer,
@@ -434,6 +441,7 @@ def _lead_runs(
                 evals_left=left,
                 rounds=LEAD_HEDGE,
                 skip=first.ahead + 1,
+                running=running,
             )
         except Exception as exc:  # the hedge only fills the memo: without it the run is the same
             logger.debug("hedged runs after the first child failed: %s: %s", type(exc).__name__, exc)
@@ -472,12 +480,13 @@ def _keep(
 def _alongside_runs(
     adapter: Any, runs: Sequence[tuple[dict[str, str], list[Any]]], ask: Any, hedge: Any = None
 ) -> Any:
-    """``ask()``'s answers, the ``runs`` missing from the memo (and ``hedge()``, when given) made
-    at the same time."""
+    """``ask()``'s answers, the ``runs`` missing from the memo (and ``hedge(those runs)``, when
+    given) made at the same time."""
     missing = _missing(adapter.memo, runs)
     side = [lambda: adapter.batch_evaluate(missing, capture_traces=True)] if missing else []
     if hedge is not None:
-        side.append(hedge)
+        # the hedge's parents include the leads: their runs made here are not made twice at once
+        side.append(functools.partial(hedge, missing))
     if not side:
         return ask()
     futures = [_threads.start(call) for call in side]
@@ -598,11 +607,13 @@ def hedge_parents(
     rounds: int = HEDGE,
     num_threads: int | None = None,
     skip: int = 0,
+    running: Sequence[tuple[dict[str, str], list[Any]]] = (),
 ) -> int:
     """While candidates are scored on the valset (before gepa adds them): run the parents the next
     ``rounds`` iterations may select on the minibatches they will draw, missing from the memo;
     returns how many runs were started. ``skip``: iterations after the current one whose draws
-    come first (the copies of the selector and sampler make them), not hedged.
+    come first (the copies of the selector and sampler make them), not hedged. ``running``: runs
+    another batch is making meanwhile, left out (the memo has them when both have ended).
 
     Which parent an iteration selects depends on the valset scores being made, so every plausible
     one is run: the new candidates and the parents predicted when none is added. The minibatches
@@ -622,7 +633,7 @@ def hedge_parents(
     parents = {_key(candidate): candidate for candidate, _ in predicted}
     parents.update((_key(candidate), candidate) for candidate in new_programs)
     batches = {tuple(id(example) for example in batch): batch for _, batch in predicted}
-    items = _missing(adapter.memo, [(p, b) for p in parents.values() for b in batches.values()])
+    items = _missing(adapter.memo, [(p, b) for p in parents.values() for b in batches.values()], running)
     jobs = _next_reflections(proposer, adapter, state, iterations, list(parents.values()))
     asked = [job for job in jobs if job.key not in adapter.proposals]
 

@@ -27,6 +27,7 @@ from dspex.lm.usage import Usage, UsageTracker, track_usage
 from dspex.optimizers._base import OptimizerRun, StepCost
 from dspex.optimizers.budget import Budget
 from dspex.optimizers.executor import Executor, LocalExecutor
+from dspex.optimizers.gepa._collector import older_objects_set_aside
 from dspex.optimizers.gepa.adapter import BudgetStop
 from dspex.optimizers.gepa.budgets import SpendStopper
 from dspex.optimizers.gepa.checkpoint import GEPARunState, save_run_file
@@ -98,7 +99,7 @@ class GEPARun(OptimizerRun):
         self.spend.begin_step()
         calls_before = self._metric_calls()
         try:
-            with track_usage(self.spend.local):
+            with track_usage(self.spend.local), older_objects_set_aside():
                 finished = await run_in_thread(self._advance)
         except BudgetStop as stop:
             # the evaluation that reached the cap is dropped; the best so far stands

@@ -351,3 +351,16 @@ async def test_the_lm_times_out_a_silent_server_and_refuses_a_key_with_a_line_br
             await injected.acomplete([{"role": "user", "content": "hi"}])
         await aclose_client()
     assert len(server.heads) == 1  # the refused key sent nothing
+
+
+def test_every_loop_shares_the_processs_one_tls_context() -> None:
+    from dspex.lm import transport
+
+    async def context_of_a_new_loop() -> object:
+        resources = await transport.loop_resources()
+        pool = resources.http1
+        return None if pool is None else pool._tls  # what the pool connects with
+
+    first, second = asyncio.run(context_of_a_new_loop()), asyncio.run(context_of_a_new_loop())
+    assert transport._tls_context() is transport._tls_context()
+    assert first is second is transport._tls_context()

@@ -134,3 +134,19 @@ def test_unfit_adapter_options_are_a_load_error() -> None:
     state = Predict("q -> a").predictor_state() | {"adapter": {"name": "chat", "options": {"nope": 1}}}
     with pytest.raises(ProgramLoadError, match="adapter 'chat': options"):
         Predict("q -> a").load_predictor_state(state)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "dspex.primitives.local_interpreter:LocalInterpreter",
+        "dspex:LocalInterpreter",
+        "dspex.primitives._local_worker:serve",
+    ],
+)
+def test_a_program_cannot_name_the_local_interpreter_whatever_the_policy(path: str) -> None:
+    from dspex.serialization import import_object
+
+    for allow_modules in (None, ["dspex"]):
+        with pytest.raises(SecurityPolicyError, match="outside the sandbox"):
+            import_object(path, allow_modules=allow_modules, what="tool")

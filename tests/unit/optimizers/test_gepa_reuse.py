@@ -3,9 +3,12 @@ decisions as a run that makes every evaluation anew."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+import time
 from typing import Any
+from unittest import mock
 
 import gepa.gepa_utils as gepa_utils
 from dspex_optimizer_fakes import sim_lm_of
@@ -300,3 +303,58 @@ def test_a_predictions_pareto_draws_are_gepas_and_prune_the_front_once(monkeypat
     changed, _ = prefetch._copies(real, EpochShuffledBatchSampler(3, rng=rng))
     changed.select_candidate_idx(state)
     assert len(pruned) == before + 1
+
+
+async def test_a_hedge_leaves_out_the_runs_another_batch_is_making_meanwhile() -> None:
+    lm = ScriptedLM()
+    optimizer = GEPA(feedback_metric, max_metric_calls=200, reflection_lm=lm, seed=3)
+    new = {"self": f"Answer with the number only, and say {MAGIC}."}
+    with context(lm=lm):
+        run = optimizer.start(student(), trainset=dataset(7), valset=dataset(4, offset=50))
+        await run.step()
+        proposer, state, adapter = run.parts.engine.reflective_proposer, run.gepa_state, run.adapter
+        state.i += 1
+        upcoming = predicted_tasks(proposer, state, LOOKAHEAD)
+        state.i -= 1
+        running = [(new, upcoming[0][1])]  # the new candidate on the next minibatch, being run elsewhere
+        started = await run_in_thread(
+            lambda: hedge_parents(proposer, adapter, state, [new], evals_left=100, running=running)
+        )
+    memo = adapter.memo
+    assert memo is not None and started > 0
+    assert memo.lookup(new, upcoming[0][1], True) == {}  # left to the other batch
+    later = [batch for _, batch in upcoming if not set(map(id, batch)) & set(map(id, upcoming[0][1]))]
+    assert later and all(len(memo.lookup(new, batch, True)) == len(batch) for batch in later)
+
+
+async def test_no_run_of_a_candidate_on_an_example_is_made_twice_at_once(sim: SimulatedLMServer) -> None:
+    # the first predicted child's runs and the hedge beside them both cover it on the next
+    # minibatches: each run is made by one of them
+    lm = sim_lm_of(sim)
+    optimizer = GEPA(phrase_feedback_metric(4), max_metric_calls=300, reflection_lm=lm, seed=4)
+    spans: list[tuple[tuple[tuple[str, str], ...], int, float, float]] = []
+    real_run_batch = DspyAdapter._run_batch
+
+    def recorded(self: DspyAdapter, batch: Any, candidate: Any, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return real_run_batch(self, batch, candidate, *args)
+        finally:
+            key, ended = tuple(sorted(candidate.items())), time.perf_counter()
+            spans.extend((key, id(example), started, ended) for example in batch)
+
+    with context(lm=lm), mock.patch.object(DspyAdapter, "_run_batch", recorded):
+        run = optimizer.start(student(), trainset=TRAIN, valset=VAL)
+        while not run.done:
+            await run.step()
+    assert len(spans) > 100
+    by_run: dict[tuple[Any, int], list[tuple[float, float]]] = {}
+    for key, example, started, ended in spans:
+        by_run.setdefault((key, example), []).append((started, ended))
+    overlapping = [
+        run
+        for run, times in by_run.items()
+        for (a_start, a_end), (b_start, _) in itertools.pairwise(sorted(times))
+        if b_start < a_end
+    ]
+    assert overlapping == []

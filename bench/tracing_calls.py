@@ -22,7 +22,6 @@ import asyncio
 import cProfile
 import json
 import pstats
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +30,7 @@ from typing import Any
 import dspex
 from dspex.observability.tracing import TracingSettings, lean
 from dspex.testing import SimulatedLMServer
+from dspex.testing.listener import LoopbackListener
 from dspex.testing.task import arithmetic_dataset
 
 EXAMPLES = 500
@@ -78,24 +78,6 @@ class _Accepting(BaseHTTPRequestHandler):
         return
 
 
-def _black_hole() -> socket.socket:
-    """A listening socket whose connections are accepted and never answered."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    return listener
-
-
 def _batch_thread_cpu_s() -> float:
     """CPU seconds used so far by the live span batch threads of this process."""
     total = 0.0
@@ -110,7 +92,7 @@ def main() -> None:
 
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Accepting)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    hole = _black_hole()
+    hole = LoopbackListener(hold=True)  # accepts, never answers
     configurations: dict[str, dict[str, Any]] = {
         "off": {"tracing": None, "callbacks": []},
         "no-op callback": {"tracing": None, "callbacks": [Silent()]},
@@ -119,9 +101,7 @@ def main() -> None:
         "default, OTLP receiver": {
             "tracing": TracingSettings(endpoint=f"http://127.0.0.1:{receiver.server_address[1]}")
         },
-        "default, black hole": {
-            "tracing": TracingSettings(endpoint=f"http://127.0.0.1:{hole.getsockname()[1]}")
-        },
+        "default, black hole": {"tracing": TracingSettings(endpoint=hole.url)},
     }
     found: dict[str, float] = {}
     with SimulatedLMServer(latency=0.0) as sim:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import socket
 import statistics
 import sys
 import threading
@@ -51,6 +50,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from common import CpuClock, machine_summary, markdown_table, run_child_json, start_sim
+
+from dspex.testing.listener import LoopbackListener
 
 DATASET_SEED = 7
 WARMUP_SEED = 8
@@ -230,25 +231,6 @@ def _rotated(modes: tuple[str, ...], round_index: int) -> tuple[str, ...]:
     return modes[start:] + modes[:start]
 
 
-def _black_hole() -> tuple[socket.socket, list[socket.socket]]:
-    """A listening socket whose connections are accepted and never answered."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            held.append(connection)
-
-    threading.Thread(target=accept, daemon=True).start()
-    return listener, held
-
-
 def main() -> None:
     args = _parser().parse_args()
     if args.child:
@@ -257,11 +239,11 @@ def main() -> None:
         return
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Accepting)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    hole, _ = _black_hole()
+    hole = LoopbackListener(hold=True)  # accepts, never answers
     endpoints = {
         "off": "",
         "default": f"http://127.0.0.1:{receiver.server_address[1]}",
-        "black hole": f"http://127.0.0.1:{hole.getsockname()[1]}",
+        "black hole": hole.url,
         "all": f"http://127.0.0.1:{receiver.server_address[1]}",
     }
     if args.cpu:

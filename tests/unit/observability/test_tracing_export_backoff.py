@@ -5,7 +5,6 @@ minute), and flushing or shutting tracing down waits at most its timeout."""
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,7 @@ from dspex.observability.tracing.provider import (
     build_provider,
 )
 from dspex.observability.tracing.settings import TracingSettings, resolve
+from dspex.testing.listener import LoopbackListener
 
 
 class Scripted(SpanExporter):
@@ -118,23 +118,8 @@ def test_flush_and_shutdown_wait_at_most_their_timeout_for_a_receiver_that_never
 @pytest.fixture
 def black_hole() -> Iterator[str]:
     """An OTLP endpoint that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    listener.close()
-    for connection in held:
-        connection.close()
+    with LoopbackListener(hold=True) as listener:
+        yield listener.url
 
 
 def test_a_black_hole_gets_one_encoded_batch_per_back_off(

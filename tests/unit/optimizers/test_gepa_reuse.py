@@ -169,19 +169,32 @@ async def test_the_seeds_valset_evaluation_runs_the_first_iterations_parents_mea
     assert quiet.calls == 4  # nothing ahead without speculate
 
 
+async def _after_one_round(lm: ScriptedLM) -> Any:
+    """A GEPA run on ``lm`` (inside its context) after its first step."""
+    optimizer = GEPA(feedback_metric, max_metric_calls=200, reflection_lm=lm, seed=3)
+    run = optimizer.start(student(), trainset=dataset(7), valset=dataset(4, offset=50))
+    await run.step()
+    return run
+
+
+def _next_iterations_draws(proposer: Any, state: Any) -> Any:
+    """The draws of the iterations after the current one, had no candidate been added."""
+    state.i += 1
+    try:
+        return predicted_tasks(proposer, state, LOOKAHEAD)
+    finally:
+        state.i -= 1
+
+
 async def test_a_candidate_being_scored_runs_on_the_next_minibatches_meanwhile() -> None:
     lm = ScriptedLM()
-    optimizer = GEPA(feedback_metric, max_metric_calls=200, reflection_lm=lm, seed=3)
     new = {"self": f"Answer with the number only, and say {MAGIC}."}
     with context(lm=lm):
-        run = optimizer.start(student(), trainset=dataset(7), valset=dataset(4, offset=50))
-        await run.step()
+        run = await _after_one_round(lm)
         proposer, state, adapter = run.parts.engine.reflective_proposer, run.gepa_state, run.adapter
         calls = lm.calls
         started = await run_in_thread(lambda: hedge_parents(proposer, adapter, state, [new], evals_left=100))
-    state.i += 1  # the next iteration's draws, had no candidate been added
-    upcoming = predicted_tasks(proposer, state, LOOKAHEAD)
-    state.i -= 1
+    upcoming = _next_iterations_draws(proposer, state)
     memo, proposals = adapter.memo, adapter.proposals
     assert memo is not None and proposals is not None and started > 0
     # and the seed, wrong on every example, gets the next iteration's reflection asked as well
@@ -307,15 +320,11 @@ def test_a_predictions_pareto_draws_are_gepas_and_prune_the_front_once(monkeypat
 
 async def test_a_hedge_leaves_out_the_runs_another_batch_is_making_meanwhile() -> None:
     lm = ScriptedLM()
-    optimizer = GEPA(feedback_metric, max_metric_calls=200, reflection_lm=lm, seed=3)
     new = {"self": f"Answer with the number only, and say {MAGIC}."}
     with context(lm=lm):
-        run = optimizer.start(student(), trainset=dataset(7), valset=dataset(4, offset=50))
-        await run.step()
+        run = await _after_one_round(lm)
         proposer, state, adapter = run.parts.engine.reflective_proposer, run.gepa_state, run.adapter
-        state.i += 1
-        upcoming = predicted_tasks(proposer, state, LOOKAHEAD)
-        state.i -= 1
+        upcoming = _next_iterations_draws(proposer, state)
         running = [(new, upcoming[0][1])]  # the new candidate on the next minibatch, being run elsewhere
         started = await run_in_thread(
             lambda: hedge_parents(proposer, adapter, state, [new], evals_left=100, running=running)
